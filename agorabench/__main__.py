@@ -1,0 +1,3 @@
+from agorabench.cli import app
+
+app()

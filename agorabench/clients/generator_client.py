@@ -1,0 +1,141 @@
+"""One generator as the engine sees it: store first, then limits, retries, cost.
+
+Order matters here. The request store is asked before anything else, so a cached answer never waits
+for a concurrency slot, a rate-limit token or the budget. A new answer is written to the store the
+moment it arrives, before the caller sees it: a crash after that point loses nothing that was paid.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from agorabench.clients import retry
+from agorabench.clients.ratelimit import TokenBucket
+from agorabench.config import GeneratorConfig
+from agorabench.request_store import Completion, RequestStore, request_key
+
+
+class BudgetExceeded(RuntimeError):
+    """Sending one more request could push the run past --max-cost."""
+
+
+class RetriesExhausted(RuntimeError):
+    """A retryable error persisted past max_retries."""
+
+
+@dataclass
+class RunStats:
+    """What this process did (not part of any output: a re-run would differ)."""
+
+    sent: int = 0           # HTTP attempts
+    completed: int = 0      # new answers stored
+    cached: int = 0         # answers served from the store
+    retried: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    spent_usd: float = 0.0  # new money spent in this process
+    reserved_usd: float = 0.0
+
+
+def estimate_tokens(text: str) -> int:
+    # ~4 characters per token for English under BPE tokenizers; only used for limits and estimates.
+    return max(1, len(text) // 4)
+
+
+class GeneratorClient:
+    def __init__(self, name: str, cfg: GeneratorConfig, store: RequestStore, chat_api, *,
+                 max_cost_usd: float | None = None):
+        self.name, self.cfg, self.store, self.api = name, cfg, store, chat_api
+        self.max_cost_usd = max_cost_usd
+        self.backoff_s, self.backoff_max_s = cfg.retry_backoff_s, cfg.retry_backoff_max_s
+        self.stats = RunStats()
+        self._slots = asyncio.Semaphore(cfg.concurrency)
+        self._rpm = TokenBucket(cfg.requests_per_minute) if cfg.requests_per_minute else None
+        self._tpm = TokenBucket(cfg.tokens_per_minute) if cfg.tokens_per_minute else None
+
+    def key_request(self, messages: list[dict], sampling: dict, sample_index: int) -> dict:
+        """What identifies an answer. A local server's URL changes every run, so it is left out."""
+        req = {"backend": self.cfg.backend, "model": self.cfg.model, "messages": messages,
+               "sampling": sampling, "sample_index": sample_index}
+        if self.cfg.backend in ("openai", "anthropic") and self.cfg.base_url:
+            req["base_url"] = self.cfg.base_url
+        return req
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.cfg.price_in_per_mtok + output_tokens * self.cfg.price_out_per_mtok) / 1e6
+
+    def _reserve(self, messages: list[dict], sampling: dict) -> float:
+        """Book the worst case (full max_tokens) against the budget before sending."""
+        prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
+        worst = self.cost(prompt_tokens, int(sampling.get("max_tokens") or 0))
+        if self.max_cost_usd is not None:
+            if self.stats.spent_usd + self.stats.reserved_usd + worst > self.max_cost_usd:
+                raise BudgetExceeded(
+                    f"--max-cost {self.max_cost_usd:.4f} USD reached: spent {self.stats.spent_usd:.4f}, "
+                    f"the next request could cost up to {worst:.4f}"
+                )
+        self.stats.reserved_usd += worst
+        return worst
+
+    async def complete(self, messages: list[dict], sampling: dict, sample_index: int) -> tuple[str, Completion]:
+        request = self.key_request(messages, sampling, sample_index)
+        key = request_key(request)
+        hit = self.store.get(key)
+        if hit is not None:
+            self.stats.cached += 1
+            return key, hit
+
+        reserved = self._reserve(messages, sampling)
+        try:
+            async with self._slots:
+                if self._rpm:
+                    await self._rpm.acquire(1)
+                if self._tpm:
+                    await self._tpm.acquire(sum(estimate_tokens(m["content"]) for m in messages)
+                                            + int(sampling.get("max_tokens") or 0))
+                text, finish, n_in, n_out, latency = await self._call_with_retries(key, messages, sampling)
+        finally:
+            self.stats.reserved_usd -= reserved
+        done = Completion(text=text, finish_reason=finish, input_tokens=n_in, output_tokens=n_out,
+                          latency_s=latency, cost_usd=self.cost(n_in, n_out))
+        self.store.put(key, self.cfg.backend, self.cfg.model, request, done)
+        self.stats.completed += 1
+        self.stats.spent_usd += done.cost_usd
+        return key, done
+
+    async def _call_with_retries(self, key: str, messages: list[dict], sampling: dict):
+        attempt = 0
+        while True:
+            self.stats.sent += 1
+            started = time.perf_counter()
+            try:
+                text, finish, n_in, n_out = await self.api.chat(messages, sampling)
+                return text, finish, n_in, n_out, time.perf_counter() - started
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # classified below: retry transient errors, fail fast otherwise
+                kind = str(retry.status_of(exc) or type(exc).__name__)
+                self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
+                retryable = retry.is_retryable(exc)
+                self.store.record_failure(key, self.cfg.backend, self.cfg.model,
+                                          f"{kind}: {retry.server_message(exc)}", retryable)
+                if not retryable:
+                    raise retry.FatalAPIError(
+                        f"generator {self.name}: the API refused the request ({kind}): "
+                        f"{retry.server_message(exc)}"
+                    ) from None
+                if attempt >= self.cfg.max_retries:
+                    raise RetriesExhausted(
+                        f"generator {self.name}: still failing after {attempt + 1} attempts "
+                        f"({kind}: {retry.server_message(exc)})"
+                    ) from exc
+                wait = retry.backoff_s(attempt, self.backoff_s, self.backoff_max_s)
+                after = retry.retry_after_s(exc)
+                if after is not None:
+                    wait = max(wait, after)  # never earlier than the server asked
+                self.stats.retried += 1
+                attempt += 1
+                await asyncio.sleep(wait)
+
+    async def close(self) -> None:
+        await self.api.close()

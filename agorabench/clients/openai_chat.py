@@ -1,0 +1,24 @@
+"""Any OpenAI-compatible chat endpoint: OpenAI, `vllm serve`, `transformers serve`, llama.cpp server."""
+from __future__ import annotations
+
+import openai
+
+
+class OpenAIChat:
+    def __init__(self, *, model: str, base_url: str | None, api_key: str, timeout_s: float):
+        # max_retries=0: retries, backoff and Retry-After are ours (GeneratorClient), so that every
+        # attempt is counted and logged, and the SDK's own retries do not multiply ours.
+        self.model = model
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
+
+    async def chat(self, messages: list[dict], sampling: dict) -> tuple[str, str | None, int, int]:
+        kwargs = {k: v for k, v in sampling.items() if v is not None}
+        resp = await self.client.chat.completions.create(model=self.model, messages=messages, **kwargs)
+        choice = resp.choices[0]
+        usage = resp.usage
+        text = choice.message.content or ""
+        return (text, choice.finish_reason,
+                usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
+
+    async def close(self) -> None:
+        await self.client.close()

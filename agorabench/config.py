@@ -1,0 +1,201 @@
+"""params.yaml: the whole experiment, validated on load.
+
+Every section is a pydantic model with extra="forbid", so a typo is an error rather than a silently
+ignored setting. Errors are turned into one line that names the file, the field, the value and what
+is allowed (see `format_error`), because that is what a user needs to fix their file.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DOMAINS = ("math", "code", "general")
+METHODS = ("instance_generation", "response_generation", "quality_enhancement")
+BACKENDS = ("openai", "anthropic", "local", "vllm")
+
+
+class ParamsError(ValueError):
+    """A one-line, user-facing configuration error."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GeneratorConfig(Strict):
+    backend: Literal["openai", "anthropic", "local", "vllm"]
+    # API model id, or for `local`/`vllm` a packaged model name, a local path or a hub id.
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    price_in_per_mtok: float = Field(0.0, ge=0)
+    price_out_per_mtok: float = Field(0.0, ge=0)
+    concurrency: int = Field(8, ge=1, le=4096)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    timeout_s: float = Field(600.0, gt=0)
+    max_retries: int = Field(8, ge=0)
+    # Exponential backoff with jitter starts here and doubles up to the cap; Retry-After wins if longer.
+    retry_backoff_s: float = Field(1.0, ge=0)
+    retry_backoff_max_s: float = Field(60.0, ge=0)
+    # Sampling overrides for this generator only (e.g. top_p: null for APIs that reject it).
+    sampling: dict[str, float | int | str | list[str] | None] = Field(default_factory=dict)
+    # `local` backend: extra arguments for the server (`transformers serve` / `vllm serve`).
+    server_args: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _backend_needs(self):
+        if self.backend == "anthropic" and self.api_key_env is None:
+            object.__setattr__(self, "api_key_env", "ANTHROPIC_API_KEY")
+        if self.backend == "openai" and self.base_url is None and self.api_key_env is None:
+            object.__setattr__(self, "api_key_env", "OPENAI_API_KEY")
+        return self
+
+    def api_key(self, name: str) -> str:
+        """The API key from the environment; a missing one names the variable to set."""
+        if self.backend in ("local", "vllm"):
+            return "EMPTY"
+        if self.api_key_env is None:  # an OpenAI-compatible server that needs no key
+            return "EMPTY"
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise ParamsError(
+                f"generators.{name}: environment variable {self.api_key_env} is not set; "
+                f"export {self.api_key_env}=<your key> (or set generators.{name}.api_key_env)"
+            )
+        return key
+
+
+class SamplingConfig(Strict):
+    temperature: float = Field(1.0, ge=0)
+    top_p: float | None = Field(0.9, gt=0, le=1)
+    max_tokens: int = Field(4096, ge=1)
+    stop: list[str] = Field(default_factory=lambda: ["[END]"])
+
+
+class GenerationConfig(Strict):
+    num_instances: int = Field(10_000, ge=1)
+    seed: int = 42
+    sampling: SamplingConfig = SamplingConfig()
+    # Each instance gets this many attempts (the paper's 10 retries); IG's budget is N times this.
+    max_attempts_per_instance: int = Field(10, ge=1)
+    # Requests whose prompts are built in one step (IG's generated-demo pool only grows between
+    # batches), so outputs do not depend on completion order or on concurrency. A Prefect task each.
+    batch_size: int = Field(256, ge=1)
+    num_fewshot: int = Field(3, ge=1, le=9)
+    num_seed_demos: int = Field(2, ge=0)
+    prompt_format: Literal["text", "json"] = "text"
+    # null = the prompts shipped with agorabench; or a folder with files named like ours.
+    prompt_dir: str | None = None
+    # Validator length limit (prompt + response tokens), as in the paper (4096, Llama-3 tokenizer).
+    max_instance_tokens: int = Field(4096, ge=16)
+    # "approx" counts ~4 characters per token; otherwise a tokenizer path or hub id.
+    tokenizer: str = "approx"
+    output_dir: str = "data/generated"
+
+    @model_validator(mode="after")
+    def _demos_fit(self):
+        if self.num_seed_demos > self.num_fewshot:
+            raise ValueError(
+                f"num_seed_demos ({self.num_seed_demos}) must be <= num_fewshot ({self.num_fewshot})"
+            )
+        return self
+
+
+class SeedsConfig(Strict):
+    source: Literal["offline", "hub"] = "offline"
+
+
+class CacheConfig(Strict):
+    # The request store: every completed API response, kept across runs and DVC re-runs.
+    requests_db: str = ".agora/requests.sqlite"
+
+
+class Params(Strict):
+    generators: dict[str, GeneratorConfig]
+    # Which generators the benchmark runs (the DVC matrix axis); all of `generators` when empty.
+    benchmark_generators: list[str] = Field(default_factory=list)
+    domains: list[Literal["math", "code", "general"]] = Field(default_factory=lambda: list(DOMAINS))
+    methods: list[Literal["instance_generation", "response_generation", "quality_enhancement"]] = Field(
+        default_factory=lambda: list(METHODS)
+    )
+    generation: GenerationConfig = GenerationConfig()
+    seeds: SeedsConfig = SeedsConfig()
+    cache: CacheConfig = CacheConfig()
+    # Sections owned by later stages (training, evaluation, analysis); kept as plain data here.
+    student: dict = Field(default_factory=dict)
+    training: dict = Field(default_factory=dict)
+    evaluation: dict = Field(default_factory=dict)
+    intrinsic: dict = Field(default_factory=dict)
+    analysis: dict = Field(default_factory=dict)
+
+    @field_validator("generators")
+    @classmethod
+    def _names(cls, v):
+        for name in v:
+            if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+                raise ValueError(f"generator name {name!r} may use letters, digits, '-', '_' and '.' only")
+        if not v:
+            raise ValueError("declare at least one generator")
+        return v
+
+    @model_validator(mode="after")
+    def _known_generators(self):
+        for name in self.benchmark_generators:
+            if name not in self.generators:
+                raise ValueError(
+                    f"benchmark_generators lists {name!r}, which is not under generators "
+                    f"(declared: {', '.join(self.generators)})"
+                )
+        return self
+
+    def generator(self, name: str) -> GeneratorConfig:
+        if name not in self.generators:
+            raise ParamsError(
+                f"unknown generator {name!r}; declared in params: {', '.join(self.generators)}"
+            )
+        return self.generators[name]
+
+
+def format_error(path: str | Path, err: ValidationError) -> str:
+    """The first pydantic error as one line: file, dotted field, value, what is allowed."""
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    value = e.get("input")
+    kind = e["type"]
+    if kind == "extra_forbidden":
+        return f"{path}: unknown field {loc!r}; remove it or check its spelling"
+    if kind == "missing":
+        return f"{path}: {loc} is required"
+    msg = e["msg"].removeprefix("Value error, ")
+    shown = repr(value) if not isinstance(value, dict) else "{...}"
+    return f"{path}: {loc} = {shown} is not allowed: {msg}"
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: file not found; pass --params FILE or run from the project root")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path}:{where} is not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise ParamsError(format_error(path, e)) from None
+
+
+def check_setting(domain: str, method: str) -> None:
+    if domain not in DOMAINS:
+        raise ParamsError(f"--domain {domain!r} is not allowed; choose one of {', '.join(DOMAINS)}")
+    if method not in METHODS:
+        raise ParamsError(f"--method {method!r} is not allowed; choose one of {', '.join(METHODS)}")

@@ -1,0 +1,158 @@
+"""Runs a SettingPlan against a generator: batches of concurrent requests, progress, outputs.
+
+`generate_setting` is plain asyncio so tests and benchmarks can call it without Prefect; the
+Prefect flow passes its own `run_batch` (a task with retries) and gets the same behaviour.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from agorabench.clients import make_chat_api
+from agorabench.clients.generator_client import BudgetExceeded, GeneratorClient
+from agorabench.config import Params, check_setting
+from agorabench.generation import Attempt, Outcome, SettingPlan, output_paths, write_outputs
+from agorabench.prompting import load_prompt_set
+from agorabench.request_store import RequestStore
+from agorabench.seeds import load_seeds
+
+
+class BatchRunner:
+    """Sends one batch of attempts concurrently (the client bounds concurrency) and reports them."""
+
+    def __init__(self, client: GeneratorClient, sampling: dict, on_done: Callable[[Outcome], None] | None = None):
+        self.client, self.sampling, self.on_done = client, sampling, on_done
+        self.budget_hit: str | None = None
+
+    async def _one(self, attempt: Attempt) -> Outcome:
+        key, completion = await self.client.complete(attempt.messages, self.sampling, attempt.sample_index)
+        outcome = Outcome(attempt, key, completion)
+        if self.on_done:
+            self.on_done(outcome)
+        return outcome
+
+    async def run(self, attempts: list[Attempt]) -> list[Outcome]:
+        results = await asyncio.gather(*(self._one(a) for a in attempts), return_exceptions=True)
+        done = [r for r in results if isinstance(r, Outcome)]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        budget = [e for e in errors if isinstance(e, BudgetExceeded)]
+        other = [e for e in errors if not isinstance(e, BudgetExceeded)]
+        if other:  # every finished answer is already in the store; a retry of the batch is cheap
+            raise other[0]
+        if budget:
+            self.budget_hit = str(budget[0])
+            # Keep only an unbroken prefix, so the dataset never depends on which requests fit.
+            indices = {o.attempt.index for o in done}
+            prefix = []
+            for a in attempts:
+                if a.index not in indices:
+                    break
+                prefix.append(next(o for o in done if o.attempt.index == a.index))
+            return prefix
+        return done
+
+
+RunBatch = Callable[[BatchRunner, list[Attempt]], Awaitable[list[Outcome]]]
+
+
+async def _default_run_batch(runner: BatchRunner, attempts: list[Attempt]) -> list[Outcome]:
+    return await runner.run(attempts)
+
+
+@contextlib.contextmanager
+def generator_endpoint(params: Params, name: str):
+    """(base_url, model) to talk to; for `local` a server started here and stopped on exit."""
+    cfg = params.generator(name)
+    if cfg.backend == "local" and not cfg.base_url:
+        from agorabench.local_server import LocalModelServer
+
+        log = Path(".agora/logs") / f"server-{name}.log"
+        with LocalModelServer(cfg.model, log_path=log, extra_args=list(cfg.server_args)) as server:
+            yield server.base_url, server.model_id
+    elif cfg.backend == "vllm":
+        from agorabench.local_models import resolve_model
+
+        yield None, resolve_model(cfg.model)
+    else:
+        yield cfg.base_url, cfg.model
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent otherwise (DVC logs, CI)."""
+
+    def __init__(self, label: str, total: int, enabled: bool | None = None):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.label, self.total, self.sent, self.valid, self.cached = label, total, 0, 0, 0
+        self._bar = None
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+
+            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=False)
+            self._task = self._bar.add_task(label, total=total, info="")
+            self._bar.start()
+
+    def answered(self, outcome: Outcome) -> None:
+        self.sent += 1
+        self.cached += outcome.completion.cached
+        self._refresh()
+
+    def set_valid(self, valid: int) -> None:
+        self.valid = valid
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self._bar:
+            self._bar.update(self._task, completed=min(self.valid, self.total),
+                             info=f"answers {self.sent} (cached {self.cached})")
+
+    def close(self) -> None:
+        if self._bar:
+            self._bar.stop()
+
+
+async def generate_setting(params: Params, generator: str, domain: str, method: str, *,
+                           num: int | None = None, max_cost: float | None = None,
+                           run_batch: RunBatch | None = None, progress: bool | None = None,
+                           endpoint: tuple[str | None, str] | None = None) -> dict:
+    """Generate, validate and write one setting. Returns the manifest (plus `run` statistics)."""
+    check_setting(domain, method)
+    cfg = params.generator(generator)
+    g = params.generation
+    num = num or g.num_instances
+    prompts = load_prompt_set(g.prompt_dir, g.num_fewshot)
+    seeds = load_seeds(domain, method, source=params.seeds.source)
+    store = RequestStore(params.cache.requests_db)
+    run_batch = run_batch or _default_run_batch
+    plan = SettingPlan(generator=generator, gen_cfg=cfg, domain=domain, method=method, prompts=prompts,
+                       seeds=seeds, num=num, params=params)
+    bar = Progress(f"{generator} {method} {domain}", num, progress)
+    try:
+        with contextlib.ExitStack() as stack:
+            if endpoint is None:
+                endpoint = stack.enter_context(generator_endpoint(params, generator))
+            base_url, model = endpoint
+            client = GeneratorClient(generator, cfg, store, make_chat_api(generator, cfg, base_url=base_url, model=model),
+                                     max_cost_usd=max_cost)
+            runner = BatchRunner(client, plan.sampling, on_done=bar.answered)
+            try:
+                while batch := plan.next_batch():
+                    outcomes = await run_batch(runner, batch)
+                    plan.absorb(outcomes)
+                    bar.set_valid(len(plan.accepted))
+                    if runner.budget_hit:
+                        plan.stop_reason = runner.budget_hit
+                        break
+            finally:
+                await client.close()
+        manifest = write_outputs(plan, output_paths(params, generator, domain, method))
+    finally:
+        bar.close()
+        store.close()
+    s = client.stats
+    manifest["run"] = {"requests_sent": s.sent, "answers_new": s.completed, "answers_cached": s.cached,
+                       "retries": s.retried, "errors": s.errors, "new_cost_usd": round(s.spent_usd, 8)}
+    return manifest

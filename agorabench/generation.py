@@ -1,0 +1,258 @@
+"""Generate one setting's dataset: exactly N valid instances from one generator, or a manifest that
+says why fewer.
+
+Determinism is the design constraint here. Attempts are numbered, and every attempt's prompt is a
+pure function of (seed, setting, attempt number, results of earlier batches). Prompts of one batch
+are all built before any of them is sent, so instance generation's pool of generated demos only
+grows between batches. The outcome therefore never depends on which request came back first or on
+the concurrency, and a re-run asks exactly the same requests again, all answered by the store:
+zero requests, byte-identical files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from agorabench.config import GeneratorConfig, Params, check_setting
+from agorabench.parsing import is_complete, parse_output
+from agorabench.prompting import (PromptSet, enhancement_prompt, instance_prompt, prompt_file,
+                                  response_prompt)
+from agorabench.request_store import Completion
+from agorabench.seeds import SeedExample
+from agorabench.validation import validate
+
+
+@dataclass(frozen=True)
+class Attempt:
+    index: int                 # position in this setting's attempt sequence
+    messages: list[dict]
+    sample_index: int          # part of the request key: tells repeated identical prompts apart
+    seed_ids: tuple[str, ...]
+    item: int | None = None    # RG/QE: position of the seed being answered or revised
+    theme: str | None = None
+    first_word: str | None = None
+    seed_instruction: str = ""
+
+    @property
+    def prompt_sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.messages, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    attempt: Attempt
+    key: str
+    completion: Completion
+
+
+@dataclass
+class SettingPlan:
+    """The state machine of one setting: which attempts to send next, what to keep."""
+
+    generator: str
+    gen_cfg: GeneratorConfig
+    domain: str
+    method: str
+    prompts: PromptSet
+    seeds: list[SeedExample]
+    num: int
+    params: Params
+    accepted: list[tuple[Attempt, str, str, Outcome]] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    next_index: int = 0
+    stop_reason: str | None = None
+
+    def __post_init__(self):
+        g = self.params.generation
+        self.fmt = g.prompt_format if self.method == "instance_generation" else "text"
+        self.template = self.prompts.template(self.method, self.domain, self.fmt)
+        self.sampling = {"temperature": g.sampling.temperature, "top_p": g.sampling.top_p,
+                         "max_tokens": g.sampling.max_tokens, "stop": list(g.sampling.stop)}
+        self.sampling.update(self.gen_cfg.sampling)  # per-generator overrides, e.g. top_p: null
+        self.sampling = {k: v for k, v in self.sampling.items() if v is not None}
+        if self.method == "instance_generation":
+            self.budget = self.num * g.max_attempts_per_instance
+        else:
+            # RG/QE answer seeds in a fixed shuffled order. An item that spends all its attempts is
+            # replaced by the next unused seed, so N valid instances come out while seeds last.
+            order = list(range(len(self.seeds)))
+            random.Random(f"{g.seed}:{self.domain}:{self.method}").shuffle(order)
+            self.order = order
+            self.active = order[: self.num]
+            self.next_item = min(self.num, len(order))
+            self.tries: dict[int, int] = {}
+            self.done_items: set[int] = set()
+
+    def _messages(self, user: str) -> list[dict]:
+        return [{"role": "system", "content": self.prompts.system_prompt}, {"role": "user", "content": user}]
+
+    # -- instance generation ---------------------------------------------------------------------
+    def _instance_attempt(self, i: int, pool: list[tuple[str, str]]) -> Attempt:
+        g = self.params.generation
+        rng = random.Random(f"{g.seed}:{self.domain}:{self.method}:{i}")
+        n_generated = min(g.num_fewshot - g.num_seed_demos, len(pool))
+        generated = rng.sample(pool, n_generated) if n_generated else []
+        seed_picks = rng.sample(self.seeds, min(g.num_fewshot - n_generated, len(self.seeds)))
+        demos = [(s.instruction, s.response) for s in seed_picks] + generated
+        rng.shuffle(demos)
+        while len(demos) < g.num_fewshot:  # tiny seed sets: repeat rather than leave a hole
+            demos.append(demos[len(demos) % max(1, len(demos))])
+        theme = rng.choice(self.prompts.themes[self.domain]) if self.fmt == "text" else None
+        first_word = (rng.choice(self.prompts.first_words)
+                      if self.fmt == "text" and self.domain == "general" else None)
+        user = instance_prompt(self.template, demos, fmt=self.fmt, theme=theme, first_word=first_word)
+        return Attempt(index=i, messages=self._messages(user), sample_index=i,
+                       seed_ids=tuple(s.id for s in seed_picks), theme=theme, first_word=first_word)
+
+    # -- response generation / quality enhancement ------------------------------------------------
+    def _item_attempt(self, i: int, item: int) -> Attempt:
+        seed = self.seeds[item]
+        if self.method == "response_generation":
+            user = response_prompt(self.template, seed.instruction)
+        else:
+            user = enhancement_prompt(self.template, seed.instruction, seed.response)
+        retry = self.tries.get(item, 0)
+        self.tries[item] = retry + 1
+        return Attempt(index=i, messages=self._messages(user), sample_index=retry, seed_ids=(seed.id,),
+                       item=item, seed_instruction=seed.instruction)
+
+    def next_batch(self) -> list[Attempt]:
+        if self.stop_reason or len(self.accepted) >= self.num:
+            return []
+        g = self.params.generation
+        if self.method == "instance_generation":
+            left = self.budget - self.next_index
+            if left <= 0:
+                self.stop_reason = f"retry budget spent ({self.budget} attempts for {self.num} instances)"
+                return []
+            needed = self.num - len(self.accepted)
+            rate = len(self.accepted) / self.next_index if self.next_index else 1.0
+            count = min(g.batch_size, left, math.ceil(needed / max(rate, 0.05)))
+            pool = [(a[1], a[2]) for a in self.accepted]
+            batch = [self._instance_attempt(self.next_index + k, pool) for k in range(count)]
+        else:
+            batch = []
+            for item in list(self.active):
+                if len(batch) >= g.batch_size:
+                    break
+                batch.append(self._item_attempt(self.next_index + len(batch), item))
+            if not batch:
+                self.stop_reason = (f"seeds exhausted: {len(self.seeds)} seeds, each tried up to "
+                                    f"{g.max_attempts_per_instance} times")
+                return []
+        self.next_index += len(batch)
+        return batch
+
+    def absorb(self, outcomes: list[Outcome]) -> None:
+        g = self.params.generation
+        for o in sorted(outcomes, key=lambda o: o.attempt.index):
+            self.outcomes.append(o)
+            a, c = o.attempt, o.completion
+            if not is_complete(c.text, c.finish_reason):
+                verdict = ("truncated", f"finish_reason={c.finish_reason}")
+            else:
+                parsed = parse_output(self.method, c.text, fmt=self.fmt, seed_instruction=a.seed_instruction)
+                if parsed.reason:
+                    verdict = (parsed.reason, parsed.detail)
+                else:
+                    verdict = validate(self.method, self.domain, parsed.instruction, parsed.response,
+                                       max_tokens=g.max_instance_tokens, tokenizer=g.tokenizer,
+                                       strict_format=self.fmt == "text")
+            if verdict is None:
+                self.accepted.append((a, parsed.instruction, parsed.response, o))
+                if a.item is not None:
+                    self.done_items.add(a.item)
+                    self.active.remove(a.item)
+            else:
+                self.rejected.append({"attempt": a.index, "reason": verdict[0], "detail": verdict[1],
+                                      "raw": c.text, "finish_reason": c.finish_reason,
+                                      "seed_ids": list(a.seed_ids), "request_key": o.key})
+                if a.item is not None and self.tries[a.item] >= g.max_attempts_per_instance:
+                    self.active.remove(a.item)  # this seed is spent; bring in the next one
+                    if self.next_item < len(self.order):
+                        self.active.append(self.order[self.next_item])
+                        self.next_item += 1
+
+    def rows(self) -> list[dict]:
+        kept = self.accepted
+        if self.method != "instance_generation":  # seed order, not completion order
+            rank = {item: r for r, item in enumerate(self.order)}
+            kept = sorted(kept, key=lambda t: rank[t[0].item])
+        rows = []
+        for k, (a, instruction, response, o) in enumerate(kept[: self.num]):
+            rows.append({
+                "id": f"{self.generator}/{self.method}/{self.domain}/{k:06d}",
+                "instruction": instruction, "response": response, "config": self.gen_cfg.model,
+                "generator": self.generator, "method": self.method, "domain": self.domain,
+                "attempt": a.index, "seed_ids": list(a.seed_ids), "theme": a.theme, "first_word": a.first_word,
+                "prompt_sha256": a.prompt_sha256, "request_key": o.key,
+                "input_tokens": o.completion.input_tokens, "output_tokens": o.completion.output_tokens,
+                "cost_usd": round(o.completion.cost_usd, 10),
+            })
+        return rows
+
+    def manifest(self, rows: list[dict]) -> dict:
+        reasons: dict[str, int] = {}
+        for r in self.rejected:
+            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+        seeds_hash = hashlib.sha256(json.dumps([[s.id, s.instruction, s.response] for s in self.seeds]).encode())
+        complete = len(rows) >= self.num
+        return {
+            "generator": self.generator, "backend": self.gen_cfg.backend, "model": self.gen_cfg.model,
+            "domain": self.domain, "method": self.method,
+            "num_requested": self.num, "num_valid": len(rows), "complete": complete,
+            "shortfall_reason": None if complete else (self.stop_reason or "stopped early"),
+            "attempts": len(self.outcomes), "rejections": dict(sorted(reasons.items())),
+            # Cost of every attempt this dataset needed, rejected ones included.
+            "cost_usd": round(sum(o.completion.cost_usd for o in self.outcomes), 8),
+            "input_tokens": sum(o.completion.input_tokens for o in self.outcomes),
+            "output_tokens": sum(o.completion.output_tokens for o in self.outcomes),
+            "prompt_format": self.fmt, "prompt_file": prompt_file(self.method, self.domain, self.fmt),
+            "prompt_set_sha256": self.prompts.sha256, "sampling": self.sampling,
+            "seed": self.params.generation.seed, "seed_source": self.params.seeds.source,
+            "num_seeds": len(self.seeds), "seeds_sha256": seeds_hash.hexdigest(),
+            "versions": package_versions(),
+        }
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in ("agorabench", "openai", "anthropic", "transformers", "torch", "prefect"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def output_paths(params: Params, generator: str, domain: str, method: str) -> dict[str, Path]:
+    base = Path(params.generation.output_dir) / generator / method
+    return {"data": base / f"{domain}.jsonl", "manifest": base / f"{domain}.manifest.json",
+            "rejected": base / f"{domain}.rejected.jsonl"}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def dumps_line(obj: dict) -> str:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def write_outputs(plan: SettingPlan, paths: dict[str, Path]) -> dict:
+    rows = plan.rows()
+    manifest = plan.manifest(rows)
+    _write_atomic(paths["data"], "".join(dumps_line(r) for r in rows))
+    _write_atomic(paths["rejected"], "".join(dumps_line(r) for r in plan.rejected))
+    _write_atomic(paths["manifest"], json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    return manifest

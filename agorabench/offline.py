@@ -1,0 +1,30 @@
+"""Quiet, offline defaults, applied before Prefect, DVC or Hugging Face are imported.
+
+Only defaults: a variable the user already set wins. Telemetry is off everywhere; the Hub is offline
+unless the run needs it (seeds.source: hub) or the user opts in with AGORA_ONLINE=1.
+"""
+from __future__ import annotations
+
+import os
+
+QUIET = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # else the ephemeral server resolves a telemetry host
+    "PREFECT_LOGGING_TO_API_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",  # cold start is 8-11 s on 2 busy cores
+    "PREFECT_UI_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "DVC_STUDIO_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "DO_NOT_TRACK": "1",
+}
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def apply_defaults(online: bool = False) -> None:
+    for k, v in QUIET.items():
+        os.environ.setdefault(k, v)
+    if not online and os.environ.get("AGORA_ONLINE") != "1":
+        for k, v in OFFLINE.items():
+            os.environ.setdefault(k, v)

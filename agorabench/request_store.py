@@ -1,0 +1,117 @@
+"""The request store: every completed API response, written to SQLite before anything uses it.
+
+Why SQLite in WAL mode: a `kill -9` can land at any instant. A committed row survives it (WAL +
+synchronous=NORMAL loses nothing on a process crash, only on power loss), and readers in other
+processes (parallel DVC stages, Dask workers) never block the writer. The key covers everything
+that determines the answer (backend, model, full messages, sampling parameters, sample index), so a
+re-run asks the store first and pays only for what is missing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key           TEXT PRIMARY KEY,
+    backend       TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    request       TEXT NOT NULL,   -- canonical JSON of what was asked
+    text          TEXT NOT NULL,
+    finish_reason TEXT,
+    input_tokens  INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    latency_s     REAL NOT NULL,
+    cost_usd      REAL NOT NULL,
+    created_at    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failures (
+    key        TEXT NOT NULL,
+    backend    TEXT NOT NULL,
+    model      TEXT NOT NULL,
+    error      TEXT NOT NULL,
+    retryable  INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+
+def canonical_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def request_key(request: dict) -> str:
+    return hashlib.sha256(canonical_json(request).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str | None
+    input_tokens: int
+    output_tokens: int
+    latency_s: float
+    cost_usd: float
+    cached: bool = False
+
+
+class RequestStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by the event loop and worker threads, serialised by a lock:
+        # writes are tiny, and a single writer avoids SQLITE_BUSY inside one process.
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=60000")
+            self._db.executescript(SCHEMA)
+
+    def get(self, key: str) -> Completion | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT text, finish_reason, input_tokens, output_tokens, latency_s, cost_usd "
+                "FROM responses WHERE key = ?",
+                (key,),
+            ).fetchone()
+        if row is None:
+            return None
+        return Completion(*row, cached=True)
+
+    def put(self, key: str, backend: str, model: str, request: dict, c: Completion) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (key, backend, model, canonical_json(request), c.text, c.finish_reason,
+                 c.input_tokens, c.output_tokens, c.latency_s, c.cost_usd, time.time()),
+            )
+
+    def record_failure(self, key: str, backend: str, model: str, error: str, retryable: bool) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO failures VALUES (?,?,?,?,?,?)",
+                (key, backend, model, error[:2000], int(retryable), time.time()),
+            )
+
+    def keys(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT key FROM responses")}
+
+    def mean_output_tokens(self, backend: str, model: str) -> float | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT avg(output_tokens), count(*) FROM responses WHERE backend=? AND model=?",
+                (backend, model),
+            ).fetchone()
+        return row[0] if row and row[1] else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,75 @@
+"""Shared test set-up: offline, quiet, one thread for torch, one Prefect harness per session."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Before anything imports torch, prefect, dvc or huggingface_hub.
+os.environ["OMP_NUM_THREADS"] = "1"
+_home = tempfile.mkdtemp(prefix="agora-test-home-")
+os.environ.setdefault("PREFECT_HOME", os.path.join(_home, "prefect"))
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("DVC_SITE_CACHE_DIR", os.path.join(_home, "dvc-site"))
+os.environ.setdefault("HF_HOME", os.path.join(_home, "hf"))
+os.environ.pop("PREFECT_API_URL", None)
+for _key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):  # no real key can leak into a test
+    os.environ.pop(_key, None)
+
+from agorabench import offline  # noqa: E402
+
+offline.apply_defaults()
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test server for the whole session (~6 s to start), used by the flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture
+def fake_server():
+    from agorabench.testing.llm_server import FakeLLMServer
+
+    with FakeLLMServer() as server:
+        yield server
+
+
+def write_params(path: Path, server_url: str, **overrides) -> Path:
+    """A params.yaml whose generators talk to the loopback fake server (OpenAI and Anthropic)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["generators"] = {
+        "fake": {"backend": "openai", "model": "fake-model", "base_url": server_url + "/v1",
+                 "api_key_env": "FAKE_API_KEY", "price_in_per_mtok": 1.0, "price_out_per_mtok": 2.0,
+                 "concurrency": 8, "retry_backoff_s": 0.01, "retry_backoff_max_s": 0.05, "timeout_s": 5},
+        "fake-claude": {"backend": "anthropic", "model": "claude-fake", "base_url": server_url,
+                        "api_key_env": "FAKE_API_KEY", "price_in_per_mtok": 3.0, "price_out_per_mtok": 15.0,
+                        "concurrency": 8, "retry_backoff_s": 0.01, "retry_backoff_max_s": 0.05, "timeout_s": 5},
+    }
+    params["benchmark_generators"] = ["fake"]
+    params["generation"]["prompt_dir"] = str(REPO / "agorabench/prompts/default")
+    params["generation"]["output_dir"] = str(path.parent / "data/generated")
+    params["cache"]["requests_db"] = str(path.parent / ".agora/requests.sqlite")
+    for dotted, value in overrides.items():
+        node = params
+        *head, last = dotted.split(".")
+        for part in head:
+            node = node.setdefault(part, {})
+        node[last] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def params_file(tmp_path, fake_server, monkeypatch):
+    monkeypatch.setenv("FAKE_API_KEY", "test-key")
+    return write_params(tmp_path / "params.yaml", fake_server.url)

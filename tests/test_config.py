@@ -1,0 +1,69 @@
+import pytest
+
+from agorabench.config import ParamsError, load_params
+from tests.conftest import REPO, write_params
+
+
+def test_shipped_params_load():
+    params = load_params(REPO / "params.yaml")
+    assert params.benchmark_generators and all(g in params.generators for g in params.benchmark_generators)
+    assert params.generation.sampling.stop == ["[END]"]
+
+
+def test_paper_profile_loads():
+    params = load_params(REPO / "profiles/paper.yaml")
+    assert params.generation.num_instances == 10_000
+
+
+def _error(tmp_path, **overrides) -> str:
+    path = write_params(tmp_path / "params.yaml", "http://127.0.0.1:1", **overrides)
+    with pytest.raises(ParamsError) as e:
+        load_params(path)
+    message = str(e.value)
+    assert "\n" not in message
+    return message
+
+
+def test_wrong_backend_names_field_value_and_choices(tmp_path):
+    msg = _error(tmp_path, **{"generators.fake.backend": "opena"})
+    assert "generators.fake.backend" in msg and "'opena'" in msg
+    assert all(b in msg for b in ("openai", "anthropic", "local", "vllm"))
+
+
+def test_unknown_field_is_rejected(tmp_path):
+    msg = _error(tmp_path, **{"generation.temperatur": 0.7})
+    assert "generation.temperatur" in msg and "unknown field" in msg
+
+
+def test_out_of_range_value(tmp_path):
+    msg = _error(tmp_path, **{"generation.sampling.top_p": 1.5})
+    assert "generation.sampling.top_p" in msg and "1.5" in msg
+
+
+def test_benchmark_generator_must_be_declared(tmp_path):
+    msg = _error(tmp_path, benchmark_generators=["nope"])
+    assert "nope" in msg and "fake" in msg
+
+
+def test_valid_override_is_accepted_canary(tmp_path):
+    # The same mechanism with a legal value must load: the failures above are about the values.
+    path = write_params(tmp_path / "params.yaml", "http://127.0.0.1:1", **{"generation.sampling.top_p": 0.5})
+    assert load_params(path).generation.sampling.top_p == 0.5
+
+
+def test_missing_api_key_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv("FAKE_API_KEY", raising=False)
+    params = load_params(write_params(tmp_path / "params.yaml", "http://127.0.0.1:1"))
+    with pytest.raises(ParamsError, match="FAKE_API_KEY"):
+        params.generator("fake").api_key("fake")
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    assert params.generator("fake").api_key("fake") == "k"
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("generators: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    with pytest.raises(ParamsError, match="file not found"):
+        load_params(tmp_path / "absent.yaml")

@@ -1,0 +1,162 @@
+"""The generation engine against a real loopback HTTP server, through the real openai/anthropic SDKs."""
+import asyncio
+import json
+
+import pytest
+
+from agorabench.clients.retry import FatalAPIError
+from agorabench.config import load_params
+from agorabench.engine import generate_setting
+from agorabench.generation import output_paths
+from tests.conftest import write_params
+
+
+def run(params, generator="fake", domain="math", method="instance_generation", **kw):
+    return asyncio.run(generate_setting(params, generator, domain, method, progress=False, **kw))
+
+
+def read_bytes(params, generator="fake", domain="math", method="instance_generation"):
+    return {k: p.read_bytes() for k, p in output_paths(params, generator, domain, method).items()}
+
+
+@pytest.mark.parametrize("method", ["instance_generation", "response_generation", "quality_enhancement"])
+@pytest.mark.parametrize("domain", ["math", "code", "general"])
+def test_every_setting_gives_exactly_n_valid_instances(params_file, fake_server, method, domain):
+    params = load_params(params_file)
+    manifest = run(params, domain=domain, method=method, num=5)
+    assert manifest["num_valid"] == 5 and manifest["complete"]
+    rows = [json.loads(line) for line in output_paths(params, "fake", domain, method)["data"].read_text().splitlines()]
+    assert len(rows) == 5
+    for row in rows:
+        assert row["instruction"] and row["response"] and row["config"] == "fake-model"
+        assert row["prompt_sha256"] and row["seed_ids"] and row["input_tokens"] > 0
+        if method == "instance_generation":
+            assert row["theme"]
+            assert (row["first_word"] is not None) == (domain == "general")
+    assert manifest["cost_usd"] > 0 and manifest["prompt_set_sha256"]
+    assert fake_server.completed_count == manifest["attempts"]
+
+
+def test_rerun_sends_zero_requests_and_rewrites_identical_bytes(params_file, fake_server):
+    params = load_params(params_file)
+    first = run(params, num=12)
+    before = read_bytes(params)
+    sent = fake_server.request_count
+    again = run(params, num=12)
+    assert fake_server.request_count == sent, "a finished setting must not send any request"
+    assert again["run"]["requests_sent"] == 0 and again["run"]["answers_cached"] == first["attempts"]
+    assert read_bytes(params) == before
+
+
+def test_output_does_not_depend_on_concurrency(tmp_path, fake_server, monkeypatch):
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    outs = []
+    for conc in (1, 16):
+        folder = tmp_path / f"c{conc}"
+        folder.mkdir()
+        params = load_params(write_params(folder / "params.yaml", fake_server.url,
+                                          **{"generators.fake.concurrency": conc, "generation.batch_size": 7}))
+        run(params, domain="general", num=20)
+        outs.append(output_paths(params, "fake", "general", "instance_generation")["data"].read_bytes())
+    assert outs[0] == outs[1]
+
+
+def test_instance_generation_mixes_seed_and_generated_demos(params_file):
+    params = load_params(params_file)
+    run(params, num=12, **{})  # batches of 256: the first batch can only use seeds
+    small = load_params(write_params(params_file, params.generators["fake"].base_url.removesuffix("/v1"),
+                                     **{"generation.batch_size": 4}))
+    run(small, num=12)
+    rows = [json.loads(x) for x in output_paths(small, "fake", "math", "instance_generation")["data"].read_text().splitlines()]
+    # After the first batch, each prompt holds 2 seed demos and 1 generated one (no aliasing).
+    assert all(len(r["seed_ids"]) == 3 for r in rows[:4])
+    assert all(len(r["seed_ids"]) == 2 for r in rows[4:])
+
+
+def test_rejected_outputs_are_kept_with_raw_text_and_reason(tmp_path, monkeypatch):
+    from agorabench.testing.llm_server import FakeLLMServer, default_responder
+
+    calls = {"n": 0}
+
+    def flaky(api, body):  # every other answer lacks the [RESULT] tags
+        calls["n"] += 1
+        text = default_responder(api, body)
+        return text.replace("[RESULT]", "").replace("[/RESULT]", "") if calls["n"] % 2 else text
+
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    with FakeLLMServer(responder=flaky) as server:
+        params = load_params(write_params(tmp_path / "params.yaml", server.url))
+        manifest = run(params, method="response_generation", num=6)
+    assert manifest["num_valid"] == 6
+    assert manifest["rejections"] == {"math_result_tags": manifest["attempts"] - 6}
+    rejected = [json.loads(x) for x in output_paths(params, "fake", "math", "response_generation")["rejected"].read_text().splitlines()]
+    assert rejected and all(r["raw"] and r["reason"] == "math_result_tags" for r in rejected)
+
+
+def test_shortfall_is_explained_in_the_manifest(tmp_path, monkeypatch):
+    from agorabench.testing.llm_server import FakeLLMServer
+
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    with FakeLLMServer(responder=lambda api, body: "no triggers at all") as server:
+        params = load_params(write_params(tmp_path / "params.yaml", server.url,
+                                          **{"generation.max_attempts_per_instance": 3}))
+        manifest = run(params, num=4)
+    assert manifest["num_valid"] == 0 and not manifest["complete"]
+    assert "retry budget spent" in manifest["shortfall_reason"] and manifest["attempts"] == 12
+    assert manifest["rejections"] == {"missing_trigger": 12}
+
+
+@pytest.mark.parametrize("fault", ["429", "500", "503", "timeout", "drop", "garbage"])
+def test_transient_faults_are_retried(params_file, fake_server, fault):
+    params = load_params(params_file)
+    if fault == "timeout":
+        fake_server.inject(("timeout", {"hang_s": 3}))
+        params = params.model_copy(update={"generators": {"fake": params.generators["fake"].model_copy(update={"timeout_s": 0.5})}})
+    else:
+        fake_server.inject(fault, fault)
+    manifest = run(params, method="response_generation", domain="general", num=3)
+    assert manifest["num_valid"] == 3
+    assert manifest["run"]["retries"] >= 1 and manifest["run"]["errors"]
+
+
+def test_retry_after_is_honoured(params_file, fake_server):
+    import time
+
+    params = load_params(params_file)
+    fake_server.inject(("429", {"retry_after": "1"}))
+    started = time.perf_counter()
+    run(params, method="response_generation", domain="general", num=1)
+    assert time.perf_counter() - started >= 1.0
+
+
+def test_non_retryable_error_fails_fast_with_server_message(params_file, fake_server):
+    params = load_params(params_file)
+    fake_server.inject(*["400"] * 20)
+    with pytest.raises(FatalAPIError) as e:
+        run(params, method="response_generation", domain="general", num=1)
+    assert "400" in str(e.value) and "\n" not in str(e.value)
+    assert fake_server.request_count == 1
+
+
+def test_anthropic_backend_through_the_real_sdk(params_file, fake_server):
+    params = load_params(params_file)
+    manifest = run(params, generator="fake-claude", domain="code", num=3)
+    assert manifest["num_valid"] == 3 and manifest["backend"] == "anthropic"
+    body = fake_server.completed[-1]
+    assert body["system"] and body["stop_sequences"] == ["[END]"]
+    assert manifest["cost_usd"] == pytest.approx(
+        (manifest["input_tokens"] * 3.0 + manifest["output_tokens"] * 15.0) / 1e6, rel=1e-6)
+
+
+def test_max_cost_stops_cleanly_before_the_budget(params_file, fake_server):
+    params = load_params(params_file)
+    # One worst-case request: ~600 prompt tokens at $1/M plus 384 output tokens at $2/M = ~$0.0014.
+    manifest = run(params, num=10, max_cost=0.005)
+    assert not manifest["complete"] and "--max-cost" in manifest["shortfall_reason"]
+    assert 0 < manifest["num_valid"] < 10
+    assert manifest["run"]["new_cost_usd"] <= 0.005
+    # Raising the budget resumes: the answers already paid for are not bought again.
+    sent = fake_server.request_count
+    resumed = run(params, num=10)
+    assert resumed["complete"] and resumed["run"]["answers_cached"] >= manifest["attempts"]
+    assert fake_server.request_count - sent == resumed["run"]["requests_sent"]
