@@ -39,7 +39,8 @@ def _user_errors():
     from agorabench.clients.retry import FatalAPIError
     from agorabench.config import ParamsError
 
-    return (ParamsError, FatalAPIError, FileNotFoundError)
+    # ConnectionError: the Hub (seeds.source: hub) or a server that cannot be reached at all.
+    return (ParamsError, FatalAPIError, FileNotFoundError, ConnectionError)
 
 
 @app.command()
@@ -123,7 +124,9 @@ def estimate(
     table.add_row("total", "", "", "", f"{sum(r.input_tokens for r in rows):,}",
                   f"{sum(r.output_tokens for r in rows):,}", f"{sum(r.cost_usd for r in rows):.4f}",
                   f"{sum(r.worst_cost_usd for r in rows):.4f}")
-    Console().print(table)
+    console = Console()
+    console.width = max(console.width, 132)  # numbers stay readable in logs and narrow terminals
+    console.print(table)
     for basis in sorted({r.basis for r in rows}):
         typer.echo(basis)
 

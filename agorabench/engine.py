@@ -14,10 +14,10 @@ from pathlib import Path
 from agorabench.clients import make_chat_api
 from agorabench.clients.generator_client import BudgetExceeded, GeneratorClient
 from agorabench.config import Params, check_setting
-from agorabench.generation import Attempt, Outcome, SettingPlan, output_paths, write_outputs
+from agorabench.generation import (Attempt, Outcome, SettingPlan, load_setting_seeds, output_paths,
+                                   write_outputs)
 from agorabench.prompting import load_prompt_set
 from agorabench.request_store import RequestStore
-from agorabench.seeds import load_seeds
 
 
 class BatchRunner:
@@ -124,7 +124,7 @@ async def generate_setting(params: Params, generator: str, domain: str, method: 
     g = params.generation
     num = num or g.num_instances
     prompts = load_prompt_set(g.prompt_dir, g.num_fewshot)
-    seeds = load_seeds(domain, method, source=params.seeds.source)
+    seeds = load_setting_seeds(params, domain, method)
     store = RequestStore(params.cache.requests_db)
     run_batch = run_batch or _default_run_batch
     plan = SettingPlan(generator=generator, gen_cfg=cfg, domain=domain, method=method, prompts=prompts,

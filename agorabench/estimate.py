@@ -37,7 +37,11 @@ def estimate_setting(params: Params, generator: str, domain: str, method: str, n
     cfg = params.generator(generator)
     num = num or g.num_instances
     prompts = load_prompt_set(g.prompt_dir, g.num_fewshot)
-    seeds = load_seeds(domain, method, source=params.seeds.source)
+    note = ""
+    try:
+        seeds = load_seeds(domain, method, source=params.seeds.source)
+    except Exception:  # hub seeds without a network: offline seeds have the same shape
+        seeds, note = load_seeds(domain, method, source="offline"), " (prompts sized with offline seeds)"
     plan = SettingPlan(generator=generator, gen_cfg=cfg, domain=domain, method=method, prompts=prompts,
                        seeds=seeds, num=min(num, 64), params=params)
     sample = plan.next_batch()
@@ -55,4 +59,4 @@ def estimate_setting(params: Params, generator: str, domain: str, method: str, n
     cost = (num * prompt_tokens * cfg.price_in_per_mtok + num * out_tokens * cfg.price_out_per_mtok) / 1e6
     worst = attempts_max * (prompt_tokens * cfg.price_in_per_mtok + max_out * cfg.price_out_per_mtok) / 1e6
     return Estimate(generator, domain, method, num, num, int(num * prompt_tokens), int(num * out_tokens),
-                    cost, worst, basis)
+                    cost, worst, basis + note)

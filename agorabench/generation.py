@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from agorabench.config import GeneratorConfig, Params, check_setting
+from agorabench.config import GeneratorConfig, Params, ParamsError
 from agorabench.parsing import is_complete, parse_output
 from agorabench.prompting import (PromptSet, enhancement_prompt, instance_prompt, prompt_file,
                                   response_prompt)
 from agorabench.request_store import Completion
-from agorabench.seeds import SeedExample
+from agorabench.seeds import SeedExample, load_seeds
 from agorabench.validation import validate
 
 
@@ -220,6 +220,20 @@ class SettingPlan:
             "num_seeds": len(self.seeds), "seeds_sha256": seeds_hash.hexdigest(),
             "versions": package_versions(),
         }
+
+
+def load_setting_seeds(params: Params, domain: str, method: str) -> list[SeedExample]:
+    """Seeds for a setting; a Hub that cannot be reached becomes one line that says what to do."""
+    try:
+        return load_seeds(domain, method, source=params.seeds.source)
+    except Exception as e:
+        if params.seeds.source != "hub":
+            raise
+        raise ParamsError(
+            f"seeds.source: hub: could not load the {domain}/{method} seed set from the Hugging Face Hub "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); check the network and "
+            f"HF_TOKEN, or set seeds.source: offline"
+        ) from None
 
 
 def package_versions() -> dict[str, str]:

@@ -132,7 +132,9 @@ class GeneratorClient:
                 wait = retry.backoff_s(attempt, self.backoff_s, self.backoff_max_s)
                 after = retry.retry_after_s(exc)
                 if after is not None:
-                    wait = max(wait, after)  # never earlier than the server asked
+                    # Never earlier than the server asked; but a broken header must not stall a
+                    # run for hours, so the wait is capped at ten minutes.
+                    wait = max(wait, min(after, 600.0))
                 self.stats.retried += 1
                 attempt += 1
                 await asyncio.sleep(wait)
