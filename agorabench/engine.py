@@ -63,14 +63,18 @@ async def _default_run_batch(runner: BatchRunner, attempts: list[Attempt]) -> li
 
 
 @contextlib.contextmanager
-def generator_endpoint(params: Params, name: str):
+def generator_endpoint(params: Params, name: str, sampling: dict):
     """(base_url, model) to talk to; for `local` a server started here and stopped on exit."""
     cfg = params.generator(name)
     if cfg.backend == "local" and not cfg.base_url:
         from agorabench.local_server import LocalModelServer
 
         log = Path(".agora/logs") / f"server-{name}.log"
-        with LocalModelServer(cfg.model, log_path=log, extra_args=list(cfg.server_args)) as server:
+        # With continuous batching, `transformers serve` keeps the sampling settings of its first
+        # request for all later ones, so the warm-up request carries the run's settings.
+        warmup = {k: sampling[k] for k in ("temperature", "top_p") if k in sampling}
+        with LocalModelServer(cfg.model, log_path=log, extra_args=list(cfg.server_args),
+                              warmup_params=warmup) as server:
             yield server.base_url, server.model_id
     elif cfg.backend == "vllm":
         from agorabench.local_models import resolve_model
@@ -133,7 +137,7 @@ async def generate_setting(params: Params, generator: str, domain: str, method: 
     try:
         with contextlib.ExitStack() as stack:
             if endpoint is None:
-                endpoint = stack.enter_context(generator_endpoint(params, generator))
+                endpoint = stack.enter_context(generator_endpoint(params, generator, plan.sampling))
             base_url, model = endpoint
             client = GeneratorClient(generator, cfg, store, make_chat_api(generator, cfg, base_url=base_url, model=model),
                                      max_cost_usd=max_cost)

@@ -1,0 +1,342 @@
+"""Start and stop a local OpenAI-compatible model server for the `local` generator backend.
+
+On a GPU host with a ``vllm`` executable we run ``vllm serve``; everywhere else ``transformers serve`` on CPU.
+Either way the generator talks to it with the ordinary ``openai`` client, the same code path as hosted APIs:
+
+    with LocalModelServer("smollm2-135m-instruct") as srv:
+        client = openai.OpenAI(base_url=srv.base_url, api_key="local")
+        client.chat.completions.create(model=srv.model_id, messages=[...], max_tokens=256)
+
+The server runs in its own process group, fully offline, with its output in a log file; leaving the ``with``
+block (normally or by an exception) kills the whole group.
+
+What ``transformers serve`` 5.23.0 actually does (found by running it against SmolLM2, CPU, not by reading docs):
+
+* CLI: ``transformers serve [FORCE_MODEL] --device cpu --host 127.0.0.1 --port N [--continuous-batching]``
+  (also ``--dtype``, ``--log-level``, ``--default-seed``, ``--cb-block-size/--cb-num-blocks/--cb-max-batch-tokens``).
+  FORCE_MODEL may be a local HF folder; it is loaded *before* uvicorn binds the port, so "port answers" means
+  "model loaded". The same CLI is reachable as ``python -m transformers.cli.transformers serve`` (we use that,
+  so the server runs in the caller's interpreter/venv whatever PATH says).
+* Model naming: the request's ``model`` field must be exactly the FORCE_MODEL string (here the local folder
+  path) or the server answers 400 "Server is pinned to ...". So ``model_id`` is the resolved path.
+* ``GET /v1/models`` does NOT list the forced model: it scans the HF hub cache and answers 500
+  (CacheNotFound) when there is none, as on a clean offline machine. We poll ``GET /health`` instead and
+  then send one tiny chat request.
+* ``max_tokens`` (and ``max_completion_tokens``) are honoured; without them the server generates up to 1024
+  new tokens (it raises the model's default to at least 1024).
+* ``usage`` is returned and correct: ``prompt_tokens`` equals the chat-templated prompt length,
+  ``completion_tokens`` counts generated tokens including the final EOS; also in the last streaming chunk.
+* ``finish_reason`` is "length" when ``max_tokens`` was reached, else "stop".
+* ``temperature``/``top_p`` are only copied onto the generation config; the server never turns sampling on.
+  With the ``do_sample=False`` a GGUF-converted model has by default, every request is silently greedy.
+  ``local_models.hf_model_dir`` therefore saves ``do_sample=True`` (temperature 1, top_p 1); then
+  temperature, top_p (0.01 gives the greedy text) and ``temperature=0`` (greedy) all work.
+* ``seed`` calls ``torch.manual_seed`` globally: the same seed twice in a row gives the same text, but with
+  several requests in flight it is not a per-request guarantee.
+* ``stop`` is mapped to ``generate(stop_strings=...)`` and does stop generation, but the returned text
+  INCLUDES the stop string (and the rest of the token that contained it): "... write [END]" rather than
+  OpenAI's "... write ". Callers must still cut at the stop string themselves.
+* ``n`` and ``presence_penalty`` are accepted and silently ignored (one choice is returned); fields outside
+  the OpenAI schema such as ``top_k`` or ``repetition_penalty`` (via ``extra_body``) are rejected with 422.
+* Without ``--continuous-batching`` requests are served one at a time: 8 concurrent requests give the same
+  total tokens/s as 1.
+* With ``--continuous-batching`` (works on CPU) concurrent requests are batched, BUT in 5.23.0:
+  - the sampling settings (temperature, top_p, do_sample) of the FIRST request after start-up are frozen for
+    every later request (``CBGenerateManager.init_cb``); later temperature/top_p/seed values are ignored.
+    Our warm-up request is that first request, so pass the run's sampling settings as ``warmup_params``.
+  - ``stop`` is ignored entirely (only ``max_tokens`` and EOS are per request); the caller must truncate.
+  - ``max_tokens``, ``usage`` and ``finish_reason`` still behave as above.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from agorabench.local_models import cache_root, resolve_model
+
+__all__ = ["LocalModelServer", "LocalServerError"]
+
+# Tiny launcher run as the server's first process: it asks the kernel to SIGTERM it if the process that
+# started it dies (even by SIGKILL, where no __exit__ or atexit runs), then execs the real server command,
+# which keeps that setting. Linux only; elsewhere the prctl call is skipped.
+# Caveat of PR_SET_PDEATHSIG: "parent" is the *thread* that started the server, so don't start a server in a
+# short-lived thread and keep using it after that thread ends.
+_LAUNCHER = r"""
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(os.environ.pop("AGORA_SERVER_PARENT_PID")):
+    sys.exit(1)  # the parent already died before prctl took effect
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
+
+# Servers that are running, so an interpreter that exits without leaving the `with` block still stops them.
+_LIVE: "weakref.WeakSet[LocalModelServer]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_LIVE):
+        server.stop()
+
+
+class LocalServerError(RuntimeError):
+    """The server process died or did not become ready."""
+
+
+def _free_port() -> int:
+    # Let the kernel pick a free loopback port. Another process could grab it before the server binds; then
+    # the server exits at start-up and we report it with the log file.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _last_line(path: Path) -> str:
+    """Last non-empty line of the log (usually the exception), for one-line error messages."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
+            lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+class LocalModelServer:
+    """An OpenAI-compatible server for one model, as a context manager.
+
+    Args:
+        model: a PACKAGED_MODELS name (converted on first use), a local HF folder or a hub id (must be cached).
+        port: loopback port; a free one is picked when None.
+        engine: "vllm", "transformers" or "auto" (vllm when CUDA is available and `vllm` is on PATH).
+        log_path: where the server's stdout/stderr go; default ``cache_root()/logs/<engine>-<port>.log``.
+        startup_timeout_s: how long to wait for the model to load and answer.
+        extra_args: appended to the server command line (e.g. ["--continuous-batching"]).
+        warmup_params: sampling fields sent with the start-up chat request (e.g. {"temperature": 0.7,
+            "top_p": 0.95}). With ``transformers serve --continuous-batching`` the first request's sampling
+            settings apply to every later request, so this is how a run pins them. Default: model defaults.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        port: int | None = None,
+        engine: str = "auto",
+        log_path: Path | None = None,
+        startup_timeout_s: float = 300,
+        extra_args: Sequence[str] = (),
+        warmup_params: Mapping[str, Any] | None = None,
+    ) -> None:
+        if engine not in ("auto", "vllm", "transformers"):
+            raise ValueError(f"engine must be 'auto', 'vllm' or 'transformers', not {engine!r}")
+        self.model = model
+        self.port = port
+        self.engine = engine
+        self.log_path = Path(log_path) if log_path is not None else None
+        self.startup_timeout_s = startup_timeout_s
+        self.extra_args = list(extra_args)
+        self.warmup_params = dict(warmup_params or {})
+        self.model_id: str | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.startup_s: float | None = None  # seconds from spawn to first answered chat request
+
+    # -- public API -------------------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise LocalServerError("server not started")
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of the server process; it is also the id of its process group."""
+        return self.proc.pid if self.proc is not None else None
+
+    def __enter__(self) -> "LocalModelServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> "LocalModelServer":
+        if self.proc is not None:
+            raise LocalServerError("server already started")
+        engine = self._pick_engine()
+        self.engine = engine
+        # Resolve before spawning: converting a packaged model can take a while and must not count
+        # against the server's start-up timeout.
+        self.model_id = resolve_model(self.model)
+        if self.port is None:
+            self.port = _free_port()
+        if self.log_path is None:
+            self.log_path = cache_root() / "logs" / f"{engine}-serve-{self.port}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+
+        cmd = self._command(engine)
+        env = self._env()
+        t0 = time.monotonic()
+        with open(self.log_path, "wb") as log:
+            log.write(("$ " + " ".join(cmd) + "\n").encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _LAUNCHER, *cmd],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # own session and process group: stop() kills the group
+            )
+        _LIVE.add(self)
+        try:
+            self._wait_ready(t0)
+        except BaseException:
+            self.stop()  # includes KeyboardInterrupt during a long load
+            raise
+        self.startup_s = time.monotonic() - t0
+        return self
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM the server's process group, then SIGKILL whatever is left after `grace_s` seconds."""
+        proc, self.proc = self.proc, None
+        _LIVE.discard(self)
+        if proc is None:
+            return
+        pgid = proc.pid  # start_new_session=True makes the server the leader of a group with its own pid
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                proc.poll()  # reap the leader, else its zombie keeps the group "alive"
+                if not _group_alive(pgid):
+                    break
+                time.sleep(0.05)
+            if not _group_alive(pgid):
+                break
+        proc.poll()
+        if proc.returncode is None:
+            proc.wait(timeout=5)
+
+    # -- internals --------------------------------------------------------------------------------------------
+
+    def _pick_engine(self) -> str:
+        if self.engine != "auto":
+            return self.engine
+        import torch
+
+        return "vllm" if torch.cuda.is_available() and shutil.which("vllm") else "transformers"
+
+    def _command(self, engine: str) -> list[str]:
+        assert self.model_id is not None and self.port is not None
+        if engine == "vllm":
+            # `vllm serve` names the model after its argument, so model_id is the same string.
+            vllm = shutil.which("vllm")
+            if vllm is None:
+                raise LocalServerError("engine 'vllm' requested but no `vllm` executable is on PATH")
+            return [vllm, "serve", self.model_id, "--host", "127.0.0.1", "--port", str(self.port), *self.extra_args]
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return [
+            sys.executable, "-m", "transformers.cli.transformers", "serve", self.model_id,
+            "--device", device, "--host", "127.0.0.1", "--port", str(self.port),
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            HF_DATASETS_OFFLINE="1",
+            HF_HUB_DISABLE_TELEMETRY="1",
+            HF_HUB_DISABLE_UPDATE_CHECK="1",  # the transformers CLI otherwise checks PyPI for a newer version
+            TOKENIZERS_PARALLELISM="false",
+            PYTHONUNBUFFERED="1",  # so the log shows progress and the final traceback as they happen
+            AGORA_SERVER_PARENT_PID=str(os.getpid()),
+        )
+        # One thread by default: on a small, shared machine extra torch threads fight each other (see
+        # stack-feasibility G4); the caller can export OMP_NUM_THREADS to give the server more.
+        env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
+        return env
+
+    def _wait_ready(self, t0: float) -> None:
+        deadline = t0 + self.startup_timeout_s
+        # 1. /health answers once the model is loaded (both transformers serve and vllm serve).
+        while True:
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise LocalServerError(
+                    f"{self.engine} server for {self.model_id} not ready after {self.startup_timeout_s:g} s; "
+                    f"see {self.log_path}"
+                )
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        # 2. One tiny chat request: proves generation works end to end, and with continuous batching it is
+        #    the request whose sampling settings the server keeps (see the module docstring).
+        body = {
+            "model": self.model_id,
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 1,
+            **self.warmup_params,
+        }
+        req = urllib.request.Request(
+            f"{self.base_url}/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=max(5.0, deadline - time.monotonic())) as r:
+                json.load(r)["choices"][0]
+        except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError) as e:
+            self._check_alive()
+            raise LocalServerError(
+                f"{self.engine} server for {self.model_id} failed the warm-up chat request ({e}); see {self.log_path}"
+            ) from None
+
+    def _check_alive(self) -> None:
+        assert self.proc is not None
+        rc = self.proc.poll()
+        if rc is not None:
+            last = _last_line(self.log_path) if self.log_path else ""
+            raise LocalServerError(
+                f"{self.engine} server for {self.model_id} exited with code {rc} during start-up "
+                f"(last log line: {last!r}); see {self.log_path}"
+            )
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member exists but is not ours to signal
+        return True
+    return True
