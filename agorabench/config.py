@@ -85,7 +85,7 @@ class GenerationConfig(Strict):
     max_attempts_per_instance: int = Field(10, ge=1)
     # Requests whose prompts are built in one step (IG's generated-demo pool only grows between
     # batches), so outputs do not depend on completion order or on concurrency. A Prefect task each.
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(1024, ge=1)
     num_fewshot: int = Field(3, ge=1, le=9)
     num_seed_demos: int = Field(2, ge=0)
     prompt_format: Literal["text", "json"] = "text"

@@ -27,15 +27,19 @@ class BatchRunner:
         self.client, self.sampling, self.on_done = client, sampling, on_done
         self.budget_hit: str | None = None
 
-    async def _one(self, attempt: Attempt) -> Outcome:
-        key, completion = await self.client.complete(attempt.messages, self.sampling, attempt.sample_index)
+    async def _one(self, attempt: Attempt, prepared: tuple[str, str], cached) -> Outcome:
+        key, completion = await self.client.complete(attempt.messages, self.sampling, attempt.sample_index,
+                                                     prepared=prepared, cached=cached)
         outcome = Outcome(attempt, key, completion)
         if self.on_done:
             self.on_done(outcome)
         return outcome
 
     async def run(self, attempts: list[Attempt]) -> list[Outcome]:
-        results = await asyncio.gather(*(self._one(a) for a in attempts), return_exceptions=True)
+        prepared = [self.client.prepare(a.messages, self.sampling, a.sample_index) for a in attempts]
+        stored = self.client.lookup([key for _, key in prepared])
+        results = await asyncio.gather(*(self._one(a, p, stored.get(p[1])) for a, p in zip(attempts, prepared)),
+                                       return_exceptions=True)
         done = [r for r in results if isinstance(r, Outcome)]
         errors = [r for r in results if isinstance(r, BaseException)]
         budget = [e for e in errors if isinstance(e, BudgetExceeded)]
@@ -118,6 +122,36 @@ class Progress:
             self._bar.stop()
 
 
+async def _run_plan(plan: SettingPlan, runner: BatchRunner, run_batch: RunBatch, bar: Progress) -> None:
+    """Keep one batch queued behind the one in flight, so the generator never waits for us.
+
+    Batch k+1 is built while batch k runs, from the results of batches up to k-1: the pool of
+    generated demos lags one batch, and that lag is fixed, so results stay deterministic.
+    """
+    outstanding: list[tuple[asyncio.Task, int]] = []  # at most two: in flight, and queued
+    try:
+        while True:
+            batch = plan.next_batch()
+            if batch:
+                outstanding.append((asyncio.ensure_future(run_batch(runner, batch)), len(batch)))
+            if not outstanding:
+                return
+            if len(outstanding) == 2 or not batch:
+                task, issued = outstanding.pop(0)
+                plan.absorb(await task, issued)
+                bar.set_valid(len(plan.accepted))
+                if runner.budget_hit:
+                    plan.stop_reason = runner.budget_hit
+                    return
+    finally:
+        # A failure (or a budget stop) leaves the other batch running: let it finish or cancel it,
+        # never leave it unattended. Whatever it had received is in the request store.
+        for task, _ in outstanding:
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
 async def generate_setting(params: Params, generator: str, domain: str, method: str, *,
                            num: int | None = None, max_cost: float | None = None,
                            run_batch: RunBatch | None = None, progress: bool | None = None,
@@ -143,13 +177,7 @@ async def generate_setting(params: Params, generator: str, domain: str, method: 
                                      max_cost_usd=max_cost)
             runner = BatchRunner(client, plan.sampling, on_done=bar.answered)
             try:
-                while batch := plan.next_batch():
-                    outcomes = await run_batch(runner, batch)
-                    plan.absorb(outcomes)
-                    bar.set_valid(len(plan.accepted))
-                    if runner.budget_hit:
-                        plan.stop_reason = runner.budget_hit
-                        break
+                await _run_plan(plan, runner, run_batch, bar)
             finally:
                 await client.close()
         manifest = write_outputs(plan, output_paths(params, generator, domain, method))

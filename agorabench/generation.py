@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import orjson
+
 from agorabench.config import GeneratorConfig, Params, ParamsError
 from agorabench.parsing import is_complete, parse_output
 from agorabench.prompting import (PromptSet, enhancement_prompt, instance_prompt, prompt_file,
@@ -67,6 +69,7 @@ class SettingPlan:
     rejected: list[dict] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     next_index: int = 0
+    in_flight: int = 0
     stop_reason: str | None = None
 
     def __post_init__(self):
@@ -89,6 +92,7 @@ class SettingPlan:
             self.next_item = min(self.num, len(order))
             self.tries: dict[int, int] = {}
             self.done_items: set[int] = set()
+        self.pending_items: set[int | None] = set()
 
     def _messages(self, user: str) -> list[dict]:
         return [{"role": "system", "content": self.prompts.system_prompt}, {"role": "user", "content": user}]
@@ -124,37 +128,54 @@ class SettingPlan:
                        item=item, seed_instruction=seed.instruction)
 
     def next_batch(self) -> list[Attempt]:
+        """The next attempts to send, decided from absorbed results only.
+
+        One batch may still be in flight while this is called (the engine keeps the next batch
+        queued so the generator never idles between batches). Everything here depends on absorbed
+        results and on how many attempts are in flight, never on timing, so runs stay reproducible.
+        An empty list with attempts in flight means "wait"; with none in flight, the setting is done.
+        """
         if self.stop_reason or len(self.accepted) >= self.num:
             return []
         g = self.params.generation
         if self.method == "instance_generation":
             left = self.budget - self.next_index
-            if left <= 0:
-                self.stop_reason = f"retry budget spent ({self.budget} attempts for {self.num} instances)"
-                return []
+            absorbed = self.next_index - self.in_flight
             needed = self.num - len(self.accepted)
-            rate = len(self.accepted) / self.next_index if self.next_index else 1.0
-            count = min(g.batch_size, left, math.ceil(needed / max(rate, 0.05)))
+            rate = len(self.accepted) / absorbed if absorbed else 1.0
+            count = min(g.batch_size, left, math.ceil(needed / max(rate, 0.05)) - self.in_flight)
+            if count <= 0:
+                if left <= 0 and not self.in_flight:
+                    self.stop_reason = f"retry budget spent ({self.budget} attempts for {self.num} instances)"
+                return []
             pool = [(a[1], a[2]) for a in self.accepted]
             batch = [self._instance_attempt(self.next_index + k, pool) for k in range(count)]
         else:
             batch = []
-            for item in list(self.active):
+            for item in self.active:
                 if len(batch) >= g.batch_size:
                     break
-                batch.append(self._item_attempt(self.next_index + len(batch), item))
+                if item not in self.pending_items:  # one attempt per seed at a time
+                    batch.append(self._item_attempt(self.next_index + len(batch), item))
             if not batch:
-                self.stop_reason = (f"seeds exhausted: {len(self.seeds)} seeds, each tried up to "
-                                    f"{g.max_attempts_per_instance} times")
+                if not self.active and not self.in_flight:
+                    self.stop_reason = (f"seeds exhausted: {len(self.seeds)} seeds, each tried up to "
+                                        f"{g.max_attempts_per_instance} times")
                 return []
+            self.pending_items.update(a.item for a in batch)
         self.next_index += len(batch)
+        self.in_flight += len(batch)
         return batch
 
-    def absorb(self, outcomes: list[Outcome]) -> None:
+    def absorb(self, outcomes: list[Outcome], issued: int | None = None) -> None:
+        """Judge a finished batch. `issued` is how many attempts it had (more than `outcomes` when
+        a budget stop cut it short)."""
         g = self.params.generation
+        self.in_flight -= len(outcomes) if issued is None else issued
         for o in sorted(outcomes, key=lambda o: o.attempt.index):
             self.outcomes.append(o)
             a, c = o.attempt, o.completion
+            self.pending_items.discard(a.item)
             if not is_complete(c.text, c.finish_reason):
                 verdict = ("truncated", f"finish_reason={c.finish_reason}")
             else:
@@ -260,7 +281,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def dumps_line(obj: dict) -> str:
-    return json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n"
+    # Sorted keys and orjson's fixed float formatting: the same data always gives the same bytes.
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode() + "\n"
 
 
 def write_outputs(plan: SettingPlan, paths: dict[str, Path]) -> dict:

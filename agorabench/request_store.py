@@ -9,7 +9,7 @@ re-run asks the store first and pays only for what is missing.
 from __future__ import annotations
 
 import hashlib
-import json
+import orjson
 import sqlite3
 import threading
 import time
@@ -42,11 +42,15 @@ CREATE TABLE IF NOT EXISTS failures (
 
 
 def canonical_json(obj) -> str:
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    # orjson: sorted keys, no whitespace, UTF-8; about ten times faster than json.dumps, which
+    # matters at a thousand requests a second on two cores.
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def request_key(request: dict) -> str:
-    return hashlib.sha256(canonical_json(request).encode()).hexdigest()
+def request_key(request: dict | str) -> str:
+    """sha256 of the canonical JSON (pass the JSON string itself to avoid encoding twice)."""
+    text = request if isinstance(request, str) else canonical_json(request)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -85,11 +89,24 @@ class RequestStore:
             return None
         return Completion(*row, cached=True)
 
-    def put(self, key: str, backend: str, model: str, request: dict, c: Completion) -> None:
+    def get_many(self, keys: list[str]) -> dict[str, Completion]:
+        """One query for a whole batch: a re-run checks a thousand keys in a millisecond or two."""
+        found: dict[str, Completion] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
+                chunk = keys[start:start + 500]
+                rows = self._db.execute(
+                    "SELECT key, text, finish_reason, input_tokens, output_tokens, latency_s, cost_usd "
+                    f"FROM responses WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+                found.update({r[0]: Completion(*r[1:], cached=True) for r in rows})
+        return found
+
+    def put(self, key: str, backend: str, model: str, request: dict | str, c: Completion) -> None:
+        text = request if isinstance(request, str) else canonical_json(request)
         with self._lock:
             self._db.execute(
                 "INSERT OR IGNORE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (key, backend, model, canonical_json(request), c.text, c.finish_reason,
+                (key, backend, model, text, c.text, c.finish_reason,
                  c.input_tokens, c.output_tokens, c.latency_s, c.cost_usd, time.time()),
             )
 

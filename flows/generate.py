@@ -2,10 +2,18 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.utilities.annotations import quote
 
 from agorabench.config import load_params
-from agorabench.engine import generate_setting
+from agorabench.engine import BatchRunner, generate_setting
+from agorabench.generation import Attempt, Outcome
 from tasks.generation import generate_batch
+
+
+async def _batch_task(runner: BatchRunner, attempts: list[Attempt]) -> list[Outcome]:
+    # quote(): without it Prefect walks every message of every attempt looking for futures to
+    # track, which cost ~15% of generation throughput; the task receives the plain values.
+    return await generate_batch(quote(runner), quote(attempts))
 
 
 @flow(name="generate", flow_run_name="generate {generator} {method} {domain}", log_prints=True)
@@ -13,4 +21,4 @@ async def generate(generator: str, domain: str, method: str, params_file: str = 
                    num: int | None = None, max_cost: float | None = None) -> dict:
     params = load_params(params_file)
     return await generate_setting(params, generator, domain, method, num=num, max_cost=max_cost,
-                                  run_batch=generate_batch)
+                                  run_batch=_batch_task)

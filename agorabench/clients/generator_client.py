@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from agorabench.clients import retry
 from agorabench.clients.ratelimit import TokenBucket
 from agorabench.config import GeneratorConfig
-from agorabench.request_store import Completion, RequestStore, request_key
+from agorabench.request_store import Completion, RequestStore, canonical_json, request_key
 
 
 class BudgetExceeded(RuntimeError):
@@ -77,10 +77,21 @@ class GeneratorClient:
         self.stats.reserved_usd += worst
         return worst
 
-    async def complete(self, messages: list[dict], sampling: dict, sample_index: int) -> tuple[str, Completion]:
-        request = self.key_request(messages, sampling, sample_index)
-        key = request_key(request)
-        hit = self.store.get(key)
+    def prepare(self, messages: list[dict], sampling: dict, sample_index: int) -> tuple[str, str]:
+        """(request JSON, key) of one call: what the store is asked and written with."""
+        request = canonical_json(self.key_request(messages, sampling, sample_index))
+        return request, request_key(request)
+
+    def lookup(self, keys: list[str]) -> dict[str, Completion]:
+        return self.store.get_many(keys)
+
+    async def complete(self, messages: list[dict], sampling: dict, sample_index: int, *,
+                       prepared: tuple[str, str] | None = None,
+                       cached: Completion | None = None) -> tuple[str, Completion]:
+        """The answer to one call: from the store if it has it, else from the API (then stored).
+        `prepared`/`cached` come from a batch-wide `prepare` + `lookup`, which saves a query each."""
+        request, key = prepared or self.prepare(messages, sampling, sample_index)
+        hit = cached if prepared else self.store.get(key)
         if hit is not None:
             self.stats.cached += 1
             return key, hit
