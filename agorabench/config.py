@@ -83,6 +83,9 @@ class GenerationConfig(Strict):
     sampling: SamplingConfig = SamplingConfig()
     # Each instance gets this many attempts (the paper's 10 retries); IG's budget is N times this.
     max_attempts_per_instance: int = Field(10, ge=1)
+    # Response generation / quality enhancement: tries per seed before the next seed takes its place
+    # (null: max_attempts_per_instance). 1 suits greedy decoding, where a retry repeats itself.
+    max_attempts_per_seed: int | None = Field(None, ge=1)
     # Requests whose prompts are built in one step (IG's generated-demo pool only grows between
     # batches), so outputs do not depend on completion order or on concurrency. A Prefect task each.
     batch_size: int = Field(1024, ge=1)

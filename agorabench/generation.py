@@ -80,9 +80,10 @@ class SettingPlan:
                          "max_tokens": g.sampling.max_tokens, "stop": list(g.sampling.stop)}
         self.sampling.update(self.gen_cfg.sampling)  # per-generator overrides, e.g. top_p: null
         self.sampling = {k: v for k, v in self.sampling.items() if v is not None}
-        if self.method == "instance_generation":
-            self.budget = self.num * g.max_attempts_per_instance
-        else:
+        # The whole setting's attempts are capped (the paper's 10 tries per instance, N times), so
+        # a weak generator cannot burn through every seed: past that, the manifest says why.
+        self.budget = self.num * g.max_attempts_per_instance
+        if self.method != "instance_generation":
             # RG/QE answer seeds in a fixed shuffled order. An item that spends all its attempts is
             # replaced by the next unused seed, so N valid instances come out while seeds last.
             order = list(range(len(self.seeds)))
@@ -138,29 +139,31 @@ class SettingPlan:
         if self.stop_reason or len(self.accepted) >= self.num:
             return []
         g = self.params.generation
+        left = self.budget - self.next_index
+        if left <= 0:
+            if not self.in_flight:
+                self.stop_reason = f"retry budget spent ({self.budget} attempts for {self.num} instances)"
+            return []
         if self.method == "instance_generation":
-            left = self.budget - self.next_index
             absorbed = self.next_index - self.in_flight
             needed = self.num - len(self.accepted)
             rate = len(self.accepted) / absorbed if absorbed else 1.0
             count = min(g.batch_size, left, math.ceil(needed / max(rate, 0.05)) - self.in_flight)
             if count <= 0:
-                if left <= 0 and not self.in_flight:
-                    self.stop_reason = f"retry budget spent ({self.budget} attempts for {self.num} instances)"
                 return []
             pool = [(a[1], a[2]) for a in self.accepted]
             batch = [self._instance_attempt(self.next_index + k, pool) for k in range(count)]
         else:
             batch = []
             for item in self.active:
-                if len(batch) >= g.batch_size:
+                if len(batch) >= min(g.batch_size, left):
                     break
                 if item not in self.pending_items:  # one attempt per seed at a time
                     batch.append(self._item_attempt(self.next_index + len(batch), item))
             if not batch:
                 if not self.active and not self.in_flight:
                     self.stop_reason = (f"seeds exhausted: {len(self.seeds)} seeds, each tried up to "
-                                        f"{g.max_attempts_per_instance} times")
+                                        f"{g.max_attempts_per_seed or g.max_attempts_per_instance} times")
                 return []
             self.pending_items.update(a.item for a in batch)
         self.next_index += len(batch)
@@ -195,7 +198,7 @@ class SettingPlan:
                 self.rejected.append({"attempt": a.index, "reason": verdict[0], "detail": verdict[1],
                                       "raw": c.text, "finish_reason": c.finish_reason,
                                       "seed_ids": list(a.seed_ids), "request_key": o.key})
-                if a.item is not None and self.tries[a.item] >= g.max_attempts_per_instance:
+                if a.item is not None and self.tries[a.item] >= (g.max_attempts_per_seed or g.max_attempts_per_instance):
                     self.active.remove(a.item)  # this seed is spent; bring in the next one
                     if self.next_item < len(self.order):
                         self.active.append(self.order[self.next_item])

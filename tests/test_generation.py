@@ -94,17 +94,37 @@ def test_rejected_outputs_are_kept_with_raw_text_and_reason(tmp_path, monkeypatc
     assert rejected and all(r["raw"] and r["reason"] == "math_result_tags" for r in rejected)
 
 
-def test_shortfall_is_explained_in_the_manifest(tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", ["instance_generation", "quality_enhancement"])
+def test_shortfall_is_explained_in_the_manifest(tmp_path, monkeypatch, method):
     from agorabench.testing.llm_server import FakeLLMServer
 
     monkeypatch.setenv("FAKE_API_KEY", "k")
     with FakeLLMServer(responder=lambda api, body: "no triggers at all") as server:
         params = load_params(write_params(tmp_path / "params.yaml", server.url,
                                           **{"generation.max_attempts_per_instance": 3}))
-        manifest = run(params, num=4)
+        manifest = run(params, num=4, method=method)
     assert manifest["num_valid"] == 0 and not manifest["complete"]
     assert "retry budget spent" in manifest["shortfall_reason"] and manifest["attempts"] == 12
     assert manifest["rejections"] == {"missing_trigger": 12}
+
+
+def test_rg_replaces_a_seed_that_keeps_failing(tmp_path, monkeypatch):
+    from agorabench.testing.llm_server import FakeLLMServer, default_responder
+
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    seen = []
+
+    def picky(api, body):  # the first seed asked about never gets a valid answer
+        prompt = body["messages"][-1]["content"]
+        seen.append(prompt)
+        return "no tags" if prompt == seen[0] else default_responder(api, body)
+
+    with FakeLLMServer(responder=picky) as server:
+        params = load_params(write_params(tmp_path / "params.yaml", server.url,
+                                          **{"generation.max_attempts_per_seed": 2}))
+        manifest = run(params, num=3, method="response_generation")
+    assert manifest["complete"] and manifest["num_valid"] == 3
+    assert seen.count(seen[0]) == 2 and manifest["attempts"] == 5
 
 
 @pytest.mark.parametrize("fault", ["429", "500", "503", "timeout", "drop", "garbage"])
@@ -161,3 +181,18 @@ def test_max_cost_stops_cleanly_before_the_budget(params_file, fake_server):
     resumed = run(params, num=10)
     assert resumed["complete"] and resumed["run"]["answers_cached"] >= manifest["attempts"]
     assert fake_server.request_count - sent == resumed["run"]["requests_sent"]
+
+
+def test_concurrency_limit_is_respected(tmp_path, monkeypatch):
+    import time
+
+    from agorabench.testing.llm_server import FakeLLMServer
+
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    with FakeLLMServer(latency_s=0.1) as server:
+        params = load_params(write_params(tmp_path / "params.yaml", server.url, **{"generators.fake.concurrency": 2}))
+        started = time.perf_counter()
+        run(params, method="response_generation", domain="general", num=6)
+        elapsed = time.perf_counter() - started
+    # 6 requests of 0.1 s each, at most 2 at a time: at least 3 rounds (all at once would be ~0.1 s).
+    assert elapsed >= 0.3
