@@ -111,6 +111,9 @@ class GenerationConfig(Strict):
 
 class SeedsConfig(Strict):
     source: Literal["offline", "hub"] = "offline"
+    # Seeds longer than this (instruction + response, counted with generation.tokenizer) are
+    # dropped, as the paper drops seeds over 4,096 Llama-3 tokens. Short seeds keep CPU prompts short.
+    max_tokens: int = Field(4096, ge=16)
 
 
 class CacheConfig(Strict):
@@ -199,6 +202,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def check_setting(domain: str, method: str) -> None:
     if domain not in DOMAINS:
-        raise ParamsError(f"--domain {domain!r} is not allowed; choose one of {', '.join(DOMAINS)}")
+        raise ParamsError(f"domain {domain!r} is not allowed; choose one of {', '.join(DOMAINS)}")
     if method not in METHODS:
-        raise ParamsError(f"--method {method!r} is not allowed; choose one of {', '.join(METHODS)}")
+        raise ParamsError(f"method {method!r} is not allowed; choose one of {', '.join(METHODS)}")

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agorabench.clients.generator_client import estimate_tokens
-from agorabench.config import Params
-from agorabench.generation import SettingPlan
+from agorabench.config import Params, ParamsError
+from agorabench.generation import SettingPlan, load_setting_seeds
 from agorabench.prompting import load_prompt_set
 from agorabench.request_store import RequestStore
-from agorabench.seeds import load_seeds
 
 
 @dataclass(frozen=True)
@@ -39,9 +38,10 @@ def estimate_setting(params: Params, generator: str, domain: str, method: str, n
     prompts = load_prompt_set(g.prompt_dir, g.num_fewshot)
     note = ""
     try:
-        seeds = load_seeds(domain, method, source=params.seeds.source)
-    except Exception:  # hub seeds without a network: offline seeds have the same shape
-        seeds, note = load_seeds(domain, method, source="offline"), " (prompts sized with offline seeds)"
+        seeds = load_setting_seeds(params, domain, method)
+    except ParamsError:  # hub seeds without a network: offline seeds have the same shape
+        offline = params.model_copy(update={"seeds": params.seeds.model_copy(update={"source": "offline"})})
+        seeds, note = load_setting_seeds(offline, domain, method), " (prompts sized with offline seeds)"
     plan = SettingPlan(generator=generator, gen_cfg=cfg, domain=domain, method=method, prompts=prompts,
                        seeds=seeds, num=min(num, 64), params=params)
     sample = plan.next_batch()

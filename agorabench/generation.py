@@ -27,7 +27,7 @@ from agorabench.prompting import (PromptSet, enhancement_prompt, instance_prompt
                                   response_prompt)
 from agorabench.request_store import Completion
 from agorabench.seeds import SeedExample, load_seeds
-from agorabench.validation import validate
+from agorabench.validation import count_tokens, validate
 
 
 @dataclass(frozen=True)
@@ -247,9 +247,10 @@ class SettingPlan:
 
 
 def load_setting_seeds(params: Params, domain: str, method: str) -> list[SeedExample]:
-    """Seeds for a setting; a Hub that cannot be reached becomes one line that says what to do."""
+    """Seeds for a setting, without the ones over seeds.max_tokens; a Hub that cannot be reached
+    becomes one line that says what to do."""
     try:
-        return load_seeds(domain, method, source=params.seeds.source)
+        seeds = load_seeds(domain, method, source=params.seeds.source)
     except Exception as e:
         if params.seeds.source != "hub":
             raise
@@ -258,6 +259,11 @@ def load_setting_seeds(params: Params, domain: str, method: str) -> list[SeedExa
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); check the network and "
             f"HF_TOKEN, or set seeds.source: offline"
         ) from None
+    limit, tokenizer = params.seeds.max_tokens, params.generation.tokenizer
+    kept = [s for s in seeds if count_tokens(s.instruction + "\n" + s.response, tokenizer) <= limit]
+    if not kept:
+        raise ParamsError(f"seeds.max_tokens = {limit} leaves no {domain}/{method} seed; raise it")
+    return kept
 
 
 def package_versions() -> dict[str, str]:

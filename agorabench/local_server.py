@@ -277,9 +277,9 @@ class LocalModelServer:
             PYTHONUNBUFFERED="1",  # so the log shows progress and the final traceback as they happen
             AGORA_SERVER_PARENT_PID=str(os.getpid()),
         )
-        # One thread by default: on a small, shared machine extra torch threads fight each other (see
-        # stack-feasibility G4); the caller can export OMP_NUM_THREADS to give the server more.
-        env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
+        # While generating, the server is the one busy process (the client mostly waits), so it gets
+        # every core unless the caller set OMP_NUM_THREADS (the tests set 1: stack-feasibility G4).
+        env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1))
         return env
 
     def _wait_ready(self, t0: float) -> None:

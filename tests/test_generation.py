@@ -196,3 +196,19 @@ def test_concurrency_limit_is_respected(tmp_path, monkeypatch):
         elapsed = time.perf_counter() - started
     # 6 requests of 0.1 s each, at most 2 at a time: at least 3 rounds (all at once would be ~0.1 s).
     assert elapsed >= 0.3
+
+
+def test_long_seeds_are_dropped_by_seeds_max_tokens(params_file):
+    from agorabench.config import ParamsError
+    from agorabench.generation import load_setting_seeds
+    from agorabench.validation import count_tokens
+
+    params = load_params(params_file)
+    everything = load_setting_seeds(params, "math", "instance_generation")
+    short = load_setting_seeds(params.model_copy(update={"seeds": params.seeds.model_copy(update={"max_tokens": 100})}),
+                               "math", "instance_generation")
+    assert 0 < len(short) < len(everything)
+    assert all(count_tokens(s.instruction + "\n" + s.response, "approx") <= 100 for s in short)
+    with pytest.raises(ParamsError, match="seeds.max_tokens"):
+        load_setting_seeds(params.model_copy(update={"seeds": params.seeds.model_copy(update={"max_tokens": 16})}),
+                           "math", "instance_generation")

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-DOMAINS = ("math", "code", "general")
-METHODS = ("instance_generation", "response_generation", "quality_enhancement")
+from agorabench.config import DOMAINS, METHODS, check_setting  # noqa: F401  (re-exported)
+
 SOURCES = ("offline", "hub")
 
 
@@ -33,13 +33,6 @@ class SeedExample:
     def to_record(self) -> dict:
         """The paper's seed-file row format: {"config", "instruction", "response"}."""
         return {"config": self.source, "instruction": self.instruction, "response": self.response}
-
-
-def check_setting(domain: str, method: str) -> None:
-    if domain not in DOMAINS:
-        raise ValueError(f"unknown domain {domain!r}; allowed: {', '.join(DOMAINS)}")
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
 
 
 def load_seeds(domain: str, method: str, source: str = "offline") -> list[SeedExample]:
