@@ -25,7 +25,8 @@ def test_smollm2_produces_valid_instances_for_each_method(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     p = load_params(tmp_path / "params.yaml")
 
-    with LocalModelServer("smollm2-135m-instruct", extra_args=["--continuous-batching"],
+    # Continuous batching: 8 short greedy attempts at a time (the default profile serves plainly).
+    with LocalModelServer("smollm2-135m-instruct", extra_args=["--continuous-batching", "--cb-max-memory-percent", "0.1"],
                           warmup_params={"temperature": 0.0}, log_path=tmp_path / "server.log") as server:
         for method in METHODS:
             # Greedy answers to the same prompt repeat, so response generation and quality
