@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -48,14 +49,9 @@ class BatchRunner:
             raise other[0]
         if budget:
             self.budget_hit = str(budget[0])
-            # Keep only an unbroken prefix, so the dataset never depends on which requests fit.
-            indices = {o.attempt.index for o in done}
-            prefix = []
-            for a in attempts:
-                if a.index not in indices:
-                    break
-                prefix.append(next(o for o in done if o.attempt.index == a.index))
-            return prefix
+            # Keep only an unbroken prefix (gather keeps the attempts' order), so the dataset never
+            # depends on which requests happened to fit.
+            return list(itertools.takewhile(lambda r: isinstance(r, Outcome), results))
         return done
 
 
