@@ -143,8 +143,10 @@ class Params(Strict):
     @classmethod
     def _names(cls, v):
         for name in v:
-            if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-                raise ValueError(f"generator name {name!r} may use letters, digits, '-', '_' and '.' only")
+            # No dots: DVC addresses params by dotted paths (generators.NAME in dvc.yaml).
+            if not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"generator name {name!r} may use letters, digits, '-' and '_' only "
+                                 f"(no dots: DVC reads params by dotted paths)")
         if not v:
             raise ValueError("declare at least one generator")
         return v

@@ -67,3 +67,12 @@ def test_bad_yaml_and_missing_file(tmp_path):
         load_params(bad)
     with pytest.raises(ParamsError, match="file not found"):
         load_params(tmp_path / "absent.yaml")
+
+
+def test_generator_names_cannot_hold_dots(tmp_path):
+    # DVC addresses params as generators.NAME: a dot in NAME would split it (a real bug we hit).
+    path = write_params(tmp_path / "params.yaml", "http://127.0.0.1:1")
+    text = path.read_text().replace("  fake:\n", "  fake-0.5b:\n").replace("- fake\n", "- fake-0.5b\n")
+    path.write_text(text)
+    with pytest.raises(ParamsError, match="no dots"):
+        load_params(path)
