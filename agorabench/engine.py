@@ -166,11 +166,11 @@ async def generate_setting(params: Params, generator: str, domain: str, method: 
     bar = Progress(f"{generator} {method} {domain}", num, progress)
     try:
         with contextlib.ExitStack() as stack:
-            if endpoint is None:
-                endpoint = stack.enter_context(generator_endpoint(params, generator, plan.sampling))
-            base_url, model = endpoint
-            client = GeneratorClient(generator, cfg, store, make_chat_api(generator, cfg, base_url=base_url, model=model),
-                                     max_cost_usd=max_cost)
+            def open_api():  # first uncached request only: starts a local server if there is one
+                base_url, model = endpoint or stack.enter_context(generator_endpoint(params, generator, plan.sampling))
+                return make_chat_api(generator, cfg, base_url=base_url, model=model)
+
+            client = GeneratorClient(generator, cfg, store, open_api, max_cost_usd=max_cost)
             runner = BatchRunner(client, plan.sampling, on_done=bar.answered)
             try:
                 await _run_plan(plan, runner, run_batch, bar)

@@ -212,3 +212,22 @@ def test_long_seeds_are_dropped_by_seeds_max_tokens(params_file):
     with pytest.raises(ParamsError, match="seeds.max_tokens"):
         load_setting_seeds(params.model_copy(update={"seeds": params.seeds.model_copy(update={"max_tokens": 16})}),
                            "math", "instance_generation")
+
+
+def test_a_run_the_store_answers_never_opens_the_endpoint(params_file, monkeypatch):
+    # For a `local` generator, opening the endpoint starts a model server: pointless on a re-run.
+    from agorabench import engine
+
+    opened = []
+    real = engine.generator_endpoint
+
+    def counting(*args, **kwargs):
+        opened.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "generator_endpoint", counting)
+    params = load_params(params_file)
+    run(params, num=3)
+    assert len(opened) == 1
+    again = run(params, num=3)
+    assert len(opened) == 1 and again["run"]["answers_cached"] == again["attempts"]

@@ -43,9 +43,13 @@ def estimate_tokens(text: str) -> int:
 
 
 class GeneratorClient:
-    def __init__(self, name: str, cfg: GeneratorConfig, store: RequestStore, chat_api, *,
+    def __init__(self, name: str, cfg: GeneratorConfig, store: RequestStore, open_api, *,
                  max_cost_usd: float | None = None):
-        self.name, self.cfg, self.store, self.api = name, cfg, store, chat_api
+        """`open_api` makes the chat API on first need (a zero-argument callable, run in a thread):
+        a run the store answers completely never starts a local model server."""
+        self.name, self.cfg, self.store = name, cfg, store
+        self._open_api, self.api = open_api, None
+        self._api_lock = asyncio.Lock()
         self.max_cost_usd = max_cost_usd
         self.backoff_s, self.backoff_max_s = cfg.retry_backoff_s, cfg.retry_backoff_max_s
         self.stats = RunStats()
@@ -115,12 +119,13 @@ class GeneratorClient:
         return key, done
 
     async def _call_with_retries(self, key: str, messages: list[dict], sampling: dict):
+        api = self.api or await self._start_api()
         attempt = 0
         while True:
             self.stats.sent += 1
             started = time.perf_counter()
             try:
-                text, finish, n_in, n_out = await self.api.chat(messages, sampling)
+                text, finish, n_in, n_out = await api.chat(messages, sampling)
                 return text, finish, n_in, n_out, time.perf_counter() - started
             except asyncio.CancelledError:
                 raise
@@ -150,5 +155,12 @@ class GeneratorClient:
                 attempt += 1
                 await asyncio.sleep(wait)
 
+    async def _start_api(self):
+        async with self._api_lock:  # one start, however many requests arrive at once
+            if self.api is None:
+                self.api = await asyncio.to_thread(self._open_api)
+        return self.api
+
     async def close(self) -> None:
-        await self.api.close()
+        if self.api is not None:
+            await self.api.close()
