@@ -147,7 +147,9 @@ class SettingPlan:
         if self.method == "instance_generation":
             absorbed = self.next_index - self.in_flight
             needed = self.num - len(self.accepted)
-            rate = len(self.accepted) / absorbed if absorbed else 1.0
+            # Acceptance rate with one imagined success and failure (Laplace), so a first batch
+            # with no valid instance asks for a few times more, not twenty times more, attempts.
+            rate = (len(self.accepted) + 1) / (absorbed + 2) if absorbed else 1.0
             count = min(g.batch_size, left, math.ceil(needed / max(rate, 0.05)) - self.in_flight)
             if count <= 0:
                 return []
