@@ -22,6 +22,7 @@ def test_smollm2_produces_valid_instances_for_each_method(tmp_path):
                batch_size=8)
     params["generators"]["smollm2"]["concurrency"] = 8
     params["cache"]["requests_db"] = str(tmp_path / "requests.sqlite")
+    params["seeds"]["max_tokens"] = 4096  # the paper's seed filter: richer demos help this small model
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     p = load_params(tmp_path / "params.yaml")
 
@@ -30,9 +31,9 @@ def test_smollm2_produces_valid_instances_for_each_method(tmp_path):
                           warmup_params={"temperature": 0.0}, log_path=tmp_path / "server.log") as server:
         for method in METHODS:
             # Greedy answers to the same prompt repeat, so response generation and quality
-            # enhancement move to the next seed after one try; every setting may make 24 attempts.
+            # enhancement move to the next seed after one try; every setting may make 32 attempts.
             pm = p.model_copy(update={"generation": p.generation.model_copy(
-                update={"max_attempts_per_instance": 24, "max_attempts_per_seed": 1})})
+                update={"max_attempts_per_instance": 32, "max_attempts_per_seed": 1})})
             manifest = asyncio.run(generate_setting(pm, "smollm2", "general", method, num=1, progress=False,
                                                     endpoint=(server.base_url, server.model_id)))
             assert manifest["num_valid"] == 1, (method, manifest["rejections"])
