@@ -21,9 +21,9 @@ def _retry_transient(task, task_run, state) -> bool:
     return not isinstance(state.data, (FatalAPIError, ParamsError))
 
 
-# NO_CACHE: the request store is the cache (keyed per request); Prefect result caching on top would
-# persist every batch's answers a second time.
+# NO_CACHE, no persisted result: the request store is the cache (keyed per request); Prefect result
+# caching on top would persist every batch's answers a second time.
 @task(name="generate-batch", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_retry_transient,
-      cache_policy=NO_CACHE, log_prints=True)
+      cache_policy=NO_CACHE, persist_result=False)
 async def generate_batch(runner: BatchRunner, attempts: list[Attempt]) -> list[Outcome]:
     return await runner.run(attempts)
