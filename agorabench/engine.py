@@ -29,8 +29,7 @@ class BatchRunner:
         self.budget_hit: str | None = None
 
     async def _one(self, attempt: Attempt, prepared: tuple[str, str], cached) -> Outcome:
-        key, completion = await self.client.complete(attempt.messages, self.sampling, attempt.sample_index,
-                                                     prepared=prepared, cached=cached)
+        key, completion = await self.client.complete(attempt.messages, self.sampling, prepared, cached)
         outcome = Outcome(attempt, key, completion)
         if self.on_done:
             self.on_done(outcome)

@@ -92,7 +92,7 @@ class SettingPlan:
             self.active = order[: self.num]
             self.next_item = min(self.num, len(order))
             self.tries: dict[int, int] = {}
-            self.done_items: set[int] = set()
+            self.tries_per_seed = g.max_attempts_per_seed or g.max_attempts_per_instance
         self.pending_items: set[int | None] = set()
 
     def _messages(self, user: str) -> list[dict]:
@@ -165,7 +165,7 @@ class SettingPlan:
             if not batch:
                 if not self.active and not self.in_flight:
                     self.stop_reason = (f"seeds exhausted: {len(self.seeds)} seeds, each tried up to "
-                                        f"{g.max_attempts_per_seed or g.max_attempts_per_instance} times")
+                                        f"{self.tries_per_seed} times")
                 return []
             self.pending_items.update(a.item for a in batch)
         self.next_index += len(batch)
@@ -194,13 +194,12 @@ class SettingPlan:
             if verdict is None:
                 self.accepted.append((a, parsed.instruction, parsed.response, o))
                 if a.item is not None:
-                    self.done_items.add(a.item)
                     self.active.remove(a.item)
             else:
                 self.rejected.append({"attempt": a.index, "reason": verdict[0], "detail": verdict[1],
                                       "raw": c.text, "finish_reason": c.finish_reason,
                                       "seed_ids": list(a.seed_ids), "request_key": o.key})
-                if a.item is not None and self.tries[a.item] >= (g.max_attempts_per_seed or g.max_attempts_per_instance):
+                if a.item is not None and self.tries[a.item] >= self.tries_per_seed:
                     self.active.remove(a.item)  # this seed is spent; bring in the next one
                     if self.next_item < len(self.order):
                         self.active.append(self.order[self.next_item])

@@ -9,12 +9,13 @@ re-run asks the store first and pays only for what is missing.
 from __future__ import annotations
 
 import hashlib
-import orjson
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import orjson
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -78,17 +79,6 @@ class RequestStore:
             self._db.execute("PRAGMA busy_timeout=60000")
             self._db.executescript(SCHEMA)
 
-    def get(self, key: str) -> Completion | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT text, finish_reason, input_tokens, output_tokens, latency_s, cost_usd "
-                "FROM responses WHERE key = ?",
-                (key,),
-            ).fetchone()
-        if row is None:
-            return None
-        return Completion(*row, cached=True)
-
     def get_many(self, keys: list[str]) -> dict[str, Completion]:
         """One query for a whole batch: a re-run checks a thousand keys in a millisecond or two."""
         found: dict[str, Completion] = {}
@@ -116,10 +106,6 @@ class RequestStore:
                 "INSERT INTO failures VALUES (?,?,?,?,?,?)",
                 (key, backend, model, error[:2000], int(retryable), time.time()),
             )
-
-    def keys(self) -> set[str]:
-        with self._lock:
-            return {r[0] for r in self._db.execute("SELECT key FROM responses")}
 
     def mean_output_tokens(self, backend: str, model: str) -> float | None:
         with self._lock:

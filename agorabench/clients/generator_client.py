@@ -89,16 +89,14 @@ class GeneratorClient:
     def lookup(self, keys: list[str]) -> dict[str, Completion]:
         return self.store.get_many(keys)
 
-    async def complete(self, messages: list[dict], sampling: dict, sample_index: int, *,
-                       prepared: tuple[str, str] | None = None,
-                       cached: Completion | None = None) -> tuple[str, Completion]:
-        """The answer to one call: from the store if it has it, else from the API (then stored).
-        `prepared`/`cached` come from a batch-wide `prepare` + `lookup`, which saves a query each."""
-        request, key = prepared or self.prepare(messages, sampling, sample_index)
-        hit = cached if prepared else self.store.get(key)
-        if hit is not None:
+    async def complete(self, messages: list[dict], sampling: dict, prepared: tuple[str, str],
+                       cached: Completion | None) -> tuple[str, Completion]:
+        """The answer to one call: `cached` if the store had it (one batch-wide `prepare` + `lookup`
+        asks for all of them at once), else from the API, stored before it is returned."""
+        request, key = prepared
+        if cached is not None:
             self.stats.cached += 1
-            return key, hit
+            return key, cached
 
         reserved = self._reserve(messages, sampling)
         try:
