@@ -30,11 +30,15 @@ $(STAMP): pyproject.toml requirements/assets.txt
 	$(PY) -m agorabench.seeds.offline fetch
 	touch $(STAMP)
 
+# The default opts in to running MBPP/HumanEval code in the sandbox; `make run ALLOW_CODE_EXECUTION=0` opts out.
+ALLOW_CODE_EXECUTION ?= 1
+
 run: $(STAMP)
-	$(VENV)/bin/agora run
+	$(VENV)/bin/agora run $(if $(filter 1,$(ALLOW_CODE_EXECUTION)),--allow-code-execution)
 
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest
+	@scripts/system-deps.sh
+	OMP_NUM_THREADS=1 AGORA_REQUIRE_BROWSER=$$(test -x /usr/bin/chromium && echo 1 || echo 0) $(PY) -m pytest
 
 clean-venv:
 	rm -rf $(VENV)

@@ -38,7 +38,10 @@ def load_features(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"features file {path} does not exist; write it first (CSV or Parquet)")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        df = pd.read_csv(path)
+        # pandas 3.1's parser reads a float written by pandas back bit for bit (tests/test_analyze.py
+        # checks it), so a CSV and a Parquet of one table give the same analysis. The names stay text
+        # even where they look like numbers.
+        df = pd.read_csv(path, dtype={c: str for c in ID_COLUMNS})
     elif suffix in (".parquet", ".pq"):
         df = pd.read_parquet(path)
     else:
@@ -167,7 +170,11 @@ def analyze(
     finite = np.isfinite(data[["pgr", *features]].to_numpy(dtype=float)).all(axis=1)
     n_dropped = int((~finite).sum())
     if n_dropped:
-        notes.append(f"dropped {n_dropped} row(s) with NaN/inf in pgr, problem_solving or a feature")
+        # Name a few, so that e.g. a generator without problem-solving scores is easy to spot.
+        names = ["/".join(map(str, r)) for r in data.loc[~finite, list(ID_COLUMNS)].head(3).itertuples(index=False)]
+        more = ", ..." if n_dropped > len(names) else ""
+        notes.append(f"dropped {n_dropped} row(s) with NaN/inf in pgr, problem_solving or a feature "
+                     f"({', '.join(names)}{more})")
     data = data[finite].reset_index(drop=True)
 
     constant = [c for c in features if data[c].nunique() <= 1]
@@ -220,6 +227,125 @@ def analyze(
         "regression": {"coarse": coarse, "fine": fine, "pca_top5": pca_reg},
     }
     return _jsonable(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# `agora analyze`: a features table (a file, or built from the results database) -> JSON / text
+# ---------------------------------------------------------------------------------------------
+
+
+def features_from_db(db_path: str | Path = "data/results/agora.duckdb") -> pd.DataFrame:
+    """The analysis input from our own results: one row per dataset (generator, method, domain) with its
+    domain PGR (view pgr_domain), the generator's problem-solving score in that domain (the mean of its
+    own scores on the domain's benchmarks, view problem_solving_domain) and the dataset-level intrinsic
+    metrics (table intrinsic). All three are joined in the view intrinsic_summary; its instances and
+    cost_usd columns are left out because they are not properties of the data's quality.
+
+    Rows lacking a PGR or a problem-solving score (a dataset without a trained student, a scaling run
+    whose generator name has no own scores) are kept here; run_analysis drops and names them.
+    """
+    import duckdb
+
+    from agorabench.results.db import connect
+    from agorabench.results.schema import INTRINSIC_METRICS
+
+    cols = ", ".join([*ID_COLUMNS, "pgr", "problem_solving", *INTRINSIC_METRICS])
+    con = connect(db_path)  # raises a one-line ValueError when the file is missing
+    try:
+        frame = con.sql(f"SELECT {cols} FROM intrinsic_summary ORDER BY generator, method, domain").df()
+    except duckdb.Error as exc:
+        first = str(exc).splitlines()[0]
+        raise ValueError(f"results database {db_path} has no usable intrinsic_summary view ({first}); "
+                         f"rebuild it with `agora results`") from None
+    finally:
+        con.close()
+    # DuckDB gives NULL-only DOUBLE columns as object columns of None: make every metric a float.
+    for col in ("pgr", "problem_solving", *INTRINSIC_METRICS):
+        frame[col] = pd.to_numeric(frame[col]).astype(float)
+    return frame
+
+
+def run_analysis(features: pd.DataFrame, standardize: bool = True, top_k: int = 5,
+                 source: str = "features table") -> dict:
+    """`agora analyze`: check the table, then `analyze` it with every numeric column as a feature.
+
+    features: columns generator, method, domain, pgr, problem_solving and any number of numeric
+        feature columns (every other column must be numeric: a stray text column is an error rather
+        than silently left out). A feature column with no value at all (e.g. no reward model was run)
+        is left out with a note; rows with a missing value are dropped by `analyze`, with a note.
+    source: the file or database the table came from; every error message starts with it.
+    Returns analyze()'s JSON-safe dict plus "source", with "pca.explained_variance_ratio",
+    "pca.loadings", and "regression.{coarse,fine,pca_top5}" each holding "r2" and "p_value"
+    (pca_top5 keeps its name for any top_k; the k used is "pca.k").
+    """
+    if len(features) == 0:
+        raise ValueError(f"{source}: the features table has no rows; it needs one row per generator and setting")
+    for col in REQUIRED_COLUMNS:
+        if col not in features.columns:
+            raise ValueError(f"{source}: column {col!r} is missing; required: {', '.join(REQUIRED_COLUMNS)} "
+                             f"plus numeric feature columns")
+    numeric = [c for c in features.columns if c not in ID_COLUMNS]
+    for col in numeric:
+        dtype = features[col].dtype
+        if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
+            raise ValueError(f"{source}: column {col!r} is not numeric (dtype {dtype}); convert it to numbers "
+                             f"(NaN for a missing value) or drop the column")
+    notes: list[str] = []
+    for col in ("pgr", "problem_solving"):
+        if features[col].isna().all():
+            raise ValueError(f"{source}: column {col!r} has no values; the analysis needs it in every row")
+    empty = [c for c in numeric if c not in ("pgr", "problem_solving") and features[c].isna().all()]
+    if empty:
+        notes.append(f"left out feature(s) with no values: {', '.join(empty)}")
+    try:
+        result = analyze(features.drop(columns=empty), features=None, standardize=standardize, top_k=top_k)
+    except ValueError as exc:
+        # analyze/ols/pca prefix their own name; the user needs the file's instead.
+        message = str(exc)
+        for prefix in ("analyze: ", "ols: ", "pca: "):
+            message = message.removeprefix(prefix)
+        raise ValueError(f"{source}: {message}") from None
+    result["notes"] = notes + result["notes"]
+    return {"source": str(source), **result}
+
+
+def format_analysis(result: dict) -> str:
+    """run_analysis()'s dict as plain text for the terminal."""
+
+    def num(v, spec: str = ".3f") -> str:
+        return "n/a" if v is None else format(v, spec)
+
+    def p(v) -> str:
+        return "n/a" if v is None else (f"{v:.2e}" if v < 1e-3 else f"{v:.3f}")
+
+    reg, pc = result["regression"], result["pca"]
+    feats = result["features"]
+    scale = "z-scored" if result["standardize"] else "raw units"
+    lines = [f"Analysis of {result.get('source', 'features')}: {result['n_rows']} rows, "
+             f"{result['n_generators']} generators, {len(feats)} features ({scale})"]
+    lines += [f"  note: {n}" for n in result["notes"]]
+    lines += ["", "PGR against the generator's problem-solving score"]
+    for name, what in (("coarse", "generator means"), ("fine", "generator x setting")):
+        r = reg[name]
+        lines.append(f"  {name:<7}n={r['n']:<4}{'(' + what + ')':<22}R^2 = {num(r['r2'])}  p = {p(r['p_value'])}  "
+                     f"slope = {num(r['coef']['problem_solving'], '.3g')}")
+
+    names = list(pc["loadings"])
+    lines += ["", "PCA: explained variance (%)",
+              "  " + "  ".join(f"{n} {v * 100:.1f}" for n, v in zip(names, pc["explained_variance_ratio"]))]
+    shown = names[: pc["k"]]
+    width = max(len("feature"), *(len(f) for f in feats))
+    lines += ["", f"Loadings of the top {pc['k']} components, mean |loading| over them and its share",
+              "  " + f"{'feature':<{width}}" + "".join(f"{n:>8}" for n in shown) + f"{'mean|l|':>9}{'share%':>8}"]
+    for f in feats:
+        cells = "".join(f"{num(pc['loadings'][n][f], '.3f'):>8}" for n in shown)
+        lines.append("  " + f"{f:<{width}}" + cells + f"{num(pc['mean_abs_loading'][f]):>9}{num(pc['share'][f], '.1f'):>8}")
+
+    top = reg["pca_top5"]
+    lines += ["", f"PGR on the top {pc['k']} component scores: n={top['n']}  R^2 = {num(top['r2'])}  "
+                  f"adj. R^2 = {num(top['adj_r2'])}  F = {num(top['f_stat'], '.2f')}  p = {p(top['p_value'])}"]
+    lines += [f"  {n:<5} coef = {num(top['coef'][n], '.3g'):>9}  p = {p(top['p_values'][n])}" for n in shown]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------

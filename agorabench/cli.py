@@ -167,6 +167,39 @@ def evaluate(
 
 
 @app.command()
+def intrinsic(
+    generator: str = typer.Option(..., "--generator", "-g", help="Whose dataset: a name under `generators:`."),
+    domain: str = typer.Option(..., "--domain", "-d", help="math | code | general"),
+    method: str = typer.Option(..., "--method", "-m",
+                               help="instance_generation | response_generation | quality_enhancement"),
+    params_file: str = PARAMS_OPT,
+    prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Run as a Prefect flow (retries, run history)."),
+):
+    """Intrinsic data quality of one dataset (judge difficulty/quality, reward, perplexity, diversity):
+    data/intrinsic/NAME/METHOD/DOMAIN.parquet and .summary.json."""
+    params = _load(params_file)
+    from agorabench.config import check_setting
+
+    try:
+        check_setting(domain, method)
+        if prefect:
+            from flows.intrinsic import intrinsic as flow
+
+            summary = flow(generator=generator, domains=[domain], methods=[method],
+                           params_file=params_file)[f"{method}/{domain}"]
+        else:
+            from agorabench.intrinsic import intrinsic_for_dataset
+
+            summary = intrinsic_for_dataset(params, generator, domain, method)
+    except (*_user_errors(), ValueError) as e:
+        fail(str(e))
+    shown = [f"{k} {summary[k]:.3g}" for k in ("difficulty", "quality", "reward", "perplexity",
+                                                "instruction_diversity", "response_diversity")
+             if isinstance(summary.get(k), (int, float))]
+    typer.echo(f"{generator} {method} {domain}: {summary['n']} instances; " + (", ".join(shown) or "no metric"))
+
+
+@app.command()
 def results(params_file: str = PARAMS_OPT,
             requests: bool = typer.Option(False, "--requests", help="Also export the request store (not deterministic).")):
     """Collect every dataset, checkpoint, score and metric into data/results/ (Parquet) and agora.duckdb."""
@@ -175,7 +208,8 @@ def results(params_file: str = PARAMS_OPT,
     from agorabench.results.db import build_results
 
     try:
-        db = build_results(ResultPaths.from_params(params), params, include_requests=requests)
+        db = build_results(ResultPaths.from_params(params), params, include_requests=requests,
+                           combine=params.analysis.combine)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     typer.echo(f"results database: {db} (try: agora sql \"SELECT * FROM pgr_overall\")")
@@ -184,19 +218,103 @@ def results(params_file: str = PARAMS_OPT,
 @app.command()
 def sql(
     query: str = typer.Argument(..., help='e.g. "SELECT * FROM pgr_overall" (tables and views: docs/results-schema.md)'),
-    db: str = typer.Option("data/results/agora.duckdb", "--db", help="The results database."),
+    db: Optional[str] = typer.Option(None, "--db", help="The results database (default: analysis.results_dir/"
+                                     "agora.duckdb, rebuilt from its Parquet when stale)."),
     fmt: str = typer.Option("table", "--format", "-f", help="table | csv | json | markdown"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Show at most this many rows."),
+    params_file: str = PARAMS_OPT,
 ):
     """Query the results database (DuckDB) and print the answer."""
     from agorabench.results.query import run_sql
 
     try:
+        db = db or str(_results_db(params_file))
         out = run_sql(db, query, fmt, limit=limit)
     except ValueError as e:
         fail(str(e))
     if out:
         typer.echo(out)
+
+
+def _results_db(params_file: str):
+    """The results database of params' analysis section, rebuilt when its Parquet is newer."""
+    from pathlib import Path
+
+    from agorabench.config import ParamsError, load_params
+    from agorabench.results.db import ensure_db
+
+    try:
+        analysis = load_params(params_file).analysis
+    except ParamsError:  # querying needs no valid experiment file; fall back to the defaults
+        from agorabench.config import AnalysisConfig
+
+        analysis = AnalysisConfig()
+    if not Path(analysis.results_dir).is_dir():
+        raise ValueError(f"results folder {analysis.results_dir} does not exist; run `agora results` "
+                         f"(or `agora run`) first")
+    return ensure_db(analysis.results_dir, analysis.combine)
+
+
+@app.command()
+def analyze(
+    features: Optional[str] = typer.Option(None, "--features", help="A CSV or Parquet with columns generator, method, "
+                                           "domain, pgr, problem_solving and numeric features (default: our results)."),
+    db: Optional[str] = typer.Option(None, "--db", help="The results database (default: analysis.results_dir)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (pca.*, regression.coarse/fine/pca_top5)."),
+    standardize: Optional[bool] = typer.Option(None, "--standardize/--no-standardize",
+                                               help="z-score features before the PCA (default: analysis.standardize)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Components in the PGR regression "
+                                        "(default: analysis.top_k)."),
+    params_file: str = PARAMS_OPT,
+):
+    """PGR against problem solving (coarse and fine), PCA of the intrinsic features, PGR on the top components."""
+    from agorabench.analysis import features_from_db, format_analysis, load_features, run_analysis
+    from agorabench.config import AnalysisConfig, ParamsError, load_params
+
+    try:
+        cfg = load_params(params_file).analysis
+    except ParamsError:
+        cfg = AnalysisConfig()
+    try:
+        if features:
+            frame, source = load_features(features), features
+        else:
+            source = db or str(_results_db(params_file))
+            frame = features_from_db(source)
+        result = run_analysis(frame, standardize=cfg.standardize if standardize is None else standardize,
+                              top_k=top_k or cfg.top_k, source=source)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(json.dumps(result, indent=2, allow_nan=False) if as_json else format_analysis(result))
+
+
+@app.command()
+def report(params_file: str = PARAMS_OPT):
+    """Write the HTML report (analysis.report_dir/index.html): PGR heatmap, cost, problem solving, PCA, intrinsic."""
+    params = _load(params_file)
+    from pathlib import Path
+
+    from agorabench.analysis import features_from_db, run_analysis
+    from agorabench.report import write_report
+    from agorabench.results.db import build_db
+
+    cfg = params.analysis
+    try:
+        db = build_db(cfg.results_dir, combine=cfg.combine)
+        try:
+            analysis = run_analysis(features_from_db(db), standardize=cfg.standardize, top_k=cfg.top_k, source=str(db))
+        except ValueError as e:  # too few datasets for a PCA, say: the report explains what is missing
+            analysis, why = None, str(e)
+        else:
+            why = ""
+        out = Path(cfg.report_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "analysis.json").write_text(json.dumps(analysis if analysis is not None else {"skipped": why},
+                                                      indent=2, sort_keys=True, allow_nan=False) + "\n")
+        index = write_report(db, out, analysis=analysis)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(f"report: {index}" + (f" (analysis skipped: {why})" if why else ""))
 
 
 @app.command()
@@ -249,6 +367,24 @@ def estimate(
 
 
 @app.command()
+def deploy(
+    name: str = typer.Option("nightly", "--name", help="The deployment's name."),
+    cron: str = typer.Option("0 3 * * *", "--cron", help="Five-field cron, UTC (e.g. '0 3 * * 1': Mondays 03:00)."),
+    generator: list[str] = typer.Option([], "--generator", "-g", help="Repeat for several; default: benchmark_generators."),
+    push: bool = typer.Option(False, "--push/--no-push", help="`dvc push` to the default remote after each run."),
+    repo: str = typer.Option(".", "--repo", help="The project's git + DVC repository."),
+):
+    """Re-run the benchmark on a schedule: serves a Prefect deployment of flows/benchmark.py until stopped
+    (needs a Prefect server: `prefect server start`, and PREFECT_API_URL)."""
+    from agorabench.deploy import deploy as serve_benchmark
+
+    try:
+        serve_benchmark(name=name, cron=cron, generators=generator or None, push=push, repo=repo)
+    except ValueError as e:
+        fail(str(e))
+
+
+@app.command()
 def check(params_file: str = PARAMS_OPT):
     """Validate params.yaml, the prompt folder and the API keys it needs, without sending anything."""
     params = _load(params_file)
@@ -264,15 +400,59 @@ def check(params_file: str = PARAMS_OPT):
 
 
 @app.command()
-def run(params_file: str = PARAMS_OPT,
-        dry_run: bool = typer.Option(False, "--dry-run", help="Show what DVC would run; run nothing.")):
-    """Run the whole benchmark as DVC's DAG (`dvc repro`): only what changed is re-run."""
-    params = _load(params_file)
-    if params_file != "params.yaml":
-        fail("the DVC pipeline reads params.yaml; copy the profile over it or use `dvc exp run -S`")
-    cmd = ["dvc", "status"] if dry_run else ["dvc", "repro"]
-    dvc = os.path.join(os.path.dirname(sys.executable), "dvc")
-    raise typer.Exit(subprocess.call([dvc if os.path.exists(dvc) else "dvc", *cmd[1:]]))
+def run(
+    params_file: str = PARAMS_OPT,
+    profile: Optional[str] = typer.Option(None, "--profile", help="A profile under profiles/ (e.g. paper): it "
+                                          "becomes params.yaml, which the DVC pipeline reads."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan: stages, requests, tokens and cost. "
+                                 "Calls nothing."),
+    allow_code_execution: bool = typer.Option(
+        False, "--allow-code-execution", help="Opt in to running generated code (MBPP, HumanEval) in the sandbox."),
+    ui: bool = typer.Option(False, "--ui", help="Serve the Prefect UI while the run goes (its URL is printed)."),
+    force: bool = typer.Option(False, "--force", help="Re-run every stage (answers still come from the request store)."),
+):
+    """Run the whole benchmark: `dvc repro` over dvc.yaml, each stage one Prefect flow; only what changed runs."""
+    from pathlib import Path
+
+    source = Path(f"profiles/{profile}.yaml") if profile else Path(params_file)
+    if profile and not source.is_file():
+        known = ", ".join(sorted(p.stem for p in Path("profiles").glob("*.yaml"))) or "none"
+        fail(f"profile {profile!r}: {source} not found; known profiles: {known}")
+    params = _load(str(source))
+    if dry_run:
+        # "Calls nothing": no Hub either, even for a profile whose seeds or tokenizer live there.
+        if os.environ.get("AGORA_ONLINE") != "1":
+            os.environ.update(offline.OFFLINE)
+        from agorabench.plan import format_plan, plan
+
+        try:
+            typer.echo(format_plan(plan(params)))
+        except _user_errors() as e:
+            fail(str(e))
+        return
+    if source != Path("params.yaml"):
+        if not profile:
+            fail("the DVC pipeline reads params.yaml: pass --profile NAME, copy the file over params.yaml, "
+                 "or run variants with `dvc exp run -S`")
+        import shutil
+
+        shutil.copyfile(source, "params.yaml")
+        typer.echo(f"params.yaml <- {source} (git shows the change; `git checkout params.yaml` undoes it)")
+    from agorabench.pipeline import prefect_server, repro
+
+    env = dict(os.environ)
+    if allow_code_execution:
+        env["AGORA_ALLOW_CODE_EXECUTION"] = "1"
+    try:
+        with prefect_server(ui=ui) as url:
+            env["PREFECT_API_URL"] = url
+            typer.echo(f"Prefect API {url}" + (" (UI: " + url.removesuffix("/api") + ")" if ui else ""))
+            rc = repro(env, force=force)
+    except RuntimeError as e:
+        fail(str(e))
+    if rc == 0:
+        typer.echo(f"done: agora sql \"SELECT * FROM pgr_overall\"; report: {params.analysis.report_dir}/index.html")
+    raise typer.Exit(rc)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ class GeneratorConfig(Strict):
     retry_backoff_max_s: float = Field(60.0, ge=0)
     # Sampling overrides for this generator only (e.g. top_p: null for APIs that reject it).
     sampling: dict[str, float | int | str | list[str] | None] = Field(default_factory=dict)
-    # `local` backend: extra arguments for the server (`transformers serve` / `vllm serve`).
+    # `local` backend: the server engine (auto: vllm serve on a GPU, llama.cpp for a GGUF model on CPU,
+    # else transformers serve) and extra arguments for it.
+    engine: Literal["auto", "llamacpp", "transformers", "vllm"] = "auto"
     server_args: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -201,6 +203,9 @@ class EvaluationConfig(Strict):
     sandbox_workers: int = Field(2, ge=1)
     judge: str | None = None  # a generator name (AlpacaEval, Arena-Hard); null: those benchmarks need one
     judge_max_tokens: int = Field(1024, ge=1)
+    # Arena-Hard's protocol: the judge writes its own answer and a critique before the verdict. false:
+    # the verdict alone, for small local judges (the embedded default); not comparable with the paper.
+    judge_reasoning: bool = True
     bootstrap_rounds: int = Field(100, ge=1)
     # Judge-scored generators' own problem solving (the paper's Table 7): which generators to evaluate.
     generators: list[str] = Field(default_factory=list)
@@ -226,6 +231,17 @@ class EvaluationConfig(Strict):
         return v
 
 
+class AnalysisConfig(Strict):
+    """Results database, analysis and report (`agora results`, `agora analyze`, `agora report`)."""
+    results_dir: str = "data/results"      # deterministic Parquet (DVC outs) + agora.duckdb (rebuilt)
+    report_dir: str = "reports"
+    # Domain PGR: the mean of its benchmarks' PGRs (the paper) or the PGR of their mean scores.
+    combine: Literal["mean_of_pgr", "pgr_of_mean"] = "mean_of_pgr"
+    standardize: bool = True               # z-score the features before PCA (the paper's PCA is on
+                                           # features with different units: 1-5 scores, perplexity, ...)
+    top_k: int = Field(5, ge=1)            # regress PGR on the top-k principal components
+
+
 class CacheConfig(Strict):
     # The request store: every completed API response, kept across runs and DVC re-runs.
     requests_db: str = ".agora/requests.sqlite"
@@ -245,9 +261,18 @@ class Params(Strict):
     student: StudentConfig = StudentConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
-    # Sections owned by later stages (intrinsic metrics, analysis); kept as plain data here.
+    # Intrinsic metrics: validated here, on load, by agorabench.intrinsic.config.IntrinsicConfig
+    # (the intrinsic stage's own dataclass), and kept as plain data so that module stays standalone.
     intrinsic: dict = Field(default_factory=dict)
-    analysis: dict = Field(default_factory=dict)
+    analysis: AnalysisConfig = AnalysisConfig()
+
+    @field_validator("intrinsic")
+    @classmethod
+    def _intrinsic(cls, v):
+        from agorabench.intrinsic.config import IntrinsicConfig
+
+        IntrinsicConfig.from_dict(v)  # a wrong key or value raises a one-line error naming it
+        return v
 
     @field_validator("generators")
     @classmethod
@@ -266,6 +291,10 @@ class Params(Strict):
         judge = self.evaluation.judge
         if judge is not None and judge not in self.generators:
             raise ValueError(f"evaluation.judge {judge!r} is not under generators "
+                             f"(declared: {', '.join(self.generators)})")
+        judge = self.intrinsic.get("judge")
+        if judge is not None and judge not in self.generators:
+            raise ValueError(f"intrinsic.judge {judge!r} is not under generators "
                              f"(declared: {', '.join(self.generators)})")
         for name in [*self.benchmark_generators, *self.evaluation.generators]:
             if name not in self.generators:

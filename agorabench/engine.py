@@ -72,7 +72,7 @@ def generator_endpoint(params: Params, name: str, sampling: dict):
         # With continuous batching, `transformers serve` keeps the sampling settings of its first
         # request for all later ones, so the warm-up request carries the run's settings.
         warmup = {k: sampling[k] for k in ("temperature", "top_p") if k in sampling}
-        with LocalModelServer(cfg.model, log_path=log, extra_args=list(cfg.server_args),
+        with LocalModelServer(cfg.model, engine=cfg.engine, log_path=log, extra_args=list(cfg.server_args),
                               warmup_params=warmup) as server:
             yield server.base_url, server.model_id
     elif cfg.backend == "vllm":

@@ -5,24 +5,46 @@ Nothing runs unless the user opted in (``--allow-code-execution`` / ``evaluation
 Every program gets, in order of strength:
 
 1. **bubblewrap** (isolation "bwrap"), where ``bwrap`` is installed and works (probed once): a new mount,
-   PID, network, IPC and UTS namespace; the whole file system read-only except the program's own work
-   dir; an empty /tmp; no network at all. Killing the outer ``bwrap`` (``--die-with-parent``) tears the
-   PID namespace down, which kills every process the program started.
-2. Otherwise a plain **process** (isolation "process"): the same child, no namespaces.
+   PID, network, IPC, UTS and user namespace with every capability dropped; the whole file system
+   read-only (``/dev`` included) except the program's own work dir; no network at all. Killing the outer
+   ``bwrap`` (``--die-with-parent``) tears the PID namespace down, which kills every process inside.
+   By default (``SandboxConfig.zygote``) each worker starts ONE such sandbox for its whole batch, with a
+   small pre-started interpreter inside (the "zygote") that forks a child per program, so a program costs
+   a fork instead of a namespace set-up plus an interpreter start-up; see "The zygote" below.
+   With ``zygote=False`` every program gets its own ``bwrap`` and its own empty ``/tmp``.
+2. Otherwise a plain **process** (isolation "process"): a fresh interpreter per program, no namespaces.
 3. In both cases, a **seccomp filter** (x86_64 and aarch64; recorded as ``seccomp``) that refuses to create
    processes (fork/vfork/clone without CLONE_THREAD; clone3 answers ENOSYS so threads fall back to clone)
-   and network sockets (only AF_UNIX is allowed). Without bwrap the filter is stricter, because nothing
-   else protects the file system: it also refuses opening files for writing, deleting, renaming, chmod
-   etc. anywhere (the work dir included), mount/ptrace, and signals to other processes. Process creation is
-   refused rather than counted with RLIMIT_NPROC because that limit is per user and does not apply to
-   root at all (this project's containers run as root); RLIMIT_NPROC is still set when not root.
-4. Always: a fresh ``python -I -S -B`` per program (no user site, no site-packages, no .pyc writes), an
-   environment scrubbed down to PATH/LANG/HOME/TMPDIR (no API keys), a fresh temporary work dir (removed
-   afterwards), rlimits (address space, CPU time, file size, open files, no core dumps), a new session
-   so the parent's wall clock can SIGKILL the whole process group, and stdout/stderr read incrementally
-   into bounded tails (a program that floods output is killed once it passes ``max_output_bytes``).
-   When not root, the bounding set of capabilities is left alone; when root without bwrap, all
-   capabilities are dropped from the bounding set before exec.
+   and network sockets (only AF_UNIX is allowed). Where something else shares the program's namespaces
+   (the host without bwrap; the zygote and the later programs with it) the filter also refuses signals to
+   other processes, ptrace, mount/unshare/setns, and kernel objects that outlive a process (System V IPC,
+   POSIX message queues, keyrings). Without bwrap it also refuses opening files for writing, deleting,
+   renaming, chmod etc. anywhere (the work dir included), since nothing else protects the file system.
+   Process creation is refused rather than counted with RLIMIT_NPROC because that limit does not apply to
+   processes of the real root user at all, not even inside a user namespace (the kernel exempts uid 0 of
+   the host, and bwrap maps root to root); RLIMIT_NPROC is still set when not root.
+4. Always: a fresh interpreter state per program (``python -I -S -B``: no user site, no site-packages, no
+   .pyc writes; in zygote mode a fork of one, so each program gets its own copy), an environment scrubbed
+   down to PATH/LANG/HOME/TMPDIR (no API keys), a fresh empty work dir, rlimits (address space, CPU time,
+   file size, open files, no core dumps), a wall clock enforced by the parent that SIGKILLs the program's
+   whole process group (zygote mode: the whole sandbox, which is then restarted), and stdout/stderr read
+   incrementally into bounded tails (a program that floods output is killed once it passes
+   ``max_output_bytes``). When root without bwrap, all capabilities are dropped from the bounding set.
+
+The zygote: started once per worker inside the bwrap sandbox, with the harness below and a few common
+standard-library modules already imported, then made non-dumpable (no program may ptrace it or read its
+memory). Per program the parent writes ``prog.py`` into the (emptied) work dir, makes three fresh pipes and
+hands their ends to the zygote over a socket; the zygote forks; the child starts a new session, puts the
+pipes on 0/1/2, closes every other descriptor (the control socket included), sets the rlimits, installs
+the seccomp filter and runs the program like the per-program harness. The zygote waits for the child,
+checks that no other process is left in the PID namespace and reports the exit status. The parent reads
+the pipes, enforces the wall clock and output limit, and on a timeout, a flood, a dead zygote or a
+leftover process kills the whole sandbox and starts a new one for the next program. Between programs the
+parent empties the work dir, so nothing a program leaves there reaches the next. The token never passes
+through the zygote: the parent writes it into the child's own stdin pipe. What differs from a fresh
+``bwrap`` per program: the programs of one worker share the (read-only, capability-less) namespaces one
+after another, and the hash seed (``PYTHONHASHSEED``) of their interpreter; ``AGORA_SANDBOX_RUN`` and
+``ExecResult.run_id`` name the sandbox, not the program; the work dir is ``/tmp`` inside.
 
 Success is proven by a token, not an exit code: the harness reads a fresh ``secrets.token_hex`` from
 stdin (never written to the source file, the command line or the environment), runs the program, and
@@ -47,11 +69,13 @@ import errno
 import functools
 import os
 import platform
+import queue
 import resource
 import secrets
 import selectors
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -59,7 +83,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 ISOLATIONS = ("auto", "bwrap", "process")
 OPT_IN_ERROR = (
@@ -79,6 +103,7 @@ class SandboxConfig:
     tail_bytes: int = 4096  # how much of stdout/stderr each result keeps (the end)
     max_output_bytes: int = 4 << 20  # stdout+stderr beyond this: the program is killed
     isolation: str = "auto"  # "auto" (bwrap if it works, else process) | "bwrap" | "process"
+    zygote: bool = True  # bwrap only: one sandbox per worker that forks a child per program (module docstring)
 
     def __post_init__(self) -> None:
         if self.isolation not in ISOLATIONS:
@@ -100,7 +125,8 @@ class ExecResult:
     isolation: str  # "bwrap" | "process"
     seccomp: bool  # whether the syscall filter was applied
     detail: str = ""  # why it was killed / could not run
-    run_id: str = ""  # also in the child's environment as AGORA_SANDBOX_RUN (to find stray processes)
+    run_id: str = ""  # also in the child's environment as AGORA_SANDBOX_RUN (to find stray processes);
+    # in zygote mode it names the worker's sandbox, which the programs of that worker share
 
 
 def require_opt_in(allow_code_execution: bool) -> None:
@@ -109,12 +135,14 @@ def require_opt_in(allow_code_execution: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The harness that runs inside the child (passed with -c, so it is not a file the program can edit)
+# The code that runs inside (passed with -c, so it is not a file the program can edit)
 # ---------------------------------------------------------------------------------------------
 
-_HARNESS = r"""
+# Both harnesses run the program the same way: read the token from stdin, exec prog.py (in the current dir)
+# in a fresh globals dict, and only if it returned normally write the token as the last line of stdout.
+_RUN_PROGRAM = r"""
 import os, sys
-def _harness():
+def _run_program(_exit=os._exit, _write=os.write):  # bound now: a program may replace os._exit / os.write
     token = sys.stdin.readline().strip().encode()
     with open("prog.py", encoding="utf-8") as f:
         source = f.read()
@@ -122,17 +150,97 @@ def _harness():
         code = compile(source, "prog.py", "exec")
         exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
     except BaseException:  # SystemExit too: leaving before the end is not a pass
-        import traceback
-        traceback.print_exc()
-        os._exit(1)
+        try:
+            import traceback
+            traceback.print_exc()
+        except BaseException:  # the program may have broken what traceback needs; keep its output anyway
+            pass
+        _flush()
+        _exit(1)
+    _flush()
+    _write(1, b"\n" + token + b"\n")
+    _exit(0)  # no atexit handlers or lingering threads after the token
+def _flush():
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except BaseException:
             pass
-    os.write(1, b"\n" + token + b"\n")
-    os._exit(0)  # no atexit handlers or lingering threads after the token
-_harness()
+"""
+
+# If even writing the token fails (the program closed stdout), exit at once: no waiting for its threads.
+_HARNESS = _RUN_PROGRAM + "try:\n    _run_program()\nfinally:\n    os._exit(1)\n"
+
+# Standard-library modules the zygote imports once so that its children need not (what MBPP / HumanEval
+# programs and failing programs' tracebacks use most). They hold no state of the zygote's own.
+_PRELOAD = ("collections", "functools", "heapq", "itertools", "math", "re", "string", "traceback", "typing")
+
+# argv: control socket fd, rlimits "which:value,...", seccomp filter (hex), the filter's own-pid placeholder
+# (hex), the modules to preload. The zygote only forks, waits and reports; it never sees a program or a token.
+_ZYGOTE = _RUN_PROGRAM + r"""
+import ctypes, gc, resource, socket, struct
+
+class _Fprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+def _prepare_child(fds, limits, template, placeholder, libc):
+    os.setsid()  # alone in its process group: kill(0, ...) reaches only itself
+    for target, fd in enumerate(fds):  # stdin, stdout, stderr: the parent's fresh pipes
+        os.dup2(fd, target)
+    os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # the control socket above all
+    for which, value in limits:
+        hard = resource.getrlimit(which)[1]
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        resource.setrlimit(which, (value, value))
+    # The filter allows signals to this process only: put its pid where the parent left a placeholder.
+    me = struct.pack("=I", os.getpid())
+    records = [template[i:i + 8] for i in range(0, len(template), 8)]
+    program = b"".join(r[:4] + me if r[4:] == placeholder else r for r in records)
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = _Fprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "seccomp")  # PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP
+
+def _zygote():
+    fd, limits, template, placeholder, preload = sys.argv[1:]
+    del sys.argv[1:]  # the children see sys.argv == ["-c"], as under the per-program harness
+    limits = [tuple(int(x) for x in pair.split(":")) for pair in limits.split(",")]
+    template, placeholder = bytes.fromhex(template), bytes.fromhex(placeholder)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no ptrace, no /proc/<pid>/mem or fd/ for its children
+    sock = socket.socket(fileno=int(fd))
+    for name in preload.split(","):
+        __import__(name)
+    gc.freeze()  # the children's collector leaves the zygote's objects alone (fewer copy-on-write pages)
+    own = os.getpid()
+    sock.send(b"ready")
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 16, 3)
+        except OSError:
+            os._exit(0)
+        if not msg or len(fds) != 3:  # the parent closed the socket (or sent nonsense): stop
+            os._exit(0)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _prepare_child(fds, limits, template, placeholder, libc)
+            except BaseException as e:
+                os.write(2, f"sandbox: could not prepare the child: {e!r}\n".encode())
+                os._exit(125)
+            try:
+                _run_program()
+            finally:  # never back into the zygote's loop
+                os._exit(1)
+        for f in fds:
+            os.close(f)
+        _, status = os.waitpid(pid, 0)
+        # Anything besides bwrap's init (pid 1) and the zygote outlived its program: the parent restarts.
+        others = sum(1 for n in os.listdir("/proc") if n.isdigit() and int(n) not in (1, own))
+        sock.send(struct.pack("=ii", status, others))
+
+_zygote()
 """
 
 
@@ -149,22 +257,32 @@ _SYSCALLS = {
         mkdirat=258, rmdir=84, link=86, linkat=265, symlink=88, symlinkat=266, chmod=90, fchmod=91,
         fchmodat=268, fchmodat2=452, chown=92, fchown=93, lchown=94, fchownat=260, truncate=76, mknod=133,
         mknodat=259, mount=165, umount2=166, chroot=161, pivot_root=155, setns=308, unshare=272, reboot=169,
+        shmget=29, semget=64, msgget=68, mq_open=240, add_key=248, request_key=249, keyctl=250,
     ),
     "aarch64": dict(
         openat=56, openat2=437, clone=220, clone3=435, socket=198, kill=129, tkill=130, tgkill=131,
         pidfd_send_signal=424, ptrace=117, process_vm_readv=270, process_vm_writev=271, unlinkat=35,
         renameat=38, renameat2=276, mkdirat=34, linkat=37, symlinkat=36, fchmod=52, fchmodat=53,
         fchmodat2=452, fchown=55, fchownat=54, truncate=45, mknodat=33, mount=40, umount2=39, chroot=51,
-        pivot_root=41, setns=268, unshare=97, reboot=142,
+        pivot_root=41, setns=268, unshare=97, reboot=142, shmget=194, semget=190, msgget=186, mq_open=180,
+        add_key=217, request_key=218, keyctl=219,
     ),
 }
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
-# Syscalls the strict (no-bwrap) filter refuses outright: they change the file system or reach other processes.
-_STRICT_DENY = (
-    "creat unlink unlinkat rename renameat renameat2 mkdir mkdirat rmdir link linkat symlink symlinkat chmod "
-    "fchmod fchmodat fchmodat2 chown fchown lchown fchownat truncate mknod mknodat mount umount2 chroot "
-    "pivot_root setns unshare reboot ptrace process_vm_readv process_vm_writev tkill pidfd_send_signal"
+# Refused whenever something else shares the program's namespaces (the host without bwrap; the zygote and the
+# later programs with it): reaching other processes, changing mounts, and kernel objects that outlive the
+# program (System V IPC, POSIX message queues, keyrings) through which it could leave something behind.
+_SHARED_DENY = (
+    "ptrace process_vm_readv process_vm_writev tkill pidfd_send_signal mount umount2 chroot pivot_root setns "
+    "unshare reboot shmget semget msgget mq_open add_key request_key keyctl"
 ).split()
+# Refused by the strict (no-bwrap) filter as well: changing the file system, which nothing else protects.
+_FS_DENY = (
+    "creat unlink unlinkat rename renameat renameat2 mkdir mkdirat rmdir link linkat symlink symlinkat chmod "
+    "fchmod fchmodat fchmodat2 chown fchown lchown fchownat truncate mknod mknodat"
+).split()
+# Where the zygote's children get their filter, their own pid is not known yet: the zygote patches it in.
+_PID_PLACEHOLDER = 0x7FFFFFFE  # above any pid (pid_max <= 2**22) and no other constant of the filter
 
 _RET_ALLOW = 0x7FFF0000
 _RET_KILL = 0x80000000  # SECCOMP_RET_KILL_PROCESS
@@ -186,8 +304,11 @@ def seccomp_arch() -> str | None:
     return arch if arch in _SYSCALLS and sys.byteorder == "little" else None
 
 
-def seccomp_filter(strict: bool, own_pid: int = 0) -> bytes:
-    """The filter as raw ``struct sock_filter`` records (what prctl and ``bwrap --seccomp`` take)."""
+def seccomp_filter(strict: bool, own_pid: int = 0, shared: bool = False) -> bytes:
+    """The filter as raw ``struct sock_filter`` records (what prctl and ``bwrap --seccomp`` take).
+
+    `strict`: no bwrap (also protects the file system; implies `shared`). `shared`: other processes share
+    the namespaces (signals only to `own_pid`, no ptrace, no lasting kernel objects)."""
     arch = seccomp_arch()
     if arch is None:
         raise ValueError(f"no seccomp filter for {platform.machine()}; supported: {', '.join(_SYSCALLS)}")
@@ -229,11 +350,14 @@ def seccomp_filter(strict: bool, own_pid: int = 0) -> bytes:
         block("open", [load(_arg(1))] + write_check)
         block("openat", [load(_arg(2))] + write_check)
         deny("openat2", enosys)  # flags behind a pointer; Python never calls it
+        for name in _FS_DENY:
+            deny(name, eperm)
+    if strict or shared:
         # Signals only to itself (pid 0 = its own process group, which only it is in).
         self_only = [load(_arg(0)), (_JEQ, 2, 0, 0), (_JEQ, 1, 0, own_pid), ret(eperm), allow]
         block("kill", self_only)
         block("tgkill", self_only)
-        for name in _STRICT_DENY:
+        for name in _SHARED_DENY:
             deny(name, eperm)
     prog.append((_RET, 0, 0, _RET_ALLOW))
     return b"".join(struct.pack("=HBBI", *ins) for ins in prog)
@@ -277,12 +401,17 @@ def _python_argv() -> list[str]:
     return [sys.executable, "-I", "-S", "-B", "-c", _HARNESS]
 
 
-def _bwrap_argv(workdir: str, seccomp_fd: int | None) -> list[str]:
+def _bwrap_argv(workdir: str, seccomp_fd: int | None, inside: str | None = None) -> list[str]:
+    """`workdir` (on the host) is the only writable place; it appears at `inside`, by default at the same path
+    over a private empty /tmp (zygote mode binds it over /tmp itself, so /tmp is not a second place to write)."""
     argv = [
-        "bwrap", "--die-with-parent", "--new-session", "--unshare-all",
-        "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-        "--bind", workdir, workdir, "--chdir", workdir,
+        "bwrap", "--die-with-parent", "--new-session", "--unshare-all", "--cap-drop", "ALL",
+        "--ro-bind", "/", "/", "--dev", "/dev", "--remount-ro", "/dev", "--proc", "/proc",
     ]  # fmt: skip
+    if inside is None:
+        argv += ["--tmpfs", "/tmp", "--bind", workdir, workdir, "--chdir", workdir]
+    else:
+        argv += ["--bind", workdir, inside, "--chdir", inside]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
     return argv + ["--"]
@@ -401,10 +530,27 @@ def _exited(pid: int) -> bool:
         return True
 
 
+def _uses_zygote(config: SandboxConfig, isolation: str) -> bool:
+    # The zygote's children install their own filter; without one they could fork where the zygote cannot
+    # follow, so no seccomp means a fresh bwrap per program.
+    return config.zygote and isolation == "bwrap" and seccomp_arch() is not None
+
+
 def run_program(source: str, config: SandboxConfig) -> ExecResult:
     """Run one program (setup + solution + tests) and report whether it reached its end."""
     require_opt_in(config.allow_code_execution)
     isolation = isolation_level(config)
+    if _uses_zygote(config, isolation):
+        zygote = _Zygote(config)
+        try:
+            return zygote.run(source)
+        finally:
+            zygote.close()
+    return _run_fresh(source, config, isolation)
+
+
+def _run_fresh(source: str, config: SandboxConfig, isolation: str) -> ExecResult:
+    """One program in a new interpreter of its own (in a bwrap of its own when `isolation` is "bwrap")."""
     use_seccomp = seccomp_arch() is not None
     run_id = secrets.token_hex(8)
     token = secrets.token_hex(16)
@@ -442,6 +588,42 @@ def run_program(source: str, config: SandboxConfig) -> ExecResult:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _pump(
+    tails: dict[int, _Tail], done_fd: int | None, done: Callable[[], bool], deadline: float, config: SandboxConfig
+) -> tuple[str | None, str]:  # fmt: skip
+    """Read the program's stdout/stderr into their tails until `done()` says it is over (asked when `done_fd`
+    becomes readable, or every 5 ms without one). (None, "") when it ended by itself; ("timeout" | "killed",
+    why) when the caller has to kill it."""
+    sel = selectors.DefaultSelector()
+    try:
+        for fd in tails:
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+        if done_fd is not None:
+            sel.register(done_fd, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout", f"wall clock {config.timeout_s:g}s"
+            over = False
+            for key, _ in sel.select(timeout=remaining if done_fd is not None else min(remaining, 0.005)):
+                if key.fd == done_fd:
+                    over = done()
+                elif not _read_into(key.fd, tails[key.fd]):
+                    sel.unregister(key.fd)  # EOF
+            over = over or (done_fd is None and done())
+            if over:  # what it wrote before exiting is still in the pipes
+                for fd in tails:
+                    while _read_into(fd, tails[fd]) and tails[fd].total <= config.max_output_bytes:
+                        pass
+            if sum(t.total for t in tails.values()) > config.max_output_bytes:
+                return "killed", f"output over {config.max_output_bytes} bytes"
+            if over:
+                return None, ""
+    finally:
+        sel.close()
+
+
 def _supervise(
     proc: subprocess.Popen, token: str, config: SandboxConfig, start: float, isolation: str, use_seccomp: bool,
     run_id: str,
@@ -453,37 +635,11 @@ def _supervise(
     except OSError:
         pass  # the child died at once; its exit status tells the story
     tails = {proc.stdout.fileno(): _Tail(config.tail_bytes), proc.stderr.fileno(): _Tail(config.tail_bytes)}
-    sel = selectors.DefaultSelector()
-    for fd in tails:
-        os.set_blocking(fd, False)
-        sel.register(fd, selectors.EVENT_READ)
     # A pidfd becomes readable when the child exits, so no polling; old kernels fall back to a 5 ms poll.
     exit_fd = _pidfd(proc.pid)
-    if exit_fd is not None:
-        sel.register(exit_fd, selectors.EVENT_READ)
-    status, detail, exited = None, "", False
     try:
-        while not exited:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                status, detail = "timeout", f"wall clock {config.timeout_s:g}s"
-                break
-            events = sel.select(timeout=remaining if exit_fd is not None else min(remaining, 0.005))
-            for key, _ in events:
-                if key.fd == exit_fd:
-                    exited = True
-                elif not _read_into(key.fd, tails[key.fd]):
-                    sel.unregister(key.fd)  # EOF
-            exited = exited or (exit_fd is None and _exited(proc.pid))
-            if exited:  # what it wrote before exiting is still in the pipes
-                for fd in tails:
-                    while _read_into(fd, tails[fd]) and tails[fd].total <= config.max_output_bytes:
-                        pass
-            if sum(t.total for t in tails.values()) > config.max_output_bytes:
-                status, detail = "killed", f"output over {config.max_output_bytes} bytes"
-                break
+        status, detail = _pump(tails, exit_fd, lambda: exit_fd is not None or _exited(proc.pid), deadline, config)
     finally:
-        sel.close()
         _kill_group(proc)  # leftovers included; the leader is not reaped yet, so its pgid is still ours
         if isolation == "process" and not use_seccomp:  # it could fork and setsid() out of the group
             for pid in surviving_processes(run_id):
@@ -496,6 +652,14 @@ def _supervise(
         returncode = proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+    return _result(status, detail, returncode, tails, token, start, isolation, use_seccomp, run_id)
+
+
+def _result(
+    status: str | None, detail: str, returncode: int | None, tails: dict[int, _Tail], token: str, start: float,
+    isolation: str, use_seccomp: bool, run_id: str,
+) -> ExecResult:  # fmt: skip
+    """A pass needs all three: it ended by itself, with exit code 0, and the token is the last line of stdout."""
     out_tail, err_tail = tails.values()
     out = bytes(out_tail.buf)
     marker = b"\n" + token.encode() + b"\n"
@@ -512,14 +676,188 @@ def _supervise(
     )  # fmt: skip
 
 
+def _empty_dir(path: str) -> bool:
+    """Remove everything inside `path` without following links; False when something would not go."""
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+    except OSError:
+        return False
+    return True
+
+
+class _Zygote:
+    """One worker's bwrap sandbox with a forking interpreter inside (module docstring, "The zygote").
+
+    Started on the first program and again after anything that makes it untrustworthy (a timeout, an output
+    flood, a leftover process, a dead zygote, a work dir that would not empty). One thread at a time."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        self.proc: subprocess.Popen | None = None
+        self.sock: socket.socket | None = None
+        self.workdir = ""
+        self.run_id = ""
+
+    def _start(self) -> str:
+        """Start the sandbox and wait until the zygote is ready; "" on success, else why it failed."""
+        config = self.config
+        self.workdir = tempfile.mkdtemp(prefix="agora-sbx-")
+        self.run_id = secrets.token_hex(8)
+        limits = [
+            (resource.RLIMIT_AS, config.memory_bytes), (resource.RLIMIT_CPU, int(config.timeout_s) + 2),
+            (resource.RLIMIT_FSIZE, config.file_size_bytes), (resource.RLIMIT_NOFILE, config.open_files),
+            (resource.RLIMIT_CORE, 0),
+        ]  # fmt: skip
+        if os.geteuid() != 0:
+            limits.append((resource.RLIMIT_NPROC, _current_user_processes() + 64 * config.workers))
+        template = seccomp_filter(strict=False, own_pid=_PID_PLACEHOLDER, shared=True)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = _bwrap_argv(self.workdir, None, inside="/tmp") + [
+            sys.executable, "-I", "-S", "-B", "-c", _ZYGOTE, str(theirs.fileno()),
+            ",".join(f"{which}:{value}" for which, value in limits), template.hex(),
+            struct.pack("=I", _PID_PLACEHOLDER).hex(), ",".join(_PRELOAD),
+        ]  # fmt: skip
+        self.sock = ours
+        try:
+            # No rlimits here: the zygote lives for the whole batch (its CPU time adds up); each child sets its own.
+            self.proc = subprocess.Popen(
+                argv, cwd=self.workdir, env=_child_env("/tmp", self.run_id), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                pass_fds=(theirs.fileno(),), close_fds=True,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as e:
+            self.close()
+            return f"could not start the sandbox: {e}"
+        finally:
+            theirs.close()
+        ours.settimeout(max(30.0, config.timeout_s))  # a loaded machine may take a while to start it
+        try:
+            ready = ours.recv(16)
+        except OSError:  # socket.timeout included
+            ready = b""
+        ours.settimeout(None)
+        if ready != b"ready":
+            why = self.close()
+            return f"the sandbox did not start: {why or 'no reason given'}"
+        return ""
+
+    def run(self, source: str) -> ExecResult:
+        config, start = self.config, time.monotonic()
+        token = secrets.token_hex(16)
+        for attempt in (1, 2):  # a zygote that died while idle is replaced once
+            if self.proc is not None and _exited(self.proc.pid):
+                self.close()
+            if self.proc is None:
+                why = self._start()
+                if why:
+                    return ExecResult("error", False, time.monotonic() - start, None, "", "", "bwrap", True, why,
+                                      self.run_id)  # fmt: skip
+            in_r, in_w = os.pipe()
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            try:
+                with open(os.path.join(self.workdir, "prog.py"), "x", encoding="utf-8") as f:
+                    f.write(source)
+                socket.send_fds(self.sock, [b"run"], [in_r, out_w, err_w])
+                break
+            except OSError as e:
+                for fd in (in_w, out_r, err_r):
+                    os.close(fd)
+                self.close()
+                if attempt == 2:
+                    return ExecResult("error", False, time.monotonic() - start, None, "", "", "bwrap", True,
+                                      f"could not hand the program to the sandbox: {e}", self.run_id)  # fmt: skip
+            finally:
+                for fd in (in_r, out_w, err_w):  # the zygote has its own copies now (or never will)
+                    os.close(fd)
+        run_id = self.run_id
+        try:
+            os.write(in_w, token.encode() + b"\n")  # straight to the child: the zygote never sees the token
+        except OSError:
+            pass  # the child is gone already; its exit status tells the story
+        os.close(in_w)
+        tails = {out_r: _Tail(config.tail_bytes), err_r: _Tail(config.tail_bytes)}
+        report: list[bytes] = []
+
+        def done() -> bool:  # the zygote's report (8 bytes), or b"" when the zygote is gone
+            try:
+                report.append(self.sock.recv(64))
+            except OSError:
+                report.append(b"")
+            return True
+
+        try:
+            status, detail = _pump(tails, self.sock.fileno(), done, time.monotonic() + config.timeout_s, config)
+        finally:
+            os.close(out_r)
+            os.close(err_r)
+        returncode = None
+        if status is None and len(report[0]) != 8:
+            status, detail = "error", "the sandbox died during the program"
+        elif status is None:
+            wait_status, others = struct.unpack("=ii", report[0])
+            returncode = os.waitstatus_to_exitcode(wait_status)
+            if others:
+                status, detail = "failed", f"{others} process(es) outlived the program"
+        if status is not None or not _empty_dir(self.workdir):
+            self.close()  # nothing of this sandbox is trusted again: the next program gets a new one
+        return _result(status, detail, returncode, tails, token, start, "bwrap", True, run_id)
+
+    def close(self) -> str:
+        """Kill the whole sandbox (its PID namespace dies with the outer bwrap) and remove its work dir.
+        Returns the start of what the sandbox wrote to stderr (bwrap's or the zygote's complaints)."""
+        err = b""
+        if self.proc is not None:
+            if self.proc.returncode is None:  # not reaped yet, so its pgid cannot belong to anyone else
+                _kill_group(self.proc)
+            self.proc.wait()
+            os.set_blocking(self.proc.stderr.fileno(), False)
+            try:
+                err = self.proc.stderr.read(2048) or b""
+            except OSError:
+                pass
+            self.proc.stderr.close()
+        if self.sock is not None:
+            self.sock.close()
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self.proc, self.sock, self.workdir = None, None, ""
+        return err.decode("utf-8", "replace").strip()
+
+
 def run_programs(sources: Sequence[str], config: SandboxConfig) -> list[ExecResult]:
     """Run many programs, at most ``config.workers`` at a time; results in input order."""
     require_opt_in(config.allow_code_execution)
     if not sources:
         return []
-    isolation_level(config)  # probe bwrap once, before the threads start
-    with ThreadPoolExecutor(max_workers=config.workers) as pool:
-        return list(pool.map(lambda s: run_program(s, config), sources))
+    isolation = isolation_level(config)  # probe bwrap once, before the threads start
+    if not _uses_zygote(config, isolation):
+        with ThreadPoolExecutor(max_workers=config.workers) as pool:
+            return list(pool.map(lambda s: _run_fresh(s, config, isolation), sources))
+    # One sandbox per worker: a thread takes an idle one, runs one program in it and gives it back.
+    zygotes = [_Zygote(config) for _ in range(min(config.workers, len(sources)))]
+    idle: queue.SimpleQueue[_Zygote] = queue.SimpleQueue()
+    for zygote in zygotes:
+        idle.put(zygote)
+
+    def run_one(source: str) -> ExecResult:
+        zygote = idle.get()
+        try:
+            return zygote.run(source)
+        finally:
+            idle.put(zygote)
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(zygotes)) as pool:
+            return list(pool.map(run_one, sources))
+    finally:
+        for zygote in zygotes:
+            zygote.close()
 
 
 def surviving_processes(run_id: str) -> list[int]:

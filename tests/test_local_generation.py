@@ -1,5 +1,6 @@
-"""The real local model server: SmolLM2-135M-Instruct (shipped in a package) through `transformers
-serve` and the openai SDK produces valid instances for each of the three methods."""
+"""The real local model server: SmolLM2-135M-Instruct (shipped in a package) through llama.cpp (the
+default CPU engine) or `transformers serve`, and the openai SDK, produces valid instances for each of
+the three methods."""
 import asyncio
 
 import pytest
@@ -10,8 +11,13 @@ from agorabench.local_server import LocalModelServer
 from tests.conftest import REPO
 
 
+# transformers serve with continuous batching: 8 short greedy attempts at a time.
+ENGINES = {"llamacpp": [], "transformers": ["--continuous-batching", "--cb-max-memory-percent", "0.1"]}
+
+
 @pytest.mark.slow
-def test_smollm2_produces_valid_instances_for_each_method(tmp_path):
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_smollm2_produces_valid_instances_for_each_method(tmp_path, engine):
     import yaml
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -26,9 +32,9 @@ def test_smollm2_produces_valid_instances_for_each_method(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     p = load_params(tmp_path / "params.yaml")
 
-    # Continuous batching: 8 short greedy attempts at a time (the default profile serves plainly).
-    with LocalModelServer("smollm2-135m-instruct", extra_args=["--continuous-batching", "--cb-max-memory-percent", "0.1"],
+    with LocalModelServer("smollm2-135m-instruct", engine=engine, extra_args=ENGINES[engine],
                           warmup_params={"temperature": 0.0}, log_path=tmp_path / "server.log") as server:
+        assert server.engine == engine
         for method in METHODS:
             # Greedy answers to the same prompt repeat, so response generation and quality
             # enhancement move to the next seed after one try; every setting may make 32 attempts.

@@ -2,8 +2,8 @@
 
 Every "must pass" check has a canary next to it that must fail, so that a scorer which passes everything
 (human-eval issue #16: nothing ran, everything "passed") or a sandbox that blocks everything is caught.
-The hostile programs run once per isolation level available here (bwrap when it works, always "process")
-in one parallel batch per level; each test then checks one of them.
+The hostile programs run once per mode available here (bwrap with its zygote, the default; bwrap with a
+fresh sandbox per program; always "process") in one parallel batch per mode; each test then checks one of them.
 """
 
 from __future__ import annotations
@@ -13,9 +13,14 @@ import glob
 import math
 import os
 import shutil
+import signal
 import socket
+import struct
+import sys
 import tempfile
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -28,6 +33,10 @@ from agorabench.eval_items import MBPP_SEED_IDS, load_eval_items
 
 CTX = ScoreContext(allow_code_execution=True, sandbox_timeout_s=10, sandbox_workers=2, pass_k=(1, 2))
 ISOLATIONS = (["bwrap"] if sandbox.bwrap_works() else []) + ["process"]
+# mode -> (isolation, zygote)
+MODES = {"bwrap-zygote": ("bwrap", True), "bwrap-fresh": ("bwrap", False)} if sandbox.bwrap_works() else {}
+MODES["process"] = ("process", False)
+ZYGOTE_MODES = [m for m, (_, zygote) in MODES.items() if zygote]
 HOSTILE_TIMEOUT_S = 2.0
 SECRET = "agora-fake-secret-7f3a"
 
@@ -237,6 +246,11 @@ HOSTILE = {
         "import os\ndata = open(f'/proc/{os.getppid()}/environ', 'rb').read()\n"
         f"assert {SECRET!r}.encode() in data\n"
     ),
+    # The harness binds os._exit before the program runs: replacing it does not turn an early exit into a pass.
+    "patch_os_exit": "import os, sys\nos._exit = lambda code: None\nsys.exit(0)\nassert False\n",
+    # Writing the token fails; the harness must exit at once instead of waiting for the thread.
+    "close_stdout_with_thread": "import os, threading, time\nthreading.Thread(target=time.sleep, args=(60,)).start()\n"
+    "os.close(1)\n",
     # Canaries: the sandbox must not block ordinary work.
     "canary_ok": "import re, math, heapq, itertools, collections, threading\nt = threading.Thread(target=print)\n"
     "t.start(); t.join()\nassert math.gcd(12, 18) == 6\nimport os\nassert os.environ['AGORA_SANDBOX_RUN']\n",
@@ -252,7 +266,7 @@ def _write_outside_program(paths: list[Path]) -> str:
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
-    """{isolation: {name: ExecResult}} plus the listener, paths and timing the tests check."""
+    """{mode: {name: ExecResult}} plus the listener, paths and timing the tests check."""
     os.environ["AGORA_TEST_SECRET"] = SECRET  # in the parent only
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -271,15 +285,15 @@ def hostile(tmp_path_factory):
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "agora-sbx-*")))
     results, walls = {}, {}
     try:
-        for isolation in ISOLATIONS:
+        for mode, (isolation, zygote) in MODES.items():
             config = sandbox.SandboxConfig(
                 allow_code_execution=True, timeout_s=HOSTILE_TIMEOUT_S, workers=2, isolation=isolation,
-                tail_bytes=2048, max_output_bytes=1 << 20,
+                tail_bytes=2048, max_output_bytes=1 << 20, zygote=zygote,
             )  # fmt: skip
             start = time.monotonic()
             out = sandbox.run_programs(list(programs.values()), config)
-            walls[isolation] = time.monotonic() - start
-            results[isolation] = dict(zip(programs, out))
+            walls[mode] = time.monotonic() - start
+            results[mode] = dict(zip(programs, out))
         accepted = []
         try:
             while True:
@@ -304,11 +318,11 @@ def _survivors(run_id: str) -> list[int]:
     return pids
 
 
-@pytest.mark.parametrize("isolation", ISOLATIONS)
-def test_hostile_programs_all_fail_and_leave_no_process(hostile, isolation):
-    results = hostile["results"][isolation]
+@pytest.mark.parametrize("mode", MODES)
+def test_hostile_programs_all_fail_and_leave_no_process(hostile, mode):
+    results = hostile["results"][mode]
     for name, result in results.items():
-        assert result.isolation == isolation
+        assert result.isolation == MODES[mode][0]
         assert _survivors(result.run_id) == [], name
         if name == "canary_ok":
             assert result.passed, result.stderr_tail
@@ -317,9 +331,9 @@ def test_hostile_programs_all_fail_and_leave_no_process(hostile, isolation):
     assert hostile["leftovers"] == set()  # every work dir was removed
 
 
-@pytest.mark.parametrize("isolation", ISOLATIONS)
-def test_hostile_programs_fail_for_the_right_reason(hostile, isolation):
-    r = hostile["results"][isolation]
+@pytest.mark.parametrize("mode", MODES)
+def test_hostile_programs_fail_for_the_right_reason(hostile, mode):
+    r = hostile["results"][mode]
     assert r["infinite_loop"].status == "timeout" and r["ignore_signals"].status == "timeout"
     assert r["infinite_loop"].duration_s < HOSTILE_TIMEOUT_S + 1.5
     assert r["alloc_10gb"].status == "failed" and "MemoryError" in r["alloc_10gb"].stderr_tail
@@ -328,35 +342,38 @@ def test_hostile_programs_fail_for_the_right_reason(hostile, isolation):
     assert r["os_exit_before_asserts"].returncode == 0  # exit code 0, yet not a pass: no token
     assert "SystemExit" in r["sys_exit_before_asserts"].stderr_tail
     assert r["canary_wrong"].status == "failed" and "AssertionError" in r["canary_wrong"].stderr_tail
+    assert r["patch_os_exit"].status == "failed" and "SystemExit" in r["patch_os_exit"].stderr_tail
+    assert r["close_stdout_with_thread"].status == "failed"  # not "timeout": nobody waited for the thread
     if r["fork_bomb"].seccomp:  # process creation is refused outright
         assert r["fork_bomb"].status == "failed" and "PermissionError" in r["fork_bomb"].stderr_tail
         assert r["fork_once_daemon"].status == "failed"
     # The whole hostile batch (two 2 s timeouts among them) ran in bounded time.
-    assert hostile["walls"][isolation] < 4 * HOSTILE_TIMEOUT_S + 6
+    assert hostile["walls"][mode] < 4 * HOSTILE_TIMEOUT_S + 6
 
 
-@pytest.mark.parametrize("isolation", ISOLATIONS)
-def test_no_file_written_outside_the_work_dir(hostile, isolation):
-    result = hostile["results"][isolation]["write_outside"]
+@pytest.mark.parametrize("mode", MODES)
+def test_no_file_written_outside_the_work_dir(hostile, mode):
+    result = hostile["results"][mode]["write_outside"]
     assert result.status in ("passed", "failed")  # it ran
     for target in hostile["targets"]:
-        assert not target.exists(), f"{isolation}: the program wrote {target}"
+        assert not target.exists(), f"{mode}: the program wrote {target}"
 
 
 def test_no_network_connection_reaches_the_host(hostile):
     # bwrap: own network namespace, and seccomp refuses AF_INET sockets in both modes. Documented behaviour
     # without seccomp (an architecture other than x86_64/aarch64) and without bwrap: the connection succeeds.
     results = hostile["results"]
-    leaky = [iso for iso in ISOLATIONS if iso == "process" and not results[iso]["socket_loopback"].seccomp]
+    leaky = [mode for mode in MODES if mode == "process" and not results[mode]["socket_loopback"].seccomp]
     assert len(hostile["accepted"]) == len(leaky)
-    for isolation in ISOLATIONS:
-        if isolation not in leaky:
-            assert not results[isolation]["socket_loopback"].passed
+    for mode in MODES:
+        if mode not in leaky:
+            assert not results[mode]["socket_loopback"].passed
 
 
-@pytest.mark.parametrize("isolation", ISOLATIONS)
-def test_parent_environment_is_not_visible(hostile, isolation):
-    results = hostile["results"][isolation]
+@pytest.mark.parametrize("mode", MODES)
+def test_parent_environment_is_not_visible(hostile, mode):
+    results = hostile["results"][mode]
+    isolation = MODES[mode][0]
     assert os.environ.get("AGORA_TEST_SECRET") == SECRET  # the secret was really there in the parent
     assert not results["child_env_secret"].passed  # the child's own environment is scrubbed
     # The parent's /proc/<pid>/environ: hidden by bwrap's PID namespace. Without bwrap, a root parent is
@@ -364,3 +381,178 @@ def test_parent_environment_is_not_visible(hostile, isolation):
     # same-user child of a non-root parent can read it: the documented limit of the "process" level.
     readable = isolation == "process" and os.geteuid() != 0
     assert results["parent_env_secret"].passed == readable
+
+
+# ---------------------------------------------------------------------------------------------
+# One program cannot reach the next (zygote mode: the same sandbox runs them one after another)
+# ---------------------------------------------------------------------------------------------
+
+TRACE = uuid.uuid4().hex[:12]
+SHM_KEY = 0x41470000 + os.getpid() % 0xFFFF
+LEAVE = f"""
+import builtins, ctypes, os, sys, threading, time
+def attempt(f):
+    try:
+        f()
+    except Exception:
+        pass
+attempt(lambda: open("left.txt", "w").write("x"))
+attempt(lambda: open("/tmp/agora-left-{TRACE}", "w").write("x"))
+attempt(lambda: open("/dev/shm/agora-left-{TRACE}", "w").write("x"))
+def linger():  # a thread still running when the program ends
+    time.sleep(0.3)
+    attempt(lambda: open("ghost.txt", "w").write("boo"))
+threading.Thread(target=linger).start()
+ctypes.CDLL(None).shmget({SHM_KEY}, 4096, 0o1000 | 0o600)  # IPC_CREAT
+os.environ["AGORA_LEFT"] = "1"
+import math, typing
+typing.List = None
+sys.modules["math"] = None
+builtins.len = lambda x: 0
+"""
+FIND = f"""
+import ctypes, os, sys
+found = []
+if sorted(os.listdir(".")) != ["prog.py"]:
+    found.append("work dir")
+for path in ("/tmp/agora-left-{TRACE}", "/dev/shm/agora-left-{TRACE}"):
+    if os.path.exists(path):
+        found.append(path)
+shm = ctypes.CDLL(None).shmget({SHM_KEY}, 0, 0)
+if shm != -1:
+    found.append("shm")
+    ctypes.CDLL(None).shmctl(shm, 0, None)  # IPC_RMID: do not leave it on the host either
+if len([1, 2]) != 2:
+    found.append("builtins")
+try:
+    import math
+except ImportError:
+    found.append("sys.modules")
+import typing
+if typing.List is None:
+    found.append("typing")
+if "AGORA_LEFT" in os.environ:
+    found.append("environ")
+print(*found, sep="\\n")
+assert not found
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_program_leaves_nothing_for_the_next_one(mode):
+    isolation, zygote = MODES[mode]
+    programs = {
+        "leave": LEAVE,
+        "find": "import time\ntime.sleep(0.5)\n" + FIND,  # long enough for the lingering thread's file
+        "leave_and_find": LEAVE + "time.sleep(0.5)\n" + FIND,  # canary: the same checks do see traces
+        "find_again": FIND,
+    }
+    # One worker: in zygote mode all four run in the same sandbox, one after the other.
+    config = sandbox.SandboxConfig(
+        allow_code_execution=True, timeout_s=5, workers=1, isolation=isolation, zygote=zygote
+    )
+    r = dict(zip(programs, sandbox.run_programs(list(programs.values()), config)))
+    assert r["find"].passed, r["find"].stdout_tail + r["find"].stderr_tail
+    assert r["find_again"].passed, r["find_again"].stdout_tail + r["find_again"].stderr_tail
+    seen = set(r["leave_and_find"].stdout_tail.split())
+    assert not r["leave_and_find"].passed
+    assert {"builtins", "sys.modules", "typing", "environ"} <= seen
+    if isolation == "bwrap":
+        assert "work" in seen  # left.txt / ghost.txt (the process level may not write at all)
+    if zygote:
+        assert len({x.run_id for x in r.values()}) == 1  # really one sandbox for all four
+
+
+def _zygote_pid(run_id: str) -> int:
+    # Of the sandbox's processes (outer bwrap, bwrap's init, zygote) the zygote is the one running Python.
+    for pid in sandbox.surviving_processes(run_id):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if f.read().split(b"\0")[0] == sys.executable.encode():
+                return pid
+    raise AssertionError(f"no zygote for run {run_id}")
+
+
+PEEK_AT_PARENT = """
+import os
+ppid = os.getppid()
+paths = [f"/proc/{ppid}/fd/{n}" for n in os.listdir(f"/proc/{ppid}/fd")]
+for path in paths + [f"/proc/{ppid}/mem", f"/proc/{ppid}/environ"]:
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+        print("OPENED", path)
+    except OSError:
+        pass
+os.close(os.open(f"/proc/self/fd/0", os.O_RDONLY))  # canary: the same calls work on itself
+print("SELF")
+"""
+
+
+@pytest.mark.skipif(not ZYGOTE_MODES, reason="zygote mode needs bwrap and seccomp")
+def test_zygote_survives_attacks_from_its_programs_and_a_timeout_replaces_it():
+    programs = {
+        "kill_zygote": (
+            "import os, signal\nfor pid in (os.getppid(), 1, -1):\n    try:\n        os.kill(pid, signal.SIGKILL)\n"
+            "        print('killed', pid)\n    except PermissionError:\n        print('refused', pid)\n"
+        ),
+        "peek_at_zygote": PEEK_AT_PARENT,
+        "after_attacks": "print('still here')\n",
+        "hang": "while True:\n    pass\n",
+        "after_hang": "print('new sandbox')\n",
+    }
+    config = sandbox.SandboxConfig(allow_code_execution=True, timeout_s=1.0, workers=1)
+    r = dict(zip(programs, sandbox.run_programs(list(programs.values()), config)))
+    assert r["kill_zygote"].stdout_tail.count("refused") == 3 and "killed" not in r["kill_zygote"].stdout_tail
+    assert "SELF" in r["peek_at_zygote"].stdout_tail and "OPENED" not in r["peek_at_zygote"].stdout_tail
+    assert r["after_attacks"].passed
+    # The same sandbox lived through both attacks; the timeout replaced it (canary: a new run id is visible).
+    assert r["kill_zygote"].run_id == r["peek_at_zygote"].run_id == r["after_attacks"].run_id == r["hang"].run_id
+    assert r["hang"].status == "timeout"
+    assert r["after_hang"].passed and r["after_hang"].run_id != r["hang"].run_id
+    for result in r.values():
+        assert _survivors(result.run_id) == []
+
+
+@pytest.mark.skipif(not ZYGOTE_MODES, reason="zygote mode needs bwrap and seccomp")
+def test_zygote_killed_from_outside_is_replaced():
+    zygote = sandbox._Zygote(sandbox.SandboxConfig(allow_code_execution=True, timeout_s=5, workers=1))
+    run_ids = []
+    try:
+        first, again = zygote.run("print(1)"), zygote.run("print(2)")
+        assert first.passed and again.passed and again.run_id == first.run_id  # canary: kept while healthy
+        os.kill(_zygote_pid(first.run_id), signal.SIGKILL)  # while idle: the next program gets a new sandbox
+        assert _survivors(first.run_id) == []  # bwrap ends with its zygote (a kill is not instantaneous)
+        second = zygote.run("print(3)")
+        assert second.passed and second.run_id != first.run_id
+        killer = threading.Timer(0.3, os.kill, (_zygote_pid(second.run_id), signal.SIGKILL))
+        killer.start()  # during a program: that program is not a pass, and it does not wait out its clock
+        during = zygote.run("import time\ntime.sleep(2)\n")
+        killer.join()
+        assert during.status == "error" and not during.passed and "died" in during.detail
+        assert during.duration_s < 1.5
+        after = zygote.run("print(4)")
+        assert after.passed and after.run_id != second.run_id
+        run_ids = [first.run_id, second.run_id, after.run_id]
+    finally:
+        zygote.close()
+    for run_id in run_ids:
+        assert _survivors(run_id) == []
+
+
+@pytest.mark.skipif(not ZYGOTE_MODES, reason="zygote mode needs bwrap and seccomp")
+def test_zygote_replaced_when_a_process_outlives_its_program(monkeypatch):
+    # seccomp refuses fork, so no program can leave a process behind; take the filter away to check that
+    # the zygote's own count of the PID namespace would still catch one.
+    allow_all = struct.pack("=HBBI", 0x06, 0, 0, 0x7FFF0000)  # RET ALLOW
+    monkeypatch.setattr(sandbox, "seccomp_filter", lambda *args, **kwargs: allow_all)
+    programs = {
+        "fork_and_wait": "import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\n",
+        "daemon": "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n",
+        "after": "print('next')\n",
+    }
+    config = sandbox.SandboxConfig(allow_code_execution=True, timeout_s=5, workers=1)
+    r = dict(zip(programs, sandbox.run_programs(list(programs.values()), config)))
+    assert r["fork_and_wait"].passed  # canary: forking as such is not what is caught
+    assert r["daemon"].run_id == r["fork_and_wait"].run_id
+    assert r["daemon"].status == "failed" and not r["daemon"].passed and "outlived" in r["daemon"].detail
+    assert r["after"].passed and r["after"].run_id != r["daemon"].run_id
+    assert _survivors(r["daemon"].run_id) == []

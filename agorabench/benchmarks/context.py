@@ -14,5 +14,6 @@ class ScoreContext:
     sandbox_workers: int = 2
     judge: JudgeFn | None = None          # AlpacaEval / Arena-Hard
     judge_name: str = ""                  # recorded with the verdicts
+    judge_reasoning: bool = True          # Arena-Hard: the judge answers and critiques before its verdict
     seed: int = 42                        # bootstraps etc.
     pass_k: tuple[int, ...] = (1,)        # code benchmarks: k values for pass@k

@@ -56,6 +56,13 @@ class GeneratorClient:
         self._slots = asyncio.Semaphore(cfg.concurrency)
         self._rpm = TokenBucket(cfg.requests_per_minute) if cfg.requests_per_minute else None
         self._tpm = TokenBucket(cfg.tokens_per_minute) if cfg.tokens_per_minute else None
+        # A local model answers differently under llama.cpp, transformers or vLLM: the engine is part of
+        # what identifies an answer (decided from the config and this host, before any server starts).
+        self.engine = None
+        if cfg.backend == "local" and not cfg.base_url:
+            from agorabench.local_server import local_engine
+
+            self.engine = local_engine(cfg.engine, cfg.model)
 
     def key_request(self, messages: list[dict], sampling: dict, sample_index: int) -> dict:
         """What identifies an answer. A local server's URL changes every run, so it is left out."""
@@ -63,6 +70,8 @@ class GeneratorClient:
                "sampling": sampling, "sample_index": sample_index}
         if self.cfg.backend in ("openai", "anthropic") and self.cfg.base_url:
             req["base_url"] = self.cfg.base_url
+        if self.engine is not None:
+            req["engine"] = self.engine
         return req
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:

@@ -48,7 +48,7 @@ class ResultPaths:
             eval=root / params.evaluation.output_dir,
             intrinsic=root / params.intrinsic.get("output_dir", "data/intrinsic"),
             requests_db=root / params.cache.requests_db,
-            out=root / params.analysis.get("results_dir", "data/results"),
+            out=root / params.analysis.results_dir,
         )
 
     def under(self, root: str | Path) -> "ResultPaths":

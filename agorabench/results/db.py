@@ -89,6 +89,17 @@ def build_results(paths: ResultPaths = ResultPaths(), params=None, include_reque
     return build_db(paths.out, combine=combine, tables=tables)
 
 
+def ensure_db(results_dir: str | Path = "data/results", combine: str = "mean_of_pgr") -> Path:
+    """results_dir/agora.duckdb, rebuilt first when it is missing or older than a Parquet table
+    (after `dvc pull` or `dvc checkout` only the Parquet is there: it is what DVC tracks)."""
+    results_dir = Path(results_dir)
+    db_path = results_dir / DB_NAME
+    newest = max((p.stat().st_mtime for p in results_dir.glob("*.parquet")), default=None)
+    if newest is not None and (not db_path.is_file() or db_path.stat().st_mtime < newest):
+        build_db(results_dir, combine=combine)
+    return db_path
+
+
 def connect(db_path: str | Path = f"data/results/{DB_NAME}", read_only: bool = True) -> duckdb.DuckDBPyConnection:
     """A connection to a built database (read-only by default: queries must not change it)."""
     db_path = Path(db_path)

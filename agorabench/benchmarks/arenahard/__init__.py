@@ -189,8 +189,14 @@ def load_hub_v01(baseline_answers_file: str | Path | None = None, revision: str 
 # ---------------------------------------------------------------------------------------------
 
 
-def judge_messages(question: str, answer_a: str, answer_b: str, category: str | None = None) -> list[dict]:
-    system = "judge_system_creative.txt" if category == "creative_writing" else "judge_system.txt"
+def judge_messages(question: str, answer_a: str, answer_b: str, category: str | None = None,
+                   reasoning: bool = True) -> list[dict]:
+    """reasoning=False: the verdict alone, without the judge's own answer and critique first (for small
+    local judges, whose reasoning is slow and rarely reaches a verdict within the token budget)."""
+    if not reasoning:
+        system = "judge_system_brief.txt"
+    else:
+        system = "judge_system_creative.txt" if category == "creative_writing" else "judge_system.txt"
     user = read_prompt(_HERE / "judge_user.txt").format(question=question, answer_a=answer_a, answer_b=answer_b)
     return [{"role": "system", "content": read_prompt(_HERE / system)}, {"role": "user", "content": user}]
 
@@ -274,7 +280,7 @@ def score(items: list[EvalItem], outputs: list[str], ctx: ScoreContext) -> list[
         else:
             for g, (a, b) in enumerate(((item.reference, output), (output, item.reference))):
                 pending.append((len(rows), g))
-                conversations.append(judge_messages(item.prompt, a, b, category))
+                conversations.append(judge_messages(item.prompt, a, b, category, ctx.judge_reasoning))
         rows.append(row)
 
     for (i, g), reply in zip(pending, call_judge("arenahard", ctx, conversations)):

@@ -1,0 +1,113 @@
+"""`agora run`: the whole benchmark as `dvc repro`, with one Prefect server for all its stages.
+
+Every DVC stage is one `agora ...` process running one Prefect flow. Without a server, each of those
+processes would start Prefect's temporary server of its own (about 5 s each, times ~60 stages); a
+server started once here serves them all, and keeps the run history in .agora/prefect for the UI.
+A server the user already runs (PREFECT_API_URL set) is used as it is.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bin(name: str) -> str:
+    """The venv's own executable (dvc, prefect) when this interpreter has one, else PATH's."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
+
+
+@contextmanager
+def prefect_server(home: str | Path = ".agora/prefect", ui: bool = False, timeout_s: float = 120) -> Iterator[str]:
+    """Start `prefect server start` on loopback; yield its API URL; stop it (its process group) after."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    home = Path(home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": "true" if ui else "false", "PREFECT_API_URL": ""}
+    from agorabench.local_server import PDEATHSIG_LAUNCHER
+
+    log = open(home / "server.log", "ab")
+    # The launcher makes the kernel stop the server if this process dies, even by kill -9; SIGTERM
+    # (a plain kill, or a scheduler stopping us) becomes SystemExit so the `finally` below runs.
+    env["AGORA_SERVER_PARENT_PID"] = str(os.getpid())
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    proc = subprocess.Popen([sys.executable, "-c", PDEATHSIG_LAUNCHER, _bin("prefect"), "server", "start",
+                             "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited with code {proc.returncode}; see {home / 'server.log'}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server not up after {timeout_s:g} s; see {home / 'server.log'}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=15)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
+
+
+def stage_count() -> int | None:
+    """How many stages dvc.yaml expands to (for the progress counter); None when DVC cannot tell."""
+    out = subprocess.run([_bin("dvc"), "stage", "list", "--name-only"], capture_output=True, text=True)
+    return len(out.stdout.split()) if out.returncode == 0 else None
+
+
+def repro(env: dict[str, str], targets: list[str] = (), force: bool = False) -> int:
+    """Run `dvc repro`, printing each of its lines with the elapsed time and a stage counter."""
+    total = stage_count()
+    cmd = [_bin("dvc"), "repro", *(["--force"] if force else []), *targets]
+    start, seen = time.monotonic(), 0
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1)
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            if line.startswith("Running stage") or line.startswith("Stage '") and "didn't change" in line:
+                seen += 1
+            elapsed = int(time.monotonic() - start)
+            counter = f"{seen}/{total}" if total else str(seen)
+            print(f"[{elapsed // 60:02d}:{elapsed % 60:02d} {counter:>7}] {line}", flush=True)
+        return proc.wait()
+    finally:
+        if proc.poll() is None:  # we are being stopped: stop DVC too (it stops its stage's command)
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()

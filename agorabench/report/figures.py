@@ -1,0 +1,260 @@
+"""The report's figures, each written as PNG and SVG with byte-identical output for identical data.
+
+Figures are built on matplotlib.figure.Figure directly (no pyplot), so nothing here touches global
+state or picks a GUI backend; saving goes through the Agg renderer. What makes the files
+reproducible (DVC tracks them, so a re-run with unchanged data must not show a change):
+- SVG: no <dc:date> (metadata Date=None) and a fixed `svg.hashsalt`, from which matplotlib derives
+  the ids of clip paths and glyphs that would otherwise be random per process;
+- PNG: no Software entry (it names the matplotlib version, irrelevant to the content);
+- fixed sizes, dpi and font, and data arrive sorted.
+Each function returns a Figure record, or a FigureSkipped saying why there is nothing to draw.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure as MplFigure
+from matplotlib.lines import Line2D
+
+from agorabench.report.data import METHOD_SHORT, ReportData, setting_label
+
+STYLE = {
+    "svg.hashsalt": "agorabench-report",
+    "svg.fonttype": "path",        # glyphs as paths: the SVG looks the same without our fonts installed
+    "font.family": "DejaVu Sans",  # shipped with matplotlib, so every machine renders the same glyphs
+    "font.size": 9.0,
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+DPI = 100
+PNG_METADATA = {"Software": None}
+SVG_METADATA = {"Date": None}
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+@dataclass
+class Figure:
+    name: str      # file stem under figures/
+    title: str
+    caption: str
+    png: str       # paths relative to the report folder
+    svg: str
+
+
+@dataclass
+class FigureSkipped:
+    name: str
+    title: str
+    reason: str
+
+
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    with matplotlib.rc_context(STYLE):
+        yield
+
+
+def save(fig: MplFigure, folder: Path, name: str) -> tuple[str, str]:
+    """Write folder/name.png and folder/name.svg; return their paths relative to folder's parent."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fig.savefig(folder / f"{name}.png", format="png", dpi=DPI, metadata=PNG_METADATA)
+    fig.savefig(folder / f"{name}.svg", format="svg", metadata=SVG_METADATA)
+    return f"{folder.name}/{name}.png", f"{folder.name}/{name}.svg"
+
+
+def generator_colors(names: Sequence[str]) -> dict[str, tuple]:
+    """One stable colour per generator: position in the sorted names, cycling through tab10."""
+    cmap = matplotlib.colormaps["tab10"]
+    return {g: cmap(i % 10) for i, g in enumerate(sorted(set(names)))}
+
+
+# ---------------------------------------------------------------------------------------------
+# The figures
+# ---------------------------------------------------------------------------------------------
+
+
+def pgr_heatmap(data: ReportData, folder: Path) -> Figure | FigureSkipped:
+    title = "Domain PGR per generator and setting"
+    rows = [g["generator"] for g in data.generators if any(k[0] == g["generator"] for k in data.pgr_domain)]
+    if not rows:
+        return FigureSkipped("pgr_heatmap", title, "no student has been scored yet, so there is no PGR to show")
+    settings = data.settings
+    values = np.array([[_nan(data.pgr_domain.get((g, m, d))) for m, d in settings] for g in rows])
+    n_null = int(np.isnan(values).sum())
+    limit = float(np.nanmax(np.abs(values))) if n_null < values.size else 1.0
+    limit = max(limit, 1.0)
+    # Symmetric colour scale around 0: blue = the student gained, red = it got worse than the base.
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="white")
+    fig = MplFigure(figsize=(10.0, 1.6 + 0.42 * len(rows)), layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=Normalize(-limit, limit), aspect="auto")
+    ax.grid(False)
+    ax.set_xticks(range(len(settings)), [setting_label(m, d).replace(" ", "\n") for m, d in settings])
+    ax.set_yticks(range(len(rows)), rows)
+    for k in range(1, len(data.methods)):  # separate the three methods
+        ax.axvline(k * len(data.domains) - 0.5, color="black", linewidth=1.2)
+    for i in range(len(rows)):
+        for j in range(len(settings)):
+            v = values[i, j]
+            if not math.isnan(v):
+                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8,
+                        color="white" if abs(v) > 0.6 * limit else "black")
+    fig.colorbar(im, ax=ax, label="PGR (%)", shrink=0.9)
+    caption = ("Each cell: the domain PGR of the student trained on that generator's data for one method "
+               "(IG instance generation, RG response generation, QE quality enhancement) and domain.")
+    if n_null:
+        caption += (f" {n_null} blank cell(s): no PGR there (a missing score, or a benchmark whose reference "
+                    f"is not above the base; see the notes below).")
+    png, svg = save(fig, folder, "pgr_heatmap")
+    return Figure("pgr_heatmap", title, caption, png, svg)
+
+
+def cost_vs_pgr(data: ReportData, folder: Path) -> Figure | FigureSkipped:
+    title = "Generation cost against domain PGR"
+    points = [p for p in data.cost_points if p["cost_usd"] is not None and p["pgr"] is not None]
+    if not points:
+        return FigureSkipped("cost_vs_pgr", title, "no dataset has both a recorded cost and a PGR")
+    costs = [p["cost_usd"] for p in points]
+    # A log axis only helps when costs span orders of magnitude, and it cannot show a zero cost.
+    log_x = min(costs) > 0 and max(costs) / min(costs) >= 20
+    colors = generator_colors([p["generator"] for p in points])
+    markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(data.methods)}
+    fig = MplFigure(figsize=(8.0, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for p in points:  # one scatter call per generator and method: far fewer artists to lay out
+        groups.setdefault((p["generator"], p["method"]), []).append(p)
+    for (gen, method), ps in groups.items():
+        ax.scatter([p["cost_usd"] for p in ps], [p["pgr"] for p in ps], color=colors[gen],
+                   marker=markers.get(method, "o"), s=36, edgecolors="black", linewidths=0.4)
+    if log_x:
+        ax.set_xscale("log")
+    ax.axhline(0.0, color="gray", linewidth=0.8)
+    ax.set_xlabel("cost of generating the dataset (USD" + (", log scale)" if log_x else ")"))
+    ax.set_ylabel("domain PGR (%)")
+    handles = [Line2D([], [], linestyle="", marker="o", color=c, label=g) for g, c in colors.items()]
+    handles += [Line2D([], [], linestyle="", marker=mk, color="gray", label=METHOD_SHORT.get(m, m))
+                for m, mk in markers.items()]
+    # Beside the axes: "best" placement tests every point and would also hide some of them.
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    skipped = len(data.cost_points) - len(points)
+    caption = "One point per generated dataset; colour = generator, marker = method."
+    if skipped:
+        caption += f" {skipped} dataset(s) left out: no cost or no PGR."
+    png, svg = save(fig, folder, "cost_vs_pgr")
+    return Figure("cost_vs_pgr", title, caption, png, svg)
+
+
+def problem_solving_vs_pgr(data: ReportData, folder: Path) -> Figure | FigureSkipped:
+    title = "Problem solving against data generation"
+    points = [g for g in data.generators if g["problem_solving"] is not None and g["pgr"] is not None]
+    if not points:
+        return FigureSkipped("problem_solving_vs_pgr", title,
+                             "no generator has both its own benchmark scores and an overall PGR")
+    from agorabench.analysis import ols
+
+    x = np.array([g["problem_solving"] for g in points])
+    y = np.array([g["pgr"] for g in points])
+    colors = generator_colors([g["generator"] for g in points])
+    fig = MplFigure(figsize=(6.5, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    for g in points:
+        ax.scatter(g["problem_solving"], g["pgr"], color=colors[g["generator"]], s=40, edgecolors="black",
+                   linewidths=0.4)
+        ax.annotate(g["generator"], (g["problem_solving"], g["pgr"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7)
+    caption = "One point per generator: its mean score on the six benchmarks against its overall PGR."
+    if len(points) >= 3:
+        try:
+            fit = ols(y, x[:, None], ["problem_solving"])
+        except ValueError as e:  # e.g. every generator has the same score
+            caption += f" No regression line: {e}."
+        else:
+            xs = np.linspace(x.min(), x.max(), 2)
+            ax.plot(xs, fit["coef"]["intercept"] + fit["coef"]["problem_solving"] * xs, color="black",
+                    linewidth=1.0, linestyle="--", label=f"least squares, R² = {fit['r2']:.2f}")
+            ax.legend(fontsize=8, loc="best")
+            caption += f" Dashed: least-squares line (R² = {fit['r2']:.2f}, p = {fit['p_value']:.3g}, n = {fit['n']})."
+    else:
+        caption += f" No regression line: it needs at least 3 generators, there are {len(points)}."
+    ax.set_xlabel("problem solving: mean own score (%)")
+    ax.set_ylabel("overall PGR (%)")
+    png, svg = save(fig, folder, "problem_solving_vs_pgr")
+    return Figure("problem_solving_vs_pgr", title, caption, png, svg)
+
+
+def pca_loadings(analysis: dict | None, folder: Path, why_missing: str = "") -> Figure | FigureSkipped:
+    title = "PCA loadings of the data-quality features"
+    if not analysis or not analysis.get("pca", {}).get("loadings"):
+        return FigureSkipped("pca_loadings", title, why_missing or "no analysis was given")
+    pca = analysis["pca"]
+    features = list(analysis["features"])
+    components = list(pca["loadings"])[: pca["k"]]
+    ratios = pca["explained_variance_ratio"]
+    fig = MplFigure(figsize=(8.0, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / len(components)
+    cmap = matplotlib.colormaps["tab10"]
+    for i, pc in enumerate(components):
+        offsets = np.arange(len(features)) - 0.4 + width * (i + 0.5)
+        loads = [pca["loadings"][pc][f] or 0.0 for f in features]
+        ax.bar(offsets, loads, width=width, color=cmap(i % 10), label=f"{pc} ({ratios[i] * 100:.1f}% of variance)")
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(features)), [f.replace("_", "\n") for f in features])
+    ax.set_ylabel("loading")
+    ax.legend(fontsize=7, loc="best")
+    reg = analysis.get("regression", {}).get("pca_top5") or {}
+    caption = (f"Loadings of the top {len(components)} principal components over {analysis['n_rows']} datasets "
+               f"({'z-scored' if analysis.get('standardize', True) else 'raw'} features).")
+    if reg.get("r2") is not None:
+        caption += f" PGR regressed on these components: R² = {reg['r2']:.2f}, p = {reg['p_value']:.3g}."
+    png, svg = save(fig, folder, "pca_loadings")
+    return Figure("pca_loadings", title, caption, png, svg)
+
+
+def loss_curves(data: ReportData, folder: Path) -> Figure | FigureSkipped:
+    title = "Training loss of the students"
+    if not data.loss:
+        return FigureSkipped("loss_curves", title, "the database holds no training loss logs")
+    colors = generator_colors([r["generator"] for r in data.loss])
+    curves: dict[tuple[str, str, str], tuple[list, list]] = {}
+    for r in data.loss:
+        xs, ys = curves.setdefault((r["method"], r["domain"], r["generator"]), ([], []))
+        xs.append(r["step"])
+        ys.append(r["loss"])
+    methods = [m for m in data.methods if any(k[0] == m for k in curves)]
+    domains = [d for d in data.domains if any(k[1] == d for k in curves)]
+    # Fixed margins instead of constrained layout: on a 3 x 3 grid that layout engine alone costs seconds.
+    height = 2.4 * len(methods) + 0.8
+    fig = MplFigure(figsize=(10.0, height))
+    fig.subplots_adjust(left=0.07, right=0.98, top=1 - 0.35 / height, bottom=0.95 / height, hspace=0.5, wspace=0.22)
+    axes = fig.subplots(len(methods), len(domains), squeeze=False)
+    for i, m in enumerate(methods):
+        for j, d in enumerate(domains):
+            ax = axes[i][j]
+            for g in colors:
+                if (m, d, g) in curves:
+                    ax.plot(*curves[(m, d, g)], color=colors[g], linewidth=1.0, label=g)
+            ax.set_title(setting_label(m, d), fontsize=9)
+            if i == len(methods) - 1:
+                ax.set_xlabel("step")
+            if j == 0:
+                ax.set_ylabel("loss")
+    handles = [Line2D([], [], color=c, label=g) for g, c in colors.items()]
+    fig.legend(handles=handles, loc="lower center", ncols=min(len(handles), 6), fontsize=8, frameon=False)
+    png, svg = save(fig, folder, "loss_curves")
+    return Figure("loss_curves", title, "Training loss per logged step; one panel per setting, one line per "
+                  "generator.", png, svg)
+
+
+def _nan(v: float | None) -> float:
+    return math.nan if v is None else float(v)

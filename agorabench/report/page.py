@@ -1,0 +1,218 @@
+"""`agora report`: the results database -> reports/index.html, figures/, summary.md and plots/*.csv.
+
+The page is one static HTML file with inline CSS and no JavaScript, whose only references are the
+figure files and summary.md next to it (the machines it is read on may be offline). Every output
+is a pure function of the database (and the `analysis` dict), so re-running with unchanged results
+rewrites the same bytes and DVC sees no change.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import jinja2
+
+from agorabench.report import figures as F
+from agorabench.report.data import COMBINE_TEXT, METHOD_SHORT, ReportData, load_report_data, setting_label
+from agorabench.results.schema import INTRINSIC_METRICS
+
+TEMPLATE = "page.html.j2"
+
+
+def write_report(db_path: str | Path = "data/results/agora.duckdb", out_dir: str | Path = "reports",
+                 analysis: dict | None = None) -> Path:
+    """Write the report for the database at db_path into out_dir; return out_dir/index.html.
+
+    analysis: the output of agorabench.analysis.analyze() (or run_analysis()) for the PCA figure.
+        None: it is computed here from the intrinsic_summary view; when that is impossible (no
+        intrinsic metrics, too few generators or rows) the page says why instead of the figure.
+    """
+    data = load_report_data(db_path)  # checks db_path first: nothing is written for a bad database
+    out_dir = Path(out_dir)
+    fig_dir = out_dir / "figures"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    why_no_pca = ""
+    if analysis is None:
+        analysis, why_no_pca = analysis_from_data(data)
+    with F.style():
+        figs = [F.pgr_heatmap(data, fig_dir), F.cost_vs_pgr(data, fig_dir), F.problem_solving_vs_pgr(data, fig_dir),
+                F.pca_loadings(analysis, fig_dir, why_no_pca), F.loss_curves(data, fig_dir)]
+    # A figure skipped this time must not leave last run's files behind for the page to contradict.
+    for f in figs:
+        if isinstance(f, F.FigureSkipped):
+            for suffix in (".png", ".svg"):
+                (fig_dir / f"{f.name}{suffix}").unlink(missing_ok=True)
+    write_plot_csvs(data, out_dir / "plots")
+    (out_dir / "summary.md").write_text(render_summary(data, figs), encoding="utf-8")
+    index = out_dir / "index.html"
+    index.write_text(render_page(data, figs, analysis), encoding="utf-8")
+    return index
+
+
+def analysis_from_data(data: ReportData) -> tuple[dict | None, str]:
+    """analyze() over the intrinsic_summary rows, or (None, why not) when it cannot run."""
+    import pandas as pd
+
+    from agorabench.analysis import analyze
+
+    if not data.has_intrinsic:
+        return None, "the database holds no intrinsic metrics (run the intrinsic stage, then `agora results`)"
+    frame = pd.DataFrame(data.intrinsic)
+    # Metrics nobody computed (e.g. no reward model) would drop every row; leave them out instead.
+    features = [m for m in INTRINSIC_METRICS if frame[m].notna().any()]
+    for col in ("pgr", "problem_solving", *features):
+        frame[col] = pd.to_numeric(frame[col]).astype(float)
+    try:
+        return analyze(frame[["generator", "method", "domain", "pgr", "problem_solving", *features]],
+                       features=features), ""
+    except ValueError as e:
+        return None, f"the PCA could not run on these results: {str(e).removeprefix('analyze: ')}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Number formatting shared by the page and summary.md
+# ---------------------------------------------------------------------------------------------
+
+BLANK = "–"  # a NULL: shown, never silently turned into 0
+
+
+def fmt(v: float | int | None, digits: int = 1) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return BLANK
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{v:,.{digits}f}"
+
+
+def usd(v: float | None) -> str:
+    if v is None:
+        return BLANK
+    return f"${v:,.2f}" if abs(v) >= 1 else f"${v:.3g}"  # small amounts keep 3 significant digits
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables (lists of rows of strings), used by both the HTML page and summary.md
+# ---------------------------------------------------------------------------------------------
+
+
+def headline_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    header = ["#", "generator", "overall PGR", *(f"{METHOD_SHORT.get(m, m)} avg" for m in data.methods),
+              "problem solving", "datasets", "instances", "cost", "cost / PGR point"]
+    rows = []
+    for i, g in enumerate(data.generators, start=1):
+        rows.append([str(i) if g["pgr"] is not None else BLANK, g["generator"], fmt(g["pgr"]),
+                     *(fmt(g["method_pgr"][m]) for m in data.methods), fmt(g["problem_solving"]),
+                     fmt(g["datasets"]), fmt(g["instances"]), usd(g["cost_usd"]), usd(g["cost_per_pgr_point"])])
+    return header, rows
+
+
+def domain_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    """The paper's Table 2 layout: one column per setting."""
+    header = ["generator", *(setting_label(m, d) for m, d in data.settings)]
+    rows = [[g["generator"], *(fmt(data.pgr_domain.get((g["generator"], m, d))) for m, d in data.settings)]
+            for g in data.generators if any(k[0] == g["generator"] for k in data.pgr_domain)]
+    return header, rows
+
+
+def anchor_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    header = ["domain", "benchmark", "base (S₀)", "reference (S_ref)", "gap"]
+    rows = []
+    for a in data.anchors:
+        gap = None if a["base"] is None or a["reference"] is None else a["reference"] - a["base"]
+        rows.append([a["domain"], a["benchmark"], fmt(a["base"]), fmt(a["reference"]), fmt(gap)])
+    return header, rows
+
+
+def intrinsic_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    header = ["generator", "setting", "PGR", "problem solving", *INTRINSIC_METRICS, "instances", "cost"]
+    digits = {"difficulty": 2, "quality": 2, "reward": 2, "perplexity": 2,
+              "instruction_diversity": 3, "response_diversity": 3}
+    rows = [[r["generator"], setting_label(r["method"], r["domain"]), fmt(r["pgr"]), fmt(r["problem_solving"]),
+             *(fmt(r[m], digits[m]) for m in INTRINSIC_METRICS), fmt(r["instances"]), usd(r["cost_usd"])]
+            for r in data.intrinsic]
+    return header, rows
+
+
+def notes(data: ReportData) -> list[str]:
+    """What is missing or undefined, in sentences; the page and summary.md both list them."""
+    out = []
+    if not data.generators:
+        out.append("No generator appears in the results yet: run the pipeline, then `agora results`.")
+    elif len(data.generators) == 1:
+        out.append("Only one generator is in the results, so nothing is compared yet.")
+    for r in data.null_reasons:
+        out.append(f"{r['benchmark']}: no PGR for {r['students']} student(s): {r['reason']}.")
+    if any(g["pgr"] is None for g in data.generators):
+        missing = ", ".join(g["generator"] for g in data.generators if g["pgr"] is None)
+        out.append(f"No overall PGR for {missing}: it needs a PGR in every method and domain.")
+    if not data.has_intrinsic:
+        out.append("No intrinsic metrics (difficulty, quality, reward, perplexity, diversity) are in the database.")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------
+
+
+def render_page(data: ReportData, figs: list, analysis: dict | None) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    return env.get_template(TEMPLATE).render(
+        combine=COMBINE_TEXT.get(data.combine, data.combine), headline=headline_table(data), domain=domain_table(data),
+        anchors=anchor_table(data), intrinsic=intrinsic_table(data) if data.has_intrinsic else None,
+        figures=[{"drawn": isinstance(f, F.Figure), **vars(f)} for f in figs], notes=notes(data),
+        analysis_notes=(analysis or {}).get("notes", []))
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    def cell(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_summary(data: ReportData, figs: list) -> str:
+    parts = ["# AgoraBench results", "",
+             f"Performance Gap Recovered (PGR, %); a domain's PGR is {COMBINE_TEXT.get(data.combine, data.combine)}. "
+             f"{BLANK} = not defined. Figures and details: [index.html](index.html).", "",
+             "## Generators (best overall PGR first)", "", markdown_table(*headline_table(data)), ""]
+    header, rows = domain_table(data)
+    if rows:
+        parts += ["## Domain PGR per setting", "", markdown_table(header, rows), ""]
+    parts += ["## Anchors", "", markdown_table(*anchor_table(data)), ""]
+    found = notes(data) + [f"Figure skipped: {f.title}: {f.reason}." for f in figs if isinstance(f, F.FigureSkipped)]
+    if found:
+        parts += ["## Notes", "", *(f"- {n}" for n in found), ""]
+    return "\n".join(parts)
+
+
+def write_plot_csvs(data: ReportData, folder: Path) -> dict[str, Path]:
+    """Flat CSV files for `dvc plots` (one file per plot; NULL as an empty field, floats in full)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tables = {
+        "pgr_overall": (["generator", "pgr"], [[g["generator"], g["pgr"]] for g in data.generators]),
+        "pgr_setting": (["label", "generator", "method", "domain", "pgr"],
+                        [[f"{g} | {setting_label(m, d)}", g, m, d, v]
+                         for (g, m, d), v in sorted(data.pgr_domain.items())]),
+        "cost_pgr": (["generator", "method", "domain", "cost_usd", "pgr"],
+                     [[p["generator"], p["method"], p["domain"], p["cost_usd"], p["pgr"]] for p in data.cost_points]),
+        "problem_solving_pgr": (["generator", "problem_solving", "pgr"],
+                                [[g["generator"], g["problem_solving"], g["pgr"]]
+                                 for g in sorted(data.generators, key=lambda g: g["generator"])]),
+    }
+    written = {}
+    for name, (header, rows) in tables.items():
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(header)
+        w.writerows([["" if v is None else (repr(v) if isinstance(v, float) else v) for v in r] for r in rows])
+        path = folder / f"{name}.csv"
+        path.write_text(buf.getvalue(), encoding="utf-8")
+        written[name] = path
+    return written

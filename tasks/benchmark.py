@@ -1,0 +1,121 @@
+"""Prefect tasks of the benchmark flow: DVC commands in the benchmark repository, and one whole
+generation setting as a task (the unit a Dask cluster spreads over its workers).
+
+The DVC tasks shell out to the `dvc` of this environment rather than calling DVC's Python API:
+every stage is itself an `agora ...` process, so nothing is gained in-process, and a subprocess
+keeps DVC's repository lock, logging and working directory out of the Prefect worker.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
+
+from agorabench.config import load_params
+from agorabench.engine import BatchRunner, generate_setting
+from agorabench.generation import Attempt, Outcome
+from tasks.generation import generate_batch
+
+
+def _bin(name: str) -> str:
+    """The executable of this environment (the venv's dvc), else whatever PATH has."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else name
+
+
+def _env() -> dict[str, str]:
+    # Stage commands call `agora`: put this environment's bin first, as a scheduled run's PATH may
+    # not have it (a runner started as /venv/bin/python -m ...).
+    return {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+
+
+def run_dvc(args: list[str], repo: Path) -> str:
+    """Run `dvc ARGS` in `repo`; return its output, or raise with DVC's own error line."""
+    done = subprocess.run([_bin("dvc"), *args], cwd=repo, env=_env(), capture_output=True, text=True)
+    out = done.stdout + done.stderr
+    if done.returncode != 0:
+        errors = [line for line in out.splitlines() if line.startswith("ERROR")]
+        last = errors[-1] if errors else (out.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"`dvc {' '.join(args)}` failed (exit {done.returncode}) in {repo}: {last}")
+    return out
+
+
+# No retries: a missing file, an unknown generator or a missing remote will not fix itself.
+@task(name="check-repo", cache_policy=NO_CACHE, persist_result=False)
+def check_repo(repo: Path, generators: list[str] | None, push: bool) -> list[str]:
+    """Fail in one line, before anything runs, on what a retry cannot fix. Returns the generators."""
+    if not (repo / "dvc.yaml").exists():
+        raise ValueError(f"repo: no dvc.yaml in {repo}; pass the root of the AgoraBench repository")
+    params = load_params(repo / "params.yaml")
+    chosen = generators if generators is not None else params.benchmark_generators
+    if not chosen:
+        raise ValueError("generators: empty list; name at least one generator declared in params.yaml")
+    for name in chosen:
+        params.generator(name)  # ParamsError (a ValueError) names the declared ones
+    if push and not run_dvc(["remote", "default"], repo).strip():
+        raise ValueError(f"push: {repo} has no default DVC remote; run `dvc remote add -d NAME URL` there first")
+    return list(chosen)
+
+
+# Retrying is safe: every generation answer is in the request store and DVC records each finished
+# stage in dvc.lock as it goes, so a second attempt resumes where the first stopped. It helps with
+# what passes (a generator outage longer than the client's retries, another `dvc` holding the
+# repository lock); a broken stage fails twice, cheaply.
+@task(name="dvc-exp-run", retries=1, retry_delay_seconds=60, cache_policy=NO_CACHE, persist_result=False)
+def dvc_exp_run(repo: Path, generators: list[str] | None, targets: list[str] | None) -> dict:
+    """`dvc exp run [-S benchmark_generators=[...]] [TARGETS]`: the stages that changed, recorded as
+    an experiment (its params, dvc.lock and metrics under refs/exps; `dvc exp show` lists them)."""
+    args = ["exp", "run"]
+    if generators is not None:
+        args += ["-S", f"benchmark_generators=[{','.join(generators)}]"]
+    out = run_dvc(args + list(targets or []), repo)
+    get_run_logger().info(out[-4000:])
+    ran = re.findall(r"Running stage '([^']+)'", out)
+    skipped = re.findall(r"[Ss]tage '([^']+)' didn't change", out) + re.findall(r"^'([^']+)' didn't change", out, re.M)
+    exp = re.search(r"Ran experiment\(s\): (\S+)", out)
+    return {"stages_run": ran, "stages_skipped": skipped, "experiment": exp.group(1) if exp else None,
+            "command": "dvc " + " ".join(args + list(targets or []))}
+
+
+# Pushing is idempotent (the remote is content-addressed: only missing objects go up), so a
+# network hiccup is worth three more tries.
+@task(name="dvc-push", retries=3, retry_delay_seconds=[10, 60, 300], cache_policy=NO_CACHE, persist_result=False)
+def dvc_push(repo: Path) -> int:
+    """`dvc push` to the default remote; returns how many files went up."""
+    out = run_dvc(["push"], repo)
+    pushed = re.search(r"(\d+) files? pushed", out)
+    return int(pushed.group(1)) if pushed else 0
+
+
+def _worker_name() -> str:
+    """Where a task runs: the Dask worker's name, else the thread's (recorded with the result)."""
+    try:
+        from distributed import get_worker
+
+        return f"dask:{get_worker().name}"
+    except (ImportError, ValueError):  # ValueError: not inside a Dask worker
+        return f"thread:{threading.current_thread().name}"
+
+
+async def _batch(runner: BatchRunner, attempts: list[Attempt]) -> list[Outcome]:
+    # quote(): Prefect would otherwise walk every message of every attempt looking for futures.
+    return await generate_batch(quote(runner), quote(attempts))
+
+
+# No retries here: each batch inside is a task with its own retries; a whole-setting retry would
+# only repeat what those gave up on. The parameters are plain strings, so the task pickles to a
+# Dask worker in another process as readily as to a thread.
+@task(name="generate-setting", task_run_name="generate {generator} {method} {domain}",
+      cache_policy=NO_CACHE, persist_result=False)
+async def generate_setting_task(params_file: str, generator: str, domain: str, method: str) -> dict:
+    params = load_params(params_file)
+    manifest = await generate_setting(params, generator, domain, method, run_batch=_batch, progress=False)
+    manifest["run"]["worker"] = _worker_name()
+    return manifest

@@ -1,0 +1,263 @@
+"""The HTML report: built from a results database made by collect from fixture files, rendered twice
+byte for byte, and opened in a real headless Chromium over loopback HTTP. Every check that must pass
+sits next to a canary that a broken report (or a non-deterministic writer) would hit."""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import random
+import re
+import shutil
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urljoin, urlparse
+
+import pytest
+
+from agorabench.report import write_report
+from agorabench.results.collect import collect
+from agorabench.results.db import build_db, connect
+from agorabench.testing.results_tree import write_tree
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+GENERATORS = ("alpha", "beta", "gamma", "delta")
+FIGURES = ("pgr_heatmap", "cost_vs_pgr", "problem_solving_vs_pgr", "pca_loadings", "loss_curves")
+PRICE = {"alpha": 0.002, "beta": 0.02, "gamma": 0.2, "delta": 2.0}  # USD per dataset, spread over 3 decades
+
+
+def vary(paths, seed: int = 3) -> None:
+    """The fixture tree's intrinsic metrics and costs are the same everywhere; spread them out so the
+    PCA and the cost axis have something to show."""
+    rng = random.Random(seed)
+    for p in sorted(paths.intrinsic.rglob("*.summary.json")):
+        s = json.loads(p.read_text())
+        s.update(difficulty=rng.uniform(1, 5), quality=rng.uniform(1, 5), perplexity=rng.uniform(2, 20),
+                 instruction_diversity=rng.random(), response_diversity=rng.random())
+        p.write_text(json.dumps(s))
+    for p in sorted(paths.generated.rglob("*.manifest.json")):
+        m = json.loads(p.read_text())
+        m["cost_usd"] = PRICE.get(m["generator"], 0.01) * rng.uniform(0.5, 2.0)
+        p.write_text(json.dumps(m))
+
+
+def results_db(root: Path, generators=GENERATORS, intrinsic: bool = True, flat_gsm8k: bool = False) -> Path:
+    paths = write_tree(root, generators)
+    vary(paths)
+    if not intrinsic:
+        shutil.rmtree(paths.intrinsic)
+    if flat_gsm8k:  # the reference no better than the base on gsm8k: its PGR is undefined
+        ref, base = paths.eval / "reference" / "gsm8k.scores.json", paths.eval / "base" / "gsm8k.scores.json"
+        ref.write_text(ref.read_text().replace(f'"score": {json.loads(ref.read_text())["score"]}',
+                                               f'"score": {json.loads(base.read_text())["score"]}'))
+    collect(paths)
+    return build_db(paths.out)
+
+
+@pytest.fixture(scope="module")
+def full_db(tmp_path_factory) -> Path:
+    return results_db(tmp_path_factory.mktemp("full"))
+
+
+@pytest.fixture(scope="module")
+def full_report(full_db, tmp_path_factory) -> Path:
+    return write_report(full_db, tmp_path_factory.mktemp("report") / "reports").parent
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Files, content and determinism
+# ---------------------------------------------------------------------------------------------
+
+
+def test_report_has_every_part_and_reruns_are_byte_identical(full_db, full_report, tmp_path):
+    first = tree_bytes(full_report)
+    expected = {"index.html", "summary.md", *(f"figures/{f}.{x}" for f in FIGURES for x in ("png", "svg")),
+                *(f"plots/{p}.csv" for p in ("pgr_overall", "pgr_setting", "cost_pgr", "problem_solving_pgr"))}
+    assert set(first) == expected
+    assert all(first[f"figures/{f}.png"].startswith(b"\x89PNG") for f in FIGURES)
+    # A second run elsewhere, and a third over the first: the same bytes, file for file.
+    assert tree_bytes(write_report(full_db, tmp_path / "again").parent) == first
+    write_report(full_db, full_report)
+    assert tree_bytes(full_report) == first
+    assert b"<dc:date>" not in first["figures/pgr_heatmap.svg"]
+
+    # The headline agrees with the views: order (best overall PGR first) and values to 0.1.
+    html = first["index.html"].decode()
+    con = connect(full_db)
+    overall = con.execute("SELECT generator, pgr FROM pgr_overall ORDER BY pgr DESC").fetchall()
+    con.close()
+    headline = html[html.index("<h2>Headline</h2>"):html.index("<h2>How to read this</h2>")]
+    cells = re.findall(r"<tr><td>(\d+)</td><td>([^<]+)</td><td>([^<]+)</td>", headline)
+    assert [(g, f"{v:.1f}") for g, v in overall] == [(g, v) for _, g, v in cells]
+    assert [int(rank) for rank, _, _ in cells] == [1, 2, 3, 4]
+    summary = first["summary.md"].decode()
+    for g, v in overall:
+        assert re.search(rf"\| \d \| {g} \| {v:.1f} \|", summary), g
+    # Canary: a wrong number is not found, so the two checks above can fail.
+    assert not re.search(rf"\| \d \| {overall[0][0]} \| {overall[0][1] + 1:.1f} \|", summary)
+    # Nothing is missing in this fixture, so the page has no "not drawn" figure and the intrinsic table.
+    assert "Not drawn" not in html and html.count("<img ") == len(FIGURES) and "instruction_diversity" in html
+    assert "Dashed: least-squares line" in html and "log scale" in first["figures/cost_vs_pgr.svg"].decode()
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    assert first["plots/pgr_setting.csv"].decode().count("\n") == 1 + len(GENERATORS) * 9
+
+
+def test_determinism_canary_default_matplotlib_output_differs_between_saves(tmp_path):
+    # Without the report's settings an SVG carries a date and per-process random ids, so the
+    # byte comparison above would catch a writer that forgot them.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 2))
+    fig.add_subplot().plot([0, 1], [1, 0])
+    fig.savefig(tmp_path / "a.svg")
+    fig.savefig(tmp_path / "b.svg")
+    a, b = (tmp_path / "a.svg").read_bytes(), (tmp_path / "b.svg").read_bytes()
+    assert b"<dc:date>" in a and a != b
+
+
+def test_missing_pieces_give_a_page_that_says_so(tmp_path, full_report):
+    db = results_db(tmp_path / "solo", generators=("solo",), intrinsic=False, flat_gsm8k=True)
+    index = write_report(db, tmp_path / "out")
+    html = index.read_text()
+    assert "Only one generator is in the results" in html
+    assert "gsm8k: no PGR for 3 student(s): reference is not above base." in html
+    assert "No overall PGR for solo" in html
+    assert "No intrinsic metrics are in the database yet" in html
+    assert "Not drawn: the database holds no intrinsic metrics" in html  # the PCA
+    assert "Not drawn: no generator has both its own benchmark scores and an overall PGR" in html
+    assert "blank cell(s)" in html  # the heatmap still shows the other settings
+    assert (index.parent / "figures" / "pgr_heatmap.png").is_file()
+    assert not (index.parent / "figures" / "pca_loadings.png").exists()
+    # Canary: the complete report says none of this.
+    full = (full_report / "index.html").read_text()
+    assert "Only one generator" not in full and "reference is not above base" not in full and "Not drawn" not in full
+    # An empty database (collect before any stage ran) still gives a page, with no figure at all; written
+    # over the complete report, it leaves no figure of the earlier run behind for the page to contradict.
+    (tmp_path / "empty").mkdir()
+    shutil.copytree(full_report, tmp_path / "out_empty")
+    html = write_report(build_db(tmp_path / "empty"), tmp_path / "out_empty").read_text()
+    assert "No generator appears in the results yet" in html and "<img" not in html and html.count("Not drawn") == 5
+    assert list((tmp_path / "out_empty" / "figures").iterdir()) == []
+
+
+def test_bad_database_gives_one_line_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"nowhere\.duckdb does not exist; run `agora results` first") as err:
+        write_report(tmp_path / "nowhere.duckdb", tmp_path / "out")
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+    junk = tmp_path / "junk.duckdb"
+    junk.write_text("not a database")
+    with pytest.raises(ValueError, match=r"junk\.duckdb cannot be opened .*`agora results`") as err:
+        write_report(junk, tmp_path / "out")
+    assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# A real browser
+# ---------------------------------------------------------------------------------------------
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep pytest's output clean
+        pass
+
+
+class serve:
+    """Serve `folder` on a loopback port in a thread: `with serve(folder) as url: ...`."""
+
+    def __init__(self, folder: Path):
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def report_problems(browser, folder: Path) -> list[str]:
+    """Everything wrong with the report in `folder` as a browser sees it ([] = a sound page)."""
+    problems: list[str] = []
+    with serve(folder) as root:
+        page = browser.new_page()
+        try:
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+            page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+            response = page.goto(root + "index.html", wait_until="load")
+            if response is None or response.status != 200:
+                return problems + [f"index.html: HTTP {None if response is None else response.status}"]
+            if not page.title().strip():
+                problems.append("the page has no title")
+            images = page.eval_on_selector_all(
+                "img", "els => els.map(e => [e.getAttribute('src'), e.complete && e.naturalWidth > 0])")
+            problems += [f"image not rendered: {src}" for src, ok in images if not ok]
+            refs = page.eval_on_selector_all(
+                "a[href], img[src], link[href]", "els => els.map(e => e.getAttribute('href') || e.getAttribute('src'))")
+        finally:
+            page.close()
+        for ref in refs:
+            if ref.startswith(("data:", "#")):
+                continue
+            parts = urlparse(ref)
+            if parts.scheme or parts.netloc:
+                problems.append(f"external reference (the page must work offline): {ref}")
+                continue
+            status = http_status(urljoin(root + "index.html", ref))
+            if status != 200:
+                problems.append(f"broken reference {ref}: HTTP {status}")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        reason = f"{CHROMIUM} is not installed (the Makefile installs Debian's chromium)"
+        if os.environ.get("AGORA_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"AGORA_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_the_page_renders_in_a_real_browser_and_a_broken_one_is_caught(browser, full_report, tmp_path):
+    assert report_problems(browser, full_report) == []
+    # Canary: the same checker on a copy with one figure deleted reports that very file.
+    broken = tmp_path / "broken"
+    shutil.copytree(full_report, broken)
+    (broken / "figures" / "cost_vs_pgr.png").unlink()
+    problems = report_problems(browser, broken)
+    assert "image not rendered: figures/cost_vs_pgr.png" in problems
+    assert "broken reference figures/cost_vs_pgr.png: HTTP 404" in problems
+    # And a deleted SVG (only linked, never shown) is caught by the link check alone.
+    (broken / "figures" / "cost_vs_pgr.png").write_bytes((full_report / "figures" / "cost_vs_pgr.png").read_bytes())
+    (broken / "figures" / "loss_curves.svg").unlink()
+    assert report_problems(browser, broken) == ["broken reference figures/loss_curves.svg: HTTP 404"] * 2
