@@ -105,12 +105,15 @@ def train(
     except _user_errors() as e:
         fail(str(e))
     if dry_run:
+        if not info["examples"]:
+            typer.echo(f"{info['dataset']} has no valid instance: the student would be the base model, untrained")
+            return
         typer.echo(f"train {params.student.base} on {info['dataset']}: {info['examples']} examples "
                    f"({info['seed_examples']} seeds) -> {checkpoint_dir(params, generator, domain, method)}")
         if command:
             typer.echo("would run: " + " ".join(command))
         return
-    if command:  # accelerate starts one process per GPU, each running this command without --accelerate
+    if command and info["examples"]:  # accelerate starts one process per GPU, each running this command
         raise typer.Exit(subprocess.call(command))
     try:
         if prefect and os.environ.get("WORLD_SIZE", "1") == "1":
@@ -123,6 +126,9 @@ def train(
             metrics = train_student(params, generator, domain, method)
     except _user_errors() as e:
         fail(str(e))
+    if not metrics.get("trained", True):
+        typer.echo(f"{generator} {method} {domain}: nothing to train on; {metrics['untrained_reason']}")
+        return
     typer.echo(f"{generator} {method} {domain}: {metrics['steps']} steps on {metrics['examples']} examples, "
                f"loss {metrics['first_loss']} -> {metrics['final_loss']} in {metrics['wall_s']} s")
 
@@ -441,6 +447,10 @@ def run(
     from agorabench.pipeline import prefect_server, repro
 
     env = dict(os.environ)
+    # One progress line per stage is ours (pipeline.repro); library download/map bars would only
+    # interleave with it. Generation keeps its own bar (rich), which these do not touch.
+    env.setdefault("TQDM_DISABLE", "1")
+    env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     if allow_code_execution:
         env["AGORA_ALLOW_CODE_EXECUTION"] = "1"
     try:

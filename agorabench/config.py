@@ -165,7 +165,7 @@ class TrainingConfig(Strict):
     save_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     output_dir: str = "data/checkpoints"
     logs_dir: str = "data/train"
-    # An accelerate config for multi-GPU runs (FSDP), used by `agora train --launch`.
+    # An accelerate config for multi-GPU runs (FSDP): `agora train` then runs under `accelerate launch`.
     accelerate_config: str | None = None
 
 
@@ -175,6 +175,16 @@ class DecodingConfig(Strict):
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(1024, ge=1)
     repetition_penalty: float = Field(1.03, gt=0)
+
+    @field_validator("temperature")
+    @classmethod
+    def _domains(cls, v):
+        missing = [d for d in ("math", "code", "general") if d not in v]
+        unknown = [d for d in v if d not in ("math", "code", "general")]
+        if missing or unknown:
+            raise ValueError(f"needs one temperature per domain (math, code, general); "
+                             f"{'missing ' + ', '.join(missing) if missing else 'unknown ' + ', '.join(unknown)}")
+        return v
 
 
 BENCHMARK_DOMAINS = {"gsm8k": "math", "math": "math", "mbpp": "code", "humaneval": "code",
@@ -190,7 +200,7 @@ class EvaluationConfig(Strict):
     extra: list[str] = Field(default_factory=lambda: ["ifeval"])
     # Items per benchmark (null: all). The first N of a fixed, seeded shuffle, so a larger N only adds items.
     limit: int | None = Field(None, ge=1)
-    limits: dict[str, int] = Field(default_factory=dict)  # per-benchmark overrides of `limit`
+    limits: dict[str, int] = Field(default_factory=dict)  # per-benchmark overrides of `limit` (names checked)
     math_subset: Literal["math500", "full"] = "math500"
     arenahard_categories: list[str] = Field(default_factory=lambda: ["hard_prompt"])
     decoding: DecodingConfig = DecodingConfig()
@@ -222,6 +232,16 @@ class EvaluationConfig(Strict):
                                      f"{', '.join(b for b, d in BENCHMARK_DOMAINS.items() if d == domain)}")
         return v
 
+    @field_validator("limits")
+    @classmethod
+    def _known_limits(cls, v):
+        for name, n in v.items():
+            if name not in BENCHMARK_DOMAINS:
+                raise ValueError(f"unknown benchmark {name!r}; allowed: {', '.join(BENCHMARK_DOMAINS)}")
+            if n < 1:
+                raise ValueError(f"{name}: {n} items; give at least 1, or leave it out for `limit`")
+        return v
+
     @field_validator("extra")
     @classmethod
     def _known_extra(cls, v):
@@ -249,8 +269,8 @@ class CacheConfig(Strict):
 
 class Params(Strict):
     generators: dict[str, GeneratorConfig]
-    # Which generators the benchmark runs (the DVC matrix axis); all of `generators` when empty.
-    benchmark_generators: list[str] = Field(default_factory=list)
+    # Which generators the benchmark runs: the DVC matrix axis, so it names them (at least one).
+    benchmark_generators: list[str] = Field(..., min_length=1)
     domains: list[Literal["math", "code", "general"]] = Field(default_factory=lambda: list(DOMAINS))
     methods: list[Literal["instance_generation", "response_generation", "quality_enhancement"]] = Field(
         default_factory=lambda: list(METHODS)
@@ -296,12 +316,12 @@ class Params(Strict):
         if judge is not None and judge not in self.generators:
             raise ValueError(f"intrinsic.judge {judge!r} is not under generators "
                              f"(declared: {', '.join(self.generators)})")
-        for name in [*self.benchmark_generators, *self.evaluation.generators]:
-            if name not in self.generators:
-                raise ValueError(
-                    f"benchmark_generators lists {name!r}, which is not under generators "
-                    f"(declared: {', '.join(self.generators)})"
-                )
+        for field, names in (("benchmark_generators", self.benchmark_generators),
+                             ("evaluation.generators", self.evaluation.generators)):
+            for name in names:
+                if name not in self.generators:
+                    raise ValueError(f"{field} lists {name!r}, which is not under generators "
+                                     f"(declared: {', '.join(self.generators)})")
         return self
 
     def generator(self, name: str) -> GeneratorConfig:

@@ -186,7 +186,8 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
     finally:
         if judge_session is not None:
             judge_session.close()
-    metrics = module.summarize(rows)
+    # Arena-Hard's bootstrap interval: evaluation.bootstrap_rounds resamples.
+    metrics = module.summarize(rows, rounds=ev.bootstrap_rounds) if benchmark == "arenahard" else module.summarize(rows)
 
     paths = output_paths(params, model, benchmark)
     _write_items(paths["items"], model, benchmark, all_items, all_convs, completions, outputs, rows, sample_of)
@@ -201,10 +202,20 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
         "judge_reasoning": ev.judge_reasoning if benchmark == "arenahard" else None,
         "isolation": next((r["isolation"] for r in rows if r.get("isolation")), None),
         "no_answer": sum(1 for c in completions if c is None),
+        "untrained_reason": _untrained(model),
     }
     paths["scores"].parent.mkdir(parents=True, exist_ok=True)
     paths["scores"].write_text(json.dumps(scores, indent=2, sort_keys=True, default=float) + "\n")
     return scores | {"run": {"generated": source["generated"], "cached": source["cached"]}}
+
+
+def _untrained(model: ModelRef) -> str | None:
+    """Set when a student's dataset was empty and it is the base model (agorabench.training)."""
+    if model.kind != "student":
+        return None
+    from agorabench.training import untrained_reason
+
+    return untrained_reason(model.spec)
 
 
 def _write_items(path: Path, model: ModelRef, benchmark: str, items, conversations, completions, outputs,

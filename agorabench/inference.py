@@ -49,6 +49,9 @@ def model_identity(path: str) -> str:
         return f"packaged:{path}:{PACKAGED_MODELS[path]['sha256']}"
     student = Path(path) / "student.json"
     if student.is_file():
+        info = json.loads(student.read_text())
+        if not info.get("trained", True):  # an empty dataset: the base weights, shared by all such students
+            return model_identity(info["base_path"])
         return "student:" + hashlib.sha256(student.read_bytes()).hexdigest()
     return f"model:{path}"
 
@@ -60,6 +63,9 @@ def load_model(path: str, dtype=None):
 
     from agorabench.local_models import resolve_model
 
+    student = Path(path) / "student.json"
+    if student.is_file() and not json.loads(student.read_text()).get("trained", True):
+        path = json.loads(student.read_text())["base_path"]  # trained on nothing: the base model itself
     resolved = resolve_model(path)
     dtype = dtype or (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
     adapter = Path(resolved) / "adapter_config.json"

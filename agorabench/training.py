@@ -64,7 +64,8 @@ def training_examples(params: Params, generator: str, domain: str, method: str) 
     """(examples, info): the generated rows, plus the seed set for instance generation (the paper).
 
     The generated data is used without filtering beyond generation's own validation, as in the
-    paper. Seeds come from the same loader generation used, so they are the demos it saw.
+    paper. Seeds come from the same loader generation used, so they are the demos it saw. The list
+    may be empty: a weak generator can spend its whole retry budget without one valid instance.
     """
     check_setting(domain, method)
     path = dataset_path(params, generator, domain, method)
@@ -83,9 +84,6 @@ def training_examples(params: Params, generator: str, domain: str, method: str) 
         seeds = seeds if cap is None else seeds[:cap]
         examples += [conversation(s.instruction, s.response, system) for s in seeds]
         seeds_used = len(seeds)
-    if not examples:
-        raise ParamsError(f"{path}: the dataset is empty (see its manifest's shortfall_reason); "
-                          f"nothing to train on")
     digest = hashlib.sha256(orjson.dumps(examples, option=orjson.OPT_SORT_KEYS)).hexdigest()
     info = {"dataset": str(path), "generated_examples": len(rows), "seed_examples": seeds_used,
             "examples": len(examples), "examples_sha256": digest}
@@ -248,6 +246,47 @@ def _save_student(trainer, params: Params, out: Path, info: dict) -> None:
     acc.wait_for_everyone()
 
 
+def untrained_reason(checkpoint: str | Path) -> str | None:
+    """Why a student folder holds no weights of its own (its dataset was empty), or None."""
+    path = Path(checkpoint) / STUDENT_FILE
+    if not path.is_file():
+        return None
+    info = json.loads(path.read_text())
+    return None if info.get("trained", True) else info.get("untrained_reason", "no training data")
+
+
+def _write_untrained(params: Params, generator: str, domain: str, method: str, info: dict,
+                     model_path: str | None) -> dict:
+    """A dataset with no valid instance trains nothing: the student is S_0 itself.
+
+    The checkpoint folder then holds only student.json saying so; evaluation loads the base weights
+    for it (evaluated as a student: zero-shot), so the setting still gets scores and a PGR (near 0,
+    what no data buys) and the generator's averages keep all nine settings instead of silently
+    skipping its failures.
+    """
+    reason = (f"{info['dataset']} has no valid instance (see its manifest's shortfall_reason): "
+              f"the student is the base model, untrained")
+    student = {"generator": generator, "domain": domain, "method": method, "trained": False,
+               "untrained_reason": reason, "base": params.student.base,
+               "base_path": model_path or params.student.base, "lora": params.training.lora is not None,
+               "system_prompt": params.student.system_prompt, **info}
+    out = checkpoint_dir(params, generator, domain, method)
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / STUDENT_FILE).write_text(json.dumps(student, indent=2, sort_keys=True) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    os.rename(tmp, out)
+    paths = log_paths(params, generator, domain, method)
+    _write_loss_curve([], paths["loss"])
+    metrics = {"trained": False, "untrained_reason": reason, "final_loss": None, "first_loss": None,
+               "train_loss": None, "steps": 0, "epochs": 0.0, "examples": 0, "seed_examples": 0,
+               "wall_s": 0.0, "train_tokens": 0, "tokens_per_s": None}
+    paths["metrics"].write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return metrics
+
+
 def train_student(params: Params, generator: str, domain: str, method: str, *,
                   model_path: str | None = None) -> dict:
     """Fine-tune student.base on one dataset; write the checkpoint, metrics and loss curve."""
@@ -256,6 +295,8 @@ def train_student(params: Params, generator: str, domain: str, method: str, *,
     import trl
 
     examples, info = training_examples(params, generator, domain, method)
+    if not examples:
+        return _write_untrained(params, generator, domain, method, info, model_path)
     transformers.set_seed(params.training.seed)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="agora-train-") as scratch:
@@ -268,13 +309,14 @@ def train_student(params: Params, generator: str, domain: str, method: str, *,
     tokens = int(sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * params.training.num_epochs)
     student = {
         "generator": generator, "domain": domain, "method": method,
-        "base": params.student.base, "base_path": model_path or params.student.base,
+        "trained": True, "base": params.student.base, "base_path": model_path or params.student.base,
         "lora": params.training.lora is not None, "system_prompt": params.student.system_prompt,
         "training": params.training.model_dump(mode="json"), **info,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
     }
     _save_student(trainer, params, checkpoint_dir(params, generator, domain, method), student)
     metrics = {
+        "trained": True,
         "final_loss": curve[-1]["loss"] if curve else None,
         "first_loss": curve[0]["loss"] if curve else None,
         "train_loss": round(float(result.training_loss), 6),

@@ -76,3 +76,18 @@ def test_generator_names_cannot_hold_dots(tmp_path):
     path.write_text(text)
     with pytest.raises(ParamsError, match="no dots"):
         load_params(path)
+
+
+def test_mappings_name_their_wrong_keys(tmp_path):
+    """Typos inside free-form mappings are errors too, not silently ignored entries."""
+    msg = _error(tmp_path, **{"evaluation.limits": {"gsm8": 3}})
+    assert "evaluation.limits" in msg and "'gsm8'" in msg and "gsm8k" in msg
+    msg = _error(tmp_path, **{"evaluation.decoding.temperature": {"math": 0.2, "code": 0.0, "genral": 0.0}})
+    assert "evaluation.decoding.temperature" in msg and "general" in msg
+    msg = _error(tmp_path, benchmark_generators=[])
+    assert "benchmark_generators" in msg
+    msg = _error(tmp_path, **{"evaluation.generators": ["nope"]})
+    assert msg.count("evaluation.generators") >= 1 and "'nope'" in msg
+    # canary: correct keys load
+    ok = write_params(tmp_path / "ok.yaml", "http://127.0.0.1:1", **{"evaluation.limits": {"gsm8k": 3}})
+    assert load_params(ok).evaluation.limits == {"gsm8k": 3}

@@ -128,6 +128,32 @@ def test_instance_generation_also_trains_on_its_seeds(tmp_path, tiny_student):
     assert rg["seed_examples"] == 0
 
 
+def test_empty_dataset_leaves_the_base_model_as_student(tmp_path, tiny_student):
+    """A generator with no valid instance (retry budget spent) must not break the pipeline: the
+    student is S_0 itself, marked untrained, and evaluation loads and names the base weights."""
+    from agorabench.inference import load_model, model_identity
+    from agorabench.training import checkpoint_dir, log_paths, train_student, untrained_reason
+
+    params = make_params(tmp_path, tiny_student)
+    (Path(params.generation.output_dir) / "fake/response_generation/math.jsonl").write_bytes(b"")
+    metrics = train_student(params, "fake", "math", "response_generation")
+    out = checkpoint_dir(params, "fake", "math", "response_generation")
+    assert metrics["trained"] is False and metrics["steps"] == 0 and "no valid instance" in metrics["untrained_reason"]
+    assert untrained_reason(out) == metrics["untrained_reason"]
+    assert sorted(p.name for p in out.iterdir()) == ["student.json"]  # no weights of its own
+    assert json.loads(log_paths(params, "fake", "math", "response_generation")["metrics"].read_text())["steps"] == 0
+    assert model_identity(str(out)) == model_identity(tiny_student)  # answers shared with the base model
+    model, _ = load_model(str(out))
+    assert model.config.hidden_size == 32
+
+    # canary: a student trained on data is its own model, with its own identity and no reason
+    (Path(params.generation.output_dir) / "fake/response_generation/math.jsonl").write_bytes(
+        b"".join(orjson.dumps(r) + b"\n" for r in ROWS))
+    assert train_student(params, "fake", "math", "response_generation")["trained"] is True
+    assert untrained_reason(out) is None
+    assert model_identity(str(out)) != model_identity(tiny_student)
+
+
 def test_missing_dataset_is_one_line_naming_the_command(tmp_path, tiny_student):
     from agorabench.training import training_examples
 

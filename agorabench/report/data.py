@@ -34,6 +34,7 @@ class ReportData:
     cost_points: list[dict]                       # one per dataset: generator, method, domain, cost_usd, pgr
     intrinsic: list[dict]                         # intrinsic_summary rows
     loss: list[dict] = field(default_factory=list)  # training_loss rows (generator, method, domain, step, loss)
+    untrained: list[tuple[str, str, str]] = field(default_factory=list)  # empty datasets: student = base
 
     @property
     def settings(self) -> list[tuple[str, str]]:
@@ -107,8 +108,10 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
         FROM intrinsic_summary ORDER BY generator, method, domain""")
     loss = _rows(con, "SELECT generator, method, domain, step, loss FROM training_loss "
                       "WHERE loss IS NOT NULL ORDER BY generator, method, domain, step")
+    untrained = [(r["generator"], r["method"], r["domain"]) for r in _rows(
+        con, "SELECT generator, method, domain FROM training_runs WHERE NOT trained ORDER BY ALL")]
     return ReportData(
-        combine=meta.get("combine", "mean_of_pgr"), methods=methods, domains=domains, generators=generators,
+        untrained=untrained, combine=meta.get("combine", "mean_of_pgr"), methods=methods, domains=domains, generators=generators,
         pgr_domain={(r["generator"], r["method"], r["domain"]): r["pgr"] for r in pgr_rows},
         null_reasons=null_reasons, anchors=anchors, cost_points=cost_points, intrinsic=intrinsic, loss=loss)
 

@@ -88,6 +88,7 @@ def pgr_heatmap(data: ReportData, folder: Path) -> Figure | FigureSkipped:
     if not rows:
         return FigureSkipped("pgr_heatmap", title, "no student has been scored yet, so there is no PGR to show")
     settings = data.settings
+    untrained = set(data.untrained)
     values = np.array([[_nan(data.pgr_domain.get((g, m, d))) for m, d in settings] for g in rows])
     n_null = int(np.isnan(values).sum())
     limit = float(np.nanmax(np.abs(values))) if n_null < values.size else 1.0
@@ -105,12 +106,16 @@ def pgr_heatmap(data: ReportData, folder: Path) -> Figure | FigureSkipped:
     for i in range(len(rows)):
         for j in range(len(settings)):
             v = values[i, j]
+            mark = "*" if (rows[i], *settings[j]) in untrained else ""
             if not math.isnan(v):
-                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8,
+                ax.text(j, i, f"{v:.1f}{mark}", ha="center", va="center", fontsize=8,
                         color="white" if abs(v) > 0.6 * limit else "black")
     fig.colorbar(im, ax=ax, label="PGR (%)", shrink=0.9)
     caption = ("Each cell: the domain PGR of the student trained on that generator's data for one method "
                "(IG instance generation, RG response generation, QE quality enhancement) and domain.")
+    if untrained:
+        caption += (" *: the generator wrote no valid instance there, so the student is the untrained base "
+                    "model (PGR near 0 by construction).")
     if n_null:
         caption += (f" {n_null} blank cell(s): no PGR there (a missing score, or a benchmark whose reference "
                     f"is not above the base; see the notes below).")

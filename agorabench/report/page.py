@@ -147,6 +147,9 @@ def notes(data: ReportData) -> list[str]:
     if any(g["pgr"] is None for g in data.generators):
         missing = ", ".join(g["generator"] for g in data.generators if g["pgr"] is None)
         out.append(f"No overall PGR for {missing}: it needs a PGR in every method and domain.")
+    if data.untrained:
+        cells = ", ".join(f"{g} {setting_label(m, d)}" for g, m, d in data.untrained)
+        out.append(f"No valid instance, so no training (the student is the base model): {cells}.")
     if not data.has_intrinsic:
         out.append("No intrinsic metrics (difficulty, quality, reward, perplexity, diversity) are in the database.")
     return out

@@ -198,7 +198,8 @@ def _training(checkpoints: Path, logs: Path) -> tuple[list[dict], list[dict]]:
         m = _read_json(metrics_path) if metrics_path.is_file() else {}
         if s or m:
             runs.append({
-                "generator": gen, "method": method, "domain": domain, "base": s.get("base"), "lora": s.get("lora"),
+                "generator": gen, "method": method, "domain": domain, "base": s.get("base"),
+                "trained": bool(s.get("trained", m.get("trained", True))), "lora": s.get("lora"),
                 "examples": s.get("examples", m.get("examples")), "generated_examples": s.get("generated_examples"),
                 "seed_examples": s.get("seed_examples", m.get("seed_examples")),
                 "examples_sha256": s.get("examples_sha256"),

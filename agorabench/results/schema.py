@@ -145,6 +145,7 @@ TABLES: dict[str, Table] = {
         columns=_cols(
             *SETTING,
             ("base", "str", "base model fine-tuned"),
+            ("trained", "bool", "false when the dataset had no valid instance: the student is the base model"),
             ("lora", "bool", "LoRA adapter instead of full fine-tuning"),
             ("examples", "int", "training examples (generated + seeds)"),
             ("generated_examples", "int", "examples from the generated dataset"),
