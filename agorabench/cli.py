@@ -398,7 +398,11 @@ def check(params_file: str = PARAMS_OPT):
 
     try:
         prompts = load_prompt_set(params.generation.prompt_dir, params.generation.num_fewshot)
-        for name in params.benchmark_generators or params.generators:
+        # Every generator the pipeline will call: the benchmarked ones, their judges, and those
+        # whose own problem solving is scored.
+        needed = [*params.benchmark_generators, *params.evaluation.generators,
+                  *filter(None, [params.evaluation.judge, params.intrinsic.get("judge")])]
+        for name in dict.fromkeys(needed):
             params.generator(name).api_key(name)
     except _user_errors() as e:
         fail(str(e))

@@ -91,3 +91,21 @@ def test_mappings_name_their_wrong_keys(tmp_path):
     # canary: correct keys load
     ok = write_params(tmp_path / "ok.yaml", "http://127.0.0.1:1", **{"evaluation.limits": {"gsm8k": 3}})
     assert load_params(ok).evaluation.limits == {"gsm8k": 3}
+
+
+def test_check_asks_for_the_judges_key_too(tmp_path, monkeypatch):
+    """`agora check` covers every generator the pipeline calls, the judges included."""
+    from typer.testing import CliRunner
+
+    from agorabench.cli import app
+
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    monkeypatch.delenv("JUDGE_KEY", raising=False)
+    path = write_params(tmp_path / "params.yaml", "http://127.0.0.1:1", **{
+        "generators.judge": {"backend": "openai", "model": "j", "api_key_env": "JUDGE_KEY"},
+        "evaluation.judge": "judge"})
+    result = CliRunner().invoke(app, ["check", "--params", str(path)])
+    assert result.exit_code == 2 and "JUDGE_KEY" in result.output
+    monkeypatch.setenv("JUDGE_KEY", "k")  # canary: with the key set, the same file passes
+    result = CliRunner().invoke(app, ["check", "--params", str(path)])
+    assert result.exit_code == 0 and "ok" in result.output, result.output
