@@ -345,7 +345,26 @@ def format_analysis(result: dict) -> str:
     lines += ["", f"PGR on the top {pc['k']} component scores: n={top['n']}  R^2 = {num(top['r2'])}  "
                   f"adj. R^2 = {num(top['adj_r2'])}  F = {num(top['f_stat'], '.2f')}  p = {p(top['p_value'])}"]
     lines += [f"  {n:<5} coef = {num(top['coef'][n], '.3g'):>9}  p = {p(top['p_values'][n])}" for n in shown]
+    lines += format_quantity_quality(result.get("quantity_quality"))
     return "\n".join(lines)
+
+
+def format_quantity_quality(qq: dict | None) -> list[str]:
+    """quantity_quality_from_db()'s dict as text lines (none when there is no scaling study)."""
+    if not qq:
+        return []
+    lines = ["", "Quantity against quality (scaling prefixes NAME@SIZE; target: the best full-size dataset's PGR)"]
+    for setting, r in qq.items():
+        if "skipped" in r:
+            lines.append(f"  {setting}: {r['skipped']}")
+            continue
+        best = r["cheapest_reaching_target"]
+        lines.append(f"  {setting}: target PGR {r['target_pgr']:.1f}; cheapest reaching it: "
+                     + (f"{best['generator']} with {best['size']:.0f} instances, ${best['cost']:.4f}" if best else "none"))
+        for gen, g in r["generators"].items():
+            pts = ", ".join(f"{pt['size']:.0f} -> {pt['pgr']:.1f} (${pt['cost']:.4f})" for pt in g["points"])
+            lines.append(f"    {gen}: {pts}")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,6 +429,41 @@ def cost_quality(rows: pd.DataFrame | Sequence[dict], target_pgr: float) -> dict
         }
     out["cheapest_reaching_target"] = cheapest(df)
     return _jsonable(out)
+
+
+def quantity_quality_from_db(db_path: str | Path) -> dict | None:
+    """The scaling study on our own results (agorabench/scaling.py): per setting with scaling prefixes,
+    `cost_quality` over every dataset of that setting, with the best PGR of a main (full-size) dataset
+    as the target: can more data from a cheaper generator match the best generator's data? None when
+    the results hold no scaling prefix. Datasets without a cost (no prices) count as free; without a
+    PGR, they are left out.
+    """
+    from agorabench.results.db import connect
+
+    con = connect(db_path)
+    try:
+        frame = con.sql("SELECT * FROM quantity_quality").df()
+    finally:
+        con.close()
+    if frame.empty or frame["prefix_size"].isna().all():
+        return None
+    out = {}
+    for (method, domain), group in frame.groupby(["method", "domain"], sort=True):
+        if group["prefix_size"].isna().all():
+            continue
+        rows = group[group["pgr"].notna()].copy()
+        rows["size"] = rows["instances"].astype(float)
+        rows["cost"] = pd.to_numeric(rows["cost_usd"]).fillna(0.0).astype(float)
+        rows["pgr"] = rows["pgr"].astype(float)
+        # A main dataset as large as one of its own prefixes: keep the prefix (the scaling series).
+        rows = rows.sort_values("prefix_size", na_position="first").drop_duplicates(["generator", "size"], keep="last")
+        if rows.empty:
+            out[f"{method}/{domain}"] = {"skipped": "no scored student in this setting yet"}
+            continue
+        main = rows.loc[rows["prefix_size"].isna(), "pgr"]
+        target = float(main.max() if not main.empty else rows["pgr"].max())
+        out[f"{method}/{domain}"] = cost_quality(rows[["generator", "size", "cost", "pgr"]], target)
+    return out or None
 
 
 def _jsonable(obj):

@@ -54,6 +54,8 @@ def generate(
     max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0,
                                              help="Stop cleanly before new spending could exceed this many USD."),
     prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Run as a Prefect flow (retries, run history)."),
+    scaling: bool = typer.Option(False, "--scaling", help="The scaling study's larger dataset: the largest of "
+                                 "scaling.sizes, written under scaling.output_dir (then `agora subset`)."),
 ):
     """Generate one setting's dataset: data/generated/NAME/METHOD/DOMAIN.jsonl and its manifest."""
     params = _load(params_file)
@@ -62,15 +64,21 @@ def generate(
     try:
         check_setting(domain, method)
         params.generator(generator).api_key(generator)
+        output_dir = None
+        if scaling:
+            from agorabench.scaling import scaling_num
+
+            num, output_dir = num or scaling_num(params, generator, method), params.scaling.output_dir
         if prefect:
             from flows.generate import generate as flow
 
-            manifest = asyncio.run(flow(generator=generator, domain=domain, method=method,
-                                        params_file=params_file, num=num, max_cost=max_cost))
+            manifest = asyncio.run(flow(generator=generator, domain=domain, method=method, params_file=params_file,
+                                        num=num, max_cost=max_cost, output_dir=output_dir))
         else:
             from agorabench.engine import generate_setting
 
-            manifest = asyncio.run(generate_setting(params, generator, domain, method, num=num, max_cost=max_cost))
+            manifest = asyncio.run(generate_setting(params, generator, domain, method, num=num, max_cost=max_cost,
+                                                    output_dir=output_dir))
     except _user_errors() as e:
         fail(str(e))
     run = manifest.pop("run", {})
@@ -80,6 +88,28 @@ def generate(
                f"dataset cost ${manifest['cost_usd']:.4f}")
     typer.echo(f"this run: {run.get('requests_sent', 0)} requests sent, {run.get('answers_cached', 0)} answers "
                f"from the request store, ${run.get('new_cost_usd', 0):.4f} new spend")
+
+
+@app.command()
+def subset(
+    generator: str = typer.Option(..., "--generator", "-g", help="A name under scaling.generators."),
+    domain: str = typer.Option(..., "--domain", "-d", help="math | code | general"),
+    method: str = typer.Option(..., "--method", "-m",
+                               help="instance_generation | response_generation | quality_enhancement"),
+    size: int = typer.Option(..., "--size", "-n", min=1, help="One of scaling.sizes."),
+    params_file: str = PARAMS_OPT,
+):
+    """The first N instances of a scaling dataset as the dataset of generator NAME@N (quantity vs quality)."""
+    params = _load(params_file)
+    from agorabench.scaling import variant_name, write_prefix
+
+    try:
+        m = write_prefix(params, generator, domain, method, size)
+    except _user_errors() as e:
+        fail(str(e))
+    status = "complete" if m["complete"] else f"SHORT: {m['shortfall_reason']}"
+    typer.echo(f"{variant_name(generator, size)} {method} {domain}: {m['num_valid']}/{size} instances ({status}), "
+               f"{m['attempts']} attempts, cost ${m['cost_usd']:.4f}")
 
 
 @app.command()
@@ -274,7 +304,8 @@ def analyze(
     params_file: str = PARAMS_OPT,
 ):
     """PGR against problem solving (coarse and fine), PCA of the intrinsic features, PGR on the top components."""
-    from agorabench.analysis import features_from_db, format_analysis, load_features, run_analysis
+    from agorabench.analysis import (features_from_db, format_analysis, load_features, quantity_quality_from_db,
+                                     run_analysis)
     from agorabench.config import AnalysisConfig, ParamsError, load_params
 
     try:
@@ -289,6 +320,8 @@ def analyze(
             frame = features_from_db(source)
         result = run_analysis(frame, standardize=cfg.standardize if standardize is None else standardize,
                               top_k=top_k or cfg.top_k, source=source)
+        if not features:
+            result["quantity_quality"] = quantity_quality_from_db(source)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     typer.echo(json.dumps(result, indent=2, allow_nan=False) if as_json else format_analysis(result))
@@ -300,7 +333,7 @@ def report(params_file: str = PARAMS_OPT):
     params = _load(params_file)
     from pathlib import Path
 
-    from agorabench.analysis import features_from_db, run_analysis
+    from agorabench.analysis import features_from_db, quantity_quality_from_db, run_analysis
     from agorabench.report import write_report
     from agorabench.results.db import build_db
 
@@ -313,6 +346,7 @@ def report(params_file: str = PARAMS_OPT):
             analysis, why = None, str(e)
         else:
             why = ""
+            analysis["quantity_quality"] = quantity_quality_from_db(db)
         out = Path(cfg.report_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "analysis.json").write_text(json.dumps(analysis if analysis is not None else {"skipped": why},

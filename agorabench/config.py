@@ -262,6 +262,30 @@ class AnalysisConfig(Strict):
     top_k: int = Field(5, ge=1)            # regress PGR on the top-k principal components
 
 
+class ScalingConfig(Strict):
+    """Quantity against quality (the paper's App. B.1, Fig. 7): some generators write a larger dataset
+    for some settings, and students train on nested prefixes of it (agorabench/scaling.py)."""
+    generators: list[str] = Field(default_factory=list)  # empty: no scaling study (no DVC stages)
+    methods: list[Literal["instance_generation", "response_generation", "quality_enhancement"]] = Field(
+        default_factory=lambda: ["instance_generation"])  # the paper scales instance generation
+    sizes: list[int] = Field(default_factory=list)  # prefix sizes; the largest is generated
+    output_dir: str = "data/scaling"  # the full-size datasets; the prefixes go to generation.output_dir
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, v):
+        if any(n < 1 for n in v) or len(set(v)) != len(v):
+            raise ValueError(f"{v}: give distinct positive sizes, e.g. [10000, 25000, 50000]")
+        return sorted(v)
+
+    @model_validator(mode="after")
+    def _both(self):
+        if self.generators and not self.sizes:
+            raise ValueError("scaling.generators is set but scaling.sizes is empty; give the prefix sizes, "
+                             "e.g. [10000, 25000, 50000]")
+        return self
+
+
 class CacheConfig(Strict):
     # The request store: every completed API response, kept across runs and DVC re-runs.
     requests_db: str = ".agora/requests.sqlite"
@@ -285,6 +309,7 @@ class Params(Strict):
     # (the intrinsic stage's own dataclass), and kept as plain data so that module stays standalone.
     intrinsic: dict = Field(default_factory=dict)
     analysis: AnalysisConfig = AnalysisConfig()
+    scaling: ScalingConfig = ScalingConfig()
 
     @field_validator("intrinsic")
     @classmethod
@@ -317,7 +342,8 @@ class Params(Strict):
             raise ValueError(f"intrinsic.judge {judge!r} is not under generators "
                              f"(declared: {', '.join(self.generators)})")
         for field, names in (("benchmark_generators", self.benchmark_generators),
-                             ("evaluation.generators", self.evaluation.generators)):
+                             ("evaluation.generators", self.evaluation.generators),
+                             ("scaling.generators", self.scaling.generators)):
             for name in names:
                 if name not in self.generators:
                     raise ValueError(f"{field} lists {name!r}, which is not under generators "

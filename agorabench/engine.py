@@ -150,7 +150,7 @@ async def _run_plan(plan: SettingPlan, runner: BatchRunner, run_batch: RunBatch,
 async def generate_setting(params: Params, generator: str, domain: str, method: str, *,
                            num: int | None = None, max_cost: float | None = None,
                            run_batch: RunBatch | None = None, progress: bool | None = None,
-                           endpoint: tuple[str | None, str] | None = None) -> dict:
+                           endpoint: tuple[str | None, str] | None = None, output_dir: str | None = None) -> dict:
     """Generate, validate and write one setting. Returns the manifest (plus `run` statistics)."""
     check_setting(domain, method)
     cfg = params.generator(generator)
@@ -175,7 +175,7 @@ async def generate_setting(params: Params, generator: str, domain: str, method: 
                 await _run_plan(plan, runner, run_batch, bar)
             finally:
                 await client.close()
-        manifest = write_outputs(plan, output_paths(params, generator, domain, method))
+        manifest = write_outputs(plan, output_paths(params, generator, domain, method, output_dir))
     finally:
         bar.close()
         store.close()

@@ -198,7 +198,10 @@ class SettingPlan:
             else:
                 self.rejected.append({"attempt": a.index, "reason": verdict[0], "detail": verdict[1],
                                       "raw": c.text, "finish_reason": c.finish_reason,
-                                      "seed_ids": list(a.seed_ids), "request_key": o.key})
+                                      "seed_ids": list(a.seed_ids), "request_key": o.key,
+                                      # what the rejection cost (a prefix of the dataset is priced from these)
+                                      "input_tokens": c.input_tokens, "output_tokens": c.output_tokens,
+                                      "cost_usd": round(c.cost_usd, 10)})
                 if a.item is not None and self.tries[a.item] >= self.tries_per_seed:
                     self.active.remove(a.item)  # this seed is spent; bring in the next one
                     if self.next_item < len(self.order):
@@ -277,8 +280,9 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def output_paths(params: Params, generator: str, domain: str, method: str) -> dict[str, Path]:
-    base = Path(params.generation.output_dir) / generator / method
+def output_paths(params: Params, generator: str, domain: str, method: str,
+                 output_dir: str | None = None) -> dict[str, Path]:
+    base = Path(output_dir or params.generation.output_dir) / generator / method
     return {"data": base / f"{domain}.jsonl", "manifest": base / f"{domain}.manifest.json",
             "rejected": base / f"{domain}.rejected.jsonl"}
 

@@ -33,19 +33,35 @@ def plan(params: Params) -> dict:
                      f"is not available offline")
         approx = params.model_copy(update={"generation": params.generation.model_copy(update={"tokenizer": "approx"})})
         generation = [asdict(estimate_setting(approx, g, d, m)) for g in gens for m, d in settings]
+    # The scaling study: one larger dataset per scaled setting (its first requests are the main
+    # dataset's, answered by the store, so this over-counts them), then a student per prefix size.
+    sc = params.scaling
+    scaled = [(g, m, d) for g in sc.generators for m in sc.methods for d in params.domains]
+    ests = {"generation": generation}
+    try:
+        ests["scaling"] = [asdict(estimate_setting(params, g, d, m, num=max(sc.sizes))) for g, m, d in scaled]
+    except OSError:
+        approx = params.model_copy(update={"generation": params.generation.model_copy(update={"tokenizer": "approx"})})
+        ests["scaling"] = [asdict(estimate_setting(approx, g, d, m, num=max(sc.sizes))) for g, m, d in scaled]
+    scale_students = len(scaled) * len(sc.sizes)
     notes += sorted({r["basis"] for r in generation})
     students = len(gens) * len(settings)
     # A student is evaluated on its own domain's benchmarks, the anchors and generators on all.
     per_domain = {d: list(ev.benchmarks.get(d, [])) + [b for b in ev.extra if BENCHMARK_DOMAINS[b] == d]
                   for d in params.domains}
-    student_evals = sum(len(per_domain[d]) for _, d in settings) * len(gens)
+    student_evals = (sum(len(per_domain[d]) for _, d in settings) * len(gens)
+                     + sum(len(per_domain[d]) for _, _, d in scaled) * len(sc.sizes))
     anchor_evals = 2 * len(all_benchmarks)
     generator_evals = len(ev.generators) * len(all_benchmarks)
     judged = [b for b in all_benchmarks if b in ("alpacaeval", "arenahard")]
     stages = {
         "generate": students, "train": students, "evaluate-student": students, "evaluate-anchor": 2,
-        "evaluate-generator": len(ev.generators), "intrinsic": students, "results": 1, "report": 1,
+        "evaluate-generator": len(ev.generators), "intrinsic": students,
+        "scale-generate": len(scaled), "scale-subset": scale_students, "scale-train": scale_students,
+        "scale-evaluate": scale_students, "results": 1, "report": 1,
     }
+    stages = {k: v for k, v in stages.items() if v or not k.startswith("scale-")}
+    generation = generation + ests["scaling"]
     return {
         "generators": {g: {"backend": params.generators[g].backend, "model": params.generators[g].model}
                        for g in gens},
@@ -61,7 +77,7 @@ def plan(params: Params) -> dict:
             "per_setting": generation,
         },
         "training": {
-            "students": students, "base": params.student.base, "epochs": params.training.num_epochs,
+            "students": students + scale_students, "base": params.student.base, "epochs": params.training.num_epochs,
             "learning_rate": params.training.learning_rate, "lora": params.training.lora is not None,
             "accelerate_config": params.training.accelerate_config,
         },
@@ -74,6 +90,8 @@ def plan(params: Params) -> dict:
             "code_execution": ev.allow_code_execution,
         },
         "intrinsic": {"datasets": students, "judge": params.intrinsic.get("judge")},
+        "scaling": {"generators": list(sc.generators), "methods": list(sc.methods), "sizes": list(sc.sizes),
+                    "students": scale_students},
         "notes": notes,
     }
 
@@ -95,6 +113,9 @@ def format_plan(p: dict) -> str:
         f"  judge: {e['judge'] or 'none'}" + (f" ({', '.join(e['judged_benchmarks'])})" if e["judge"] else "")
         + f"; generated code runs: {'yes, in the sandbox' if e['code_execution'] else 'no (opt in to score MBPP/HumanEval)'}",
         f"  intrinsic metrics: {p['intrinsic']['datasets']} datasets, judge {p['intrinsic']['judge'] or 'none'}",
+        (f"  scaling study: {', '.join(p['scaling']['generators'])} x {', '.join(p['scaling']['methods'])}, "
+         f"prefixes of {', '.join(f'{n:,}' for n in p['scaling']['sizes'])}: {p['scaling']['students']} more students"
+         if p["scaling"]["students"] else "  scaling study: off (scaling.generators is empty)"),
         *(f"  note: {n}" for n in p["notes"]),
     ]
     return "\n".join(lines)

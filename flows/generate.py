@@ -18,7 +18,7 @@ async def _batch_task(runner: BatchRunner, attempts: list[Attempt]) -> list[Outc
 
 @flow(name="generate", flow_run_name="generate {generator} {method} {domain}", log_prints=True)
 async def generate(generator: str, domain: str, method: str, params_file: str = "params.yaml",
-                   num: int | None = None, max_cost: float | None = None) -> dict:
+                   num: int | None = None, max_cost: float | None = None, output_dir: str | None = None) -> dict:
     params = load_params(params_file)
     return await generate_setting(params, generator, domain, method, num=num, max_cost=max_cost,
-                                  run_batch=_batch_task)
+                                  run_batch=_batch_task, output_dir=output_dir)

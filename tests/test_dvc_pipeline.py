@@ -30,6 +30,8 @@ def test_dvc_repro_matrix_and_forced_rebuild(tmp_path, fake_server, monkeypatch)
     # Paths relative to the repo, as a user's params.yaml has them.
     params = yaml.safe_load(params_path.read_text())
     params["generation"]["prompt_dir"] = "agorabench/prompts/default"
+    params["scaling"] = {"generators": ["fake"], "methods": ["instance_generation"], "sizes": [2, 7],
+                         "output_dir": "data/scaling"}
     params["generation"]["output_dir"] = "data/generated"
     params["cache"]["requests_db"] = ".agora/requests.sqlite"
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -61,3 +63,16 @@ def test_dvc_repro_matrix_and_forced_rebuild(tmp_path, fake_server, monkeypatch)
     sh(["dvc", "repro", "generate"], repo, env)
     assert len(data.read_text().splitlines()) == 6
     assert fake_server.request_count - sent == 2, "only the new instances are requested"
+
+    # The scaling study's stages: the larger set once, then each prefix as the dataset of fake@SIZE.
+    sent = fake_server.request_count
+    sh(["dvc", "repro", "scale-subset"], repo, env)
+    lock = (repo / "dvc.lock").read_text()
+    assert "scale-subset@fake-instance_generation-general-7" in lock
+    assert len((repo / "data/scaling/fake/instance_generation/general.jsonl").read_text().splitlines()) == 7
+    prefix = repo / "data/generated/fake@2/instance_generation/general.jsonl"
+    full = (repo / "data/scaling/fake/instance_generation/general.jsonl").read_text().splitlines()
+    assert prefix.read_text().splitlines()[0].split('"instruction"')[1] == full[0].split('"instruction"')[1]
+    # its first instances are the main run's requests, answered by the store: only the rest are new
+    assert 0 < fake_server.request_count - sent < 7
+

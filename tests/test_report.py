@@ -104,11 +104,39 @@ def test_report_has_every_part_and_reruns_are_byte_identical(full_db, full_repor
         assert re.search(rf"\| \d \| {g} \| {v:.1f} \|", summary), g
     # Canary: a wrong number is not found, so the two checks above can fail.
     assert not re.search(rf"\| \d \| {overall[0][0]} \| {overall[0][1] + 1:.1f} \|", summary)
-    # Nothing is missing in this fixture, so the page has no "not drawn" figure and the intrinsic table.
-    assert "Not drawn" not in html and html.count("<img ") == len(FIGURES) and "instruction_diversity" in html
+    # Nothing is missing in this fixture but a scaling study, so one figure is "not drawn", saying why.
+    assert html.count("Not drawn") == 1 and "Not drawn: no scaling study in the results" in html
+    assert html.count("<img ") == len(FIGURES) and "instruction_diversity" in html
     assert "Dashed: least-squares line" in html and "log scale" in first["figures/cost_vs_pgr.svg"].decode()
     assert "<script" not in html and "http://" not in html and "https://" not in html
     assert first["plots/pgr_setting.csv"].decode().count("\n") == 1 + len(GENERATORS) * 9
+
+
+def test_scaling_prefixes_get_the_quantity_figure(tmp_path):
+    """Datasets of NAME@SIZE (agorabench/scaling.py) join their generator's line in the quantity figure,
+    and `quantity_quality` prices and sizes them."""
+    from agorabench.analysis import quantity_quality_from_db
+
+    paths = write_tree(tmp_path / "main", ("alpha", "beta"))
+    extra = write_tree(tmp_path / "extra", ("alpha@2",))
+    for part in ("generated", "checkpoints", "train_logs"):
+        shutil.copytree(getattr(extra, part) / "alpha@2", getattr(paths, part) / "alpha@2")
+    shutil.copytree(extra.eval / "students" / "alpha@2", paths.eval / "students" / "alpha@2")
+    for data in (paths.generated / "alpha@2").rglob("*.jsonl"):  # a prefix of 2 of alpha's 3 instances
+        data.write_text("".join(data.read_text().splitlines(keepends=True)[:2]))
+    for manifest in (paths.generated / "alpha@2").rglob("*.manifest.json"):
+        manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "num_valid": 2, "num_requested": 2}))
+    collect(paths)
+    db = build_db(paths.out)
+    html = (write_report(db, tmp_path / "reports")).read_text()
+    assert "figures/quantity_vs_pgr.svg" in html and "no scaling study" not in html
+    qq = quantity_quality_from_db(db)
+    assert set(qq) == {f"{m}/{d}" for m in ("instance_generation", "response_generation", "quality_enhancement")
+                       for d in ("math", "code", "general")}
+    alpha = qq["instance_generation/math"]["generators"]["alpha"]["points"]
+    assert [pt["size"] for pt in alpha] == [2.0, 3.0]  # the prefix, then the full dataset
+    # canary: without the prefix there is no quantity analysis
+    assert quantity_quality_from_db(results_db(tmp_path / "plain", ("alpha", "beta"))) is None
 
 
 def test_determinism_canary_default_matplotlib_output_differs_between_saves(tmp_path):
@@ -139,13 +167,14 @@ def test_missing_pieces_give_a_page_that_says_so(tmp_path, full_report):
     assert not (index.parent / "figures" / "pca_loadings.png").exists()
     # Canary: the complete report says none of this.
     full = (full_report / "index.html").read_text()
-    assert "Only one generator" not in full and "reference is not above base" not in full and "Not drawn" not in full
+    assert "Only one generator" not in full and "reference is not above base" not in full
+    assert full.count("Not drawn") == 1  # only the scaling figure, which the fixture has no data for
     # An empty database (collect before any stage ran) still gives a page, with no figure at all; written
     # over the complete report, it leaves no figure of the earlier run behind for the page to contradict.
     (tmp_path / "empty").mkdir()
     shutil.copytree(full_report, tmp_path / "out_empty")
     html = write_report(build_db(tmp_path / "empty"), tmp_path / "out_empty").read_text()
-    assert "No generator appears in the results yet" in html and "<img" not in html and html.count("Not drawn") == 5
+    assert "No generator appears in the results yet" in html and "<img" not in html and html.count("Not drawn") == 6
     assert list((tmp_path / "out_empty" / "figures").iterdir()) == []
 
 

@@ -35,6 +35,7 @@ class ReportData:
     intrinsic: list[dict]                         # intrinsic_summary rows
     loss: list[dict] = field(default_factory=list)  # training_loss rows (generator, method, domain, step, loss)
     untrained: list[tuple[str, str, str]] = field(default_factory=list)  # empty datasets: student = base
+    quantity: list[dict] = field(default_factory=list)  # quantity_quality rows of settings with a scaling prefix
 
     @property
     def settings(self) -> list[tuple[str, str]]:
@@ -110,8 +111,12 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
                       "WHERE loss IS NOT NULL ORDER BY generator, method, domain, step")
     untrained = [(r["generator"], r["method"], r["domain"]) for r in _rows(
         con, "SELECT generator, method, domain FROM training_runs WHERE NOT trained ORDER BY ALL")]
+    quantity = _rows(con, """
+        SELECT q.* FROM quantity_quality q
+        WHERE (q.method, q.domain) IN (SELECT method, domain FROM quantity_quality WHERE prefix_size IS NOT NULL)
+        ORDER BY q.method, q.domain, q.generator, q.instances, q.dataset""")
     return ReportData(
-        untrained=untrained, combine=meta.get("combine", "mean_of_pgr"), methods=methods, domains=domains, generators=generators,
+        quantity=quantity, untrained=untrained, combine=meta.get("combine", "mean_of_pgr"), methods=methods, domains=domains, generators=generators,
         pgr_domain={(r["generator"], r["method"], r["domain"]): r["pgr"] for r in pgr_rows},
         null_reasons=null_reasons, anchors=anchors, cost_points=cost_points, intrinsic=intrinsic, loss=loss)
 

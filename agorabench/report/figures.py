@@ -159,6 +159,42 @@ def cost_vs_pgr(data: ReportData, folder: Path) -> Figure | FigureSkipped:
     return Figure("cost_vs_pgr", title, caption, png, svg)
 
 
+def quantity_vs_pgr(data: ReportData, folder: Path) -> Figure | FigureSkipped:
+    """The scaling study (the paper's Fig. 7): domain PGR against dataset size, one panel per setting,
+    one line per generator through its nested prefixes; full-size datasets of other generators as points."""
+    title = "Quantity against quality: PGR by dataset size"
+    points = [q for q in data.quantity if q["pgr"] is not None]
+    if not points:
+        reason = ("no scaling study in the results (set scaling.generators and scaling.sizes in params.yaml)"
+                  if not data.quantity else "no scaling prefix has a scored student yet")
+        return FigureSkipped("quantity_vs_pgr", title, reason)
+    settings = sorted({(q["method"], q["domain"]) for q in points},
+                      key=lambda s: (data.methods.index(s[0]) if s[0] in data.methods else 99, s[1]))
+    colors = generator_colors([q["generator"] for q in points])
+    fig = MplFigure(figsize=(min(4.0 * len(settings), 12.0) + 1.6, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(settings), squeeze=False)[0]
+    for ax, (method, domain) in zip(axes, settings):
+        mine = [q for q in points if (q["method"], q["domain"]) == (method, domain)]
+        for gen in sorted({q["generator"] for q in mine}):
+            series = sorted((q for q in mine if q["generator"] == gen), key=lambda q: q["instances"])
+            ax.plot([q["instances"] for q in series], [q["pgr"] for q in series], color=colors[gen],
+                    marker="o", markersize=5, linewidth=1.2 if len(series) > 1 else 0)
+        sizes = [q["instances"] for q in mine]
+        if min(sizes) > 0 and max(sizes) / min(sizes) >= 20:
+            ax.set_xscale("log")
+        ax.axhline(0.0, color="gray", linewidth=0.8)
+        ax.set_title(setting_label(method, domain))
+        ax.set_xlabel("instances")
+    axes[0].set_ylabel("domain PGR (%)")
+    handles = [Line2D([], [], marker="o", color=c, label=g) for g, c in colors.items()]
+    axes[-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    caption = ("Lines: a generator's nested prefixes (NAME@SIZE, the same data cut at each size) and its "
+               "full dataset; single points: other generators' datasets. Costs are in the results "
+               "database (view quantity_quality) and in `agora analyze`.")
+    png, svg = save(fig, folder, "quantity_vs_pgr")
+    return Figure("quantity_vs_pgr", title, caption, png, svg)
+
+
 def problem_solving_vs_pgr(data: ReportData, folder: Path) -> Figure | FigureSkipped:
     title = "Problem solving against data generation"
     points = [g for g in data.generators if g["problem_solving"] is not None and g["pgr"] is not None]

@@ -38,7 +38,8 @@ def write_report(db_path: str | Path = "data/results/agora.duckdb", out_dir: str
         analysis, why_no_pca = analysis_from_data(data)
     with F.style():
         figs = [F.pgr_heatmap(data, fig_dir), F.cost_vs_pgr(data, fig_dir), F.problem_solving_vs_pgr(data, fig_dir),
-                F.pca_loadings(analysis, fig_dir, why_no_pca), F.loss_curves(data, fig_dir)]
+                F.pca_loadings(analysis, fig_dir, why_no_pca), F.loss_curves(data, fig_dir),
+                F.quantity_vs_pgr(data, fig_dir)]
     # A figure skipped this time must not leave last run's files behind for the page to contradict.
     for f in figs:
         if isinstance(f, F.FigureSkipped):

@@ -334,7 +334,7 @@ def _generators(datasets: list[dict], scores: list[dict], cfg: dict[str, dict]) 
     rows = []
     for name in names:
         mine = [d for d in datasets if d["generator"] == name]
-        c = cfg.get(name, {})
+        c = cfg.get(name) or cfg.get(name.partition("@")[0], {})  # NAME@SIZE: a scaling prefix of NAME
         rows.append({
             "generator": name,
             "backend": next((d["backend"] for d in mine if d.get("backend")), c.get("backend")),

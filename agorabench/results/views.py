@@ -231,6 +231,22 @@ LEFT JOIN problem_solving_domain ps ON ps.generator = k.generator AND ps.domain 
 LEFT JOIN intrinsic i USING (generator, method, domain)
 LEFT JOIN datasets ds USING (generator, method, domain)""")
 
+    views["quantity_quality"] = View(
+        doc="Quantity against quality (the paper's Fig. 7): every dataset with its size, cost and domain PGR, "
+            "scaling prefixes (generator NAME@SIZE, agorabench/scaling.py) under their generator's name.",
+        columns=(("generator", "the generator that wrote the data"),
+                 ("dataset", "the dataset's generator key: NAME, or NAME@SIZE for a scaling prefix"),
+                 ("method", "method"), ("domain", "domain"),
+                 ("prefix_size", "SIZE of a scaling prefix; NULL for the main dataset"),
+                 ("instances", "valid instances"), ("cost_usd", "generation cost of the dataset, USD"),
+                 ("pgr", "domain PGR of its student")),
+        sql="""
+SELECT split_part(d.generator, '@', 1) AS generator, d.generator AS dataset, d.method, d.domain,
+       TRY_CAST(nullif(split_part(d.generator, '@', 2), '') AS BIGINT) AS prefix_size,
+       d.num_valid AS instances, d.cost_usd, p.pgr
+FROM datasets d LEFT JOIN pgr_domain p USING (generator, method, domain)
+ORDER BY generator, method, domain, instances, dataset""")
+
     views["instance_stats"] = View(
         doc="Per dataset, computed from the instances themselves (a check on the manifests).",
         columns=(("generator", "generator"), ("method", "method"), ("domain", "domain"),
