@@ -482,7 +482,7 @@ def run(
 
         shutil.copyfile(source, "params.yaml")
         typer.echo(f"params.yaml <- {source} (git shows the change; `git checkout params.yaml` undoes it)")
-    from agorabench.pipeline import prefect_server, repro
+    from agorabench.pipeline import local_servers, pending_stages, prefect_server, repro
 
     env = dict(os.environ)
     # One progress line per stage is ours (pipeline.repro); library download/map bars would only
@@ -492,11 +492,15 @@ def run(
     if allow_code_execution:
         env["AGORA_ALLOW_CODE_EXECUTION"] = "1"
     try:
-        with prefect_server(ui=ui) as url:
-            env["PREFECT_API_URL"] = url
-            typer.echo(f"Prefect API {url}" + (" (UI: " + url.removesuffix("/api") + ")" if ui else ""))
-            rc = repro(env, force=force)
-    except RuntimeError as e:
+        pending = None if force else pending_stages(env)
+        if pending == []:  # nothing changed: no Prefect server, no model server
+            rc = repro(env)
+        else:
+            with prefect_server(ui=ui) as url, local_servers(params, pending) as served:
+                env.update(served, PREFECT_API_URL=url)
+                typer.echo(f"Prefect API {url}" + (" (UI: " + url.removesuffix("/api") + ")" if ui else ""))
+                rc = repro(env, force=force)
+    except RuntimeError as e:  # LocalServerError is one: a model server that would not start
         fail(str(e))
     if rc == 0:
         typer.echo(f"done: agora sql \"SELECT * FROM pgr_overall\"; report: {params.analysis.report_dir}/index.html")

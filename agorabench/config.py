@@ -216,6 +216,10 @@ class EvaluationConfig(Strict):
     # Arena-Hard's protocol: the judge writes its own answer and a critique before the verdict. false:
     # the verdict alone, for small local judges (the embedded default); not comparable with the paper.
     judge_reasoning: bool = True
+    # Both answers are cut to this many characters in the judge's prompt (null: whole, the paper). On a
+    # CPU the judge's prompt is most of its cost, and Arena-Hard's baseline answers run to ~6K characters
+    # against a student's 256-token answer.
+    judge_max_answer_chars: int | None = Field(None, ge=100)
     bootstrap_rounds: int = Field(100, ge=1)
     # Judge-scored generators' own problem solving (the paper's Table 7): which generators to evaluate.
     generators: list[str] = Field(default_factory=list)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -61,11 +63,18 @@ async def _default_run_batch(runner: BatchRunner, attempts: list[Attempt]) -> li
     return await runner.run(attempts)
 
 
+SHARED_SERVERS_ENV = "AGORA_LOCAL_SERVERS"  # JSON {generator name: {"base_url", "model_id"}}
+
+
 @contextlib.contextmanager
 def generator_endpoint(params: Params, name: str, sampling: dict):
     """(base_url, model) to talk to; for `local` a server started here and stopped on exit."""
     cfg = params.generator(name)
-    if cfg.backend == "local" and not cfg.base_url:
+    # `agora run` starts each local model once for all its stages (pipeline.local_servers) and says where.
+    shared = json.loads(os.environ.get(SHARED_SERVERS_ENV) or "{}").get(name)
+    if cfg.backend == "local" and not cfg.base_url and shared:
+        yield shared["base_url"], shared["model_id"]
+    elif cfg.backend == "local" and not cfg.base_url:
         from agorabench.local_server import LocalModelServer
 
         log = Path(".agora/logs") / f"server-{name}.log"

@@ -134,7 +134,8 @@ def _score_context(params: Params, allow_code_execution: bool | None):
     return ScoreContext(allow_code_execution=ev.allow_code_execution if allow_code_execution is None
                         else allow_code_execution,
                         sandbox_timeout_s=ev.sandbox_timeout_s, sandbox_workers=ev.sandbox_workers,
-                        judge_name=ev.judge or "", judge_reasoning=ev.judge_reasoning, seed=params.generation.seed,
+                        judge_name=ev.judge or "", judge_reasoning=ev.judge_reasoning,
+                        judge_max_answer_chars=ev.judge_max_answer_chars, seed=params.generation.seed,
                         pass_k=tuple(ev.pass_k))
 
 
@@ -200,6 +201,7 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
         "decoding": decoding.as_dict() | {"repetition_penalty_applied": source["repetition_penalty_applied"]},
         "judge": ev.judge if benchmark in JUDGED else None,
         "judge_reasoning": ev.judge_reasoning if benchmark == "arenahard" else None,
+        "judge_max_answer_chars": ev.judge_max_answer_chars if benchmark in JUDGED else None,
         "isolation": next((r["isolation"] for r in rows if r.get("isolation")), None),
         "no_answer": sum(1 for c in completions if c is None),
         "untrained_reason": _untrained(model),

@@ -368,8 +368,8 @@ class LocalModelServer:
             if rc == -signal.SIGILL and self.engine == "llamacpp":
                 raise LocalServerError(
                     f"llamacpp server for {self.model_id} died of an illegal instruction: llama-cpp-python was "
-                    f"compiled for another CPU; rebuild it portably with CMAKE_ARGS=-DGGML_NATIVE=OFF pip install "
-                    f"--force-reinstall --no-cache-dir --no-deps llama-cpp-python, or set engine: transformers")
+                    f"compiled for another CPU; rebuild it with CMAKE_ARGS=\"$(scripts/llama-cmake-args.sh)\" pip "
+                    f"install --force-reinstall --no-cache-dir --no-deps llama-cpp-python, or set engine: transformers")
             last = _last_line(self.log_path) if self.log_path else ""
             raise LocalServerError(
                 f"{self.engine} server for {self.model_id} exited with code {rc} during start-up "

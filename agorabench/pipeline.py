@@ -7,6 +7,8 @@ A server the user already runs (PREFECT_API_URL set) is used as it is.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -80,6 +82,57 @@ def prefect_server(home: str | Path = ".agora/prefect", ui: bool = False, timeou
             except subprocess.TimeoutExpired:
                 continue
         log.close()
+
+
+def pending_stages(env: dict[str, str]) -> list[str] | None:
+    """The stages `dvc repro` would run (changed or never run); None when DVC cannot tell."""
+    out = subprocess.run([_bin("dvc"), "status", "--json"], capture_output=True, text=True, env=env)
+    try:
+        return sorted(json.loads(out.stdout or "{}")) if out.returncode == 0 else None
+    except ValueError:
+        return None
+
+
+# Stages that call a model server: generation, evaluation (a generator, or a judge) and intrinsic (a judge).
+_SERVED_STAGES = ("generate", "scale-generate", "evaluate", "scale-evaluate", "intrinsic")
+
+
+def served_generators(params) -> list[str]:
+    """Local generators the pipeline calls (benchmarked, judging, or scored on the benchmarks) whose
+    server AgoraBench starts itself (no base_url)."""
+    names = [*params.benchmark_generators, *params.evaluation.generators, *params.scaling.generators,
+             *filter(None, [params.evaluation.judge, params.intrinsic.get("judge")])]
+    return [n for n in dict.fromkeys(names)
+            if params.generators[n].backend == "local" and not params.generators[n].base_url]
+
+
+@contextmanager
+def local_servers(params, pending: list[str] | None) -> Iterator[dict[str, str]]:
+    """Start each local model once for the whole run and yield the environment that tells the stages
+    where (engine.generator_endpoint reads it). Without it every stage that calls a local model starts
+    and loads its own server: ~50 starts in the default run, several seconds each on a CPU, and a
+    minute or more each for `vllm serve` on a GPU host. Nothing starts when no stage that calls a model
+    is pending, so an up-to-date pipeline stays a no-op in seconds. The servers run in this process's
+    main thread's children: they stop with it, even when it is killed (PDEATHSIG)."""
+    from agorabench.engine import SHARED_SERVERS_ENV
+    from agorabench.local_server import LocalModelServer
+
+    names = served_generators(params)
+    needed = pending is None or any(stage.split("@")[0] in _SERVED_STAGES for stage in pending)
+    if not names or not needed:
+        yield {}
+        return
+    with contextlib.ExitStack() as stack:
+        shared = {}
+        for name in names:  # one after another, from this thread: see PDEATHSIG_LAUNCHER's caveat
+            cfg = params.generators[name]
+            server = stack.enter_context(LocalModelServer(
+                cfg.model, engine=cfg.engine, log_path=Path(".agora/logs") / f"server-{name}.log",
+                extra_args=list(cfg.server_args)))
+            shared[name] = {"base_url": server.base_url, "model_id": server.model_id}
+            print(f"{name}: {server.engine} server for {cfg.model} at {server.base_url} "
+                  f"(ready in {server.startup_s:.0f} s)", flush=True)
+        yield {SHARED_SERVERS_ENV: json.dumps(shared)}
 
 
 def stage_count() -> int | None:

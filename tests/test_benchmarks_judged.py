@@ -486,3 +486,23 @@ def test_arena_brief_judge_asks_for_the_verdict_only():
     full = batch(lambda conv: "[[B>A]]")
     arenahard.score(items, ["x", "y", "z"], ctx_with(full))
     assert "Write your own answer" in full.seen[0][0]["content"]
+
+
+def test_judge_sees_both_answers_cut_alike():
+    """judge_max_answer_chars cuts the model's and the baseline's answer the same way; unset, the judge
+    reads them whole (the paper)."""
+    items = arena_items(2)
+    long_output = "word " * 600
+    judge = batch(lambda conv: "[[A=B]]")
+    arenahard.score(items, [long_output, long_output], ScoreContext(judge=judge, judge_name="j",
+                                                                    judge_max_answer_chars=200))
+    user = judge.seen[0][1]["content"]
+    assert user.count("[... cut for the judge]") == 2 and long_output not in user
+    # Canary: without the cap the whole answer reaches the judge.
+    whole = batch(lambda conv: "[[A=B]]")
+    arenahard.score(items, [long_output, long_output], ctx_with(whole))
+    assert long_output in whole.seen[0][1]["content"] and "cut for the judge" not in whole.seen[0][1]["content"]
+    alpaca = batch(lambda conv: "[[A]]")
+    alpacaeval.score(synthetic_items(1), [long_output], ScoreContext(judge=alpaca, judge_name="j",
+                                                                  judge_max_answer_chars=200))
+    assert alpaca.seen[0][1]["content"].count("[... cut for the judge]") >= 1

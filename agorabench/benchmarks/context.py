@@ -15,5 +15,6 @@ class ScoreContext:
     judge: JudgeFn | None = None          # AlpacaEval / Arena-Hard
     judge_name: str = ""                  # recorded with the verdicts
     judge_reasoning: bool = True          # Arena-Hard: the judge answers and critiques before its verdict
+    judge_max_answer_chars: int | None = None  # both answers cut to this for the judge (None: whole)
     seed: int = 42                        # bootstraps etc.
     pass_k: tuple[int, ...] = (1,)        # code benchmarks: k values for pass@k

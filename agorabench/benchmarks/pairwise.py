@@ -79,5 +79,13 @@ def call_judge(benchmark: str, ctx: ScoreContext, conversations: list[list[dict]
     return [r if isinstance(r, str) else None for r in replies]
 
 
+def clip(answer: str, max_chars: int | None) -> str:
+    """An answer as the judge sees it: cut to max_chars (None: whole), saying it was cut. The model's
+    and the baseline's answers are cut alike, so neither side wins by length the judge never read."""
+    if max_chars is None or len(answer) <= max_chars:
+        return answer
+    return answer[:max_chars] + "\n[... cut for the judge]"
+
+
 def is_empty(output: str | None) -> bool:
     return output is None or not output.strip()

@@ -40,7 +40,8 @@ import numpy as np
 from agorabench.benchmarks.bradley_terry import fit_logistic
 from agorabench.benchmarks.context import ScoreContext
 # build_messages and fewshot_examples are shared with Arena-Hard; importing them here fulfils the contract.
-from agorabench.benchmarks.pairwise import build_messages, call_judge, check_inputs, fewshot_examples, is_empty, read_prompt
+from agorabench.benchmarks.pairwise import (build_messages, call_judge, check_inputs, clip, fewshot_examples, is_empty,
+                                             read_prompt)
 from agorabench.eval_items import EvalItem, load_eval_items
 
 __all__ = [
@@ -156,7 +157,8 @@ def score(items: list[EvalItem], outputs: list[str], ctx: ScoreContext) -> list[
         else:
             a, b = (output, item.reference) if side == "A" else (item.reference, output)
             to_judge.append(len(rows))
-            conversations.append(judge_messages(item.prompt, a, b))
+            conversations.append(judge_messages(item.prompt, clip(a, ctx.judge_max_answer_chars),
+                                                clip(b, ctx.judge_max_answer_chars)))
         rows.append(row)
 
     for i, reply in zip(to_judge, call_judge("alpacaeval", ctx, conversations)):

@@ -42,7 +42,8 @@ from agorabench.benchmarks.bradley_terry import bootstrap_bradley_terry, fit_bra
 from agorabench.benchmarks.context import ScoreContext
 
 # build_messages and fewshot_examples are shared with AlpacaEval; importing them here fulfils the contract.
-from agorabench.benchmarks.pairwise import build_messages, call_judge, check_inputs, fewshot_examples, is_empty, read_prompt
+from agorabench.benchmarks.pairwise import (build_messages, call_judge, check_inputs, clip, fewshot_examples, is_empty,
+                                             read_prompt)
 from agorabench.eval_items import EvalItem, benchmark_file, load_eval_items
 
 __all__ = [
@@ -280,7 +281,9 @@ def score(items: list[EvalItem], outputs: list[str], ctx: ScoreContext) -> list[
         else:
             for g, (a, b) in enumerate(((item.reference, output), (output, item.reference))):
                 pending.append((len(rows), g))
-                conversations.append(judge_messages(item.prompt, a, b, category, ctx.judge_reasoning))
+                conversations.append(judge_messages(item.prompt, clip(a, ctx.judge_max_answer_chars),
+                                                    clip(b, ctx.judge_max_answer_chars), category,
+                                                    ctx.judge_reasoning))
         rows.append(row)
 
     for (i, g), reply in zip(pending, call_judge("arenahard", ctx, conversations)):

@@ -1,0 +1,59 @@
+"""`agora run` starts each local model once for all stages (pipeline.local_servers), and only when a
+stage that calls a model is pending; the stages find it through the environment."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agorabench import local_server, pipeline
+from agorabench.config import load_params
+from agorabench.engine import SHARED_SERVERS_ENV, generator_endpoint
+from tests.conftest import write_params
+
+
+class FakeServer:
+    started: list[str] = []
+
+    def __init__(self, model, engine="auto", log_path=None, extra_args=(), **_):
+        self.model, self.engine, self.startup_s = model, "llamacpp", 0.1
+        self.base_url, self.model_id = f"http://127.0.0.1:1/{model}/v1", f"/models/{model}.gguf"
+
+    def __enter__(self):
+        FakeServer.started.append(self.model)
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+@pytest.fixture
+def local_params(tmp_path, monkeypatch):
+    monkeypatch.setattr(local_server, "LocalModelServer", FakeServer)
+    FakeServer.started = []
+    path = write_params(tmp_path / "params.yaml", "http://127.0.0.1:9", **{
+        "generators.tiny": {"backend": "local", "model": "smollm2-135m-instruct"},
+        "generators.judge": {"backend": "local", "model": "qwen2.5-coder-0.5b-instruct"},
+        "benchmark_generators": ["fake", "tiny"], "evaluation.judge": "judge", "intrinsic.judge": "judge"})
+    return load_params(path)
+
+
+def test_servers_start_once_only_when_a_model_stage_is_pending(local_params):
+    assert pipeline.served_generators(local_params) == ["tiny", "judge"]  # fake is remote: not ours to start
+    with pipeline.local_servers(local_params, ["train@tiny-x-y", "results", "report"]) as env:
+        assert env == {} and FakeServer.started == []  # nothing that calls a model: nothing starts
+    with pipeline.local_servers(local_params, ["results", "intrinsic@tiny-x-y"]) as env:
+        shared = json.loads(env[SHARED_SERVERS_ENV])
+    # canary of the first block: a pending model stage does start them, each once
+    assert FakeServer.started == ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"]
+    assert shared["judge"] == {"base_url": "http://127.0.0.1:1/qwen2.5-coder-0.5b-instruct/v1",
+                               "model_id": "/models/qwen2.5-coder-0.5b-instruct.gguf"}
+
+
+def test_a_stage_uses_the_shared_server_instead_of_starting_one(local_params, monkeypatch):
+    monkeypatch.setenv(SHARED_SERVERS_ENV, json.dumps({"tiny": {"base_url": "http://h:1/v1", "model_id": "m"}}))
+    with generator_endpoint(local_params, "tiny", {}) as (url, model):
+        assert (url, model) == ("http://h:1/v1", "m") and FakeServer.started == []
+    # canary: a generator the run did not start gets its own server, as without `agora run`
+    with generator_endpoint(local_params, "judge", {}) as (url, model):
+        assert FakeServer.started == ["qwen2.5-coder-0.5b-instruct"]
