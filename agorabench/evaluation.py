@@ -106,7 +106,7 @@ def output_paths(params: Params, model: ModelRef, benchmark: str) -> dict[str, P
 def _answer(params: Params, model: ModelRef, conversations: list[list[dict]], decoding: Decoding,
             sample_index: int, on_done) -> tuple[list, dict]:
     """Completions (None where an endpoint kept failing) and where they came from."""
-    if model.kind == "generator":
+    if model.kind == "generator" and not _in_process(params, model.spec):
         from agorabench.inference import EndpointSession
 
         with EndpointSession(params, model.spec) as session:
@@ -119,12 +119,23 @@ def _answer(params: Params, model: ModelRef, conversations: list[list[dict]], de
     store = RequestStore(params.cache.requests_db)
     try:
         template = params.student.chat_template if model.kind in ("base", "student") else None
-        gen = LocalGenerator(model.spec, store, batch_size=params.evaluation.batch_size, chat_template=template,
+        path = params.generators[model.spec].model if model.kind == "generator" else model.spec
+        gen = LocalGenerator(path, store, batch_size=params.evaluation.batch_size, chat_template=template,
                              seed=params.generation.seed)
         done = gen.generate(conversations, decoding, sample_index, on_done)
         return done, {"generated": gen.generated, "cached": gen.cached, "repetition_penalty_applied": True}
     finally:
         store.close()
+
+
+def _in_process(params: Params, generator: str) -> bool:
+    """A local generator served by transformers is scored in-process, in batches, as the students are:
+    on a CPU that is several times faster than one request at a time through `transformers serve`,
+    and the answers are the same model's. vLLM, llama.cpp and remote generators go through their endpoint."""
+    from agorabench.local_server import local_engine
+
+    cfg = params.generators[generator]
+    return cfg.backend == "local" and not cfg.base_url and local_engine(cfg.engine, cfg.model) == "transformers"
 
 
 def _score_context(params: Params, allow_code_execution: bool | None):

@@ -129,3 +129,19 @@ def test_code_benchmark_with_the_opt_in_records_the_isolation(tmp_path, tiny_stu
     result = evaluate(params, "generator:fake", "humaneval", allow_code_execution=True)
     assert result["score"] == 0.0 and result["primary"] == "pass@1"
     assert result["isolation"] in ("bwrap", "process")
+
+
+def test_local_transformers_generators_are_scored_in_process(tmp_path):
+    """Table 7 for a local generator served by transformers runs batched in-process, as students do;
+    every other generator goes through its endpoint."""
+    from agorabench.evaluation import _in_process
+
+    path = write_params(tmp_path / "params.yaml", "http://127.0.0.1:9", **{
+        "generators.tiny": {"backend": "local", "model": "smollm2-135m-instruct", "engine": "transformers"},
+        "generators.tiny-cpp": {"backend": "local", "model": "smollm2-135m-instruct", "engine": "llamacpp"},
+        "generators.tiny-url": {"backend": "local", "model": "smollm2-135m-instruct", "engine": "transformers",
+                                "base_url": "http://127.0.0.1:8000/v1"}})
+    params = load_params(path)
+    assert _in_process(params, "tiny")
+    # canaries: a llama.cpp engine, a server given by URL and a remote API all use the endpoint
+    assert not any(_in_process(params, g) for g in ("tiny-cpp", "tiny-url", "fake"))

@@ -20,6 +20,8 @@ ENGINES = {"llamacpp": [], "transformers": ["--continuous-batching", "--cb-max-m
 def test_smollm2_produces_valid_instances_for_each_method(tmp_path, engine):
     import yaml
 
+    if engine == "llamacpp":
+        pytest.importorskip("llama_cpp", reason="llama.cpp is an optional extra: pip install -e '.[llamacpp]'")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     gen = params["generation"]
     # Greedy decoding keeps this test repeatable; the 135M model rambles at high temperature.
