@@ -428,12 +428,16 @@ def deploy(
 def check(params_file: str = PARAMS_OPT):
     """Validate params.yaml, the prompt folder and the API keys it needs, without sending anything."""
     params = _load(params_file)
+    from agorabench.config import ParamsError
     from agorabench.prompting import load_prompt_set
 
     try:
         prompts = load_prompt_set(params.generation.prompt_dir, params.generation.num_fewshot)
         # Every generator the pipeline will call: the benchmarked ones, their judges, and those
         # whose own problem solving is scored.
+        if not params.benchmark_generators:
+            raise ParamsError(f"{params_file}: benchmark_generators is not set; list the generators to run "
+                              f"(dvc.yaml's matrices read it)")
         needed = [*params.benchmark_generators, *params.evaluation.generators,
                   *filter(None, [params.evaluation.judge, params.intrinsic.get("judge")])]
         for name in dict.fromkeys(needed):

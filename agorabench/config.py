@@ -297,8 +297,9 @@ class CacheConfig(Strict):
 
 class Params(Strict):
     generators: dict[str, GeneratorConfig]
-    # Which generators the benchmark runs: the DVC matrix axis, so it names them (at least one).
-    benchmark_generators: list[str] = Field(..., min_length=1)
+    # Which generators the benchmark runs: the DVC matrix axis, so a params.yaml names them (an empty
+    # list is an error; `agora check` also asks for it). Left out, the library and CLI take them all.
+    benchmark_generators: list[str] = Field(default_factory=list)
     domains: list[Literal["math", "code", "general"]] = Field(default_factory=lambda: list(DOMAINS))
     methods: list[Literal["instance_generation", "response_generation", "quality_enhancement"]] = Field(
         default_factory=lambda: list(METHODS)
@@ -314,6 +315,13 @@ class Params(Strict):
     intrinsic: dict = Field(default_factory=dict)
     analysis: AnalysisConfig = AnalysisConfig()
     scaling: ScalingConfig = ScalingConfig()
+
+    @field_validator("benchmark_generators")
+    @classmethod
+    def _some_generators(cls, v):
+        if not v:  # only reached when the file gives the field: a default is not validated
+            raise ValueError("empty list; name the generators to run (dvc.yaml's matrices expand it)")
+        return v
 
     @field_validator("intrinsic")
     @classmethod

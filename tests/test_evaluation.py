@@ -13,7 +13,8 @@ from tests.conftest import write_params
 
 def make_params(tmp_path, url, tiny_student, **extra):
     overrides = {"student.base": tiny_student, "student.reference": tiny_student,
-                 "evaluation.limit": 3, "evaluation.base_fewshot": 2, "evaluation.batch_size": 2,
+                 "evaluation.limit": 3, "evaluation.limits": {}, "evaluation.base_fewshot": 2,
+                 "evaluation.batch_size": 2,
                  "evaluation.decoding.max_new_tokens": 12,
                  "evaluation.output_dir": str(tmp_path / "data/eval"), **extra}
     return load_params(write_params(tmp_path / "params.yaml", url, **overrides))

@@ -294,6 +294,7 @@ def test_real_minilm_separates_paraphrases_from_unrelated_text():
 def _params(tmp_path, tiny_student, **intrinsic) -> Params:
     return Params.model_validate({
         "generators": {"fake": {"backend": "openai", "model": "fake-model", "base_url": "http://127.0.0.1:9/v1"}},
+        "benchmark_generators": ["fake"],
         "generation": {"output_dir": str(tmp_path / "generated")},
         "student": {"base": tiny_student},
         "intrinsic": {"output_dir": str(tmp_path / "intrinsic"), "cache_db": str(tmp_path / "cache.sqlite"),
