@@ -2,8 +2,10 @@
 
 Engines, picked by ``local_engine`` when a generator says ``engine: auto``:
 * ``vllm serve`` on a GPU host with a ``vllm`` executable;
-* llama.cpp (``python -m llama_cpp.server``, from llama-cpp-python) on CPU, for a model with a GGUF file (every
-  packaged model): 5-6x the tokens per second of ``transformers serve`` on two cores (offline-assets §1.3);
+* llama.cpp (``python -m llama_cpp.server``, from the optional llama-cpp-python extra) on CPU, for a model with a
+  GGUF file (every packaged model). Which of it and ``transformers serve`` is faster depends on the CPU: one
+  2-core machine gave llama.cpp 5-6x the tokens per second (offline-assets §1.3); on another (2026-11-29) it
+  decoded 2x faster but read prompts 3x slower, so the default profile names ``engine: transformers``;
 * ``transformers serve`` otherwise (a local HF folder or hub id without a GGUF).
 Either way the generator talks to it with the ordinary ``openai`` client, the same code path as hosted APIs:
 

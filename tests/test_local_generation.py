@@ -1,6 +1,6 @@
-"""The real local model server: SmolLM2-135M-Instruct (shipped in a package) through llama.cpp (the
-default CPU engine) or `transformers serve`, and the openai SDK, produces valid instances for each of
-the three methods."""
+"""The real local model server: SmolLM2-135M-Instruct (shipped in a package) through `transformers serve`
+(the default profile's engine) or llama.cpp (an optional extra), and the openai SDK, produces valid
+instances for each of the three methods."""
 import asyncio
 
 import pytest
