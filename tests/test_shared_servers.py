@@ -2,6 +2,7 @@
 stage that calls a model is pending; the stages find it through the environment."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -57,3 +58,28 @@ def test_a_stage_uses_the_shared_server_instead_of_starting_one(local_params, mo
     # canary: a generator the run did not start gets its own server, as without `agora run`
     with generator_endpoint(local_params, "judge", {}) as (url, model):
         assert FakeServer.started == ["qwen2.5-coder-0.5b-instruct"]
+
+
+def test_up_to_date_run_starts_no_server(tmp_path, monkeypatch):
+    """`agora run` with nothing pending in `dvc status` goes straight to `dvc repro`: no Prefect server,
+    no model server; with a pending stage it starts both (canary)."""
+    from typer.testing import CliRunner
+
+    from agorabench.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path / "params.yaml", "http://127.0.0.1:9")
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    started = []
+
+    @contextlib.contextmanager
+    def fake_prefect(ui=False):
+        started.append("prefect")
+        yield "http://127.0.0.1:1/api"
+
+    monkeypatch.setattr(pipeline, "prefect_server", fake_prefect)
+    monkeypatch.setattr(pipeline, "repro", lambda env, force=False: 0)
+    monkeypatch.setattr(pipeline, "pending_stages", lambda env: [])
+    assert CliRunner().invoke(app, ["run"]).exit_code == 0 and started == []
+    monkeypatch.setattr(pipeline, "pending_stages", lambda env: ["generate@fake-instance_generation-math"])
+    assert CliRunner().invoke(app, ["run"]).exit_code == 0 and started == ["prefect"]
