@@ -93,7 +93,8 @@ def pending_stages(env: dict[str, str]) -> list[str] | None:
         return None
 
 
-# Stages that call a model server: generation, evaluation (a generator, or a judge) and intrinsic (a judge).
+# Stage name prefixes that call a model server: generation, evaluation (a generator, or a judge) and
+# intrinsic (a judge): generate@..., evaluate-student@..., evaluate-anchor@..., scale-evaluate@..., ...
 _SERVED_STAGES = ("generate", "scale-generate", "evaluate", "scale-evaluate", "intrinsic")
 
 
@@ -118,7 +119,7 @@ def local_servers(params, pending: list[str] | None) -> Iterator[dict[str, str]]
     from agorabench.local_server import LocalModelServer
 
     names = served_generators(params)
-    needed = pending is None or any(stage.split("@")[0] in _SERVED_STAGES for stage in pending)
+    needed = pending is None or any(stage.split("@")[0].startswith(_SERVED_STAGES) for stage in pending)
     if not names or not needed:
         yield {}
         return

@@ -45,6 +45,9 @@ def test_servers_start_once_only_when_a_model_stage_is_pending(local_params):
         assert env == {} and FakeServer.started == []  # nothing that calls a model: nothing starts
     with pipeline.local_servers(local_params, ["results", "intrinsic@tiny-x-y"]) as env:
         shared = json.loads(env[SHARED_SERVERS_ENV])
+    with pipeline.local_servers(local_params, ["evaluate-anchor@base", "report"]) as env:
+        assert SHARED_SERVERS_ENV in env  # the judge of a pending evaluation
+    FakeServer.started = FakeServer.started[:2]
     # canary of the first block: a pending model stage does start them, each once
     assert FakeServer.started == ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"]
     assert shared["judge"] == {"base_url": "http://127.0.0.1:1/qwen2.5-coder-0.5b-instruct/v1",
