@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agorabench.config import Params
+from agorabench.training import STUDENT_FILE, student_record
 from agorabench.request_store import Completion, RequestStore, canonical_json, request_key
 
 
@@ -47,12 +48,11 @@ def model_identity(path: str) -> str:
 
     if path in PACKAGED_MODELS:
         return f"packaged:{path}:{PACKAGED_MODELS[path]['sha256']}"
-    student = Path(path) / "student.json"
-    if student.is_file():
-        info = json.loads(student.read_text())
+    info = student_record(path)
+    if info is not None:
         if not info.get("trained", True):  # an empty dataset: the base weights, shared by all such students
             return model_identity(info["base_path"])
-        return "student:" + hashlib.sha256(student.read_bytes()).hexdigest()
+        return "student:" + hashlib.sha256((Path(path) / STUDENT_FILE).read_bytes()).hexdigest()
     return f"model:{path}"
 
 
@@ -63,16 +63,16 @@ def load_model(path: str, dtype=None):
 
     from agorabench.local_models import resolve_model
 
-    student = Path(path) / "student.json"
-    if student.is_file() and not json.loads(student.read_text()).get("trained", True):
-        path = json.loads(student.read_text())["base_path"]  # trained on nothing: the base model itself
+    info = student_record(path)
+    if info is not None and not info.get("trained", True):
+        path = info["base_path"]  # trained on nothing: the base model itself
     resolved = resolve_model(path)
     dtype = dtype or (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
     adapter = Path(resolved) / "adapter_config.json"
     if adapter.is_file():
         from peft import PeftModel
 
-        base = json.loads((Path(resolved) / "student.json").read_text())["base_path"]
+        base = student_record(resolved)["base_path"]
         model = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=dtype)
         model = PeftModel.from_pretrained(model, resolved).merge_and_unload()
     else:

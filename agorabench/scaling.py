@@ -16,10 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import orjson
-
 from agorabench.config import Params, ParamsError, check_setting
 from agorabench.generation import _write_atomic, dumps_line, output_paths
+from agorabench.training import read_jsonl
 
 SEP = "@"
 
@@ -48,13 +47,6 @@ def scaling_num(params: Params, generator: str, method: str) -> int:
     return max(s.sizes)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, "rb") as f:
-        return [orjson.loads(line) for line in f if line.strip()]
-
-
 def write_prefix(params: Params, generator: str, domain: str, method: str, size: int) -> dict:
     """Write the first `size` instances of the scaling dataset as the dataset of NAME@size; return its manifest."""
     check_setting(domain, method)
@@ -65,10 +57,10 @@ def write_prefix(params: Params, generator: str, domain: str, method: str, size:
         raise ParamsError(f"{src['manifest']}: no scaling dataset; run `agora generate --generator {generator} "
                           f"--domain {domain} --method {method} --scaling` first")
     source = json.loads(src["manifest"].read_text())
-    rows = _read_jsonl(src["data"])[:size]
+    rows = read_jsonl(src["data"])[:size]  # generation writes data and rejections with the manifest
     # The attempts this prefix needed: up to its last instance's, or all of them if it fell short.
     cutoff = max((r["attempt"] for r in rows), default=-1) if len(rows) == size else float("inf")
-    rejected = [r for r in _read_jsonl(src["rejected"]) if r["attempt"] <= cutoff]
+    rejected = [r for r in read_jsonl(src["rejected"]) if r["attempt"] <= cutoff]
     name = variant_name(generator, size)
     for k, r in enumerate(rows):
         r["id"] = f"{name}/{method}/{domain}/{k:06d}"

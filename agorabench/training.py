@@ -220,6 +220,20 @@ def _write_loss_curve(log_history: list[dict], path: Path) -> list[dict]:
     return points
 
 
+def _fresh_tmp(out: Path) -> Path:
+    """An empty folder next to `out` to write a checkpoint into before `_swap_in` (see _save_student)."""
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed run
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    os.rename(tmp, out)
+
+
 def _save_student(trainer, params: Params, out: Path, info: dict) -> None:
     """Write the student to a temp folder next to `out`, then swap it in: a killed run never leaves
     a half-written checkpoint where DVC or `agora evaluate` would take it for a finished one."""
@@ -228,8 +242,7 @@ def _save_student(trainer, params: Params, out: Path, info: dict) -> None:
     acc = trainer.accelerator
     tmp = out.parent / f".{out.name}.tmp"
     if acc.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed run
-        tmp.mkdir(parents=True)
+        _fresh_tmp(out)
     acc.wait_for_everyone()
     if acc.num_processes > 1:
         trainer.save_model(str(tmp))  # FSDP: gathers the shards; only the main process writes
@@ -240,18 +253,19 @@ def _save_student(trainer, params: Params, out: Path, info: dict) -> None:
     if acc.is_main_process:
         trainer.processing_class.save_pretrained(tmp)
         (tmp / STUDENT_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(tmp, out)
+        _swap_in(tmp, out)
     acc.wait_for_everyone()
+
+
+def student_record(checkpoint: str | Path) -> dict | None:
+    """A student folder's student.json, or None when `checkpoint` is not a student folder."""
+    path = Path(checkpoint) / STUDENT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def untrained_reason(checkpoint: str | Path) -> str | None:
     """Why a student folder holds no weights of its own (its dataset was empty), or None."""
-    path = Path(checkpoint) / STUDENT_FILE
-    if not path.is_file():
-        return None
-    info = json.loads(path.read_text())
+    info = student_record(checkpoint) or {}
     return None if info.get("trained", True) else info.get("untrained_reason", "no training data")
 
 
@@ -271,13 +285,9 @@ def _write_untrained(params: Params, generator: str, domain: str, method: str, i
                "base_path": model_path or params.student.base, "lora": params.training.lora is not None,
                "system_prompt": params.student.system_prompt, **info}
     out = checkpoint_dir(params, generator, domain, method)
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _fresh_tmp(out)
     (tmp / STUDENT_FILE).write_text(json.dumps(student, indent=2, sort_keys=True) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.rename(tmp, out)
+    _swap_in(tmp, out)
     paths = log_paths(params, generator, domain, method)
     _write_loss_curve([], paths["loss"])
     metrics = {"trained": False, "untrained_reason": reason, "final_loss": None, "first_loss": None,
