@@ -433,14 +433,10 @@ def check(params_file: str = PARAMS_OPT):
 
     try:
         prompts = load_prompt_set(params.generation.prompt_dir, params.generation.num_fewshot)
-        # Every generator the pipeline will call: the benchmarked ones, their judges, and those
-        # whose own problem solving is scored.
         if not params.benchmark_generators:
             raise ParamsError(f"{params_file}: benchmark_generators is not set; list the generators to run "
                               f"(dvc.yaml's matrices read it)")
-        needed = [*params.benchmark_generators, *params.evaluation.generators,
-                  *filter(None, [params.evaluation.judge, params.intrinsic.get("judge")])]
-        for name in dict.fromkeys(needed):
+        for name in params.called_generators():
             params.generator(name).api_key(name)
     except _user_errors() as e:
         fail(str(e))

@@ -362,6 +362,13 @@ class Params(Strict):
                                      f"(declared: {', '.join(self.generators)})")
         return self
 
+    def called_generators(self) -> list[str]:
+        """Every generator the pipeline calls, once each: the benchmarked ones, the scaling study's,
+        those whose own problem solving is scored, and the judges."""
+        names = [*self.benchmark_generators, *self.scaling.generators, *self.evaluation.generators,
+                 *filter(None, [self.evaluation.judge, self.intrinsic.get("judge")])]
+        return list(dict.fromkeys(names))
+
     def generator(self, name: str) -> GeneratorConfig:
         if name not in self.generators:
             raise ParamsError(

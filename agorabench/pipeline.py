@@ -99,11 +99,8 @@ _SERVED_STAGES = ("generate", "scale-generate", "evaluate", "scale-evaluate", "i
 
 
 def served_generators(params) -> list[str]:
-    """Local generators the pipeline calls (benchmarked, judging, or scored on the benchmarks) whose
-    server AgoraBench starts itself (no base_url)."""
-    names = [*params.benchmark_generators, *params.evaluation.generators, *params.scaling.generators,
-             *filter(None, [params.evaluation.judge, params.intrinsic.get("judge")])]
-    return [n for n in dict.fromkeys(names)
+    """Local generators the pipeline calls whose server AgoraBench starts itself (no base_url)."""
+    return [n for n in params.called_generators()
             if params.generators[n].backend == "local" and not params.generators[n].base_url]
 
 
