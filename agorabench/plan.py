@@ -25,24 +25,19 @@ def plan(params: Params) -> dict:
     ev = params.evaluation
     all_benchmarks = [b for names in ev.benchmarks.values() for b in names] + list(ev.extra)
 
-    notes = []
-    try:
-        generation = [asdict(estimate_setting(params, g, d, m)) for g in gens for m, d in settings]
-    except OSError:  # the tokenizer lives on the Hub and we are offline: count ~4 characters a token
-        notes.append(f"token counts approximated (characters / 4): tokenizer {params.generation.tokenizer!r} "
-                     f"is not available offline")
-        approx = params.model_copy(update={"generation": params.generation.model_copy(update={"tokenizer": "approx"})})
-        generation = [asdict(estimate_setting(approx, g, d, m)) for g in gens for m, d in settings]
     # The scaling study: one larger dataset per scaled setting (its first requests are the main
     # dataset's, answered by the store, so this over-counts them), then a student per prefix size.
     sc = params.scaling
     scaled = [(g, m, d) for g in sc.generators for m in sc.methods for d in params.domains]
-    ests = {"generation": generation}
+    jobs = [(g, d, m, None) for g in gens for m, d in settings] + [(g, d, m, max(sc.sizes)) for g, m, d in scaled]
+    notes = []
     try:
-        ests["scaling"] = [asdict(estimate_setting(params, g, d, m, num=max(sc.sizes))) for g, m, d in scaled]
-    except OSError:
+        generation = [asdict(estimate_setting(params, g, d, m, num=n)) for g, d, m, n in jobs]
+    except OSError:  # the tokenizer lives on the Hub and we are offline: count ~4 characters a token
+        notes.append(f"token counts approximated (characters / 4): tokenizer {params.generation.tokenizer!r} "
+                     f"is not available offline")
         approx = params.model_copy(update={"generation": params.generation.model_copy(update={"tokenizer": "approx"})})
-        ests["scaling"] = [asdict(estimate_setting(approx, g, d, m, num=max(sc.sizes))) for g, m, d in scaled]
+        generation = [asdict(estimate_setting(approx, g, d, m, num=n)) for g, d, m, n in jobs]
     scale_students = len(scaled) * len(sc.sizes)
     notes += sorted({r["basis"] for r in generation})
     students = len(gens) * len(settings)
@@ -61,7 +56,6 @@ def plan(params: Params) -> dict:
         "scale-evaluate": scale_students, "results": 1, "report": 1,
     }
     stages = {k: v for k, v in stages.items() if v or not k.startswith("scale-")}
-    generation = generation + ests["scaling"]
     return {
         "generators": {g: {"backend": params.generators[g].backend, "model": params.generators[g].model}
                        for g in gens},
