@@ -179,8 +179,8 @@ class DecodingConfig(Strict):
     @field_validator("temperature")
     @classmethod
     def _domains(cls, v):
-        missing = [d for d in ("math", "code", "general") if d not in v]
-        unknown = [d for d in v if d not in ("math", "code", "general")]
+        missing = [d for d in DOMAINS if d not in v]
+        unknown = [d for d in v if d not in DOMAINS]
         if missing or unknown:
             raise ValueError(f"needs one temperature per domain (math, code, general); "
                              f"{'missing ' + ', '.join(missing) if missing else 'unknown ' + ', '.join(unknown)}")

@@ -116,9 +116,10 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
         WHERE (q.method, q.domain) IN (SELECT method, domain FROM quantity_quality WHERE prefix_size IS NOT NULL)
         ORDER BY q.method, q.domain, q.generator, q.instances, q.dataset""")
     return ReportData(
-        quantity=quantity, untrained=untrained, combine=meta.get("combine", "mean_of_pgr"), methods=methods, domains=domains, generators=generators,
+        combine=meta.get("combine", "mean_of_pgr"), methods=methods, domains=domains, generators=generators,
         pgr_domain={(r["generator"], r["method"], r["domain"]): r["pgr"] for r in pgr_rows},
-        null_reasons=null_reasons, anchors=anchors, cost_points=cost_points, intrinsic=intrinsic, loss=loss)
+        null_reasons=null_reasons, anchors=anchors, cost_points=cost_points, intrinsic=intrinsic, loss=loss,
+        untrained=untrained, quantity=quantity)
 
 
 def _first_line(e: Exception) -> str:

@@ -128,9 +128,7 @@ def cost_vs_pgr(data: ReportData, folder: Path) -> Figure | FigureSkipped:
     points = [p for p in data.cost_points if p["cost_usd"] is not None and p["pgr"] is not None]
     if not points:
         return FigureSkipped("cost_vs_pgr", title, "no dataset has both a recorded cost and a PGR")
-    costs = [p["cost_usd"] for p in points]
-    # A log axis only helps when costs span orders of magnitude, and it cannot show a zero cost.
-    log_x = min(costs) > 0 and max(costs) / min(costs) >= 20
+    log_x = _spans_decades([p["cost_usd"] for p in points])
     colors = generator_colors([p["generator"] for p in points])
     markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(data.methods)}
     fig = MplFigure(figsize=(8.0, 4.8), layout="constrained")
@@ -179,8 +177,7 @@ def quantity_vs_pgr(data: ReportData, folder: Path) -> Figure | FigureSkipped:
             series = sorted((q for q in mine if q["generator"] == gen), key=lambda q: q["instances"])
             ax.plot([q["instances"] for q in series], [q["pgr"] for q in series], color=colors[gen],
                     marker="o", markersize=5, linewidth=1.2 if len(series) > 1 else 0)
-        sizes = [q["instances"] for q in mine]
-        if min(sizes) > 0 and max(sizes) / min(sizes) >= 20:
+        if _spans_decades([q["instances"] for q in mine]):
             ax.set_xscale("log")
         ax.axhline(0.0, color="gray", linewidth=0.8)
         ax.set_title(setting_label(method, domain))
@@ -295,6 +292,12 @@ def loss_curves(data: ReportData, folder: Path) -> Figure | FigureSkipped:
     png, svg = save(fig, folder, "loss_curves")
     return Figure("loss_curves", title, "Training loss per logged step; one panel per setting, one line per "
                   "generator.", png, svg)
+
+
+def _spans_decades(values: Sequence[float]) -> bool:
+    """Whether an axis wants a log scale: only when the values span orders of magnitude (a log axis
+    cannot show zero)."""
+    return min(values) > 0 and max(values) / min(values) >= 20
 
 
 def _nan(v: float | None) -> float:
