@@ -144,7 +144,10 @@ def repro(env: dict[str, str], targets: list[str] = (), force: bool = False) -> 
     total = stage_count()
     cmd = [_bin("dvc"), "repro", *(["--force"] if force else []), *targets]
     start, seen = time.monotonic(), 0
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1)
+    # DVC and the stage command it runs share a process group of their own, so stopping the run
+    # stops the stage too: terminating DVC alone left its running stage orphaned, still working.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1,
+                            start_new_session=True)
     assert proc.stdout is not None
     try:
         for line in proc.stdout:
@@ -156,9 +159,15 @@ def repro(env: dict[str, str], targets: list[str] = (), force: bool = False) -> 
             print(f"[{elapsed // 60:02d}:{elapsed % 60:02d} {counter:>7}] {line}", flush=True)
         return proc.wait()
     finally:
-        if proc.poll() is None:  # we are being stopped: stop DVC too (it stops its stage's command)
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if proc.poll() is None:  # we are being stopped: stop DVC and its stage's command with us
+            for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+                try:
+                    os.killpg(proc.pid, sig)
+                    proc.wait(timeout=wait_s)
+                    break
+                except ProcessLookupError:
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever of the stage outlived DVC
