@@ -190,8 +190,9 @@ def evaluate(
             results = flow(model=model, benchmarks=names, params_file=params_file,
                            allow_code_execution=allow_code_execution)
         else:
-            from agorabench.evaluation import evaluate as run_one, write_score_summary
+            from agorabench.evaluation import evaluate as run_one, prefetch_answers, write_score_summary
 
+            prefetch_answers(params, model, names, allow_code_execution=allow_code_execution)
             results = {b: run_one(params, model, b, allow_code_execution=allow_code_execution) for b in names}
             write_score_summary(params, model, results)
     except _user_errors() as e:

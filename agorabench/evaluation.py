@@ -113,19 +113,83 @@ def _answer(params: Params, model: ModelRef, conversations: list[list[dict]], de
             done = session.complete_many(conversations, session.sampling(decoding), sample_index, on_done)
             s = session.client.stats
             return done, {"generated": s.completed, "cached": s.cached, "repetition_penalty_applied": False}
-    from agorabench.inference import LocalGenerator
     from agorabench.request_store import RequestStore
 
     store = RequestStore(params.cache.requests_db)
     try:
-        template = params.student.chat_template if model.kind in ("base", "student") else None
-        path = params.generators[model.spec].model if model.kind == "generator" else model.spec
-        gen = LocalGenerator(path, store, batch_size=params.evaluation.batch_size, chat_template=template,
-                             seed=params.generation.seed)
+        gen = _local_generator(params, model, store)
         done = gen.generate(conversations, decoding, sample_index, on_done)
         return done, {"generated": gen.generated, "cached": gen.cached, "repetition_penalty_applied": True}
     finally:
         store.close()
+
+
+def _local_generator(params: Params, model: ModelRef, store):
+    from agorabench.inference import LocalGenerator
+
+    template = params.student.chat_template if model.kind in ("base", "student") else None
+    path = params.generators[model.spec].model if model.kind == "generator" else model.spec
+    return LocalGenerator(path, store, batch_size=params.evaluation.batch_size, chat_template=template,
+                          seed=params.generation.seed)
+
+
+def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,
+                     allow_code_execution: bool | None = None) -> int:
+    """Answer every item of `benchmarks` for a model run in this process, in one batched pass per
+    decoding setting, into the request store, where `evaluate` then finds them. Returns how many
+    answers were generated.
+
+    Why: a batch takes as many decoding steps as its longest answer, and a small model often writes
+    up to max_new_tokens, so on a CPU a batch of 10 costs little more than a batch of 5. A student's
+    domain has two or three benchmarks with the same decoding: one pass instead of one per benchmark
+    about halves its evaluation. Endpoint generators are left to `evaluate` (their server batches)."""
+    model = resolve_model_ref(params, model_ref)
+    if model.kind == "generator" and not _in_process(params, model.spec):
+        return 0
+    ctx = _score_context(params, allow_code_execution)
+    groups: dict[tuple[Decoding, int], list[list[dict]]] = {}
+    for benchmark in benchmarks:
+        try:
+            _check_runnable(params, benchmark, ctx)
+        except ParamsError:
+            continue  # evaluate() reports it
+        _, _, conversations = _prompts(params, model, benchmark)
+        samples = params.evaluation.samples if BENCHMARK_DOMAINS[benchmark] == "code" else 1
+        for s in range(samples):
+            groups.setdefault((decoding_for(params, benchmark), s), []).extend(conversations)
+    from agorabench.request_store import RequestStore
+
+    store = RequestStore(params.cache.requests_db)
+    try:
+        gen = _local_generator(params, model, store)  # one model load for every group
+        for (decoding, s), conversations in groups.items():
+            gen.generate(conversations, decoding, s)
+        return gen.generated
+    finally:
+        store.close()
+
+
+def _check_runnable(params: Params, benchmark: str, ctx) -> None:
+    if benchmark not in BENCHMARK_DOMAINS:
+        benchmark_module(benchmark)  # the one-line "unknown benchmark" error
+    if BENCHMARK_DOMAINS[benchmark] == "code" and not ctx.allow_code_execution:
+        raise ParamsError(f"{benchmark} runs generated code: opt in with --allow-code-execution or "
+                          f"evaluation.allow_code_execution: true (it runs only inside the sandbox)")
+    if benchmark in JUDGED and not params.evaluation.judge:
+        raise ParamsError(f"{benchmark} needs an LLM judge: set evaluation.judge to a generator name")
+
+
+def _prompts(params: Params, model: ModelRef, benchmark: str):
+    """(benchmark module, selected items, one conversation per item) for this model."""
+    module = benchmark_module(benchmark)
+    items = select_items(params, benchmark)
+    shots = module.fewshot_examples(model.fewshot) if model.fewshot else []
+    conversations = [module.build_messages(item, shots) for item in items]
+    if params.student.system_prompt and model.kind in ("base", "reference", "student", "model"):
+        # Students were trained with this system turn; the anchors get the same prompt.
+        conversations = [[{"role": "system", "content": params.student.system_prompt}, *c]
+                         if c and c[0]["role"] != "system" else c for c in conversations]
+    return module, items, conversations
 
 
 def _in_process(params: Params, generator: str) -> bool:
@@ -154,23 +218,10 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
              on_done=None) -> dict:
     """Answer and score every selected item; write the items Parquet and the scores JSON."""
     model = resolve_model_ref(params, model_ref)
-    if benchmark not in BENCHMARK_DOMAINS:
-        benchmark_module(benchmark)  # the one-line "unknown benchmark" error
     ev = params.evaluation
     ctx = _score_context(params, allow_code_execution)
-    if BENCHMARK_DOMAINS[benchmark] == "code" and not ctx.allow_code_execution:
-        raise ParamsError(f"{benchmark} runs generated code: opt in with --allow-code-execution or "
-                          f"evaluation.allow_code_execution: true (it runs only inside the sandbox)")
-    if benchmark in JUDGED and not ev.judge:
-        raise ParamsError(f"{benchmark} needs an LLM judge: set evaluation.judge to a generator name")
-    module = benchmark_module(benchmark)
-    items = select_items(params, benchmark)
-    shots = module.fewshot_examples(model.fewshot) if model.fewshot else []
-    conversations = [module.build_messages(item, shots) for item in items]
-    if params.student.system_prompt and model.kind in ("base", "reference", "student", "model"):
-        # Students were trained with this system turn; the anchors get the same prompt.
-        conversations = [[{"role": "system", "content": params.student.system_prompt}, *c]
-                         if c and c[0]["role"] != "system" else c for c in conversations]
+    _check_runnable(params, benchmark, ctx)
+    module, items, conversations = _prompts(params, model, benchmark)
     decoding = decoding_for(params, benchmark)
     samples = ev.samples if BENCHMARK_DOMAINS[benchmark] == "code" else 1
 

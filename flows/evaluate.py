@@ -5,16 +5,19 @@ from prefect import flow
 
 from agorabench.config import load_params
 from agorabench.evaluation import benchmarks_for, write_score_summary
-from tasks.evaluation import evaluate_benchmark
+from tasks.evaluation import answer_all, evaluate_benchmark
 
 
 @flow(name="evaluate", flow_run_name="evaluate {model}", log_prints=True)
 def evaluate(model: str, benchmarks: list[str] | None = None, params_file: str = "params.yaml",
              allow_code_execution: bool | None = None) -> dict[str, dict]:
     params = load_params(params_file)
-    # One benchmark after another: each loads the model once and batches its own items; running
-    # them side by side would only split the same CPU or GPU.
-    results = {b: evaluate_benchmark(params, model, b, allow_code_execution)
-               for b in benchmarks or benchmarks_for(params, model)}
+    names = benchmarks or benchmarks_for(params, model)
+    # Every benchmark's answers in one batched pass per decoding setting first (a model run here);
+    # then one benchmark after another scores them, reading the answers from the request store.
+    generated = answer_all(params, model, names, allow_code_execution)
+    if generated:
+        print(f"{model}: {generated} answers generated in one batched pass over {', '.join(names)}")
+    results = {b: evaluate_benchmark(params, model, b, allow_code_execution) for b in names}
     write_score_summary(params, model, results)
     return results

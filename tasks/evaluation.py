@@ -9,7 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from agorabench.config import Params, ParamsError
-from agorabench.evaluation import evaluate
+from agorabench.evaluation import evaluate, prefetch_answers
 
 
 def _retry_unless_config_error(task, task_run, state) -> bool:
@@ -21,3 +21,10 @@ def _retry_unless_config_error(task, task_run, state) -> bool:
 def evaluate_benchmark(params: Params, model_ref: str, benchmark: str,
                        allow_code_execution: bool | None = None) -> dict:
     return evaluate(params, model_ref, benchmark, allow_code_execution=allow_code_execution)
+
+
+@task(name="answer-all", task_run_name="{model_ref} answers", retries=1, retry_delay_seconds=10,
+      retry_condition_fn=_retry_unless_config_error, cache_policy=NO_CACHE, persist_result=False)
+def answer_all(params: Params, model_ref: str, benchmarks: list[str],
+               allow_code_execution: bool | None = None) -> int:
+    return prefetch_answers(params, model_ref, benchmarks, allow_code_execution=allow_code_execution)

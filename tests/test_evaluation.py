@@ -146,3 +146,30 @@ def test_local_transformers_generators_are_scored_in_process(tmp_path):
     assert _in_process(params, "tiny")
     # canaries: a llama.cpp engine, a server given by URL and a remote API all use the endpoint
     assert not any(_in_process(params, g) for g in ("tiny-cpp", "tiny-url", "fake"))
+
+
+def test_prefetch_answers_all_benchmarks_in_one_batch(tmp_path, tiny_student, monkeypatch):
+    """A model's benchmarks with the same decoding are answered in one batched pass; evaluating each
+    benchmark afterwards reads the answers from the request store and generates nothing."""
+    from agorabench.evaluation import evaluate, prefetch_answers
+    from agorabench.inference import LocalGenerator
+
+    batches = []
+    real = LocalGenerator._generate_batch
+    monkeypatch.setattr(LocalGenerator, "_generate_batch",
+                        lambda self, batch, *a: batches.append(len(batch)) or real(self, batch, *a))
+    params = make_params(tmp_path, "http://127.0.0.1:9", tiny_student, **{"evaluation.batch_size": 8})
+    assert prefetch_answers(params, "reference", ["gsm8k", "math"]) == 6
+    assert batches == [6]  # both math-domain benchmarks, one generate call
+    for name in ("gsm8k", "math"):
+        assert evaluate(params, "reference", name)["run"] == {"generated": 0, "cached": 3}
+    assert batches == [6]
+    # a benchmark that may not run (code without the opt-in) is left for evaluate() to refuse
+    assert prefetch_answers(params, "reference", ["mbpp"]) == 0
+    # canary: without the prefetch, each benchmark is its own batch
+    batches.clear()
+    (tmp_path / "b").mkdir()
+    other = make_params(tmp_path / "b", "http://127.0.0.1:9", tiny_student, **{"evaluation.batch_size": 8})
+    for name in ("gsm8k", "math"):
+        evaluate(other, "reference", name)
+    assert batches == [3, 3]
