@@ -113,9 +113,35 @@ try:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 except (OSError, AttributeError):
     pass
-if os.getppid() != int(os.environ.pop("AGORA_SERVER_PARENT_PID")):
+if os.getppid() != int(os.environ.pop("AGORA_LAUNCHER_PARENT_PID")):
     sys.exit(1)  # the parent already died before prctl took effect
 os.execvp(sys.argv[1], sys.argv[1:])
+"""
+
+# The same idea for a command that starts children of its own (DVC, and the stage command DVC runs):
+# started with start_new_session, this launcher leads their process group and stays in it as the parent.
+# When the process that started it dies, even by SIGKILL, the kernel sends it SIGTERM; and a SIGTERM,
+# from there or from anyone, stops the whole group: SIGTERM, up to 20 s to exit, then SIGKILL. Without
+# it, a killed `agora run` left DVC and the stage it was running working on, holding DVC's lock.
+GROUP_LAUNCHER = r"""
+import ctypes, os, signal, subprocess, sys, time
+child = None
+def stop(*_):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.killpg(0, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while child is not None and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(0, signal.SIGKILL)  # whatever outlived its command, and this launcher with it
+signal.signal(signal.SIGTERM, stop)
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(os.environ.pop("AGORA_LAUNCHER_PARENT_PID")):
+    sys.exit(1)  # the parent already died before prctl took effect
+child = subprocess.Popen(sys.argv[1:])
+sys.exit(child.wait())
 """
 
 # Servers that are running, so an interpreter that exits without leaving the `with` block still stops them.
@@ -315,7 +341,7 @@ class LocalModelServer:
             HF_HUB_DISABLE_UPDATE_CHECK="1",  # the transformers CLI otherwise checks PyPI for a newer version
             TOKENIZERS_PARALLELISM="false",
             PYTHONUNBUFFERED="1",  # so the log shows progress and the final traceback as they happen
-            AGORA_SERVER_PARENT_PID=str(os.getpid()),
+            AGORA_LAUNCHER_PARENT_PID=str(os.getpid()),
         )
         # While generating, the server is the one busy process (the client mostly waits), so it gets
         # every core unless the caller set OMP_NUM_THREADS (the tests set 1: stack-feasibility G4).

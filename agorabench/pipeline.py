@@ -49,7 +49,7 @@ def prefect_server(home: str | Path = ".agora/prefect", ui: bool = False, timeou
     log = open(home / "server.log", "ab")
     # The launcher makes the kernel stop the server if this process dies, even by kill -9; SIGTERM
     # (a plain kill, or a scheduler stopping us) becomes SystemExit so the `finally` below runs.
-    env["AGORA_SERVER_PARENT_PID"] = str(os.getpid())
+    env["AGORA_LAUNCHER_PARENT_PID"] = str(os.getpid())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     proc = subprocess.Popen([sys.executable, "-c", PDEATHSIG_LAUNCHER, _bin("prefect"), "server", "start",
                              "--host", "127.0.0.1", "--port", str(port)],
@@ -142,10 +142,14 @@ def stage_count() -> int | None:
 def repro(env: dict[str, str], targets: list[str] = (), force: bool = False) -> int:
     """Run `dvc repro`, printing each of its lines with the elapsed time and a stage counter."""
     total = stage_count()
-    cmd = [_bin("dvc"), "repro", *(["--force"] if force else []), *targets]
+    from agorabench.local_server import GROUP_LAUNCHER
+
+    cmd = [sys.executable, "-c", GROUP_LAUNCHER, _bin("dvc"), "repro", *(["--force"] if force else []), *targets]
     start, seen = time.monotonic(), 0
-    # DVC and the stage command it runs share a process group of their own, so stopping the run
-    # stops the stage too: terminating DVC alone left its running stage orphaned, still working.
+    # DVC and the stage command it runs share a process group of their own, led by GROUP_LAUNCHER, so
+    # stopping the run stops the stage too, and so does killing it (kill -9): terminating DVC alone
+    # left its running stage orphaned, still working.
+    env = {**env, "AGORA_LAUNCHER_PARENT_PID": str(os.getpid())}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1,
                             start_new_session=True)
     assert proc.stdout is not None

@@ -1,0 +1,59 @@
+"""A killed `agora run` (even kill -9) takes DVC and the stage command DVC is running with it:
+pipeline.repro starts DVC under local_server.GROUP_LAUNCHER."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# Stands in for `agora run`: starts a "DVC" that starts a long "stage", prints the stage's pid, waits.
+RUN = r"""
+import os, subprocess, sys, time
+from agorabench.local_server import GROUP_LAUNCHER
+stage = "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); print(p.pid, flush=True); p.wait()"
+cmd = [sys.executable, "-c", stage]
+if sys.argv[1] == "launcher":
+    cmd = [sys.executable, "-c", GROUP_LAUNCHER, *cmd]
+env = {**os.environ, "AGORA_LAUNCHER_PARENT_PID": str(os.getpid())}
+p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
+print(p.stdout.readline().strip(), flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie waits only to be reaped
+
+
+def _stage_after_kill_9(mode: str, wait_s: float) -> bool:
+    """Is the stage still running `wait_s` seconds after its `agora run` got SIGKILL?"""
+    run = subprocess.Popen([sys.executable, "-c", RUN, mode], stdout=subprocess.PIPE, text=True,
+                           cwd=Path(__file__).resolve().parents[1])
+    stage = int(run.stdout.readline())
+    try:
+        assert _alive(stage)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        deadline = time.monotonic() + wait_s
+        while _alive(stage) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return _alive(stage)
+    finally:
+        if _alive(stage):
+            os.kill(stage, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_kill_9_of_the_run_stops_the_stage():
+    assert not _stage_after_kill_9("launcher", wait_s=15)
+    # canary: a new session alone (what repro did before) leaves the stage running
+    assert _stage_after_kill_9("plain", wait_s=2)
