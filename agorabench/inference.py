@@ -121,9 +121,9 @@ class LocalGenerator:
             on_done(len(found))
         # Longest prompts first: batches of similar length waste less padding, and a memory
         # problem shows up in the first batch rather than after an hour.
-        todo.sort(key=lambda i: -sum(len(m["content"]) for m in conversations[i]))
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start:start + self.batch_size]
+        size = {i: sum(len(m["content"]) for m in conversations[i]) for i in todo}
+        todo.sort(key=lambda i: -size[i])
+        for start, chunk in batches_of_similar_length(todo, size, self.batch_size):
             for i, done in zip(chunk, self._generate_batch([conversations[i] for i in chunk], decoding,
                                                             sample_index, start)):
                 request, key = keyed[i]
@@ -165,6 +165,22 @@ class LocalGenerator:
                                       input_tokens=int(mask.sum()), output_tokens=n_out, latency_s=latency,
                                       cost_usd=0.0))
         return results
+
+
+def batches_of_similar_length(order: list[int], size: dict[int, int], batch_size: int, slack: int = 1000):
+    """(position of its first item, items) of each batch, taken in `order` (longest first): at most
+    `batch_size` items, and none padded by more than its own length or `slack` characters (~250
+    tokens), whichever is more. Every prompt of a batch is padded to the longest: one 2,000-token
+    prompt among 60-token ones made a CPU batch of ten take 110 s instead of about 40 (a general-
+    domain evaluation in the default run)."""
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while (end < len(order) and end - start < batch_size
+               and size[order[start]] - size[order[end]] <= max(size[order[end]], slack)):
+            end += 1
+        yield start, order[start:end]
+        start = end
 
 
 # ---------------------------------------------------------------------------------------------

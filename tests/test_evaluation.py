@@ -173,3 +173,16 @@ def test_prefetch_answers_all_benchmarks_in_one_batch(tmp_path, tiny_student, mo
     for name in ("gsm8k", "math"):
         evaluate(other, "reference", name)
     assert batches == [3, 3]
+
+
+def test_a_long_prompt_is_not_batched_with_short_ones():
+    from agorabench.inference import batches_of_similar_length
+
+    size = {0: 8000, 1: 300, 2: 280, 3: 250, 4: 240, 5: 40}
+    order = sorted(size, key=lambda i: -size[i])
+    got = [chunk for _, chunk in batches_of_similar_length(order, size, batch_size=16)]
+    assert got == [[0], [1, 2, 3, 4, 5]]  # short prompts share a batch however their lengths differ
+    assert [s for s, _ in batches_of_similar_length(order, size, 16)] == [0, 1]
+    assert [c for _, c in batches_of_similar_length(order, size, batch_size=2)] == [[0], [1, 2], [3, 4], [5]]
+    # canary: with an unlimited slack everything is one batch, the 8,000-character prompt included
+    assert [c for _, c in batches_of_similar_length(order, size, 16, slack=10**6)] == [[0, 1, 2, 3, 4, 5]]
