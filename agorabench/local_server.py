@@ -107,16 +107,15 @@ def local_engine(engine: str, model: str) -> str:
 # which keeps that setting. Linux only; elsewhere the prctl call is skipped.
 # Caveat of PR_SET_PDEATHSIG: "parent" is the *thread* that started the server, so don't start a server in a
 # short-lived thread and keep using it after that thread ends.
-PDEATHSIG_LAUNCHER = r"""
-import ctypes, os, signal, sys
+_DIE_WITH_PARENT = r"""
 try:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 except (OSError, AttributeError):
     pass
 if os.getppid() != int(os.environ.pop("AGORA_LAUNCHER_PARENT_PID")):
     sys.exit(1)  # the parent already died before prctl took effect
-os.execvp(sys.argv[1], sys.argv[1:])
 """
+PDEATHSIG_LAUNCHER = "import ctypes, os, signal, sys\n" + _DIE_WITH_PARENT + "os.execvp(sys.argv[1], sys.argv[1:])\n"
 
 # The same idea for a command that starts children of its own (DVC, and the stage command DVC runs):
 # started with start_new_session, this launcher leads their process group and stays in it as the parent.
@@ -134,12 +133,7 @@ def stop(*_):
         time.sleep(0.1)
     os.killpg(0, signal.SIGKILL)  # whatever outlived its command, and this launcher with it
 signal.signal(signal.SIGTERM, stop)
-try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-except (OSError, AttributeError):
-    pass
-if os.getppid() != int(os.environ.pop("AGORA_LAUNCHER_PARENT_PID")):
-    sys.exit(1)  # the parent already died before prctl took effect
+""" + _DIE_WITH_PARENT + r"""
 child = subprocess.Popen(sys.argv[1:])
 sys.exit(child.wait())
 """
