@@ -140,9 +140,10 @@ def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,
     answers were generated.
 
     Why: a batch takes as many decoding steps as its longest answer, and a small model often writes
-    up to max_new_tokens, so on a CPU a batch of 10 costs little more than a batch of 5. A student's
-    domain has two or three benchmarks with the same decoding: one pass instead of one per benchmark
-    about halves its evaluation. Endpoint generators are left to `evaluate` (their server batches)."""
+    up to max_new_tokens. A student's domain has two or three benchmarks with the same decoding, so
+    one pass instead of one per benchmark saves a round of decoding: zero-shot SmolLM2 on GSM8K and
+    MATH took 35 s instead of 44 on 2 cores (few-shot prompts, ten times longer, gained nothing).
+    Endpoint generators are left to `evaluate`."""
     model = resolve_model_ref(params, model_ref)
     if model.kind == "generator" and not _in_process(params, model.spec):
         return 0
