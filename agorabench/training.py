@@ -220,10 +220,15 @@ def _write_loss_curve(log_history: list[dict], path: Path) -> list[dict]:
     return points
 
 
+def _tmp_dir(out: Path) -> Path:
+    """The folder next to `out` that a checkpoint is written into before `_swap_in` (see _save_student)."""
+    return out.parent / f".{out.name}.tmp"
+
+
 def _fresh_tmp(out: Path) -> Path:
-    """An empty folder next to `out` to write a checkpoint into before `_swap_in` (see _save_student)."""
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed run
+    """`_tmp_dir(out)`, emptied of what a killed run may have left there."""
+    tmp = _tmp_dir(out)
+    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     return tmp
 
@@ -240,9 +245,7 @@ def _save_student(trainer, params: Params, out: Path, info: dict) -> None:
     import torch
 
     acc = trainer.accelerator
-    tmp = out.parent / f".{out.name}.tmp"
-    if acc.is_main_process:
-        _fresh_tmp(out)
+    tmp = _fresh_tmp(out) if acc.is_main_process else _tmp_dir(out)
     acc.wait_for_everyone()
     if acc.num_processes > 1:
         trainer.save_model(str(tmp))  # FSDP: gathers the shards; only the main process writes
