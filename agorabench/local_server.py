@@ -129,7 +129,14 @@ def stop(*_):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.killpg(0, signal.SIGTERM)
     deadline = time.monotonic() + 20
-    while child is not None and child.poll() is None and time.monotonic() < deadline:
+    while child is not None and time.monotonic() < deadline:
+        # waitpid, not child.poll(): the main thread is inside child.wait(), which holds the lock
+        # that poll() needs, so poll() would say "running" until the deadline
+        try:
+            if os.waitpid(child.pid, os.WNOHANG)[0]:
+                break
+        except ChildProcessError:
+            break
         time.sleep(0.1)
     os.killpg(0, signal.SIGKILL)  # whatever outlived its command, and this launcher with it
 signal.signal(signal.SIGTERM, stop)

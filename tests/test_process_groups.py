@@ -39,10 +39,14 @@ def _stage_after_kill_9(mode: str, wait_s: float) -> bool:
     run = subprocess.Popen([sys.executable, "-c", RUN, mode], stdout=subprocess.PIPE, text=True,
                            cwd=Path(__file__).resolve().parents[1])
     stage = int(run.stdout.readline())
+    return _alive_after(stage, lambda: (run.send_signal(signal.SIGKILL), run.wait()), wait_s)
+
+
+def _alive_after(stage: int, kill, wait_s: float) -> bool:
+    """Is the stage still running `wait_s` seconds after `kill()`? (It must be running before.)"""
     try:
         assert _alive(stage)
-        run.send_signal(signal.SIGKILL)
-        run.wait()
+        kill()
         deadline = time.monotonic() + wait_s
         while _alive(stage) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -57,3 +61,24 @@ def test_kill_9_of_the_run_stops_the_stage():
     assert not _stage_after_kill_9("launcher", wait_s=15)
     # canary: a new session alone (what repro did before) leaves the stage running
     assert _stage_after_kill_9("plain", wait_s=2)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_sigterm_to_the_launcher_stops_its_group():
+    """What pipeline.repro sends when `agora run` is stopped (Ctrl-C, kill): the launcher alone gets
+    SIGTERM and takes DVC and the stage with it."""
+    from agorabench.local_server import GROUP_LAUNCHER
+
+    stage_cmd = ("import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; "
+                 "time.sleep(120)']); print(p.pid, flush=True); p.wait()")
+    env = {**os.environ, "AGORA_LAUNCHER_PARENT_PID": str(os.getpid())}
+    launcher = subprocess.Popen([sys.executable, "-c", GROUP_LAUNCHER, sys.executable, "-c", stage_cmd],
+                                stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    stage = int(launcher.stdout.readline())
+    assert not _alive_after(stage, lambda: (launcher.terminate(), launcher.wait(timeout=10)), wait_s=10)
+    # canary: the stage was alive until then (checked inside _alive_after), and a plain child of a
+    # terminated process is not taken along
+    plain = subprocess.Popen([sys.executable, "-c", stage_cmd], stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    stage = int(plain.stdout.readline())
+    assert _alive_after(stage, lambda: (plain.terminate(), plain.wait(timeout=30)), wait_s=1)
