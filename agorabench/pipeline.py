@@ -163,15 +163,9 @@ def repro(env: dict[str, str], targets: list[str] = (), force: bool = False) -> 
             print(f"[{elapsed // 60:02d}:{elapsed % 60:02d} {counter:>7}] {line}", flush=True)
         return proc.wait()
     finally:
-        if proc.poll() is None:  # we are being stopped: stop DVC and its stage's command with us
-            for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-                try:
-                    os.killpg(proc.pid, sig)
-                    proc.wait(timeout=wait_s)
-                    break
-                except ProcessLookupError:
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+        if proc.poll() is None:  # we are being stopped: the launcher stops DVC and its stage with us
+            proc.terminate()  # GROUP_LAUNCHER: SIGTERM to the group, up to 20 s, then SIGKILL
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # whatever of the stage outlived DVC
+                os.killpg(proc.pid, signal.SIGKILL)  # only if the launcher itself did not finish the job
