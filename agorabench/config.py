@@ -48,6 +48,9 @@ class GeneratorConfig(Strict):
     # else transformers serve) and extra arguments for it.
     engine: Literal["auto", "llamacpp", "transformers", "vllm"] = "auto"
     server_args: list[str] = Field(default_factory=list)
+    # `local` with transformers on a CPU: int8 Linear weights, 1.3-2.5x faster decoding on 2 cores and
+    # different answers from float32 (agorabench/quantize.py). Ignored on a GPU host.
+    quantize: Literal["int8"] | None = None
 
     @model_validator(mode="after")
     def _backend_needs(self):
@@ -55,6 +58,9 @@ class GeneratorConfig(Strict):
             object.__setattr__(self, "api_key_env", "ANTHROPIC_API_KEY")
         if self.backend == "openai" and self.base_url is None and self.api_key_env is None:
             object.__setattr__(self, "api_key_env", "OPENAI_API_KEY")
+        if self.quantize and (self.backend != "local" or self.base_url or self.engine in ("llamacpp", "vllm")):
+            raise ValueError(f"quantize: {self.quantize} applies to a local model served by transformers; "
+                             f"remove it, or set backend: local and engine: transformers or auto")
         return self
 
     def api_key(self, name: str) -> str:
@@ -206,6 +212,9 @@ class EvaluationConfig(Strict):
     decoding: DecodingConfig = DecodingConfig()
     base_fewshot: int = Field(3, ge=0, le=10)  # S_Ø is evaluated few-shot (the paper, footnote 2)
     batch_size: int = Field(8, ge=1)  # transformers batched generation
+    # Models evaluated in this process (students, base, reference) with int8 Linear weights on a CPU
+    # (agorabench/quantize.py); a generator's own scores follow its `quantize`. Ignored on a GPU host.
+    quantize: Literal["int8"] | None = None
     samples: int = Field(1, ge=1)  # samples per code item (pass@k needs k <= samples)
     pass_k: list[int] = Field(default_factory=lambda: [1])
     allow_code_execution: bool = False  # the opt-in for MBPP/HumanEval (or --allow-code-execution)

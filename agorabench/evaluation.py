@@ -128,9 +128,12 @@ def _local_generator(params: Params, model: ModelRef, store):
     from agorabench.inference import LocalGenerator
 
     template = params.student.chat_template if model.kind in ("base", "student") else None
-    path = params.generators[model.spec].model if model.kind == "generator" else model.spec
+    if model.kind == "generator":  # scored as it generates: its own model and quantization
+        path, quantize = params.generators[model.spec].model, params.generators[model.spec].quantize
+    else:
+        path, quantize = model.spec, params.evaluation.quantize
     return LocalGenerator(path, store, batch_size=params.evaluation.batch_size, chat_template=template,
-                          seed=params.generation.seed)
+                          seed=params.generation.seed, quantize=quantize)
 
 
 def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,

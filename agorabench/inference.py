@@ -55,8 +55,9 @@ def model_identity(path: str) -> str:
     return f"model:{path}"
 
 
-def load_model(path: str, dtype=None):
-    """(model, tokenizer) from a packaged name, a folder (full weights or a LoRA adapter) or a hub id."""
+def load_model(path: str, dtype=None, quantize: str | None = None):
+    """(model, tokenizer) from a packaged name, a folder (full weights or a LoRA adapter) or a hub id;
+    `quantize` "int8": int8 Linear weights on a CPU (agorabench/quantize.py), after a LoRA merge."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -83,7 +84,9 @@ def load_model(path: str, dtype=None):
     model.eval()
     if torch.cuda.is_available():
         model.to("cuda")
-    return model, tok
+    from agorabench.quantize import quantize_model
+
+    return quantize_model(model, quantize), tok
 
 
 class LocalGenerator:
@@ -92,16 +95,20 @@ class LocalGenerator:
     backend = "transformers"
 
     def __init__(self, path: str, store: RequestStore, *, batch_size: int = 8, chat_template: str | None = None,
-                 seed: int = 42):
+                 seed: int = 42, quantize: str | None = None):
+        from agorabench.quantize import effective
+
         self.path, self.store, self.batch_size, self.seed = path, store, batch_size, seed
-        self.identity = model_identity(path)
+        self.quantize = effective(quantize)
+        # int8 weights answer differently from float32 ones: another model to the store.
+        self.identity = model_identity(path) + (f"+{self.quantize}" if self.quantize else "")
         self.chat_template = chat_template
         self._model = None
         self.generated = self.cached = 0
 
     def _load(self):
         if self._model is None:
-            self._model, self._tok = load_model(self.path)
+            self._model, self._tok = load_model(self.path, quantize=self.quantize)
             if self.chat_template:
                 self._tok.chat_template = Path(self.chat_template).read_text()
         return self._model, self._tok
