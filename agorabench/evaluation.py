@@ -189,8 +189,9 @@ def _prompts(params: Params, model: ModelRef, benchmark: str):
     items = select_items(params, benchmark)
     shots = module.fewshot_examples(model.fewshot) if model.fewshot else []
     conversations = [module.build_messages(item, shots) for item in items]
-    if params.student.system_prompt and model.kind in ("base", "reference", "student", "model"):
-        # Students were trained with this system turn; the anchors get the same prompt.
+    if params.student.system_prompt:
+        # Students were trained with this system turn; the anchors and the generators get the same
+        # prompt, so a generator that is also the reference (the default's Qwen) is answered once.
         conversations = [[{"role": "system", "content": params.student.system_prompt}, *c]
                          if c and c[0]["role"] != "system" else c for c in conversations]
     return module, items, conversations
