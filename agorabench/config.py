@@ -48,9 +48,10 @@ class GeneratorConfig(Strict):
     # else transformers serve) and extra arguments for it.
     engine: Literal["auto", "llamacpp", "transformers", "vllm"] = "auto"
     server_args: list[str] = Field(default_factory=list)
-    # `local` with transformers on a CPU: int8 Linear weights, 1.3-2.5x faster decoding on 2 cores and
-    # different answers from float32 (agorabench/quantize.py). Ignored on a GPU host.
-    quantize: Literal["int8"] | None = None
+    # `local` with transformers on a CPU: float32, bfloat16 (much faster prompts where the CPU has native
+    # bf16), auto (bfloat16 there, else float32) or int8 (2x faster decoding, changed answers):
+    # agorabench/cpu_weights.py. Ignored on a GPU.
+    cpu_weights: Literal["auto", "float32", "bfloat16", "int8"] = "float32"
 
     @model_validator(mode="after")
     def _backend_needs(self):
@@ -58,8 +59,9 @@ class GeneratorConfig(Strict):
             object.__setattr__(self, "api_key_env", "ANTHROPIC_API_KEY")
         if self.backend == "openai" and self.base_url is None and self.api_key_env is None:
             object.__setattr__(self, "api_key_env", "OPENAI_API_KEY")
-        if self.quantize and (self.backend != "local" or self.base_url or self.engine in ("llamacpp", "vllm")):
-            raise ValueError(f"quantize: {self.quantize} applies to a local model served by transformers; "
+        if self.cpu_weights not in ("float32", "auto") and (self.backend != "local" or self.base_url
+                                              or self.engine in ("llamacpp", "vllm")):
+            raise ValueError(f"cpu_weights: {self.cpu_weights} applies to a local model served by transformers; "
                              f"remove it, or set backend: local and engine: transformers or auto")
         return self
 
@@ -179,18 +181,36 @@ class DecodingConfig(Strict):
     """The paper's inference hyper-parameters (Table 6)."""
     temperature: dict[str, float] = Field(default_factory=lambda: {"math": 0.2, "code": 0.0, "general": 0.0})
     top_p: float = Field(0.95, gt=0, le=1)
-    max_new_tokens: int = Field(1024, ge=1)
+    # One limit for every domain, or one per domain: a math answer needs room to reach its [RESULT],
+    # a code answer rarely does.
+    max_new_tokens: int | dict[str, int] = 1024
     repetition_penalty: float = Field(1.03, gt=0)
 
     @field_validator("temperature")
     @classmethod
     def _domains(cls, v):
-        missing = [d for d in DOMAINS if d not in v]
-        unknown = [d for d in v if d not in DOMAINS]
-        if missing or unknown:
-            raise ValueError(f"needs one temperature per domain (math, code, general); "
-                             f"{'missing ' + ', '.join(missing) if missing else 'unknown ' + ', '.join(unknown)}")
+        return _one_per_domain(v, "temperature")
+
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _limits(cls, v):
+        if isinstance(v, dict):
+            _one_per_domain(v, "max_new_tokens value")
+        if any(n < 1 for n in (v.values() if isinstance(v, dict) else [v])):
+            raise ValueError("must be >= 1: one number for every domain, or one per domain")
         return v
+
+    def new_tokens(self, domain: str) -> int:
+        return self.max_new_tokens[domain] if isinstance(self.max_new_tokens, dict) else self.max_new_tokens
+
+
+def _one_per_domain(v: dict, what: str) -> dict:
+    missing = [d for d in DOMAINS if d not in v]
+    unknown = [d for d in v if d not in DOMAINS]
+    if missing or unknown:
+        raise ValueError(f"needs one {what} per domain (math, code, general); "
+                         f"{'missing ' + ', '.join(missing) if missing else 'unknown ' + ', '.join(unknown)}")
+    return v
 
 
 BENCHMARK_DOMAINS = {"gsm8k": "math", "math": "math", "mbpp": "code", "humaneval": "code",
@@ -212,9 +232,9 @@ class EvaluationConfig(Strict):
     decoding: DecodingConfig = DecodingConfig()
     base_fewshot: int = Field(3, ge=0, le=10)  # S_Ø is evaluated few-shot (the paper, footnote 2)
     batch_size: int = Field(8, ge=1)  # transformers batched generation
-    # Models evaluated in this process (students, base, reference) with int8 Linear weights on a CPU
-    # (agorabench/quantize.py); a generator's own scores follow its `quantize`. Ignored on a GPU host.
-    quantize: Literal["int8"] | None = None
+    # Weights of the models evaluated in this process (students, base, reference) on a CPU: auto,
+    # float32, bfloat16 or int8 (agorabench/cpu_weights.py); a generator's own scores use its `cpu_weights`.
+    cpu_weights: Literal["auto", "float32", "bfloat16", "int8"] = "float32"
     samples: int = Field(1, ge=1)  # samples per code item (pass@k needs k <= samples)
     pass_k: list[int] = Field(default_factory=lambda: [1])
     allow_code_execution: bool = False  # the opt-in for MBPP/HumanEval (or --allow-code-execution)

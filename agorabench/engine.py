@@ -82,7 +82,7 @@ def generator_endpoint(params: Params, name: str, sampling: dict):
         # request for all later ones, so the warm-up request carries the run's settings.
         warmup = {k: sampling[k] for k in ("temperature", "top_p") if k in sampling}
         with LocalModelServer(cfg.model, engine=cfg.engine, log_path=log, extra_args=list(cfg.server_args),
-                              warmup_params=warmup, quantize=cfg.quantize) as server:
+                              warmup_params=warmup, cpu_weights=cfg.cpu_weights) as server:
             yield server.base_url, server.model_id
     elif cfg.backend == "vllm":
         from agorabench.local_models import resolve_model

@@ -94,7 +94,7 @@ def select_items(params: Params, benchmark: str) -> list[EvalItem]:
 def decoding_for(params: Params, benchmark: str) -> Decoding:
     d = params.evaluation.decoding
     domain = BENCHMARK_DOMAINS[benchmark]
-    return Decoding(temperature=d.temperature.get(domain, 0.0), top_p=d.top_p, max_new_tokens=d.max_new_tokens,
+    return Decoding(temperature=d.temperature.get(domain, 0.0), top_p=d.top_p, max_new_tokens=d.new_tokens(domain),
                     repetition_penalty=d.repetition_penalty)
 
 
@@ -128,12 +128,12 @@ def _local_generator(params: Params, model: ModelRef, store):
     from agorabench.inference import LocalGenerator
 
     template = params.student.chat_template if model.kind in ("base", "student") else None
-    if model.kind == "generator":  # scored as it generates: its own model and quantization
-        path, quantize = params.generators[model.spec].model, params.generators[model.spec].quantize
+    if model.kind == "generator":  # scored as it generates: its own model and weights
+        path, weights = params.generators[model.spec].model, params.generators[model.spec].cpu_weights
     else:
-        path, quantize = model.spec, params.evaluation.quantize
+        path, weights = model.spec, params.evaluation.cpu_weights
     return LocalGenerator(path, store, batch_size=params.evaluation.batch_size, chat_template=template,
-                          seed=params.generation.seed, quantize=quantize)
+                          seed=params.generation.seed, cpu_weights=weights)
 
 
 def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,

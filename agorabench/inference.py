@@ -55,9 +55,9 @@ def model_identity(path: str) -> str:
     return f"model:{path}"
 
 
-def load_model(path: str, dtype=None, quantize: str | None = None):
+def load_model(path: str, dtype=None, cpu_weights: str | None = None):
     """(model, tokenizer) from a packaged name, a folder (full weights or a LoRA adapter) or a hub id;
-    `quantize` "int8": int8 Linear weights on a CPU (agorabench/quantize.py), after a LoRA merge."""
+    `cpu_weights` "bfloat16" or "int8": those weights on a CPU (agorabench/cpu_weights.py), after a LoRA merge."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -67,7 +67,9 @@ def load_model(path: str, dtype=None, quantize: str | None = None):
     if info is not None and not info.get("trained", True):
         path = info["base_path"]  # trained on nothing: the base model itself
     resolved = resolve_model(path)
-    dtype = dtype or (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    from agorabench.cpu_weights import load_dtype, quantize_model
+
+    dtype = dtype or load_dtype(cpu_weights)
     adapter = Path(resolved) / "adapter_config.json"
     if adapter.is_file():
         from peft import PeftModel
@@ -84,9 +86,7 @@ def load_model(path: str, dtype=None, quantize: str | None = None):
     model.eval()
     if torch.cuda.is_available():
         model.to("cuda")
-    from agorabench.quantize import quantize_model
-
-    return quantize_model(model, quantize), tok
+    return quantize_model(model, cpu_weights), tok
 
 
 class LocalGenerator:
@@ -95,20 +95,20 @@ class LocalGenerator:
     backend = "transformers"
 
     def __init__(self, path: str, store: RequestStore, *, batch_size: int = 8, chat_template: str | None = None,
-                 seed: int = 42, quantize: str | None = None):
-        from agorabench.quantize import effective
+                 seed: int = 42, cpu_weights: str | None = None):
+        from agorabench.cpu_weights import effective
 
         self.path, self.store, self.batch_size, self.seed = path, store, batch_size, seed
-        self.quantize = effective(quantize)
-        # int8 weights answer differently from float32 ones: another model to the store.
-        self.identity = model_identity(path) + (f"+{self.quantize}" if self.quantize else "")
+        self.cpu_weights = effective(cpu_weights)
+        # bfloat16 and int8 weights answer differently from float32 ones: another model to the store.
+        self.identity = model_identity(path) + (f"+{self.cpu_weights}" if self.cpu_weights else "")
         self.chat_template = chat_template
         self._model = None
         self.generated = self.cached = 0
 
     def _load(self):
         if self._model is None:
-            self._model, self._tok = load_model(self.path, quantize=self.quantize)
+            self._model, self._tok = load_model(self.path, cpu_weights=self.cpu_weights)
             if self.chat_template:
                 self._tok.chat_template = Path(self.chat_template).read_text()
         return self._model, self._tok

@@ -1,9 +1,9 @@
-"""`transformers serve` with int8 weights (see agorabench/quantize.py), for a `local` generator with
-`quantize: int8`:  python -m agorabench.int8_serve MODEL --device cpu --host ... --port ...
+"""`transformers serve` with int8 weights (see agorabench/cpu_weights.py), for a `local` generator with
+`cpu_weights: int8`:  python -m agorabench.int8_serve MODEL --device cpu --host ... --port ...
 
 transformers 5.23's server has no CPU quantization (its --quantization is bitsandbytes, GPU), and it
 loads every model through ModelManager._load_model, so we wrap that method and hand the command line
-to the real CLI. Pinned with transformers in pyproject.toml; tests/test_quantize.py starts this server
+to the real CLI. Pinned with transformers in pyproject.toml; tests/test_cpu_weights.py starts this server
 and checks that its weights are int8, so a transformers upgrade that moves the method fails there.
 """
 import sys
@@ -13,7 +13,7 @@ import torch
 from transformers.cli import transformers as cli
 from transformers.cli.serving.model_manager import ModelManager
 
-from agorabench.quantize import quantize_model
+from agorabench.cpu_weights import quantize_model
 
 _load_model = ModelManager._load_model
 

@@ -191,8 +191,8 @@ class LocalModelServer:
         warmup_params: sampling fields sent with the start-up chat request (e.g. {"temperature": 0.7,
             "top_p": 0.95}). With ``transformers serve --continuous-batching`` the first request's sampling
             settings apply to every later request, so this is how a run pins them. Default: model defaults.
-        quantize: "int8" serves `transformers serve` with int8 Linear weights on a CPU (agorabench/int8_serve.py);
-            the other engines bring their own formats and ignore it.
+        cpu_weights: "bfloat16" or "int8" runs `transformers serve` with those weights on a CPU
+            (agorabench/cpu_weights.py); the other engines bring their own formats and ignore it.
     """
 
     def __init__(
@@ -205,7 +205,7 @@ class LocalModelServer:
         startup_timeout_s: float = 300,
         extra_args: Sequence[str] = (),
         warmup_params: Mapping[str, Any] | None = None,
-        quantize: str | None = None,
+        cpu_weights: str | None = None,
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -216,7 +216,7 @@ class LocalModelServer:
         self.startup_timeout_s = startup_timeout_s
         self.extra_args = list(extra_args)
         self.warmup_params = dict(warmup_params or {})
-        self.quantize = quantize
+        self.cpu_weights = cpu_weights
         self.model_id: str | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None  # seconds from spawn to first answered chat request
@@ -329,12 +329,14 @@ class LocalModelServer:
             ]  # fmt: skip
         import torch
 
-        from agorabench.quantize import effective
+        from agorabench.cpu_weights import effective
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        cli = ["agorabench.int8_serve"] if effective(self.quantize) else ["transformers.cli.transformers", "serve"]
+        weights = effective(self.cpu_weights)
+        cli = ["agorabench.int8_serve"] if weights == "int8" else ["transformers.cli.transformers", "serve"]
+        dtype = ["--dtype", "bfloat16"] if weights == "bfloat16" else []
         return [
-            sys.executable, "-m", *cli, self.model_id,
+            sys.executable, "-m", *cli, self.model_id, *dtype,
             "--device", device, "--host", "127.0.0.1", "--port", str(self.port),
             *self.extra_args,
         ]  # fmt: skip

@@ -126,7 +126,7 @@ def local_servers(params, pending: list[str] | None) -> Iterator[dict[str, str]]
             cfg = params.generators[name]
             server = stack.enter_context(LocalModelServer(
                 cfg.model, engine=cfg.engine, log_path=Path(".agora/logs") / f"server-{name}.log",
-                extra_args=list(cfg.server_args), quantize=cfg.quantize))
+                extra_args=list(cfg.server_args), cpu_weights=cfg.cpu_weights))
             shared[name] = {"base_url": server.base_url, "model_id": server.model_id}
             print(f"{name}: {server.engine} server for {cfg.model} at {server.base_url} "
                   f"(ready in {server.startup_s:.0f} s)", flush=True)

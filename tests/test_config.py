@@ -109,3 +109,18 @@ def test_check_asks_for_the_judges_key_too(tmp_path, monkeypatch):
     monkeypatch.setenv("JUDGE_KEY", "k")  # canary: with the key set, the same file passes
     result = CliRunner().invoke(app, ["check", "--params", str(path)])
     assert result.exit_code == 0 and "ok" in result.output, result.output
+
+
+def test_max_new_tokens_per_domain(tmp_path):
+    from agorabench.evaluation import decoding_for
+
+    limits = {"math": 384, "code": 192, "general": 192}
+    params = load_params(write_params(tmp_path / "params.yaml", "http://127.0.0.1:1",
+                                      **{"evaluation.decoding.max_new_tokens": limits}))
+    assert decoding_for(params, "gsm8k").max_new_tokens == 384 and decoding_for(params, "mbpp").max_new_tokens == 192
+    one = load_params(write_params(tmp_path / "params.yaml", "http://127.0.0.1:1",
+                                   **{"evaluation.decoding.max_new_tokens": 300}))
+    assert decoding_for(one, "gsm8k").max_new_tokens == decoding_for(one, "arenahard").max_new_tokens == 300
+    msg = _error(tmp_path, **{"evaluation.decoding.max_new_tokens": {"math": 384, "code": 192}})
+    assert "evaluation.decoding.max_new_tokens" in msg and "general" in msg
+    assert "evaluation.decoding.max_new_tokens" in _error(tmp_path, **{"evaluation.decoding.max_new_tokens": 0})

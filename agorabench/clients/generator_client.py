@@ -63,11 +63,11 @@ class GeneratorClient:
             from agorabench.local_server import local_engine
 
             self.engine = local_engine(cfg.engine, cfg.model)
-        self.quantize = None
-        if self.engine == "transformers" and cfg.quantize:
-            from agorabench.quantize import effective
+        self.cpu_weights = None
+        if self.engine == "transformers":
+            from agorabench.cpu_weights import effective
 
-            self.quantize = effective(cfg.quantize)
+            self.cpu_weights = effective(cfg.cpu_weights)
 
     def key_request(self, messages: list[dict], sampling: dict, sample_index: int) -> dict:
         """What identifies an answer. A local server's URL changes every run, so it is left out."""
@@ -77,8 +77,8 @@ class GeneratorClient:
             req["base_url"] = self.cfg.base_url
         if self.engine is not None:
             req["engine"] = self.engine
-        if self.quantize is not None:  # int8 weights answer differently from float32 ones
-            req["quantize"] = self.quantize
+        if self.cpu_weights is not None:  # bfloat16 and int8 weights answer differently from float32 ones
+            req["cpu_weights"] = self.cpu_weights
         return req
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
