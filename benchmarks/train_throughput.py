@@ -6,7 +6,7 @@ Measured in trained tokens per second (non-padding tokens of the batches, the sa
   bare   for batch in the trainer's own batches: forward, loss, backward, AdamW step, zero_grad
 Target: ours / bare >= 0.9. The model load and checkpoint save are reported separately.
 
-    python benchmarks/train_throughput.py [--model smollm2-135m-instruct] [--steps 8] [--rounds 2]
+    python benchmarks/train_throughput.py [--model smollm2-135m-instruct] [--steps 8] [--rounds 4]
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def examples(n: int) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--steps", type=int, default=8)
     args = ap.parse_args()

@@ -81,6 +81,28 @@ def test_canary_full_sequence_loss_is_caught(tmp_path, tiny_student, monkeypatch
     assert leaked > 8 * 10
 
 
+def test_cpu_loss_equals_trls_fused_head_loss(tmp_path, tiny_student):
+    """On a CPU our trainer takes the model's own loss instead of TRL's fused LM head (faster there);
+    on the same batch both give the same masked mean NLL. The canary: with the prompt tokens
+    labelled too, the two losses part, so the comparison would catch a mask that got lost."""
+    import torch
+    from trl import SFTTrainer
+
+    trainer = _trainer(make_params(tmp_path, tiny_student), tmp_path)
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = trainer.model
+    model.train()
+    with torch.no_grad():
+        ours = trainer.compute_loss(model, dict(batch))
+        trls = SFTTrainer.compute_loss(trainer, model, dict(batch))
+        unmasked = dict(batch, labels=torch.where(batch["attention_mask"].bool(), batch["input_ids"], -100))
+        ours_unmasked = trainer.compute_loss(model, unmasked)
+    assert (batch["labels"] == -100).any()
+    assert ours.item() == pytest.approx(trls.item(), rel=1e-4)
+    assert ours_unmasked.item() != pytest.approx(trls.item(), rel=1e-3)
+    assert trainer._metrics["train"]["num_tokens"][0] > 0  # TRL's token count is still logged
+
+
 def test_train_student_writes_checkpoint_metrics_and_loss_curve(tmp_path, tiny_student):
     from transformers import AutoModelForCausalLM
 
