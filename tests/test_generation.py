@@ -159,6 +159,35 @@ def test_non_retryable_error_fails_fast_with_server_message(params_file, fake_se
     assert fake_server.request_count == 1
 
 
+def test_openai_client_sends_what_the_sdks_create_would(fake_server, monkeypatch):
+    """Our client posts the chat body itself (skipping create()'s per-message schema walk); the
+    server must see exactly what `chat.completions.create` sends, and the SDK's auth header."""
+    import asyncio
+
+    import openai
+
+    from agorabench.clients.openai_chat import OpenAIChat
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi. [END]"}]
+    sampling = {"temperature": 0.7, "top_p": 0.9, "max_tokens": 32, "stop": ["[END]"], "seed": None}
+
+    async def both():
+        ours = OpenAIChat(model="m", base_url=fake_server.url + "/v1", api_key="k", timeout_s=10)
+        text, finish, n_in, n_out = await ours.chat(messages, sampling)
+        await ours.close()
+        sdk = openai.AsyncOpenAI(base_url=fake_server.url + "/v1", api_key="k", max_retries=0)
+        await sdk.chat.completions.create(model="m", messages=messages,
+                                          **{k: v for k, v in sampling.items() if v is not None})
+        await sdk.close()
+        return text, n_in, n_out
+
+    text, n_in, n_out = asyncio.run(both())
+    assert text and n_in > 0 and n_out > 0
+    ours_body, sdk_body = fake_server.received[-2:]
+    assert ours_body == sdk_body and "seed" not in ours_body  # None means "not sent", as in create()
+    assert fake_server.received_auth[-2:] == ["Bearer k", "Bearer k"]
+
+
 def test_anthropic_backend_through_the_real_sdk(params_file, fake_server):
     params = load_params(params_file)
     manifest = run(params, generator="fake-claude", domain="code", num=3)

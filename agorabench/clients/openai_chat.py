@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import openai
+from openai.types.chat import ChatCompletion
 
 
 class OpenAIChat:
@@ -12,8 +13,12 @@ class OpenAIChat:
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
 
     async def chat(self, messages: list[dict], sampling: dict) -> tuple[str, str | None, int, int]:
-        kwargs = {k: v for k, v in sampling.items() if v is not None}
-        resp = await self.client.chat.completions.create(model=self.model, messages=messages, **kwargs)
+        body = {"model": self.model, "messages": messages, **{k: v for k, v in sampling.items() if v is not None}}
+        # The SDK's documented `post` rather than `chat.completions.create`: the same request, auth,
+        # errors and parsed ChatCompletion, without create()'s pass that walks every message against
+        # the typed-dict schema (a no-op for plain text messages, and a fifth of the client's CPU at
+        # hundreds of requests a second; benchmarks/generation_throughput.py).
+        resp = await self.client.post("/chat/completions", body=body, cast_to=ChatCompletion)
         choice = resp.choices[0]
         usage = resp.usage
         text = choice.message.content or ""

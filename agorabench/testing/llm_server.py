@@ -298,6 +298,7 @@ class FakeLLMServer:
             self.request_count = 0    # completion requests received (faulty ones included)
             self.completed_count = 0  # completion requests answered 200 with a valid body
             self.received = []        # bodies of all completion requests, in order
+            self.received_auth = []   # their Authorization (OpenAI) or x-api-key (Anthropic) headers
             self.completed = []       # bodies of the requests answered successfully
 
     def inject(self, *faults):
@@ -470,6 +471,7 @@ class FakeLLMServer:
         with self._lock:
             self.request_count += 1
             self.received.append(body)
+            self.received_auth.append(headers.get("authorization") or headers.get("x-api-key"))
             fault = self._faults.popleft() if self._faults else None
 
         if self.latency_s > 0:
