@@ -57,11 +57,13 @@ class VLLMBatch:
                     outs = await asyncio.to_thread(self.llm.chat, [i[0] for i in items], params, use_tqdm=False)
                 except Exception as e:  # every waiter sees the failure and the engine retries
                     for _, _, fut in items:
-                        fut.set_exception(e)
+                        if not fut.done():  # a waiter cancelled meanwhile must not stop this worker
+                            fut.set_exception(e)
                     continue
                 for (_, _, fut), out in zip(items, outs):
                     o = out.outputs[0]
-                    fut.set_result((o.text, o.finish_reason, len(out.prompt_token_ids), len(o.token_ids)))
+                    if not fut.done():
+                        fut.set_result((o.text, o.finish_reason, len(out.prompt_token_ids), len(o.token_ids)))
 
     async def close(self) -> None:
         if self._worker:

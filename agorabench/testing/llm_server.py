@@ -450,6 +450,8 @@ class FakeLLMServer:
     async def _dispatch(self, method, target, headers, raw):
         path = target.split("?", 1)[0].rstrip("/")
         json_headers = {"content-type": "application/json"}
+        if path == "/health" and method == "GET":  # as `vllm serve` and `transformers serve` answer
+            return 200, json_headers, b"{}"
         if path == "/v1/models" and method == "GET":
             # both SDKs use this path; the Anthropic one always sends anthropic-version
             api = "anthropic" if "anthropic-version" in headers else "openai"
