@@ -232,6 +232,9 @@ class EvaluationConfig(Strict):
     decoding: DecodingConfig = DecodingConfig()
     base_fewshot: int = Field(3, ge=0, le=10)  # S_Ø is evaluated few-shot (the paper, footnote 2)
     batch_size: int = Field(8, ge=1)  # transformers batched generation
+    # Students, base and reference answer through transformers (batched) or vLLM in this process
+    # (GPU hosts with vllm installed); auto: vLLM where CUDA and the vllm package are both present.
+    engine: Literal["auto", "transformers", "vllm"] = "auto"
     # Weights of the models evaluated in this process (students, base, reference) on a CPU: auto,
     # float32, bfloat16 or int8 (agorabench/cpu_weights.py); a generator's own scores use its `cpu_weights`.
     cpu_weights: Literal["auto", "float32", "bfloat16", "int8"] = "float32"

@@ -125,15 +125,16 @@ def _answer(params: Params, model: ModelRef, conversations: list[list[dict]], de
 
 
 def _local_generator(params: Params, model: ModelRef, store):
-    from agorabench.inference import LocalGenerator
+    from agorabench.inference import LocalGenerator, VLLMGenerator, evaluation_engine
 
     template = params.student.chat_template if model.kind in ("base", "student") else None
     if model.kind == "generator":  # scored as it generates: its own model and weights
         path, weights = params.generators[model.spec].model, params.generators[model.spec].cpu_weights
     else:
         path, weights = model.spec, params.evaluation.cpu_weights
-    return LocalGenerator(path, store, batch_size=params.evaluation.batch_size, chat_template=template,
-                          seed=params.generation.seed, cpu_weights=weights)
+    cls = VLLMGenerator if evaluation_engine(params.evaluation.engine) == "vllm" else LocalGenerator
+    return cls(path, store, batch_size=params.evaluation.batch_size, chat_template=template,
+               seed=params.generation.seed, cpu_weights=weights)
 
 
 def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,

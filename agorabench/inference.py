@@ -130,7 +130,7 @@ class LocalGenerator:
         # problem shows up in the first batch rather than after an hour.
         size = {i: sum(len(m["content"]) for m in conversations[i]) for i in todo}
         todo.sort(key=lambda i: -size[i])
-        for start, chunk in batches_of_similar_length(todo, size, self.batch_size):
+        for start, chunk in self._batches(todo, size):
             for i, done in zip(chunk, self._generate_batch([conversations[i] for i in chunk], decoding,
                                                             sample_index, start)):
                 request, key = keyed[i]
@@ -140,6 +140,9 @@ class LocalGenerator:
             if on_done:
                 on_done(len(chunk))
         return [found[k] for _, k in keyed]
+
+    def _batches(self, todo: list[int], size: dict[int, int]):
+        return batches_of_similar_length(todo, size, self.batch_size)
 
     def _generate_batch(self, batch: list[list[dict]], decoding: Decoding, sample_index: int,
                         offset: int) -> list[Completion]:
@@ -172,6 +175,82 @@ class LocalGenerator:
                                       input_tokens=int(mask.sum()), output_tokens=n_out, latency_s=latency,
                                       cost_usd=0.0))
         return results
+
+
+def evaluation_engine(engine: str) -> str:
+    """"transformers" or "vllm" for `evaluation.engine` (auto: vLLM where CUDA and vllm are both here)."""
+    if engine != "auto":
+        return engine
+    import importlib.util
+
+    import torch
+
+    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "transformers"
+
+
+class VLLMGenerator(LocalGenerator):
+    """LocalGenerator through vLLM in this process, for GPU hosts (`evaluation.engine: vllm`).
+
+    vLLM schedules its own batches, so prompts go to it in large chunks (a chunk's answers are
+    stored when it returns: a killed run loses at most one chunk). A LoRA student is its base model
+    plus the adapter (vLLM's LoRARequest), not a merged copy. Answers are stored under backend
+    "vllm": they differ from transformers' for the same weights.
+    """
+
+    backend = "vllm"
+    chunk = 512
+
+    def _load(self):
+        if self._model is None:
+            try:
+                from vllm import LLM
+            except ImportError:
+                raise RuntimeError("evaluation.engine is vllm but the vllm package is not importable: install "
+                                   "vllm on a GPU host, or set evaluation.engine: transformers") from None
+            from agorabench.local_models import resolve_model
+
+            info = student_record(self.path)
+            path = info["base_path"] if info is not None and not info.get("trained", True) else self.path
+            resolved = resolve_model(path)
+            self._lora = None
+            adapter = Path(resolved) / "adapter_config.json"
+            if adapter.is_file():
+                import json
+
+                from vllm.lora.request import LoRARequest
+
+                rank = json.loads(adapter.read_text()).get("r", 16)
+                base = resolve_model(student_record(resolved)["base_path"])
+                self._model = LLM(model=base, enable_lora=True, max_lora_rank=max(16, rank), seed=self.seed)
+                self._lora = LoRARequest("student", 1, resolved)
+            else:
+                self._model = LLM(model=resolved, seed=self.seed)
+            self._tok = None
+        return self._model, self._tok
+
+    def _batches(self, todo: list[int], size: dict[int, int]):
+        return [(s, todo[s:s + self.chunk]) for s in range(0, len(todo), self.chunk)]
+
+    def _generate_batch(self, batch: list[list[dict]], decoding: Decoding, sample_index: int,
+                        offset: int) -> list[Completion]:
+        llm, _ = self._load()  # first: it says what to do when vllm is missing
+        from vllm import SamplingParams
+
+        sample = decoding.temperature > 0
+        params = SamplingParams(temperature=decoding.temperature, top_p=decoding.top_p if sample else 1.0,
+                                max_tokens=decoding.max_new_tokens, repetition_penalty=decoding.repetition_penalty,
+                                seed=self.seed + 1000 * sample_index + offset)
+        kwargs = {"use_tqdm": False}
+        if self.chat_template:
+            kwargs["chat_template"] = Path(self.chat_template).read_text()
+        if self._lora is not None:
+            kwargs["lora_request"] = self._lora
+        started = time.perf_counter()
+        outs = llm.chat(batch, params, **kwargs)
+        latency = (time.perf_counter() - started) / max(1, len(batch))
+        return [Completion(text=o.outputs[0].text, finish_reason=o.outputs[0].finish_reason,
+                           input_tokens=len(o.prompt_token_ids), output_tokens=len(o.outputs[0].token_ids),
+                           latency_s=latency, cost_usd=0.0) for o in outs]
 
 
 def batches_of_similar_length(order: list[int], size: dict[int, int], batch_size: int, slack: int = 1000):

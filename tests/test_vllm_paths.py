@@ -6,6 +6,7 @@ parameters and its errors. Only a GPU host can show that vLLM itself does its pa
 from __future__ import annotations
 
 import asyncio
+import importlib.machinery
 import json
 import os
 import stat
@@ -167,3 +168,109 @@ def test_vllm_backend_without_vllm_is_one_clear_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm raises ImportError
     with pytest.raises(RuntimeError, match="needs the vllm package on a GPU host"):
         VLLMBatch(model=HUB_ID)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation.engine: vllm (students, base and reference in-process through LLM.chat)
+# ---------------------------------------------------------------------------------------------
+
+
+def stand_in_vllm_for_evaluation(monkeypatch):
+    """vllm, vllm.lora.request: an LLM that records how it was built and every chat call."""
+    built, chats = [], []
+
+    class SamplingParams:
+        def __init__(self, **kw):
+            self.kw = kw
+
+    class LoRARequest:
+        def __init__(self, name, int_id, path):
+            self.name, self.int_id, self.path = name, int_id, path
+
+    class LLM:
+        def __init__(self, model, **kw):
+            built.append({"model": model, **kw})
+
+        def chat(self, conversations, params, **kw):
+            chats.append({"n": len(conversations), "params": params.kw, **kw})
+            answer = lambda m: types.SimpleNamespace(text=f"[RESULT] {len(m[-1]['content'])} [/RESULT]",
+                                                     finish_reason="stop", token_ids=[1, 2, 3])
+            return [types.SimpleNamespace(outputs=[answer(m)], prompt_token_ids=[0] * 11) for m in conversations]
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams = LLM, SamplingParams
+    lora, request = types.ModuleType("vllm.lora"), types.ModuleType("vllm.lora.request")
+    request.LoRARequest = LoRARequest
+    for name, module in (("vllm", vllm), ("vllm.lora", lora), ("vllm.lora.request", request)):
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)  # find_spec("vllm") sees it installed
+        monkeypatch.setitem(sys.modules, name, module)
+    return built, chats
+
+
+def test_evaluation_engine_auto_is_transformers_without_a_gpu(monkeypatch):
+    import torch
+
+    from agorabench.inference import evaluation_engine
+
+    stand_in_vllm_for_evaluation(monkeypatch)
+    assert evaluation_engine("auto") == "transformers"  # vllm importable, but no CUDA
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert evaluation_engine("auto") == "vllm"
+    assert evaluation_engine("transformers") == "transformers"
+
+
+def test_vllm_evaluation_answers_once_and_stores_them(tmp_path, monkeypatch, tiny_student):
+    from agorabench.inference import Decoding, LocalGenerator, VLLMGenerator
+    from agorabench.request_store import RequestStore
+
+    built, chats = stand_in_vllm_for_evaluation(monkeypatch)
+    store = RequestStore(tmp_path / "r.sqlite")
+    convs = [[{"role": "user", "content": "x" * n}] for n in (3, 50, 7, 1200, 9)]
+    decoding = Decoding(temperature=0.2, top_p=0.95, max_new_tokens=64, repetition_penalty=1.03)
+    template = tmp_path / "t.jinja"
+    template.write_text("{{ messages }}")
+    gen = VLLMGenerator(tiny_student, store, batch_size=2, chat_template=str(template), seed=42)
+    done = gen.generate(convs, decoding, sample_index=1)
+    assert [c.text for c in done] == [f"[RESULT] {n} [/RESULT]" for n in (3, 50, 7, 1200, 9)]
+    assert built == [{"model": tiny_student, "seed": 42}]
+    # One call for all five prompts, whatever evaluation.batch_size says (vLLM batches them itself).
+    assert len(chats) == 1 and chats[0]["n"] == 5 and chats[0]["chat_template"] == "{{ messages }}"
+    assert chats[0]["params"] == {"temperature": 0.2, "top_p": 0.95, "max_tokens": 64,
+                                  "repetition_penalty": 1.03, "seed": 42 + 1000}
+    assert done[0].input_tokens == 11 and done[0].output_tokens == 3
+
+    again = VLLMGenerator(tiny_student, store, batch_size=2, seed=42).generate(convs, decoding, sample_index=1)
+    assert len(chats) == 1 and [c.text for c in again] == [c.text for c in done]  # from the store
+    # transformers answers the same prompts differently: the store must not hand it vLLM's answers.
+    key = LocalGenerator(tiny_student, store)._key(convs[0], decoding, 1)[1]
+    assert key != gen._key(convs[0], decoding, 1)[1]
+    store.close()
+
+
+def test_vllm_evaluation_serves_a_lora_student_as_base_plus_adapter(tmp_path, monkeypatch, tiny_student):
+    from agorabench.inference import Decoding, VLLMGenerator
+    from agorabench.request_store import RequestStore
+    from agorabench.training import STUDENT_FILE
+
+    built, chats = stand_in_vllm_for_evaluation(monkeypatch)
+    student = tmp_path / "student"
+    student.mkdir()
+    (student / "adapter_config.json").write_text(json.dumps({"r": 32, "peft_type": "LORA"}))
+    (student / STUDENT_FILE).write_text(json.dumps({"base_path": tiny_student, "trained": True}))
+    store = RequestStore(tmp_path / "r.sqlite")
+    VLLMGenerator(str(student), store).generate([[{"role": "user", "content": "hi"}]], Decoding(temperature=0.0))
+    store.close()
+    assert built == [{"model": tiny_student, "enable_lora": True, "max_lora_rank": 32, "seed": 42}]
+    lora = chats[0]["lora_request"]
+    assert lora.path == str(student) and chats[0]["params"]["top_p"] == 1.0  # greedy: no nucleus cut
+
+
+def test_evaluation_engine_vllm_without_vllm_is_one_clear_line(tmp_path, monkeypatch, tiny_student):
+    from agorabench.inference import Decoding, VLLMGenerator
+    from agorabench.request_store import RequestStore
+
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    store = RequestStore(tmp_path / "r.sqlite")
+    with pytest.raises(RuntimeError, match="evaluation.engine is vllm but the vllm package is not importable"):
+        VLLMGenerator(tiny_student, store).generate([[{"role": "user", "content": "hi"}]], Decoding())
+    store.close()
