@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -215,8 +216,6 @@ class VLLMGenerator(LocalGenerator):
             self._lora = None
             adapter = Path(resolved) / "adapter_config.json"
             if adapter.is_file():
-                import json
-
                 from vllm.lora.request import LoRARequest
 
                 rank = json.loads(adapter.read_text()).get("r", 16)
