@@ -199,7 +199,8 @@ def evaluate(
         fail(str(e))
     for name, r in results.items():
         run = r.get("run", {})
-        typer.echo(f"{r['model']} {name}: {r['primary']} = {r['score']:.2f} on {r['n_items']} items "
+        score = "none" if r["score"] is None else f"{r['score']:.2f}"  # None: the judge gave no usable verdict
+        typer.echo(f"{r['model']} {name}: {r['primary']} = {score} on {r['n_items']} items "
                    f"({run.get('generated', 0)} generated, {run.get('cached', 0)} from the request store)")
 
 

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from agorabench.benchmarks.pairwise import NoVerdict
 from agorabench.config import BENCHMARK_DOMAINS, Params, ParamsError, check_setting
 from agorabench.eval_items import EvalItem, data_version, load_eval_items
 from agorabench.inference import Decoding
@@ -255,8 +256,11 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
     finally:
         if judge_session is not None:
             judge_session.close()
-    # Arena-Hard's bootstrap interval: evaluation.bootstrap_rounds resamples.
-    metrics = module.summarize(rows, rounds=ev.bootstrap_rounds) if benchmark == "arenahard" else module.summarize(rows)
+    try:  # Arena-Hard's bootstrap interval: evaluation.bootstrap_rounds resamples.
+        metrics = module.summarize(rows, rounds=ev.bootstrap_rounds) if benchmark == "arenahard" else module.summarize(rows)
+    except NoVerdict as e:  # the judge gave nothing usable: no score here, the other benchmarks still count
+        metrics = {module.PRIMARY: None, "n_total": float(len(rows)), "no_score": str(e)}
+        print(f"WARNING: {model.key} {benchmark} has no score: {e}")
 
     paths = output_paths(params, model, benchmark)
     _write_items(paths["items"], model, benchmark, all_items, all_convs, completions, outputs, rows, sample_of)

@@ -120,6 +120,36 @@ def test_judged_benchmarks_through_a_real_http_judge(tmp_path, tiny_student, mon
         assert server.request_count == 10  # answers and judgements come from the request store
 
 
+def test_a_judge_with_no_usable_verdict_leaves_a_missing_score_not_a_failed_stage(tmp_path, tiny_student,
+                                                                                     monkeypatch):
+    """The embedded default's 0.5B judge once echoed Arena-Hard's list of verdicts instead of picking
+    one, for every game of a student: the score is missing (PGR undefined there), with the reason,
+    and the stage and the scores file still complete. The canary: a judge that answers gets a score."""
+    from agorabench.evaluation import evaluate
+    from agorabench.testing.llm_server import FakeLLMServer
+
+    echo = "[[A>>B]] Assistant A is significantly better\n[[A>B]] Assistant A is slightly better\n[[A=B]]"
+
+    def judge_answering(verdict):
+        def respond(api, body):
+            return verdict if "[[A>>B]]" in str(body["messages"]) else "A short, confident answer."
+        return respond
+
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    for case, verdict in (("echo", echo), ("answers", "[[B>A]]")):
+        folder = tmp_path / case
+        folder.mkdir()
+        with FakeLLMServer(responder=judge_answering(verdict)) as server:
+            params = make_params(folder, server.url, tiny_student, **{"evaluation.limit": 2})
+            arena = evaluate(params, "generator:fake", "arenahard")
+        written = json.loads((folder / "data/eval/generators/fake/arenahard.scores.json").read_text())
+        if case == "echo":
+            assert arena["score"] is None and written["score"] is None
+            assert "no usable verdict" in written["metrics"]["no_score"]
+        else:
+            assert arena["score"] == pytest.approx(50.0, abs=1e-6) and "no_score" not in written["metrics"]
+
+
 def test_code_benchmark_with_the_opt_in_records_the_isolation(tmp_path, tiny_student, fake_server, monkeypatch):
     """HumanEval through a generator endpoint and the sandbox: the fake answers with a fenced
     function that does not solve the task, so it runs and fails, and the isolation level is kept."""

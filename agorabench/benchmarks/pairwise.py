@@ -15,6 +15,14 @@ from agorabench.benchmarks.context import ScoreContext
 from agorabench.eval_items import EvalItem
 
 
+class NoVerdict(ValueError):
+    """Every judgement failed (or none was usable): the benchmark has no score for this model.
+
+    evaluate() records the score as missing, with this message, instead of failing the stage: one
+    weak judge must not take a run's other results with it. PGR is then undefined there.
+    """
+
+
 def build_messages(item: EvalItem, fewshot: Sequence[tuple[str, str]] = ()) -> list[dict]:
     """The instruction as the user turn; demos as earlier user/assistant turns. No system prompt:
     the benchmarks measure the model's own instruction-following, so we add no instructions of our own."""

@@ -40,8 +40,8 @@ import numpy as np
 from agorabench.benchmarks.bradley_terry import fit_logistic
 from agorabench.benchmarks.context import ScoreContext
 # build_messages and fewshot_examples are shared with Arena-Hard; importing them here fulfils the contract.
-from agorabench.benchmarks.pairwise import (build_messages, call_judge, check_inputs, clip, fewshot_examples, is_empty,
-                                             read_prompt)
+from agorabench.benchmarks.pairwise import (NoVerdict, build_messages, call_judge, check_inputs, clip, fewshot_examples,
+                                             is_empty, read_prompt)
 from agorabench.eval_items import EvalItem, load_eval_items
 
 __all__ = [
@@ -197,7 +197,7 @@ def summarize(rows: list[dict]) -> dict[str, float]:
     judged = [r for r in rows if r["preference"] is not None]
     n_error = len(rows) - len(judged)
     if not judged:
-        raise ValueError(f"alpacaeval summarize: all {len(rows)} judgements failed (verdict judge_error); check the judge")
+        raise NoVerdict(f"alpacaeval: all {len(rows)} judgements failed (verdict judge_error); check the judge")
     pref = np.array([r["preference"] for r in judged], dtype=float)
     delta = np.array([r["model_len"] - r["baseline_len"] for r in judged], dtype=float)
     lc, phi = length_controlled_win_rate(pref, delta)

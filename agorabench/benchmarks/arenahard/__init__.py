@@ -42,8 +42,8 @@ from agorabench.benchmarks.bradley_terry import bootstrap_bradley_terry, fit_bra
 from agorabench.benchmarks.context import ScoreContext
 
 # build_messages and fewshot_examples are shared with AlpacaEval; importing them here fulfils the contract.
-from agorabench.benchmarks.pairwise import (build_messages, call_judge, check_inputs, clip, fewshot_examples, is_empty,
-                                             read_prompt)
+from agorabench.benchmarks.pairwise import (NoVerdict, build_messages, call_judge, check_inputs, clip, fewshot_examples,
+                                             is_empty, read_prompt)
 from agorabench.eval_items import EvalItem, benchmark_file, load_eval_items
 
 __all__ = [
@@ -358,9 +358,8 @@ def summarize(
     for k, category in enumerate(categories):
         outcome = battles([r for r in rows if (r.get("category") or "") == category], first_game_only, strong_weight)
         if len(outcome) == 0:
-            raise ValueError(
-                f"arenahard summarize: no usable verdict for category {category!r} (all judgements failed); check the judge"
-            )
+            raise NoVerdict(f"arenahard: no usable verdict for category {category!r} (all judgements failed); "
+                            f"check the judge")
         p, boot_p = _bt_win_rates(outcome, rounds, seed + k)
         point.append(p)
         boots.append(boot_p)
