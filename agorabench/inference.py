@@ -56,27 +56,34 @@ def model_identity(path: str) -> str:
     return f"model:{path}"
 
 
+def weights_of(path: str) -> tuple[str, str | None]:
+    """(folder or hub id to load, its LoRA base model or None) for a model reference: a student
+    trained on nothing is the base model itself; a LoRA student is its adapter on top of its base."""
+    from agorabench.local_models import resolve_model
+
+    info = student_record(path)
+    if info is not None and not info.get("trained", True):
+        path = info["base_path"]
+    resolved = resolve_model(path)
+    if (Path(resolved) / "adapter_config.json").is_file():
+        return resolved, resolve_model(student_record(resolved)["base_path"])
+    return resolved, None
+
+
 def load_model(path: str, dtype=None, cpu_weights: str | None = None):
     """(model, tokenizer) from a packaged name, a folder (full weights or a LoRA adapter) or a hub id;
     `cpu_weights` "bfloat16" or "int8": those weights on a CPU (agorabench/cpu_weights.py), after a LoRA merge."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agorabench.local_models import resolve_model
-
-    info = student_record(path)
-    if info is not None and not info.get("trained", True):
-        path = info["base_path"]  # trained on nothing: the base model itself
-    resolved = resolve_model(path)
     from agorabench.cpu_weights import load_dtype, quantize_model
 
+    resolved, base = weights_of(path)
     dtype = dtype or load_dtype(cpu_weights)
-    adapter = Path(resolved) / "adapter_config.json"
-    if adapter.is_file():
+    if base is not None:
         from peft import PeftModel
 
-        base = student_record(resolved)["base_path"]
-        model = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
         model = PeftModel.from_pretrained(model, resolved).merge_and_unload()
     else:
         model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype)
@@ -208,18 +215,12 @@ class VLLMGenerator(LocalGenerator):
             except ImportError:
                 raise RuntimeError("evaluation.engine is vllm but the vllm package is not importable: install "
                                    "vllm on a GPU host, or set evaluation.engine: transformers") from None
-            from agorabench.local_models import resolve_model
-
-            info = student_record(self.path)
-            path = info["base_path"] if info is not None and not info.get("trained", True) else self.path
-            resolved = resolve_model(path)
+            resolved, base = weights_of(self.path)
             self._lora = None
-            adapter = Path(resolved) / "adapter_config.json"
-            if adapter.is_file():
+            if base is not None:
                 from vllm.lora.request import LoRARequest
 
-                rank = json.loads(adapter.read_text()).get("r", 16)
-                base = resolve_model(student_record(resolved)["base_path"])
+                rank = json.loads((Path(resolved) / "adapter_config.json").read_text()).get("r", 16)
                 self._model = LLM(model=base, enable_lora=True, max_lora_rank=max(16, rank), seed=self.seed)
                 self._lora = LoRARequest("student", 1, resolved)
             else:
