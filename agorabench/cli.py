@@ -456,6 +456,10 @@ def run(
         False, "--allow-code-execution", help="Opt in to running generated code (MBPP, HumanEval) in the sandbox."),
     ui: bool = typer.Option(False, "--ui", help="Serve the Prefect UI while the run goes (its URL is printed)."),
     force: bool = typer.Option(False, "--force", help="Re-run every stage (answers still come from the request store)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="How many `dvc repro` lanes run side by side "
+                                       "(one generator's stages each; default: one per benchmark generator, at most "
+                                       "one per core, 1 on a GPU host). Each lane's stages and local model servers "
+                                       "get cores/jobs threads unless OMP_NUM_THREADS is set."),
 ):
     """Run the whole benchmark: `dvc repro` over dvc.yaml, each stage one Prefect flow; only what changed runs."""
     from pathlib import Path
@@ -484,7 +488,8 @@ def run(
 
         shutil.copyfile(source, "params.yaml")
         typer.echo(f"params.yaml <- {source} (git shows the change; `git checkout params.yaml` undoes it)")
-    from agorabench.pipeline import local_servers, pending_stages, prefect_server, repro
+    from agorabench.pipeline import (default_jobs, local_servers, pending_stages, prefect_server, repro, split_lanes,
+                                     stage_names)
 
     env = dict(os.environ)
     # One progress line per stage is ours (pipeline.repro); library download/map bars would only
@@ -498,15 +503,33 @@ def run(
         if pending == []:  # nothing changed: no Prefect server, no model server
             rc = repro(env)
         else:
-            with prefect_server(ui=ui) as url, local_servers(params, pending) as served:
+            jobs = jobs or default_jobs(params)
+            lanes = split_lanes(stage_names() or [], params.benchmark_generators, params.methods, jobs) if jobs > 1 else []
+            if len(lanes) > 1:
+                # Cores shared out, not oversubscribed: torch in every stage and in the model servers
+                # reads this. On 2 cores two one-thread lanes finish sooner than one two-thread lane:
+                # small-model decoding, imports and model loading gain little from a second thread.
+                env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(lanes))))
+            with prefect_server(ui=ui) as url, local_servers(params, pending, env.get("OMP_NUM_THREADS")) as served:
                 env.update(served, PREFECT_API_URL=url)
                 typer.echo(f"Prefect API {url}" + (" (UI: " + url.removesuffix("/api") + ")" if ui else ""))
-                rc = repro(env, force=force)
+                if len(lanes) > 1:
+                    typer.echo(f"{len(lanes)} lanes side by side, {env['OMP_NUM_THREADS']} thread(s) each: " + "; ".join(
+                        f"{'abcdefghijklmnopqrstuvwxyz'[i % 26]}: {_lane_summary(lane, params.benchmark_generators)}"
+                        for i, lane in enumerate(lanes)))
+                rc = repro(env, lanes=lanes, force=force)
     except RuntimeError as e:  # LocalServerError is one: a model server that would not start
         fail(str(e))
     if rc == 0:
         typer.echo(f"done: agora sql \"SELECT * FROM pgr_overall\"; report: {params.analysis.report_dir}/index.html")
     raise typer.Exit(rc)
+
+
+def _lane_summary(lane: list[str], generators: list[str]) -> str:
+    """"smollm2, evaluate-anchor@base (40 stages)": whose stages a lane runs."""
+    owners = [g for g in generators if any(f"@{g}-" in s or s.endswith(f"@{g}") for s in lane)]
+    anchors = [s for s in lane if s.startswith("evaluate-anchor@")]
+    return f"{', '.join(owners + anchors)} ({len(lane)} stages)"
 
 
 if __name__ == "__main__":

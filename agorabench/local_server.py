@@ -193,6 +193,7 @@ class LocalModelServer:
             settings apply to every later request, so this is how a run pins them. Default: model defaults.
         cpu_weights: "bfloat16" or "int8" runs `transformers serve` with those weights on a CPU
             (agorabench/cpu_weights.py); the other engines bring their own formats and ignore it.
+        threads: CPU threads of the server (torch, llama.cpp); default OMP_NUM_THREADS, else every core.
     """
 
     def __init__(
@@ -206,6 +207,7 @@ class LocalModelServer:
         extra_args: Sequence[str] = (),
         warmup_params: Mapping[str, Any] | None = None,
         cpu_weights: str | None = None,
+        threads: int | str | None = None,
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -217,6 +219,7 @@ class LocalModelServer:
         self.extra_args = list(extra_args)
         self.warmup_params = dict(warmup_params or {})
         self.cpu_weights = cpu_weights
+        self.threads = threads
         self.model_id: str | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None  # seconds from spawn to first answered chat request
@@ -321,7 +324,7 @@ class LocalModelServer:
         if engine == "llamacpp":
             # The GGUF's own chat template is used (no --chat_format). n_ctx covers our longest prompts
             # plus max_tokens; the request's `model` field may be anything (one model is served).
-            threads = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+            threads = self._threads()
             return [
                 sys.executable, "-m", "llama_cpp.server", "--model", self.model_id,
                 "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "8192",
@@ -355,8 +358,11 @@ class LocalModelServer:
         )
         # While generating, the server is the one busy process (the client mostly waits), so it gets
         # every core unless the caller set OMP_NUM_THREADS (the tests set 1: stack-feasibility G4).
-        env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+        env["OMP_NUM_THREADS"] = self._threads()
         return env
+
+    def _threads(self) -> str:
+        return str(self.threads or os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
 
     def _wait_ready(self, t0: float) -> None:
         deadline = t0 + self.startup_timeout_s

@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -105,13 +107,14 @@ def served_generators(params) -> list[str]:
 
 
 @contextmanager
-def local_servers(params, pending: list[str] | None) -> Iterator[dict[str, str]]:
+def local_servers(params, pending: list[str] | None, threads: str | None = None) -> Iterator[dict[str, str]]:
     """Start each local model once for the whole run and yield the environment that tells the stages
     where (engine.generator_endpoint reads it). Without it every stage that calls a local model starts
     and loads its own server: ~50 starts in the default run, several seconds each on a CPU, and a
     minute or more each for `vllm serve` on a GPU host. Nothing starts when no stage that calls a model
     is pending, so an up-to-date pipeline stays a no-op in seconds. The servers run in this process's
-    main thread's children: they stop with it, even when it is killed (PDEATHSIG)."""
+    main thread's children: they stop with it, even when it is killed (PDEATHSIG). `threads`: each server's
+    torch (or llama.cpp) threads; default OMP_NUM_THREADS, else every core."""
     from agorabench.engine import SHARED_SERVERS_ENV
     from agorabench.local_server import LocalModelServer
 
@@ -126,7 +129,7 @@ def local_servers(params, pending: list[str] | None) -> Iterator[dict[str, str]]
             cfg = params.generators[name]
             server = stack.enter_context(LocalModelServer(
                 cfg.model, engine=cfg.engine, log_path=Path(".agora/logs") / f"server-{name}.log",
-                extra_args=list(cfg.server_args), cpu_weights=cfg.cpu_weights))
+                extra_args=list(cfg.server_args), cpu_weights=cfg.cpu_weights, threads=threads))
             shared[name] = {"base_url": server.base_url, "model_id": server.model_id}
             print(f"{name}: {server.engine} server for {cfg.model} at {server.base_url} "
                   f"(ready in {server.startup_s:.0f} s)", flush=True)
@@ -135,36 +138,136 @@ def local_servers(params, pending: list[str] | None) -> Iterator[dict[str, str]]
 
 def stage_count() -> int | None:
     """How many stages dvc.yaml expands to (for the progress counter); None when DVC cannot tell."""
+    names = stage_names()
+    return len(names) if names is not None else None
+
+
+def stage_names() -> list[str] | None:
+    """Every stage of dvc.yaml, matrix entries expanded, in dvc.yaml's order; None when DVC cannot tell."""
     out = subprocess.run([_bin("dvc"), "stage", "list", "--name-only"], capture_output=True, text=True)
-    return len(out.stdout.split()) if out.returncode == 0 else None
+    return out.stdout.split() if out.returncode == 0 else None
 
 
-def repro(env: dict[str, str], targets: list[str] = (), force: bool = False) -> int:
-    """Run `dvc repro`, printing each of its lines with the elapsed time and a stage counter."""
+def default_jobs(params) -> int:
+    """How many `dvc repro` lanes `agora run` runs side by side when not told: one per benchmark
+    generator, at most one per core, and one on a GPU host (students train and answer on the GPU,
+    where two at once would only compete for its memory)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return 1
+    return max(1, min(len(params.benchmark_generators), os.cpu_count() or 1))
+
+
+def split_lanes(stages: list[str], generators: list[str], methods: list[str], jobs: int) -> list[list[str]]:
+    """Deal the pipeline's stages into at most `jobs` lanes that share no stage and no output, so one
+    `dvc repro` per lane can run at the same time. A generator's own chain (generation, training,
+    its students' evaluations, intrinsic metrics, its own problem solving: the stages dvc.yaml fans
+    out as STAGE@GENERATOR-METHOD-DOMAIN[-...] or evaluate-generator@GENERATOR) stays in one lane;
+    generators go to lanes in turn, and the anchors (and generators evaluated but not benchmarked)
+    are spread after them. Stages that read every lane's outputs (results, report) are in no lane:
+    the `dvc repro` after the lanes runs them. DVC still decides what runs and in which order."""
+    owner = {g: i % jobs for i, g in enumerate(generators)}
+
+    def generator_of(stage: str) -> str | None:
+        name, _, key = stage.partition("@")
+        if name == "evaluate-generator":
+            return key if key in owner else None
+        for g in owner:  # "qwen-coder-instance_generation-math" is qwen-coder's, not qwen's
+            if key.startswith(g + "-") and key[len(g) + 1:].split("-")[0] in methods:
+                return g
+        return None
+
+    lanes: list[list[str]] = [[] for _ in range(jobs)]
+    spread = len(generators)
+    for stage in stages:
+        g = generator_of(stage)
+        if g is not None:
+            lanes[owner[g]].append(stage)
+        elif stage.startswith(("evaluate-anchor@", "evaluate-generator@")):
+            lanes[spread % jobs].append(stage)
+            spread += 1
+    return [lane for lane in lanes if lane]
+
+
+_STAGE_LINE = re.compile(r"^(?:Running stage|Stage) '([^']+)'")
+
+
+def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False) -> int:
+    """Run the pipeline through DVC and print each of its lines with the elapsed time and a stage counter.
+
+    With lanes, first one `dvc repro LANE...` per lane, all at once (DVC locks each stage's files, so
+    separate processes on disjoint stages are safe), then a plain `dvc repro` for whatever is left:
+    the stages that read every lane's outputs, and anything a lane did not finish. Without lanes, a
+    single `dvc repro`."""
     total = stage_count()
+    seen: set[str] = set()
+    start = time.monotonic()
+    printing = threading.Lock()
+
+    def show(line: str, tag: str, quiet_seen: bool) -> None:
+        m = _STAGE_LINE.match(line)
+        if m:
+            if quiet_seen and m[1] in seen and "didn't change" in line:
+                return  # the lanes already said it: the last pass checks every stage again
+            seen.add(m[1])
+        elapsed = int(time.monotonic() - start)
+        counter = f"{len(seen)}/{total}" if total else str(len(seen))
+        with printing:
+            print(f"[{elapsed // 60:02d}:{elapsed % 60:02d} {counter:>7}{tag}] {line}", flush=True)
+
+    if len(lanes) > 1:
+        codes = _run_dvc(env, [["--wait-for-lock", "repro", *(["--force"] if force else []), *lane] for lane in lanes],
+                         lambda i, line: show(line, f" {'abcdefghijklmnopqrstuvwxyz'[i % 26]}", False))
+        if any(codes):
+            return next(c for c in codes if c)
+        # Lanes done: the rest needs no --force (a forced lane re-ran its stages; what is left never ran
+        # in them, or DVC sees their inputs changed) and runs after them, as `dvc repro` orders it.
+        left = _left(lanes) if force else []
+        if force and not left:
+            return 0
+        last = ["--wait-for-lock", "repro"] + (["--force", "--single-item", *left] if force else [])
+        return _run_dvc(env, [last], lambda i, line: show(line, "", True))[0]
+    return _run_dvc(env, [["repro", *(["--force"] if force else [])]], lambda i, line: show(line, "", False))[0]
+
+
+def _left(lanes: list[list[str]]) -> list[str]:
+    """The stages no lane ran, in dvc.yaml's order."""
+    done = {s for lane in lanes for s in lane}
+    return [s for s in stage_names() or [] if s not in done]
+
+
+def _run_dvc(env: dict[str, str], commands: list[list[str]], on_line) -> list[int]:
+    """Run `dvc ARGS` for each ARGS at once and pass every output line to on_line(index, line);
+    return their exit codes. DVC and the stage command it runs share a process group of their own,
+    led by GROUP_LAUNCHER, so stopping the run stops the stage too, and so does killing it (kill -9):
+    terminating DVC alone left its running stage orphaned, still working."""
     from agorabench.local_server import GROUP_LAUNCHER
 
-    cmd = [sys.executable, "-c", GROUP_LAUNCHER, _bin("dvc"), "repro", *(["--force"] if force else []), *targets]
-    start, seen = time.monotonic(), 0
-    # DVC and the stage command it runs share a process group of their own, led by GROUP_LAUNCHER, so
-    # stopping the run stops the stage too, and so does killing it (kill -9): terminating DVC alone
-    # left its running stage orphaned, still working.
     env = {**env, "AGORA_LAUNCHER_PARENT_PID": str(os.getpid())}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1,
-                            start_new_session=True)
-    assert proc.stdout is not None
-    try:
+    # All started from this (the main) thread: the launcher's PR_SET_PDEATHSIG watches the thread that
+    # started it, and a reader thread ends before the run does.
+    procs = [subprocess.Popen([sys.executable, "-c", GROUP_LAUNCHER, _bin("dvc"), *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=env, bufsize=1, start_new_session=True)
+             for args in commands]
+
+    def read(i: int, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
         for line in proc.stdout:
-            line = line.rstrip("\n")
-            if line.startswith("Running stage") or line.startswith("Stage '") and "didn't change" in line:
-                seen += 1
-            elapsed = int(time.monotonic() - start)
-            counter = f"{seen}/{total}" if total else str(seen)
-            print(f"[{elapsed // 60:02d}:{elapsed % 60:02d} {counter:>7}] {line}", flush=True)
-        return proc.wait()
+            on_line(i, line.rstrip("\n"))
+
+    readers = [threading.Thread(target=read, args=(i, p), daemon=True) for i, p in enumerate(procs)]
+    try:
+        for r in readers:
+            r.start()
+        for r in readers:
+            r.join()
+        return [p.wait() for p in procs]
     finally:
-        if proc.poll() is None:  # we are being stopped: the launcher stops DVC and its stage with us
-            proc.terminate()  # GROUP_LAUNCHER: SIGTERM to the group, up to 20 s, then SIGKILL
+        for proc in procs:
+            if proc.poll() is None:  # we are being stopped: the launcher stops DVC and its stage with us
+                proc.terminate()  # GROUP_LAUNCHER: SIGTERM to the group, up to 20 s, then SIGKILL
+        for proc in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=30)
             with contextlib.suppress(ProcessLookupError):

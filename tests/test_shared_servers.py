@@ -81,7 +81,7 @@ def test_up_to_date_run_starts_no_server(tmp_path, monkeypatch):
         yield "http://127.0.0.1:1/api"
 
     monkeypatch.setattr(pipeline, "prefect_server", fake_prefect)
-    monkeypatch.setattr(pipeline, "repro", lambda env, force=False: 0)
+    monkeypatch.setattr(pipeline, "repro", lambda env, lanes=(), force=False: 0)
     monkeypatch.setattr(pipeline, "pending_stages", lambda env: [])
     assert CliRunner().invoke(app, ["run"]).exit_code == 0 and started == []
     monkeypatch.setattr(pipeline, "pending_stages", lambda env: ["generate@fake-instance_generation-math"])

@@ -1,0 +1,109 @@
+"""`agora run` lanes: one `dvc repro` per lane at the same time, then one for what is left
+(pipeline.split_lanes, pipeline.repro), on a real DVC repository in a real git repository."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from agorabench.pipeline import _bin, repro, split_lanes
+
+# Two "generators" (x, y), two chained stages each, and a stage that reads all of them. Each stage
+# command sleeps, writes its output and logs its start and end times outside DVC's outputs.
+ITEM = "${item.generator}-${item.method}-${item.domain}"
+DVC_YAML = {"stages": {
+    "generate": {"matrix": {"generator": ["x", "y"], "method": ["m1", "m2"], "domain": ["d"]},
+                 "cmd": f"python ../stage.py generate@{ITEM} gen-{ITEM}.txt", "outs": [f"gen-{ITEM}.txt"]},
+    "train": {"matrix": {"generator": ["x", "y"], "method": ["m1", "m2"], "domain": ["d"]},
+              "cmd": f"python ../stage.py train@{ITEM} train-{ITEM}.txt",
+              "deps": [f"gen-{ITEM}.txt"], "outs": [f"train-{ITEM}.txt"]},
+    "results": {"cmd": "python ../stage.py results results.txt",
+                "deps": [f"train-{g}-{m}-d.txt" for g in "xy" for m in ("m1", "m2")], "outs": ["results.txt"]},
+}}
+STAGES = [f"{s}@{g}-{m}-d" for s in ("generate", "train") for g in "xy" for m in ("m1", "m2")] + ["results"]
+STAGE = """import sys, time
+start = time.time()
+time.sleep(1.0)
+open(sys.argv[2], "w").write(sys.argv[1])
+with open("../times.log", "a") as log:
+    log.write(f"{sys.argv[1]} {start} {time.time()}\\n")
+"""
+
+
+def _repo(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    (tmp_path / "stage.py").write_text(STAGE)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    for cmd in (["git", "init", "-q"], [_bin("dvc"), "init", "-q"]):
+        subprocess.run(cmd, cwd=repo, check=True, env=env)
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "toy"], cwd=repo, check=True)
+    return repo, env
+
+
+def _times(tmp_path: Path) -> dict[str, list[tuple[float, float]]]:
+    runs: dict[str, list[tuple[float, float]]] = {}
+    for line in (tmp_path / "times.log").read_text().splitlines():
+        name, start, end = line.split()
+        runs.setdefault(name, []).append((float(start), float(end)))
+    return runs
+
+
+def _overlap(runs, a: str, b: str) -> bool:
+    """Did some stage of generator a run while some stage of generator b ran?"""
+    spans = lambda g: [s for name, v in runs.items() if name.partition("@")[2].startswith(g + "-") for s in v]
+    return any(s1 < e2 and s2 < e1 for s1, e1 in spans(a) for s2, e2 in spans(b))
+
+
+def _run(repo: Path, env, lanes, force=False) -> int:
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        return repro(env, lanes=lanes, force=force)
+    finally:
+        os.chdir(cwd)
+
+
+def test_split_lanes_keeps_each_generators_chain_together():
+    stages = ["generate@qwen-coder-instance_generation-math", "generate@qwen-instance_generation-math",
+              "train@qwen-instance_generation-math", "evaluate-generator@qwen", "evaluate-generator@gpt",
+              "evaluate-anchor@base", "evaluate-anchor@reference", "results", "report"]
+    lanes = split_lanes(stages, ["qwen-coder", "qwen"], ["instance_generation"], jobs=2)
+    assert lanes == [["generate@qwen-coder-instance_generation-math", "evaluate-generator@gpt", "evaluate-anchor@reference"],
+                     ["generate@qwen-instance_generation-math", "train@qwen-instance_generation-math",
+                      "evaluate-generator@qwen", "evaluate-anchor@base"]]
+    # canary: one job is one lane with every stage that has an owner; results and report stay out
+    (one,) = split_lanes(stages, ["qwen-coder", "qwen"], ["instance_generation"], jobs=1)
+    assert set(stages) - set(one) == {"results", "report"}
+
+
+def test_lanes_run_side_by_side_and_leave_a_complete_dvc_lock(tmp_path, capsys):
+    repo, env = _repo(tmp_path)
+    lanes = split_lanes(STAGES, ["x", "y"], ["m1", "m2"], jobs=2)
+    assert _run(repo, env, lanes) == 0
+    runs = _times(tmp_path)
+    assert sorted(runs) == sorted(STAGES) and all(len(v) == 1 for v in runs.values())
+    assert _overlap(runs, "x", "y")  # the two lanes really ran at the same time
+    assert runs["results"][0][0] >= max(e for n, v in runs.items() if n != "results" for _, e in v)
+    status = subprocess.run([_bin("dvc"), "status", "--json"], cwd=repo, env=env, capture_output=True, text=True)
+    assert status.stdout.strip() == "{}"  # dvc.lock records every stage: nothing left to run
+    out = capsys.readouterr().out
+    assert "9/9" in out and "8/9 " not in out.split("results")[-1]  # one counter over lanes and the last pass
+    assert out.count("didn't change") == 0  # the last pass does not repeat what the lanes ran
+
+    # --force through lanes: every stage once more, not twice
+    (tmp_path / "times.log").unlink()
+    assert _run(repo, env, lanes, force=True) == 0
+    assert all(len(v) == 1 for v in _times(tmp_path).values()) and len(_times(tmp_path)) == len(STAGES)
+
+
+def test_one_lane_runs_one_stage_at_a_time(tmp_path):
+    """Canary for the overlap check above: a plain `dvc repro` never overlaps two stages."""
+    repo, env = _repo(tmp_path)
+    assert _run(repo, env, []) == 0
+    runs = _times(tmp_path)
+    assert len(runs) == 9 and not _overlap(runs, "x", "y")
