@@ -507,8 +507,9 @@ def run(
             lanes = split_lanes(stage_names() or [], params.benchmark_generators, params.methods, jobs) if jobs > 1 else []
             if len(lanes) > 1:
                 # Cores shared out, not oversubscribed: torch in every stage and in the model servers
-                # reads this. On 2 cores two one-thread lanes finish sooner than one two-thread lane:
-                # small-model decoding, imports and model loading gain little from a second thread.
+                # reads this. On 2 cores, students answered 1.55-1.61x faster in two one-thread lanes
+                # than one after another with two threads (benchmarks/lanes.py); generation, whose long
+                # prompts use both threads well, came out about even.
                 env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(lanes))))
             with prefect_server(ui=ui) as url, local_servers(params, pending, env.get("OMP_NUM_THREADS")) as served:
                 env.update(served, PREFECT_API_URL=url)

@@ -207,13 +207,13 @@ def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False)
 
     def show(line: str, tag: str, quiet_seen: bool) -> None:
         m = _STAGE_LINE.match(line)
-        if m:
-            if quiet_seen and m[1] in seen and "didn't change" in line:
-                return  # the lanes already said it: the last pass checks every stage again
-            seen.add(m[1])
-        elapsed = int(time.monotonic() - start)
-        counter = f"{len(seen)}/{total}" if total else str(len(seen))
-        with printing:
+        with printing:  # lanes print from their own threads: one line, one counter value at a time
+            if m:
+                if quiet_seen and m[1] in seen and "didn't change" in line:
+                    return  # the lanes already said it: the last pass checks every stage again
+                seen.add(m[1])
+            elapsed = int(time.monotonic() - start)
+            counter = f"{len(seen)}/{total}" if total else str(len(seen))
             print(f"[{elapsed // 60:02d}:{elapsed % 60:02d} {counter:>7}{tag}] {line}", flush=True)
 
     if len(lanes) > 1:
@@ -221,8 +221,9 @@ def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False)
                          lambda i, line: show(line, f" {'abcdefghijklmnopqrstuvwxyz'[i % 26]}", False))
         if any(codes):
             return next(c for c in codes if c)
-        # Lanes done: the rest needs no --force (a forced lane re-ran its stages; what is left never ran
-        # in them, or DVC sees their inputs changed) and runs after them, as `dvc repro` orders it.
+        # Then what is left. Unforced: a plain `dvc repro`, which finds the lanes' stages done and runs
+        # results and report. Forced: only the stages no lane ran, each once (--single-item), so
+        # nothing the lanes just re-ran is re-run again.
         left = _left(lanes) if force else []
         if force and not left:
             return 0
