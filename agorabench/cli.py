@@ -247,7 +247,7 @@ def results(params_file: str = PARAMS_OPT,
 
     try:
         db = build_results(ResultPaths.from_params(params), params, include_requests=requests,
-                           combine=params.analysis.combine)
+                           combine=params.analysis.combine, min_gap=params.analysis.min_gap)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     typer.echo(f"results database: {db} (try: agora sql \"SELECT * FROM pgr_overall\")")
@@ -290,7 +290,7 @@ def _results_db(params_file: str):
     if not Path(analysis.results_dir).is_dir():
         raise ValueError(f"results folder {analysis.results_dir} does not exist; run `agora results` "
                          f"(or `agora run`) first")
-    return ensure_db(analysis.results_dir, analysis.combine)
+    return ensure_db(analysis.results_dir, analysis.combine, analysis.min_gap)
 
 
 @app.command()
@@ -341,7 +341,7 @@ def report(params_file: str = PARAMS_OPT):
 
     cfg = params.analysis
     try:
-        db = build_db(cfg.results_dir, combine=cfg.combine)
+        db = build_db(cfg.results_dir, combine=cfg.combine, min_gap=cfg.min_gap)
         try:
             analysis = run_analysis(features_from_db(db), standardize=cfg.standardize, top_k=cfg.top_k, source=str(db))
         except ValueError as e:  # too few datasets for a PCA, say: the report explains what is missing

@@ -293,6 +293,9 @@ class AnalysisConfig(Strict):
     report_dir: str = "reports"
     # Domain PGR: the mean of its benchmarks' PGRs (the paper) or the PGR of their mean scores.
     combine: Literal["mean_of_pgr", "pgr_of_mean"] = "mean_of_pgr"
+    # PGR is undefined where the reference beats the base by less than this many score points: there
+    # it would be the students' noise divided by the anchors'. 0 (the paper): any positive gap.
+    min_gap: float = Field(0.0, ge=0)
     standardize: bool = True               # z-score the features before PCA (the paper's PCA is on
                                            # features with different units: 1-5 scores, perplexity, ...)
     top_k: int = Field(5, ge=1)            # regress PGR on the top-k principal components

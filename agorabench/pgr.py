@@ -12,8 +12,8 @@ Averaging follows the paper exactly (spec §5, checked against its Tables 2 and 
     the mean scores) -> method average (mean of the 3 domain PGRs) -> overall (mean of the 3 method
     averages).
 
-A benchmark where the reference does not beat the base has no gap to recover: its PGR is NaN with
-a reason, never a huge or sign-flipped number, and the averages above it are NaN too (unless
+A benchmark where the reference does not beat the base (or, with min_gap, beats it by less than
+that many points) has no gap to recover: its PGR is NaN with a reason, never a huge or sign-flipped number, and the averages above it are NaN too (unless
 `partial=True`). Every such case is reported as a one-line warning returned alongside the tables.
 """
 from __future__ import annotations
@@ -36,8 +36,9 @@ DOMAIN_BENCHMARKS: dict[str, tuple[str, ...]] = {
 Combine = Literal["mean_of_pgr", "pgr_of_mean"]
 
 
-def pgr(student: float, base: float, reference: float) -> tuple[float, str | None]:
-    """PGR in percent and None, or (NaN, reason) when it is undefined."""
+def pgr(student: float, base: float, reference: float, min_gap: float = 0.0) -> tuple[float, str | None]:
+    """PGR in percent and None, or (NaN, reason) when it is undefined: no gap between base and reference,
+    or one under `min_gap` score points (then PGR would be the student's noise divided by the anchors')."""
     values = {"student": student, "base": base, "reference": reference}
     missing = [name for name, v in values.items() if v is None or not math.isfinite(float(v))]
     if missing:
@@ -46,6 +47,9 @@ def pgr(student: float, base: float, reference: float) -> tuple[float, str | Non
     if gap <= 0:
         # A zero or negative gap would divide by zero or flip the sign of every student's PGR.
         return math.nan, f"reference ({float(reference):g}) is not above base ({float(base):g})"
+    if gap < min_gap:
+        return math.nan, (f"reference ({float(reference):g}) is only {gap:.3g} points above base ({float(base):g}), "
+                          f"under min_gap {min_gap:g}")
     return (float(student) - float(base)) / gap * 100.0, None
 
 
@@ -83,6 +87,7 @@ def compute_pgr(
     combine: Combine = "mean_of_pgr",
     partial: bool = False,
     domains: Mapping[str, Sequence[str]] = DOMAIN_BENCHMARKS,
+    min_gap: float = 0.0,
 ) -> PGRResult:
     """PGR at every level from the students' benchmark scores.
 
@@ -92,6 +97,7 @@ def compute_pgr(
     combine: "mean_of_pgr" (default: PGR per benchmark, then their mean) or "pgr_of_mean" (PGR of
         the domain's mean student/base/reference scores; the paper does not say which it used).
     partial: average whatever finite values exist instead of returning NaN for an incomplete set.
+    min_gap: PGR is NaN where the reference beats the base by less than this (score points; 0: any gap).
     """
     if combine not in ("mean_of_pgr", "pgr_of_mean"):
         raise ValueError(f"combine={combine!r} is not known; use 'mean_of_pgr' or 'pgr_of_mean'")
@@ -133,14 +139,14 @@ def compute_pgr(
 
     warnings: list[str] = []
     for bench in sorted(set(df["benchmark"])):
-        _, reason = pgr(0.0, base[bench], reference[bench])
+        _, reason = pgr(0.0, base[bench], reference[bench], min_gap)
         if reason:
             warnings.append(f"{bench}: PGR undefined (NaN) for every student: {reason}")
 
     # Per-benchmark PGR is reported whatever `combine` is: it is what a reader checks first.
     rows = []
     for r in df.itertuples(index=False):
-        value, reason = pgr(r.score, base[r.benchmark], reference[r.benchmark])
+        value, reason = pgr(r.score, base[r.benchmark], reference[r.benchmark], min_gap)
         if reason and reason.startswith("missing"):
             warnings.append(f"{r.generator}/{r.method}/{r.benchmark}: PGR undefined (NaN): {reason}")
         rows.append({
@@ -170,7 +176,7 @@ def compute_pgr(
                 warnings.append(f"{what} uses {len(present)} of {len(expected)} benchmarks")
             cols = ("student", "base", "reference")
             means = {col: sum(have.at[b, col] for b in present) / len(present) for col in cols}
-            value, reason = pgr(**means)
+            value, reason = pgr(**means, min_gap=min_gap)
             if reason:
                 warnings.append(f"{where}: domain PGR undefined (NaN): {reason}")
         domain_rows.append({"generator": gen, "method": method, "domain": domain, "pgr": value})

@@ -412,3 +412,19 @@ def test_cost_quality_finds_cheapest_configuration_reaching_target():
     assert cost_quality(rows, target_pgr=99.0)["cheapest_reaching_target"] is None
     with pytest.raises(ValueError, match="column 'cost' is missing"):
         cost_quality([{"generator": "g", "size": 1, "pgr": 1.0}], 10.0)
+
+
+def test_a_gap_under_min_gap_gives_nan_with_reason():
+    # The 2026-11-29 default run's AlpacaEval: reference 56.40, base 56.26, a student at 56.00.
+    value, reason = pgr(56.00, 56.26, 56.40, min_gap=1.0)
+    assert math.isnan(value) and "under min_gap 1" in reason
+    # canary: without a minimum the same scores make a -186 % "regression" out of a 0.26-point wobble
+    value, reason = pgr(56.00, 56.26, 56.40)
+    assert reason is None and value == pytest.approx(-185.7, abs=0.1)
+
+    scores = pd.DataFrame([{"generator": "g", "method": IG, "benchmark": b, "score": 10.0}
+                           for b in ("gsm8k", "math")])
+    res = compute_pgr(scores, {**BASE, "gsm8k": 20.0}, {**REFERENCE, "gsm8k": 20.5}, min_gap=1.0)
+    row = res.per_benchmark.set_index("benchmark")
+    assert math.isnan(row.at["gsm8k", "pgr"]) and "under min_gap" in row.at["gsm8k", "reason"]
+    assert not math.isnan(row.at["math", "pgr"])  # a gap of 14.76 points is well above it

@@ -18,7 +18,7 @@ from agorabench.config import DOMAINS, METHODS
 from agorabench.pgr import DOMAIN_BENCHMARKS, compute_pgr
 from agorabench.request_store import Completion
 from agorabench.results.collect import collect, write_table
-from agorabench.results.db import build_db, build_results, connect
+from agorabench.results.db import build_db, build_results, connect, ensure_db
 from agorabench.results.docs import render_schema_doc
 from agorabench.results.query import run_sql
 from agorabench.results.schema import TABLES
@@ -381,3 +381,23 @@ def test_tables_as_parquet_views_give_the_same_answers(tmp_path):
         query(lean, "SELECT count(*) FROM instances")
     with pytest.raises(ValueError, match="tables='both' is not known"):
         build_db(paths.out, tables="both")
+
+
+def test_a_gap_under_min_gap_gives_null_with_a_reason_and_is_recorded(tmp_path):
+    rows = [r for r in anchors() if r["benchmark"] != "gsm8k"]
+    rows += [score_row("base", "gsm8k", 56.26), score_row("reference", "gsm8k", 56.40)]
+    rows += [score_row("student", b, 56.0, "g", IG, "math") for b in ("gsm8k", "math")]
+    out = tmp_path / "results"
+    out.mkdir()
+    write_table("scores", rows, out / "scores.parquet")
+    db = build_db(out, min_gap=1.0)
+    got = dict((b, (p, r)) for b, p, r in query(db, "SELECT benchmark, pgr, reason FROM pgr_benchmark"))
+    assert got["gsm8k"] == (None, "reference is less than min_gap (1.0) above base")
+    assert got["math"][0] is not None  # its gap is 14.76 points
+    assert query(db, "SELECT value FROM meta WHERE key = 'min_gap'") == [("1.0",)]
+    # ensure_db rebuilds a database that was built with another min_gap (here: the default 0)
+    assert dict(query(ensure_db(out), "SELECT benchmark, pgr FROM pgr_benchmark"))["gsm8k"] == pytest.approx(-185.7, abs=0.1)
+    # canary: the same scores without a minimum give the huge number the minimum is there to stop
+    assert dict(query(build_db(out), "SELECT benchmark, pgr FROM pgr_benchmark"))["gsm8k"] < -180
+    with pytest.raises(ValueError, match="min_gap=-1"):
+        build_db(out, min_gap=-1)

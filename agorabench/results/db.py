@@ -24,13 +24,15 @@ DB_NAME = "agora.duckdb"
 
 def build_db(results_dir: str | Path = "data/results", db_path: str | Path | None = None,
              combine: str = "mean_of_pgr", domains: Mapping[str, Sequence[str]] | None = None,
-             tables: str = "copy") -> Path:
+             tables: str = "copy", min_gap: float = 0.0) -> Path:
     """Create the database from results_dir/*.parquet (a missing table is created empty).
 
     combine: which domain-PGR definition `pgr_domain` (and so pgr_method, pgr_overall) uses:
         "mean_of_pgr" (default, the paper's) or "pgr_of_mean". Both stay available as
         pgr_domain_mean_of_pgr / pgr_domain_pgr_of_mean.
     domains: domain -> its PGR benchmarks (default: agorabench.pgr.DOMAIN_BENCHMARKS).
+    min_gap: PGR is NULL where the reference beats the base by less than this many score points
+        (0, the default: any positive gap, as the paper computes it).
     tables: "copy" (default) loads the Parquet into the database file, which then stands alone;
         "parquet" makes each table a view over its Parquet file (absolute path): the build is
         instant, the file tiny, and a query reads only the columns it needs (the instance texts
@@ -44,7 +46,7 @@ def build_db(results_dir: str | Path = "data/results", db_path: str | Path | Non
         raise ValueError(f"results folder {results_dir} does not exist; run collect (`agora results`) first")
     if tables not in ("copy", "parquet"):
         raise ValueError(f"tables={tables!r} is not known; use 'copy' or 'parquet'")
-    views = view_definitions(combine, domains)  # checks `combine` before anything is written
+    views = view_definitions(combine, domains, min_gap=min_gap)  # checks them before anything is written
     domains = DOMAIN_BENCHMARKS if domains is None else domains
     db_path = Path(db_path) if db_path is not None else results_dir / DB_NAME
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +74,8 @@ def build_db(results_dir: str | Path = "data/results", db_path: str | Path | Non
                         [(d, b, i) for d, names in domains.items() for i, b in enumerate(names)])
         con.execute("CREATE TABLE meta (key VARCHAR, value VARCHAR)").fetchall()
         con.executemany("INSERT INTO meta VALUES (?, ?)",
-                        [("combine", combine), ("tables", tables), ("results_dir", str(results_dir))])
+                        [("combine", combine), ("tables", tables), ("results_dir", str(results_dir)),
+                         ("min_gap", repr(float(min_gap)))])
         for name, view in views.items():
             con.execute(f"CREATE VIEW {name} AS {view.sql}").fetchall()
         con.execute("CHECKPOINT").fetchall()
@@ -83,21 +86,38 @@ def build_db(results_dir: str | Path = "data/results", db_path: str | Path | Non
 
 
 def build_results(paths: ResultPaths = ResultPaths(), params=None, include_requests: bool = False,
-                  combine: str = "mean_of_pgr", tables: str = "copy") -> Path:
+                  combine: str = "mean_of_pgr", tables: str = "copy", min_gap: float = 0.0) -> Path:
     """collect + build_db: what `agora results` runs. Returns the database path."""
     collect(paths, params=params, include_requests=include_requests)
-    return build_db(paths.out, combine=combine, tables=tables)
+    return build_db(paths.out, combine=combine, tables=tables, min_gap=min_gap)
 
 
-def ensure_db(results_dir: str | Path = "data/results", combine: str = "mean_of_pgr") -> Path:
-    """results_dir/agora.duckdb, rebuilt first when it is missing or older than a Parquet table
-    (after `dvc pull` or `dvc checkout` only the Parquet is there: it is what DVC tracks)."""
+def ensure_db(results_dir: str | Path = "data/results", combine: str = "mean_of_pgr", min_gap: float = 0.0) -> Path:
+    """results_dir/agora.duckdb, rebuilt first when it is missing, older than a Parquet table (after
+    `dvc pull` or `dvc checkout` only the Parquet is there: it is what DVC tracks), or built with
+    another `combine` or `min_gap` than asked for now."""
     results_dir = Path(results_dir)
     db_path = results_dir / DB_NAME
     newest = max((p.stat().st_mtime for p in results_dir.glob("*.parquet")), default=None)
-    if newest is not None and (not db_path.is_file() or db_path.stat().st_mtime < newest):
-        build_db(results_dir, combine=combine)
+    if newest is not None and (not db_path.is_file() or db_path.stat().st_mtime < newest
+                               or _built_with(db_path) != {"combine": combine, "min_gap": repr(float(min_gap))}):
+        build_db(results_dir, combine=combine, min_gap=min_gap)
     return db_path
+
+
+def _built_with(db_path: Path) -> dict[str, str]:
+    """The combine and min_gap a database was built with (empty when it cannot be read)."""
+    try:
+        con = duckdb.connect(str(db_path), read_only=True)
+    except duckdb.Error:
+        return {}
+    try:
+        rows = con.execute("SELECT key, value FROM meta WHERE key IN ('combine', 'min_gap')").fetchall()
+    except duckdb.Error:
+        return {}
+    finally:
+        con.close()
+    return dict(rows)
 
 
 def connect(db_path: str | Path = f"data/results/{DB_NAME}", read_only: bool = True) -> duckdb.DuckDBPyConnection:

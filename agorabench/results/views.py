@@ -49,14 +49,18 @@ _PGR_DOMAIN_COLUMNS = (("generator", "generator"), ("method", "generation method
 
 
 def view_definitions(combine: str = "mean_of_pgr", domains: Mapping[str, Sequence[str]] | None = None,
-                     methods: Sequence[str] = METHODS) -> dict[str, View]:
-    """name -> View, in creation order (a view only reads views defined before it)."""
+                     methods: Sequence[str] = METHODS, min_gap: float = 0.0) -> dict[str, View]:
+    """name -> View, in creation order (a view only reads views defined before it). min_gap: PGR is
+    NULL where the reference beats the base by less than this many score points (0: any gap)."""
     if combine not in ("mean_of_pgr", "pgr_of_mean"):
         raise ValueError(f"combine={combine!r} is not known; use 'mean_of_pgr' or 'pgr_of_mean'")
     from agorabench.pgr import DOMAIN_BENCHMARKS
 
     domains = DOMAIN_BENCHMARKS if domains is None else domains
     benchmarks = [b for names in domains.values() for b in names]
+    gap = repr(float(min_gap))  # a number in the SQL text: DDL takes no parameters
+    if float(min_gap) < 0 or gap in ("nan", "inf"):
+        raise ValueError(f"min_gap={min_gap!r}: use a finite number of score points >= 0")
     views: dict[str, View] = {}
 
     views["pgr_benchmark"] = View(
@@ -67,15 +71,17 @@ def view_definitions(combine: str = "mean_of_pgr", domains: Mapping[str, Sequenc
                  ("reference", "reference model's score (S_ref)"),
                  ("pgr", "(student - base) / (reference - base) x 100; NULL when undefined"),
                  ("reason", "why pgr is NULL (NULL when it is not)")),
-        sql="""
+        sql=f"""
 SELECT s.generator, s.method, s.student_domain AS domain, s.benchmark,
        s.score AS student, b.score AS base, r.score AS reference,
        CASE WHEN s.score IS NOT NULL AND b.score IS NOT NULL AND r.score IS NOT NULL AND r.score > b.score
+                 AND r.score - b.score >= {gap}
             THEN (s.score - b.score) / (r.score - b.score) * 100.0 END AS pgr,
        CASE WHEN s.score IS NULL THEN 'missing student score'
             WHEN b.score IS NULL THEN 'missing base score'
             WHEN r.score IS NULL THEN 'missing reference score'
-            WHEN r.score <= b.score THEN 'reference is not above base' END AS reason
+            WHEN r.score <= b.score THEN 'reference is not above base'
+            WHEN r.score - b.score < {gap} THEN 'reference is less than min_gap ({gap}) above base' END AS reason
 FROM scores s
 JOIN domain_benchmarks d ON d.domain = s.student_domain AND d.benchmark = s.benchmark
 LEFT JOIN scores b ON b.kind = 'base' AND b.benchmark = s.benchmark
@@ -100,6 +106,7 @@ GROUP BY p.generator, p.method, p.domain""")
 SELECT p.generator, p.method, p.domain,
        CASE WHEN count(*) = any_value(n.n) AND count(p.student) = count(*) AND count(p.base) = count(*)
                  AND count(p.reference) = count(*) AND avg(p.reference) > avg(p.base)
+                 AND avg(p.reference) - avg(p.base) >= {gap}
             THEN (avg(p.student) - avg(p.base)) / (avg(p.reference) - avg(p.base)) * 100.0 END AS pgr,
        count(p.student) AS benchmarks
 FROM pgr_benchmark p JOIN {domain_size} n ON n.domain = p.domain
