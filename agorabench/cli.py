@@ -505,6 +505,8 @@ def run(
         else:
             jobs = jobs or default_jobs(params)
             lanes = split_lanes(stage_names() or [], params.benchmark_generators, params.methods, jobs) if jobs > 1 else []
+            if pending is not None and not set(pending) & {s for lane in lanes for s in lane}:
+                lanes = []  # only results/report to redo: the lanes would just check their ~70 stages again
             if len(lanes) > 1:
                 # Cores shared out, not oversubscribed: torch in every stage and in the model servers
                 # reads this. On 2 cores, students answered 1.55-1.61x faster in two one-thread lanes
