@@ -488,8 +488,8 @@ def run(
 
         shutil.copyfile(source, "params.yaml")
         typer.echo(f"params.yaml <- {source} (git shows the change; `git checkout params.yaml` undoes it)")
-    from agorabench.pipeline import (default_jobs, local_servers, pending_stages, prefect_server, repro, split_lanes,
-                                     stage_names)
+    from agorabench.pipeline import (default_jobs, lane_letter, local_servers, pending_stages, prefect_server, repro,
+                                     split_lanes, stage_names, threads_per_lane)
 
     env = dict(os.environ)
     # One progress line per stage is ours (pipeline.repro); library download/map bars would only
@@ -512,13 +512,13 @@ def run(
                 # reads this. On 2 cores, students answered 1.55-1.61x faster in two one-thread lanes
                 # than one after another with two threads (benchmarks/lanes.py); generation, whose long
                 # prompts use both threads well, came out about even.
-                env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(lanes))))
+                env.setdefault("OMP_NUM_THREADS", str(threads_per_lane(len(lanes))))
             with prefect_server(ui=ui) as url, local_servers(params, pending, env.get("OMP_NUM_THREADS")) as served:
                 env.update(served, PREFECT_API_URL=url)
                 typer.echo(f"Prefect API {url}" + (" (UI: " + url.removesuffix("/api") + ")" if ui else ""))
                 if len(lanes) > 1:
                     typer.echo(f"{len(lanes)} lanes side by side, {env['OMP_NUM_THREADS']} thread(s) each: " + "; ".join(
-                        f"{'abcdefghijklmnopqrstuvwxyz'[i % 26]}: {_lane_summary(lane, params.benchmark_generators)}"
+                        f"{lane_letter(i)}: {_lane_summary(lane, params.benchmark_generators, params.methods)}"
                         for i, lane in enumerate(lanes)))
                 rc = repro(env, lanes=lanes, force=force)
     except RuntimeError as e:  # LocalServerError is one: a model server that would not start
@@ -528,9 +528,11 @@ def run(
     raise typer.Exit(rc)
 
 
-def _lane_summary(lane: list[str], generators: list[str]) -> str:
-    """"smollm2, evaluate-anchor@base (40 stages)": whose stages a lane runs."""
-    owners = [g for g in generators if any(f"@{g}-" in s or s.endswith(f"@{g}") for s in lane)]
+def _lane_summary(lane: list[str], generators: list[str], methods: list[str]) -> str:
+    """"smollm2, evaluate-anchor@base (38 stages)": whose stages a lane runs."""
+    from agorabench.pipeline import lane_owner
+
+    owners = list(dict.fromkeys(g for s in lane if (g := lane_owner(s, generators, methods)) is not None))
     anchors = [s for s in lane if s.startswith("evaluate-anchor@")]
     return f"{', '.join(owners + anchors)} ({len(lane)} stages)"
 

@@ -136,12 +136,6 @@ def local_servers(params, pending: list[str] | None, threads: str | None = None)
         yield {SHARED_SERVERS_ENV: json.dumps(shared)}
 
 
-def stage_count() -> int | None:
-    """How many stages dvc.yaml expands to (for the progress counter); None when DVC cannot tell."""
-    names = stage_names()
-    return len(names) if names is not None else None
-
-
 def stage_names() -> list[str] | None:
     """Every stage of dvc.yaml, matrix entries expanded, in dvc.yaml's order; None when DVC cannot tell."""
     out = subprocess.run([_bin("dvc"), "stage", "list", "--name-only"], capture_output=True, text=True)
@@ -159,6 +153,28 @@ def default_jobs(params) -> int:
     return max(1, min(len(params.benchmark_generators), os.cpu_count() or 1))
 
 
+def threads_per_lane(lanes: int) -> int:
+    """The cores shared out over `lanes` lanes (OMP_NUM_THREADS of their stages and model servers)."""
+    return max(1, (os.cpu_count() or 1) // lanes)
+
+
+def lane_letter(index: int) -> str:
+    """"a", "b", ...: how progress lines and `agora run` name a lane."""
+    return "abcdefghijklmnopqrstuvwxyz"[index % 26]
+
+
+def lane_owner(stage: str, generators: list[str], methods: list[str]) -> str | None:
+    """The generator whose own chain `stage` is part of, or None: dvc.yaml fans those stages out as
+    STAGE@GENERATOR-METHOD-DOMAIN[-...], plus evaluate-generator@GENERATOR."""
+    name, _, key = stage.partition("@")
+    if name == "evaluate-generator":
+        return key if key in generators else None
+    for g in generators:  # "qwen-coder-instance_generation-math" is qwen-coder's, not qwen's
+        if key.startswith(g + "-") and key[len(g) + 1:].split("-")[0] in methods:
+            return g
+    return None
+
+
 def split_lanes(stages: list[str], generators: list[str], methods: list[str], jobs: int) -> list[list[str]]:
     """Deal the pipeline's stages into at most `jobs` lanes that share no stage and no output, so one
     `dvc repro` per lane can run at the same time. A generator's own chain (generation, training,
@@ -168,20 +184,10 @@ def split_lanes(stages: list[str], generators: list[str], methods: list[str], jo
     are spread after them. Stages that read every lane's outputs (results, report) are in no lane:
     the `dvc repro` after the lanes runs them. DVC still decides what runs and in which order."""
     owner = {g: i % jobs for i, g in enumerate(generators)}
-
-    def generator_of(stage: str) -> str | None:
-        name, _, key = stage.partition("@")
-        if name == "evaluate-generator":
-            return key if key in owner else None
-        for g in owner:  # "qwen-coder-instance_generation-math" is qwen-coder's, not qwen's
-            if key.startswith(g + "-") and key[len(g) + 1:].split("-")[0] in methods:
-                return g
-        return None
-
     lanes: list[list[str]] = [[] for _ in range(jobs)]
     spread = len(generators)
     for stage in stages:
-        g = generator_of(stage)
+        g = lane_owner(stage, generators, methods)
         if g is not None:
             lanes[owner[g]].append(stage)
         elif stage.startswith(("evaluate-anchor@", "evaluate-generator@")):
@@ -200,7 +206,8 @@ def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False)
     separate processes on disjoint stages are safe), then a plain `dvc repro` for whatever is left:
     the stages that read every lane's outputs, and anything a lane did not finish. Without lanes, a
     single `dvc repro`."""
-    total = stage_count()
+    names = stage_names()
+    total = len(names) if names is not None else None
     seen: set[str] = set()
     start = time.monotonic()
     printing = threading.Lock()
@@ -218,13 +225,13 @@ def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False)
 
     if len(lanes) > 1:
         codes = _run_dvc(env, [["--wait-for-lock", "repro", *(["--force"] if force else []), *lane] for lane in lanes],
-                         lambda i, line: show(line, f" {'abcdefghijklmnopqrstuvwxyz'[i % 26]}", False))
+                         lambda i, line: show(line, f" {lane_letter(i)}", False))
         if any(codes):
             return next(c for c in codes if c)
         # Then what is left. Unforced: a plain `dvc repro`, which finds the lanes' stages done and runs
         # results and report. Forced: only the stages no lane ran, each once (--single-item), so
         # nothing the lanes just re-ran is re-run again.
-        left = _left(lanes) if force else []
+        left = _left(lanes, names or []) if force else []
         if force and not left:
             return 0
         last = ["--wait-for-lock", "repro"] + (["--force", "--single-item", *left] if force else [])
@@ -232,10 +239,10 @@ def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False)
     return _run_dvc(env, [["repro", *(["--force"] if force else [])]], lambda i, line: show(line, "", False))[0]
 
 
-def _left(lanes: list[list[str]]) -> list[str]:
+def _left(lanes: list[list[str]], stages: list[str]) -> list[str]:
     """The stages no lane ran, in dvc.yaml's order."""
     done = {s for lane in lanes for s in lane}
-    return [s for s in stage_names() or [] if s not in done]
+    return [s for s in stages if s not in done]
 
 
 def _run_dvc(env: dict[str, str], commands: list[list[str]], on_line) -> list[int]:

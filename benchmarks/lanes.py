@@ -30,12 +30,12 @@ sys.path.insert(0, str(REPO))
 
 
 def timed(params, stages: list[str], jobs: int, store: Path) -> float:
-    from agorabench.pipeline import _run_dvc, local_servers, prefect_server, split_lanes
+    from agorabench.pipeline import _run_dvc, local_servers, prefect_server, split_lanes, threads_per_lane
 
     for suffix in ("", "-wal", "-shm"):  # nothing answered from an earlier pass
         Path(f"{store}{suffix}").unlink(missing_ok=True)
     lanes = split_lanes(stages, params.benchmark_generators, params.methods, jobs) if jobs > 1 else [stages]
-    threads = str(max(1, (os.cpu_count() or 1) // len(lanes)))
+    threads = str(threads_per_lane(len(lanes)))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "TQDM_DISABLE": "1", "AGORA_ALLOW_CODE_EXECUTION": "1"}
     with prefect_server() as url, local_servers(params, None, threads) as served:
         env.update(served, PREFECT_API_URL=url)
@@ -58,7 +58,7 @@ def main() -> None:
 
     from agorabench import offline
     from agorabench.config import load_params
-    from agorabench.pipeline import repro, stage_names
+    from agorabench.pipeline import repro, stage_names, threads_per_lane
 
     offline.apply_defaults()
     params = load_params("params.yaml")
@@ -74,7 +74,7 @@ def main() -> None:
         times = {}
         for mode in (["lanes", "serial"] if args.lanes_first else ["serial", "lanes"]):
             jobs = args.jobs if mode == "lanes" else 1
-            print(f"{len(stages)} stages, {mode}: {jobs} x dvc repro, {(os.cpu_count() or 1) // jobs} thread(s) each",
+            print(f"{len(stages)} stages, {mode}: {jobs} x dvc repro, {threads_per_lane(jobs)} thread(s) each",
                   flush=True)
             times[mode] = timed(params, stages, jobs, store)
         serial, lanes = times["serial"], times["lanes"]
@@ -83,7 +83,7 @@ def main() -> None:
             Path(f"{store}{suffix}").unlink(missing_ok=True)
         shutil.move(kept, store)
     print(f"serial {serial:.0f} s, lanes {lanes:.0f} s, serial / lanes = {serial / lanes:.2f} (target: above 1)")
-    repro(dict(os.environ))  # outputs back as the run's own answers make them (nothing recomputed)
+    repro(dict(os.environ))  # results and report from the re-run stages' outputs (no model is called)
 
 
 if __name__ == "__main__":

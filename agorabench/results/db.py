@@ -108,7 +108,7 @@ def ensure_db(results_dir: str | Path = "data/results", combine: str = "mean_of_
 def _built_with(db_path: Path) -> dict[str, str]:
     """The combine and min_gap a database was built with (empty when it cannot be read)."""
     try:
-        con = duckdb.connect(str(db_path), read_only=True)
+        con = connect(db_path)
     except duckdb.Error:
         return {}
     try:
