@@ -227,6 +227,10 @@ class EvaluationConfig(Strict):
     # Items per benchmark (null: all). The first N of a fixed, seeded shuffle, so a larger N only adds items.
     limit: int | None = Field(None, ge=1)
     limits: dict[str, int] = Field(default_factory=dict)  # per-benchmark overrides of `limit` (names checked)
+    # Items whose prompt is longer (counted with generation.tokenizer) are left out before the sample
+    # is drawn (null: none, the paper). On a CPU one 6K-character Arena-Hard prompt cost more judge
+    # time than the rest of that benchmark: the judge reads the question as well as both answers.
+    max_prompt_tokens: int | None = Field(None, ge=16)
     math_subset: Literal["math500", "full"] = "math500"
     arenahard_categories: list[str] = Field(default_factory=lambda: ["hard_prompt"])
     decoding: DecodingConfig = DecodingConfig()

@@ -25,6 +25,7 @@ from agorabench.benchmarks.pairwise import NoVerdict
 from agorabench.config import BENCHMARK_DOMAINS, Params, ParamsError, check_setting
 from agorabench.eval_items import EvalItem, data_version, load_eval_items
 from agorabench.inference import Decoding
+from agorabench.validation import count_tokens
 
 JUDGED = ("alpacaeval", "arenahard")
 
@@ -75,7 +76,8 @@ def resolve_model_ref(params: Params, ref: str) -> ModelRef:
 
 
 def select_items(params: Params, benchmark: str) -> list[EvalItem]:
-    """The benchmark's items, limited to the first N of a seeded shuffle (a larger N only adds)."""
+    """The benchmark's items, limited to the first N of a seeded shuffle (a larger N only adds), after
+    leaving out prompts over evaluation.max_prompt_tokens."""
     ev = params.evaluation
     module = benchmark_module(benchmark)
     if benchmark == "math":
@@ -84,6 +86,9 @@ def select_items(params: Params, benchmark: str) -> list[EvalItem]:
         items = module.load_items(categories=tuple(ev.arenahard_categories))
     else:
         items = load_eval_items(benchmark)
+    if ev.max_prompt_tokens is not None:
+        tokenizer = params.generation.tokenizer
+        items = [it for it in items if count_tokens(it.prompt, tokenizer) <= ev.max_prompt_tokens]
     limit = ev.limits.get(benchmark, ev.limit)
     if limit is not None and limit < len(items):
         seed = params.generation.seed

@@ -57,6 +57,23 @@ def test_limit_is_a_prefix_of_a_seeded_shuffle(tmp_path, tiny_student):
     assert {i.id for i in other} != {i.id for i in small}
 
 
+def test_max_prompt_tokens_leaves_long_prompts_out_of_the_sample(tmp_path, tiny_student):
+    from agorabench.evaluation import select_items
+
+    def pick(n, **extra):
+        params = make_params(tmp_path, "http://x", tiny_student, **{"evaluation.limits": {"arenahard": n}, **extra})
+        return select_items(params, "arenahard")
+
+    # canary: uncapped, Arena-Hard holds prompts over 128 tokens (~4 characters a token: `approx`)
+    everything = pick(500)
+    assert max(len(i.prompt) for i in everything) > 4 * 128
+    capped = pick(500, **{"evaluation.max_prompt_tokens": 128})
+    assert all(len(i.prompt) <= 4 * 128 for i in capped) and 0 < len(capped) < len(everything)
+    # still a prefix of one seeded order: a larger limit only adds items
+    small, larger = (pick(n, **{"evaluation.max_prompt_tokens": 128}) for n in (2, 6))
+    assert len(small) == 2 and {i.id for i in small} < {i.id for i in larger}
+
+
 def test_generator_endpoint_problem_solving(tmp_path, tiny_student, fake_server, monkeypatch):
     """A generator's own GSM8K score (Table 7) through its API: the fake server answers [RESULT] tags."""
     from agorabench.evaluation import evaluate
