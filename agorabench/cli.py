@@ -3,6 +3,7 @@ library function. Errors a user can fix are printed as one line and exit with st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -488,8 +489,8 @@ def run(
 
         shutil.copyfile(source, "params.yaml")
         typer.echo(f"params.yaml <- {source} (git shows the change; `git checkout params.yaml` undoes it)")
-    from agorabench.pipeline import (default_jobs, lane_letter, local_servers, pending_stages, prefect_server, repro,
-                                     split_lanes, stage_names, threads_per_lane)
+    from agorabench.pipeline import (default_jobs, lane_letter, local_servers, merge_servers, pending_stages,
+                                     prefect_server, repro, split_lanes, stage_names, threads_per_lane)
 
     env = dict(os.environ)
     # One progress line per stage is ours (pipeline.repro); library download/map bars would only
@@ -513,14 +514,25 @@ def run(
                 # than one after another with two threads (benchmarks/lanes.py); generation, whose long
                 # prompts use both threads well, came out about even.
                 env.setdefault("OMP_NUM_THREADS", str(threads_per_lane(len(lanes))))
-            with prefect_server(ui=ui) as url, local_servers(params, pending, env.get("OMP_NUM_THREADS")) as served:
+            with prefect_server(ui=ui) as url, contextlib.ExitStack() as servers:
+                threads = env.get("OMP_NUM_THREADS")
+                if len(lanes) > 1:
+                    # Each lane gets its own servers: a server answers one request at a time, so one
+                    # lane's judge calls would wait behind the other lane's generation, both lanes idle.
+                    lane_envs = [servers.enter_context(local_servers(params, pending, threads, stages=lane,
+                                                                     label=lane_letter(i)))
+                                 for i, lane in enumerate(lanes)]
+                    served = merge_servers(lane_envs)  # for the last pass's leftovers
+                else:
+                    lane_envs = []
+                    served = servers.enter_context(local_servers(params, pending, threads))
                 env.update(served, PREFECT_API_URL=url)
                 typer.echo(f"Prefect API {url}" + (" (UI: " + url.removesuffix("/api") + ")" if ui else ""))
                 if len(lanes) > 1:
-                    typer.echo(f"{len(lanes)} lanes side by side, {env['OMP_NUM_THREADS']} thread(s) each: " + "; ".join(
+                    typer.echo(f"{len(lanes)} lanes side by side, {threads} thread(s) each: " + "; ".join(
                         f"{lane_letter(i)}: {_lane_summary(lane, params.benchmark_generators, params.methods)}"
                         for i, lane in enumerate(lanes)))
-                rc = repro(env, lanes=lanes, force=force)
+                rc = repro(env, lanes=lanes, force=force, lane_envs=lane_envs)
     except RuntimeError as e:  # LocalServerError is one: a model server that would not start
         fail(str(e))
     if rc == 0:

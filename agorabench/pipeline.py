@@ -107,18 +107,22 @@ def served_generators(params) -> list[str]:
 
 
 @contextmanager
-def local_servers(params, pending: list[str] | None, threads: str | None = None) -> Iterator[dict[str, str]]:
+def local_servers(params, pending: list[str] | None, threads: str | None = None,
+                  stages: list[str] | None = None, label: str = "") -> Iterator[dict[str, str]]:
     """Start each local model once for the whole run and yield the environment that tells the stages
     where (engine.generator_endpoint reads it). Without it every stage that calls a local model starts
     and loads its own server: ~50 starts in the default run, several seconds each on a CPU, and a
     minute or more each for `vllm serve` on a GPU host. Nothing starts when no stage that calls a model
     is pending, so an up-to-date pipeline stays a no-op in seconds. The servers run in this process's
     main thread's children: they stop with it, even when it is killed (PDEATHSIG). `threads`: each server's
-    torch (or llama.cpp) threads; default OMP_NUM_THREADS, else every core."""
+    torch (or llama.cpp) threads; default OMP_NUM_THREADS, else every core. `stages`: only the servers
+    these stages call (one lane's), started when one of them is pending."""
     from agorabench.engine import SHARED_SERVERS_ENV
     from agorabench.local_server import LocalModelServer
 
-    names = served_generators(params)
+    names = served_generators(params) if stages is None else generators_called_by(params, stages)
+    if pending is not None and stages is not None:
+        pending = [s for s in pending if s in stages]
     needed = pending is None or any(stage.split("@")[0].startswith(_SERVED_STAGES) for stage in pending)
     if not names or not needed:
         yield {}
@@ -128,12 +132,42 @@ def local_servers(params, pending: list[str] | None, threads: str | None = None)
         for name in names:  # one after another, from this thread: see PDEATHSIG_LAUNCHER's caveat
             cfg = params.generators[name]
             server = stack.enter_context(LocalModelServer(
-                cfg.model, engine=cfg.engine, log_path=Path(".agora/logs") / f"server-{name}.log",
+                cfg.model, engine=cfg.engine, log_path=Path(".agora/logs") / f"server-{name}{label}.log",
                 extra_args=list(cfg.server_args), cpu_weights=cfg.cpu_weights, threads=threads))
             shared[name] = {"base_url": server.base_url, "model_id": server.model_id}
-            print(f"{name}: {server.engine} server for {cfg.model} at {server.base_url} "
-                  f"(ready in {server.startup_s:.0f} s)", flush=True)
+            print(f"{name}{' for lane ' + label if label else ''}: {server.engine} server for {cfg.model} at "
+                  f"{server.base_url} (ready in {server.startup_s:.0f} s)", flush=True)
         yield {SHARED_SERVERS_ENV: json.dumps(shared)}
+
+
+def merge_servers(envs: list[dict[str, str]]) -> dict[str, str]:
+    """One environment naming every server of several local_servers() environments (the first of
+    each generator's)."""
+    from agorabench.engine import SHARED_SERVERS_ENV
+
+    shared: dict = {}
+    for env in reversed(envs):
+        shared.update(json.loads(env.get(SHARED_SERVERS_ENV, "{}")))
+    return {SHARED_SERVERS_ENV: json.dumps(shared)} if shared else {}
+
+
+def generators_called_by(params, stages: list[str]) -> list[str]:
+    """The served generators (served_generators) that `stages` call: a generation stage its own
+    generator, an evaluation the judges and, for evaluate-generator@NAME, NAME; intrinsic the judge. A
+    generation stage whose generator it cannot tell calls them all."""
+    served = served_generators(params)
+    judges = {params.evaluation.judge, params.intrinsic.get("judge")}
+    called: set[str] = set()
+    for stage in stages:
+        kind, _, key = stage.partition("@")
+        if kind in ("generate", "scale-generate"):
+            owner = lane_owner(stage, params.called_generators(), params.methods)
+            called.update([owner] if owner else served)
+        elif kind.startswith(("evaluate", "scale-evaluate", "intrinsic")):
+            called.update(judges)
+            if kind == "evaluate-generator":
+                called.add(key)
+    return [n for n in served if n in called]
 
 
 def stage_names() -> list[str] | None:
@@ -199,13 +233,14 @@ def split_lanes(stages: list[str], generators: list[str], methods: list[str], jo
 _STAGE_LINE = re.compile(r"^(?:Running stage|Stage) '([^']+)'")
 
 
-def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False) -> int:
+def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False,
+          lane_envs: list[dict[str, str]] = ()) -> int:
     """Run the pipeline through DVC and print each of its lines with the elapsed time and a stage counter.
 
     With lanes, first one `dvc repro LANE...` per lane, all at once (DVC locks each stage's files, so
     separate processes on disjoint stages are safe), then a plain `dvc repro` for whatever is left:
     the stages that read every lane's outputs, and anything a lane did not finish. Without lanes, a
-    single `dvc repro`."""
+    single `dvc repro`. `lane_envs`: what each lane adds to `env` (its own model servers)."""
     names = stage_names()
     total = len(names) if names is not None else None
     seen: set[str] = set()
@@ -225,7 +260,7 @@ def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False)
 
     if len(lanes) > 1:
         codes = _run_dvc(env, [["--wait-for-lock", "repro", *(["--force"] if force else []), *lane] for lane in lanes],
-                         lambda i, line: show(line, f" {lane_letter(i)}", False))
+                         lambda i, line: show(line, f" {lane_letter(i)}", False), lane_envs)
         if any(codes):
             return next(c for c in codes if c)
         # Then what is left. Unforced: a plain `dvc repro`, which finds the lanes' stages done and runs
@@ -245,9 +280,9 @@ def _left(lanes: list[list[str]], stages: list[str]) -> list[str]:
     return [s for s in stages if s not in done]
 
 
-def _run_dvc(env: dict[str, str], commands: list[list[str]], on_line) -> list[int]:
-    """Run `dvc ARGS` for each ARGS at once and pass every output line to on_line(index, line);
-    return their exit codes. DVC and the stage command it runs share a process group of their own,
+def _run_dvc(env: dict[str, str], commands: list[list[str]], on_line, extra_envs: list[dict[str, str]] = ()) -> list[int]:
+    """Run `dvc ARGS` for each ARGS at once (with extra_envs[i] added to env) and pass every output line
+    to on_line(index, line); return their exit codes. DVC and the stage command it runs share a process group of their own,
     led by GROUP_LAUNCHER, so stopping the run stops the stage too, and so does killing it (kill -9):
     terminating DVC alone left its running stage orphaned, still working."""
     from agorabench.local_server import GROUP_LAUNCHER
@@ -256,8 +291,9 @@ def _run_dvc(env: dict[str, str], commands: list[list[str]], on_line) -> list[in
     # All started from this (the main) thread: the launcher's PR_SET_PDEATHSIG watches the thread that
     # started it, and a reader thread ends before the run does.
     procs = [subprocess.Popen([sys.executable, "-c", GROUP_LAUNCHER, _bin("dvc"), *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env=env, bufsize=1, start_new_session=True)
-             for args in commands]
+                              stderr=subprocess.STDOUT, text=True, env={**env, **(extra_envs[i] if extra_envs else {})},
+                              bufsize=1, start_new_session=True)
+             for i, args in enumerate(commands)]
 
     def read(i: int, proc: subprocess.Popen) -> None:
         assert proc.stdout is not None

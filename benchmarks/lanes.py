@@ -6,7 +6,8 @@ answer and every judge verdict is computed again, with the model servers started
 
   serial  one `dvc repro --force --single-item STAGES` with every core (what --jobs 1 does)
   lanes   one such `dvc repro` per generator's share of STAGES at once (pipeline.split_lanes), with
-          cores/lanes threads for each lane and each model server (what the default does on a CPU)
+          cores/lanes threads for each lane and each model server, every lane with its own servers
+          (what the default does on a CPU)
 
 and prints both wall times and serial / lanes (above 1: the lanes are faster). The run's own request
 store is put back afterwards; the re-run stages keep the outputs of the second pass (greedy decoding:
@@ -18,6 +19,7 @@ brings results and report up to date with them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import os
 import shutil
@@ -30,18 +32,22 @@ sys.path.insert(0, str(REPO))
 
 
 def timed(params, stages: list[str], jobs: int, store: Path) -> float:
-    from agorabench.pipeline import _run_dvc, local_servers, prefect_server, split_lanes, threads_per_lane
+    from agorabench.pipeline import _run_dvc, lane_letter, local_servers, prefect_server, split_lanes, threads_per_lane
 
     for suffix in ("", "-wal", "-shm"):  # nothing answered from an earlier pass
         Path(f"{store}{suffix}").unlink(missing_ok=True)
     lanes = split_lanes(stages, params.benchmark_generators, params.methods, jobs) if jobs > 1 else [stages]
     threads = str(threads_per_lane(len(lanes)))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "TQDM_DISABLE": "1", "AGORA_ALLOW_CODE_EXECUTION": "1"}
-    with prefect_server() as url, local_servers(params, None, threads) as served:
-        env.update(served, PREFECT_API_URL=url)
+    with prefect_server() as url, contextlib.ExitStack() as servers:
+        # as `agora run` does: each lane its own servers, for the models its stages call
+        lane_envs = [servers.enter_context(local_servers(params, None, threads, stages=lane, label=lane_letter(i)))
+                     for i, lane in enumerate(lanes)]
+        env["PREFECT_API_URL"] = url
         start = time.monotonic()
         codes = _run_dvc(env, [["--wait-for-lock", "repro", "--force", "--single-item", *lane] for lane in lanes],
-                         lambda i, line: line.startswith("Running stage") and print(f"  {i} {line}", flush=True))
+                         lambda i, line: line.startswith("Running stage") and print(f"  {i} {line}", flush=True),
+                         lane_envs)
         elapsed = time.monotonic() - start
     if any(codes):
         sys.exit(f"dvc repro failed (exit codes {codes}); see the stage output above")

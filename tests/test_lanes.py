@@ -24,12 +24,12 @@ DVC_YAML = {"stages": {
                 "deps": [f"train-{g}-{m}-d.txt" for g in "xy" for m in ("m1", "m2")], "outs": ["results.txt"]},
 }}
 STAGES = [f"{s}@{g}-{m}-d" for s in ("generate", "train") for g in "xy" for m in ("m1", "m2")] + ["results"]
-STAGE = """import sys, time
+STAGE = """import os, sys, time
 start = time.time()
 time.sleep(1.0)
 open(sys.argv[2], "w").write(sys.argv[1])
 with open("../times.log", "a") as log:
-    log.write(f"{sys.argv[1]} {start} {time.time()}\\n")
+    log.write(f"{sys.argv[1]} {start} {time.time()} {os.environ.get('LANE_TAG', '-')}\\n")
 """
 
 
@@ -49,7 +49,7 @@ def _repo(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 def _times(tmp_path: Path) -> dict[str, list[tuple[float, float]]]:
     runs: dict[str, list[tuple[float, float]]] = {}
     for line in (tmp_path / "times.log").read_text().splitlines():
-        name, start, end = line.split()
+        name, start, end, _ = line.split()
         runs.setdefault(name, []).append((float(start), float(end)))
     return runs
 
@@ -60,11 +60,16 @@ def _overlap(runs, a: str, b: str) -> bool:
     return any(s1 < e2 and s2 < e1 for s1, e1 in spans(a) for s2, e2 in spans(b))
 
 
-def _run(repo: Path, env, lanes, force=False) -> int:
+def _tags(tmp_path: Path) -> dict[str, str]:
+    """Each stage's LANE_TAG, as its command saw it."""
+    return {line.split()[0]: line.split()[3] for line in (tmp_path / "times.log").read_text().splitlines()}
+
+
+def _run(repo: Path, env, lanes, force=False, lane_envs=()) -> int:
     cwd = os.getcwd()
     os.chdir(repo)
     try:
-        return repro(env, lanes=lanes, force=force)
+        return repro(env, lanes=lanes, force=force, lane_envs=lane_envs)
     finally:
         os.chdir(cwd)
 
@@ -85,8 +90,11 @@ def test_split_lanes_keeps_each_generators_chain_together():
 def test_lanes_run_side_by_side_and_leave_a_complete_dvc_lock(tmp_path, capsys):
     repo, env = _repo(tmp_path)
     lanes = split_lanes(STAGES, ["x", "y"], ["m1", "m2"], jobs=2)
-    assert _run(repo, env, lanes) == 0
+    assert _run(repo, env, lanes, lane_envs=[{"LANE_TAG": "a"}, {"LANE_TAG": "b"}]) == 0
     runs = _times(tmp_path)
+    # each lane's stages see that lane's environment (its own model servers); the last pass the common one
+    assert _tags(tmp_path) == {**{s: "a" if "@x-" in s else "b" for s in STAGES[:-1]},
+                               "results": "-"}
     assert sorted(runs) == sorted(STAGES) and all(len(v) == 1 for v in runs.values())
     assert _overlap(runs, "x", "y")  # the two lanes really ran at the same time
     assert runs["results"][0][0] >= max(e for n, v in runs.items() if n != "results" for _, e in v)
@@ -109,3 +117,4 @@ def test_one_lane_runs_one_stage_at_a_time(tmp_path):
     assert _run(repo, env, []) == 0
     runs = _times(tmp_path)
     assert len(runs) == 9 and not _overlap(runs, "x", "y")
+    assert set(_tags(tmp_path).values()) == {"-"}  # canary for the lane environments above

@@ -54,6 +54,26 @@ def test_servers_start_once_only_when_a_model_stage_is_pending(local_params):
                                "model_id": "/models/qwen2.5-coder-0.5b-instruct.gguf"}
 
 
+def test_each_lane_starts_the_servers_its_stages_call(local_params):
+    """With lanes, every lane gets its own servers (one request at a time each), and only those its
+    stages call: its generator's for generation, the judge's for evaluation and intrinsic metrics."""
+    tiny_lane = ["generate@tiny-instance_generation-math", "train@tiny-instance_generation-math",
+                 "evaluate-student@tiny-instance_generation-math", "evaluate-generator@tiny"]
+    fake_lane = ["generate@fake-instance_generation-math", "evaluate-anchor@base"]
+    assert pipeline.generators_called_by(local_params, tiny_lane) == ["tiny", "judge"]
+    assert pipeline.generators_called_by(local_params, fake_lane) == ["judge"]  # fake is remote
+    assert pipeline.generators_called_by(local_params, tiny_lane[:2]) == ["tiny"]  # no evaluation: no judge
+    # canary: a generation stage of no known generator calls every served one
+    assert pipeline.generators_called_by(local_params, ["generate@other-x-y"]) == ["tiny", "judge"]
+    with contextlib.ExitStack() as stack:
+        envs = [stack.enter_context(pipeline.local_servers(local_params, ["generate@fake-instance_generation-math"],
+                                                           stages=lane, label=label))
+                for lane, label in ((tiny_lane, "a"), (fake_lane, "b"))]
+        assert envs[0] == {} and FakeServer.started == ["qwen2.5-coder-0.5b-instruct"]  # only b has pending work
+        assert json.loads(pipeline.merge_servers(envs)[SHARED_SERVERS_ENV]) == json.loads(envs[1][SHARED_SERVERS_ENV])
+    assert pipeline.merge_servers([{}, {}]) == {}
+
+
 def test_a_stage_uses_the_shared_server_instead_of_starting_one(local_params, monkeypatch):
     monkeypatch.setenv(SHARED_SERVERS_ENV, json.dumps({"tiny": {"base_url": "http://h:1/v1", "model_id": "m"}}))
     with generator_endpoint(local_params, "tiny", {}) as (url, model):
@@ -81,7 +101,7 @@ def test_up_to_date_run_starts_no_server(tmp_path, monkeypatch):
         yield "http://127.0.0.1:1/api"
 
     monkeypatch.setattr(pipeline, "prefect_server", fake_prefect)
-    monkeypatch.setattr(pipeline, "repro", lambda env, lanes=(), force=False: 0)
+    monkeypatch.setattr(pipeline, "repro", lambda env, lanes=(), force=False, lane_envs=(): 0)
     monkeypatch.setattr(pipeline, "pending_stages", lambda env: [])
     assert CliRunner().invoke(app, ["run"]).exit_code == 0 and started == []
     monkeypatch.setattr(pipeline, "pending_stages", lambda env: ["generate@fake-instance_generation-math"])
