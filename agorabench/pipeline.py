@@ -131,8 +131,9 @@ def local_servers(params, pending: list[str] | None, threads: str | None = None,
         shared = {}
         for name in names:  # one after another, from this thread: see PDEATHSIG_LAUNCHER's caveat
             cfg = params.generators[name]
+            log_name = f"server-{name}-{label}.log" if label else f"server-{name}.log"
             server = stack.enter_context(LocalModelServer(
-                cfg.model, engine=cfg.engine, log_path=Path(".agora/logs") / f"server-{name}{label}.log",
+                cfg.model, engine=cfg.engine, log_path=Path(".agora/logs") / log_name,
                 extra_args=list(cfg.server_args), cpu_weights=cfg.cpu_weights, threads=threads))
             shared[name] = {"base_url": server.base_url, "model_id": server.model_id}
             print(f"{name}{' for lane ' + label if label else ''}: {server.engine} server for {cfg.model} at "
