@@ -36,6 +36,17 @@ def _load(params_file: str):
     return params
 
 
+@contextlib.contextmanager
+def _foreground_flow():
+    """Prefect settings for a flow `agora` runs in the foreground (one per DVC stage): no heartbeat
+    thread. Heartbeats mark runs that died unseen; here the caller (a terminal, DVC) sees the exit,
+    and joining that thread, which sleeps in 1-second steps, added about a second to every stage."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
 def _user_errors():
     from agorabench.clients.retry import FatalAPIError
     from agorabench.config import ParamsError
@@ -73,8 +84,9 @@ def generate(
         if prefect:
             from flows.generate import generate as flow
 
-            manifest = asyncio.run(flow(generator=generator, domain=domain, method=method, params_file=params_file,
-                                        num=num, max_cost=max_cost, output_dir=output_dir))
+            with _foreground_flow():
+                manifest = asyncio.run(flow(generator=generator, domain=domain, method=method, params_file=params_file,
+                                            num=num, max_cost=max_cost, output_dir=output_dir))
         else:
             from agorabench.engine import generate_setting
 
@@ -150,7 +162,8 @@ def train(
         if prefect and os.environ.get("WORLD_SIZE", "1") == "1":
             from flows.train import train as flow
 
-            metrics = flow(generator=generator, domain=domain, method=method, params_file=params_file)
+            with _foreground_flow():
+                metrics = flow(generator=generator, domain=domain, method=method, params_file=params_file)
         else:
             from agorabench.training import train_student
 
@@ -188,8 +201,9 @@ def evaluate(
         if prefect:
             from flows.evaluate import evaluate as flow
 
-            results = flow(model=model, benchmarks=names, params_file=params_file,
-                           allow_code_execution=allow_code_execution)
+            with _foreground_flow():
+                results = flow(model=model, benchmarks=names, params_file=params_file,
+                               allow_code_execution=allow_code_execution)
         else:
             from agorabench.evaluation import evaluate as run_one, prefetch_answers, write_score_summary
 
@@ -224,8 +238,9 @@ def intrinsic(
         if prefect:
             from flows.intrinsic import intrinsic as flow
 
-            summary = flow(generator=generator, domains=[domain], methods=[method],
-                           params_file=params_file)[f"{method}/{domain}"]
+            with _foreground_flow():
+                summary = flow(generator=generator, domains=[domain], methods=[method],
+                               params_file=params_file)[f"{method}/{domain}"]
         else:
             from agorabench.intrinsic import intrinsic_for_dataset
 

@@ -336,10 +336,10 @@ class LocalModelServer:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         weights = effective(self.cpu_weights)
-        cli = ["agorabench.int8_serve"] if weights == "int8" else ["transformers.cli.transformers", "serve"]
-        dtype = ["--dtype", "bfloat16"] if weights == "bfloat16" else []
+        # Our wrapper of `transformers serve`: generate() in inference mode, and int8 weights when asked.
+        weights_args = {"int8": ["--int8"], "bfloat16": ["--dtype", "bfloat16"]}.get(weights, [])
         return [
-            sys.executable, "-m", *cli, self.model_id, *dtype,
+            sys.executable, "-m", "agorabench.transformers_serve", self.model_id, *weights_args,
             "--device", device, "--host", "127.0.0.1", "--port", str(self.port),
             *self.extra_args,
         ]  # fmt: skip

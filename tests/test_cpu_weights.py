@@ -112,7 +112,20 @@ def test_int8_server_loads_int8_weights_and_answers(tmp_path):
     assert resp.choices[0].message.content.strip()
     # SmolLM2-135M: 30 layers x 7 projections, plus the LM head. If transformers moves the method the
     # wrapper patches, the server still answers, but this line is missing.
-    assert "agorabench.int8_serve: 211 Linear layers with int8 weights" in log.read_text()
+    assert "agorabench.transformers_serve: 211 Linear layers with int8 weights" in log.read_text()
+
+
+def test_served_models_generate_in_inference_mode(monkeypatch):
+    """agorabench.transformers_serve runs the server's generation thread in torch.inference_mode()."""
+    import torch
+    from transformers.cli.serving.utils import InferenceThread
+
+    from agorabench import transformers_serve
+
+    # canary: transformers' own thread runs with inference mode off
+    assert InferenceThread().submit(torch.is_inference_mode_enabled).result(timeout=30) is False
+    monkeypatch.setattr(InferenceThread, "_run", transformers_serve.thread_loop_in_inference_mode)
+    assert InferenceThread().submit(torch.is_inference_mode_enabled).result(timeout=30) is True
 
 
 def test_bfloat16_server_is_started_with_bfloat16():
@@ -120,6 +133,6 @@ def test_bfloat16_server_is_started_with_bfloat16():
 
     server = LocalModelServer("smollm2-135m-instruct", engine="transformers", cpu_weights="bfloat16")
     server.model_id, server.port = "/models/x", 1
-    assert server._command("transformers")[4:7] == ["/models/x", "--dtype", "bfloat16"]
+    assert server._command("transformers")[2:6] == ["agorabench.transformers_serve", "/models/x", "--dtype", "bfloat16"]
     server.cpu_weights = "float32"  # canary: float32 adds nothing
     assert "--dtype" not in server._command("transformers")

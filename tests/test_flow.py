@@ -70,3 +70,26 @@ def test_train_then_evaluate_flows_end_to_end(prefect_harness, tmp_path, fake_se
     assert set(results) == {"gsm8k", "math"}  # a math student: its domain's two benchmarks
     summary = json.loads((tmp_path / "scores/students/fake/response_generation/math.json").read_text())
     assert set(summary) == {"gsm8k", "math"} and summary["gsm8k"]["n_items"] == 2
+
+
+def test_stage_flows_run_without_a_heartbeat_thread(params_file, monkeypatch):
+    """`agora intrinsic` (like generate, train, evaluate) runs its flow with Prefect's heartbeats off:
+    joining that thread, which sleeps in 1-second steps, cost about a second per DVC stage."""
+    from prefect.settings import get_current_settings
+    from typer.testing import CliRunner
+
+    import flows.intrinsic
+    from agorabench.cli import app
+
+    seen = []
+
+    def fake_flow(**kwargs):
+        seen.append(get_current_settings().flows.heartbeat_frequency)
+        return {"instance_generation/math": {"n": 0}}
+
+    monkeypatch.setattr(flows.intrinsic, "intrinsic", fake_flow)
+    args = ["intrinsic", "-g", "fake", "-m", "instance_generation", "-d", "math", "--params", str(params_file)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen == [None]
+    assert get_current_settings().flows.heartbeat_frequency == 180  # canary: Prefect's default outside
