@@ -504,7 +504,7 @@ def run(
 
         shutil.copyfile(source, "params.yaml")
         typer.echo(f"params.yaml <- {source} (git shows the change; `git checkout params.yaml` undoes it)")
-    from agorabench.pipeline import (default_jobs, lane_letter, local_servers, merge_servers, pending_stages,
+    from agorabench.pipeline import (default_jobs, lane_letter, lane_servers, merge_servers, pending_stages,
                                      prefect_server, repro, split_lanes, stage_names, threads_per_lane)
 
     env = dict(os.environ)
@@ -521,33 +521,25 @@ def run(
         else:
             jobs = jobs or default_jobs(params)
             lanes = split_lanes(stage_names() or [], params.benchmark_generators, params.methods, jobs) if jobs > 1 else []
-            if pending is not None and not set(pending) & {s for lane in lanes for s in lane}:
-                lanes = []  # only results/report to redo: the lanes would just check their ~70 stages again
-            if len(lanes) > 1:
+            if len(lanes) < 2 or pending is not None and not set(pending) & {s for lane in lanes for s in lane}:
+                lanes = []  # one lane, or only results/report to redo: lanes would just check ~70 stages again
+            if lanes:
                 # Cores shared out, not oversubscribed: torch in every stage and in the model servers
                 # reads this. On 2 cores, students answered 1.55-1.61x faster in two one-thread lanes
                 # than one after another with two threads (benchmarks/lanes.py); generation, whose long
                 # prompts use both threads well, came out about even.
                 env.setdefault("OMP_NUM_THREADS", str(threads_per_lane(len(lanes))))
-            with prefect_server(ui=ui) as url, contextlib.ExitStack() as servers:
-                threads = env.get("OMP_NUM_THREADS")
-                if len(lanes) > 1:
-                    # Each lane gets its own servers: a server answers one request at a time, so one
-                    # lane's judge calls would wait behind the other lane's generation, both lanes idle.
-                    lane_envs = [servers.enter_context(local_servers(params, pending, threads, stages=lane,
-                                                                     label=lane_letter(i)))
-                                 for i, lane in enumerate(lanes)]
-                    served = merge_servers(lane_envs)  # for the last pass's leftovers
-                else:
-                    lane_envs = []
-                    served = servers.enter_context(local_servers(params, pending, threads))
-                env.update(served, PREFECT_API_URL=url)
+            threads = env.get("OMP_NUM_THREADS")
+            # With lanes, each lane gets its own servers: a server answers one request at a time, so
+            # one lane's judge calls would wait behind the other lane's generation, both lanes idle.
+            with prefect_server(ui=ui) as url, lane_servers(params, pending, lanes or [None], threads) as lane_envs:
+                env.update(merge_servers(lane_envs), PREFECT_API_URL=url)  # the last pass: any lane's servers
                 typer.echo(f"Prefect API {url}" + (" (UI: " + url.removesuffix("/api") + ")" if ui else ""))
-                if len(lanes) > 1:
+                if lanes:
                     typer.echo(f"{len(lanes)} lanes side by side, {threads} thread(s) each: " + "; ".join(
                         f"{lane_letter(i)}: {_lane_summary(lane, params.benchmark_generators, params.methods)}"
                         for i, lane in enumerate(lanes)))
-                rc = repro(env, lanes=lanes, force=force, lane_envs=lane_envs)
+                rc = repro(env, lanes=lanes, force=force, lane_envs=lane_envs if lanes else ())
     except RuntimeError as e:  # LocalServerError is one: a model server that would not start
         fail(str(e))
     if rc == 0:

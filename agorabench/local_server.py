@@ -223,6 +223,7 @@ class LocalModelServer:
         self.model_id: str | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None  # seconds from spawn to first answered chat request
+        self._spawned_at = 0.0
 
     # -- public API -------------------------------------------------------------------------------------------
 
@@ -245,6 +246,11 @@ class LocalModelServer:
         self.stop()
 
     def start(self) -> "LocalModelServer":
+        return self.launch().wait_ready()
+
+    def launch(self) -> "LocalModelServer":
+        """Convert the model if needed and spawn the server, without waiting for it (wait_ready() does):
+        several servers launched first and waited for after load their models at the same time."""
         if self.proc is not None:
             raise LocalServerError("server already started")
         engine = self._pick_engine()
@@ -276,12 +282,17 @@ class LocalModelServer:
                 start_new_session=True,  # own session and process group: stop() kills the group
             )
         _LIVE.add(self)
+        self._spawned_at = t0
+        return self
+
+    def wait_ready(self) -> "LocalModelServer":
+        """Wait until the launched server answers a chat request; stop it if it does not."""
         try:
-            self._wait_ready(t0)
+            self._wait_ready(self._spawned_at)
         except BaseException:
             self.stop()  # includes KeyboardInterrupt during a long load
             raise
-        self.startup_s = time.monotonic() - t0
+        self.startup_s = time.monotonic() - self._spawned_at
         return self
 
     def stop(self, grace_s: float = 5.0) -> None:

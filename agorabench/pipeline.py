@@ -107,38 +107,56 @@ def served_generators(params) -> list[str]:
 
 
 @contextmanager
-def local_servers(params, pending: list[str] | None, threads: str | None = None,
-                  stages: list[str] | None = None, label: str = "") -> Iterator[dict[str, str]]:
+def local_servers(params, pending: list[str] | None, threads: str | None = None) -> Iterator[dict[str, str]]:
     """Start each local model once for the whole run and yield the environment that tells the stages
     where (engine.generator_endpoint reads it). Without it every stage that calls a local model starts
     and loads its own server: ~50 starts in the default run, several seconds each on a CPU, and a
     minute or more each for `vllm serve` on a GPU host. Nothing starts when no stage that calls a model
     is pending, so an up-to-date pipeline stays a no-op in seconds. The servers run in this process's
     main thread's children: they stop with it, even when it is killed (PDEATHSIG). `threads`: each server's
-    torch (or llama.cpp) threads; default OMP_NUM_THREADS, else every core. `stages`: only the servers
-    these stages call (one lane's), started when one of them is pending."""
+    torch (or llama.cpp) threads; default OMP_NUM_THREADS, else every core."""
+    with lane_servers(params, pending, [None], threads) as (env,):
+        yield env
+
+
+@contextmanager
+def lane_servers(params, pending: list[str] | None, lanes: list[list[str] | None],
+                 threads: str | None = None) -> Iterator[list[dict[str, str]]]:
+    """local_servers for lanes: one environment per lane, naming servers of its own for the models its
+    stages call (None: every stage), started when one of its stages that calls a model is pending. All
+    are launched before any is waited for, so they load their models at the same time."""
     from agorabench.engine import SHARED_SERVERS_ENV
     from agorabench.local_server import LocalModelServer
 
-    names = served_generators(params) if stages is None else generators_called_by(params, stages)
-    if pending is not None and stages is not None:
-        pending = [s for s in pending if s in stages]
-    needed = pending is None or any(stage.split("@")[0].startswith(_SERVED_STAGES) for stage in pending)
-    if not names or not needed:
-        yield {}
-        return
     with contextlib.ExitStack() as stack:
-        shared = {}
-        for name in names:  # one after another, from this thread: see PDEATHSIG_LAUNCHER's caveat
-            cfg = params.generators[name]
-            log_name = f"server-{name}-{label}.log" if label else f"server-{name}.log"
-            server = stack.enter_context(LocalModelServer(
-                cfg.model, engine=cfg.engine, log_path=Path(".agora/logs") / log_name,
-                extra_args=list(cfg.server_args), cpu_weights=cfg.cpu_weights, threads=threads))
-            shared[name] = {"base_url": server.base_url, "model_id": server.model_id}
-            print(f"{name}{' for lane ' + label if label else ''}: {server.engine} server for {cfg.model} at "
-                  f"{server.base_url} (ready in {server.startup_s:.0f} s)", flush=True)
-        yield {SHARED_SERVERS_ENV: json.dumps(shared)}
+        launched: list[dict[str, LocalModelServer]] = []
+        for i, lane in enumerate(lanes):
+            names = served_generators(params) if lane is None else generators_called_by(params, lane)
+            mine = pending if pending is None or lane is None else [s for s in pending if s in lane]
+            if mine is not None and not any(s.split("@")[0].startswith(_SERVED_STAGES) for s in mine):
+                names = []
+            label = lane_letter(i) if len(lanes) > 1 else ""
+            servers = {}
+            for name in names:  # launched from this thread: see PDEATHSIG_LAUNCHER's caveat
+                cfg = params.generators[name]
+                log_name = f"server-{name}-{label}.log" if label else f"server-{name}.log"
+                server = LocalModelServer(cfg.model, engine=cfg.engine, log_path=Path(".agora/logs") / log_name,
+                                          extra_args=list(cfg.server_args), cpu_weights=cfg.cpu_weights,
+                                          threads=threads)
+                stack.callback(server.stop)
+                servers[name] = server.launch()
+            launched.append(servers)
+        envs = []
+        for i, servers in enumerate(launched):
+            shared = {}
+            for name, server in servers.items():
+                server.wait_ready()
+                shared[name] = {"base_url": server.base_url, "model_id": server.model_id}
+                lane = f" for lane {lane_letter(i)}" if len(lanes) > 1 else ""
+                print(f"{name}{lane}: {server.engine} server for {server.model} at {server.base_url} "
+                      f"(ready in {server.startup_s:.0f} s)", flush=True)
+            envs.append({SHARED_SERVERS_ENV: json.dumps(shared)} if shared else {})
+        yield envs
 
 
 def merge_servers(envs: list[dict[str, str]]) -> dict[str, str]:

@@ -19,7 +19,6 @@ brings results and report up to date with them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fnmatch
 import os
 import shutil
@@ -32,17 +31,15 @@ sys.path.insert(0, str(REPO))
 
 
 def timed(params, stages: list[str], jobs: int, store: Path) -> float:
-    from agorabench.pipeline import _run_dvc, lane_letter, local_servers, prefect_server, split_lanes, threads_per_lane
+    from agorabench.pipeline import _run_dvc, lane_servers, prefect_server, split_lanes, threads_per_lane
 
     for suffix in ("", "-wal", "-shm"):  # nothing answered from an earlier pass
         Path(f"{store}{suffix}").unlink(missing_ok=True)
     lanes = split_lanes(stages, params.benchmark_generators, params.methods, jobs) if jobs > 1 else [stages]
     threads = str(threads_per_lane(len(lanes)))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "TQDM_DISABLE": "1", "AGORA_ALLOW_CODE_EXECUTION": "1"}
-    with prefect_server() as url, contextlib.ExitStack() as servers:
-        # as `agora run` does: each lane its own servers, for the models its stages call
-        lane_envs = [servers.enter_context(local_servers(params, None, threads, stages=lane, label=lane_letter(i)))
-                     for i, lane in enumerate(lanes)]
+    # as `agora run` does: each lane its own servers, for the models its stages call
+    with prefect_server() as url, lane_servers(params, None, lanes, threads) as lane_envs:
         env["PREFECT_API_URL"] = url
         start = time.monotonic()
         codes = _run_dvc(env, [["--wait-for-lock", "repro", "--force", "--single-item", *lane] for lane in lanes],
