@@ -130,12 +130,12 @@ def lane_servers(params, pending: list[str] | None, lanes: list[list[str] | None
 
     with contextlib.ExitStack() as stack:
         launched: list[dict[str, LocalModelServer]] = []
-        for i, lane in enumerate(lanes):
+        labels = [lane_letter(i) if len(lanes) > 1 else "" for i in range(len(lanes))]
+        for lane, label in zip(lanes, labels):
             names = served_generators(params) if lane is None else generators_called_by(params, lane)
             mine = pending if pending is None or lane is None else [s for s in pending if s in lane]
             if mine is not None and not any(s.split("@")[0].startswith(_SERVED_STAGES) for s in mine):
                 names = []
-            label = lane_letter(i) if len(lanes) > 1 else ""
             servers = {}
             for name in names:  # launched from this thread: see PDEATHSIG_LAUNCHER's caveat
                 cfg = params.generators[name]
@@ -147,21 +147,20 @@ def lane_servers(params, pending: list[str] | None, lanes: list[list[str] | None
                 servers[name] = server.launch()
             launched.append(servers)
         envs = []
-        for i, servers in enumerate(launched):
+        for servers, label in zip(launched, labels):
             shared = {}
             for name, server in servers.items():
                 server.wait_ready()
                 shared[name] = {"base_url": server.base_url, "model_id": server.model_id}
-                lane = f" for lane {lane_letter(i)}" if len(lanes) > 1 else ""
-                print(f"{name}{lane}: {server.engine} server for {server.model} at {server.base_url} "
-                      f"(ready in {server.startup_s:.0f} s)", flush=True)
+                print(f"{name}{' for lane ' + label if label else ''}: {server.engine} server for {server.model} "
+                      f"at {server.base_url} (ready in {server.startup_s:.0f} s)", flush=True)
             envs.append({SHARED_SERVERS_ENV: json.dumps(shared)} if shared else {})
         yield envs
 
 
 def merge_servers(envs: list[dict[str, str]]) -> dict[str, str]:
-    """One environment naming every server of several local_servers() environments (the first of
-    each generator's)."""
+    """One environment naming every server of several lanes' environments (lane_servers; for a
+    generator served in several lanes, the first lane's)."""
     from agorabench.engine import SHARED_SERVERS_ENV
 
     shared: dict = {}
@@ -299,11 +298,12 @@ def _left(lanes: list[list[str]], stages: list[str]) -> list[str]:
     return [s for s in stages if s not in done]
 
 
-def _run_dvc(env: dict[str, str], commands: list[list[str]], on_line, extra_envs: list[dict[str, str]] = ()) -> list[int]:
-    """Run `dvc ARGS` for each ARGS at once (with extra_envs[i] added to env) and pass every output line
-    to on_line(index, line); return their exit codes. DVC and the stage command it runs share a process group of their own,
-    led by GROUP_LAUNCHER, so stopping the run stops the stage too, and so does killing it (kill -9):
-    terminating DVC alone left its running stage orphaned, still working."""
+def _run_dvc(env: dict[str, str], commands: list[list[str]], on_line,
+             extra_envs: list[dict[str, str]] = ()) -> list[int]:
+    """Run `dvc ARGS` for each ARGS at once (with extra_envs[i] added to env) and pass every output
+    line to on_line(index, line); return their exit codes. DVC and the stage command it runs share a
+    process group of their own, led by GROUP_LAUNCHER, so stopping the run stops the stage too, and so
+    does killing it (kill -9): terminating DVC alone left its running stage orphaned, still working."""
     from agorabench.local_server import GROUP_LAUNCHER
 
     env = {**env, "AGORA_LAUNCHER_PARENT_PID": str(os.getpid())}

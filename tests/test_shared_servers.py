@@ -74,12 +74,13 @@ def test_each_lane_starts_the_servers_its_stages_call(local_params):
     assert pipeline.generators_called_by(local_params, tiny_lane[:2]) == ["tiny"]  # no evaluation: no judge
     # canary: a generation stage of no known generator calls every served one
     assert pipeline.generators_called_by(local_params, ["generate@other-x-y"]) == ["tiny", "judge"]
-    with pipeline.lane_servers(local_params, ["generate@fake-instance_generation-math"], [tiny_lane, fake_lane]) as envs:
+    pending = ["generate@fake-instance_generation-math"]
+    with pipeline.lane_servers(local_params, pending, [tiny_lane, fake_lane]) as envs:
         assert envs[0] == {} and FakeServer.started == ["qwen2.5-coder-0.5b-instruct"]  # only b has pending work
         assert json.loads(pipeline.merge_servers(envs)[SHARED_SERVERS_ENV]) == json.loads(envs[1][SHARED_SERVERS_ENV])
     FakeServer.started = []
     with pipeline.lane_servers(local_params, None, [tiny_lane, fake_lane]) as envs:  # both: three servers
-        assert FakeServer.started == ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-0.5b-instruct"]
+        assert FakeServer.started == ["smollm2-135m-instruct"] + ["qwen2.5-coder-0.5b-instruct"] * 2
         assert json.loads(envs[0][SHARED_SERVERS_ENV]).keys() == {"tiny", "judge"}
     assert pipeline.merge_servers([{}, {}]) == {}
 
