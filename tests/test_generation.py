@@ -260,3 +260,24 @@ def test_a_run_the_store_answers_never_opens_the_endpoint(params_file, monkeypat
     assert len(opened) == 1
     again = run(params, num=3)
     assert len(opened) == 1 and again["run"]["answers_cached"] == again["attempts"]
+
+
+def test_each_request_carries_a_seed_taken_from_its_key(tmp_path, fake_server, monkeypatch):
+    """Same request, same seed (a fresh run samples what the last one did on a server that honours
+    seeds); retries of one prompt get different seeds; a generator's own sampling seed wins."""
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+
+    def seeds_of_a_fresh_run(name, **extra):
+        folder = tmp_path / name
+        folder.mkdir()
+        params = load_params(write_params(folder / "params.yaml", fake_server.url, **extra))
+        mark = len(fake_server.received)
+        run(params, domain="code", method="response_generation", num=3)
+        return [(json.dumps(b["messages"]), b.get("seed")) for b in fake_server.received[mark:]]
+
+    first, again = seeds_of_a_fresh_run("a"), seeds_of_a_fresh_run("b")
+    assert first == again and all(isinstance(seed, int) for _, seed in first)
+    assert len({seed for _, seed in first}) == len(first)  # no two requests share a seed
+    fixed = seeds_of_a_fresh_run("c", **{"generators.fake.sampling": {"seed": 7}})
+    assert {seed for _, seed in fixed} == {7}  # canary: the generator's own seed is sent as it is
+    assert {seed for _, seed in seeds_of_a_fresh_run("d", **{"generators.fake.sampling": {"seed": None}})} == {None}

@@ -42,6 +42,17 @@ def estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+def with_seed(sampling: dict, key: str, own: dict) -> dict:
+    """`sampling` plus a seed taken from the request key, unless the generator's own sampling (`own`)
+    names one (`seed: null` there sends none, for an endpoint that refuses the field).
+
+    Servers that honour it (transformers serve, vLLM, llama.cpp; OpenAI on a best-effort basis) then
+    sample the same answer for the same request, so a fresh run of the embedded default writes the
+    same datasets. Retries of one prompt differ by sample index, so by key, so by seed. The seed is
+    not part of the key: it follows from it. Anthropic's API has no seed; its client leaves it out."""
+    return sampling if "seed" in sampling or "seed" in own else {**sampling, "seed": int(key[:8], 16)}
+
+
 class GeneratorClient:
     def __init__(self, name: str, cfg: GeneratorConfig, store: RequestStore, open_api, *,
                  max_cost_usd: float | None = None):
@@ -122,7 +133,8 @@ class GeneratorClient:
                 if self._tpm:
                     await self._tpm.acquire(sum(estimate_tokens(m["content"]) for m in messages)
                                             + int(sampling.get("max_tokens") or 0))
-                text, finish, n_in, n_out, latency = await self._call_with_retries(key, messages, sampling)
+                text, finish, n_in, n_out, latency = await self._call_with_retries(key, messages,
+                                                                                   with_seed(sampling, key, self.cfg.sampling))
         finally:
             self.stats.reserved_usd -= reserved
         done = Completion(text=text, finish_reason=finish, input_tokens=n_in, output_tokens=n_out,
