@@ -106,7 +106,8 @@ def stand_in_vllm_module(fail: bool = False):
             self.model, self.engine_args = model, engine_args
 
         def chat(self, conversations, params, use_tqdm=True):
-            calls.append((len(conversations), params.kw))
+            params = params if isinstance(params, list) else [params] * len(conversations)  # one per prompt
+            calls.append((len(conversations), [p.kw for p in params]))
             if fail:
                 raise RuntimeError("CUDA out of memory")
             outs = []
@@ -134,8 +135,11 @@ def test_vllm_backend_batches_concurrent_requests(tmp_path, monkeypatch):
     # The engine's concurrent calls reach vLLM as batches, not one conversation per call.
     assert sum(n for n, _ in calls) == manifest["run"]["answers_new"] and max(n for n, _ in calls) > 1
     sampling = params.generation.sampling
-    assert calls[0][1] == {"temperature": sampling.temperature, "top_p": sampling.top_p,
-                           "max_tokens": sampling.max_tokens, "stop": list(sampling.stop), "seed": None}
+    first = calls[0][1]
+    assert {**first[0], "seed": None} == {"temperature": sampling.temperature, "top_p": sampling.top_p,
+                                          "max_tokens": sampling.max_tokens, "stop": list(sampling.stop), "seed": None}
+    seeds = [kw["seed"] for kw in first]  # each prompt of a batch keeps its own request's seed
+    assert len(first) > 1 and all(isinstance(x, int) for x in seeds) and len(set(seeds)) == len(seeds)
 
 
 def test_vllm_backend_failure_reaches_every_waiter_and_the_worker_survives():

@@ -44,15 +44,16 @@ class VLLMBatch:
             await asyncio.sleep(0.005)  # let concurrent callers join this batch
             while not self._queue.empty() and len(batch) < self.max_batch:
                 batch.append(self._queue.get_nowait())
-            # One LLM.chat call per distinct sampling setting (usually exactly one).
+            # One LLM.chat call per distinct sampling setting (usually exactly one). Each request's own
+            # seed (generator_client.with_seed) goes into its own SamplingParams, paired with its prompt.
             groups: dict[str, list] = {}
             for item in batch:
-                groups.setdefault(repr(sorted(item[1].items())), []).append(item)
+                groups.setdefault(repr(sorted((k, v) for k, v in item[1].items() if k != "seed")), []).append(item)
             for items in groups.values():
                 s = {k: v for k, v in items[0][1].items() if v is not None}
-                params = SamplingParams(temperature=s.get("temperature", 1.0), top_p=s.get("top_p", 1.0),
-                                        max_tokens=s.get("max_tokens", 1024), stop=s.get("stop"),
-                                        seed=s.get("seed"))
+                params = [SamplingParams(temperature=s.get("temperature", 1.0), top_p=s.get("top_p", 1.0),
+                                         max_tokens=s.get("max_tokens", 1024), stop=s.get("stop"),
+                                         seed=item[1].get("seed")) for item in items]
                 try:
                     outs = await asyncio.to_thread(self.llm.chat, [i[0] for i in items], params, use_tqdm=False)
                 except Exception as e:  # every waiter sees the failure and the engine retries
