@@ -175,11 +175,12 @@ def generators_called_by(params, stages: list[str]) -> list[str]:
     generation stage whose generator it cannot tell calls them all."""
     served = served_generators(params)
     judges = {params.evaluation.judge, params.intrinsic.get("judge")}
+    generators = params.called_generators()
     called: set[str] = set()
     for stage in stages:
         kind, _, key = stage.partition("@")
         if kind in ("generate", "scale-generate"):
-            owner = lane_owner(stage, params.called_generators(), params.methods)
+            owner = lane_owner(stage, generators, params.methods)
             called.update([owner] if owner else served)
         elif kind.startswith(("evaluate", "scale-evaluate", "intrinsic")):
             called.update(judges)
