@@ -504,8 +504,9 @@ def run(
 
         shutil.copyfile(source, "params.yaml")
         typer.echo(f"params.yaml <- {source} (git shows the change; `git checkout params.yaml` undoes it)")
-    from agorabench.pipeline import (default_jobs, lane_letter, lane_servers, merge_servers, pending_stages,
-                                     prefect_server, repro, split_lanes, stage_names, threads_per_lane)
+    from agorabench.pipeline import (answered_together, default_jobs, lane_letter, lane_servers, merge_servers,
+                                     pending_stages, prefect_server, repro, split_lanes, stage_names,
+                                     threads_per_lane)
 
     env = dict(os.environ)
     # One progress line per stage is ours (pipeline.repro); library download/map bars would only
@@ -520,7 +521,8 @@ def run(
             rc = repro(env)
         else:
             jobs = jobs or default_jobs(params)
-            lanes = split_lanes(stage_names() or [], params.benchmark_generators, params.methods, jobs) if jobs > 1 else []
+            lanes = split_lanes(stage_names() or [], params.benchmark_generators, params.methods, jobs,
+                                answered_together(params)) if jobs > 1 else []
             if len(lanes) < 2 or pending is not None and not set(pending) & {s for lane in lanes for s in lane}:
                 lanes = []  # one lane, or only results/report to redo: lanes would just check ~70 stages again
             if lanes:
@@ -548,12 +550,16 @@ def run(
 
 
 def _lane_summary(lane: list[str], generators: list[str], methods: list[str]) -> str:
-    """"smollm2, evaluate-anchor@base (38 stages)": whose stages a lane runs."""
-    from agorabench.pipeline import lane_owner
+    """"5 smollm2 settings, 4 qwen-coder settings, evaluate-anchor@base (38 stages)": what a lane runs."""
+    from collections import Counter
 
-    owners = list(dict.fromkeys(g for s in lane if (g := lane_owner(s, generators, methods)) is not None))
-    anchors = [s for s in lane if s.startswith("evaluate-anchor@")]
-    return f"{', '.join(owners + anchors)} ({len(lane)} stages)"
+    from agorabench.pipeline import setting_of
+
+    settings = Counter(s.rpartition("-")[0].rpartition("-")[0]
+                       for s in dict.fromkeys(filter(None, (setting_of(s, generators, methods) for s in lane))))
+    lone = [s for s in lane if setting_of(s, generators, methods) is None]
+    parts = [f"{n} {g} setting{'s' * (n != 1)}" for g, n in settings.items()] + lone
+    return f"{', '.join(parts)} ({len(lane)} stages)"
 
 
 if __name__ == "__main__":

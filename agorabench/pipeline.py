@@ -217,7 +217,7 @@ def lane_letter(index: int) -> str:
 
 
 def lane_owner(stage: str, generators: list[str], methods: list[str]) -> str | None:
-    """The generator whose own chain `stage` is part of, or None: dvc.yaml fans those stages out as
+    """The generator whose own stages `stage` is one of, or None: dvc.yaml fans those out as
     STAGE@GENERATOR-METHOD-DOMAIN[-...], plus evaluate-generator@GENERATOR."""
     name, _, key = stage.partition("@")
     if name == "evaluate-generator":
@@ -228,25 +228,54 @@ def lane_owner(stage: str, generators: list[str], methods: list[str]) -> str | N
     return None
 
 
-def split_lanes(stages: list[str], generators: list[str], methods: list[str], jobs: int) -> list[list[str]]:
+def setting_of(stage: str, generators: list[str], methods: list[str]) -> str | None:
+    """"GENERATOR-METHOD-DOMAIN" for a stage of one generator's setting (generate, train, evaluate-student,
+    intrinsic, scale-*: dvc.yaml fans them out as STAGE@GENERATOR-METHOD-DOMAIN[-SIZE]), else None."""
+    g = lane_owner(stage, generators, methods)
+    key = stage.partition("@")[2]
+    if g is None or not key.startswith(g + "-"):
+        return None  # evaluate-generator@GENERATOR: the generator's, but of no setting
+    method, _, rest = key[len(g) + 1:].partition("-")
+    return f"{g}-{method}-{rest.split('-')[0]}"
+
+
+def split_lanes(stages: list[str], generators: list[str], methods: list[str], jobs: int,
+                together: dict[str, str] | None = None) -> list[list[str]]:
     """Deal the pipeline's stages into at most `jobs` lanes that share no stage and no output, so one
-    `dvc repro` per lane can run at the same time. A generator's own chain (generation, training,
-    its students' evaluations, intrinsic metrics, its own problem solving: the stages dvc.yaml fans
-    out as STAGE@GENERATOR-METHOD-DOMAIN[-...] or evaluate-generator@GENERATOR) stays in one lane;
-    generators go to lanes in turn, and the anchors (and generators evaluated but not benchmarked)
-    are spread after them. Stages that read every lane's outputs (results, report) are in no lane:
-    the `dvc repro` after the lanes runs them. DVC still decides what runs and in which order."""
-    owner = {g: i % jobs for i, g in enumerate(generators)}
+    `dvc repro` per lane can run at the same time. The unit dealt is a setting's chain (its generation,
+    training, student evaluation, intrinsic metrics and scaling stages, which depend on each other), in
+    turn over the lanes in dvc.yaml's order, generator after generator, so every lane gets about as
+    many of each generator's settings: a generator that is slower than the others (in the default,
+    Qwen-0.5B against SmolLM2-135M) slows every lane a little instead of one lane a lot. Then the
+    stages of no setting (evaluate-generator@NAME, the anchors), in turn as well; `together` puts a
+    stage in the lane of another (the reference with the generator that is the same model, whose
+    answers it reuses from the request store). Stages that read every lane's outputs (results, report)
+    are in no lane: the `dvc repro` after the lanes runs them. DVC still decides what runs, and in
+    which order, inside a lane."""
+    together = together or {}
     lanes: list[list[str]] = [[] for _ in range(jobs)]
-    spread = len(generators)
+    lane_of: dict[str, int] = {}  # a setting, or a stage of no setting -> its lane, dealt in turn
     for stage in stages:
-        g = lane_owner(stage, generators, methods)
-        if g is not None:
-            lanes[owner[g]].append(stage)
-        elif stage.startswith(("evaluate-anchor@", "evaluate-generator@")):
-            lanes[spread % jobs].append(stage)
-            spread += 1
+        if (setting := setting_of(stage, generators, methods)) is not None:
+            lanes[lane_of.setdefault(setting, len(lane_of) % jobs)].append(stage)
+    lone = [s for s in stages if setting_of(s, generators, methods) is None
+            and s.startswith(("evaluate-anchor@", "evaluate-generator@"))]
+    for stage in lone:
+        if together.get(stage) not in lone:
+            lanes[lane_of.setdefault(stage, len(lane_of) % jobs)].append(stage)
+    for stage in lone:
+        if together.get(stage) in lone:  # in its partner's lane, dealt above
+            lanes[lane_of[together[stage]]].append(stage)
     return [lane for lane in lanes if lane]
+
+
+def answered_together(params) -> dict[str, str]:
+    """{"evaluate-anchor@reference": "evaluate-generator@NAME"} when a generator whose problem solving is
+    scored is the reference model itself (the default's Qwen): both get the same prompts, so whichever
+    runs second reads the other's answers from the request store, if they run in one lane."""
+    ref = params.student.reference
+    same = [g for g in params.evaluation.generators if params.generators[g].model == ref]
+    return {"evaluate-anchor@reference": f"evaluate-generator@{same[0]}"} if same else {}
 
 
 _STAGE_LINE = re.compile(r"^(?:Running stage|Stage) '([^']+)'")

@@ -5,7 +5,7 @@ Run it in a checkout where `make run` (or `agora run`) has finished. It re-runs 
 answer and every judge verdict is computed again, with the model servers started for that mode:
 
   serial  one `dvc repro --force --single-item STAGES` with every core (what --jobs 1 does)
-  lanes   one such `dvc repro` per generator's share of STAGES at once (pipeline.split_lanes), with
+  lanes   one such `dvc repro` per lane's share of STAGES at once (pipeline.split_lanes), with
           cores/lanes threads for each lane and each model server, every lane with its own servers
           (what the default does on a CPU)
 
@@ -31,11 +31,13 @@ sys.path.insert(0, str(REPO))
 
 
 def timed(params, stages: list[str], jobs: int, store: Path) -> float:
-    from agorabench.pipeline import _run_dvc, lane_servers, prefect_server, split_lanes, threads_per_lane
+    from agorabench.pipeline import (_run_dvc, answered_together, lane_servers, prefect_server, split_lanes,
+                                     threads_per_lane)
 
     for suffix in ("", "-wal", "-shm"):  # nothing answered from an earlier pass
         Path(f"{store}{suffix}").unlink(missing_ok=True)
-    lanes = split_lanes(stages, params.benchmark_generators, params.methods, jobs) if jobs > 1 else [stages]
+    lanes = (split_lanes(stages, params.benchmark_generators, params.methods, jobs, answered_together(params))
+             if jobs > 1 else [stages])
     threads = str(threads_per_lane(len(lanes)))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "TQDM_DISABLE": "1", "AGORA_ALLOW_CODE_EXECUTION": "1"}
     # as `agora run` does: each lane its own servers, for the models its stages call

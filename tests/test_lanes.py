@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from agorabench.pipeline import _bin, repro, split_lanes
+from agorabench.cli import _lane_summary
+from agorabench.pipeline import _bin, repro, setting_of, split_lanes
 
 # Two "generators" (x, y), two chained stages each, and a stage that reads all of them. Each stage
 # command sleeps, writes its output and logs its start and end times outside DVC's outputs.
@@ -54,9 +55,9 @@ def _times(tmp_path: Path) -> dict[str, list[tuple[float, float]]]:
     return runs
 
 
-def _overlap(runs, a: str, b: str) -> bool:
-    """Did some stage of generator a run while some stage of generator b ran?"""
-    spans = lambda g: [s for name, v in runs.items() if name.partition("@")[2].startswith(g + "-") for s in v]
+def _overlap(runs, a: list[str], b: list[str]) -> bool:
+    """Did some stage of `a` run while some stage of `b` ran?"""
+    spans = lambda names: [span for name in names for span in runs.get(name, [])]
     return any(s1 < e2 and s2 < e1 for s1, e1 in spans(a) for s2, e2 in spans(b))
 
 
@@ -74,17 +75,32 @@ def _run(repo: Path, env, lanes, force=False, lane_envs=()) -> int:
         os.chdir(cwd)
 
 
-def test_split_lanes_keeps_each_generators_chain_together():
-    stages = ["generate@qwen-coder-instance_generation-math", "generate@qwen-instance_generation-math",
-              "train@qwen-instance_generation-math", "evaluate-generator@qwen", "evaluate-generator@gpt",
-              "evaluate-anchor@base", "evaluate-anchor@reference", "results", "report"]
-    lanes = split_lanes(stages, ["qwen-coder", "qwen"], ["instance_generation"], jobs=2)
-    assert lanes == [["generate@qwen-coder-instance_generation-math", "evaluate-generator@gpt", "evaluate-anchor@reference"],
-                     ["generate@qwen-instance_generation-math", "train@qwen-instance_generation-math",
-                      "evaluate-generator@qwen", "evaluate-anchor@base"]]
-    # canary: one job is one lane with every stage that has an owner; results and report stay out
-    (one,) = split_lanes(stages, ["qwen-coder", "qwen"], ["instance_generation"], jobs=1)
+def test_split_lanes_deals_settings_in_turn_and_keeps_each_chain_together():
+    stages = ["generate@qwen-coder-instance_generation-math", "generate@qwen-coder-instance_generation-code",
+              "generate@qwen-instance_generation-math", "train@qwen-coder-instance_generation-math",
+              "train@qwen-coder-instance_generation-code", "train@qwen-instance_generation-math",
+              "evaluate-anchor@base", "evaluate-anchor@reference", "evaluate-generator@qwen", "evaluate-generator@gpt",
+              "results", "report"]
+    gens, methods = ["qwen-coder", "qwen"], ["instance_generation"]
+    lanes = split_lanes(stages, gens, methods, jobs=2, together={"evaluate-anchor@reference": "evaluate-generator@qwen"})
+    # each setting's chain in one lane; the settings in turn, so each lane has some of every generator's
+    # ("qwen-coder-..." is qwen-coder's, not qwen's); then the lone stages in turn, the reference with qwen
+    assert lanes == [["generate@qwen-coder-instance_generation-math", "generate@qwen-instance_generation-math",
+                      "train@qwen-coder-instance_generation-math", "train@qwen-instance_generation-math",
+                      "evaluate-generator@qwen", "evaluate-anchor@reference"],
+                     ["generate@qwen-coder-instance_generation-code", "train@qwen-coder-instance_generation-code",
+                      "evaluate-anchor@base", "evaluate-generator@gpt"]]
+    assert _lane_summary(lanes[0], gens, methods) == ("1 qwen-coder setting, 1 qwen setting, evaluate-generator@qwen, "
+                                                      "evaluate-anchor@reference (6 stages)")
+    # canary: without `together` the reference is dealt like any lone stage, away from qwen's scores
+    apart = split_lanes(stages, gens, methods, jobs=2)
+    assert ("evaluate-anchor@reference" in apart[0]) != ("evaluate-generator@qwen" in apart[0])
+    # canary: one job is one lane with every stage of a lane; results and report stay out
+    (one,) = split_lanes(stages, gens, methods, jobs=1)
     assert set(stages) - set(one) == {"results", "report"}
+    # a scaling study's stages (STAGE@GEN-METHOD-DOMAIN-SIZE) follow their setting
+    assert setting_of("scale-train@qwen-instance_generation-math-25", gens, methods) == "qwen-instance_generation-math"
+    assert setting_of("evaluate-generator@qwen", gens, methods) is None
 
 
 def test_lanes_run_side_by_side_and_leave_a_complete_dvc_lock(tmp_path, capsys):
@@ -93,10 +109,10 @@ def test_lanes_run_side_by_side_and_leave_a_complete_dvc_lock(tmp_path, capsys):
     assert _run(repo, env, lanes, lane_envs=[{"LANE_TAG": "a"}, {"LANE_TAG": "b"}]) == 0
     runs = _times(tmp_path)
     # each lane's stages see that lane's environment (its own model servers); the last pass the common one
-    assert _tags(tmp_path) == {**{s: "a" if "@x-" in s else "b" for s in STAGES[:-1]},
-                               "results": "-"}
+    assert _tags(tmp_path) == {**{s: "ab"[i] for i, lane in enumerate(lanes) for s in lane}, "results": "-"}
+    assert any("@x-" in s for s in lanes[0]) and any("@y-" in s for s in lanes[0])  # settings dealt in turn
     assert sorted(runs) == sorted(STAGES) and all(len(v) == 1 for v in runs.values())
-    assert _overlap(runs, "x", "y")  # the two lanes really ran at the same time
+    assert _overlap(runs, *lanes)  # the two lanes really ran at the same time
     assert runs["results"][0][0] >= max(e for n, v in runs.items() if n != "results" for _, e in v)
     status = subprocess.run([_bin("dvc"), "status", "--json"], cwd=repo, env=env, capture_output=True, text=True)
     assert status.stdout.strip() == "{}"  # dvc.lock records every stage: nothing left to run
@@ -116,5 +132,5 @@ def test_one_lane_runs_one_stage_at_a_time(tmp_path):
     repo, env = _repo(tmp_path)
     assert _run(repo, env, []) == 0
     runs = _times(tmp_path)
-    assert len(runs) == 9 and not _overlap(runs, "x", "y")
+    assert len(runs) == 9 and not any(_overlap(runs, [a], [b]) for a in STAGES for b in STAGES if a < b)
     assert set(_tags(tmp_path).values()) == {"-"}  # canary for the lane environments above

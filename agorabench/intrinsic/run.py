@@ -99,7 +99,7 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
         if not isinstance(r.get("instruction"), str) or not isinstance(r.get("response"), str):
             raise ValueError(f"{path}: line {n + 1} lacks a string 'instruction' or 'response'; regenerate the dataset")
     pairs = [(r["instruction"], r["response"]) for r in rows]
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device) if rows else "cpu"  # no rows, no model: spare the torch import
     table: dict[str, list] = {"id": [r.get("id", f"{generator}/{method}/{domain}/{k:06d}") for k, r in enumerate(rows)]}
     summary: dict = {"generator": generator, "method": method, "domain": domain, "n": len(rows),
                      "metrics": list(metrics), "dataset_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
