@@ -224,7 +224,10 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
                 "instruction_diversity", "response_diversity"):
         summary.setdefault(key, None)
     summary["config"] = cfg.as_dict()
-    write_outputs(output_paths(cfg, generator, domain, method), table, summary)
+    # "computed" says what this run had to compute rather than read from the cache: a fact of the run,
+    # not of the dataset, so it stays out of the file; a forced `dvc repro` then writes the same bytes.
+    write_outputs(output_paths(cfg, generator, domain, method), table,
+                  {k: v for k, v in summary.items() if k != "computed"})
     return summary
 
 
