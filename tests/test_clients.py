@@ -1,13 +1,17 @@
-"""Retry classification, backoff and rate limits (units; the HTTP paths are in test_generation)."""
+"""Retry classification, backoff, rate limits and the request store's batched writes (units; the
+HTTP paths are in test_generation)."""
 import asyncio
 import random
+import sqlite3
 import time
 
 import httpx2
 import openai
+import pytest
 
 from agorabench.clients import retry
 from agorabench.clients.ratelimit import TokenBucket
+from agorabench.request_store import Completion, RequestStore
 
 
 def status_error(status: int, headers: dict | None = None) -> openai.APIStatusError:
@@ -52,3 +56,58 @@ def test_token_bucket_limits_the_rate():
     burst, total = asyncio.run(go())
     assert burst < 0.2, "a full bucket serves a burst at once"
     assert total >= 0.9, "beyond the burst, the rate holds (2 more at 2/s take ~1 s)"
+
+
+def stored_keys(path) -> set[str]:
+    con = sqlite3.connect(path)  # another connection: sees committed rows only
+    try:
+        return {k for (k,) in con.execute("SELECT key FROM responses")}
+    finally:
+        con.close()
+
+
+def test_put_async_commits_one_pass_of_answers_together_before_any_caller_returns(tmp_path):
+    path = tmp_path / "r.sqlite"
+    store = RequestStore(path)
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    seen_on_return: dict[str, bool] = {}
+
+    async def answer(key: str):
+        await store.put_async(key, "openai", "m", {"messages": [key]}, Completion(key, "stop", 1, 2, 0.1, 0.01))
+        seen_on_return[key] = key in stored_keys(path)
+
+    async def go():
+        await asyncio.gather(*(answer(f"k{i}") for i in range(5)))
+
+    asyncio.run(go())
+    assert seen_on_return == {f"k{i}": True for i in range(5)}, "a caller returned before its row was committed"
+    assert sum(s == "BEGIN" for s in statements) == 1 and sum(s == "COMMIT" for s in statements) == 1
+    store.close()
+
+
+def test_put_async_failure_reaches_every_caller_and_a_cancelled_callers_row_is_kept(tmp_path):
+    path = tmp_path / "r.sqlite"
+    store = RequestStore(path)
+    answer = Completion("t", "stop", 1, 2, 0.1, 0.01)
+
+    async def cancelled_before_the_commit():
+        task = asyncio.create_task(store.put_async("gone", "openai", "m", "{}", answer))
+        await asyncio.sleep(0)  # the task has queued its row and waits for the next pass
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancelled_before_the_commit())
+    assert "gone" in stored_keys(path), "an answer paid for is stored even if its caller went away"
+
+    store._db.execute("DROP TABLE responses")  # every write fails from here on
+
+    async def failing():
+        return await asyncio.gather(*(store.put_async(f"f{i}", "openai", "m", "{}", answer) for i in range(3)),
+                                    return_exceptions=True)
+
+    errors = asyncio.run(failing())
+    assert all(isinstance(e, sqlite3.OperationalError) for e in errors), errors
+    assert not store._db.in_transaction, "a failed group is rolled back"
+    store.close()

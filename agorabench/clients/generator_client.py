@@ -139,9 +139,16 @@ class GeneratorClient:
             self.stats.reserved_usd -= reserved
         done = Completion(text=text, finish_reason=finish, input_tokens=n_in, output_tokens=n_out,
                           latency_s=latency, cost_usd=self.cost(n_in, n_out))
-        self.store.put(key, self.cfg.backend, self.cfg.model, request, done)
-        self.stats.completed += 1
+        # The cost is booked before the write yields to the event loop, so every other request's
+        # budget check sees the same totals as when the write was synchronous; and, as then, an
+        # answer the store failed to keep is not counted.
         self.stats.spent_usd += done.cost_usd
+        try:
+            await self.store.put_async(key, self.cfg.backend, self.cfg.model, request, done)
+        except BaseException:
+            self.stats.spent_usd -= done.cost_usd
+            raise
+        self.stats.completed += 1
         return key, done
 
     async def _call_with_retries(self, key: str, messages: list[dict], sampling: dict):
