@@ -269,10 +269,23 @@ def _save_student(trainer, params: Params, out: Path, info: dict) -> None:
     else:
         trainer.model.save_pretrained(tmp)  # the adapter only (a few MB)
     if acc.is_main_process:
+        _sort_target_modules(tmp / "adapter_config.json")
         trainer.processing_class.save_pretrained(tmp)
         (tmp / STUDENT_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         _swap_in(tmp, out)
     acc.wait_for_everyone()
+
+
+def _sort_target_modules(config: Path) -> None:
+    """PEFT keeps a LoRA's target_modules as a set and saves them in the set's order, which changes
+    with Python's string hashing from one process to the next: the same training wrote another
+    adapter_config.json each time, so DVC saw a new checkpoint and re-ran its evaluation."""
+    if not config.is_file():
+        return
+    cfg = json.loads(config.read_text())
+    if isinstance(cfg.get("target_modules"), list):
+        cfg["target_modules"] = sorted(cfg["target_modules"])
+        config.write_text(json.dumps(cfg, indent=2, sort_keys=True))  # PEFT's own layout
 
 
 def student_record(checkpoint: str | Path) -> dict | None:

@@ -135,6 +135,40 @@ def test_lora_saves_only_an_adapter(tmp_path, tiny_student):
     assert json.loads((out / "student.json").read_text())["lora"] is True
 
 
+TRAIN_IN_A_PROCESS = """import sys
+from agorabench.config import load_params
+from agorabench.training import train_student
+train_student(load_params(sys.argv[1]), "fake", "math", "response_generation")
+"""
+
+
+def test_a_lora_checkpoint_is_the_same_bytes_in_every_process(tmp_path, tiny_student):
+    """A forced `dvc repro` of a training stage must rewrite the same checkpoint, or DVC re-runs every
+    evaluation after it. Python's string hashing differs per process (PYTHONHASHSEED), and PEFT saves
+    target_modules in the order of a set."""
+    import os
+    import subprocess
+    import sys
+
+    from agorabench.training import checkpoint_dir
+
+    params = make_params(tmp_path, tiny_student, lora={"r": 4, "alpha": 8, "dropout": 0.0}, max_steps=1)
+    out = checkpoint_dir(params, "fake", "math", "response_generation")
+    written = []
+    for seed in ("1", "2"):
+        subprocess.run([sys.executable, "-c", TRAIN_IN_A_PROCESS, str(tmp_path / "params.yaml")], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True)
+        written.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
+    assert written[0] == written[1]
+    modules = json.loads(written[0]["adapter_config.json"])["target_modules"]
+    assert len(modules) > 2 and modules == sorted(modules)
+    # canary: under those two hash seeds the set PEFT keeps really is in another order
+    order = "from peft import LoraConfig; print(list(LoraConfig(target_modules=%r).target_modules))" % modules
+    orders = [subprocess.run([sys.executable, "-c", order], env={**os.environ, "PYTHONHASHSEED": seed},
+                             capture_output=True, text=True, check=True).stdout for seed in ("1", "2")]
+    assert orders[0] != orders[1]
+
+
 def test_instance_generation_also_trains_on_its_seeds(tmp_path, tiny_student):
     from agorabench.training import training_examples
 
