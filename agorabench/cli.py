@@ -555,9 +555,9 @@ def _lane_summary(lane: list[str], generators: list[str], methods: list[str]) ->
 
     from agorabench.pipeline import setting_of
 
-    settings = Counter(s.rpartition("-")[0].rpartition("-")[0]
-                       for s in dict.fromkeys(filter(None, (setting_of(s, generators, methods) for s in lane))))
-    lone = [s for s in lane if setting_of(s, generators, methods) is None]
+    setting = {s: setting_of(s, generators, methods) for s in lane}
+    settings = Counter(g for g, _, _ in dict.fromkeys(v for v in setting.values() if v is not None))
+    lone = [s for s in lane if setting[s] is None]
     parts = [f"{n} {g} setting{'s' * (n != 1)}" for g, n in settings.items()] + lone
     return f"{', '.join(parts)} ({len(lane)} stages)"
 

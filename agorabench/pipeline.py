@@ -228,15 +228,15 @@ def lane_owner(stage: str, generators: list[str], methods: list[str]) -> str | N
     return None
 
 
-def setting_of(stage: str, generators: list[str], methods: list[str]) -> str | None:
-    """"GENERATOR-METHOD-DOMAIN" for a stage of one generator's setting (generate, train, evaluate-student,
+def setting_of(stage: str, generators: list[str], methods: list[str]) -> tuple[str, str, str] | None:
+    """(generator, method, domain) for a stage of one generator's setting (generate, train, evaluate-student,
     intrinsic, scale-*: dvc.yaml fans them out as STAGE@GENERATOR-METHOD-DOMAIN[-SIZE]), else None."""
     g = lane_owner(stage, generators, methods)
     key = stage.partition("@")[2]
     if g is None or not key.startswith(g + "-"):
         return None  # evaluate-generator@GENERATOR: the generator's, but of no setting
     method, _, rest = key[len(g) + 1:].partition("-")
-    return f"{g}-{method}-{rest.split('-')[0]}"
+    return g, method, rest.split("-")[0]
 
 
 def split_lanes(stages: list[str], generators: list[str], methods: list[str], jobs: int,
@@ -254,12 +254,12 @@ def split_lanes(stages: list[str], generators: list[str], methods: list[str], jo
     which order, inside a lane."""
     together = together or {}
     lanes: list[list[str]] = [[] for _ in range(jobs)]
-    lane_of: dict[str, int] = {}  # a setting, or a stage of no setting -> its lane, dealt in turn
+    lane_of: dict = {}  # a setting, or a stage of no setting -> its lane, dealt in turn
+    setting = {s: setting_of(s, generators, methods) for s in stages}
     for stage in stages:
-        if (setting := setting_of(stage, generators, methods)) is not None:
-            lanes[lane_of.setdefault(setting, len(lane_of) % jobs)].append(stage)
-    lone = [s for s in stages if setting_of(s, generators, methods) is None
-            and s.startswith(("evaluate-anchor@", "evaluate-generator@"))]
+        if setting[stage] is not None:
+            lanes[lane_of.setdefault(setting[stage], len(lane_of) % jobs)].append(stage)
+    lone = [s for s in stages if setting[s] is None and s.startswith(("evaluate-anchor@", "evaluate-generator@"))]
     for stage in lone:
         if together.get(stage) not in lone:
             lanes[lane_of.setdefault(stage, len(lane_of) % jobs)].append(stage)

@@ -99,7 +99,7 @@ def test_split_lanes_deals_settings_in_turn_and_keeps_each_chain_together():
     (one,) = split_lanes(stages, gens, methods, jobs=1)
     assert set(stages) - set(one) == {"results", "report"}
     # a scaling study's stages (STAGE@GEN-METHOD-DOMAIN-SIZE) follow their setting
-    assert setting_of("scale-train@qwen-instance_generation-math-25", gens, methods) == "qwen-instance_generation-math"
+    assert setting_of("scale-train@qwen-instance_generation-math-25", gens, methods) == ("qwen", "instance_generation", "math")
     assert setting_of("evaluate-generator@qwen", gens, methods) is None
 
 
