@@ -401,3 +401,27 @@ def test_a_gap_under_min_gap_gives_null_with_a_reason_and_is_recorded(tmp_path):
     assert dict(query(build_db(out), "SELECT benchmark, pgr FROM pgr_benchmark"))["gsm8k"] < -180
     with pytest.raises(ValueError, match="min_gap=-1"):
         build_db(out, min_gap=-1)
+
+
+def test_large_tables_are_written_in_duckdb_sized_row_groups(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from agorabench.results.collect import ROW_GROUP_ROWS, parquet_options
+
+    n = 2 * ROW_GROUP_ROWS + 1000
+    rows = [{"generator": "g", "method": IG, "domain": "math", "idx": i, "id": f"g/{i}", "instruction": "x",
+             "response": "y", "instruction_chars": 1, "response_chars": 1} for i in range(n)]
+    path = write_table("instances", rows, tmp_path / "instances.parquet")
+    groups = [pq.ParquetFile(path).metadata.row_group(i).num_rows for i in range(3)]
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3 and groups == [ROW_GROUP_ROWS, ROW_GROUP_ROWS, 1000]
+    # Canary: pyarrow's default row-group size would have put all of them in one group.
+    table = pq.read_table(path)
+    options = {k: v for k, v in parquet_options(TABLES["instances"]).items() if k != "row_group_size"}
+    pq.write_table(table, tmp_path / "default.parquet", **options)
+    assert pq.ParquetFile(tmp_path / "default.parquet").metadata.num_row_groups == 1
+    # Below one group's worth of rows the file is what it was before the option existed.
+    small = pa.Table.from_pylist(rows[:500], schema=TABLES["instances"].arrow_schema())
+    pq.write_table(small, tmp_path / "a.parquet", **parquet_options(TABLES["instances"]))
+    pq.write_table(small, tmp_path / "b.parquet", **options)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
