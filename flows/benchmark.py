@@ -1,7 +1,7 @@
 """Prefect flows over the whole benchmark.
 
 `benchmark`: the full pipeline for some generators, through DVC (dvc.yaml stays the only definition
-of the pipeline), then `dvc push`. This is the flow the scheduled deployment runs (agorabench/deploy.py).
+of the pipeline), then `dvc push`. This is the flow the scheduled deployment runs (flows/deploy.py).
 
 `generate_all`: every generation setting of several generators side by side on one task runner,
 e.g. a Dask cluster. Outside DVC: for filling the request store and data/generated/ fast, after

@@ -4,7 +4,7 @@ from __future__ import annotations
 from prefect import flow
 
 from agorabench.config import load_params
-from agorabench.evaluation import benchmarks_for, write_score_summary
+from agorabench.evaluation.run import benchmarks_for, write_score_summary
 from tasks.evaluation import answer_all, evaluate_benchmark
 
 

@@ -5,8 +5,8 @@ from prefect import flow
 from prefect.utilities.annotations import quote
 
 from agorabench.config import load_params
-from agorabench.engine import BatchRunner, generate_setting
-from agorabench.generation import Attempt, Outcome
+from agorabench.generation.loop import BatchRunner, generate_setting
+from agorabench.generation.plan import Attempt, Outcome
 from tasks.generation import generate_batch
 
 

@@ -9,7 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from agorabench.config import Params, ParamsError
-from agorabench.evaluation import evaluate, prefetch_answers
+from agorabench.evaluation.run import evaluate, prefetch_answers
 
 
 def _retry_unless_config_error(task, task_run, state) -> bool:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from agorabench.clients.retry import FatalAPIError
+from agorabench.models.clients.retry import FatalAPIError
 from agorabench.config import ParamsError
-from agorabench.engine import BatchRunner
-from agorabench.generation import Attempt, Outcome
+from agorabench.generation.loop import BatchRunner
+from agorabench.generation.plan import Attempt, Outcome
 
 
 def _retry_transient(task, task_run, state) -> bool:

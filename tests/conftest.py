@@ -15,7 +15,7 @@ os.environ.pop("PREFECT_API_URL", None)
 for _key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):  # no real key can leak into a test
     os.environ.pop(_key, None)
 
-from agorabench import offline  # noqa: E402
+from agorabench import env_defaults as offline  # noqa: E402
 
 offline.apply_defaults()
 
@@ -58,7 +58,7 @@ def write_params(path: Path, server_url: str, **overrides) -> Path:
     params["benchmark_generators"] = ["fake"]
     params.setdefault("evaluation", {}).update(judge="fake", generators=["fake"])
     params.setdefault("intrinsic", {}).update(judge="fake")
-    params["generation"]["prompt_dir"] = str(REPO / "agorabench/prompts/default")
+    params["generation"]["prompt_dir"] = str(REPO / "agorabench/generation/prompts/default")
     params["generation"]["output_dir"] = str(path.parent / "data/generated")
     params["cache"]["requests_db"] = str(path.parent / ".agora/requests.sqlite")
     for dotted, value in overrides.items():
@@ -83,7 +83,7 @@ def tiny_student(tmp_path_factory) -> str:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from agorabench.local_models import hf_model_dir
+    from agorabench.models.packaged import hf_model_dir
 
     tok = AutoTokenizer.from_pretrained(hf_model_dir("smollm2-135m-instruct"))
     torch.manual_seed(0)

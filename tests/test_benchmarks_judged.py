@@ -13,10 +13,10 @@ import re
 import numpy as np
 import pytest
 
-from agorabench.benchmarks import alpacaeval, arenahard
-from agorabench.benchmarks.bradley_terry import bootstrap_bradley_terry, fit_bradley_terry, win_probability
-from agorabench.benchmarks.context import ScoreContext
-from agorabench.eval_items import EvalItem, find_eval_overlap, load_eval_items
+from agorabench.evaluation.benchmarks import alpacaeval, arenahard
+from agorabench.evaluation.bradley_terry import bootstrap_bradley_terry, fit_bradley_terry, win_probability
+from agorabench.evaluation.context import ScoreContext
+from agorabench.evaluation.items import EvalItem, find_eval_overlap, load_eval_items
 
 # ---------------------------------------------------------------------------------------------
 # Rule-based judges: they read the two answers out of the prompt we send
@@ -450,7 +450,7 @@ def test_bt_several_players_and_ties():
 
 
 def _general_assets_missing() -> bool:
-    from agorabench.seeds import offline
+    from agorabench.generation.seeds import offline
 
     try:
         for name in offline.ASSETS:
@@ -465,7 +465,7 @@ def test_fewshot_demos_are_deterministic_and_not_eval_items():
     with pytest.raises(ValueError, match="k must be >= 0"):
         arenahard.fewshot_examples(-1)
     if _general_assets_missing():
-        pytest.skip("general seed assets not cached (python -m agorabench.seeds.offline fetch)")
+        pytest.skip("general seed assets not cached (python -m agorabench.generation.seeds.offline fetch)")
     demos = alpacaeval.fewshot_examples(5)
     assert len(demos) == 5 and demos == arenahard.fewshot_examples(5) and demos[:3] == alpacaeval.fewshot_examples(3)
     assert all(q.strip() and a.strip() for q, a in demos)

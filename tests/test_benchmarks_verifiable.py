@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from agorabench.benchmarks import gsm8k, ifeval
-from agorabench.benchmarks import math as mathbench
-from agorabench.benchmarks.context import ScoreContext
-from agorabench.eval_items import EvalItem, find_eval_overlap, last_boxed, load_eval_items
+from agorabench.evaluation.benchmarks import gsm8k, ifeval
+from agorabench.evaluation.benchmarks import math as mathbench
+from agorabench.evaluation.context import ScoreContext
+from agorabench.evaluation.items import EvalItem, find_eval_overlap, last_boxed, load_eval_items
 
 CTX = ScoreContext()
 

@@ -9,9 +9,9 @@ import httpx2
 import openai
 import pytest
 
-from agorabench.clients import retry
-from agorabench.clients.ratelimit import TokenBucket
-from agorabench.request_store import Completion, RequestStore
+from agorabench.models.clients import retry
+from agorabench.models.clients.ratelimit import TokenBucket
+from agorabench.models.store import Completion, RequestStore
 
 
 def status_error(status: int, headers: dict | None = None) -> openai.APIStatusError:

@@ -97,7 +97,7 @@ def test_check_asks_for_the_judges_key_too(tmp_path, monkeypatch):
     """`agora check` covers every generator the pipeline calls, the judges included."""
     from typer.testing import CliRunner
 
-    from agorabench.cli import app
+    from flows.cli import app
 
     monkeypatch.setenv("FAKE_API_KEY", "k")
     monkeypatch.delenv("JUDGE_KEY", raising=False)
@@ -112,7 +112,7 @@ def test_check_asks_for_the_judges_key_too(tmp_path, monkeypatch):
 
 
 def test_max_new_tokens_per_domain(tmp_path):
-    from agorabench.evaluation import decoding_for
+    from agorabench.evaluation.run import decoding_for
 
     limits = {"math": 384, "code": 192, "general": 192}
     params = load_params(write_params(tmp_path / "params.yaml", "http://127.0.0.1:1",

@@ -1,4 +1,4 @@
-"""A local model's weights on a CPU (agorabench/cpu_weights.py): what int8 quantizes, what bfloat16
+"""A local model's weights on a CPU (agorabench/models/cpu_weights.py): what int8 quantizes, what bfloat16
 loads, how the request store tells the answers apart, what params.yaml accepts, and both server
 variants' command lines (the int8 one started for real)."""
 import os
@@ -8,7 +8,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 
 from agorabench.config import ParamsError, load_params
-from agorabench.cpu_weights import effective, native_bf16, quantize_model
+from agorabench.models.cpu_weights import effective, native_bf16, quantize_model
 from tests.conftest import write_params
 
 
@@ -48,7 +48,7 @@ def test_what_each_setting_means_on_this_cpu():
 def test_bfloat16_loads_bfloat16_weights(tiny_student):
     import torch
 
-    from agorabench.inference import load_model
+    from agorabench.models.in_process import load_model
 
     model, _ = load_model(tiny_student, cpu_weights="bfloat16")
     assert next(model.parameters()).dtype == torch.bfloat16
@@ -57,8 +57,8 @@ def test_bfloat16_loads_bfloat16_weights(tiny_student):
 
 
 def test_other_weights_are_another_model_to_the_request_store(tmp_path, tiny_student):
-    from agorabench.inference import LocalGenerator, model_identity
-    from agorabench.request_store import RequestStore
+    from agorabench.models.in_process import LocalGenerator, model_identity
+    from agorabench.models.store import RequestStore
 
     store = RequestStore(tmp_path / "r.sqlite")
     plain = LocalGenerator(tiny_student, store)
@@ -70,8 +70,8 @@ def test_other_weights_are_another_model_to_the_request_store(tmp_path, tiny_stu
 
 
 def test_generator_request_keys_name_the_weights(tmp_path):
-    from agorabench.clients.generator_client import GeneratorClient
-    from agorabench.request_store import RequestStore
+    from agorabench.models.clients.generator_client import GeneratorClient
+    from agorabench.models.store import RequestStore
 
     def key(weights):
         overrides = {"generators.local.backend": "local", "generators.local.model": "smollm2-135m-instruct",
@@ -102,7 +102,7 @@ def test_cpu_weights_on_an_api_generator_is_one_line_naming_the_field(tmp_path):
 def test_int8_server_loads_int8_weights_and_answers(tmp_path):
     import openai
 
-    from agorabench.local_server import LocalModelServer
+    from agorabench.models.servers import LocalModelServer
 
     log = tmp_path / "server.log"
     with LocalModelServer("smollm2-135m-instruct", engine="transformers", cpu_weights="int8", log_path=log) as srv:
@@ -112,15 +112,15 @@ def test_int8_server_loads_int8_weights_and_answers(tmp_path):
     assert resp.choices[0].message.content.strip()
     # SmolLM2-135M: 30 layers x 7 projections, plus the LM head. If transformers moves the method the
     # wrapper patches, the server still answers, but this line is missing.
-    assert "agorabench.transformers_serve: 211 Linear layers with int8 weights" in log.read_text()
+    assert "agorabench.models.transformers_serve: 211 Linear layers with int8 weights" in log.read_text()
 
 
 def test_served_models_generate_in_inference_mode(monkeypatch):
-    """agorabench.transformers_serve runs the server's generation thread in torch.inference_mode()."""
+    """agorabench.models.transformers_serve runs the server's generation thread in torch.inference_mode()."""
     import torch
     from transformers.cli.serving.utils import InferenceThread
 
-    from agorabench import transformers_serve
+    from agorabench.models import transformers_serve
 
     # canary: transformers' own thread runs with inference mode off
     assert InferenceThread().submit(torch.is_inference_mode_enabled).result(timeout=30) is False
@@ -129,10 +129,10 @@ def test_served_models_generate_in_inference_mode(monkeypatch):
 
 
 def test_bfloat16_server_is_started_with_bfloat16():
-    from agorabench.local_server import LocalModelServer
+    from agorabench.models.servers import LocalModelServer
 
     server = LocalModelServer("smollm2-135m-instruct", engine="transformers", cpu_weights="bfloat16")
     server.model_id, server.port = "/models/x", 1
-    assert server._command("transformers")[2:6] == ["agorabench.transformers_serve", "/models/x", "--dtype", "bfloat16"]
+    assert server._command("transformers")[2:6] == ["agorabench.models.transformers_serve", "/models/x", "--dtype", "bfloat16"]
     server.cpu_weights = "float32"  # canary: float32 adds nothing
     assert "--dtype" not in server._command("transformers")

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from agorabench.config import load_params
-from agorabench.generation import output_paths
+from agorabench.generation.plan import output_paths
 from agorabench.testing.llm_server import FakeLLMServer
 from tests.conftest import REPO, write_params
 
@@ -67,7 +67,7 @@ def test_kill_minus_9_then_resume_pays_nothing_twice(tmp_path, monkeypatch):
         # Canary: without the store (a fresh database) the same check does see re-sent requests.
         import asyncio
 
-        from agorabench.engine import generate_setting
+        from agorabench.generation.loop import generate_setting
 
         mark = len(server.received)
         fresh = params.model_copy(update={"cache": params.cache.model_copy(update={"requests_db": str(tmp_path / "fresh.sqlite")})})

@@ -6,8 +6,8 @@ import asyncio
 import yaml
 
 from agorabench.config import load_params
-from agorabench.engine import generate_setting
-from agorabench.generation import output_paths
+from agorabench.generation.loop import generate_setting
+from agorabench.generation.plan import output_paths
 from tests.conftest import REPO, write_params
 
 GENERATORS = ["fake", "fake-claude"]  # OpenAI and Anthropic wire formats, one fake server

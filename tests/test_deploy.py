@@ -35,7 +35,7 @@ def make_bench_repo(repo, server_url: str, remote=None, **overrides):
                 **overrides}
     params_path = write_params(repo / "params.yaml", server_url, **settings)
     params = yaml.safe_load(params_path.read_text())  # paths relative to the repo, as a user's are
-    params["generation"].update(prompt_dir="agorabench/prompts/default", output_dir="data/generated")
+    params["generation"].update(prompt_dir="agorabench/generation/prompts/default", output_dir="data/generated")
     params["cache"]["requests_db"] = ".agora/requests.sqlite"
     for section in params.values():  # every judge (evaluation, intrinsic, ...) must be a declared generator
         if isinstance(section, dict) and "judge" in section:
@@ -87,7 +87,7 @@ def stop(proc: subprocess.Popen) -> None:
 SERVE = """
 import sys
 from prefect import serve
-from agorabench.deploy import benchmark_deployment
+from flows.deploy import benchmark_deployment
 repo = sys.argv[1]
 serve(benchmark_deployment("every-minute", "* * * * *", ["fake"], push=True, repo=repo, targets=["generate"]),
       benchmark_deployment("by-hand", None, ["fake"], push=True, repo=repo, targets=["generate"]),
@@ -163,7 +163,7 @@ def test_cron_deployment_runs_the_pipeline_and_pushes(tmp_path, fake_server, mon
 def test_deployment_arguments_are_checked_in_one_line(tmp_path):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from agorabench.deploy import benchmark_deployment, deploy
+    from flows.deploy import benchmark_deployment, deploy
 
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     dep = benchmark_deployment("nightly", "0 3 * * *", ["smollm2"], push=True, repo=str(tmp_path))

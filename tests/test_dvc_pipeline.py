@@ -29,7 +29,7 @@ def test_dvc_repro_matrix_and_forced_rebuild(tmp_path, fake_server, monkeypatch)
                                domains=["general"], **{"generation.num_instances": 5})
     # Paths relative to the repo, as a user's params.yaml has them.
     params = yaml.safe_load(params_path.read_text())
-    params["generation"]["prompt_dir"] = "agorabench/prompts/default"
+    params["generation"]["prompt_dir"] = "agorabench/generation/prompts/default"
     params["scaling"] = {"generators": ["fake"], "methods": ["instance_generation"], "sizes": [2, 7],
                          "output_dir": "data/scaling"}
     params["generation"]["output_dir"] = "data/generated"

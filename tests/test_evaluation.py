@@ -21,7 +21,7 @@ def make_params(tmp_path, url, tiny_student, **extra):
 
 
 def test_base_model_few_shot_items_scores_and_cache(tmp_path, tiny_student):
-    from agorabench.evaluation import evaluate, output_paths, resolve_model_ref
+    from agorabench.evaluation.run import evaluate, output_paths, resolve_model_ref
 
     params = make_params(tmp_path, "http://127.0.0.1:9", tiny_student)
     first = evaluate(params, "base", "gsm8k")
@@ -47,7 +47,7 @@ def test_base_model_few_shot_items_scores_and_cache(tmp_path, tiny_student):
 
 
 def test_limit_is_a_prefix_of_a_seeded_shuffle(tmp_path, tiny_student):
-    from agorabench.evaluation import select_items
+    from agorabench.evaluation.run import select_items
 
     small = select_items(make_params(tmp_path, "http://x", tiny_student), "gsm8k")
     large = select_items(make_params(tmp_path, "http://x", tiny_student, **{"evaluation.limit": 10}), "gsm8k")
@@ -58,7 +58,7 @@ def test_limit_is_a_prefix_of_a_seeded_shuffle(tmp_path, tiny_student):
 
 
 def test_max_prompt_tokens_leaves_long_prompts_out_of_the_sample(tmp_path, tiny_student):
-    from agorabench.evaluation import select_items
+    from agorabench.evaluation.run import select_items
 
     def pick(n, **extra):
         params = make_params(tmp_path, "http://x", tiny_student, **{"evaluation.limits": {"arenahard": n}, **extra})
@@ -76,7 +76,7 @@ def test_max_prompt_tokens_leaves_long_prompts_out_of_the_sample(tmp_path, tiny_
 
 def test_generator_endpoint_problem_solving(tmp_path, tiny_student, fake_server, monkeypatch):
     """A generator's own GSM8K score (Table 7) through its API: the fake server answers [RESULT] tags."""
-    from agorabench.evaluation import evaluate
+    from agorabench.evaluation.run import evaluate
 
     monkeypatch.setenv("FAKE_API_KEY", "k")
     params = make_params(tmp_path, fake_server.url, tiny_student)
@@ -91,7 +91,7 @@ def test_generator_endpoint_problem_solving(tmp_path, tiny_student, fake_server,
 
 
 def test_code_benchmarks_need_the_opt_in(tmp_path, tiny_student):
-    from agorabench.evaluation import evaluate
+    from agorabench.evaluation.run import evaluate
 
     params = make_params(tmp_path, "http://x", tiny_student)
     with pytest.raises(ParamsError, match="--allow-code-execution"):
@@ -99,7 +99,7 @@ def test_code_benchmarks_need_the_opt_in(tmp_path, tiny_student):
 
 
 def test_judged_benchmarks_need_a_judge_and_bad_refs_are_one_line(tmp_path, tiny_student):
-    from agorabench.evaluation import evaluate, resolve_model_ref
+    from agorabench.evaluation.run import evaluate, resolve_model_ref
 
     params = make_params(tmp_path, "http://x", tiny_student, **{"evaluation.judge": None})
     with pytest.raises(ParamsError, match="evaluation.judge"):
@@ -113,7 +113,7 @@ def test_judged_benchmarks_need_a_judge_and_bad_refs_are_one_line(tmp_path, tiny
 def test_judged_benchmarks_through_a_real_http_judge(tmp_path, tiny_student, monkeypatch):
     """AlpacaEval and Arena-Hard with model and judge behind the loopback server (the real OpenAI
     SDK): every judgement is a request, stored, and a re-run asks the judge nothing."""
-    from agorabench.evaluation import evaluate
+    from agorabench.evaluation.run import evaluate
     from agorabench.testing.llm_server import FakeLLMServer
 
     def respond(api, body):
@@ -142,7 +142,7 @@ def test_a_judge_with_no_usable_verdict_leaves_a_missing_score_not_a_failed_stag
     """The embedded default's 0.5B judge once echoed Arena-Hard's list of verdicts instead of picking
     one, for every game of a student: the score is missing (PGR undefined there), with the reason,
     and the stage and the scores file still complete. The canary: a judge that answers gets a score."""
-    from agorabench.evaluation import evaluate
+    from agorabench.evaluation.run import evaluate
     from agorabench.testing.llm_server import FakeLLMServer
 
     echo = "[[A>>B]] Assistant A is significantly better\n[[A>B]] Assistant A is slightly better\n[[A=B]]"
@@ -170,7 +170,7 @@ def test_a_judge_with_no_usable_verdict_leaves_a_missing_score_not_a_failed_stag
 def test_code_benchmark_with_the_opt_in_records_the_isolation(tmp_path, tiny_student, fake_server, monkeypatch):
     """HumanEval through a generator endpoint and the sandbox: the fake answers with a fenced
     function that does not solve the task, so it runs and fails, and the isolation level is kept."""
-    from agorabench.evaluation import evaluate
+    from agorabench.evaluation.run import evaluate
 
     monkeypatch.setenv("FAKE_API_KEY", "k")
     params = make_params(tmp_path, fake_server.url, tiny_student, **{"evaluation.limit": 2})
@@ -182,7 +182,7 @@ def test_code_benchmark_with_the_opt_in_records_the_isolation(tmp_path, tiny_stu
 def test_local_transformers_generators_are_scored_in_process(tmp_path):
     """Table 7 for a local generator served by transformers runs batched in-process, as students do;
     every other generator goes through its endpoint."""
-    from agorabench.evaluation import _in_process
+    from agorabench.evaluation.run import _in_process
 
     path = write_params(tmp_path / "params.yaml", "http://127.0.0.1:9", **{
         "generators.tiny": {"backend": "local", "model": "smollm2-135m-instruct", "engine": "transformers"},
@@ -198,8 +198,8 @@ def test_local_transformers_generators_are_scored_in_process(tmp_path):
 def test_prefetch_answers_all_benchmarks_in_one_batch(tmp_path, tiny_student, monkeypatch):
     """A model's benchmarks with the same decoding are answered in one batched pass; evaluating each
     benchmark afterwards reads the answers from the request store and generates nothing."""
-    from agorabench.evaluation import evaluate, prefetch_answers
-    from agorabench.inference import LocalGenerator
+    from agorabench.evaluation.run import evaluate, prefetch_answers
+    from agorabench.models.in_process import LocalGenerator
 
     batches = []
     real = LocalGenerator._generate_batch
@@ -223,7 +223,7 @@ def test_prefetch_answers_all_benchmarks_in_one_batch(tmp_path, tiny_student, mo
 
 
 def test_a_long_prompt_is_not_batched_with_short_ones():
-    from agorabench.inference import batches_of_similar_length
+    from agorabench.models.in_process import batches_of_similar_length
 
     size = {0: 8000, 1: 300, 2: 280, 3: 250, 4: 240, 5: 40}
     order = sorted(size, key=lambda i: -size[i])

@@ -2,7 +2,7 @@
 import asyncio
 
 from agorabench.config import load_params
-from agorabench.generation import output_paths
+from agorabench.generation.plan import output_paths
 
 
 def test_flow_generates_and_retries_a_failed_batch(prefect_harness, params_file, fake_server, monkeypatch):
@@ -35,7 +35,7 @@ def test_flow_generates_and_retries_a_failed_batch(prefect_harness, params_file,
 def test_flow_does_not_retry_a_refused_request(prefect_harness, params_file, fake_server):
     import pytest
 
-    from agorabench.clients.retry import FatalAPIError
+    from agorabench.models.clients.retry import FatalAPIError
     from flows.generate import generate
 
     fake_server.inject(*["400"] * 50)
@@ -79,7 +79,7 @@ def test_stage_flows_run_without_a_heartbeat_thread(params_file, monkeypatch):
     from typer.testing import CliRunner
 
     import flows.intrinsic
-    from agorabench.cli import app
+    from flows.cli import app
 
     seen = []
 

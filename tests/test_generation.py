@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from agorabench.clients.retry import FatalAPIError
+from agorabench.models.clients.retry import FatalAPIError
 from agorabench.config import load_params
-from agorabench.engine import generate_setting
-from agorabench.generation import output_paths
+from agorabench.generation.loop import generate_setting
+from agorabench.generation.plan import output_paths
 from tests.conftest import write_params
 
 
@@ -166,7 +166,7 @@ def test_openai_client_sends_what_the_sdks_create_would(fake_server, monkeypatch
 
     import openai
 
-    from agorabench.clients.openai_chat import OpenAIChat
+    from agorabench.models.clients.openai_chat import OpenAIChat
 
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi. [END]"}]
     sampling = {"temperature": 0.7, "top_p": 0.9, "max_tokens": 32, "stop": ["[END]"], "seed": None}
@@ -229,8 +229,8 @@ def test_concurrency_limit_is_respected(tmp_path, monkeypatch):
 
 def test_long_seeds_are_dropped_by_seeds_max_tokens(params_file):
     from agorabench.config import ParamsError
-    from agorabench.generation import load_setting_seeds
-    from agorabench.validation import count_tokens
+    from agorabench.generation.plan import load_setting_seeds
+    from agorabench.generation.validation import count_tokens
 
     params = load_params(params_file)
     everything = load_setting_seeds(params, "math", "instance_generation")
@@ -245,7 +245,7 @@ def test_long_seeds_are_dropped_by_seeds_max_tokens(params_file):
 
 def test_a_run_the_store_answers_never_opens_the_endpoint(params_file, monkeypatch):
     # For a `local` generator, opening the endpoint starts a model server: pointless on a re-run.
-    from agorabench import engine
+    from agorabench.generation import loop as engine
 
     opened = []
     real = engine.generator_endpoint

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from agorabench.cli import _lane_summary
-from agorabench.pipeline import _bin, repro, setting_of, split_lanes
+from flows.cli import _lane_summary
+from agorabench.pipeline.run import _bin, repro, setting_of, split_lanes
 
 # Two "generators" (x, y), two chained stages each, and a stage that reads all of them. Each stage
 # command sleeps, writes its output and logs its start and end times outside DVC's outputs.

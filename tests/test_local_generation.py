@@ -6,8 +6,8 @@ import asyncio
 import pytest
 
 from agorabench.config import METHODS, load_params
-from agorabench.engine import generate_setting
-from agorabench.local_server import LocalModelServer
+from agorabench.generation.loop import generate_setting
+from agorabench.models.servers import LocalModelServer
 from tests.conftest import REPO
 
 
@@ -26,7 +26,7 @@ def test_smollm2_produces_valid_instances_for_each_method(tmp_path, engine):
     gen = params["generation"]
     # Greedy decoding keeps this test repeatable; the 135M model rambles at high temperature.
     gen["sampling"].update(temperature=0.0, max_tokens=192)
-    gen.update(prompt_dir=str(REPO / "agorabench/prompts/default"), output_dir=str(tmp_path / "data"),
+    gen.update(prompt_dir=str(REPO / "agorabench/generation/prompts/default"), output_dir=str(tmp_path / "data"),
                batch_size=8)
     params["generators"]["smollm2"]["concurrency"] = 8
     params["cache"]["requests_db"] = str(tmp_path / "requests.sqlite")

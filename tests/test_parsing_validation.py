@@ -1,7 +1,7 @@
 import pytest
 
-from agorabench.parsing import is_complete, parse_output
-from agorabench.validation import validate
+from agorabench.generation.parsing import is_complete, parse_output
+from agorabench.generation.validation import validate
 
 
 def test_instance_generation_takes_text_between_last_triggers():

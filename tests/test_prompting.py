@@ -3,7 +3,7 @@ import shutil
 import pytest
 
 from agorabench.config import DOMAINS, METHODS, ParamsError
-from agorabench.prompting import PLACEHOLDER, fill, instance_prompt, load_prompt_set, prompt_file
+from agorabench.generation.prompting import PLACEHOLDER, fill, instance_prompt, load_prompt_set, prompt_file
 
 
 def test_default_prompt_set_has_every_setting_and_the_triggers():

@@ -113,7 +113,7 @@ def test_report_has_every_part_and_reruns_are_byte_identical(full_db, full_repor
 
 
 def test_scaling_prefixes_get_the_quantity_figure(tmp_path):
-    """Datasets of NAME@SIZE (agorabench/scaling.py) join their generator's line in the quantity figure,
+    """Datasets of NAME@SIZE (agorabench/generation/scaling.py) join their generator's line in the quantity figure,
     and `quantity_quality` prices and sizes them."""
     from agorabench.analysis import quantity_quality_from_db
 

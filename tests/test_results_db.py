@@ -16,7 +16,7 @@ import pytest
 
 from agorabench.config import DOMAINS, METHODS
 from agorabench.pgr import DOMAIN_BENCHMARKS, compute_pgr
-from agorabench.request_store import Completion
+from agorabench.models.store import Completion
 from agorabench.results.collect import collect, write_table
 from agorabench.results.db import build_db, build_results, connect, ensure_db
 from agorabench.results.docs import render_schema_doc
@@ -314,7 +314,7 @@ def test_bad_result_files_give_one_line_errors(tmp_path):
 
 
 def test_requests_table_is_optional(tmp_path):
-    from agorabench.request_store import RequestStore
+    from agorabench.models.store import RequestStore
 
     paths = write_tree(tmp_path)
     with pytest.raises(ValueError, match="no request store"):

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from agorabench import sandbox
-from agorabench.benchmarks import humaneval, mbpp
-from agorabench.benchmarks.code_scoring import extract_code, pass_at_k, summarize_pass_at_k
-from agorabench.benchmarks.context import ScoreContext
-from agorabench.eval_items import MBPP_SEED_IDS, load_eval_items
+from agorabench.evaluation import sandbox
+from agorabench.evaluation.benchmarks import humaneval, mbpp
+from agorabench.evaluation.code_scoring import extract_code, pass_at_k, summarize_pass_at_k
+from agorabench.evaluation.context import ScoreContext
+from agorabench.evaluation.items import MBPP_SEED_IDS, load_eval_items
 
 CTX = ScoreContext(allow_code_execution=True, sandbox_timeout_s=10, sandbox_workers=2, pass_k=(1, 2))
 ISOLATIONS = (["bwrap"] if sandbox.bwrap_works() else []) + ["process"]
@@ -177,7 +177,7 @@ def test_prompts_ask_for_a_python_block_and_demos_are_seeds():
 
 def test_fewshot_demo_answers_pass_their_own_tests():
     # The demo answers are in the format the scorer reads, and they are right.
-    from agorabench.seeds.offline import mbpp_seed_docs
+    from agorabench.generation.seeds.offline import mbpp_seed_docs
 
     docs = sorted(mbpp_seed_docs(), key=lambda d: int(d["task_id"]))[:3]
     items = [mbpp.EvalItem(f"mbpp/{d['task_id']}", "", None, {"test_list": d["test_list"]}) for d in docs]

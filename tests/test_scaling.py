@@ -9,10 +9,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from agorabench.cli import app
+from flows.cli import app
 from agorabench.config import ParamsError, load_params
-from agorabench.generation import output_paths
-from agorabench.scaling import source_paths, split_variant, variant_name, write_prefix
+from agorabench.generation.plan import output_paths
+from agorabench.generation.scaling import source_paths, split_variant, variant_name, write_prefix
 from tests.conftest import write_params
 
 

@@ -7,8 +7,8 @@ import json  # noqa: E402
 
 import pytest  # noqa: E402
 
-from agorabench import eval_items as E  # noqa: E402
-from agorabench.seeds import (  # noqa: E402
+from agorabench.evaluation import items as E  # noqa: E402
+from agorabench.generation.seeds import (  # noqa: E402
     DOMAINS,
     METHODS,
     SeedExample,
@@ -16,7 +16,7 @@ from agorabench.seeds import (  # noqa: E402
     decontamination_report,
     load_seeds,
 )
-from agorabench.seeds import hub, offline  # noqa: E402
+from agorabench.generation.seeds import hub, offline  # noqa: E402
 
 SETTINGS = [(d, m) for d in DOMAINS for m in METHODS]
 EXPECTED_SOURCES = {"math": {"math", "gsm8k"}, "code": {"mbpp"}, "general": {"self_instruct", "mt_bench"}}

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from agorabench import local_server, pipeline
+from agorabench.models import servers as local_server
+from agorabench.pipeline import run as pipeline
 from agorabench.config import load_params
-from agorabench.engine import SHARED_SERVERS_ENV, generator_endpoint
+from agorabench.generation.loop import SHARED_SERVERS_ENV, generator_endpoint
 from tests.conftest import write_params
 
 
@@ -99,7 +100,7 @@ def test_up_to_date_run_starts_no_server(tmp_path, monkeypatch):
     no model server; with a pending stage it starts both (canary)."""
     from typer.testing import CliRunner
 
-    from agorabench.cli import app
+    from flows.cli import app
 
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path / "params.yaml", "http://127.0.0.1:9")

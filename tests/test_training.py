@@ -187,7 +187,7 @@ def test_instance_generation_also_trains_on_its_seeds(tmp_path, tiny_student):
 def test_empty_dataset_leaves_the_base_model_as_student(tmp_path, tiny_student):
     """A generator with no valid instance (retry budget spent) must not break the pipeline: the
     student is S_0 itself, marked untrained, and evaluation loads and names the base weights."""
-    from agorabench.inference import load_model, model_identity
+    from agorabench.models.in_process import load_model, model_identity
     from agorabench.training import checkpoint_dir, log_paths, train_student, untrained_reason
 
     params = make_params(tmp_path, tiny_student)
@@ -224,7 +224,7 @@ def test_accelerate_fsdp_config_dry_run(tmp_path, tiny_student):
     """The shipped FSDP config parses with accelerate's own loader and gives a launch command."""
     from typer.testing import CliRunner
 
-    from agorabench.cli import app
+    from flows.cli import app
     from tests.conftest import REPO
 
     params = make_params(tmp_path, tiny_student)

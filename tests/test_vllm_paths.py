@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from agorabench.config import load_params
-from agorabench.engine import generate_setting
+from agorabench.generation.loop import generate_setting
 from agorabench.testing.llm_server import default_responder
 from tests.conftest import REPO, write_params
 
@@ -51,7 +51,7 @@ def vllm_on_path(tmp_path, monkeypatch):
 def test_auto_engine_picks_vllm_serve_on_a_gpu_host(vllm_on_path, monkeypatch):
     import torch
 
-    from agorabench.local_server import local_engine
+    from agorabench.models.servers import local_engine
 
     assert local_engine("auto", HUB_ID) == "transformers"  # the canary: this host has no GPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -72,7 +72,7 @@ def test_local_generator_on_vllm_serve(tmp_path, vllm_on_path, monkeypatch):
     argv = [json.loads(line) for line in vllm_on_path.read_text().splitlines()]
     assert argv == [["serve", HUB_ID, "--host", "127.0.0.1", "--port", argv[0][5], "--max-model-len", "8192"]]
 
-    from agorabench.request_store import RequestStore
+    from agorabench.models.store import RequestStore
 
     store = RequestStore(params.cache.requests_db)
     requests = [json.loads(r[0]) for r in store._db.execute("SELECT request FROM responses")]
@@ -81,7 +81,7 @@ def test_local_generator_on_vllm_serve(tmp_path, vllm_on_path, monkeypatch):
 
 
 def test_vllm_engine_without_the_executable_is_one_clear_line(tmp_path, monkeypatch):
-    from agorabench.local_server import LocalModelServer, LocalServerError
+    from agorabench.models.servers import LocalModelServer, LocalServerError
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no vllm anywhere
     with pytest.raises(LocalServerError, match="no `vllm` executable is on PATH"):
@@ -143,7 +143,7 @@ def test_vllm_backend_batches_concurrent_requests(tmp_path, monkeypatch):
 
 
 def test_vllm_backend_failure_reaches_every_waiter_and_the_worker_survives():
-    from agorabench.clients import vllm_batch
+    from agorabench.models.clients import vllm_batch
 
     module, calls = stand_in_vllm_module(fail=True)
     sys.modules["vllm"] = module
@@ -167,7 +167,7 @@ def test_vllm_backend_failure_reaches_every_waiter_and_the_worker_survives():
 
 
 def test_vllm_backend_without_vllm_is_one_clear_line(monkeypatch):
-    from agorabench.clients.vllm_batch import VLLMBatch
+    from agorabench.models.clients.vllm_batch import VLLMBatch
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm raises ImportError
     with pytest.raises(RuntimeError, match="needs the vllm package on a GPU host"):
@@ -214,7 +214,7 @@ def stand_in_vllm_for_evaluation(monkeypatch):
 def test_evaluation_engine_auto_is_transformers_without_a_gpu(monkeypatch):
     import torch
 
-    from agorabench.inference import evaluation_engine
+    from agorabench.models.in_process import evaluation_engine
 
     stand_in_vllm_for_evaluation(monkeypatch)
     assert evaluation_engine("auto") == "transformers"  # vllm importable, but no CUDA
@@ -224,8 +224,8 @@ def test_evaluation_engine_auto_is_transformers_without_a_gpu(monkeypatch):
 
 
 def test_vllm_evaluation_answers_once_and_stores_them(tmp_path, monkeypatch, tiny_student):
-    from agorabench.inference import Decoding, LocalGenerator, VLLMGenerator
-    from agorabench.request_store import RequestStore
+    from agorabench.models.in_process import Decoding, LocalGenerator, VLLMGenerator
+    from agorabench.models.store import RequestStore
 
     built, chats = stand_in_vllm_for_evaluation(monkeypatch)
     store = RequestStore(tmp_path / "r.sqlite")
@@ -252,8 +252,8 @@ def test_vllm_evaluation_answers_once_and_stores_them(tmp_path, monkeypatch, tin
 
 
 def test_vllm_evaluation_serves_a_lora_student_as_base_plus_adapter(tmp_path, monkeypatch, tiny_student):
-    from agorabench.inference import Decoding, VLLMGenerator
-    from agorabench.request_store import RequestStore
+    from agorabench.models.in_process import Decoding, VLLMGenerator
+    from agorabench.models.store import RequestStore
     from agorabench.training import STUDENT_FILE
 
     built, chats = stand_in_vllm_for_evaluation(monkeypatch)
@@ -270,8 +270,8 @@ def test_vllm_evaluation_serves_a_lora_student_as_base_plus_adapter(tmp_path, mo
 
 
 def test_evaluation_engine_vllm_without_vllm_is_one_clear_line(tmp_path, monkeypatch, tiny_student):
-    from agorabench.inference import Decoding, VLLMGenerator
-    from agorabench.request_store import RequestStore
+    from agorabench.models.in_process import Decoding, VLLMGenerator
+    from agorabench.models.store import RequestStore
 
     monkeypatch.setitem(sys.modules, "vllm", None)
     store = RequestStore(tmp_path / "r.sqlite")

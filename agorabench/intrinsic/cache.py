@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from agorabench.request_store import canonical_json, request_key
+from agorabench.models.store import canonical_json, request_key
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (

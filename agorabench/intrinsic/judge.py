@@ -20,7 +20,7 @@ from typing import Sequence
 
 import yaml
 
-from agorabench.benchmarks.context import JudgeFn
+from agorabench.evaluation.context import JudgeFn
 
 PROMPTS = Path(__file__).parent / "prompts"
 DOMAIN_NOUNS = {"math": "math problem", "code": "coding problem", "general": "instruction"}

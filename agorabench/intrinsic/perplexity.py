@@ -32,7 +32,7 @@ def load_causal_lm(path: str, device: str = "cpu", chat_template: str | None = N
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agorabench.local_models import resolve_model
+    from agorabench.models.packaged import resolve_model
 
     resolved = resolve_model(path)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32

@@ -15,7 +15,7 @@ def load_reward_model(path: str, device: str = "cpu", trust_remote_code: bool = 
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from agorabench.local_models import resolve_model
+    from agorabench.models.packaged import resolve_model
 
     resolved = resolve_model(path)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32

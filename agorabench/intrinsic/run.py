@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from agorabench.benchmarks.context import JudgeFn
+from agorabench.evaluation.context import JudgeFn
 from agorabench.config import Params, check_setting
 from agorabench.intrinsic.cache import ResultCache, result_key
 from agorabench.intrinsic.config import JUDGE_METRICS, IntrinsicConfig, resolve_device
@@ -72,8 +72,8 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
     sharing one session); judge_name then names it in the cache keys and the summary.
     embed / embed_name: the same for the sentence embedder.
     """
-    from agorabench.generation import output_paths as generated_paths
-    from agorabench.inference import model_identity
+    from agorabench.generation.plan import output_paths as generated_paths
+    from agorabench.models.in_process import model_identity
     from agorabench.training import read_jsonl
 
     check_setting(domain, method)
@@ -122,7 +122,7 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
                 def compute(idx, kind=kind):
                     nonlocal judge, session
                     if judge is None:  # opened only now: a fully cached run starts no server
-                        from agorabench.inference import Decoding, EndpointSession
+                        from agorabench.models.in_process import Decoding, EndpointSession
 
                         session = EndpointSession(params, cfg.judge)
                         judge = session.judge(Decoding(temperature=cfg.judge_temperature,

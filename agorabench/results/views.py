@@ -247,7 +247,7 @@ LEFT JOIN datasets ds USING (generator, method, domain)""")
 
     views["quantity_quality"] = View(
         doc="Quantity against quality (the paper's Fig. 7): every dataset with its size, cost and domain PGR, "
-            "scaling prefixes (generator NAME@SIZE, agorabench/scaling.py) under their generator's name.",
+            "scaling prefixes (generator NAME@SIZE, agorabench/generation/scaling.py) under their generator's name.",
         columns=(("generator", "the generator that wrote the data"),
                  ("dataset", "the dataset's generator key: NAME, or NAME@SIZE for a scaling prefix"),
                  ("method", "method"), ("domain", "domain"),

@@ -15,11 +15,11 @@ from typing import Sequence
 import pandas as pd
 
 from agorabench.config import DOMAINS, METHODS
-from agorabench.eval_items import EvalItem
-from agorabench.evaluation import ModelRef, _write_items
-from agorabench.generation import dumps_line
+from agorabench.evaluation.items import EvalItem
+from agorabench.evaluation.run import ModelRef, _write_items
+from agorabench.generation.plan import dumps_line
 from agorabench.pgr import DOMAIN_BENCHMARKS
-from agorabench.request_store import Completion
+from agorabench.models.store import Completion
 from agorabench.results.collect import ResultPaths
 
 GENS = ("alpha", "beta")

@@ -1,3 +1,0 @@
-from agorabench.cli import app
-
-app()

@@ -1,0 +1,99 @@
+"""What AlpacaEval 2.0 and Arena-Hard share: the student's prompt, few-shot demos and calling the judge.
+
+Both benchmarks put a model's answer next to a fixed baseline answer and ask an LLM judge which is
+better; they differ only in the judge prompt, the verdict scale and the statistics on top.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from agorabench.evaluation.context import ScoreContext
+from agorabench.evaluation.items import EvalItem
+
+
+class NoVerdict(ValueError):
+    """Every judgement failed (or none was usable): the benchmark has no score for this model.
+
+    evaluate() records the score as missing, with this message, instead of failing the stage: one
+    weak judge must not take a run's other results with it. PGR is then undefined there.
+    """
+
+
+def build_messages(item: EvalItem, fewshot: Sequence[tuple[str, str]] = ()) -> list[dict]:
+    """The instruction as the user turn; demos as earlier user/assistant turns. No system prompt:
+    the benchmarks measure the model's own instruction-following, so we add no instructions of our own."""
+    messages: list[dict] = []
+    for question, answer in fewshot:
+        messages.append({"role": "user", "content": question})
+        messages.append({"role": "assistant", "content": answer})
+    messages.append({"role": "user", "content": item.prompt})
+    return messages
+
+
+@functools.lru_cache(maxsize=1)
+def _general_demos() -> tuple[tuple[str, str], ...]:
+    # The Self-Instruct seed pairs that AgoraBench already packages for the general domain, already
+    # decontaminated against every eval set. Ordered by a hash of their id, so that the first k demos
+    # are a fixed mix of task types rather than the file's first k (which cluster by topic).
+    from agorabench.generation.seeds import load_seeds
+
+    seeds = load_seeds("general", "instance_generation")
+    ranked = sorted(seeds, key=lambda s: hashlib.sha256(f"fewshot/{s.id}".encode()).hexdigest())
+    return tuple((s.instruction, s.response) for s in ranked)
+
+
+def fewshot_examples(k: int) -> list[tuple[str, str]]:
+    """k deterministic (instruction, response) demos from the Self-Instruct seed tasks (never eval items)."""
+    if k < 0:
+        raise ValueError(f"fewshot k must be >= 0, got {k}")
+    if k == 0:
+        return []  # no asset needed for zero-shot
+    demos = _general_demos()
+    if k > len(demos):
+        raise ValueError(f"fewshot k={k} is more than the {len(demos)} Self-Instruct demos available; use k <= {len(demos)}")
+    return list(demos[:k])
+
+
+@functools.lru_cache(maxsize=None)
+def read_prompt(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def check_inputs(benchmark: str, items: Sequence[EvalItem], outputs: Sequence, ctx: ScoreContext) -> None:
+    if len(items) != len(outputs):
+        raise ValueError(f"{benchmark}: got {len(items)} items but {len(outputs)} outputs; pass one output per item")
+    if ctx.judge is None:
+        raise ValueError(f"{benchmark} needs an LLM judge: set ScoreContext.judge (a JudgeFn) before scoring")
+
+
+def call_judge(benchmark: str, ctx: ScoreContext, conversations: list[list[dict]]) -> list[str | None]:
+    """One judge reply per conversation; anything that is not a string becomes None (a judge error).
+
+    The judge is called once with the whole batch: the caller (the lead's client) owns concurrency
+    and retries. Exceptions are not caught: a judge that raises is misconfigured, not flaky.
+    """
+    if not conversations:
+        return []
+    replies = list(ctx.judge(conversations))
+    if len(replies) != len(conversations):
+        raise ValueError(
+            f"{benchmark}: the judge returned {len(replies)} replies for {len(conversations)} conversations;"
+            " a JudgeFn must return exactly one (or None) per conversation"
+        )
+    return [r if isinstance(r, str) else None for r in replies]
+
+
+def clip(answer: str, max_chars: int | None) -> str:
+    """An answer as the judge sees it: cut to max_chars (None: whole), saying it was cut. The model's
+    and the baseline's answers are cut alike, so neither side wins by length the judge never read."""
+    if max_chars is None or len(answer) <= max_chars:
+        return answer
+    return answer[:max_chars] + "\n[... cut for the judge]"
+
+
+def is_empty(output: str | None) -> bool:
+    return output is None or not output.strip()

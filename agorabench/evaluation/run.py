@@ -1,0 +1,347 @@
+"""Evaluating one model on one benchmark: prompts, answers, scores, files.
+
+Which model (`--model`):
+  base                 student.base, few-shot (evaluation.base_fewshot): S_Ø of PGR
+  reference            student.reference, zero-shot: S_ref of PGR
+  student:G/M/D        the student trained on generator G's METHOD/DOMAIN data, zero-shot
+  generator:NAME       a configured generator through its endpoint (the paper's Table 7)
+  anything else        a local folder or hub id, zero-shot
+
+Outputs (under evaluation.output_dir, default data/eval/):
+  <model key>/<benchmark>.parquet      every item: prompt, output, extracted answer, verdict, timing
+  <model key>/<benchmark>.scores.json  the benchmark's metrics, data version and hash, decoding (DVC metrics)
+where the model key is "base", "reference", "students/G/M/D", "generators/NAME" or "models/<name>".
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from agorabench.evaluation.pairwise import NoVerdict
+from agorabench.config import BENCHMARK_DOMAINS, Params, ParamsError, check_setting
+from agorabench.evaluation.items import EvalItem, data_version, load_eval_items
+from agorabench.models.in_process import Decoding
+from agorabench.generation.validation import count_tokens
+
+JUDGED = ("alpacaeval", "arenahard")
+
+
+def benchmark_module(name: str):
+    """agorabench/evaluation/benchmarks/<name>/: one folder per benchmark, each with the same five names."""
+    if name not in BENCHMARK_DOMAINS:
+        raise ParamsError(f"unknown benchmark {name!r}; allowed: {', '.join(BENCHMARK_DOMAINS)}")
+    return importlib.import_module(f"agorabench.evaluation.benchmarks.{name}")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    kind: str  # base | reference | student | generator | model
+    spec: str  # what to load: a packaged name, a folder, a hub id, or a generator name
+    key: str  # folder under evaluation.output_dir
+    fewshot: int
+
+    @property
+    def label(self) -> str:
+        return self.key
+
+
+def resolve_model_ref(params: Params, ref: str) -> ModelRef:
+    if ref == "base":
+        return ModelRef("base", params.student.base, "base", params.evaluation.base_fewshot)
+    if ref == "reference":
+        return ModelRef("reference", params.student.reference, "reference", 0)
+    if ref.startswith("student:"):
+        from agorabench.training import checkpoint_dir
+
+        parts = ref.removeprefix("student:").split("/")
+        if len(parts) != 3:
+            raise ParamsError(f"--model {ref}: write student:GENERATOR/METHOD/DOMAIN")
+        generator, method, domain = parts
+        check_setting(domain, method)
+        path = checkpoint_dir(params, generator, domain, method)
+        if not (path / "student.json").is_file():
+            raise ParamsError(f"{path}: no trained student; run `agora train --generator {generator} "
+                              f"--domain {domain} --method {method}` first")
+        return ModelRef("student", str(path), f"students/{generator}/{method}/{domain}", 0)
+    if ref.startswith("generator:"):
+        name = ref.removeprefix("generator:")
+        params.generator(name)
+        return ModelRef("generator", name, f"generators/{name}", 0)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", ref.strip("/")).strip("_")
+    return ModelRef("model", ref, f"models/{safe}", 0)
+
+
+def select_items(params: Params, benchmark: str) -> list[EvalItem]:
+    """The benchmark's items, limited to the first N of a seeded shuffle (a larger N only adds), after
+    leaving out prompts over evaluation.max_prompt_tokens."""
+    ev = params.evaluation
+    module = benchmark_module(benchmark)
+    if benchmark == "math":
+        items = module.load_items(ev.math_subset)
+    elif benchmark == "arenahard" and hasattr(module, "load_items"):
+        items = module.load_items(categories=tuple(ev.arenahard_categories))
+    else:
+        items = load_eval_items(benchmark)
+    if ev.max_prompt_tokens is not None:
+        tokenizer = params.generation.tokenizer
+        items = [it for it in items if count_tokens(it.prompt, tokenizer) <= ev.max_prompt_tokens]
+    limit = ev.limits.get(benchmark, ev.limit)
+    if limit is not None and limit < len(items):
+        seed = params.generation.seed
+        items = sorted(items, key=lambda it: hashlib.sha256(f"{seed}:{it.id}".encode()).hexdigest())[:limit]
+        items.sort(key=lambda it: it.id)
+    return items
+
+
+def decoding_for(params: Params, benchmark: str) -> Decoding:
+    d = params.evaluation.decoding
+    domain = BENCHMARK_DOMAINS[benchmark]
+    return Decoding(temperature=d.temperature.get(domain, 0.0), top_p=d.top_p, max_new_tokens=d.new_tokens(domain),
+                    repetition_penalty=d.repetition_penalty)
+
+
+def output_paths(params: Params, model: ModelRef, benchmark: str) -> dict[str, Path]:
+    folder = Path(params.evaluation.output_dir) / model.key
+    return {"items": folder / f"{benchmark}.parquet", "scores": folder / f"{benchmark}.scores.json"}
+
+
+def _answer(params: Params, model: ModelRef, conversations: list[list[dict]], decoding: Decoding,
+            sample_index: int, on_done) -> tuple[list, dict]:
+    """Completions (None where an endpoint kept failing) and where they came from."""
+    if model.kind == "generator" and not _in_process(params, model.spec):
+        from agorabench.models.in_process import EndpointSession
+
+        with EndpointSession(params, model.spec) as session:
+            done = session.complete_many(conversations, session.sampling(decoding), sample_index, on_done)
+            s = session.client.stats
+            return done, {"generated": s.completed, "cached": s.cached, "repetition_penalty_applied": False}
+    from agorabench.models.store import RequestStore
+
+    store = RequestStore(params.cache.requests_db)
+    try:
+        gen = _local_generator(params, model, store)
+        done = gen.generate(conversations, decoding, sample_index, on_done)
+        return done, {"generated": gen.generated, "cached": gen.cached, "repetition_penalty_applied": True}
+    finally:
+        store.close()
+
+
+def _local_generator(params: Params, model: ModelRef, store):
+    from agorabench.models.in_process import LocalGenerator, VLLMGenerator, evaluation_engine
+
+    template = params.student.chat_template if model.kind in ("base", "student") else None
+    if model.kind == "generator":  # scored as it generates: its own model and weights
+        path, weights = params.generators[model.spec].model, params.generators[model.spec].cpu_weights
+    else:
+        path, weights = model.spec, params.evaluation.cpu_weights
+    cls = VLLMGenerator if evaluation_engine(params.evaluation.engine) == "vllm" else LocalGenerator
+    return cls(path, store, batch_size=params.evaluation.batch_size, chat_template=template,
+               seed=params.generation.seed, cpu_weights=weights)
+
+
+def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,
+                     allow_code_execution: bool | None = None) -> int:
+    """Answer every item of `benchmarks` for a model run in this process, in one batched pass per
+    decoding setting, into the request store, where `evaluate` then finds them. Returns how many
+    answers were generated.
+
+    Why: a batch takes as many decoding steps as its longest answer, and a small model often writes
+    up to max_new_tokens. A student's domain has two or three benchmarks with the same decoding, so
+    one pass instead of one per benchmark saves a round of decoding: zero-shot SmolLM2 on GSM8K and
+    MATH took 35 s instead of 44 on 2 cores (few-shot prompts, ten times longer, gained nothing).
+    Endpoint generators are left to `evaluate`."""
+    model = resolve_model_ref(params, model_ref)
+    if model.kind == "generator" and not _in_process(params, model.spec):
+        return 0
+    ctx = _score_context(params, allow_code_execution)
+    groups: dict[tuple[Decoding, int], list[list[dict]]] = {}
+    for benchmark in benchmarks:
+        try:
+            _check_runnable(params, benchmark, ctx)
+        except ParamsError:
+            continue  # evaluate() reports it
+        _, _, conversations = _prompts(params, model, benchmark)
+        samples = params.evaluation.samples if BENCHMARK_DOMAINS[benchmark] == "code" else 1
+        for s in range(samples):
+            groups.setdefault((decoding_for(params, benchmark), s), []).extend(conversations)
+    from agorabench.models.store import RequestStore
+
+    store = RequestStore(params.cache.requests_db)
+    try:
+        gen = _local_generator(params, model, store)  # one model load for every group
+        for (decoding, s), conversations in groups.items():
+            gen.generate(conversations, decoding, s)
+        return gen.generated
+    finally:
+        store.close()
+
+
+def _check_runnable(params: Params, benchmark: str, ctx) -> None:
+    if benchmark not in BENCHMARK_DOMAINS:
+        benchmark_module(benchmark)  # the one-line "unknown benchmark" error
+    if BENCHMARK_DOMAINS[benchmark] == "code" and not ctx.allow_code_execution:
+        raise ParamsError(f"{benchmark} runs generated code: opt in with --allow-code-execution or "
+                          f"evaluation.allow_code_execution: true (it runs only inside the sandbox)")
+    if benchmark in JUDGED and not params.evaluation.judge:
+        raise ParamsError(f"{benchmark} needs an LLM judge: set evaluation.judge to a generator name")
+
+
+def _prompts(params: Params, model: ModelRef, benchmark: str):
+    """(benchmark module, selected items, one conversation per item) for this model."""
+    module = benchmark_module(benchmark)
+    items = select_items(params, benchmark)
+    shots = module.fewshot_examples(model.fewshot) if model.fewshot else []
+    conversations = [module.build_messages(item, shots) for item in items]
+    if params.student.system_prompt:
+        # Students were trained with this system turn; the anchors and the generators get the same
+        # prompt, so a generator that is also the reference (the default's Qwen) is answered once.
+        conversations = [[{"role": "system", "content": params.student.system_prompt}, *c]
+                         if c and c[0]["role"] != "system" else c for c in conversations]
+    return module, items, conversations
+
+
+def _in_process(params: Params, generator: str) -> bool:
+    """A local generator served by transformers is scored in-process, in batches, as the students are:
+    on a CPU that is several times faster than one request at a time through `transformers serve`,
+    and the answers are the same model's. vLLM, llama.cpp and remote generators go through their endpoint."""
+    from agorabench.models.servers import local_engine
+
+    cfg = params.generators[generator]
+    return cfg.backend == "local" and not cfg.base_url and local_engine(cfg.engine, cfg.model) == "transformers"
+
+
+def _score_context(params: Params, allow_code_execution: bool | None):
+    from agorabench.evaluation.context import ScoreContext
+
+    ev = params.evaluation
+    return ScoreContext(allow_code_execution=ev.allow_code_execution if allow_code_execution is None
+                        else allow_code_execution,
+                        sandbox_timeout_s=ev.sandbox_timeout_s, sandbox_workers=ev.sandbox_workers,
+                        judge_name=ev.judge or "", judge_reasoning=ev.judge_reasoning,
+                        judge_max_answer_chars=ev.judge_max_answer_chars, seed=params.generation.seed,
+                        pass_k=tuple(ev.pass_k))
+
+
+def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execution: bool | None = None,
+             on_done=None) -> dict:
+    """Answer and score every selected item; write the items Parquet and the scores JSON."""
+    model = resolve_model_ref(params, model_ref)
+    ev = params.evaluation
+    ctx = _score_context(params, allow_code_execution)
+    _check_runnable(params, benchmark, ctx)
+    module, items, conversations = _prompts(params, model, benchmark)
+    decoding = decoding_for(params, benchmark)
+    samples = ev.samples if BENCHMARK_DOMAINS[benchmark] == "code" else 1
+
+    all_items, all_convs, completions, source = [], [], [], {"generated": 0, "cached": 0}
+    sample_of = []
+    for s in range(samples):
+        done, info = _answer(params, model, conversations, decoding, s, on_done)
+        all_items += items
+        all_convs += conversations
+        completions += done
+        sample_of += [s] * len(items)
+        source = {**info, "generated": source["generated"] + info["generated"],
+                  "cached": source["cached"] + info["cached"]}
+    outputs = [c.text if c is not None else "" for c in completions]
+
+    judge_session = None
+    try:
+        if benchmark in JUDGED:
+            from agorabench.models.in_process import EndpointSession
+
+            judge_session = EndpointSession(params, ev.judge)
+            ctx.judge = judge_session.judge(Decoding(temperature=0.0, top_p=1.0, max_new_tokens=ev.judge_max_tokens,
+                                                     repetition_penalty=1.0))
+        rows = module.score(all_items, outputs, ctx)
+    finally:
+        if judge_session is not None:
+            judge_session.close()
+    try:  # Arena-Hard's bootstrap interval: evaluation.bootstrap_rounds resamples.
+        metrics = module.summarize(rows, rounds=ev.bootstrap_rounds) if benchmark == "arenahard" else module.summarize(rows)
+    except NoVerdict as e:  # the judge gave nothing usable: no score here, the other benchmarks still count
+        metrics = {module.PRIMARY: None, "n_total": float(len(rows)), "no_score": str(e)}
+        print(f"WARNING: {model.key} {benchmark} has no score: {e}")
+
+    paths = output_paths(params, model, benchmark)
+    _write_items(paths["items"], model, benchmark, all_items, all_convs, completions, outputs, rows, sample_of)
+    scores = {
+        "benchmark": benchmark, "domain": BENCHMARK_DOMAINS[benchmark], "model": model.key, "kind": model.kind,
+        "spec": model.spec, "primary": module.PRIMARY, "score": metrics[module.PRIMARY], "metrics": metrics,
+        "n_items": len(items), "samples": samples, "fewshot": model.fewshot,
+        "data_version": data_version(benchmark),
+        "items_sha256": hashlib.sha256("\n".join(it.id for it in items).encode()).hexdigest(),
+        "decoding": decoding.as_dict() | {"repetition_penalty_applied": source["repetition_penalty_applied"]},
+        "judge": ev.judge if benchmark in JUDGED else None,
+        "judge_reasoning": ev.judge_reasoning if benchmark == "arenahard" else None,
+        "judge_max_answer_chars": ev.judge_max_answer_chars if benchmark in JUDGED else None,
+        "isolation": next((r["isolation"] for r in rows if r.get("isolation")), None),
+        "no_answer": sum(1 for c in completions if c is None),
+        "untrained_reason": _untrained(model),
+    }
+    paths["scores"].parent.mkdir(parents=True, exist_ok=True)
+    paths["scores"].write_text(json.dumps(scores, indent=2, sort_keys=True, default=float) + "\n")
+    return scores | {"run": {"generated": source["generated"], "cached": source["cached"]}}
+
+
+def _untrained(model: ModelRef) -> str | None:
+    """Set when a student's dataset was empty and it is the base model (agorabench.training)."""
+    if model.kind != "student":
+        return None
+    from agorabench.training import untrained_reason
+
+    return untrained_reason(model.spec)
+
+
+def _write_items(path: Path, model: ModelRef, benchmark: str, items, conversations, completions, outputs,
+                 rows, sample_of) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    core = ("extracted", "verdict", "correct")
+    table = pa.table({
+        "model": [model.key] * len(items),
+        "benchmark": [benchmark] * len(items),
+        "item_id": [it.id for it in items],
+        "sample_index": sample_of,
+        "prompt": [json.dumps(c, ensure_ascii=False) for c in conversations],
+        "output": outputs,
+        "extracted": [None if r.get("extracted") is None else str(r.get("extracted")) for r in rows],
+        "verdict": [str(r.get("verdict")) for r in rows],
+        "correct": [float(r.get("correct") or 0.0) for r in rows],
+        "input_tokens": [c.input_tokens if c else None for c in completions],
+        "output_tokens": [c.output_tokens if c else None for c in completions],
+        "latency_s": [round(c.latency_s, 4) if c else None for c in completions],
+        "details": [json.dumps({k: v for k, v in r.items() if k not in core}, sort_keys=True, default=str)
+                    for r in rows],
+    })
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+
+
+def benchmarks_for(params: Params, model_ref: str) -> list[str]:
+    """A student is evaluated on its domain's benchmarks (plus the extras of that domain);
+    the anchors and generators on all of them."""
+    ev = params.evaluation
+    if model_ref.startswith("student:"):
+        domain = model_ref.rsplit("/", 1)[-1]
+        return list(ev.benchmarks.get(domain, [])) + [b for b in ev.extra if BENCHMARK_DOMAINS[b] == domain]
+    return [b for names in ev.benchmarks.values() for b in names] + list(ev.extra)
+
+
+def write_score_summary(params: Params, model_ref: str, results: dict[str, dict]) -> Path:
+    """data/scores/<model key>.json: every benchmark's primary score and metrics for one model
+    (the DVC metrics file of an evaluate stage; `dvc metrics show` reads it)."""
+    model = resolve_model_ref(params, model_ref)
+    path = Path(params.evaluation.scores_dir) / f"{model.key}.json"
+    summary = {b: {"score": r["score"], "primary": r["primary"], "n_items": r["n_items"], "metrics": r["metrics"]}
+               for b, r in sorted(results.items())}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=float) + "\n")
+    return path

@@ -1,0 +1,203 @@
+"""Runs a SettingPlan against a generator: batches of concurrent requests, progress, outputs.
+
+`generate_setting` is plain asyncio so tests and benchmarks can call it without Prefect; the
+Prefect flow passes its own `run_batch` (a task with retries) and gets the same behaviour.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import itertools
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from agorabench.models.clients import make_chat_api
+from agorabench.models.clients.generator_client import BudgetExceeded, GeneratorClient
+from agorabench.config import Params, check_setting
+from agorabench.generation.plan import (Attempt, Outcome, SettingPlan, load_setting_seeds, output_paths,
+                                   write_outputs)
+from agorabench.generation.prompting import load_prompt_set
+from agorabench.models.store import RequestStore
+
+
+class BatchRunner:
+    """Sends one batch of attempts concurrently (the client bounds concurrency) and reports them."""
+
+    def __init__(self, client: GeneratorClient, sampling: dict, on_done: Callable[[Outcome], None] | None = None):
+        self.client, self.sampling, self.on_done = client, sampling, on_done
+        self.budget_hit: str | None = None
+
+    async def _one(self, attempt: Attempt, prepared: tuple[str, str], cached) -> Outcome:
+        key, completion = await self.client.complete(attempt.messages, self.sampling, prepared, cached)
+        outcome = Outcome(attempt, key, completion)
+        if self.on_done:
+            self.on_done(outcome)
+        return outcome
+
+    async def run(self, attempts: list[Attempt]) -> list[Outcome]:
+        prepared = [self.client.prepare(a.messages, self.sampling, a.sample_index) for a in attempts]
+        stored = self.client.lookup([key for _, key in prepared])
+        results = await asyncio.gather(*(self._one(a, p, stored.get(p[1])) for a, p in zip(attempts, prepared)),
+                                       return_exceptions=True)
+        done = [r for r in results if isinstance(r, Outcome)]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        budget = [e for e in errors if isinstance(e, BudgetExceeded)]
+        other = [e for e in errors if not isinstance(e, BudgetExceeded)]
+        if other:  # every finished answer is already in the store; a retry of the batch is cheap
+            raise other[0]
+        if budget:
+            self.budget_hit = str(budget[0])
+            # Keep only an unbroken prefix (gather keeps the attempts' order), so the dataset never
+            # depends on which requests happened to fit.
+            return list(itertools.takewhile(lambda r: isinstance(r, Outcome), results))
+        return done
+
+
+RunBatch = Callable[[BatchRunner, list[Attempt]], Awaitable[list[Outcome]]]
+
+
+async def _default_run_batch(runner: BatchRunner, attempts: list[Attempt]) -> list[Outcome]:
+    return await runner.run(attempts)
+
+
+SHARED_SERVERS_ENV = "AGORA_LOCAL_SERVERS"  # JSON {generator name: {"base_url", "model_id"}}
+
+
+@contextlib.contextmanager
+def generator_endpoint(params: Params, name: str, sampling: dict):
+    """(base_url, model) to talk to; for `local` a server started here and stopped on exit."""
+    cfg = params.generator(name)
+    # `agora run` starts each local model once for all its stages (pipeline.local_servers) and says where.
+    shared = json.loads(os.environ.get(SHARED_SERVERS_ENV) or "{}").get(name)
+    if cfg.backend == "local" and not cfg.base_url and shared:
+        yield shared["base_url"], shared["model_id"]
+    elif cfg.backend == "local" and not cfg.base_url:
+        from agorabench.models.servers import LocalModelServer
+
+        log = Path(".agora/logs") / f"server-{name}.log"
+        # With continuous batching, `transformers serve` keeps the sampling settings of its first
+        # request for all later ones, so the warm-up request carries the run's settings.
+        warmup = {k: sampling[k] for k in ("temperature", "top_p") if k in sampling}
+        with LocalModelServer(cfg.model, engine=cfg.engine, log_path=log, extra_args=list(cfg.server_args),
+                              warmup_params=warmup, cpu_weights=cfg.cpu_weights) as server:
+            yield server.base_url, server.model_id
+    elif cfg.backend == "vllm":
+        from agorabench.models.packaged import resolve_model
+
+        yield None, resolve_model(cfg.model)
+    else:
+        yield cfg.base_url, cfg.model
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent otherwise (DVC logs, CI)."""
+
+    def __init__(self, label: str, total: int, enabled: bool | None = None):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.label, self.total, self.sent, self.valid, self.cached = label, total, 0, 0, 0
+        self._bar = None
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+
+            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=False)
+            self._task = self._bar.add_task(label, total=total, info="")
+            self._bar.start()
+
+    def answered(self, outcome: Outcome) -> None:
+        self.sent += 1
+        self.cached += outcome.completion.cached
+        self._refresh()
+
+    def set_valid(self, valid: int) -> None:
+        self.valid = valid
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self._bar:
+            self._bar.update(self._task, completed=min(self.valid, self.total),
+                             info=f"answers {self.sent} (cached {self.cached})")
+
+    def close(self) -> None:
+        if self._bar:
+            self._bar.stop()
+
+
+async def _run_plan(plan: SettingPlan, runner: BatchRunner, run_batch: RunBatch, bar: Progress) -> None:
+    """Keep one batch queued behind the one in flight, so the generator never waits for us.
+
+    Batch k+1 is built while batch k runs, from the results of batches up to k-1: the pool of
+    generated demos lags one batch, and that lag is fixed, so results stay deterministic.
+    """
+    outstanding: list[tuple[asyncio.Task, int]] = []  # at most two: in flight, and queued
+    try:
+        while True:
+            batch = plan.next_batch()
+            if batch:
+                outstanding.append((asyncio.ensure_future(run_batch(runner, batch)), len(batch)))
+            if not outstanding:
+                return
+            if len(outstanding) == 2 or not batch:
+                task, issued = outstanding.pop(0)
+                plan.absorb(await task, issued)
+                bar.set_valid(len(plan.accepted))
+                if runner.budget_hit:
+                    plan.stop_reason = runner.budget_hit
+                    return
+    finally:
+        # A failure (or a budget stop) leaves the other batch running: let it finish or cancel it,
+        # never leave it unattended. Whatever it had received is in the request store.
+        for task, _ in outstanding:
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def generate_setting(params: Params, generator: str, domain: str, method: str, *,
+                           num: int | None = None, max_cost: float | None = None,
+                           run_batch: RunBatch | None = None, progress: bool | None = None,
+                           endpoint: tuple[str | None, str] | None = None, output_dir: str | None = None) -> dict:
+    """Generate, validate and write one setting. Returns the manifest (plus `run` statistics)."""
+    check_setting(domain, method)
+    cfg = params.generator(generator)
+    g = params.generation
+    num = num or g.num_instances
+    prompts = load_prompt_set(g.prompt_dir, g.num_fewshot)
+    seeds = load_setting_seeds(params, domain, method)
+    store = RequestStore(params.cache.requests_db)
+    run_batch = run_batch or _default_run_batch
+    plan = SettingPlan(generator=generator, gen_cfg=cfg, domain=domain, method=method, prompts=prompts,
+                       seeds=seeds, num=num, params=params)
+    bar = Progress(f"{generator} {method} {domain}", num, progress)
+    # At hundreds of answers a second the cyclic GC's full passes over every long-lived object
+    # (imported modules, seeds, prompts) cost ~7% of the client's CPU: freeze what exists now and
+    # collect the young generation less often while the run lasts (benchmarks/generation_throughput.py).
+    gc_threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(gc_threshold[0], 20_000), *gc_threshold[1:])
+    try:
+        with contextlib.ExitStack() as stack:
+            def open_api():  # first uncached request only: starts a local server if there is one
+                base_url, model = endpoint or stack.enter_context(generator_endpoint(params, generator, plan.sampling))
+                return make_chat_api(generator, cfg, base_url=base_url, model=model)
+
+            client = GeneratorClient(generator, cfg, store, open_api, max_cost_usd=max_cost)
+            runner = BatchRunner(client, plan.sampling, on_done=bar.answered)
+            try:
+                await _run_plan(plan, runner, run_batch, bar)
+            finally:
+                await client.close()
+        manifest = write_outputs(plan, output_paths(params, generator, domain, method, output_dir))
+    finally:
+        gc.set_threshold(*gc_threshold)
+        gc.unfreeze()
+        bar.close()
+        store.close()
+    s = client.stats
+    manifest["run"] = {"requests_sent": s.sent, "answers_new": s.completed, "answers_cached": s.cached,
+                       "retries": s.retried, "errors": s.errors, "new_cost_usd": round(s.spent_usd, 8)}
+    return manifest

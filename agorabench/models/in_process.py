@@ -1,0 +1,361 @@
+"""Answering evaluation prompts: a model loaded here (transformers, batched) or any configured
+generator's endpoint (OpenAI-compatible, Anthropic, `vllm serve`, a packaged local model).
+
+Both write every answer to the request store before it is used, keyed by what determines it
+(model identity, messages, decoding, sample index), so a killed evaluation resumes where it
+stopped and a re-run of a finished one generates nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agorabench.config import Params
+from agorabench.training import STUDENT_FILE, student_record
+from agorabench.models.store import Completion, RequestStore, canonical_json, request_key
+
+
+@dataclass(frozen=True)
+class Decoding:
+    temperature: float = 0.0
+    top_p: float = 0.95
+    max_new_tokens: int = 1024
+    repetition_penalty: float = 1.03
+
+    def as_dict(self) -> dict:
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
+                "repetition_penalty": self.repetition_penalty}
+
+
+# ---------------------------------------------------------------------------------------------
+# A model loaded in this process
+# ---------------------------------------------------------------------------------------------
+
+
+def model_identity(path: str) -> str:
+    """What names a model's weights in the request store.
+
+    A student folder carries student.json (its data hash and full training config: same file, same
+    weights); a packaged model is named by its GGUF sha256; anything else by its path or hub id.
+    """
+    from agorabench.models.packaged import PACKAGED_MODELS
+
+    if path in PACKAGED_MODELS:
+        return f"packaged:{path}:{PACKAGED_MODELS[path]['sha256']}"
+    info = student_record(path)
+    if info is not None:
+        if not info.get("trained", True):  # an empty dataset: the base weights, shared by all such students
+            return model_identity(info["base_path"])
+        return "student:" + hashlib.sha256((Path(path) / STUDENT_FILE).read_bytes()).hexdigest()
+    return f"model:{path}"
+
+
+def weights_of(path: str) -> tuple[str, str | None]:
+    """(folder or hub id to load, its LoRA base model or None) for a model reference: a student
+    trained on nothing is the base model itself; a LoRA student is its adapter on top of its base."""
+    from agorabench.models.packaged import resolve_model
+
+    info = student_record(path)
+    if info is not None and not info.get("trained", True):
+        path = info["base_path"]
+    resolved = resolve_model(path)
+    if (Path(resolved) / "adapter_config.json").is_file():
+        return resolved, resolve_model(student_record(resolved)["base_path"])
+    return resolved, None
+
+
+def load_model(path: str, dtype=None, cpu_weights: str | None = None):
+    """(model, tokenizer) from a packaged name, a folder (full weights or a LoRA adapter) or a hub id;
+    `cpu_weights` "bfloat16" or "int8": those weights on a CPU (agorabench/models/cpu_weights.py), after a LoRA merge."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agorabench.models.cpu_weights import load_dtype, quantize_model
+
+    resolved, base = weights_of(path)
+    dtype = dtype or load_dtype(cpu_weights)
+    if base is not None:
+        from peft import PeftModel
+
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+        model = PeftModel.from_pretrained(model, resolved).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype)
+    tok = AutoTokenizer.from_pretrained(resolved)
+    tok.padding_side = "left"  # batched generation continues every prompt from its last token
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.eval()
+    if torch.cuda.is_available():
+        model.to("cuda")
+    return quantize_model(model, cpu_weights), tok
+
+
+class LocalGenerator:
+    """Batched greedy/sampled generation with transformers, cached per request in the store."""
+
+    backend = "transformers"
+
+    def __init__(self, path: str, store: RequestStore, *, batch_size: int = 8, chat_template: str | None = None,
+                 seed: int = 42, cpu_weights: str | None = None):
+        from agorabench.models.cpu_weights import effective
+
+        self.path, self.store, self.batch_size, self.seed = path, store, batch_size, seed
+        self.cpu_weights = effective(cpu_weights)
+        # bfloat16 and int8 weights answer differently from float32 ones: another model to the store.
+        self.identity = model_identity(path) + (f"+{self.cpu_weights}" if self.cpu_weights else "")
+        self.chat_template = chat_template
+        self._model = None
+        self.generated = self.cached = 0
+
+    def _load(self):
+        if self._model is None:
+            self._model, self._tok = load_model(self.path, cpu_weights=self.cpu_weights)
+            if self.chat_template:
+                self._tok.chat_template = Path(self.chat_template).read_text()
+        return self._model, self._tok
+
+    def _key(self, messages: list[dict], decoding: Decoding, sample_index: int) -> tuple[str, str]:
+        request = canonical_json({"backend": self.backend, "model": self.identity, "messages": messages,
+                                  "sampling": decoding.as_dict(), "sample_index": sample_index})
+        return request, request_key(request)
+
+    def generate(self, conversations: list[list[dict]], decoding: Decoding, sample_index: int = 0,
+                 on_done=None) -> list[Completion]:
+        keyed = [self._key(m, decoding, sample_index) for m in conversations]
+        found = self.store.get_many([k for _, k in keyed])
+        self.cached += len(found)
+        todo = [i for i, (_, k) in enumerate(keyed) if k not in found]
+        if on_done and len(found):
+            on_done(len(found))
+        # Longest prompts first: batches of similar length waste less padding, and a memory
+        # problem shows up in the first batch rather than after an hour.
+        size = {i: sum(len(m["content"]) for m in conversations[i]) for i in todo}
+        todo.sort(key=lambda i: -size[i])
+        for start, chunk in self._batches(todo, size):
+            for i, done in zip(chunk, self._generate_batch([conversations[i] for i in chunk], decoding,
+                                                            sample_index, start)):
+                request, key = keyed[i]
+                self.store.put(key, self.backend, self.identity, request, done)
+                found[key] = done
+                self.generated += 1
+            if on_done:
+                on_done(len(chunk))
+        return [found[k] for _, k in keyed]
+
+    def _batches(self, todo: list[int], size: dict[int, int]):
+        return batches_of_similar_length(todo, size, self.batch_size)
+
+    def _generate_batch(self, batch: list[list[dict]], decoding: Decoding, sample_index: int,
+                        offset: int) -> list[Completion]:
+        import torch
+
+        model, tok = self._load()
+        texts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in batch]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        sample = decoding.temperature > 0
+        kwargs = {"do_sample": sample, "max_new_tokens": decoding.max_new_tokens,
+                  "repetition_penalty": decoding.repetition_penalty, "pad_token_id": tok.pad_token_id}
+        if sample:
+            kwargs.update(temperature=decoding.temperature, top_p=decoding.top_p)
+        else:  # greedy: sampling knobs a model's generation_config may carry must not leak in
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        # Sampling is seeded per batch position, so a resumed run draws what the first one would have.
+        torch.manual_seed(self.seed + 1000 * sample_index + offset)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**enc, **kwargs)
+        latency = (time.perf_counter() - started) / len(batch)
+        new = out[:, enc["input_ids"].shape[1]:]
+        results = []
+        for row, mask in zip(new, enc["attention_mask"]):
+            ids = row.tolist()
+            ended = tok.eos_token_id in ids or tok.pad_token_id in ids
+            n_out = next((j + 1 for j, t in enumerate(ids) if t in (tok.eos_token_id, tok.pad_token_id)), len(ids))
+            text = tok.decode(ids[:n_out], skip_special_tokens=True)
+            results.append(Completion(text=text, finish_reason="stop" if ended else "length",
+                                      input_tokens=int(mask.sum()), output_tokens=n_out, latency_s=latency,
+                                      cost_usd=0.0))
+        return results
+
+
+def evaluation_engine(engine: str) -> str:
+    """"transformers" or "vllm" for `evaluation.engine` (auto: vLLM where CUDA and vllm are both here)."""
+    if engine != "auto":
+        return engine
+    import importlib.util
+
+    import torch
+
+    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "transformers"
+
+
+class VLLMGenerator(LocalGenerator):
+    """LocalGenerator through vLLM in this process, for GPU hosts (`evaluation.engine: vllm`).
+
+    vLLM schedules its own batches, so prompts go to it in large chunks (a chunk's answers are
+    stored when it returns: a killed run loses at most one chunk). A LoRA student is its base model
+    plus the adapter (vLLM's LoRARequest), not a merged copy. Answers are stored under backend
+    "vllm": they differ from transformers' for the same weights.
+    """
+
+    backend = "vllm"
+    chunk = 512
+
+    def _load(self):
+        if self._model is None:
+            try:
+                from vllm import LLM
+            except ImportError:
+                raise RuntimeError("evaluation.engine is vllm but the vllm package is not importable: install "
+                                   "vllm on a GPU host, or set evaluation.engine: transformers") from None
+            resolved, base = weights_of(self.path)
+            self._lora = None
+            if base is not None:
+                from vllm.lora.request import LoRARequest
+
+                rank = json.loads((Path(resolved) / "adapter_config.json").read_text()).get("r", 16)
+                self._model = LLM(model=base, enable_lora=True, max_lora_rank=max(16, rank), seed=self.seed)
+                self._lora = LoRARequest("student", 1, resolved)
+            else:
+                self._model = LLM(model=resolved, seed=self.seed)
+            self._tok = None
+        return self._model, self._tok
+
+    def _batches(self, todo: list[int], size: dict[int, int]):
+        return [(s, todo[s:s + self.chunk]) for s in range(0, len(todo), self.chunk)]
+
+    def _generate_batch(self, batch: list[list[dict]], decoding: Decoding, sample_index: int,
+                        offset: int) -> list[Completion]:
+        llm, _ = self._load()  # first: it says what to do when vllm is missing
+        from vllm import SamplingParams
+
+        sample = decoding.temperature > 0
+        params = SamplingParams(temperature=decoding.temperature, top_p=decoding.top_p if sample else 1.0,
+                                max_tokens=decoding.max_new_tokens, repetition_penalty=decoding.repetition_penalty,
+                                seed=self.seed + 1000 * sample_index + offset)
+        kwargs = {"use_tqdm": False}
+        if self.chat_template:
+            kwargs["chat_template"] = Path(self.chat_template).read_text()
+        if self._lora is not None:
+            kwargs["lora_request"] = self._lora
+        started = time.perf_counter()
+        outs = llm.chat(batch, params, **kwargs)
+        latency = (time.perf_counter() - started) / max(1, len(batch))
+        return [Completion(text=o.outputs[0].text, finish_reason=o.outputs[0].finish_reason,
+                           input_tokens=len(o.prompt_token_ids), output_tokens=len(o.outputs[0].token_ids),
+                           latency_s=latency, cost_usd=0.0) for o in outs]
+
+
+def batches_of_similar_length(order: list[int], size: dict[int, int], batch_size: int, slack: int = 1000):
+    """(position of its first item, items) of each batch, taken in `order` (longest first): at most
+    `batch_size` items, and none padded by more than its own length or `slack` characters (~250
+    tokens), whichever is more. Every prompt of a batch is padded to the longest: in the default run a
+    general student's batch of ten, one 2,086-token prompt among 50-80-token ones, took 110 s on 2
+    cores; split this way, the long one took 17 s and the other nine together 17 s."""
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while (end < len(order) and end - start < batch_size
+               and size[order[start]] - size[order[end]] <= max(size[order[end]], slack)):
+            end += 1
+        yield start, order[start:end]
+        start = end
+
+
+# ---------------------------------------------------------------------------------------------
+# A configured generator's endpoint, driven from synchronous code
+# ---------------------------------------------------------------------------------------------
+
+
+class EndpointSession:
+    """A generator from params.yaml as a synchronous batch service (evaluation, LLM judges).
+
+    The async client runs on an event loop in a background thread, so scorers and the evaluation
+    loop stay plain functions. A `local` generator's server starts on the first request the store
+    cannot answer and stops when the session closes.
+    """
+
+    def __init__(self, params: Params, name: str, *, max_cost: float | None = None):
+        from agorabench.models.clients import make_chat_api
+        from agorabench.models.clients.generator_client import GeneratorClient
+        from agorabench.generation.loop import generator_endpoint
+
+        self.name, self.cfg = name, params.generator(name)
+        self.cfg.api_key(name)  # a missing key fails now, in one line, not mid-run
+        self.store = RequestStore(params.cache.requests_db)
+        self._stack = contextlib.ExitStack()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"endpoint-{name}", daemon=True)
+        self._thread.start()
+
+        def open_api():
+            base_url, model = self._stack.enter_context(generator_endpoint(params, name, {}))
+            return make_chat_api(name, self.cfg, base_url=base_url, model=model)
+
+        async def make_client():
+            return GeneratorClient(name, self.cfg, self.store, open_api, max_cost_usd=max_cost)
+
+        self.client = self._run(make_client())
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def sampling(self, decoding: Decoding) -> dict:
+        s = {"temperature": decoding.temperature, "top_p": decoding.top_p, "max_tokens": decoding.max_new_tokens}
+        s.update(self.cfg.sampling)  # per-generator overrides, e.g. top_p: null
+        # Chat APIs have no repetition penalty; it is recorded with the scores as not applied.
+        return {k: v for k, v in s.items() if v is not None}
+
+    def complete_many(self, conversations: list[list[dict]], sampling: dict, sample_index: int = 0,
+                      on_done=None) -> list[Completion | None]:
+        """One answer per conversation; None where the endpoint kept failing (kept, not dropped)."""
+        async def one(messages):
+            prepared = self.client.prepare(messages, sampling, sample_index)
+            try:
+                _, done = await self.client.complete(messages, sampling, prepared,
+                                                     self.client.lookup([prepared[1]]).get(prepared[1]))
+            except Exception as exc:  # noqa: BLE001  (a refused or failing request is a None answer)
+                from agorabench.models.clients.retry import FatalAPIError
+
+                if isinstance(exc, FatalAPIError) and "401" in str(exc):
+                    raise
+                done = None
+            if on_done:
+                on_done(1)
+            return done
+
+        async def all_of_them():
+            return await asyncio.gather(*(one(m) for m in conversations))
+
+        return self._run(all_of_them())
+
+    def judge(self, decoding: Decoding):
+        """A JudgeFn (see benchmarks/context.py) answering with this generator."""
+        sampling = self.sampling(decoding)
+
+        def judge_fn(conversations):
+            return [c.text if c is not None else None for c in self.complete_many(list(conversations), sampling)]
+
+        return judge_fn
+
+    def close(self) -> None:
+        try:
+            self._run(self.client.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._stack.close()
+            self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

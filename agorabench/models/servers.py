@@ -1,0 +1,442 @@
+"""Start and stop a local OpenAI-compatible model server for the `local` generator backend.
+
+Engines, picked by ``local_engine`` when a generator says ``engine: auto``:
+* ``vllm serve`` on a GPU host with a ``vllm`` executable;
+* llama.cpp (``python -m llama_cpp.server``, from the optional llama-cpp-python extra) on CPU, for a model with a
+  GGUF file (every packaged model). Which of it and ``transformers serve`` is faster depends on the CPU: one
+  2-core machine gave llama.cpp 5-6x the tokens per second (offline-assets §1.3); on another (2026-11-29) it
+  decoded 2x faster but read prompts 3x slower, so the default profile names ``engine: transformers``;
+* ``transformers serve`` otherwise (a local HF folder or hub id without a GGUF).
+Either way the generator talks to it with the ordinary ``openai`` client, the same code path as hosted APIs:
+
+    with LocalModelServer("smollm2-135m-instruct") as srv:
+        client = openai.OpenAI(base_url=srv.base_url, api_key="local")
+        client.chat.completions.create(model=srv.model_id, messages=[...], max_tokens=256)
+
+The server runs in its own process group, fully offline, with its output in a log file; leaving the ``with``
+block (normally or by an exception) kills the whole group.
+
+What ``transformers serve`` 5.23.0 actually does (found by running it against SmolLM2, CPU, not by reading docs):
+
+* CLI: ``transformers serve [FORCE_MODEL] --device cpu --host 127.0.0.1 --port N [--continuous-batching]``
+  (also ``--dtype``, ``--log-level``, ``--default-seed``, ``--cb-block-size/--cb-num-blocks/--cb-max-batch-tokens``).
+  FORCE_MODEL may be a local HF folder; it is loaded *before* uvicorn binds the port, so "port answers" means
+  "model loaded". The same CLI is reachable as ``python -m transformers.cli.transformers serve`` (we use that,
+  so the server runs in the caller's interpreter/venv whatever PATH says).
+* Model naming: the request's ``model`` field must be exactly the FORCE_MODEL string (here the local folder
+  path) or the server answers 400 "Server is pinned to ...". So ``model_id`` is the resolved path.
+* ``GET /v1/models`` does NOT list the forced model: it scans the HF hub cache and answers 500
+  (CacheNotFound) when there is none, as on a clean offline machine. We poll ``GET /health`` instead and
+  then send one tiny chat request.
+* ``max_tokens`` (and ``max_completion_tokens``) are honoured; without them the server generates up to 1024
+  new tokens (it raises the model's default to at least 1024).
+* ``usage`` is returned and correct: ``prompt_tokens`` equals the chat-templated prompt length,
+  ``completion_tokens`` counts generated tokens including the final EOS; also in the last streaming chunk.
+* ``finish_reason`` is "length" when ``max_tokens`` was reached, else "stop".
+* ``temperature``/``top_p`` are only copied onto the generation config; the server never turns sampling on.
+  With the ``do_sample=False`` a GGUF-converted model has by default, every request is silently greedy.
+  ``local_models.hf_model_dir`` therefore saves ``do_sample=True`` (temperature 1, top_p 1); then
+  temperature, top_p (0.01 gives the greedy text) and ``temperature=0`` (greedy) all work.
+* ``seed`` calls ``torch.manual_seed`` globally: the same seed twice in a row gives the same text, but with
+  several requests in flight it is not a per-request guarantee.
+* ``stop`` is mapped to ``generate(stop_strings=...)`` and does stop generation, but the returned text
+  INCLUDES the stop string (and the rest of the token that contained it): "... write [END]" rather than
+  OpenAI's "... write ". Callers must still cut at the stop string themselves.
+* ``n`` and ``presence_penalty`` are accepted and silently ignored (one choice is returned); fields outside
+  the OpenAI schema such as ``top_k`` or ``repetition_penalty`` (via ``extra_body``) are rejected with 422.
+* Without ``--continuous-batching`` requests are served one at a time: 8 concurrent requests give the same
+  total tokens/s as 1.
+* With ``--continuous-batching`` (works on CPU) concurrent requests are batched, BUT in 5.23.0:
+  - the sampling settings (temperature, top_p, do_sample) of the FIRST request after start-up are frozen for
+    every later request (``CBGenerateManager.init_cb``); later temperature/top_p/seed values are ignored.
+    Our warm-up request is that first request, so pass the run's sampling settings as ``warmup_params``.
+  - ``stop`` is ignored entirely (only ``max_tokens`` and EOS are per request); the caller must truncate.
+  - ``max_tokens``, ``usage`` and ``finish_reason`` still behave as above.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from agorabench.models.packaged import PACKAGED_MODELS, cache_root, gguf_path, resolve_model
+
+__all__ = ["LocalModelServer", "LocalServerError", "local_engine"]
+
+ENGINES = ("auto", "vllm", "llamacpp", "transformers")
+
+
+def _has_llama_cpp() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def local_engine(engine: str, model: str) -> str:
+    """The engine that serves `model`: `engine` itself, or for "auto" the fastest one this host has.
+
+    Decided without starting anything, so the request store can key answers by it (two engines give
+    different text for the same request)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine != "auto":
+        return engine
+    import torch
+
+    if torch.cuda.is_available() and shutil.which("vllm"):
+        return "vllm"
+    if _has_llama_cpp() and (model in PACKAGED_MODELS or model.endswith(".gguf")):
+        return "llamacpp"
+    return "transformers"
+
+# Tiny launcher run as the server's first process: it asks the kernel to SIGTERM it if the process that
+# started it dies (even by SIGKILL, where no __exit__ or atexit runs), then execs the real server command,
+# which keeps that setting. Linux only; elsewhere the prctl call is skipped.
+# Caveat of PR_SET_PDEATHSIG: "parent" is the *thread* that started the server, so don't start a server in a
+# short-lived thread and keep using it after that thread ends.
+_DIE_WITH_PARENT = r"""
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(os.environ.pop("AGORA_LAUNCHER_PARENT_PID")):
+    sys.exit(1)  # the parent already died before prctl took effect
+"""
+PDEATHSIG_LAUNCHER = "import ctypes, os, signal, sys\n" + _DIE_WITH_PARENT + "os.execvp(sys.argv[1], sys.argv[1:])\n"
+
+# The same idea for a command that starts children of its own (DVC, and the stage command DVC runs):
+# started with start_new_session, this launcher leads their process group and stays in it as the parent.
+# When the process that started it dies, even by SIGKILL, the kernel sends it SIGTERM; and a SIGTERM,
+# from there or from anyone, stops the whole group: SIGTERM, up to 20 s to exit, then SIGKILL. Without
+# it, a killed `agora run` left DVC and the stage it was running working on, holding DVC's lock.
+GROUP_LAUNCHER = r"""
+import ctypes, os, signal, subprocess, sys, time
+child = None
+def stop(*_):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.killpg(0, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while child is not None and time.monotonic() < deadline:
+        # waitpid, not child.poll(): the main thread is inside child.wait(), which holds the lock
+        # that poll() needs, so poll() would say "running" until the deadline
+        try:
+            if os.waitpid(child.pid, os.WNOHANG)[0]:
+                break
+        except ChildProcessError:
+            break
+        time.sleep(0.1)
+    os.killpg(0, signal.SIGKILL)  # whatever outlived its command, and this launcher with it
+signal.signal(signal.SIGTERM, stop)
+""" + _DIE_WITH_PARENT + r"""
+child = subprocess.Popen(sys.argv[1:])
+sys.exit(child.wait())
+"""
+
+# Servers that are running, so an interpreter that exits without leaving the `with` block still stops them.
+_LIVE: "weakref.WeakSet[LocalModelServer]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_LIVE):
+        server.stop()
+
+
+class LocalServerError(RuntimeError):
+    """The server process died or did not become ready."""
+
+
+def _free_port() -> int:
+    # Let the kernel pick a free loopback port. Another process could grab it before the server binds; then
+    # the server exits at start-up and we report it with the log file.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _last_line(path: Path) -> str:
+    """Last non-empty line of the log (usually the exception), for one-line error messages."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
+            lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+class LocalModelServer:
+    """An OpenAI-compatible server for one model, as a context manager.
+
+    Args:
+        model: a PACKAGED_MODELS name (converted on first use), a local HF folder or a hub id (must be cached).
+        port: loopback port; a free one is picked when None.
+        engine: "vllm", "llamacpp", "transformers" or "auto" (see local_engine).
+        log_path: where the server's stdout/stderr go; default ``cache_root()/logs/<engine>-<port>.log``.
+        startup_timeout_s: how long to wait for the model to load and answer.
+        extra_args: appended to the server command line (e.g. ["--continuous-batching"]).
+        warmup_params: sampling fields sent with the start-up chat request (e.g. {"temperature": 0.7,
+            "top_p": 0.95}). With ``transformers serve --continuous-batching`` the first request's sampling
+            settings apply to every later request, so this is how a run pins them. Default: model defaults.
+        cpu_weights: "bfloat16" or "int8" runs `transformers serve` with those weights on a CPU
+            (agorabench/models/cpu_weights.py); the other engines bring their own formats and ignore it.
+        threads: CPU threads of the server (torch, llama.cpp); default OMP_NUM_THREADS, else every core.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        port: int | None = None,
+        engine: str = "auto",
+        log_path: Path | None = None,
+        startup_timeout_s: float = 300,
+        extra_args: Sequence[str] = (),
+        warmup_params: Mapping[str, Any] | None = None,
+        cpu_weights: str | None = None,
+        threads: int | str | None = None,
+    ) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        self.model = model
+        self.port = port
+        self.engine = engine
+        self.log_path = Path(log_path) if log_path is not None else None
+        self.startup_timeout_s = startup_timeout_s
+        self.extra_args = list(extra_args)
+        self.warmup_params = dict(warmup_params or {})
+        self.cpu_weights = cpu_weights
+        self.threads = threads
+        self.model_id: str | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.startup_s: float | None = None  # seconds from spawn to first answered chat request
+        self._spawned_at = 0.0
+
+    # -- public API -------------------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise LocalServerError("server not started")
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of the server process; it is also the id of its process group."""
+        return self.proc.pid if self.proc is not None else None
+
+    def __enter__(self) -> "LocalModelServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> "LocalModelServer":
+        return self.launch().wait_ready()
+
+    def launch(self) -> "LocalModelServer":
+        """Convert the model if needed and spawn the server, without waiting for it (wait_ready() does):
+        several servers launched first and waited for after load their models at the same time."""
+        if self.proc is not None:
+            raise LocalServerError("server already started")
+        engine = self._pick_engine()
+        self.engine = engine
+        # Resolve before spawning: converting a packaged model can take a while and must not count
+        # against the server's start-up timeout. llama.cpp reads the GGUF itself: no conversion.
+        if engine == "llamacpp":
+            self.model_id = str(gguf_path(self.model)) if self.model in PACKAGED_MODELS else self.model
+        else:
+            self.model_id = resolve_model(self.model)
+        if self.port is None:
+            self.port = _free_port()
+        if self.log_path is None:
+            self.log_path = cache_root() / "logs" / f"{engine}-serve-{self.port}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+
+        cmd = self._command(engine)
+        env = self._env()
+        t0 = time.monotonic()
+        with open(self.log_path, "wb") as log:
+            log.write(("$ " + " ".join(cmd) + "\n").encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", PDEATHSIG_LAUNCHER, *cmd],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # own session and process group: stop() kills the group
+            )
+        _LIVE.add(self)
+        self._spawned_at = t0
+        return self
+
+    def wait_ready(self) -> "LocalModelServer":
+        """Wait until the launched server answers a chat request; stop it if it does not."""
+        try:
+            self._wait_ready(self._spawned_at)
+        except BaseException:
+            self.stop()  # includes KeyboardInterrupt during a long load
+            raise
+        self.startup_s = time.monotonic() - self._spawned_at
+        return self
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM the server's process group, then SIGKILL whatever is left after `grace_s` seconds."""
+        proc, self.proc = self.proc, None
+        _LIVE.discard(self)
+        if proc is None:
+            return
+        pgid = proc.pid  # start_new_session=True makes the server the leader of a group with its own pid
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                proc.poll()  # reap the leader, else its zombie keeps the group "alive"
+                if not _group_alive(pgid):
+                    break
+                time.sleep(0.05)
+            if not _group_alive(pgid):
+                break
+        proc.poll()
+        if proc.returncode is None:
+            proc.wait(timeout=5)
+
+    # -- internals --------------------------------------------------------------------------------------------
+
+    def _pick_engine(self) -> str:
+        return local_engine(self.engine, self.model)
+
+    def _command(self, engine: str) -> list[str]:
+        assert self.model_id is not None and self.port is not None
+        if engine == "vllm":
+            # `vllm serve` names the model after its argument, so model_id is the same string.
+            vllm = shutil.which("vllm")
+            if vllm is None:
+                raise LocalServerError("engine 'vllm' requested but no `vllm` executable is on PATH")
+            return [vllm, "serve", self.model_id, "--host", "127.0.0.1", "--port", str(self.port), *self.extra_args]
+        if engine == "llamacpp":
+            # The GGUF's own chat template is used (no --chat_format). n_ctx covers our longest prompts
+            # plus max_tokens; the request's `model` field may be anything (one model is served).
+            threads = self._threads()
+            return [
+                sys.executable, "-m", "llama_cpp.server", "--model", self.model_id,
+                "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "8192",
+                "--n_threads", threads, "--n_threads_batch", threads, *self.extra_args,
+            ]  # fmt: skip
+        import torch
+
+        from agorabench.models.cpu_weights import effective
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        weights = effective(self.cpu_weights)
+        # Our wrapper of `transformers serve`: generate() in inference mode, and int8 weights when asked.
+        weights_args = {"int8": ["--int8"], "bfloat16": ["--dtype", "bfloat16"]}.get(weights, [])
+        return [
+            sys.executable, "-m", "agorabench.models.transformers_serve", self.model_id, *weights_args,
+            "--device", device, "--host", "127.0.0.1", "--port", str(self.port),
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            HF_DATASETS_OFFLINE="1",
+            HF_HUB_DISABLE_TELEMETRY="1",
+            HF_HUB_DISABLE_UPDATE_CHECK="1",  # the transformers CLI otherwise checks PyPI for a newer version
+            TOKENIZERS_PARALLELISM="false",
+            PYTHONUNBUFFERED="1",  # so the log shows progress and the final traceback as they happen
+            AGORA_LAUNCHER_PARENT_PID=str(os.getpid()),
+        )
+        # While generating, the server is the one busy process (the client mostly waits), so it gets
+        # every core unless the caller set OMP_NUM_THREADS (the tests set 1: stack-feasibility G4).
+        env["OMP_NUM_THREADS"] = self._threads()
+        return env
+
+    def _threads(self) -> str:
+        return str(self.threads or os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+
+    def _wait_ready(self, t0: float) -> None:
+        deadline = t0 + self.startup_timeout_s
+        # 1. /health answers once the model is loaded (transformers serve, vllm serve); llama.cpp's
+        #    server has no /health, and its /v1/models answers only once the model is loaded.
+        probe = "/v1/models" if self.engine == "llamacpp" else "/health"
+        while True:
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise LocalServerError(
+                    f"{self.engine} server for {self.model_id} not ready after {self.startup_timeout_s:g} s; "
+                    f"see {self.log_path}"
+                )
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{probe}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        # 2. One tiny chat request: proves generation works end to end, and with continuous batching it is
+        #    the request whose sampling settings the server keeps (see the module docstring).
+        body = {
+            "model": self.model_id,
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 1,
+            **self.warmup_params,
+        }
+        req = urllib.request.Request(
+            f"{self.base_url}/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=max(5.0, deadline - time.monotonic())) as r:
+                json.load(r)["choices"][0]
+        except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError) as e:
+            self._check_alive()
+            raise LocalServerError(
+                f"{self.engine} server for {self.model_id} failed the warm-up chat request ({e}); see {self.log_path}"
+            ) from None
+
+    def _check_alive(self) -> None:
+        assert self.proc is not None
+        rc = self.proc.poll()
+        if rc is not None:
+            if rc == -signal.SIGILL and self.engine == "llamacpp":
+                raise LocalServerError(
+                    f"llamacpp server for {self.model_id} died of an illegal instruction: llama-cpp-python was "
+                    f"compiled for another CPU; rebuild it with CMAKE_ARGS=\"$(scripts/llama-cmake-args.sh)\" pip "
+                    f"install --force-reinstall --no-cache-dir --no-deps llama-cpp-python, or set engine: transformers")
+            last = _last_line(self.log_path) if self.log_path else ""
+            raise LocalServerError(
+                f"{self.engine} server for {self.model_id} exited with code {rc} during start-up "
+                f"(last log line: {last!r}); see {self.log_path}"
+            )
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member exists but is not ours to signal
+        return True
+    return True

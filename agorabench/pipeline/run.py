@@ -1,0 +1,367 @@
+"""`agora run`: the whole benchmark as `dvc repro`, with one Prefect server for all its stages.
+
+Every DVC stage is one `agora ...` process running one Prefect flow. Without a server, each of those
+processes would start Prefect's temporary server of its own (about 5 s each, times ~60 stages); a
+server started once here serves them all, and keeps the run history in .agora/prefect for the UI.
+A server the user already runs (PREFECT_API_URL set) is used as it is.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bin(name: str) -> str:
+    """The venv's own executable (dvc, prefect) when this interpreter has one, else PATH's."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
+
+
+@contextmanager
+def prefect_server(home: str | Path = ".agora/prefect", ui: bool = False, timeout_s: float = 120) -> Iterator[str]:
+    """Start `prefect server start` on loopback; yield its API URL; stop it (its process group) after."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    home = Path(home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": "true" if ui else "false", "PREFECT_API_URL": ""}
+    from agorabench.models.servers import PDEATHSIG_LAUNCHER
+
+    log = open(home / "server.log", "ab")
+    # The launcher makes the kernel stop the server if this process dies, even by kill -9; SIGTERM
+    # (a plain kill, or a scheduler stopping us) becomes SystemExit so the `finally` below runs.
+    env["AGORA_LAUNCHER_PARENT_PID"] = str(os.getpid())
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    proc = subprocess.Popen([sys.executable, "-c", PDEATHSIG_LAUNCHER, _bin("prefect"), "server", "start",
+                             "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited with code {proc.returncode}; see {home / 'server.log'}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server not up after {timeout_s:g} s; see {home / 'server.log'}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=15)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
+
+
+def pending_stages(env: dict[str, str]) -> list[str] | None:
+    """The stages `dvc repro` would run (changed or never run); None when DVC cannot tell."""
+    out = subprocess.run([_bin("dvc"), "status", "--json"], capture_output=True, text=True, env=env)
+    try:
+        return sorted(json.loads(out.stdout or "{}")) if out.returncode == 0 else None
+    except ValueError:
+        return None
+
+
+# Stage name prefixes that call a model server: generation, evaluation (a generator, or a judge) and
+# intrinsic (a judge): generate@..., evaluate-student@..., evaluate-anchor@..., scale-evaluate@..., ...
+_SERVED_STAGES = ("generate", "scale-generate", "evaluate", "scale-evaluate", "intrinsic")
+
+
+def served_generators(params) -> list[str]:
+    """Local generators the pipeline calls whose server AgoraBench starts itself (no base_url)."""
+    return [n for n in params.called_generators()
+            if params.generators[n].backend == "local" and not params.generators[n].base_url]
+
+
+@contextmanager
+def local_servers(params, pending: list[str] | None, threads: str | None = None) -> Iterator[dict[str, str]]:
+    """Start each local model once for the whole run and yield the environment that tells the stages
+    where (engine.generator_endpoint reads it). Without it every stage that calls a local model starts
+    and loads its own server: ~50 starts in the default run, several seconds each on a CPU, and a
+    minute or more each for `vllm serve` on a GPU host. Nothing starts when no stage that calls a model
+    is pending, so an up-to-date pipeline stays a no-op in seconds. The servers run in this process's
+    main thread's children: they stop with it, even when it is killed (PDEATHSIG). `threads`: each server's
+    torch (or llama.cpp) threads; default OMP_NUM_THREADS, else every core."""
+    with lane_servers(params, pending, [None], threads) as (env,):
+        yield env
+
+
+@contextmanager
+def lane_servers(params, pending: list[str] | None, lanes: list[list[str] | None],
+                 threads: str | None = None) -> Iterator[list[dict[str, str]]]:
+    """local_servers for lanes: one environment per lane, naming servers of its own for the models its
+    stages call (None: every stage), started when one of its stages that calls a model is pending. All
+    are launched before any is waited for, so they load their models at the same time."""
+    from agorabench.generation.loop import SHARED_SERVERS_ENV
+    from agorabench.models.servers import LocalModelServer
+
+    with contextlib.ExitStack() as stack:
+        launched: list[dict[str, LocalModelServer]] = []
+        labels = [lane_letter(i) if len(lanes) > 1 else "" for i in range(len(lanes))]
+        for lane, label in zip(lanes, labels):
+            names = served_generators(params) if lane is None else generators_called_by(params, lane)
+            mine = pending if pending is None or lane is None else [s for s in pending if s in lane]
+            if mine is not None and not any(s.split("@")[0].startswith(_SERVED_STAGES) for s in mine):
+                names = []
+            servers = {}
+            for name in names:  # launched from this thread: see PDEATHSIG_LAUNCHER's caveat
+                cfg = params.generators[name]
+                log_name = f"server-{name}-{label}.log" if label else f"server-{name}.log"
+                server = LocalModelServer(cfg.model, engine=cfg.engine, log_path=Path(".agora/logs") / log_name,
+                                          extra_args=list(cfg.server_args), cpu_weights=cfg.cpu_weights,
+                                          threads=threads)
+                stack.callback(server.stop)
+                servers[name] = server.launch()
+            launched.append(servers)
+        envs = []
+        for servers, label in zip(launched, labels):
+            shared = {}
+            for name, server in servers.items():
+                server.wait_ready()
+                shared[name] = {"base_url": server.base_url, "model_id": server.model_id}
+                print(f"{name}{' for lane ' + label if label else ''}: {server.engine} server for {server.model} "
+                      f"at {server.base_url} (ready in {server.startup_s:.0f} s)", flush=True)
+            envs.append({SHARED_SERVERS_ENV: json.dumps(shared)} if shared else {})
+        yield envs
+
+
+def merge_servers(envs: list[dict[str, str]]) -> dict[str, str]:
+    """One environment naming every server of several lanes' environments (lane_servers; for a
+    generator served in several lanes, the first lane's)."""
+    from agorabench.generation.loop import SHARED_SERVERS_ENV
+
+    shared: dict = {}
+    for env in reversed(envs):
+        shared.update(json.loads(env.get(SHARED_SERVERS_ENV, "{}")))
+    return {SHARED_SERVERS_ENV: json.dumps(shared)} if shared else {}
+
+
+def generators_called_by(params, stages: list[str]) -> list[str]:
+    """The served generators (served_generators) that `stages` call: a generation stage its own
+    generator, an evaluation the judges and, for evaluate-generator@NAME, NAME; intrinsic the judge. A
+    generation stage whose generator it cannot tell calls them all."""
+    served = served_generators(params)
+    judges = {params.evaluation.judge, params.intrinsic.get("judge")}
+    generators = params.called_generators()
+    called: set[str] = set()
+    for stage in stages:
+        kind, _, key = stage.partition("@")
+        if kind in ("generate", "scale-generate"):
+            owner = lane_owner(stage, generators, params.methods)
+            called.update([owner] if owner else served)
+        elif kind.startswith(("evaluate", "scale-evaluate", "intrinsic")):
+            called.update(judges)
+            if kind == "evaluate-generator":
+                called.add(key)
+    return [n for n in served if n in called]
+
+
+def stage_names() -> list[str] | None:
+    """Every stage of dvc.yaml, matrix entries expanded, in dvc.yaml's order; None when DVC cannot tell."""
+    out = subprocess.run([_bin("dvc"), "stage", "list", "--name-only"], capture_output=True, text=True)
+    return out.stdout.split() if out.returncode == 0 else None
+
+
+def default_jobs(params) -> int:
+    """How many `dvc repro` lanes `agora run` runs side by side when not told: one per benchmark
+    generator, at most one per core, and one on a GPU host (students train and answer on the GPU,
+    where two at once would only compete for its memory)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return 1
+    return max(1, min(len(params.benchmark_generators), os.cpu_count() or 1))
+
+
+def threads_per_lane(lanes: int) -> int:
+    """The cores shared out over `lanes` lanes (OMP_NUM_THREADS of their stages and model servers)."""
+    return max(1, (os.cpu_count() or 1) // lanes)
+
+
+def lane_letter(index: int) -> str:
+    """"a", "b", ...: how progress lines and `agora run` name a lane."""
+    return "abcdefghijklmnopqrstuvwxyz"[index % 26]
+
+
+def lane_owner(stage: str, generators: list[str], methods: list[str]) -> str | None:
+    """The generator whose own stages `stage` is one of, or None: dvc.yaml fans those out as
+    STAGE@GENERATOR-METHOD-DOMAIN[-...], plus evaluate-generator@GENERATOR."""
+    name, _, key = stage.partition("@")
+    if name == "evaluate-generator":
+        return key if key in generators else None
+    for g in generators:  # "qwen-coder-instance_generation-math" is qwen-coder's, not qwen's
+        if key.startswith(g + "-") and key[len(g) + 1:].split("-")[0] in methods:
+            return g
+    return None
+
+
+def setting_of(stage: str, generators: list[str], methods: list[str]) -> tuple[str, str, str] | None:
+    """(generator, method, domain) for a stage of one generator's setting (generate, train, evaluate-student,
+    intrinsic, scale-*: dvc.yaml fans them out as STAGE@GENERATOR-METHOD-DOMAIN[-SIZE]), else None."""
+    g = lane_owner(stage, generators, methods)
+    key = stage.partition("@")[2]
+    if g is None or not key.startswith(g + "-"):
+        return None  # evaluate-generator@GENERATOR: the generator's, but of no setting
+    method, _, rest = key[len(g) + 1:].partition("-")
+    return g, method, rest.split("-")[0]
+
+
+def split_lanes(stages: list[str], generators: list[str], methods: list[str], jobs: int,
+                together: dict[str, str] | None = None) -> list[list[str]]:
+    """Deal the pipeline's stages into at most `jobs` lanes that share no stage and no output, so one
+    `dvc repro` per lane can run at the same time. The unit dealt is a setting's chain (its generation,
+    training, student evaluation, intrinsic metrics and scaling stages, which depend on each other), in
+    turn over the lanes in dvc.yaml's order, generator after generator, so every lane gets about as
+    many of each generator's settings: a generator that is slower than the others (in the default,
+    Qwen-0.5B against SmolLM2-135M) slows every lane a little instead of one lane a lot. Then the
+    stages of no setting (evaluate-generator@NAME, the anchors), in turn as well; `together` puts a
+    stage in the lane of another (the reference with the generator that is the same model, whose
+    answers it reuses from the request store). Stages that read every lane's outputs (results, report)
+    are in no lane: the `dvc repro` after the lanes runs them. DVC still decides what runs, and in
+    which order, inside a lane."""
+    together = together or {}
+    lanes: list[list[str]] = [[] for _ in range(jobs)]
+    lane_of: dict = {}  # a setting, or a stage of no setting -> its lane, dealt in turn
+    setting = {s: setting_of(s, generators, methods) for s in stages}
+    for stage in stages:
+        if setting[stage] is not None:
+            lanes[lane_of.setdefault(setting[stage], len(lane_of) % jobs)].append(stage)
+    lone = [s for s in stages if setting[s] is None and s.startswith(("evaluate-anchor@", "evaluate-generator@"))]
+    for stage in lone:
+        if together.get(stage) not in lone:
+            lanes[lane_of.setdefault(stage, len(lane_of) % jobs)].append(stage)
+    for stage in lone:
+        if together.get(stage) in lone:  # in its partner's lane, dealt above
+            lanes[lane_of[together[stage]]].append(stage)
+    return [lane for lane in lanes if lane]
+
+
+def answered_together(params) -> dict[str, str]:
+    """{"evaluate-anchor@reference": "evaluate-generator@NAME"} when a generator whose problem solving is
+    scored is the reference model itself (the default's Qwen): both get the same prompts, so whichever
+    runs second reads the other's answers from the request store, if they run in one lane."""
+    ref = params.student.reference
+    same = [g for g in params.evaluation.generators if params.generators[g].model == ref]
+    return {"evaluate-anchor@reference": f"evaluate-generator@{same[0]}"} if same else {}
+
+
+_STAGE_LINE = re.compile(r"^(?:Running stage|Stage) '([^']+)'")
+
+
+def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False,
+          lane_envs: list[dict[str, str]] = ()) -> int:
+    """Run the pipeline through DVC and print each of its lines with the elapsed time and a stage counter.
+
+    With lanes, first one `dvc repro LANE...` per lane, all at once (DVC locks each stage's files, so
+    separate processes on disjoint stages are safe), then a plain `dvc repro` for whatever is left:
+    the stages that read every lane's outputs, and anything a lane did not finish. Without lanes, a
+    single `dvc repro`. `lane_envs`: what each lane adds to `env` (its own model servers)."""
+    names = stage_names()
+    total = len(names) if names is not None else None
+    seen: set[str] = set()
+    start = time.monotonic()
+    printing = threading.Lock()
+
+    def show(line: str, tag: str, quiet_seen: bool) -> None:
+        m = _STAGE_LINE.match(line)
+        with printing:  # lanes print from their own threads: one line, one counter value at a time
+            if m:
+                if quiet_seen and m[1] in seen and "didn't change" in line:
+                    return  # the lanes already said it: the last pass checks every stage again
+                seen.add(m[1])
+            elapsed = int(time.monotonic() - start)
+            counter = f"{len(seen)}/{total}" if total else str(len(seen))
+            print(f"[{elapsed // 60:02d}:{elapsed % 60:02d} {counter:>7}{tag}] {line}", flush=True)
+
+    if len(lanes) > 1:
+        codes = _run_dvc(env, [["--wait-for-lock", "repro", *(["--force"] if force else []), *lane] for lane in lanes],
+                         lambda i, line: show(line, f" {lane_letter(i)}", False), lane_envs)
+        if any(codes):
+            return next(c for c in codes if c)
+        # Then what is left. Unforced: a plain `dvc repro`, which finds the lanes' stages done and runs
+        # results and report. Forced: only the stages no lane ran, each once (--single-item), so
+        # nothing the lanes just re-ran is re-run again.
+        left = _left(lanes, names or []) if force else []
+        if force and not left:
+            return 0
+        last = ["--wait-for-lock", "repro"] + (["--force", "--single-item", *left] if force else [])
+        return _run_dvc(env, [last], lambda i, line: show(line, "", True))[0]
+    return _run_dvc(env, [["repro", *(["--force"] if force else [])]], lambda i, line: show(line, "", False))[0]
+
+
+def _left(lanes: list[list[str]], stages: list[str]) -> list[str]:
+    """The stages no lane ran, in dvc.yaml's order."""
+    done = {s for lane in lanes for s in lane}
+    return [s for s in stages if s not in done]
+
+
+def _run_dvc(env: dict[str, str], commands: list[list[str]], on_line,
+             extra_envs: list[dict[str, str]] = ()) -> list[int]:
+    """Run `dvc ARGS` for each ARGS at once (with extra_envs[i] added to env) and pass every output
+    line to on_line(index, line); return their exit codes. DVC and the stage command it runs share a
+    process group of their own, led by GROUP_LAUNCHER, so stopping the run stops the stage too, and so
+    does killing it (kill -9): terminating DVC alone left its running stage orphaned, still working."""
+    from agorabench.models.servers import GROUP_LAUNCHER
+
+    env = {**env, "AGORA_LAUNCHER_PARENT_PID": str(os.getpid())}
+    # All started from this (the main) thread: the launcher's PR_SET_PDEATHSIG watches the thread that
+    # started it, and a reader thread ends before the run does.
+    procs = [subprocess.Popen([sys.executable, "-c", GROUP_LAUNCHER, _bin("dvc"), *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**env, **(extra_envs[i] if extra_envs else {})},
+                              bufsize=1, start_new_session=True)
+             for i, args in enumerate(commands)]
+
+    def read(i: int, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            on_line(i, line.rstrip("\n"))
+
+    readers = [threading.Thread(target=read, args=(i, p), daemon=True) for i, p in enumerate(procs)]
+    try:
+        for r in readers:
+            r.start()
+        for r in readers:
+            r.join()
+        return [p.wait() for p in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:  # we are being stopped: the launcher stops DVC and its stage with us
+                proc.terminate()  # GROUP_LAUNCHER: SIGTERM to the group, up to 20 s, then SIGKILL
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # only if the launcher itself did not finish the job

@@ -1,0 +1,566 @@
+"""`agora`: the command line. Thin: it parses options, loads params.yaml and calls a flow or a
+library function. Errors a user can fix are printed as one line and exit with status 2."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from typing import Optional
+
+import typer
+
+from agorabench import env_defaults as offline
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="AgoraBench: which language model should generate your synthetic training data?")
+
+PARAMS_OPT = typer.Option("params.yaml", "--params", "-p", help="The experiment file (params.yaml or a profile).")
+
+
+def fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _load(params_file: str):
+    from agorabench.config import ParamsError, load_params
+
+    try:
+        params = load_params(params_file)
+    except ParamsError as e:
+        fail(str(e))
+    offline.apply_defaults(online=params.seeds.source == "hub")
+    return params
+
+
+@contextlib.contextmanager
+def _foreground_flow():
+    """Prefect settings for a flow `agora` runs in the foreground (one per DVC stage): no heartbeat
+    thread. Heartbeats mark runs that died unseen; here the caller (a terminal, DVC) sees the exit,
+    and joining that thread, which sleeps in 1-second steps, added about a second to every stage."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+def _user_errors():
+    from agorabench.models.clients.retry import FatalAPIError
+    from agorabench.config import ParamsError
+
+    # ConnectionError: the Hub (seeds.source: hub) or a server that cannot be reached at all.
+    return (ParamsError, FatalAPIError, FileNotFoundError, ConnectionError)
+
+
+@app.command()
+def generate(
+    generator: str = typer.Option(..., "--generator", "-g", help="A name under `generators:` in params."),
+    domain: str = typer.Option(..., "--domain", "-d", help="math | code | general"),
+    method: str = typer.Option(..., "--method", "-m",
+                               help="instance_generation | response_generation | quality_enhancement"),
+    num: Optional[int] = typer.Option(None, "--num", "-n", min=1, help="Valid instances to produce (default: generation.num_instances)."),
+    params_file: str = PARAMS_OPT,
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0,
+                                             help="Stop cleanly before new spending could exceed this many USD."),
+    prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Run as a Prefect flow (retries, run history)."),
+    scaling: bool = typer.Option(False, "--scaling", help="The scaling study's larger dataset: the largest of "
+                                 "scaling.sizes, written under scaling.output_dir (then `agora subset`)."),
+):
+    """Generate one setting's dataset: data/generated/NAME/METHOD/DOMAIN.jsonl and its manifest."""
+    params = _load(params_file)
+    from agorabench.config import check_setting
+
+    try:
+        check_setting(domain, method)
+        params.generator(generator).api_key(generator)
+        output_dir = None
+        if scaling:
+            from agorabench.generation.scaling import scaling_num
+
+            num, output_dir = num or scaling_num(params, generator, method), params.scaling.output_dir
+        if prefect:
+            from flows.generate import generate as flow
+
+            with _foreground_flow():
+                manifest = asyncio.run(flow(generator=generator, domain=domain, method=method, params_file=params_file,
+                                            num=num, max_cost=max_cost, output_dir=output_dir))
+        else:
+            from agorabench.generation.loop import generate_setting
+
+            manifest = asyncio.run(generate_setting(params, generator, domain, method, num=num, max_cost=max_cost,
+                                                    output_dir=output_dir))
+    except _user_errors() as e:
+        fail(str(e))
+    run = manifest.pop("run", {})
+    status = "complete" if manifest["complete"] else f"SHORT: {manifest['shortfall_reason']}"
+    typer.echo(f"{generator} {method} {domain}: {manifest['num_valid']}/{manifest['num_requested']} valid "
+               f"({status}); {manifest['attempts']} attempts, rejections {manifest['rejections'] or '{}'}; "
+               f"dataset cost ${manifest['cost_usd']:.4f}")
+    typer.echo(f"this run: {run.get('requests_sent', 0)} requests sent, {run.get('answers_cached', 0)} answers "
+               f"from the request store, ${run.get('new_cost_usd', 0):.4f} new spend")
+
+
+@app.command()
+def subset(
+    generator: str = typer.Option(..., "--generator", "-g", help="A name under scaling.generators."),
+    domain: str = typer.Option(..., "--domain", "-d", help="math | code | general"),
+    method: str = typer.Option(..., "--method", "-m",
+                               help="instance_generation | response_generation | quality_enhancement"),
+    size: int = typer.Option(..., "--size", "-n", min=1, help="One of scaling.sizes."),
+    params_file: str = PARAMS_OPT,
+):
+    """The first N instances of a scaling dataset as the dataset of generator NAME@N (quantity vs quality)."""
+    params = _load(params_file)
+    from agorabench.generation.scaling import variant_name, write_prefix
+
+    try:
+        m = write_prefix(params, generator, domain, method, size)
+    except _user_errors() as e:
+        fail(str(e))
+    status = "complete" if m["complete"] else f"SHORT: {m['shortfall_reason']}"
+    typer.echo(f"{variant_name(generator, size)} {method} {domain}: {m['num_valid']}/{size} instances ({status}), "
+               f"{m['attempts']} attempts, cost ${m['cost_usd']:.4f}")
+
+
+@app.command()
+def train(
+    generator: str = typer.Option(..., "--generator", "-g", help="Whose dataset: a name under `generators:`."),
+    domain: str = typer.Option(..., "--domain", "-d", help="math | code | general"),
+    method: str = typer.Option(..., "--method", "-m",
+                               help="instance_generation | response_generation | quality_enhancement"),
+    params_file: str = PARAMS_OPT,
+    prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Run as a Prefect flow (retries, run history)."),
+    accelerate: Optional[str] = typer.Option(None, "--accelerate", help="An accelerate config (multi-GPU, FSDP): "
+                                             "run under `accelerate launch` with it (default: training.accelerate_config)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the dataset and config, print what would run; train nothing."),
+):
+    """Fine-tune the student (student.base) on one dataset: data/checkpoints/NAME/METHOD/DOMAIN."""
+    params = _load(params_file)
+    from agorabench.training import checkpoint_dir, launch_command, training_examples
+
+    try:
+        _, info = training_examples(params, generator, domain, method)
+        accelerate = accelerate or params.training.accelerate_config
+        command = launch_command(accelerate, generator, domain, method, params_file) if accelerate else None
+    except _user_errors() as e:
+        fail(str(e))
+    if dry_run:
+        if not info["examples"]:
+            typer.echo(f"{info['dataset']} has no valid instance: the student would be the base model, untrained")
+            return
+        typer.echo(f"train {params.student.base} on {info['dataset']}: {info['examples']} examples "
+                   f"({info['seed_examples']} seeds) -> {checkpoint_dir(params, generator, domain, method)}")
+        if command:
+            typer.echo("would run: " + " ".join(command))
+        return
+    if command and info["examples"]:  # accelerate starts one process per GPU, each running this command
+        raise typer.Exit(subprocess.call(command))
+    try:
+        if prefect and os.environ.get("WORLD_SIZE", "1") == "1":
+            from flows.train import train as flow
+
+            with _foreground_flow():
+                metrics = flow(generator=generator, domain=domain, method=method, params_file=params_file)
+        else:
+            from agorabench.training import train_student
+
+            metrics = train_student(params, generator, domain, method)
+    except _user_errors() as e:
+        fail(str(e))
+    if not metrics.get("trained", True):
+        typer.echo(f"{generator} {method} {domain}: nothing to train on; {metrics['untrained_reason']}")
+        return
+    typer.echo(f"{generator} {method} {domain}: {metrics['steps']} steps on {metrics['examples']} examples, "
+               f"loss {metrics['first_loss']} -> {metrics['final_loss']} in {metrics['wall_s']} s")
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Option(..., "--model", help="base | reference | student:GENERATOR/METHOD/DOMAIN | "
+                              "generator:NAME | a model folder or hub id"),
+    benchmark: list[str] = typer.Option([], "--benchmark", "-b", help="Repeat for several; default: the model's "
+                                        "(a student: its domain's; others: all)."),
+    params_file: str = PARAMS_OPT,
+    allow_code_execution: Optional[bool] = typer.Option(
+        None, "--allow-code-execution/--no-code-execution", envvar="AGORA_ALLOW_CODE_EXECUTION",
+        help="Opt in to running generated code (MBPP, HumanEval) in the sandbox (default: evaluation.allow_code_execution)."),
+    prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Run as a Prefect flow (retries, run history)."),
+):
+    """Evaluate a model: data/eval/<model>/<benchmark>.parquet (every item) and .scores.json."""
+    params = _load(params_file)
+    from agorabench.evaluation.run import benchmark_module, benchmarks_for, resolve_model_ref
+
+    try:
+        resolve_model_ref(params, model)
+        names = benchmark or benchmarks_for(params, model)
+        for name in names:
+            benchmark_module(name)
+        if prefect:
+            from flows.evaluate import evaluate as flow
+
+            with _foreground_flow():
+                results = flow(model=model, benchmarks=names, params_file=params_file,
+                               allow_code_execution=allow_code_execution)
+        else:
+            from agorabench.evaluation.run import evaluate as run_one, prefetch_answers, write_score_summary
+
+            prefetch_answers(params, model, names, allow_code_execution=allow_code_execution)
+            results = {b: run_one(params, model, b, allow_code_execution=allow_code_execution) for b in names}
+            write_score_summary(params, model, results)
+    except _user_errors() as e:
+        fail(str(e))
+    for name, r in results.items():
+        run = r.get("run", {})
+        score = "none" if r["score"] is None else f"{r['score']:.2f}"  # None: the judge gave no usable verdict
+        typer.echo(f"{r['model']} {name}: {r['primary']} = {score} on {r['n_items']} items "
+                   f"({run.get('generated', 0)} generated, {run.get('cached', 0)} from the request store)")
+
+
+@app.command()
+def intrinsic(
+    generator: str = typer.Option(..., "--generator", "-g", help="Whose dataset: a name under `generators:`."),
+    domain: str = typer.Option(..., "--domain", "-d", help="math | code | general"),
+    method: str = typer.Option(..., "--method", "-m",
+                               help="instance_generation | response_generation | quality_enhancement"),
+    params_file: str = PARAMS_OPT,
+    prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Run as a Prefect flow (retries, run history)."),
+):
+    """Intrinsic data quality of one dataset (judge difficulty/quality, reward, perplexity, diversity):
+    data/intrinsic/NAME/METHOD/DOMAIN.parquet and .summary.json."""
+    params = _load(params_file)
+    from agorabench.config import check_setting
+
+    try:
+        check_setting(domain, method)
+        if prefect:
+            from flows.intrinsic import intrinsic as flow
+
+            with _foreground_flow():
+                summary = flow(generator=generator, domains=[domain], methods=[method],
+                               params_file=params_file)[f"{method}/{domain}"]
+        else:
+            from agorabench.intrinsic import intrinsic_for_dataset
+
+            summary = intrinsic_for_dataset(params, generator, domain, method)
+    except (*_user_errors(), ValueError) as e:
+        fail(str(e))
+    shown = [f"{k} {summary[k]:.3g}" for k in ("difficulty", "quality", "reward", "perplexity",
+                                                "instruction_diversity", "response_diversity")
+             if isinstance(summary.get(k), (int, float))]
+    typer.echo(f"{generator} {method} {domain}: {summary['n']} instances; " + (", ".join(shown) or "no metric"))
+
+
+@app.command()
+def results(params_file: str = PARAMS_OPT,
+            requests: bool = typer.Option(False, "--requests", help="Also export the request store (not deterministic).")):
+    """Collect every dataset, checkpoint, score and metric into data/results/ (Parquet) and agora.duckdb."""
+    params = _load(params_file)
+    from agorabench.results.collect import ResultPaths
+    from agorabench.results.db import build_results
+
+    try:
+        db = build_results(ResultPaths.from_params(params), params, include_requests=requests,
+                           combine=params.analysis.combine, min_gap=params.analysis.min_gap)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(f"results database: {db} (try: agora sql \"SELECT * FROM pgr_overall\")")
+
+
+@app.command()
+def sql(
+    query: str = typer.Argument(..., help='e.g. "SELECT * FROM pgr_overall" (tables and views: docs/results-schema.md)'),
+    db: Optional[str] = typer.Option(None, "--db", help="The results database (default: analysis.results_dir/"
+                                     "agora.duckdb, rebuilt from its Parquet when stale)."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table | csv | json | markdown"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Show at most this many rows."),
+    params_file: str = PARAMS_OPT,
+):
+    """Query the results database (DuckDB) and print the answer."""
+    from agorabench.results.query import run_sql
+
+    try:
+        db = db or str(_results_db(params_file))
+        out = run_sql(db, query, fmt, limit=limit)
+    except ValueError as e:
+        fail(str(e))
+    if out:
+        typer.echo(out)
+
+
+def _results_db(params_file: str):
+    """The results database of params' analysis section, rebuilt when its Parquet is newer."""
+    from pathlib import Path
+
+    from agorabench.config import ParamsError, load_params
+    from agorabench.results.db import ensure_db
+
+    try:
+        analysis = load_params(params_file).analysis
+    except ParamsError:  # querying needs no valid experiment file; fall back to the defaults
+        from agorabench.config import AnalysisConfig
+
+        analysis = AnalysisConfig()
+    if not Path(analysis.results_dir).is_dir():
+        raise ValueError(f"results folder {analysis.results_dir} does not exist; run `agora results` "
+                         f"(or `agora run`) first")
+    return ensure_db(analysis.results_dir, analysis.combine, analysis.min_gap)
+
+
+@app.command()
+def analyze(
+    features: Optional[str] = typer.Option(None, "--features", help="A CSV or Parquet with columns generator, method, "
+                                           "domain, pgr, problem_solving and numeric features (default: our results)."),
+    db: Optional[str] = typer.Option(None, "--db", help="The results database (default: analysis.results_dir)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (pca.*, regression.coarse/fine/pca_top5)."),
+    standardize: Optional[bool] = typer.Option(None, "--standardize/--no-standardize",
+                                               help="z-score features before the PCA (default: analysis.standardize)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Components in the PGR regression "
+                                        "(default: analysis.top_k)."),
+    params_file: str = PARAMS_OPT,
+):
+    """PGR against problem solving (coarse and fine), PCA of the intrinsic features, PGR on the top components."""
+    from agorabench.analysis import (features_from_db, format_analysis, load_features, quantity_quality_from_db,
+                                     run_analysis)
+    from agorabench.config import AnalysisConfig, ParamsError, load_params
+
+    try:
+        cfg = load_params(params_file).analysis
+    except ParamsError:
+        cfg = AnalysisConfig()
+    try:
+        if features:
+            frame, source = load_features(features), features
+        else:
+            source = db or str(_results_db(params_file))
+            frame = features_from_db(source)
+        result = run_analysis(frame, standardize=cfg.standardize if standardize is None else standardize,
+                              top_k=top_k or cfg.top_k, source=source)
+        if not features:
+            result["quantity_quality"] = quantity_quality_from_db(source)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(json.dumps(result, indent=2, allow_nan=False) if as_json else format_analysis(result))
+
+
+@app.command()
+def report(params_file: str = PARAMS_OPT):
+    """Write the HTML report (analysis.report_dir/index.html): PGR heatmap, cost, problem solving, PCA, intrinsic."""
+    params = _load(params_file)
+    from pathlib import Path
+
+    from agorabench.analysis import features_from_db, quantity_quality_from_db, run_analysis
+    from agorabench.report import write_report
+    from agorabench.results.db import build_db
+
+    cfg = params.analysis
+    try:
+        db = build_db(cfg.results_dir, combine=cfg.combine, min_gap=cfg.min_gap)
+        try:
+            analysis = run_analysis(features_from_db(db), standardize=cfg.standardize, top_k=cfg.top_k, source=str(db))
+        except ValueError as e:  # too few datasets for a PCA, say: the report explains what is missing
+            analysis, why = None, str(e)
+        else:
+            why = ""
+            analysis["quantity_quality"] = quantity_quality_from_db(db)
+        out = Path(cfg.report_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "analysis.json").write_text(json.dumps(analysis if analysis is not None else {"skipped": why},
+                                                      indent=2, sort_keys=True, allow_nan=False) + "\n")
+        index = write_report(db, out, analysis=analysis)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(f"report: {index}" + (f" (analysis skipped: {why})" if why else ""))
+
+
+@app.command()
+def estimate(
+    generator: list[str] = typer.Option([], "--generator", "-g", help="Repeat for several; default: benchmark_generators."),
+    domain: list[str] = typer.Option([], "--domain", "-d", help="Default: all domains in params."),
+    method: list[str] = typer.Option([], "--method", "-m", help="Default: all methods in params."),
+    num: Optional[int] = typer.Option(None, "--num", "-n", min=1),
+    params_file: str = PARAMS_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+):
+    """Projected requests, tokens and cost of a run, before it starts. Sends nothing."""
+    params = _load(params_file)
+    from dataclasses import asdict
+
+    from agorabench.config import check_setting
+    from agorabench.generation.estimate import estimate_setting
+
+    gens = generator or params.benchmark_generators or list(params.generators)
+    rows = []
+    try:
+        for g in gens:
+            params.generator(g)
+            for m in method or params.methods:
+                for d in domain or params.domains:
+                    check_setting(d, m)
+                    rows.append(estimate_setting(params, g, d, m, num))
+    except _user_errors() as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Projected generation cost")
+    for col in ("generator", "method", "domain", "instances", "input tok", "output tok", "cost $", "worst case $"):
+        table.add_column(col, justify="right" if col not in ("generator", "method", "domain") else "left")
+    for r in rows:
+        table.add_row(r.generator, r.method, r.domain, str(r.num), f"{r.input_tokens:,}", f"{r.output_tokens:,}",
+                      f"{r.cost_usd:.4f}", f"{r.worst_cost_usd:.4f}")
+    table.add_row("total", "", "", "", f"{sum(r.input_tokens for r in rows):,}",
+                  f"{sum(r.output_tokens for r in rows):,}", f"{sum(r.cost_usd for r in rows):.4f}",
+                  f"{sum(r.worst_cost_usd for r in rows):.4f}")
+    console = Console()
+    console.width = max(console.width, 132)  # numbers stay readable in logs and narrow terminals
+    console.print(table)
+    for basis in sorted({r.basis for r in rows}):
+        typer.echo(basis)
+
+
+@app.command()
+def deploy(
+    name: str = typer.Option("nightly", "--name", help="The deployment's name."),
+    cron: str = typer.Option("0 3 * * *", "--cron", help="Five-field cron, UTC (e.g. '0 3 * * 1': Mondays 03:00)."),
+    generator: list[str] = typer.Option([], "--generator", "-g", help="Repeat for several; default: benchmark_generators."),
+    push: bool = typer.Option(False, "--push/--no-push", help="`dvc push` to the default remote after each run."),
+    repo: str = typer.Option(".", "--repo", help="The project's git + DVC repository."),
+):
+    """Re-run the benchmark on a schedule: serves a Prefect deployment of flows/benchmark.py until stopped
+    (needs a Prefect server: `prefect server start`, and PREFECT_API_URL)."""
+    from flows.deploy import deploy as serve_benchmark
+
+    try:
+        serve_benchmark(name=name, cron=cron, generators=generator or None, push=push, repo=repo)
+    except ValueError as e:
+        fail(str(e))
+
+
+@app.command()
+def check(params_file: str = PARAMS_OPT):
+    """Validate params.yaml, the prompt folder and the API keys it needs, without sending anything."""
+    params = _load(params_file)
+    from agorabench.config import ParamsError
+    from agorabench.generation.prompting import load_prompt_set
+
+    try:
+        prompts = load_prompt_set(params.generation.prompt_dir, params.generation.num_fewshot)
+        if not params.benchmark_generators:
+            raise ParamsError(f"{params_file}: benchmark_generators is not set; list the generators to run "
+                              f"(dvc.yaml's matrices read it)")
+        for name in params.called_generators():
+            params.generator(name).api_key(name)
+    except _user_errors() as e:
+        fail(str(e))
+    typer.echo(f"{params_file}: ok ({len(params.generators)} generators, prompt set {prompts.sha256[:12]})")
+
+
+@app.command()
+def run(
+    params_file: str = PARAMS_OPT,
+    profile: Optional[str] = typer.Option(None, "--profile", help="A profile under profiles/ (e.g. paper): it "
+                                          "becomes params.yaml, which the DVC pipeline reads."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan: stages, requests, tokens and cost. "
+                                 "Calls nothing."),
+    allow_code_execution: bool = typer.Option(
+        False, "--allow-code-execution", help="Opt in to running generated code (MBPP, HumanEval) in the sandbox."),
+    ui: bool = typer.Option(False, "--ui", help="Serve the Prefect UI while the run goes (its URL is printed)."),
+    force: bool = typer.Option(False, "--force", help="Re-run every stage (answers still come from the request store)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="How many `dvc repro` lanes run side by side "
+                                       "(one generator's stages each; default: one per benchmark generator, at most "
+                                       "one per core, 1 on a GPU host). Each lane's stages and local model servers "
+                                       "get cores/jobs threads unless OMP_NUM_THREADS is set."),
+):
+    """Run the whole benchmark: `dvc repro` over dvc.yaml, each stage one Prefect flow; only what changed runs."""
+    from pathlib import Path
+
+    source = Path(f"profiles/{profile}.yaml") if profile else Path(params_file)
+    if profile and not source.is_file():
+        known = ", ".join(sorted(p.stem for p in Path("profiles").glob("*.yaml"))) or "none"
+        fail(f"profile {profile!r}: {source} not found; known profiles: {known}")
+    params = _load(str(source))
+    if dry_run:
+        # "Calls nothing": no Hub either, even for a profile whose seeds or tokenizer live there.
+        if os.environ.get("AGORA_ONLINE") != "1":
+            os.environ.update(offline.OFFLINE)
+        from agorabench.pipeline.dry_run import format_plan, plan
+
+        try:
+            typer.echo(format_plan(plan(params)))
+        except _user_errors() as e:
+            fail(str(e))
+        return
+    if source != Path("params.yaml"):
+        if not profile:
+            fail("the DVC pipeline reads params.yaml: pass --profile NAME, copy the file over params.yaml, "
+                 "or run variants with `dvc exp run -S`")
+        import shutil
+
+        shutil.copyfile(source, "params.yaml")
+        typer.echo(f"params.yaml <- {source} (git shows the change; `git checkout params.yaml` undoes it)")
+    from agorabench.pipeline.run import (answered_together, default_jobs, lane_letter, lane_servers, merge_servers,
+                                     pending_stages, prefect_server, repro, split_lanes, stage_names,
+                                     threads_per_lane)
+
+    env = dict(os.environ)
+    # One progress line per stage is ours (pipeline.repro); library download/map bars would only
+    # interleave with it. Generation keeps its own bar (rich), which these do not touch.
+    env.setdefault("TQDM_DISABLE", "1")
+    env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if allow_code_execution:
+        env["AGORA_ALLOW_CODE_EXECUTION"] = "1"
+    try:
+        pending = None if force else pending_stages(env)
+        if pending == []:  # nothing changed: no Prefect server, no model server
+            rc = repro(env)
+        else:
+            jobs = jobs or default_jobs(params)
+            lanes = split_lanes(stage_names() or [], params.benchmark_generators, params.methods, jobs,
+                                answered_together(params)) if jobs > 1 else []
+            if len(lanes) < 2 or pending is not None and not set(pending) & {s for lane in lanes for s in lane}:
+                lanes = []  # one lane, or only results/report to redo: lanes would just check ~70 stages again
+            if lanes:
+                # Cores shared out, not oversubscribed: torch in every stage and in the model servers
+                # reads this. On 2 cores, students answered 1.55-1.61x faster in two one-thread lanes
+                # than one after another with two threads (benchmarks/lanes.py); generation, whose long
+                # prompts use both threads well, came out about even.
+                env.setdefault("OMP_NUM_THREADS", str(threads_per_lane(len(lanes))))
+            threads = env.get("OMP_NUM_THREADS")
+            # With lanes, each lane gets its own servers: a server answers one request at a time, so
+            # one lane's judge calls would wait behind the other lane's generation, both lanes idle.
+            with prefect_server(ui=ui) as url, lane_servers(params, pending, lanes or [None], threads) as lane_envs:
+                env.update(merge_servers(lane_envs), PREFECT_API_URL=url)  # the last pass: any lane's servers
+                typer.echo(f"Prefect API {url}" + (" (UI: " + url.removesuffix("/api") + ")" if ui else ""))
+                if lanes:
+                    typer.echo(f"{len(lanes)} lanes side by side, {threads} thread(s) each: " + "; ".join(
+                        f"{lane_letter(i)}: {_lane_summary(lane, params.benchmark_generators, params.methods)}"
+                        for i, lane in enumerate(lanes)))
+                rc = repro(env, lanes=lanes, force=force, lane_envs=lane_envs if lanes else ())
+    except RuntimeError as e:  # LocalServerError is one: a model server that would not start
+        fail(str(e))
+    if rc == 0:
+        typer.echo(f"done: agora sql \"SELECT * FROM pgr_overall\"; report: {params.analysis.report_dir}/index.html")
+    raise typer.Exit(rc)
+
+
+def _lane_summary(lane: list[str], generators: list[str], methods: list[str]) -> str:
+    """"5 smollm2 settings, 4 qwen-coder settings, evaluate-anchor@base (38 stages)": what a lane runs."""
+    from collections import Counter
+
+    from agorabench.pipeline.run import setting_of
+
+    setting = {s: setting_of(s, generators, methods) for s in lane}
+    settings = Counter(g for g, _, _ in dict.fromkeys(v for v in setting.values() if v is not None))
+    lone = [s for s in lane if setting[s] is None]
+    parts = [f"{n} {g} setting{'s' * (n != 1)}" for g, n in settings.items()] + lone
+    return f"{', '.join(parts)} ({len(lane)} stages)"
+
+
+if __name__ == "__main__":
+    app()
