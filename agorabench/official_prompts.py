@@ -45,7 +45,7 @@ FIRST_WORDS_VAR = "general_triggers"
 SYSTEM_KEYWORD = "system_message"
 PLACEHOLDERS_VAR = "placeholder_formats"
 
-# The official repository's HEAD that the spec (and the paper's release) describes.
+# The commit of neulab/data-agora the spec was written from (its HEAD on 2024-12-06).
 PAPER_COMMIT = "d7e66e12b03616caa42d818d5c2a387c127014ab"
 
 # Official placeholder_formats key -> our placeholder. The demo keys hold "@" where the official
@@ -300,7 +300,7 @@ def _rewriter(formats: dict[str, str]):
 def convert_official(clone_dir: str | Path, out_dir: str | Path, num_fewshot: int = 3) -> ConversionReport:
     """Write a prompt folder for generation.prompt_dir from a clone of neulab/data-agora.
 
-    Everything is read and checked before anything is written, so a failure leaves OUT_DIR as it was.
+    Everything is read and checked before anything is written, so a bad clone leaves OUT_DIR as it was.
     """
     clone_dir, out_dir = Path(clone_dir), Path(out_dir)
     run_script, prompts_dir = _locate(clone_dir)
@@ -310,8 +310,8 @@ def convert_official(clone_dir: str | Path, out_dir: str | Path, num_fewshot: in
     report = ConversionReport(out_dir=out_dir, run_script=run_script, files={}, merges=merges,
                               duplicates=duplicates, commit=clone_commit(run_script.parent.parent))
     if report.commit and report.commit != PAPER_COMMIT:
-        report.warnings.append(f"the clone is at {report.commit[:12]}, the paper's code at {PAPER_COMMIT[:12]}; "
-                               f"`git checkout {PAPER_COMMIT[:12]}` in the clone for the paper's prompts")
+        report.warnings.append(f"the clone is at {report.commit[:12]}, the spec describes {PAPER_COMMIT[:12]}; "
+                               f"`git checkout {PAPER_COMMIT[:12]}` in the clone for the prompts it describes")
     if not formats:
         report.warnings.append(f"{run_script.name} has no {PLACEHOLDERS_VAR}; assumed the official "
                                f"placeholders, which are ours")
