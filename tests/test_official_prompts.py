@@ -1,4 +1,4 @@
-"""Converting a clone of the official repository into a prompt folder (agorabench.official_prompts).
+"""Converting a clone of the official repository into a prompt folder (agorabench.generation.official_prompts).
 
 The fixture tests/data/official_layout/ has the official layout (agora_scripts/run.py and
 agora_scripts/prompts/ with the official file names) but short contents of our own wording.
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from agorabench.config import ParamsError
-from agorabench.official_prompts import PAPER_COMMIT, Duplicate, Merge, convert_official
-from agorabench.prompting import PLACEHOLDER, load_prompt_set, prompt_file, required_placeholders
+from agorabench.generation.official_prompts import PAPER_COMMIT, Duplicate, Merge, convert_official
+from agorabench.generation.prompting import PLACEHOLDER, load_prompt_set, prompt_file, required_placeholders
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "data" / "official_layout"
@@ -164,7 +164,7 @@ def test_clone_commit_is_read_from_git_and_a_non_paper_commit_warns(clone, tmp_p
 
 def test_command_line_entry_prints_quirks_and_fails_with_one_line(clone, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "agorabench.official_prompts"]
+    command = [sys.executable, "-m", "agorabench.generation.official_prompts"]
     ok = subprocess.run([*command, str(FIXTURE), str(tmp_path / "out")], capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
     assert "'Picture this: ' + 'Suppose '" in ok.stdout and "generation.prompt_dir" in ok.stdout

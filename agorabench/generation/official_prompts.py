@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from agorabench.prompting import (
+from agorabench.generation.prompting import (
     DOMAINS,
     INPUT_TRIGGER,
     METHODS,
