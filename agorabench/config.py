@@ -213,8 +213,11 @@ def _one_per_domain(v: dict, what: str) -> dict:
     return v
 
 
-BENCHMARK_DOMAINS = {"gsm8k": "math", "math": "math", "mbpp": "code", "humaneval": "code",
-                     "alpacaeval": "general", "arenahard": "general", "ifeval": "general"}
+def benchmark_domains() -> dict[str, str]:
+    """benchmark -> domain, from the benchmark folders (agorabench/evaluation/benchmarks/)."""
+    from agorabench.evaluation.benchmarks import domains
+
+    return domains()
 
 
 class EvaluationConfig(Strict):
@@ -267,17 +270,17 @@ class EvaluationConfig(Strict):
     def _known(cls, v):
         for domain, names in v.items():
             for name in names:
-                if BENCHMARK_DOMAINS.get(name) != domain:
+                if benchmark_domains().get(name) != domain:
                     raise ValueError(f"{name!r} is not a {domain} benchmark; allowed: "
-                                     f"{', '.join(b for b, d in BENCHMARK_DOMAINS.items() if d == domain)}")
+                                     f"{', '.join(b for b, d in benchmark_domains().items() if d == domain)}")
         return v
 
     @field_validator("limits")
     @classmethod
     def _known_limits(cls, v):
         for name, n in v.items():
-            if name not in BENCHMARK_DOMAINS:
-                raise ValueError(f"unknown benchmark {name!r}; allowed: {', '.join(BENCHMARK_DOMAINS)}")
+            if name not in benchmark_domains():
+                raise ValueError(f"unknown benchmark {name!r}; allowed: {', '.join(benchmark_domains())}")
             if n < 1:
                 raise ValueError(f"{name}: {n} items; give at least 1, or leave it out for `limit`")
         return v
@@ -286,8 +289,8 @@ class EvaluationConfig(Strict):
     @classmethod
     def _known_extra(cls, v):
         for name in v:
-            if name not in BENCHMARK_DOMAINS:
-                raise ValueError(f"unknown benchmark {name!r}; allowed: {', '.join(BENCHMARK_DOMAINS)}")
+            if name not in benchmark_domains():
+                raise ValueError(f"unknown benchmark {name!r}; allowed: {', '.join(benchmark_domains())}")
         return v
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agorabench.evaluation.benchmarks import humaneval  # noqa: E402
-from agorabench.evaluation.items import load_eval_items  # noqa: E402
+from agorabench.evaluation.benchmarks.humaneval import task as humaneval  # noqa: E402
+from agorabench.evaluation.benchmarks import load_items as load_eval_items  # noqa: E402
 from agorabench.evaluation.sandbox import SandboxConfig, isolation_level, run_programs, seccomp_arch  # noqa: E402
 
 

@@ -13,10 +13,12 @@ import re
 import numpy as np
 import pytest
 
-from agorabench.evaluation.benchmarks import alpacaeval, arenahard
+from agorabench.evaluation.benchmarks.alpacaeval import task as alpacaeval
+from agorabench.evaluation.benchmarks.arenahard import task as arenahard
 from agorabench.evaluation.bradley_terry import bootstrap_bradley_terry, fit_bradley_terry, win_probability
 from agorabench.evaluation.context import ScoreContext
-from agorabench.evaluation.items import EvalItem, find_eval_overlap, load_eval_items
+from agorabench.evaluation.items import EvalItem, find_eval_overlap
+from agorabench.evaluation.benchmarks import load_items as load_eval_items
 
 # ---------------------------------------------------------------------------------------------
 # Rule-based judges: they read the two answers out of the prompt we send
@@ -87,7 +89,7 @@ def test_alpaca_garbage_or_ambiguous_replies_are_none(reply):
 
 def test_alpaca_module_contract_and_items():
     assert alpacaeval.DOMAIN == "general" and alpacaeval.PRIMARY == "lc_win_rate"
-    items = alpacaeval.load_items()
+    items = load_eval_items("alpacaeval")
     assert len(items) == 805 and all(item.reference for item in items)
     messages = alpacaeval.build_messages(items[0], [("q1", "a1"), ("q2", "a2")])
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant", "user"]
@@ -96,7 +98,7 @@ def test_alpaca_module_contract_and_items():
 
 
 def test_alpaca_model_side_is_random_but_deterministic():
-    ids = [item.id for item in alpacaeval.load_items()]
+    ids = [item.id for item in load_eval_items("alpacaeval")]
     sides = [alpacaeval.model_side(i, 42) for i in ids]
     assert 0.45 < sides.count("A") / len(sides) < 0.55  # balanced
     assert sides == [alpacaeval.model_side(i, 42) for i in ids]  # same seed, same sides
@@ -273,19 +275,19 @@ def test_arena_garbage_or_ambiguous_replies_are_none(reply):
 
 def test_arena_items_default_to_hard_prompts_with_their_baselines():
     assert arenahard.DOMAIN == "general" and arenahard.PRIMARY == "score"
-    hard = arenahard.load_items()
+    hard = arenahard.with_baselines()
     assert len(hard) == 500 and {it.extra["category"] for it in hard} == {"hard_prompt"}
     assert {it.extra["baseline"] for it in hard} == {"o3-mini-2025-01-31"} and all(it.reference for it in hard)
-    both = arenahard.load_items(("hard_prompt", "creative_writing"))
+    both = arenahard.with_baselines(("hard_prompt", "creative_writing"))
     assert len(both) == 750
     assert {it.extra["baseline"] for it in both if it.extra["category"] == "creative_writing"} == {"gemini-2.0-flash-001"}
     assert {it.id for it in both} == {it.id for it in load_eval_items("arenahard")}  # ids line up with generation
     with pytest.raises(ValueError, match="categories"):
-        arenahard.load_items(("coding",))
+        arenahard.with_baselines(("coding",))
     with pytest.raises(ValueError, match="available"):
-        arenahard.load_items(baseline="gpt-4-0314")
+        arenahard.with_baselines(baseline="gpt-4-0314")
     with pytest.raises(ValueError, match="no answer"):  # gemini did not answer two hard prompts
-        arenahard.load_items(baseline="gemini-2.0-flash-001")
+        arenahard.with_baselines(baseline="gemini-2.0-flash-001")
 
 
 def test_arena_read_model_answers_both_layouts(tmp_path):

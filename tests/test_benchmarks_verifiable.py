@@ -10,11 +10,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from types import SimpleNamespace
 
-from agorabench.evaluation.benchmarks import gsm8k, ifeval
-from agorabench.evaluation.benchmarks import math as mathbench
+from agorabench.evaluation.benchmarks.gsm8k import task as gsm8k
+from agorabench.evaluation.benchmarks.ifeval import task as ifeval
+from agorabench.evaluation.benchmarks.math import task as mathbench
 from agorabench.evaluation.context import ScoreContext
-from agorabench.evaluation.items import EvalItem, find_eval_overlap, last_boxed, load_eval_items
+from agorabench.evaluation.items import EvalItem, find_eval_overlap, last_boxed
+from agorabench.evaluation.benchmarks import load_items as load_eval_items
 
 CTX = ScoreContext()
 
@@ -204,25 +207,25 @@ def test_math_hard_timeout_kills_and_restarts_the_child():
 
 
 def test_math_items_full_and_math500():
-    math500 = mathbench.load_items()
-    full = mathbench.load_items("full")
+    math500 = load_eval_items("math")
+    full = list(mathbench.full_items())
     assert len(math500) == 500 and len(full) == 5000
     assert len({item.id for item in full}) == 5000
     assert sum(item.extra["in_math500"] for item in full) == 500
     assert all(item.reference for item in full)
     assert full[0].reference == last_boxed(full[0].extra["solution"])
     with pytest.raises(ValueError, match="math500"):
-        mathbench.load_items("train")
+        load_eval_items("math", SimpleNamespace(math_subset="train"))
 
 
 def test_math_fewshot_outside_math500():
     demos = mathbench.fewshot_examples(8)
-    in_500 = {item.prompt for item in mathbench.load_items()}
+    in_500 = {item.prompt for item in load_eval_items("math")}
     assert len(demos) == 8 and len({q for q, _ in demos}) == 8
     for problem, answer in demos:
         assert problem not in in_500
         assert gsm8k.result_tag(answer) == last_boxed(answer.rsplit("[RESULT]", 1)[0])
-    messages = mathbench.build_messages(mathbench.load_items()[0], demos[:1])
+    messages = mathbench.build_messages(load_eval_items("math")[0], demos[:1])
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
 
 

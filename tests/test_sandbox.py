@@ -26,10 +26,12 @@ from pathlib import Path
 import pytest
 
 from agorabench.evaluation import sandbox
-from agorabench.evaluation.benchmarks import humaneval, mbpp
+from agorabench.evaluation.benchmarks.humaneval import task as humaneval
+from agorabench.evaluation.benchmarks.mbpp import task as mbpp
 from agorabench.evaluation.code_scoring import extract_code, pass_at_k, summarize_pass_at_k
 from agorabench.evaluation.context import ScoreContext
-from agorabench.evaluation.items import MBPP_SEED_IDS, load_eval_items
+from agorabench.evaluation.items import MBPP_SEED_IDS
+from agorabench.evaluation.benchmarks import load_items as load_eval_items
 
 CTX = ScoreContext(allow_code_execution=True, sandbox_timeout_s=10, sandbox_workers=2, pass_k=(1, 2))
 ISOLATIONS = (["bwrap"] if sandbox.bwrap_works() else []) + ["process"]

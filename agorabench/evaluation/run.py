@@ -15,26 +15,26 @@ where the model key is "base", "reference", "students/G/M/D", "generators/NAME" 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from agorabench.evaluation.pairwise import NoVerdict
-from agorabench.config import BENCHMARK_DOMAINS, Params, ParamsError, check_setting
-from agorabench.evaluation.items import EvalItem, data_version, load_eval_items
+from agorabench.config import Params, ParamsError, check_setting
+from agorabench.evaluation import benchmarks as table
+from agorabench.evaluation.items import EvalItem
 from agorabench.models.in_process import Decoding
 from agorabench.generation.validation import count_tokens
 
-JUDGED = ("alpacaeval", "arenahard")
-
 
 def benchmark_module(name: str):
-    """agorabench/evaluation/benchmarks/<name>/: one folder per benchmark, each with the same five names."""
-    if name not in BENCHMARK_DOMAINS:
-        raise ParamsError(f"unknown benchmark {name!r}; allowed: {', '.join(BENCHMARK_DOMAINS)}")
-    return importlib.import_module(f"agorabench.evaluation.benchmarks.{name}")
+    """The benchmark's task module (build_messages, fewshot_examples, score, summarize); an unknown
+    name is a one-line error."""
+    try:
+        return table.task(name)
+    except ValueError as e:
+        raise ParamsError(str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -79,13 +79,7 @@ def select_items(params: Params, benchmark: str) -> list[EvalItem]:
     """The benchmark's items, limited to the first N of a seeded shuffle (a larger N only adds), after
     leaving out prompts over evaluation.max_prompt_tokens."""
     ev = params.evaluation
-    module = benchmark_module(benchmark)
-    if benchmark == "math":
-        items = module.load_items(ev.math_subset)
-    elif benchmark == "arenahard" and hasattr(module, "load_items"):
-        items = module.load_items(categories=tuple(ev.arenahard_categories))
-    else:
-        items = load_eval_items(benchmark)
+    items = table.load_items(benchmark, ev)
     if ev.max_prompt_tokens is not None:
         tokenizer = params.generation.tokenizer
         items = [it for it in items if count_tokens(it.prompt, tokenizer) <= ev.max_prompt_tokens]
@@ -99,7 +93,7 @@ def select_items(params: Params, benchmark: str) -> list[EvalItem]:
 
 def decoding_for(params: Params, benchmark: str) -> Decoding:
     d = params.evaluation.decoding
-    domain = BENCHMARK_DOMAINS[benchmark]
+    domain = table.domains()[benchmark]
     return Decoding(temperature=d.temperature.get(domain, 0.0), top_p=d.top_p, max_new_tokens=d.new_tokens(domain),
                     repetition_penalty=d.repetition_penalty)
 
@@ -165,7 +159,7 @@ def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,
         except ParamsError:
             continue  # evaluate() reports it
         _, _, conversations = _prompts(params, model, benchmark)
-        samples = params.evaluation.samples if BENCHMARK_DOMAINS[benchmark] == "code" else 1
+        samples = params.evaluation.samples if table.domains()[benchmark] == "code" else 1
         for s in range(samples):
             groups.setdefault((decoding_for(params, benchmark), s), []).extend(conversations)
     from agorabench.models.store import RequestStore
@@ -181,12 +175,11 @@ def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,
 
 
 def _check_runnable(params: Params, benchmark: str, ctx) -> None:
-    if benchmark not in BENCHMARK_DOMAINS:
-        benchmark_module(benchmark)  # the one-line "unknown benchmark" error
-    if BENCHMARK_DOMAINS[benchmark] == "code" and not ctx.allow_code_execution:
+    benchmark_module(benchmark)  # the one-line "unknown benchmark" error
+    if table.domains()[benchmark] == "code" and not ctx.allow_code_execution:
         raise ParamsError(f"{benchmark} runs generated code: opt in with --allow-code-execution or "
                           f"evaluation.allow_code_execution: true (it runs only inside the sandbox)")
-    if benchmark in JUDGED and not params.evaluation.judge:
+    if table.judged(benchmark) and not params.evaluation.judge:
         raise ParamsError(f"{benchmark} needs an LLM judge: set evaluation.judge to a generator name")
 
 
@@ -235,7 +228,7 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
     _check_runnable(params, benchmark, ctx)
     module, items, conversations = _prompts(params, model, benchmark)
     decoding = decoding_for(params, benchmark)
-    samples = ev.samples if BENCHMARK_DOMAINS[benchmark] == "code" else 1
+    samples = ev.samples if table.domains()[benchmark] == "code" else 1
 
     all_items, all_convs, completions, source = [], [], [], {"generated": 0, "cached": 0}
     sample_of = []
@@ -251,7 +244,7 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
 
     judge_session = None
     try:
-        if benchmark in JUDGED:
+        if table.judged(benchmark):
             from agorabench.models.in_process import EndpointSession
 
             judge_session = EndpointSession(params, ev.judge)
@@ -270,15 +263,15 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
     paths = output_paths(params, model, benchmark)
     _write_items(paths["items"], model, benchmark, all_items, all_convs, completions, outputs, rows, sample_of)
     scores = {
-        "benchmark": benchmark, "domain": BENCHMARK_DOMAINS[benchmark], "model": model.key, "kind": model.kind,
+        "benchmark": benchmark, "domain": table.domains()[benchmark], "model": model.key, "kind": model.kind,
         "spec": model.spec, "primary": module.PRIMARY, "score": metrics[module.PRIMARY], "metrics": metrics,
         "n_items": len(items), "samples": samples, "fewshot": model.fewshot,
-        "data_version": data_version(benchmark),
+        "data_version": table.declaration(benchmark).data_version(ev),
         "items_sha256": hashlib.sha256("\n".join(it.id for it in items).encode()).hexdigest(),
         "decoding": decoding.as_dict() | {"repetition_penalty_applied": source["repetition_penalty_applied"]},
-        "judge": ev.judge if benchmark in JUDGED else None,
+        "judge": ev.judge if table.judged(benchmark) else None,
         "judge_reasoning": ev.judge_reasoning if benchmark == "arenahard" else None,
-        "judge_max_answer_chars": ev.judge_max_answer_chars if benchmark in JUDGED else None,
+        "judge_max_answer_chars": ev.judge_max_answer_chars if table.judged(benchmark) else None,
         "isolation": next((r["isolation"] for r in rows if r.get("isolation")), None),
         "no_answer": sum(1 for c in completions if c is None),
         "untrained_reason": _untrained(model),
@@ -331,7 +324,7 @@ def benchmarks_for(params: Params, model_ref: str) -> list[str]:
     ev = params.evaluation
     if model_ref.startswith("student:"):
         domain = model_ref.rsplit("/", 1)[-1]
-        return list(ev.benchmarks.get(domain, [])) + [b for b in ev.extra if BENCHMARK_DOMAINS[b] == domain]
+        return list(ev.benchmarks.get(domain, [])) + [b for b in ev.extra if table.domains()[b] == domain]
     return [b for names in ev.benchmarks.values() for b in names] + list(ev.extra)
 
 

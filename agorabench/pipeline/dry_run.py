@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from agorabench.config import BENCHMARK_DOMAINS, Params
+from agorabench.config import Params, benchmark_domains
+from agorabench.evaluation.benchmarks import judged as needs_judge
 from agorabench.generation.estimate import estimate_setting
 
 
@@ -42,13 +43,13 @@ def plan(params: Params) -> dict:
     notes += sorted({r["basis"] for r in generation})
     students = len(gens) * len(settings)
     # A student is evaluated on its own domain's benchmarks, the anchors and generators on all.
-    per_domain = {d: list(ev.benchmarks.get(d, [])) + [b for b in ev.extra if BENCHMARK_DOMAINS[b] == d]
+    per_domain = {d: list(ev.benchmarks.get(d, [])) + [b for b in ev.extra if benchmark_domains()[b] == d]
                   for d in params.domains}
     student_evals = (sum(len(per_domain[d]) for _, d in settings) * len(gens)
                      + sum(len(per_domain[d]) for _, _, d in scaled) * len(sc.sizes))
     anchor_evals = 2 * len(all_benchmarks)
     generator_evals = len(ev.generators) * len(all_benchmarks)
-    judged = [b for b in all_benchmarks if b in ("alpacaeval", "arenahard")]
+    judged = [b for b in all_benchmarks if needs_judge(b)]
     stages = {
         "generate": students, "train": students, "evaluate-student": students, "evaluate-anchor": 2,
         "evaluate-generator": len(ev.generators), "intrinsic": students,

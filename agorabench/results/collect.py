@@ -22,7 +22,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agorabench.config import BENCHMARK_DOMAINS
+from agorabench.config import benchmark_domains
 from agorabench.results.schema import INSTANCE_METRICS, INTRINSIC_METRICS, TABLES, Table
 
 
@@ -277,7 +277,7 @@ def _evaluation(root: Path) -> tuple[list[dict], list[dict]]:
             raise ValueError(f"{p}: score {s.get('score')!r} is not a number; re-run `agora evaluate`")
         scores.append({
             **model_identity(key), "benchmark": benchmark,
-            "benchmark_domain": s.get("domain") or BENCHMARK_DOMAINS.get(benchmark),
+            "benchmark_domain": s.get("domain") or benchmark_domains().get(benchmark),
             "primary_metric": s.get("primary"), "score": score, "n_items": s.get("n_items"),
             "samples": s.get("samples"), "fewshot": s.get("fewshot"), "judge": s.get("judge"),
             "no_answer": s.get("no_answer"), "data_version": _str(s.get("data_version")),

@@ -1,7 +1,58 @@
-"""One folder per benchmark; each exposes DOMAIN, PRIMARY, build_messages, fewshot_examples, score, summarize."""
+"""The benchmarks: one folder each, and every table of benchmarks derived from those folders.
+
+A folder NAME/ is a benchmark. Its __init__.py declares, and imports nothing heavy:
+    DOMAIN       math | code | general: whose students it scores and which domain PGR it feeds
+    PRIMARY      the metric PGR uses (a key of what task.summarize returns), percent
+    JUDGED       whether it needs an LLM judge (evaluation.judge)
+    load_items(ev=None) -> [EvalItem]   the items evaluated under an `evaluation` config (None: all)
+    data_version(ev=None) -> str        the exact data, for the scores file
+Its task.py holds the rest: build_messages, fewshot_examples, score, summarize.
+
+Adding a benchmark is adding a folder; NAMES, domains() and everything that lists benchmarks
+(params validation, the evaluation stage, decontamination of seeds, the dry-run plan) read it from
+here. Which benchmarks make up a domain's PGR is evaluation.benchmarks in params.yaml.
+"""
 from __future__ import annotations
 
+import functools
+import importlib
+import pkgutil
 from typing import Callable, Sequence
+
+NAMES: tuple[str, ...] = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg))
+
+
+def declaration(name: str):
+    """The folder's __init__ module: DOMAIN, PRIMARY, JUDGED, load_items, data_version."""
+    if name not in NAMES:
+        raise ValueError(f"unknown benchmark {name!r}; allowed: {', '.join(NAMES)}")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def task(name: str):
+    """The folder's task module: build_messages, fewshot_examples, score, summarize."""
+    declaration(name)
+    return importlib.import_module(f"{__name__}.{name}.task")
+
+
+@functools.cache
+def domains() -> dict[str, str]:
+    """benchmark -> its domain."""
+    return {name: declaration(name).DOMAIN for name in NAMES}
+
+
+def judged(name: str) -> bool:
+    return declaration(name).JUDGED
+
+
+@functools.lru_cache(maxsize=None)
+def _all_items(name: str) -> tuple:
+    return tuple(declaration(name).load_items(None))
+
+
+def load_items(name: str, ev=None) -> list:
+    """The benchmark's items under the `evaluation` config `ev` (None: every item it has)."""
+    return list(_all_items(name)) if ev is None else declaration(name).load_items(ev)
 
 
 def fewshot_turns(render: Callable[[str], str], question: str,

