@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from agorabench.analysis import features_from_db, run_analysis  # noqa: E402
 from agorabench.config import DOMAINS, METHODS  # noqa: E402
-from agorabench.pgr import DOMAIN_BENCHMARKS  # noqa: E402
+from agorabench.config import EvaluationConfig  # noqa: E402
 from agorabench.results.collect import parquet_options  # noqa: E402
 from agorabench.results.db import build_db  # noqa: E402
 from agorabench.results.schema import INSTANCE_METRICS, INTRINSIC_METRICS, TABLES  # noqa: E402
@@ -54,6 +54,7 @@ from agorabench.results.views import view_definitions  # noqa: E402
 GENERATORS = ("gpt-4o", "gpt-4o-mini", "claude-3.5-sonnet", "llama-3.1-405b", "llama-3.1-70b", "llama-3.1-8b")
 SCALING = ("gpt-4o-mini", "llama-3.1-70b", "llama-3.1-8b")  # the paper's scaling and ablation generators
 ITEMS = {"gsm8k": 1319, "math": 500, "mbpp": 378, "humaneval": 164, "alpacaeval": 805, "arenahard": 500}
+DOMAIN_BENCHMARKS = EvaluationConfig().benchmarks  # the paper's map, the schema default
 BENCH_DOMAIN = {b: d for d, bs in DOMAIN_BENCHMARKS.items() for b in bs}
 IG = METHODS[0]
 
@@ -164,6 +165,9 @@ def synthesize(out: Path, scale: float, text_chars: int = 600, seed: int = 0) ->
     write("generators", {"generator": gens, "datasets": [sum(1 for s in sets if s[0] == g) for g in gens]}, out)
     for name in ("rejections", "training_runs", "training_loss"):
         write(name, {c: [] for c in TABLES[name].names}, out)
+    pairs = [(d, b, i) for d, bs in DOMAIN_BENCHMARKS.items() for i, b in enumerate(bs)]
+    write("domain_benchmarks", {"domain": [d for d, _, _ in pairs], "benchmark": [b for _, b, _ in pairs],
+                                "position": [i for _, _, i in pairs]}, out)
     return {"instances": total, "students": sum(1 for mdl in models if mdl[1] == "student"),
             "eval_items": len(items["model"]), "datasets": len(sets)}
 
@@ -311,7 +315,7 @@ def duckdb_views(db: Path, threads: int | None, names=None) -> dict[str, pd.Data
     """Every view of views.py plus EXTRA_SQL (or just `names`), each read in full into a DataFrame."""
     import duckdb
 
-    queries = {name: f"SELECT * FROM {name}" for name in view_definitions()} | EXTRA_SQL
+    queries = {name: f"SELECT * FROM {name}" for name in view_definitions(DOMAIN_BENCHMARKS)} | EXTRA_SQL
     con = duckdb.connect(str(db), read_only=True)
     try:
         if threads:

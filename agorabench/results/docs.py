@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agorabench.config import EvaluationConfig
 from agorabench.results.schema import TABLES
 from agorabench.results.views import BUILT_TABLES, view_definitions
 
@@ -39,7 +40,7 @@ def render_schema_doc() -> str:
         out += [f"| `{c}` | {_cell(doc)} |" for c, doc in t.columns]
         out.append("")
     out += ["## Views", "", "Defined in agorabench/results/views.py (its docstring explains how PGR is averaged).", ""]
-    for name, v in view_definitions().items():
+    for name, v in view_definitions(EvaluationConfig().benchmarks).items():
         out += [f"### `{name}`", "", v.doc, "", "| column | meaning |", "|---|---|"]
         out += [f"| `{c}` | {_cell(doc)} |" for c, doc in v.columns]
         out.append("")

@@ -242,6 +242,16 @@ TABLES: dict[str, Table] = {
             ("reward", "float", "reward-model score"),
             ("perplexity", "float", "response perplexity"),
         )),
+    "domain_benchmarks": Table(
+        doc="Which benchmarks make up each domain's PGR: evaluation.benchmarks of the params the results "
+            "were collected with. The PGR views read it.",
+        key=("domain", "position"),
+        source="params.yaml evaluation.benchmarks",
+        columns=_cols(
+            ("domain", "str", "math | code | general"),
+            ("benchmark", "str", "benchmark name"),
+            ("position", "int", "order of the benchmark within its domain"),
+        )),
 }
 
 # The dataset-level intrinsic metrics (columns of `intrinsic` and of the intrinsic_summary view).

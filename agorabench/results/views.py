@@ -1,6 +1,7 @@
 """The SQL views of the results database, each with its columns documented.
 
-PGR follows agorabench/pgr.py to the letter (tests/test_results_db.py compares them):
+This is the one implementation of PGR (tests/test_results_db.py checks it against a plain-Python
+oracle, tests/pgr_oracle.py):
 
     pgr_benchmark   (student - base) / (reference - base) x 100; NULL when reference <= base or a
                     score is missing
@@ -9,11 +10,12 @@ PGR follows agorabench/pgr.py to the letter (tests/test_results_db.py compares t
                     benchmark of the domain has a value. Both definitions are always available as
                     pgr_domain_mean_of_pgr and pgr_domain_pgr_of_mean; pgr_domain is the one the
                     database was built with (meta.combine), and the averages below read it.
-    pgr_method      mean of the 3 domain PGRs; pgr_overall: mean of the 3 method averages. As in
-                    pgr.py, "the 3" are the domains (methods) present anywhere in the results, and a
+    pgr_method      mean of the 3 domain PGRs; pgr_overall: mean of the 3 method averages. "The 3"
+                    are the domains (methods) present anywhere in the results, and a
                     generator missing one, or with a NULL one, gets NULL rather than a shorter mean.
 
-A student counts towards the PGR of its own domain's benchmarks only (domain_benchmarks); extra
+A domain's benchmarks are the table domain_benchmarks (evaluation.benchmarks of the params the results
+were collected with). A student counts towards the PGR of its own domain's benchmarks only; extra
 benchmarks (ifeval) stay in `scores`.
 """
 from __future__ import annotations
@@ -32,12 +34,8 @@ class View:
     columns: tuple[tuple[str, str], ...]  # (name, meaning), in the view's column order
 
 
-# Tables db.py builds itself (not collected): the PGR benchmark map and how the database was built.
+# Tables db.py builds itself (not collected): how the database was built.
 BUILT_TABLES: dict[str, View] = {
-    "domain_benchmarks": View(
-        doc="Which benchmarks make up each domain's PGR (agorabench/pgr.py DOMAIN_BENCHMARKS).", sql="",
-        columns=(("domain", "math | code | general"), ("benchmark", "benchmark name"),
-                 ("position", "order of the benchmark within its domain"))),
     "meta": View(
         doc="How this database was built.", sql="",
         columns=(("key", "setting name (combine, tables, results_dir)"), ("value", "its value"))),
@@ -48,15 +46,13 @@ _PGR_DOMAIN_COLUMNS = (("generator", "generator"), ("method", "generation method
                        ("benchmarks", "benchmarks of the domain with a value"))
 
 
-def view_definitions(combine: str = "mean_of_pgr", domains: Mapping[str, Sequence[str]] | None = None,
+def view_definitions(domains: Mapping[str, Sequence[str]], combine: str = "mean_of_pgr",
                      methods: Sequence[str] = METHODS, min_gap: float = 0.0) -> dict[str, View]:
-    """name -> View, in creation order (a view only reads views defined before it). min_gap: PGR is
-    NULL where the reference beats the base by less than this many score points (0: any gap)."""
+    """name -> View, in creation order (a view only reads views defined before it). domains: each
+    domain's PGR benchmarks (the domain_benchmarks table; generator_summary has a column per benchmark).
+    min_gap: PGR is NULL where the reference beats the base by less than this many score points (0: any gap)."""
     if combine not in ("mean_of_pgr", "pgr_of_mean"):
         raise ValueError(f"combine={combine!r} is not known; use 'mean_of_pgr' or 'pgr_of_mean'")
-    from agorabench.pgr import DOMAIN_BENCHMARKS
-
-    domains = DOMAIN_BENCHMARKS if domains is None else domains
     benchmarks = [b for names in domains.values() for b in names]
     gap = repr(float(min_gap))  # a number in the SQL text: DDL takes no parameters
     if float(min_gap) < 0 or gap in ("nan", "inf"):

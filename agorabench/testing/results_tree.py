@@ -14,11 +14,10 @@ from typing import Sequence
 
 import pandas as pd
 
-from agorabench.config import DOMAINS, METHODS
+from agorabench.config import DOMAINS, METHODS, EvaluationConfig
 from agorabench.evaluation.items import EvalItem
 from agorabench.evaluation.run import ModelRef, _write_items
 from agorabench.generation.plan import dumps_line
-from agorabench.pgr import DOMAIN_BENCHMARKS
 from agorabench.models.store import Completion
 from agorabench.results.collect import ResultPaths
 
@@ -78,7 +77,7 @@ def write_tree(root: str | Path, generators: Sequence[str] = GENS) -> ResultPath
     models += [ModelRef("generator", g, f"generators/{g}", 0) for g in generators]
     models += [ModelRef("student", "s", f"students/{g}/{m}/{d}", 0) for g in generators for m in METHODS for d in DOMAINS]
     for model in models:
-        for domain, benches in DOMAIN_BENCHMARKS.items():
+        for domain, benches in EvaluationConfig().benchmarks.items():
             if model.kind == "student" and not model.key.endswith("/" + domain):
                 continue
             for b in benches:

@@ -1,4 +1,7 @@
-"""Performance Gap Recovered (PGR): the AgoraBench score of a data generator.
+"""A test oracle for Performance Gap Recovered: the same definitions as the SQL views of
+agorabench/results/views.py (the one implementation the product uses), written again in plain pandas
+so tests can compare the two on the same scores.
+Performance Gap Recovered (PGR): the AgoraBench score of a data generator.
 
     PGR(G, B) = (score_B(student) - score_B(base)) / (score_B(reference) - score_B(base)) x 100
 
@@ -24,14 +27,10 @@ from typing import Literal, Mapping, Sequence
 
 import pandas as pd
 
-from agorabench.config import DOMAINS, METHODS
+from agorabench.config import DOMAINS, METHODS, EvaluationConfig
 
-# Each domain is scored on two benchmarks (spec §5). Keys match eval_items.BENCHMARKS.
-DOMAIN_BENCHMARKS: dict[str, tuple[str, ...]] = {
-    "math": ("gsm8k", "math"),
-    "code": ("mbpp", "humaneval"),
-    "general": ("alpacaeval", "arenahard"),
-}
+# Each domain is scored on two benchmarks (spec §5): the schema default of evaluation.benchmarks.
+DOMAIN_BENCHMARKS: dict[str, tuple[str, ...]] = {d: tuple(b) for d, b in EvaluationConfig().benchmarks.items()}
 
 Combine = Literal["mean_of_pgr", "pgr_of_mean"]
 
