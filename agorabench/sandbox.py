@@ -11,7 +11,9 @@ Every program gets, in order of strength:
    By default (``SandboxConfig.zygote``) each worker starts ONE such sandbox for its whole batch, with a
    small pre-started interpreter inside (the "zygote") that forks a child per program, so a program costs
    a fork instead of a namespace set-up plus an interpreter start-up; see "The zygote" below.
-   With ``zygote=False`` every program gets its own ``bwrap`` and its own empty ``/tmp``.
+   With ``zygote=False`` every program gets its own ``bwrap`` and its own empty ``/tmp``. The private
+   ``/tmp`` hides the host's; where the interpreter itself lives under ``/tmp`` (a checkout there with its
+   ``.venv``), its folders are bound back into it read-only (``_bwrap_argv``).
 2. Otherwise a plain **process** (isolation "process"): a fresh interpreter per program, no namespaces.
 3. In both cases, a **seccomp filter** (x86_64 and aarch64; recorded as ``seccomp``), built with libseccomp
    (``pyseccomp``; no filter, and ``seccomp`` False, where libseccomp is missing): bwrap gets it exported as
@@ -50,7 +52,8 @@ parent empties the work dir, so nothing a program leaves there reaches the next.
 through the zygote: the parent writes it into the child's own stdin pipe. What differs from a fresh
 ``bwrap`` per program: the programs of one worker share the (read-only, capability-less) namespaces one
 after another, and the hash seed (``PYTHONHASHSEED``) of their interpreter; ``AGORA_SANDBOX_RUN`` and
-``ExecResult.run_id`` name the sandbox, not the program; the work dir is ``/tmp`` inside.
+``ExecResult.run_id`` name the sandbox, not the program; the work dir is ``/tmp`` inside (where the
+interpreter lives under ``/tmp``: the work dir at its own path inside a read-only private ``/tmp``).
 
 Success is proven by a token, not an exit code: the harness reads a fresh ``secrets.token_hex`` from
 stdin (never written to the source file, the command line or the environment), runs the program, and
@@ -425,20 +428,46 @@ def _python_argv() -> list[str]:
     return [sys.executable, "-I", "-S", "-B", "-c", _HARNESS]
 
 
-def _bwrap_argv(workdir: str, seccomp_fd: int | None, inside: str | None = None) -> list[str]:
-    """`workdir` (on the host) is the only writable place; it appears at `inside`, by default at the same path
-    over a private empty /tmp (zygote mode binds it over /tmp itself, so /tmp is not a second place to write)."""
+def _interpreter_dirs_under_tmp() -> list[str]:
+    """The interpreter's folders that lie under /tmp (a checkout there with its .venv inside, a Python
+    unpacked there), outermost only: the sandbox's private /tmp would hide them, so they are bound back."""
+    tmp = os.path.realpath("/tmp") + "/"
+    needed = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, os.path.dirname(sys.executable)}
+    needed |= {os.path.realpath(p) for p in needed} | {os.path.dirname(os.path.realpath(sys.executable))}
+    found: list[str] = []
+    for path in sorted({os.path.abspath(p) for p in needed if p}):  # sorted: a folder before those inside it
+        if path.startswith(tmp) and not any(path.startswith(f + "/") for f in found):
+            found.append(path)
+    return found
+
+
+def _bwrap_argv(workdir: str, seccomp_fd: int | None, zygote: bool = False) -> tuple[list[str], str]:
+    """The bwrap command (up to and including "--") and where `workdir` (on the host) appears inside.
+
+    `workdir` is the only writable place. By default it appears at its own path over a private empty /tmp.
+    The zygote binds it over /tmp itself, so that /tmp is not a second place to write that outlives a program.
+    The interpreter's folders under /tmp, if any, are bound back read-only over the private /tmp; a zygote then
+    gets a read-only private /tmp with the work dir at its own path inside (TMPDIR and HOME point there)."""
     argv = [
         "bwrap", "--die-with-parent", "--new-session", "--unshare-all", "--cap-drop", "ALL",
         "--ro-bind", "/", "/", "--dev", "/dev", "--remount-ro", "/dev", "--proc", "/proc",
     ]  # fmt: skip
-    if inside is None:
-        argv += ["--tmpfs", "/tmp", "--bind", workdir, workdir, "--chdir", workdir]
+    hidden = _interpreter_dirs_under_tmp()
+    if zygote and not hidden:
+        inside = "/tmp"
+        argv += ["--bind", workdir, inside]
     else:
-        argv += ["--bind", workdir, inside, "--chdir", inside]
+        inside = workdir
+        argv += ["--tmpfs", "/tmp"]
+        for path in hidden:
+            argv += ["--ro-bind", path, path]
+        if zygote:  # the mount point first: a read-only /tmp cannot get one later
+            argv += ["--dir", workdir, "--remount-ro", "/tmp"]
+        argv += ["--bind", workdir, workdir]
+    argv += ["--chdir", inside]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
-    return argv + ["--"]
+    return argv + ["--"], inside
 
 
 def _current_user_processes() -> int:
@@ -485,17 +514,21 @@ def bwrap_works() -> bool:
     """Probe once: can bwrap start our Python with the options we use?"""
     if shutil.which("bwrap") is None:
         return False
-    workdir = tempfile.mkdtemp(prefix="agora-sbx-probe-")
-    try:
-        out = subprocess.run(
-            _bwrap_argv(workdir, None) + [sys.executable, "-I", "-S", "-c", "print('ok')"],
-            capture_output=True, timeout=20, env=_child_env(workdir, "probe"), stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        return out.returncode == 0 and out.stdout.strip() == b"ok"
-    except (OSError, subprocess.SubprocessError):
-        return False
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    for zygote in (False, True):  # both layouts of the file system (`_bwrap_argv`)
+        workdir = tempfile.mkdtemp(prefix="agora-sbx-probe-")
+        try:
+            argv, inside = _bwrap_argv(workdir, None, zygote)
+            out = subprocess.run(
+                argv + [sys.executable, "-I", "-S", "-c", "print('ok')"],
+                capture_output=True, timeout=20, env=_child_env(inside, "probe"), stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            if out.returncode != 0 or out.stdout.strip() != b"ok":
+                return False
+        except (OSError, subprocess.SubprocessError):
+            return False
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return True
 
 
 def isolation_level(config: SandboxConfig) -> str:
@@ -592,7 +625,7 @@ def _run_fresh(source: str, config: SandboxConfig, isolation: str) -> ExecResult
             os.close(seccomp_w)
             pass_fds = (seccomp_r,)
         if isolation == "bwrap":
-            argv = _bwrap_argv(workdir, seccomp_r) + argv
+            argv = _bwrap_argv(workdir, seccomp_r)[0] + argv
         nproc = None if os.geteuid() == 0 else _current_user_processes() + 64 * config.workers
         try:
             proc = subprocess.Popen(
@@ -744,7 +777,8 @@ class _Zygote:
         if template is None:
             return "libseccomp's filter has no place to patch a child's pid into"
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        argv = _bwrap_argv(self.workdir, None, inside="/tmp") + [
+        bwrap, inside = _bwrap_argv(self.workdir, None, zygote=True)
+        argv = bwrap + [
             sys.executable, "-I", "-S", "-B", "-c", _ZYGOTE, str(theirs.fileno()),
             ",".join(f"{which}:{value}" for which, value in limits), template.hex(),
             struct.pack("=I", _PID_PLACEHOLDER).hex(), ",".join(_PRELOAD),
@@ -753,7 +787,7 @@ class _Zygote:
         try:
             # No rlimits here: the zygote lives for the whole batch (its CPU time adds up); each child sets its own.
             self.proc = subprocess.Popen(
-                argv, cwd=self.workdir, env=_child_env("/tmp", self.run_id), stdin=subprocess.DEVNULL,
+                argv, cwd=self.workdir, env=_child_env(inside, self.run_id), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
                 pass_fds=(theirs.fileno(),), close_fds=True,
             )  # fmt: skip

@@ -920,3 +920,58 @@ def test_zygote_template_patches_into_libseccomps_own_filter():
     wrong = sandbox.seccomp_filter(False, 555, True)
     assert sandbox._patch_pid(wrong, placeholder, 777) != sandbox.seccomp_filter(False, 777, True)
 
+
+# ---------------------------------------------------------------------------------------------
+# A checkout under /tmp: its interpreter is bound back into the sandbox's private /tmp
+# ---------------------------------------------------------------------------------------------
+
+# Runs under the venv's interpreter: which isolation the sandbox picks, and what a program sees inside.
+UNDER_TMP = """
+import json, sys
+from agorabench import sandbox
+if sys.argv[1] == "hide":  # the canary: what the sandbox did before it bound the interpreter back
+    sandbox._interpreter_dirs_under_tmp = lambda: []
+program = (
+    "import os, sys\\n"
+    "assert sys.executable.startswith(" + repr(sys.argv[2]) + ") and os.path.exists(sys.executable)\\n"
+    "assert not os.path.exists(" + repr(sys.argv[3]) + ")\\n"  # the rest of the host's /tmp stays hidden
+    "open('out.txt', 'w').write('x')\\n"
+    "try:\\n    open('/tmp/left-for-the-next', 'w').write('x')\\n    print('TMP WRITABLE')\\n"
+    "except OSError:\\n    pass\\n"
+)
+out = {}
+for zygote in (True, False):
+    config = sandbox.SandboxConfig(allow_code_execution=True, timeout_s=10, workers=1, zygote=zygote)
+    result = sandbox.run_program(program, config)
+    writable = "TMP WRITABLE" in result.stdout_tail
+    out[str(zygote)] = [result.isolation, result.passed, writable, result.stderr_tail[-300:]]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not sandbox.bwrap_works(), reason="bubblewrap cannot run here (missing, or no user namespaces)")
+@pytest.mark.skipif(sandbox.pyseccomp is None, reason="the venv under /tmp imports pyseccomp from this one")
+def test_bwrap_is_used_when_the_interpreter_lives_under_tmp():
+    root = Path(tempfile.mkdtemp(prefix="agora-checkout-", dir="/tmp"))
+    try:
+        venv = root / "repo" / ".venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
+        secret = root / "not-for-programs.txt"
+        secret.write_text("a file of the host's /tmp")
+        repo = Path(sandbox.__file__).resolve().parents[1]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": f"{repo}:{os.path.dirname(sandbox.pyseccomp.__file__)}"}  # fmt: skip
+        seen = {}
+        for how in ("bind back", "hide"):
+            out = subprocess.run([str(venv / "bin" / "python"), "-c", UNDER_TMP, how, str(venv), str(secret)],
+                                 capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+            assert out.returncode == 0, out.stderr[-2000:]
+            seen[how] = json.loads(out.stdout.strip().splitlines()[-1])
+        for zygote in ("True", "False"):
+            isolation, passed, tmp_writable, stderr = seen["bind back"][zygote]
+            assert isolation == "bwrap" and passed, (zygote, stderr)
+            # A fresh sandbox's private /tmp is its own to write; the zygote's outlives the program: read-only.
+            assert tmp_writable == (zygote == "False")
+            assert seen["hide"][zygote][0] == "process"  # canary: hidden, bwrap cannot start the interpreter
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
