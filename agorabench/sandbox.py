@@ -291,7 +291,8 @@ _ALWAYS = [
 # no reaching into other processes (ptrace, their memory, their fds), no mount changes, and no kernel objects
 # that outlive the program (System V IPC, POSIX message queues, keyrings) through which it could leave something.
 _SHARED = (
-    [(name, errno.EPERM, (0, "NE", _OWN_PID, 0)) for name in "kill tgkill rt_sigqueueinfo rt_tgsigqueueinfo".split()]
+    [(name, errno.EPERM, (0, "NE", _OWN_PID, 0)) for name in ("kill", "tgkill", "rt_sigqueueinfo",
+                                                               "rt_tgsigqueueinfo")]
     + [("fcntl", errno.EPERM, (1, "MASKED_EQ", _LOW32, cmd)) for cmd in (_F_SETOWN, _F_SETOWN_EX)]
     + [("ioctl", errno.EPERM, (1, "MASKED_EQ", _LOW32, cmd)) for cmd in (_FIOSETOWN, _SIOCSPGRP)]
     + [(name, errno.EPERM, None) for name in (
@@ -360,7 +361,7 @@ def _build_filter(strict: bool, own_pid: int, shared: bool, arch: str | None = N
         nr = pyseccomp.resolve_syscall(token, name)
         if nr == -1 and native:  # a name this libseccomp does not know (it reads numbers as the native arch's)
             syscall = _UNIFIED_NUMBERS[name]  # (all older names are in every libseccomp since 2.4)
-        elif nr < 0:  # -1: unknown to libseccomp; below: a syscall this architecture does not have
+        elif nr < 0:  # -1: unknown (to a filter for another arch); below: a syscall this arch does not have
             continue
         else:
             syscall = name  # by name: libseccomp translates it for a filter of another architecture
@@ -383,7 +384,8 @@ def seccomp_filter(strict: bool, own_pid: int = 0, shared: bool = False, arch: s
 
 
 def _load_seccomp(strict: bool, own_pid: int) -> None:
-    """Build the filter and load it into this process (libseccomp sets no_new_privs first)."""
+    """Build the filter and load it into this process, which shares the host's namespaces (libseccomp sets
+    no_new_privs first)."""
     _build_filter(strict, own_pid, shared=True).load()
 
 
