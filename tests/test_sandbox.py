@@ -9,13 +9,16 @@ fresh sandbox per program; always "process") in one parallel batch per mode; eac
 from __future__ import annotations
 
 import ast
+import errno
 import glob
+import json
 import math
 import os
 import shutil
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -41,6 +44,7 @@ MODES["process"] = ("process", False)
 ZYGOTE_MODES = [m for m, (_, zygote) in MODES.items() if zygote]
 HOSTILE_TIMEOUT_S = 2.0
 SECRET = "agora-fake-secret-7f3a"
+NO_SECCOMP = "no seccomp filter here (libseccomp missing, or not x86_64/aarch64)"
 
 
 def fenced(code: str) -> str:
@@ -385,6 +389,54 @@ def test_parent_environment_is_not_visible(hostile, mode):
     assert results["parent_env_secret"].passed == readable
 
 
+SIGNAL_HOST = """
+import ctypes, fcntl, os
+libc = ctypes.CDLL(None, use_errno=True)
+info = ctypes.create_string_buffer(128)
+info[8:12] = (-1).to_bytes(4, "little", signed=True)  # si_code = SI_QUEUE, as sigqueue() sends it
+nr = {{"x86_64": 129, "aarch64": 138}}[os.uname().machine]  # rt_sigqueueinfo
+libc.syscall(nr, {first}, 9, info)  # SIGKILL
+r, w = os.pipe()  # SIGIO: the pipe's owner gets a signal (SIGKILL, by F_SETSIG) when data arrives
+try:
+    fcntl.fcntl(r, fcntl.F_SETOWN, {second})
+    fcntl.fcntl(r, 10, 9)  # F_SETSIG
+    fcntl.fcntl(r, fcntl.F_SETFL, os.O_ASYNC)
+    os.write(w, b"x")
+except OSError:
+    pass
+"""
+
+
+def _signal_host_processes(config: sandbox.SandboxConfig) -> list[bool]:
+    """Run SIGNAL_HOST against two fresh `sleep` processes of ours; which of them are still alive after."""
+    victims = [subprocess.Popen(["sleep", "60"]) for _ in range(2)]
+    try:
+        sandbox.run_program(SIGNAL_HOST.format(first=victims[0].pid, second=victims[1].pid), config)
+        for _ in range(20):  # SIGKILL is delivered asynchronously
+            if all(v.poll() is not None for v in victims):
+                break
+            time.sleep(0.05)
+        return [v.poll() is None for v in victims]
+    finally:
+        for v in victims:
+            v.kill()
+            v.wait()
+
+
+@pytest.mark.skipif(sandbox.seccomp_arch() is None, reason=NO_SECCOMP)
+@pytest.mark.parametrize("mode", MODES)
+def test_no_signal_reaches_a_host_process(mode, monkeypatch):
+    # kill() is filtered to the program itself; rt_sigqueueinfo and SIGIO (F_SETOWN) reach other processes too.
+    isolation, zygote = MODES[mode]
+    config = sandbox.SandboxConfig(
+        allow_code_execution=True, timeout_s=5, workers=1, isolation=isolation, zygote=zygote
+    )
+    assert _signal_host_processes(config) == [True, True]
+    if mode == "process":  # canary: without the filter, both ways kill (a non-root parent's too: same user)
+        monkeypatch.setattr(sandbox, "_load_seccomp", lambda *args, **kwargs: None)
+        assert _signal_host_processes(config) == [False, False]
+
+
 # ---------------------------------------------------------------------------------------------
 # One program cannot reach the next (zygote mode: the same sandbox runs them one after another)
 # ---------------------------------------------------------------------------------------------
@@ -558,3 +610,371 @@ def test_zygote_replaced_when_a_process_outlives_its_program(monkeypatch):
     assert r["daemon"].status == "failed" and not r["daemon"].passed and "outlived" in r["daemon"].detail
     assert r["after"].passed and r["after"].run_id != r["daemon"].run_id
     assert _survivors(r["daemon"].run_id) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The seccomp filter: every refused syscall fails with the errno the sandbox promises
+# ---------------------------------------------------------------------------------------------
+
+# The promise, written out independently of agorabench.sandbox's rule tables. Which filter a mode gets:
+# a fresh bwrap per program the mildest ("fresh"), the zygote's children "shared" (they share the sandbox with
+# the zygote), the process level "strict". label: (syscall, its arguments as source evaluated in the probe,
+# the filters that refuse it, errno). The arguments are chosen so that the kernel itself would answer something
+# else (or do something harmless), so the errno can only come from the filter; only pivot_root, reboot,
+# move_mount, fsopen, fsmount and fspick get EPERM from a capability-less kernel anyway.
+EPERM, ENOSYS = 1, 38
+ALL, SHARED, STRICT = {"fresh", "shared", "strict"}, {"shared", "strict"}, {"strict"}
+VARIANT = {"bwrap-zygote": "shared", "bwrap-fresh": "fresh", "process": "strict"}
+AT = "-100"  # AT_FDCWD
+DENIED = {
+    "fork": ("fork", "", ALL, EPERM),
+    "vfork": ("vfork", "", ALL, EPERM),
+    "clone_process": ("clone", "17, 0, 0, 0, 0", ALL, EPERM),  # SIGCHLD, no CLONE_THREAD: a fork
+    "clone3": ("clone3", "0, 0", ALL, ENOSYS),
+    "socket_inet": ("socket", "2, 1, 0", ALL, EPERM),
+    "socket_unix_high_bits": ("socket", "(1 << 32) | 1, 1, 0", ALL, EPERM),  # junk above the int: refused
+    "io_uring_setup": ("io_uring_setup", "1, BAD", ALL, EPERM),
+    "io_uring_enter": ("io_uring_enter", "-1, 0, 0, 0, 0, 0", ALL, EPERM),
+    "io_uring_register": ("io_uring_register", "-1, 0, 0, 0", ALL, EPERM),
+    "kill_parent": ("kill", "PPID, 0", SHARED, EPERM),
+    "kill_group": ("kill", "0, 0", SHARED, EPERM),
+    "kill_everyone": ("kill", "-1, 0", SHARED, EPERM),
+    "tgkill_parent": ("tgkill", "PPID, PPID, 0", SHARED, EPERM),
+    "rt_sigqueueinfo_parent": ("rt_sigqueueinfo", "PPID, 0, INFO", SHARED, EPERM),
+    "rt_tgsigqueueinfo_parent": ("rt_tgsigqueueinfo", "PPID, PPID, 0, INFO", SHARED, EPERM),
+    "tkill_self": ("tkill", "TID, 0", SHARED, EPERM),
+    "pidfd_send_signal": ("pidfd_send_signal", "-1, 0, 0, 0", SHARED, EPERM),
+    "fcntl_setown": ("fcntl", "0, 8, ME", SHARED, EPERM),
+    "fcntl_setown_high_bits": ("fcntl", "0, (1 << 32) | 8, ME", SHARED, EPERM),  # the kernel reads 32 bits
+    "fcntl_setown_ex": ("fcntl", "0, 15, BAD", SHARED, EPERM),
+    "ioctl_fiosetown": ("ioctl", "0, 0x8901, BAD", SHARED, EPERM),
+    "ioctl_siocspgrp": ("ioctl", "0, 0x8902, BAD", SHARED, EPERM),
+    "ptrace": ("ptrace", "0xFFFF, PPID, 0, 0", SHARED, EPERM),
+    "process_vm_readv": ("process_vm_readv", "ME, 0, 0, 0, 0, 1", SHARED, EPERM),
+    "process_vm_writev": ("process_vm_writev", "ME, 0, 0, 0, 0, 1", SHARED, EPERM),
+    "pidfd_getfd": ("pidfd_getfd", "-1, 0, 0", SHARED, EPERM),
+    "process_madvise": ("process_madvise", "-1, 0, 0, 0, 0", SHARED, EPERM),
+    "kcmp": ("kcmp", "ME, ME, 99, 0, 0", SHARED, EPERM),
+    "perf_event_open": ("perf_event_open", "BAD, 0, -1, -1, 0", SHARED, EPERM),
+    "mount": ("mount", "BAD, BAD, BAD, 0, BAD", SHARED, EPERM),
+    "umount2": ("umount2", "BAD, 0", SHARED, EPERM),
+    "chroot": ("chroot", "BAD", SHARED, EPERM),
+    "pivot_root": ("pivot_root", "BAD, BAD", SHARED, EPERM),
+    "setns": ("setns", "-1, 0", SHARED, EPERM),
+    "unshare": ("unshare", "1", SHARED, EPERM),
+    "reboot": ("reboot", "0, 0, 0, 0", SHARED, EPERM),
+    "open_tree": ("open_tree", "-1, BAD, 0", SHARED, EPERM),
+    "move_mount": ("move_mount", "-1, BAD, -1, BAD, 0", SHARED, EPERM),
+    "fsopen": ("fsopen", "BAD, 0", SHARED, EPERM),
+    "fsconfig": ("fsconfig", "-1, 99, 0, 0, 0", SHARED, EPERM),
+    "fsmount": ("fsmount", "-1, 0, 0", SHARED, EPERM),
+    "fspick": ("fspick", "-1, BAD, 0", SHARED, EPERM),
+    "mount_setattr": ("mount_setattr", "-1, BAD, 0, 0, 0", SHARED, EPERM),
+    "shmget": ("shmget", "KEY, 0, 0", SHARED, EPERM),
+    "semget": ("semget", "KEY, 0, 0", SHARED, EPERM),
+    "msgget": ("msgget", "KEY, 0", SHARED, EPERM),
+    "mq_open": ("mq_open", "BAD, 0, 0, 0", SHARED, EPERM),
+    "add_key": ("add_key", "BAD, BAD, 0, 0, 0", SHARED, EPERM),
+    "request_key": ("request_key", "BAD, BAD, 0, 0", SHARED, EPERM),
+    "keyctl": ("keyctl", "9999, 0, 0, 0, 0", SHARED, EPERM),
+    "open_wronly": ("open", "b'new.txt', 0o1 | 0o100, 0o600", STRICT, EPERM),
+    "open_rdwr": ("open", "b'prog.py', 0o2", STRICT, EPERM),
+    "open_trunc": ("open", "b'prog.py', 0o1000", STRICT, EPERM),
+    "openat_creat": ("openat", f"{AT}, b'new.txt', 0o100, 0o600", STRICT, EPERM),
+    "openat_wronly": ("openat", f"{AT}, b'missing', 0o1", STRICT, EPERM),
+    "openat2": ("openat2", f"{AT}, b'prog.py', 0, 0", STRICT, ENOSYS),
+    "creat": ("creat", "b'new.txt', 0o600", STRICT, EPERM),
+    "unlink": ("unlink", "b'missing'", STRICT, EPERM),
+    "unlinkat": ("unlinkat", f"{AT}, b'missing', 0", STRICT, EPERM),
+    "rename": ("rename", "b'missing', b'x'", STRICT, EPERM),
+    "renameat": ("renameat", f"{AT}, b'missing', {AT}, b'x'", STRICT, EPERM),
+    "renameat2": ("renameat2", f"{AT}, b'missing', {AT}, b'x', 0", STRICT, EPERM),
+    "mkdir": ("mkdir", "b'newdir', 0o700", STRICT, EPERM),
+    "mkdirat": ("mkdirat", f"{AT}, b'newdir', 0o700", STRICT, EPERM),
+    "rmdir": ("rmdir", "b'missing'", STRICT, EPERM),
+    "link": ("link", "b'missing', b'x'", STRICT, EPERM),
+    "linkat": ("linkat", f"{AT}, b'missing', {AT}, b'x', 0", STRICT, EPERM),
+    "symlink": ("symlink", "b't', b'missing/x'", STRICT, EPERM),
+    "symlinkat": ("symlinkat", f"b't', {AT}, b'missing/x'", STRICT, EPERM),
+    "chmod": ("chmod", "b'missing', 0o600", STRICT, EPERM),
+    "fchmod": ("fchmod", "-1, 0o600", STRICT, EPERM),
+    "fchmodat": ("fchmodat", f"{AT}, b'missing', 0o600", STRICT, EPERM),
+    "fchmodat2": ("fchmodat2", f"{AT}, b'missing', 0o600, 0", STRICT, EPERM),
+    "chown": ("chown", "b'missing', -1, -1", STRICT, EPERM),
+    "fchown": ("fchown", "-1, -1, -1", STRICT, EPERM),
+    "lchown": ("lchown", "b'missing', -1, -1", STRICT, EPERM),
+    "fchownat": ("fchownat", f"{AT}, b'missing', -1, -1, 0", STRICT, EPERM),
+    "truncate": ("truncate", "b'missing', 0", STRICT, EPERM),
+    "mknod": ("mknod", "b'missing/x', 0o10600, 0", STRICT, EPERM),
+    "mknodat": ("mknodat", f"{AT}, b'missing/x', 0o10600, 0", STRICT, EPERM),
+    "setxattr": ("setxattr", "b'missing', b'user.x', 0, 0, 0", STRICT, EPERM),
+    "lsetxattr": ("lsetxattr", "b'missing', b'user.x', 0, 0, 0", STRICT, EPERM),
+    "fsetxattr": ("fsetxattr", "-1, b'user.x', 0, 0, 0", STRICT, EPERM),
+    "setxattrat": ("setxattrat", f"{AT}, b'missing', 0, b'user.x', 0, 0", STRICT, EPERM),
+    "removexattr": ("removexattr", "b'missing', b'user.x'", STRICT, EPERM),
+    "lremovexattr": ("lremovexattr", "b'missing', b'user.x'", STRICT, EPERM),
+    "fremovexattr": ("fremovexattr", "-1, b'user.x'", STRICT, EPERM),
+    "removexattrat": ("removexattrat", f"{AT}, b'missing', 0, b'user.x'", STRICT, EPERM),
+    "utime": ("utime", "b'missing', 0", STRICT, EPERM),
+    "utimes": ("utimes", "b'missing', 0", STRICT, EPERM),
+    "utimensat": ("utimensat", f"{AT}, b'missing', 0, 0", STRICT, EPERM),
+    "futimesat": ("futimesat", f"{AT}, b'missing', 0", STRICT, EPERM),
+}
+# The canary next to every refusal: what the filter must let through, in every mode (0 = the call succeeded).
+ALLOWED = {
+    "socket_unix": ("socket", "1, 1, 0"),
+    "kill_self": ("kill", "ME, 0"),
+    "tgkill_self": ("tgkill", "ME, TID, 0"),
+    "rt_sigqueueinfo_self": ("rt_sigqueueinfo", "ME, 0, INFO"),
+    "fcntl_getown": ("fcntl", "0, 9"),
+    "ioctl_fionread": ("ioctl", "0, 0x541B, NREAD"),
+    "openat_read": ("openat", f"{AT}, b'prog.py', 0"),
+    "getppid": ("getppid", ""),
+}
+# Syscalls newer than some libseccomp releases' tables; from Linux 5.1 on one number fits every architecture.
+NEW_SYSCALLS = {"setxattrat": 463, "removexattrat": 466}
+
+PROBE = """
+import ctypes, json, os, threading
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+ME, PPID, TID = os.getpid(), os.getppid(), threading.get_native_id()
+BAD = 1  # an address where nothing is mapped
+KEY = 0x41470000 + ME % 0xFFFF  # a System V IPC key nobody uses
+INFO = ctypes.create_string_buffer(128)
+INFO[8:12] = (-1).to_bytes(4, "little", signed=True)  # si_code = SI_QUEUE, as sigqueue() sends it
+NREAD = ctypes.create_string_buffer(8)
+def call(nr, *args):
+    args = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    ctypes.set_errno(0)
+    result = libc.syscall(ctypes.c_long(nr), *args)
+    if result == 0 and os.getpid() != ME:  # a child the filter should have refused: gone at once
+        os._exit(0)
+    return 0 if result >= 0 else ctypes.get_errno()
+results = {{label: call(nr, *args) for label, nr, args in [{calls}]}}
+thread = threading.Thread(target=lambda: None)
+thread.start()
+thread.join()
+results["thread"] = 0
+print(json.dumps(results))
+"""
+
+
+def _syscall_numbers(names) -> dict[str, int]:
+    """This machine's numbers, from libseccomp's tables (syscalls it lacks are left out)."""
+    pyseccomp = pytest.importorskip("pyseccomp")
+    numbers = {}
+    for name in names:
+        nr = pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name)
+        if nr == -1:
+            nr = NEW_SYSCALLS.get(name, -1)
+        if nr >= 0:
+            numbers[name] = nr
+    return numbers
+
+
+def _probe_errnos(mode: str) -> dict[str, int]:
+    """Run the probe in `mode` and return {label: 0 or errno}."""
+    isolation, zygote = MODES[mode]
+    calls = {label: (spec[0], spec[1]) for label, spec in {**DENIED, **ALLOWED}.items()}
+    numbers = _syscall_numbers({name for name, _ in calls.values()})
+    source = ", ".join(f"({label!r}, {numbers[name]}, ({args}{',' if args else ''}))"
+                       for label, (name, args) in calls.items() if name in numbers)  # fmt: skip
+    config = sandbox.SandboxConfig(
+        allow_code_execution=True, timeout_s=10, workers=1, isolation=isolation, zygote=zygote, tail_bytes=1 << 16
+    )
+    result = sandbox.run_program(PROBE.format(calls=source), config)
+    assert result.passed and result.seccomp, result.stdout_tail + result.stderr_tail
+    return json.loads(result.stdout_tail.strip().splitlines()[-1])
+
+
+def _mismatches(mode: str, seen: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """{label: (expected, seen)} for every call whose outcome differs from the promise for `mode`."""
+    variant = VARIANT[mode]
+    expected = {label: code for label, (_, _, variants, code) in DENIED.items() if variant in variants}
+    expected |= {label: 0 for label in ALLOWED} | {"thread": 0}
+    return {label: (code, seen[label]) for label, code in expected.items() if label in seen and seen[label] != code}
+
+
+@pytest.mark.skipif(sandbox.seccomp_arch() is None, reason=NO_SECCOMP)
+@pytest.mark.parametrize("mode", MODES)
+def test_each_refused_syscall_fails_with_the_promised_errno(mode):
+    seen = _probe_errnos(mode)
+    assert _mismatches(mode, seen) == {}
+    # Every call of the promise was made (where this architecture has it), the canaries included.
+    numbers = _syscall_numbers({spec[0] for spec in {**DENIED, **ALLOWED}.values()})
+    assert {label for label, spec in {**DENIED, **ALLOWED}.items() if spec[0] in numbers} | {"thread"} == set(seen)
+
+
+@pytest.mark.skipif(sandbox.seccomp_arch() is None, reason=NO_SECCOMP)
+def test_errno_check_catches_a_missing_rule_and_a_wrong_errno(monkeypatch):
+    # Canary for the test above: a filter without the rule for kill and with ENOSYS for io_uring_setup is caught.
+    mode = ZYGOTE_MODES[0] if ZYGOTE_MODES else "process"
+    broken_always = [(n, errno.ENOSYS if n == "io_uring_setup" else e, c) for n, e, c in sandbox._ALWAYS]
+    monkeypatch.setattr(sandbox, "_ALWAYS", broken_always)
+    monkeypatch.setattr(sandbox, "_SHARED", [rule for rule in sandbox._SHARED if rule[0] != "kill"])
+    sandbox.seccomp_filter.cache_clear()
+    try:
+        seen = _probe_errnos(mode)
+    finally:
+        sandbox.seccomp_filter.cache_clear()  # the real filters again for later tests
+    assert set(_mismatches(mode, seen)) == {"io_uring_setup", "kill_parent", "kill_group", "kill_everyone"}
+    assert seen["io_uring_setup"] == ENOSYS and seen["kill_parent"] == 0  # the kernel let it through
+
+
+# ---------------------------------------------------------------------------------------------
+# The filter for the other architecture (aarch64), checked by running its BPF on made-up syscalls
+# ---------------------------------------------------------------------------------------------
+
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7, "i386": 0x40000003}
+# From the kernel's include/uapi/asm-generic/unistd.h, which aarch64 uses.
+AARCH64_NR = dict(
+    getppid=173, openat=56, openat2=437, clone=220, clone3=435, socket=198, kill=129, tkill=130, tgkill=131,
+    rt_sigqueueinfo=138, rt_tgsigqueueinfo=240, pidfd_send_signal=424, ptrace=117, process_vm_readv=270,
+    process_vm_writev=271, pidfd_getfd=438, process_madvise=440, kcmp=272, perf_event_open=241, unlinkat=35,
+    renameat=38, renameat2=276, mkdirat=34, linkat=37, symlinkat=36, fchmod=52, fchmodat=53, fchmodat2=452,
+    fchown=55, fchownat=54, truncate=45, mknodat=33, mount=40, umount2=39, chroot=51, pivot_root=41, setns=268,
+    unshare=97, reboot=142, open_tree=428, move_mount=429, fsopen=430, fsconfig=431, fsmount=432, fspick=433,
+    mount_setattr=442, shmget=194, semget=190, msgget=186, mq_open=180, add_key=217, request_key=218, keyctl=219,
+    io_uring_setup=425, io_uring_enter=426, io_uring_register=427, fcntl=25, ioctl=29, setxattr=5, lsetxattr=6,
+    fsetxattr=7, removexattr=14, lremovexattr=15, fremovexattr=16, utimensat=88,
+)  # fmt: skip
+SECCOMP_ALLOW, SECCOMP_KILL_PROCESS = 0x7FFF0000, 0x80000000
+
+
+def run_bpf(program: bytes, arch: str, nr: int, *args: int) -> int:
+    """What a seccomp filter answers (SECCOMP_RET_*) for one syscall: a classic-BPF interpreter for the
+    instructions libseccomp emits."""
+    values = list(args) + [0] * (6 - len(args))
+    data = struct.pack("<iIQ6Q", nr, AUDIT_ARCH[arch], 0, *[v & (2**64 - 1) for v in values])
+    acc, pc = 0, 0
+    while True:
+        code, jt, jf, k = struct.unpack_from("<HBBI", program, 8 * pc)
+        pc += 1
+        if code == 0x20:  # LD W ABS
+            acc = struct.unpack_from("<I", data, k)[0]
+        elif code == 0x54:  # ALU AND K
+            acc &= k
+        elif code == 0x05:  # JA
+            pc += k
+        elif code in (0x15, 0x25, 0x35, 0x45):  # JEQ, JGT, JGE, JSET with K
+            taken = {0x15: acc == k, 0x25: acc > k, 0x35: acc >= k, 0x45: acc & k != 0}[code]
+            pc += jt if taken else jf
+        elif code == 0x06:  # RET K
+            return k
+        else:
+            raise AssertionError(f"BPF instruction {code:#x} not handled")
+
+
+def _errno_ret(code: int) -> int:
+    return 0x00050000 | code
+
+
+def _values(args: str, pid: int) -> list[int]:
+    """A probe call's arguments as the filter sees them (paths and buffers are pointers: 0 will do)."""
+    names = {"PPID": 1, "ME": pid, "TID": pid, "BAD": 1, "KEY": 7, "INFO": 0, "NREAD": 0}
+    return [0 if a.strip().startswith("b'") else eval(a, names) for a in args.split(",")] if args else []
+
+
+@pytest.mark.skipif(sandbox.pyseccomp is None, reason="libseccomp is not installed")
+def test_aarch64_filter_refuses_what_it_promises():
+    pyseccomp, pid = sandbox.pyseccomp, 4321
+    variants = {"fresh": (False, False), "shared": (False, True), "strict": (True, True)}
+    for variant, (strict, shared) in variants.items():
+        program = sandbox.seccomp_filter(strict, pid, shared, arch="aarch64")
+        for label, (name, args, refused_in, code) in DENIED.items():
+            if name not in AARCH64_NR or name in NEW_SYSCALLS:  # (a cross-built filter names only known ones)
+                continue
+            assert pyseccomp.resolve_syscall(pyseccomp.Arch.AARCH64, name) == AARCH64_NR[name]
+            want = _errno_ret(code) if variant in refused_in else SECCOMP_ALLOW
+            got = run_bpf(program, "aarch64", AARCH64_NR[name], *_values(args, pid))
+            assert got == want, (variant, label, hex(got))
+        # The canaries: what every filter lets through, a thread among them.
+        for label, (name, args) in ALLOWED.items():
+            assert run_bpf(program, "aarch64", AARCH64_NR[name], *_values(args, pid)) == SECCOMP_ALLOW, label
+        thread = 0x10000 | 0x800 | 0x100  # CLONE_THREAD | CLONE_SIGHAND | CLONE_VM
+        assert run_bpf(program, "aarch64", AARCH64_NR["clone"], thread) == SECCOMP_ALLOW
+        # Another ABI is killed, not filtered by the wrong numbers.
+        assert run_bpf(program, "x86_64", AARCH64_NR["getppid"]) == SECCOMP_KILL_PROCESS
+    # Canary for the interpreter and the numbers: the x86_64 filter does not answer aarch64's numbers this way.
+    x86 = sandbox.seccomp_filter(True, pid, True, arch="x86_64")
+    assert run_bpf(x86, "aarch64", AARCH64_NR["getppid"]) == SECCOMP_KILL_PROCESS
+    assert run_bpf(x86, "x86_64", AARCH64_NR["unlinkat"]) == SECCOMP_ALLOW  # 35 is nanosleep on x86_64
+    assert run_bpf(x86, "x86_64", 263) == _errno_ret(EPERM)  # x86_64's unlinkat
+
+
+@pytest.mark.skipif(sandbox.pyseccomp is None, reason="libseccomp is not installed")
+def test_other_abis_are_killed_on_x86_64():
+    program = sandbox.seccomp_filter(False, arch="x86_64")
+    assert run_bpf(program, "x86_64", 57) == _errno_ret(EPERM)  # fork
+    assert run_bpf(program, "x86_64", 39) == SECCOMP_ALLOW  # canary: getpid
+    assert run_bpf(program, "x86_64", 0x40000000 | 39) == SECCOMP_KILL_PROCESS  # the x32 ABI
+    assert run_bpf(program, "i386", 20) == SECCOMP_KILL_PROCESS  # i386's getpid (int 0x80)
+
+
+@pytest.mark.skipif(sandbox.pyseccomp is None, reason="libseccomp is not installed")
+def test_zygote_template_patches_into_libseccomps_own_filter():
+    template = sandbox._zygote_template()
+    assert template is not None
+    placeholder = sandbox._PID_PLACEHOLDER.to_bytes(4, sys.byteorder)
+    for pid in (3, 777, 123456):
+        assert sandbox._patch_pid(template, placeholder, pid) == sandbox.seccomp_filter(False, pid, True)
+    # Canary: a template without the placeholder (built for a real pid) is not patched into another pid's filter.
+    wrong = sandbox.seccomp_filter(False, 555, True)
+    assert sandbox._patch_pid(wrong, placeholder, 777) != sandbox.seccomp_filter(False, 777, True)
+
+
+# ---------------------------------------------------------------------------------------------
+# A checkout under /tmp: its interpreter is bound back into the sandbox's private /tmp
+# ---------------------------------------------------------------------------------------------
+
+# Runs under the venv's interpreter: which isolation the sandbox picks, and what a program sees inside.
+UNDER_TMP = """
+import json, sys
+from agorabench import sandbox
+if sys.argv[1] == "hide":  # the canary: what the sandbox did before it bound the interpreter back
+    sandbox._interpreter_dirs_under_tmp = lambda: []
+program = (
+    "import os, sys\\n"
+    "assert sys.executable.startswith(" + repr(sys.argv[2]) + ") and os.path.exists(sys.executable)\\n"
+    "assert not os.path.exists(" + repr(sys.argv[3]) + ")\\n"  # the rest of the host's /tmp stays hidden
+    "open('out.txt', 'w').write('x')\\n"
+    "try:\\n    open('/tmp/left-for-the-next', 'w').write('x')\\n    print('TMP WRITABLE')\\n"
+    "except OSError:\\n    pass\\n"
+)
+out = {}
+for zygote in (True, False):
+    config = sandbox.SandboxConfig(allow_code_execution=True, timeout_s=10, workers=1, zygote=zygote)
+    result = sandbox.run_program(program, config)
+    writable = "TMP WRITABLE" in result.stdout_tail
+    out[str(zygote)] = [result.isolation, result.passed, writable, result.stderr_tail[-300:]]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not sandbox.bwrap_works(), reason="bubblewrap cannot run here (missing, or no user namespaces)")
+@pytest.mark.skipif(sandbox.pyseccomp is None, reason="the venv under /tmp imports pyseccomp from this one")
+def test_bwrap_is_used_when_the_interpreter_lives_under_tmp():
+    root = Path(tempfile.mkdtemp(prefix="agora-checkout-", dir="/tmp"))
+    try:
+        venv = root / "repo" / ".venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
+        secret = root / "not-for-programs.txt"
+        secret.write_text("a file of the host's /tmp")
+        repo = Path(sandbox.__file__).resolve().parents[1]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": f"{repo}:{os.path.dirname(sandbox.pyseccomp.__file__)}"}  # fmt: skip
+        seen = {}
+        for how in ("bind back", "hide"):
+            out = subprocess.run([str(venv / "bin" / "python"), "-c", UNDER_TMP, how, str(venv), str(secret)],
+                                 capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+            assert out.returncode == 0, out.stderr[-2000:]
+            seen[how] = json.loads(out.stdout.strip().splitlines()[-1])
+        for zygote in ("True", "False"):
+            isolation, passed, tmp_writable, stderr = seen["bind back"][zygote]
+            assert isolation == "bwrap" and passed, (zygote, stderr)
+            # A fresh sandbox's private /tmp is its own to write; the zygote's outlives the program: read-only.
+            assert tmp_writable == (zygote == "False")
+            assert seen["hide"][zygote][0] == "process"  # canary: hidden, bwrap cannot start the interpreter
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

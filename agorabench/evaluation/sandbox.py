@@ -11,15 +11,22 @@ Every program gets, in order of strength:
    By default (``SandboxConfig.zygote``) each worker starts ONE such sandbox for its whole batch, with a
    small pre-started interpreter inside (the "zygote") that forks a child per program, so a program costs
    a fork instead of a namespace set-up plus an interpreter start-up; see "The zygote" below.
-   With ``zygote=False`` every program gets its own ``bwrap`` and its own empty ``/tmp``.
+   With ``zygote=False`` every program gets its own ``bwrap`` and its own empty ``/tmp``. The private
+   ``/tmp`` hides the host's; where the interpreter itself lives under ``/tmp`` (a checkout there with its
+   ``.venv``), its folders are bound back into it read-only (``_bwrap_argv``).
 2. Otherwise a plain **process** (isolation "process"): a fresh interpreter per program, no namespaces.
-3. In both cases, a **seccomp filter** (x86_64 and aarch64; recorded as ``seccomp``) that refuses to create
-   processes (fork/vfork/clone without CLONE_THREAD; clone3 answers ENOSYS so threads fall back to clone)
-   and network sockets (only AF_UNIX is allowed). Where something else shares the program's namespaces
-   (the host without bwrap; the zygote and the later programs with it) the filter also refuses signals to
-   other processes, ptrace, mount/unshare/setns, and kernel objects that outlive a process (System V IPC,
-   POSIX message queues, keyrings). Without bwrap it also refuses opening files for writing, deleting,
-   renaming, chmod etc. anywhere (the work dir included), since nothing else protects the file system.
+3. In both cases, a **seccomp filter** (x86_64 and aarch64; recorded as ``seccomp``), built with libseccomp
+   (``pyseccomp``; no filter, and ``seccomp`` False, where libseccomp is missing): bwrap gets it exported as
+   BPF (``--seccomp``), the process level loads it directly. It refuses to create processes (fork/vfork/
+   clone without CLONE_THREAD; clone3 answers ENOSYS so threads fall back to clone), network sockets (only
+   AF_UNIX is allowed) and io_uring (whose operations bypass seccomp). Where something else shares the
+   program's namespaces (the host without bwrap; the zygote and the later programs with it) the filter also
+   refuses signals to any process but itself (kill, tgkill, rt_(tg)sigqueueinfo, SIGIO via F_SETOWN),
+   ptrace and other ways into another process (its memory, its fds), mount/unshare/setns, and kernel objects
+   that outlive a process (System V IPC, POSIX message queues, keyrings). Without bwrap it also refuses
+   opening files for writing, deleting, renaming, chmod, chown, utimes, xattrs etc. anywhere (the work dir
+   included), since nothing else protects the file system. Syscalls of another ABI (i386, x32) kill the
+   process. The rules with their errnos are ``_ALWAYS``, ``_SHARED`` and ``_STRICT`` below.
    Process creation is refused rather than counted with RLIMIT_NPROC because that limit does not apply to
    processes of the real root user at all, not even inside a user namespace (the kernel exempts uid 0 of
    the host, and bwrap maps root to root); RLIMIT_NPROC is still set when not root.
@@ -36,7 +43,8 @@ standard-library modules already imported, then made non-dumpable (no program ma
 memory). Per program the parent writes ``prog.py`` into the (emptied) work dir, makes three fresh pipes and
 hands their ends to the zygote over a socket; the zygote forks; the child starts a new session, puts the
 pipes on 0/1/2, closes every other descriptor (the control socket included), sets the rlimits, installs
-the seccomp filter and runs the program like the per-program harness. The zygote waits for the child,
+the seccomp filter (built by the parent with a placeholder for the child's pid, which the child patches
+in) and runs the program like the per-program harness. The zygote waits for the child,
 checks that no other process is left in the PID namespace and reports the exit status. The parent reads
 the pipes, enforces the wall clock and output limit, and on a timeout, a flood, a dead zygote or a
 leftover process kills the whole sandbox and starts a new one for the next program. Between programs the
@@ -44,7 +52,8 @@ parent empties the work dir, so nothing a program leaves there reaches the next.
 through the zygote: the parent writes it into the child's own stdin pipe. What differs from a fresh
 ``bwrap`` per program: the programs of one worker share the (read-only, capability-less) namespaces one
 after another, and the hash seed (``PYTHONHASHSEED``) of their interpreter; ``AGORA_SANDBOX_RUN`` and
-``ExecResult.run_id`` name the sandbox, not the program; the work dir is ``/tmp`` inside.
+``ExecResult.run_id`` name the sandbox, not the program; the work dir is ``/tmp`` inside (where the
+interpreter lives under ``/tmp``: the work dir at its own path inside a read-only private ``/tmp``).
 
 Success is proven by a token, not an exit code: the harness reads a fresh ``secrets.token_hex`` from
 stdin (never written to the source file, the command line or the environment), runs the program, and
@@ -175,16 +184,25 @@ _HARNESS = _RUN_PROGRAM + "try:\n    _run_program()\nfinally:\n    os._exit(1)\n
 # programs and failing programs' tracebacks use most). They hold no state of the zygote's own.
 _PRELOAD = ("collections", "functools", "heapq", "itertools", "math", "re", "string", "traceback", "typing")
 
+# The zygote's children patch their pid into a template; kept in one piece of source that runs both inside the
+# zygote and here (to check that libseccomp's program has the shape the patching assumes).
+_PATCH_PID = r"""
+def _patch_pid(template, placeholder, pid):
+    # BPF records are 8 bytes, the constant k the last 4: put the pid wherever the placeholder is compared.
+    records = [template[i:i + 8] for i in range(0, len(template), 8)]
+    return b"".join(r[:4] + pid.to_bytes(4, sys.byteorder) if r[4:] == placeholder else r for r in records)
+"""
+
 # argv: control socket fd, rlimits "which:value,...", seccomp filter (hex), the filter's own-pid placeholder
 # (hex), the modules to preload. The zygote only forks, waits and reports; it never sees a program or a token.
-_ZYGOTE = _RUN_PROGRAM + r"""
+_ZYGOTE = _RUN_PROGRAM + _PATCH_PID + r"""
 import ctypes, gc, resource, socket, struct
 
 class _Fprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 def _prepare_child(fds, limits, template, placeholder, libc):
-    os.setsid()  # alone in its process group: kill(0, ...) reaches only itself
+    os.setsid()  # alone in its own session and process group, like a per-program interpreter
     for target, fd in enumerate(fds):  # stdin, stdout, stderr: the parent's fresh pipes
         os.dup2(fd, target)
     os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # the control socket above all
@@ -194,9 +212,7 @@ def _prepare_child(fds, limits, template, placeholder, libc):
             value = min(value, hard)
         resource.setrlimit(which, (value, value))
     # The filter allows signals to this process only: put its pid where the parent left a placeholder.
-    me = struct.pack("=I", os.getpid())
-    records = [template[i:i + 8] for i in range(0, len(template), 8)]
-    program = b"".join(r[:4] + me if r[4:] == placeholder else r for r in records)
+    program = _patch_pid(template, placeholder, os.getpid())
     buf = ctypes.create_string_buffer(program, len(program))
     fprog = _Fprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
     if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:
@@ -245,139 +261,152 @@ _zygote()
 
 
 # ---------------------------------------------------------------------------------------------
-# seccomp filter (a small classic-BPF program, assembled here: no libseccomp needed)
+# seccomp filter (built with libseccomp through pyseccomp; exported as classic BPF for bwrap and the zygote)
 # ---------------------------------------------------------------------------------------------
 
-# Syscall numbers (from the kernel's unistd headers). Missing names do not exist on that architecture.
-_SYSCALLS = {
-    "x86_64": dict(
-        open=2, openat=257, openat2=437, creat=85, fork=57, vfork=58, clone=56, clone3=435, socket=41,
-        kill=62, tkill=200, tgkill=234, pidfd_send_signal=424, ptrace=101, process_vm_readv=310,
-        process_vm_writev=311, unlink=87, unlinkat=263, rename=82, renameat=264, renameat2=316, mkdir=83,
-        mkdirat=258, rmdir=84, link=86, linkat=265, symlink=88, symlinkat=266, chmod=90, fchmod=91,
-        fchmodat=268, fchmodat2=452, chown=92, fchown=93, lchown=94, fchownat=260, truncate=76, mknod=133,
-        mknodat=259, mount=165, umount2=166, chroot=161, pivot_root=155, setns=308, unshare=272, reboot=169,
-        shmget=29, semget=64, msgget=68, mq_open=240, add_key=248, request_key=249, keyctl=250,
-    ),
-    "aarch64": dict(
-        openat=56, openat2=437, clone=220, clone3=435, socket=198, kill=129, tkill=130, tgkill=131,
-        pidfd_send_signal=424, ptrace=117, process_vm_readv=270, process_vm_writev=271, unlinkat=35,
-        renameat=38, renameat2=276, mkdirat=34, linkat=37, symlinkat=36, fchmod=52, fchmodat=53,
-        fchmodat2=452, fchown=55, fchownat=54, truncate=45, mknodat=33, mount=40, umount2=39, chroot=51,
-        pivot_root=41, setns=268, unshare=97, reboot=142, shmget=194, semget=190, msgget=186, mq_open=180,
-        add_key=217, request_key=218, keyctl=219,
-    ),
-}
-_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
-# Refused whenever something else shares the program's namespaces (the host without bwrap; the zygote and the
-# later programs with it): reaching other processes, changing mounts, and kernel objects that outlive the
-# program (System V IPC, POSIX message queues, keyrings) through which it could leave something behind.
-_SHARED_DENY = (
-    "ptrace process_vm_readv process_vm_writev tkill pidfd_send_signal mount umount2 chroot pivot_root setns "
-    "unshare reboot shmget semget msgget mq_open add_key request_key keyctl"
-).split()
-# Refused by the strict (no-bwrap) filter as well: changing the file system, which nothing else protects.
-_FS_DENY = (
-    "creat unlink unlinkat rename renameat renameat2 mkdir mkdirat rmdir link linkat symlink symlinkat chmod "
-    "fchmod fchmodat fchmodat2 chown fchown lchown fchownat truncate mknod mknodat"
-).split()
+# The policy: which syscalls the filter refuses and with which errno. A rule with a condition refuses only the
+# calls that match it: (argument, libseccomp comparison, a, b). MASKED_EQ tests (arg & a) == b; a mask of
+# 0xFFFFFFFF compares only the low 32 bits, which is all the kernel reads of an int argument. NE compares all
+# 64 bits, so junk in the high half is refused too. _OWN_PID stands for the pid of the process being filtered.
+# Names an architecture lacks (fork, open, ... on aarch64) are skipped.
+_OWN_PID = "own pid"
+_CLONE_THREAD, _AF_UNIX = 0x10000, 1
+_F_SETOWN, _F_SETOWN_EX, _FIOSETOWN, _SIOCSPGRP = 8, 15, 0x8901, 0x8902
+_O_WRONLY, _O_RDWR, _O_CREAT, _O_TRUNC = 0o1, 0o2, 0o100, 0o1000
+_LOW32 = 0xFFFFFFFF
+
+# Every filter: no new processes (threads are clone with CLONE_THREAD), no sockets but AF_UNIX, no io_uring
+# (its operations open files, create sockets etc. without passing through seccomp at all).
+_ALWAYS = [
+    ("fork", errno.EPERM, None),
+    ("vfork", errno.EPERM, None),
+    ("clone", errno.EPERM, (0, "MASKED_EQ", _CLONE_THREAD, 0)),
+    ("clone3", errno.ENOSYS, None),  # its flags sit behind a pointer; ENOSYS makes libc fall back to clone
+    ("socket", errno.EPERM, (0, "NE", _AF_UNIX, 0)),
+] + [(name, errno.EPERM, None) for name in ("io_uring_setup", "io_uring_enter", "io_uring_register")]
+
+# Whenever something else shares the program's namespaces (the host without bwrap; the zygote and the later
+# programs with it): signals to itself only (kill(0) included: libseccomp cannot say "neither 0 nor own pid"
+# in one rule, and a program has no use for it), no handing SIGIO to another process (F_SETOWN and friends),
+# no reaching into other processes (ptrace, their memory, their fds), no mount changes, and no kernel objects
+# that outlive the program (System V IPC, POSIX message queues, keyrings) through which it could leave something.
+_SHARED = (
+    [(name, errno.EPERM, (0, "NE", _OWN_PID, 0)) for name in ("kill", "tgkill", "rt_sigqueueinfo",
+                                                               "rt_tgsigqueueinfo")]
+    + [("fcntl", errno.EPERM, (1, "MASKED_EQ", _LOW32, cmd)) for cmd in (_F_SETOWN, _F_SETOWN_EX)]
+    + [("ioctl", errno.EPERM, (1, "MASKED_EQ", _LOW32, cmd)) for cmd in (_FIOSETOWN, _SIOCSPGRP)]
+    + [(name, errno.EPERM, None) for name in (
+        "tkill pidfd_send_signal ptrace process_vm_readv process_vm_writev pidfd_getfd process_madvise kcmp "
+        "perf_event_open mount umount2 chroot pivot_root setns unshare reboot open_tree move_mount fsopen fsconfig "
+        "fsmount fspick mount_setattr shmget semget msgget mq_open add_key request_key keyctl"
+    ).split()]
+)  # fmt: skip
+
+# Only without bwrap (strict), where nothing else protects the file system: no opening for writing, and none
+# of the calls that create, delete, rename or change files (their mode, owner, times, extended attributes).
+_STRICT = (
+    [("open", errno.EPERM, (1, "MASKED_EQ", flag, flag)) for flag in (_O_WRONLY, _O_RDWR, _O_CREAT, _O_TRUNC)]
+    + [("openat", errno.EPERM, (2, "MASKED_EQ", flag, flag)) for flag in (_O_WRONLY, _O_RDWR, _O_CREAT, _O_TRUNC)]
+    + [("openat2", errno.ENOSYS, None)]  # flags behind a pointer; Python never calls it
+    + [(name, errno.EPERM, None) for name in (
+        "creat unlink unlinkat rename renameat renameat2 mkdir mkdirat rmdir link linkat symlink symlinkat chmod "
+        "fchmod fchmodat fchmodat2 chown fchown lchown fchownat truncate mknod mknodat setxattr lsetxattr "
+        "fsetxattr setxattrat removexattr lremovexattr fremovexattr removexattrat utime utimes utimensat futimesat"
+    ).split()]
+)  # fmt: skip
+
+# Syscalls from Linux 5.1 on have one number on every architecture; a libseccomp older than the kernel may not
+# know the newest by name, so these numbers stand in where it answers "unknown".
+_UNIFIED_NUMBERS = {
+    "pidfd_send_signal": 424, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+    "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+    "clone3": 435, "openat2": 437, "pidfd_getfd": 438, "process_madvise": 440, "mount_setattr": 442,
+    "fchmodat2": 452, "setxattrat": 463, "removexattrat": 466,
+}  # fmt: skip
+_ARCHES = {"x86_64": "X86_64", "aarch64": "AARCH64"}  # tested here; the constants above hold on both
 # Where the zygote's children get their filter, their own pid is not known yet: the zygote patches it in.
 _PID_PLACEHOLDER = 0x7FFFFFFE  # above any pid (pid_max <= 2**22) and no other constant of the filter
 
-_RET_ALLOW = 0x7FFF0000
-_RET_KILL = 0x80000000  # SECCOMP_RET_KILL_PROCESS
-_LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
-_CLONE_THREAD, _AF_UNIX = 0x10000, 1
-_WRITE_FLAGS = 0o1 | 0o2 | 0o100 | 0o1000  # O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
-
-
-def _errno(code: int) -> int:
-    return 0x00050000 | code  # SECCOMP_RET_ERRNO
-
-
-def _arg(i: int) -> int:
-    return 16 + 8 * i  # offset of the low 32 bits of args[i] in struct seccomp_data (little-endian)
+try:
+    import pyseccomp
+except (ImportError, RuntimeError, OSError):  # RuntimeError: pyseccomp found no libseccomp.so
+    pyseccomp = None
 
 
 def seccomp_arch() -> str | None:
+    """The machine's architecture when a filter can be built for it (libseccomp loads), else None."""
     arch = platform.machine()
-    return arch if arch in _SYSCALLS and sys.byteorder == "little" else None
+    return arch if arch in _ARCHES and pyseccomp is not None else None
 
 
-def seccomp_filter(strict: bool, own_pid: int = 0, shared: bool = False) -> bytes:
-    """The filter as raw ``struct sock_filter`` records (what prctl and ``bwrap --seccomp`` take).
+def _build_filter(strict: bool, own_pid: int, shared: bool, arch: str | None = None):
+    """The policy above as a libseccomp filter (``pyseccomp.SyscallFilter``) for `arch` (default: this machine).
 
-    `strict`: no bwrap (also protects the file system; implies `shared`). `shared`: other processes share
-    the namespaces (signals only to `own_pid`, no ptrace, no lasting kernel objects)."""
-    arch = seccomp_arch()
-    if arch is None:
-        raise ValueError(f"no seccomp filter for {platform.machine()}; supported: {', '.join(_SYSCALLS)}")
-    nr = _SYSCALLS[arch]
-    eperm, enosys = _errno(errno.EPERM), _errno(errno.ENOSYS)
-    prog: list[tuple[int, int, int, int]] = [
-        (_LD_ABS, 0, 0, 4),  # arch
-        (_JEQ, 1, 0, _AUDIT_ARCH[arch]),
-        (_RET, 0, 0, _RET_KILL),  # another ABI (e.g. i386 on x86_64): no
-        (_LD_ABS, 0, 0, 0),  # syscall number
-    ]
-    if arch == "x86_64":
-        prog += [(_JGE, 0, 1, 0x40000000), (_RET, 0, 0, eperm)]  # the x32 ABI
-
-    def deny(name: str, action: int) -> None:
-        if name in nr:
-            prog.extend([(_JEQ, 0, 1, nr[name]), (_RET, 0, 0, action)])
-
-    def block(name: str, body: list[tuple[int, int, int, int]]) -> None:
-        # "if nr == name: <body, which always returns>"
-        if name in nr:
-            prog.append((_JEQ, 0, len(body), nr[name]))
-            prog.extend(body)
-
-    def load(offset: int) -> tuple[int, int, int, int]:
-        return (_LD_ABS, 0, 0, offset)
-
-    def ret(action: int) -> tuple[int, int, int, int]:
-        return (_RET, 0, 0, action)
-
-    allow = ret(_RET_ALLOW)
-    deny("fork", eperm)
-    deny("vfork", eperm)
-    deny("clone3", enosys)  # flags sit behind a pointer; ENOSYS makes libc fall back to clone
-    block("clone", [load(_arg(0)), (_JSET, 0, 1, _CLONE_THREAD), allow, ret(eperm)])  # threads only
-    block("socket", [load(_arg(0)), (_JEQ, 0, 1, _AF_UNIX), allow, ret(eperm)])  # AF_UNIX only
-    if strict:
-        write_check = [(_JSET, 0, 1, _WRITE_FLAGS), ret(eperm), allow]
-        block("open", [load(_arg(1))] + write_check)
-        block("openat", [load(_arg(2))] + write_check)
-        deny("openat2", enosys)  # flags behind a pointer; Python never calls it
-        for name in _FS_DENY:
-            deny(name, eperm)
-    if strict or shared:
-        # Signals only to itself (pid 0 = its own process group, which only it is in).
-        self_only = [load(_arg(0)), (_JEQ, 2, 0, 0), (_JEQ, 1, 0, own_pid), ret(eperm), allow]
-        block("kill", self_only)
-        block("tgkill", self_only)
-        for name in _SHARED_DENY:
-            deny(name, eperm)
-    prog.append((_RET, 0, 0, _RET_ALLOW))
-    return b"".join(struct.pack("=HBBI", *ins) for ins in prog)
+    `strict`: no bwrap (also protects the file system; implies `shared`). `shared`: other processes share the
+    namespaces (signals only to `own_pid`, no ptrace, no lasting kernel objects). Everything not refused is
+    allowed; a syscall of another ABI (i386 or x32 on x86_64) kills the process."""
+    arch = arch or seccomp_arch()
+    if arch not in _ARCHES or pyseccomp is None:
+        raise ValueError(f"no seccomp filter for {arch or platform.machine()} (needs libseccomp and one of "
+                         f"{', '.join(_ARCHES)})")  # fmt: skip
+    native = arch == platform.machine()
+    token = pyseccomp.Arch.NATIVE if native else getattr(pyseccomp.Arch, _ARCHES[arch])
+    f = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+    f.set_attr(pyseccomp.Attr.ACT_BADARCH, pyseccomp.KILL_PROCESS)
+    if not native:  # (tests build the aarch64 filter on x86_64)
+        f.add_arch(token)
+        f.remove_arch(pyseccomp.Arch.NATIVE)
+    rules = _ALWAYS + (_SHARED if strict or shared else []) + (_STRICT if strict else [])
+    for name, code, condition in rules:
+        nr = pyseccomp.resolve_syscall(token, name)
+        if nr == -1 and native:  # a name this libseccomp does not know (it reads numbers as the native arch's)
+            syscall = _UNIFIED_NUMBERS[name]  # (all older names are in every libseccomp since 2.4)
+        elif nr < 0:  # -1: unknown (to a filter for another arch); below: a syscall this arch does not have
+            continue
+        else:
+            syscall = name  # by name: libseccomp translates it for a filter of another architecture
+        args = []
+        if condition is not None:
+            index, op, a, b = condition
+            args.append(pyseccomp.Arg(index, getattr(pyseccomp, op), own_pid if a == _OWN_PID else a, b))
+        f.add_rule(pyseccomp.ERRNO(code), syscall, *args)
+    return f
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+@functools.lru_cache(maxsize=8)
+def seccomp_filter(strict: bool, own_pid: int = 0, shared: bool = False, arch: str | None = None) -> bytes:
+    """The filter exported by libseccomp as raw ``struct sock_filter`` records (what ``bwrap --seccomp`` and
+    prctl take). Arguments as for `_build_filter`."""
+    with tempfile.TemporaryFile() as f:
+        _build_filter(strict, own_pid, shared, arch).export_bpf(f)
+        f.seek(0)
+        return f.read()
 
 
-_PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 24, 38, 22, 2
+def _load_seccomp(strict: bool, own_pid: int) -> None:
+    """Build the filter and load it into this process, which shares the host's namespaces (libseccomp sets
+    no_new_privs first)."""
+    _build_filter(strict, own_pid, shared=True).load()
+
+
+_patch_namespace = {"sys": sys}  # _patch_pid (defined with the zygote's code)
+exec(_PATCH_PID, _patch_namespace)
+_patch_pid = _patch_namespace["_patch_pid"]
+
+
+def _zygote_template() -> bytes | None:
+    """The zygote children's filter with `_PID_PLACEHOLDER` for their own pid, or None when patching a pid into
+    it would not give the filter libseccomp builds for that pid (then no zygote: a fresh bwrap per program)."""
+    template = seccomp_filter(strict=False, own_pid=_PID_PLACEHOLDER, shared=True)
+    placeholder = _PID_PLACEHOLDER.to_bytes(4, sys.byteorder)
+    for pid in (2, 4194303):  # pids at both ends of the range
+        if _patch_pid(template, placeholder, pid) != seccomp_filter(strict=False, own_pid=pid, shared=True):
+            return None
+    return template
+
+
+_PR_CAPBSET_DROP = 24
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _install_seccomp(program: bytes) -> None:
-    buf = ctypes.create_string_buffer(program, len(program))
-    fprog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(NO_NEW_PRIVS) failed")
-    if _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(SECCOMP) failed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,20 +430,46 @@ def _python_argv() -> list[str]:
     return [sys.executable, "-I", "-S", "-B", "-c", _HARNESS]
 
 
-def _bwrap_argv(workdir: str, seccomp_fd: int | None, inside: str | None = None) -> list[str]:
-    """`workdir` (on the host) is the only writable place; it appears at `inside`, by default at the same path
-    over a private empty /tmp (zygote mode binds it over /tmp itself, so /tmp is not a second place to write)."""
+def _interpreter_dirs_under_tmp() -> list[str]:
+    """The interpreter's folders that lie under /tmp (a checkout there with its .venv inside, a Python
+    unpacked there), outermost only: the sandbox's private /tmp would hide them, so they are bound back."""
+    tmp = os.path.realpath("/tmp") + "/"
+    needed = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, os.path.dirname(sys.executable)}
+    needed |= {os.path.realpath(p) for p in needed} | {os.path.dirname(os.path.realpath(sys.executable))}
+    found: list[str] = []
+    for path in sorted({os.path.abspath(p) for p in needed if p}):  # sorted: a folder before those inside it
+        if path.startswith(tmp) and not any(path.startswith(f + "/") for f in found):
+            found.append(path)
+    return found
+
+
+def _bwrap_argv(workdir: str, seccomp_fd: int | None, zygote: bool = False) -> tuple[list[str], str]:
+    """The bwrap command (up to and including "--") and where `workdir` (on the host) appears inside.
+
+    `workdir` is the only writable place. By default it appears at its own path over a private empty /tmp.
+    The zygote binds it over /tmp itself, so that /tmp is not a second place to write that outlives a program.
+    The interpreter's folders under /tmp, if any, are bound back read-only over the private /tmp; a zygote then
+    gets a read-only private /tmp with the work dir at its own path inside (TMPDIR and HOME point there)."""
     argv = [
         "bwrap", "--die-with-parent", "--new-session", "--unshare-all", "--cap-drop", "ALL",
         "--ro-bind", "/", "/", "--dev", "/dev", "--remount-ro", "/dev", "--proc", "/proc",
     ]  # fmt: skip
-    if inside is None:
-        argv += ["--tmpfs", "/tmp", "--bind", workdir, workdir, "--chdir", workdir]
+    hidden = _interpreter_dirs_under_tmp()
+    if zygote and not hidden:
+        inside = "/tmp"
+        argv += ["--bind", workdir, inside]
     else:
-        argv += ["--bind", workdir, inside, "--chdir", inside]
+        inside = workdir
+        argv += ["--tmpfs", "/tmp"]
+        for path in hidden:
+            argv += ["--ro-bind", path, path]
+        if zygote:  # the mount point first: a read-only /tmp cannot get one later
+            argv += ["--dir", workdir, "--remount-ro", "/tmp"]
+        argv += ["--bind", workdir, workdir]
+    argv += ["--chdir", inside]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
-    return argv + ["--"]
+    return argv + ["--"], inside
 
 
 def _current_user_processes() -> int:
@@ -451,7 +506,7 @@ def _preexec(config: SandboxConfig, bare: bool, use_seccomp: bool, nproc: int | 
             for c in range(64):  # root keeps no capability across exec
                 _libc.prctl(_PR_CAPBSET_DROP, c, 0, 0, 0)
         if bare and use_seccomp:  # (under bwrap, bwrap itself installs the milder filter)
-            _install_seccomp(seccomp_filter(strict=True, own_pid=os.getpid()))
+            _load_seccomp(strict=True, own_pid=os.getpid())
 
     return limits
 
@@ -461,17 +516,21 @@ def bwrap_works() -> bool:
     """Probe once: can bwrap start our Python with the options we use?"""
     if shutil.which("bwrap") is None:
         return False
-    workdir = tempfile.mkdtemp(prefix="agora-sbx-probe-")
-    try:
-        out = subprocess.run(
-            _bwrap_argv(workdir, None) + [sys.executable, "-I", "-S", "-c", "print('ok')"],
-            capture_output=True, timeout=20, env=_child_env(workdir, "probe"), stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        return out.returncode == 0 and out.stdout.strip() == b"ok"
-    except (OSError, subprocess.SubprocessError):
-        return False
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    for zygote in (False, True):  # both layouts of the file system (`_bwrap_argv`)
+        workdir = tempfile.mkdtemp(prefix="agora-sbx-probe-")
+        try:
+            argv, inside = _bwrap_argv(workdir, None, zygote)
+            out = subprocess.run(
+                argv + [sys.executable, "-I", "-S", "-c", "print('ok')"],
+                capture_output=True, timeout=20, env=_child_env(inside, "probe"), stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            if out.returncode != 0 or out.stdout.strip() != b"ok":
+                return False
+        except (OSError, subprocess.SubprocessError):
+            return False
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return True
 
 
 def isolation_level(config: SandboxConfig) -> str:
@@ -532,8 +591,9 @@ def _exited(pid: int) -> bool:
 
 def _uses_zygote(config: SandboxConfig, isolation: str) -> bool:
     # The zygote's children install their own filter; without one they could fork where the zygote cannot
-    # follow, so no seccomp means a fresh bwrap per program.
-    return config.zygote and isolation == "bwrap" and seccomp_arch() is not None
+    # follow, so no seccomp (or no filter the zygote can patch its children's pids into) means a fresh bwrap
+    # per program.
+    return config.zygote and isolation == "bwrap" and seccomp_arch() is not None and _zygote_template() is not None
 
 
 def run_program(source: str, config: SandboxConfig) -> ExecResult:
@@ -567,7 +627,7 @@ def _run_fresh(source: str, config: SandboxConfig, isolation: str) -> ExecResult
             os.close(seccomp_w)
             pass_fds = (seccomp_r,)
         if isolation == "bwrap":
-            argv = _bwrap_argv(workdir, seccomp_r) + argv
+            argv = _bwrap_argv(workdir, seccomp_r)[0] + argv
         nproc = None if os.geteuid() == 0 else _current_user_processes() + 64 * config.workers
         try:
             proc = subprocess.Popen(
@@ -715,9 +775,12 @@ class _Zygote:
         ]  # fmt: skip
         if os.geteuid() != 0:
             limits.append((resource.RLIMIT_NPROC, _current_user_processes() + 64 * config.workers))
-        template = seccomp_filter(strict=False, own_pid=_PID_PLACEHOLDER, shared=True)
+        template = _zygote_template()
+        if template is None:
+            return "libseccomp's filter has no place to patch a child's pid into"
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        argv = _bwrap_argv(self.workdir, None, inside="/tmp") + [
+        bwrap, inside = _bwrap_argv(self.workdir, None, zygote=True)
+        argv = bwrap + [
             sys.executable, "-I", "-S", "-B", "-c", _ZYGOTE, str(theirs.fileno()),
             ",".join(f"{which}:{value}" for which, value in limits), template.hex(),
             struct.pack("=I", _PID_PLACEHOLDER).hex(), ",".join(_PRELOAD),
@@ -726,7 +789,7 @@ class _Zygote:
         try:
             # No rlimits here: the zygote lives for the whole batch (its CPU time adds up); each child sets its own.
             self.proc = subprocess.Popen(
-                argv, cwd=self.workdir, env=_child_env("/tmp", self.run_id), stdin=subprocess.DEVNULL,
+                argv, cwd=self.workdir, env=_child_env(inside, self.run_id), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
                 pass_fds=(theirs.fileno(),), close_fds=True,
             )  # fmt: skip
