@@ -931,7 +931,7 @@ def test_zygote_template_patches_into_libseccomps_own_filter():
 # Runs under the venv's interpreter: which isolation the sandbox picks, and what a program sees inside.
 UNDER_TMP = """
 import json, sys
-from agorabench import sandbox
+from agorabench.evaluation import sandbox
 if sys.argv[1] == "hide":  # the canary: what the sandbox did before it bound the interpreter back
     sandbox._interpreter_dirs_under_tmp = lambda: []
 program = (
@@ -961,7 +961,7 @@ def test_bwrap_is_used_when_the_interpreter_lives_under_tmp():
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
         secret = root / "not-for-programs.txt"
         secret.write_text("a file of the host's /tmp")
-        repo = Path(sandbox.__file__).resolve().parents[1]
+        repo = Path(sandbox.__file__).resolve().parents[2]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1",
                "PYTHONPATH": f"{repo}:{os.path.dirname(sandbox.pyseccomp.__file__)}"}  # fmt: skip
         seen = {}
