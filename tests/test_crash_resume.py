@@ -11,7 +11,7 @@ import time
 import pytest
 
 from agorabench.config import load_params
-from agorabench.generation.plan import output_paths
+from agorabench.setting import Setting
 from agorabench.testing.llm_server import FakeLLMServer
 from tests.conftest import REPO, write_params
 
@@ -60,7 +60,7 @@ def test_kill_minus_9_then_resume_pays_nothing_twice(tmp_path, monkeypatch):
         assert not paid_before_kill & set(resent), "a request answered before the kill was sent again"
         # Only what was not stored (never answered, or in flight at the kill) was asked again.
         assert len(set(resent)) == 40 - len(paid_before_kill)
-        rows = output_paths(params, "fake", "general", "response_generation")["data"].read_text().splitlines()
+        rows = Setting("fake", "response_generation", "general").dataset(params)["data"].read_text().splitlines()
         assert len(rows) == 40
         assert "40/40 valid" in done.stdout
 

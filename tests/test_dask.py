@@ -7,7 +7,7 @@ import yaml
 
 from agorabench.config import load_params
 from agorabench.generation.loop import generate_setting
-from agorabench.generation.plan import output_paths
+from agorabench.setting import Setting
 from tests.conftest import REPO, write_params
 
 GENERATORS = ["fake", "fake-claude"]  # OpenAI and Anthropic wire formats, one fake server
@@ -25,7 +25,7 @@ def params_at(folder, server_url: str, **overrides):
 
 def datasets(params_file) -> dict[str, bytes]:
     params = load_params(params_file)
-    return {f"{g}/{m}/{d}": output_paths(params, g, d, m)["data"].read_bytes()
+    return {f"{g}/{m}/{d}": Setting(g, m, d).dataset(params)["data"].read_bytes()
             for g in GENERATORS for m in params.methods for d in params.domains}
 
 

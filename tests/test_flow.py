@@ -2,7 +2,7 @@
 import asyncio
 
 from agorabench.config import load_params
-from agorabench.generation.plan import output_paths
+from agorabench.setting import Setting
 
 
 def test_flow_generates_and_retries_a_failed_batch(prefect_harness, params_file, fake_server, monkeypatch):
@@ -29,7 +29,7 @@ def test_flow_generates_and_retries_a_failed_batch(prefect_harness, params_file,
     assert manifest["run"]["answers_cached"] == 6, "the retried batch must be answered from the store"
     assert fake_server.completed_count == 6
     params = load_params(params_file)
-    assert output_paths(params, "fake", "code", "instance_generation")["data"].exists()
+    assert Setting("fake", "instance_generation", "code").dataset(params)["data"].exists()
 
 
 def test_flow_does_not_retry_a_refused_request(prefect_harness, params_file, fake_server):

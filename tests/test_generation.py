@@ -7,7 +7,7 @@ import pytest
 from agorabench.models.clients.retry import FatalAPIError
 from agorabench.config import load_params
 from agorabench.generation.loop import generate_setting
-from agorabench.generation.plan import output_paths
+from agorabench.setting import Setting
 from tests.conftest import write_params
 
 
@@ -16,7 +16,7 @@ def run(params, generator="fake", domain="math", method="instance_generation", *
 
 
 def read_bytes(params, generator="fake", domain="math", method="instance_generation"):
-    return {k: p.read_bytes() for k, p in output_paths(params, generator, domain, method).items()}
+    return {k: p.read_bytes() for k, p in Setting(generator, method, domain).dataset(params).items()}
 
 
 @pytest.mark.parametrize("method", ["instance_generation", "response_generation", "quality_enhancement"])
@@ -25,7 +25,7 @@ def test_every_setting_gives_exactly_n_valid_instances(params_file, fake_server,
     params = load_params(params_file)
     manifest = run(params, domain=domain, method=method, num=5)
     assert manifest["num_valid"] == 5 and manifest["complete"]
-    rows = [json.loads(line) for line in output_paths(params, "fake", domain, method)["data"].read_text().splitlines()]
+    rows = [json.loads(line) for line in Setting("fake", method, domain).dataset(params)["data"].read_text().splitlines()]
     assert len(rows) == 5
     for row in rows:
         assert row["instruction"] and row["response"] and row["config"] == "fake-model"
@@ -57,7 +57,7 @@ def test_output_does_not_depend_on_concurrency(tmp_path, fake_server, monkeypatc
         params = load_params(write_params(folder / "params.yaml", fake_server.url,
                                           **{"generators.fake.concurrency": conc, "generation.batch_size": 7}))
         run(params, domain="general", num=20)
-        outs.append(output_paths(params, "fake", "general", "instance_generation")["data"].read_bytes())
+        outs.append(Setting("fake", "instance_generation", "general").dataset(params)["data"].read_bytes())
     assert outs[0] == outs[1]
 
 
@@ -67,7 +67,7 @@ def test_instance_generation_mixes_seed_and_generated_demos(params_file):
     small = load_params(write_params(params_file, params.generators["fake"].base_url.removesuffix("/v1"),
                                      **{"generation.batch_size": 4}))
     run(small, num=12)
-    rows = [json.loads(x) for x in output_paths(small, "fake", "math", "instance_generation")["data"].read_text().splitlines()]
+    rows = [json.loads(x) for x in Setting("fake", "instance_generation", "math").dataset(small)["data"].read_text().splitlines()]
     # Batches 0 and 1 are built before any result is in (batch 1 is queued while 0 runs), so their
     # prompts hold 3 seed demos; from batch 2 on, 2 seed demos and 1 generated one (no aliasing).
     assert all(len(r["seed_ids"]) == 3 for r in rows[:8])
@@ -90,7 +90,7 @@ def test_rejected_outputs_are_kept_with_raw_text_and_reason(tmp_path, monkeypatc
         manifest = run(params, method="response_generation", num=6)
     assert manifest["num_valid"] == 6
     assert manifest["rejections"] == {"math_result_tags": manifest["attempts"] - 6}
-    rejected = [json.loads(x) for x in output_paths(params, "fake", "math", "response_generation")["rejected"].read_text().splitlines()]
+    rejected = [json.loads(x) for x in Setting("fake", "response_generation", "math").dataset(params)["rejected"].read_text().splitlines()]
     assert rejected and all(r["raw"] and r["reason"] == "math_result_tags" for r in rejected)
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from agorabench.config import Params
-from agorabench.intrinsic.config import IntrinsicConfig
+from agorabench.config import IntrinsicConfig, ParamsError, load_params
 from agorabench.intrinsic.diversity import mean_pairwise_distance, per_item_distance
 from agorabench.intrinsic.judge import judge_messages, judge_scores, parse_score
 from agorabench.intrinsic.run import intrinsic_for_dataset
@@ -94,20 +94,32 @@ def test_judge_returning_the_wrong_number_of_replies_is_an_error():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_config_rejects_unknown_keys_and_metrics_in_one_line():
-    with pytest.raises(ValueError, match=r"intrinsic\.judg: unknown key"):
-        IntrinsicConfig.from_dict({"judg": "gpt"})
-    with pytest.raises(ValueError, match="unknown metric 'perplexty'"):
-        IntrinsicConfig.from_dict({"metrics": ["perplexty"]})
-    with pytest.raises(ValueError, match="reward_model is null"):
-        IntrinsicConfig.from_dict({"metrics": ["reward"]})
+def _load_with_intrinsic(tmp_path, section: dict):
+    import yaml
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"generators": {"g": {"backend": "openai", "model": "m"}}, "intrinsic": section}))
+    return load_params(path)
+
+
+def test_config_rejects_unknown_keys_and_metrics_in_one_line(tmp_path):
+    with pytest.raises(ParamsError, match=r"unknown field 'intrinsic\.judg'"):
+        _load_with_intrinsic(tmp_path, {"judg": "gpt"})
+    with pytest.raises(ParamsError, match=r"intrinsic\.metrics\.0 = 'perplexty' is not allowed"):
+        _load_with_intrinsic(tmp_path, {"metrics": ["perplexty"]})
+    with pytest.raises(ParamsError, match="reward_model is null"):
+        _load_with_intrinsic(tmp_path, {"metrics": ["reward"]})
+    with pytest.raises(ParamsError, match="intrinsic.judge_batch_size = 0 is not allowed"):
+        _load_with_intrinsic(tmp_path, {"judge_batch_size": 0})
     with pytest.raises(ValueError, match="no judge is set"):
-        IntrinsicConfig.from_dict({"metrics": ["quality"]}).enabled(have_judge=False)
+        _load_with_intrinsic(tmp_path, {"metrics": ["quality"]}).intrinsic.enabled(have_judge=False)
+    # Canary: a valid section loads, typed.
+    assert _load_with_intrinsic(tmp_path, {"metrics": ["perplexity"], "judge_batch_size": 8}).intrinsic.judge_batch_size == 8
 
 
 def test_config_default_runs_what_is_configured():
-    assert IntrinsicConfig.from_dict({}).enabled(False) == ("perplexity", "diversity")
-    cfg = IntrinsicConfig.from_dict({"judge": "gpt-4o", "reward_model": "rm"})
+    assert IntrinsicConfig().enabled(False) == ("perplexity", "diversity")
+    cfg = IntrinsicConfig(judge="gpt-4o", reward_model="rm")
     assert cfg.enabled(True) == ("difficulty", "quality", "reward", "perplexity", "diversity")
 
 
@@ -303,10 +315,10 @@ def _params(tmp_path, tiny_student, **intrinsic) -> Params:
 
 
 def _write_dataset(tmp_path, pairs, method="response_generation", domain="math", generator="gen"):
+    from agorabench.testing.datasets import instances, write_instances
+
     path = tmp_path / "generated" / generator / method / f"{domain}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"id": f"gen/{method}/{domain}/{k:06d}", "instruction": i, "response": r})
-                            + "\n" for k, (i, r) in enumerate(pairs)))
+    write_instances(path, instances("gen", method, domain, pairs))
 
 
 class CountingJudge:

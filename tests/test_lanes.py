@@ -9,8 +9,11 @@ from pathlib import Path
 
 import yaml
 
+from agorabench.config import Params
+from agorabench.pipeline.run import _bin, repro, split_lanes
+from agorabench.pipeline.stages import chains, pipeline_stages
 from flows.cli import _lane_summary
-from agorabench.pipeline.run import _bin, repro, setting_of, split_lanes
+from tests.conftest import REPO
 
 # Two "generators" (x, y), two chained stages each, and a stage that reads all of them. Each stage
 # command sleeps, writes its output and logs its start and end times outside DVC's outputs.
@@ -75,37 +78,75 @@ def _run(repo: Path, env, lanes, force=False, lane_envs=()) -> int:
         os.chdir(cwd)
 
 
+def _params(**extra) -> Params:
+    return Params.model_validate({
+        "generators": {g: {"backend": "openai", "model": g} for g in ("qwen-coder", "qwen", "gpt")},
+        "benchmark_generators": ["qwen-coder", "qwen"], "methods": ["instance_generation"], "domains": ["math", "code"],
+        "evaluation": {"generators": ["qwen", "gpt"]}, **extra})
+
+
 def test_split_lanes_deals_settings_in_turn_and_keeps_each_chain_together():
-    stages = ["generate@qwen-coder-instance_generation-math", "generate@qwen-coder-instance_generation-code",
-              "generate@qwen-instance_generation-math", "train@qwen-coder-instance_generation-math",
-              "train@qwen-coder-instance_generation-code", "train@qwen-instance_generation-math",
-              "evaluate-anchor@base", "evaluate-anchor@reference", "evaluate-generator@qwen", "evaluate-generator@gpt",
-              "results", "report"]
-    gens, methods = ["qwen-coder", "qwen"], ["instance_generation"]
-    lanes = split_lanes(stages, gens, methods, jobs=2, together={"evaluate-anchor@reference": "evaluate-generator@qwen"})
+    params = _params()
+    settings = [f"{g}-instance_generation-{d}" for g in ("qwen-coder", "qwen") for d in ("math", "code")]
+    stages = ([f"{kind}@{s}" for kind in ("generate", "train") for s in settings]
+              + ["evaluate-anchor@base", "evaluate-anchor@reference", "evaluate-generator@qwen",
+                 "evaluate-generator@gpt", "results", "report"])
+    units = chains(params, stages)
+    lanes = split_lanes(units, jobs=2, together={"evaluate-anchor@reference": "evaluate-generator@qwen"})
     # each setting's chain in one lane; the settings in turn, so each lane has some of every generator's
-    # ("qwen-coder-..." is qwen-coder's, not qwen's); then the lone stages in turn, the reference with qwen
-    assert lanes == [["generate@qwen-coder-instance_generation-math", "generate@qwen-instance_generation-math",
-                      "train@qwen-coder-instance_generation-math", "train@qwen-instance_generation-math",
-                      "evaluate-generator@qwen", "evaluate-anchor@reference"],
-                     ["generate@qwen-coder-instance_generation-code", "train@qwen-coder-instance_generation-code",
-                      "evaluate-anchor@base", "evaluate-generator@gpt"]]
-    assert _lane_summary(lanes[0], gens, methods) == ("1 qwen-coder setting, 1 qwen setting, evaluate-generator@qwen, "
-                                                      "evaluate-anchor@reference (6 stages)")
+    # ("qwen-coder-..." is qwen-coder's, not qwen's: the names come from params, not from parsing);
+    # then the lone stages in turn, the reference with qwen
+    chain = lambda s: [f"generate@{s}", f"train@{s}"]
+    assert lanes == [chain("qwen-coder-instance_generation-math") + chain("qwen-instance_generation-math")
+                     + ["evaluate-anchor@base", "evaluate-generator@gpt"],
+                     chain("qwen-coder-instance_generation-code") + chain("qwen-instance_generation-code")
+                     + ["evaluate-generator@qwen", "evaluate-anchor@reference"]]
+    assert _lane_summary(lanes[1], params) == ("1 qwen-coder setting, 1 qwen setting, evaluate-generator@qwen, "
+                                               "evaluate-anchor@reference (6 stages)")
     # canary: without `together` the reference is dealt like any lone stage, away from qwen's scores
-    apart = split_lanes(stages, gens, methods, jobs=2)
+    apart = split_lanes(units, jobs=2)
     assert ("evaluate-anchor@reference" in apart[0]) != ("evaluate-generator@qwen" in apart[0])
     # canary: one job is one lane with every stage of a lane; results and report stay out
-    (one,) = split_lanes(stages, gens, methods, jobs=1)
+    (one,) = split_lanes(units, jobs=1)
     assert set(stages) - set(one) == {"results", "report"}
-    # a scaling study's stages (STAGE@GEN-METHOD-DOMAIN-SIZE) follow their setting
-    assert setting_of("scale-train@qwen-instance_generation-math-25", gens, methods) == ("qwen", "instance_generation", "math")
-    assert setting_of("evaluate-generator@qwen", gens, methods) is None
+
+
+def test_a_scaling_studys_stages_follow_their_setting():
+    params = _params(scaling={"generators": ["qwen"], "sizes": [25]})
+    known = pipeline_stages(params)
+    qwen_math = known["generate@qwen-instance_generation-math"].setting
+    for name in ("scale-generate@qwen-instance_generation-math", "scale-subset@qwen-instance_generation-math-25",
+                 "scale-train@qwen-instance_generation-math-25", "scale-evaluate@qwen-instance_generation-math-25"):
+        assert known[name].setting == qwen_math
+    assert known["evaluate-generator@qwen"].setting is None and known["evaluate-generator@qwen"].generator == "qwen"
+    # canary: another setting's stage is in another chain
+    assert known["scale-train@qwen-instance_generation-code-25"].setting != qwen_math
+
+
+def test_stage_names_from_params_are_the_ones_dvc_lists(tmp_path):
+    """Setting.stage and pipeline_stages name the stages exactly as DVC expands the project's dvc.yaml
+    (with and without a scaling study): the lanes never parse a name, so they must agree by construction."""
+    for name, extra in (("plain", {}), ("scaled", {"scaling": {"generators": ["smollm2"], "sizes": [1, 2]}})):
+        repo = tmp_path / name
+        repo.mkdir()
+        params = yaml.safe_load((REPO / "params.yaml").read_text())
+        params["scaling"].update(extra.get("scaling", {}))
+        (repo / "params.yaml").write_text(yaml.safe_dump(params))
+        (repo / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+        env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+        for cmd in (["git", "init", "-q"], [_bin("dvc"), "init", "-q"]):
+            subprocess.run(cmd, cwd=repo, check=True, env=env)
+        listed = subprocess.run([_bin("dvc"), "stage", "list", "--name-only"], cwd=repo, env=env,
+                                capture_output=True, text=True, check=True).stdout.split()
+        ours = set(pipeline_stages(Params.model_validate(params)))
+        assert set(listed) - ours == {"results", "report"} and ours <= set(listed), name
+        assert any(s.startswith("scale-") for s in listed) == bool(extra)  # canary: the scaled run has more
 
 
 def test_lanes_run_side_by_side_and_leave_a_complete_dvc_lock(tmp_path, capsys):
     repo, env = _repo(tmp_path)
-    lanes = split_lanes(STAGES, ["x", "y"], ["m1", "m2"], jobs=2)
+    units = [[f"generate@{g}-{m}-d", f"train@{g}-{m}-d"] for g in "xy" for m in ("m1", "m2")]
+    lanes = split_lanes(units, jobs=2)
     assert _run(repo, env, lanes, lane_envs=[{"LANE_TAG": "a"}, {"LANE_TAG": "b"}]) == 0
     runs = _times(tmp_path)
     # each lane's stages see that lane's environment (its own model servers); the last pass the common one

@@ -55,7 +55,7 @@ def results_db(root: Path, generators=GENERATORS, intrinsic: bool = True, flat_g
         ref, base = paths.eval / "reference" / "gsm8k.scores.json", paths.eval / "base" / "gsm8k.scores.json"
         ref.write_text(ref.read_text().replace(f'"score": {json.loads(ref.read_text())["score"]}',
                                                f'"score": {json.loads(base.read_text())["score"]}'))
-    collect(paths)
+    collect(paths.params)
     return build_db(paths.out)
 
 
@@ -117,16 +117,14 @@ def test_scaling_prefixes_get_the_quantity_figure(tmp_path):
     and `quantity_quality` prices and sizes them."""
     from agorabench.analysis import quantity_quality_from_db
 
-    paths = write_tree(tmp_path / "main", ("alpha", "beta"))
-    extra = write_tree(tmp_path / "extra", ("alpha@2",))
-    for part in ("generated", "checkpoints", "train_logs"):
-        shutil.copytree(getattr(extra, part) / "alpha@2", getattr(paths, part) / "alpha@2")
-    shutil.copytree(extra.eval / "students" / "alpha@2", paths.eval / "students" / "alpha@2")
+    paths = write_tree(tmp_path / "main", ("alpha", "beta"), scaling={
+        "generators": ["alpha"], "methods": ["instance_generation", "response_generation", "quality_enhancement"],
+        "sizes": [2]})
     for data in (paths.generated / "alpha@2").rglob("*.jsonl"):  # a prefix of 2 of alpha's 3 instances
         data.write_text("".join(data.read_text().splitlines(keepends=True)[:2]))
     for manifest in (paths.generated / "alpha@2").rglob("*.manifest.json"):
         manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "num_valid": 2, "num_requested": 2}))
-    collect(paths)
+    collect(paths.params)
     db = build_db(paths.out)
     html = (write_report(db, tmp_path / "reports")).read_text()
     assert "figures/quantity_vs_pgr.svg" in html and "no scaling study" not in html

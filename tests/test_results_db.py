@@ -221,7 +221,7 @@ def parquet_bytes(out) -> dict[str, bytes]:
 
 def test_collect_is_byte_identical_and_the_database_answers(tmp_path):
     paths = write_tree(tmp_path)
-    written = collect(paths)
+    written = collect(paths.params)
     assert set(written) == set(TABLES) - {"requests"}
     first = parquet_bytes(paths.out)
     # Same inputs, different modification times and a fresh output folder: the same bytes.
@@ -229,12 +229,12 @@ def test_collect_is_byte_identical_and_the_database_answers(tmp_path):
         os.utime(p, (1_000_000, 1_000_000))
     for p in paths.out.glob("*.parquet"):
         p.unlink()
-    collect(paths)
+    collect(paths.params)
     assert parquet_bytes(paths.out) == first
     # Canary: one changed score changes the bytes, so the comparison above is not vacuous.
     s = paths.eval / "base" / "gsm8k.scores.json"
     s.write_text(s.read_text().replace('"score": 25.0', '"score": 26.0'))
-    collect(paths)
+    collect(paths.params)
     changed = parquet_bytes(paths.out)
     assert changed["scores.parquet"] != first["scores.parquet"] and changed["datasets.parquet"] == first["datasets.parquet"]
 
@@ -273,7 +273,7 @@ def test_collect_is_byte_identical_and_the_database_answers(tmp_path):
 
 def test_run_sql_formats(tmp_path):
     paths = write_tree(tmp_path)
-    db = build_results(paths)
+    db = build_results(paths.params)
     q = "SELECT generator, pgr, methods FROM pgr_overall ORDER BY generator"
     want = query(db, q)
     table = run_sql(db, q)
@@ -307,15 +307,26 @@ def test_bad_result_files_give_one_line_errors(tmp_path):
     good = manifest.read_text()
     manifest.write_text(good[:-5])
     with pytest.raises(ValueError, match="math.manifest.json: not valid JSON"):
-        collect(paths)
+        collect(paths.params)
     manifest.write_text(good.replace('"generator": "alpha"', '"generator": "beta"'))
     with pytest.raises(ValueError, match="generator is 'beta' but the file sits under 'alpha'"):
-        collect(paths)
+        collect(paths.params)
     manifest.write_text(good)
     data = paths.generated / "alpha" / IG / "code.jsonl"
     data.write_text(data.read_text() + "{oops\n")
-    with pytest.raises(ValueError, match="code.jsonl: line 4 is not valid JSON"):
-        collect(paths)
+    with pytest.raises(ValueError, match="code.jsonl: line 4: not valid JSON"):
+        collect(paths.params)
+    data.write_text(data.read_text().replace("{oops\n", '{"id": "x"}\n'))
+    with pytest.raises(ValueError, match=r"code.jsonl: line 4: instruction: Field required; re-run `agora generate` "
+                                         r"for alpha/instance_generation/code"):
+        collect(paths.params)
+    data.write_text(data.read_text().replace('{"id": "x"}\n', ""))
+    # The records are the writers' own: a field the writer does not write is refused, not ignored.
+    manifest.write_text(good.replace('"generator": "alpha"', '"generator": "alpha", "generatr": "alpha"'))
+    with pytest.raises(ValueError, match="math.manifest.json: generatr: Extra inputs are not permitted"):
+        collect(paths.params)
+    manifest.write_text(good)
+    collect(paths.params)  # canary: the repaired tree collects
     with pytest.raises(ValueError, match="does not exist; run collect"):
         build_db(tmp_path / "nowhere")
 
@@ -325,11 +336,11 @@ def test_requests_table_is_optional(tmp_path):
 
     paths = write_tree(tmp_path)
     with pytest.raises(ValueError, match="no request store"):
-        collect(paths, include_requests=True)
+        collect(paths.params, include_requests=True)
     store = RequestStore(paths.requests_db)
     store.put("k1", "openai", "m", {"messages": []}, Completion("t", "stop", 3, 4, 0.2, 0.01))
     store.close()
-    collect(paths, include_requests=True)
+    collect(paths.params, include_requests=True)
     db = build_db(paths.out)
     assert query(db, "SELECT key, input_tokens, cost_usd FROM requests") == [("k1", 3, 0.01)]
     (paths.out / "requests.parquet").unlink()
@@ -356,7 +367,7 @@ def test_every_table_and_view_is_documented_as_it_is(tmp_path):
     from pathlib import Path
 
     paths = write_tree(tmp_path)
-    db = build_results(paths)
+    db = build_results(paths.params)
     con = connect(db)
     try:
         views = view_definitions(DOMAIN_BENCHMARKS)
@@ -377,7 +388,7 @@ def test_every_table_and_view_is_documented_as_it_is(tmp_path):
 
 def test_tables_as_parquet_views_give_the_same_answers(tmp_path):
     paths = write_tree(tmp_path)
-    copied = build_results(paths)
+    copied = build_results(paths.params)
     lean = build_db(paths.out, db_path=tmp_path / "lean.duckdb", tables="parquet")
     q = "SELECT * FROM generator_summary ORDER BY generator"
     assert query(lean, q) == query(copied, q) and query(lean, "SELECT count(*) FROM instances") == [(54,)]
@@ -437,17 +448,15 @@ def test_large_tables_are_written_in_duckdb_sized_row_groups(tmp_path):
 
 def test_domain_pgr_follows_evaluation_benchmarks_in_params(tmp_path):
     """`agora results` records params' evaluation.benchmarks; the PGR views average exactly those."""
-    from agorabench.config import Params
-
     paths = write_tree(tmp_path)
-    both = Params.model_validate({"generators": {g: {"backend": "openai", "model": g} for g in GENS}})
+    both = paths.params
     only_alpaca = both.model_copy(update={"evaluation": both.evaluation.model_copy(update={
         "benchmarks": {**both.evaluation.benchmarks, "general": ["alpacaeval"]}})})
     sql = ("SELECT d.pgr, b.pgr FROM pgr_domain d JOIN pgr_benchmark b USING (generator, method, domain) "
            "WHERE d.domain = 'general' AND b.benchmark = 'alpacaeval' AND d.pgr IS NOT NULL")
-    pairs = query(build_results(paths, params=only_alpaca), sql)
+    pairs = query(build_results(only_alpaca), sql)
     assert pairs and all(d == pytest.approx(b) for d, b in pairs)  # the domain is its one benchmark
     assert query(paths.out / "agora.duckdb", "SELECT count(*) FROM pgr_benchmark WHERE benchmark = 'arenahard'") == [(0,)]
     # Canary: with both benchmarks (the schema default), the domain PGR is not alpacaeval's alone.
-    pairs = query(build_results(paths, params=both), sql)
+    pairs = query(build_results(both), sql)
     assert pairs and any(d != pytest.approx(b) for d, b in pairs)

@@ -2,8 +2,6 @@
 generators NAME@SIZE, priced by what producing them took, and seen by the results database."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import orjson
 import pytest
@@ -11,8 +9,9 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from agorabench.config import ParamsError, load_params
-from agorabench.generation.plan import output_paths
-from agorabench.generation.scaling import source_paths, split_variant, variant_name, write_prefix
+from agorabench.setting import Setting
+from agorabench.generation.records import DatasetManifest, Instance, Rejection, write_dataset
+from agorabench.generation.scaling import write_prefix
 from tests.conftest import write_params
 
 
@@ -23,18 +22,30 @@ def _params(tmp_path, url="http://127.0.0.1:9", **extra):
 
 
 def _write_source(params, rows, rejected):
-    src = source_paths(params, "fake", "math", "instance_generation")
-    src["data"].parent.mkdir(parents=True, exist_ok=True)
-    src["data"].write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
-    src["rejected"].write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rejected))
-    src["manifest"].write_text(json.dumps({"generator": "fake", "num_valid": len(rows), "complete": True,
-                                           "shortfall_reason": None, "cost_usd": 99.0, "model": "m"}))
+    """The full-size scaling dataset, written with generation's own records."""
+    common = {"seed_ids": [], "request_key": None}
+    instances = [Instance(**common, config="m", method="instance_generation", domain="math", theme=None,
+                          first_word=None, prompt_sha256=None, **r) for r in rows]
+    rejections = [Rejection(**common, detail=None, raw="x", finish_reason="length", **r) for r in rejected]
+    manifest = DatasetManifest(
+        generator="fake", backend="openai", model="m", domain="math", method="instance_generation",
+        num_requested=len(rows), num_valid=len(rows), complete=True, shortfall_reason=None,
+        attempts=len(rows) + len(rejected), rejections={}, cost_usd=99.0, input_tokens=0, output_tokens=0,
+        prompt_format="text", prompt_file=None, prompt_set_sha256=None, sampling={}, seed=42, seed_source="offline",
+        num_seeds=0, seeds_sha256=None, versions={})
+    write_dataset(Setting("fake", "instance_generation", "math").scaling_source(params), instances, rejections, manifest)
 
 
-def test_names_and_sizes():
-    assert variant_name("gpt-4o-mini", 50000) == "gpt-4o-mini@50000"
-    assert split_variant("gpt-4o-mini@50000") == ("gpt-4o-mini", 50000)
-    assert split_variant("gpt-4o-mini") == ("gpt-4o-mini", None)
+def test_names_and_sizes(tmp_path):
+    params = load_params(_params(tmp_path))
+    prefix = Setting("gpt-4o-mini", "instance_generation", "math", 50000)
+    assert prefix.name == "gpt-4o-mini@50000" and prefix.label == "gpt-4o-mini@50000/instance_generation/math"
+    assert prefix.stage("scale-train") == "scale-train@gpt-4o-mini-instance_generation-math-50000"
+    assert prefix.dataset(params)["data"].parts[-3:] == ("gpt-4o-mini@50000", "instance_generation", "math.jsonl")
+    assert prefix.scaling_source(params) == Setting("gpt-4o-mini", "instance_generation", "math").dataset(
+        params, params.scaling.output_dir)
+    # Canary: the full-size dataset is another setting, with another name and paths.
+    assert Setting("gpt-4o-mini", "instance_generation", "math").name == "gpt-4o-mini"
 
 
 def test_prefix_is_priced_by_the_attempts_it_needed(tmp_path):
@@ -50,7 +61,7 @@ def test_prefix_is_priced_by_the_attempts_it_needed(tmp_path):
     # instances 0 and 1 (attempts 0 and 2) needed attempts 0..2: one rejection (attempt 1)
     assert (m["generator"], m["num_valid"], m["complete"], m["attempts"]) == ("fake@2", 2, True, 3)
     assert m["cost_usd"] == pytest.approx(2.5) and m["rejections"] == {"truncated": 1}
-    out = output_paths(params, "fake@2", "math", "instance_generation")
+    out = Setting("fake", "instance_generation", "math", 2).dataset(params)
     kept = [orjson.loads(line) for line in out["data"].read_bytes().splitlines()]
     assert [r["instruction"] for r in kept] == ["q0", "q1"] and kept[0]["id"].startswith("fake@2/")
     assert m["subset_of"]["cost_usd"] == 99.0
@@ -89,12 +100,12 @@ def test_generate_subset_and_results_end_to_end(tmp_path, fake_server, monkeypat
         result = runner.invoke(app, ["generate", *common, *extra])
         assert result.exit_code == 0, result.output
     params = load_params(path)
-    big = source_paths(params, "fake", "math", "instance_generation")
+    big = Setting("fake", "instance_generation", "math").scaling_source(params)
     assert len(big["data"].read_bytes().splitlines()) == 3  # max(scaling.sizes)
     for size in (2, 3):
         result = runner.invoke(app, ["subset", *common, "--size", str(size)])
         assert result.exit_code == 0 and f"fake@{size}" in result.output, result.output
-    prefix = output_paths(params, "fake@2", "math", "instance_generation")["data"].read_bytes().splitlines()
+    prefix = Setting("fake", "instance_generation", "math", 2).dataset(params)["data"].read_bytes().splitlines()
     full = big["data"].read_bytes().splitlines()
     assert [orjson.loads(r)["instruction"] for r in prefix] == [orjson.loads(r)["instruction"] for r in full[:2]]
 

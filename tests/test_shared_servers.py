@@ -9,6 +9,7 @@ import pytest
 
 from agorabench.models import servers as local_server
 from agorabench.pipeline import run as pipeline
+from agorabench.pipeline import stages
 from agorabench.config import load_params
 from agorabench.generation.loop import SHARED_SERVERS_ENV, generator_endpoint
 from tests.conftest import write_params
@@ -50,10 +51,10 @@ def local_params(tmp_path, monkeypatch):
 
 
 def test_servers_start_once_only_when_a_model_stage_is_pending(local_params):
-    assert pipeline.served_generators(local_params) == ["tiny", "judge"]  # fake is remote: not ours to start
-    with pipeline.local_servers(local_params, ["train@tiny-x-y", "results", "report"]) as env:
+    assert stages.served_generators(local_params) == ["tiny", "judge"]  # fake is remote: not ours to start
+    with pipeline.local_servers(local_params, ["train@tiny-instance_generation-math", "results", "report"]) as env:
         assert env == {} and FakeServer.started == []  # nothing that calls a model: nothing starts
-    with pipeline.local_servers(local_params, ["results", "intrinsic@tiny-x-y"]) as env:
+    with pipeline.local_servers(local_params, ["results", "intrinsic@tiny-instance_generation-math"]) as env:
         shared = json.loads(env[SHARED_SERVERS_ENV])
     with pipeline.local_servers(local_params, ["evaluate-anchor@base", "report"]) as env:
         assert SHARED_SERVERS_ENV in env  # the judge of a pending evaluation
@@ -70,11 +71,11 @@ def test_each_lane_starts_the_servers_its_stages_call(local_params):
     tiny_lane = ["generate@tiny-instance_generation-math", "train@tiny-instance_generation-math",
                  "evaluate-student@tiny-instance_generation-math", "evaluate-generator@tiny"]
     fake_lane = ["generate@fake-instance_generation-math", "evaluate-anchor@base"]
-    assert pipeline.generators_called_by(local_params, tiny_lane) == ["tiny", "judge"]
-    assert pipeline.generators_called_by(local_params, fake_lane) == ["judge"]  # fake is remote
-    assert pipeline.generators_called_by(local_params, tiny_lane[:2]) == ["tiny"]  # no evaluation: no judge
-    # canary: a generation stage of no known generator calls every served one
-    assert pipeline.generators_called_by(local_params, ["generate@other-x-y"]) == ["tiny", "judge"]
+    assert stages.generators_called_by(local_params, tiny_lane) == ["tiny", "judge"]
+    assert stages.generators_called_by(local_params, fake_lane) == ["judge"]  # fake is remote
+    assert stages.generators_called_by(local_params, tiny_lane[:2]) == ["tiny"]  # no evaluation: no judge
+    # canary: the generation stage of a served generator calls it
+    assert stages.generators_called_by(local_params, ["generate@tiny-quality_enhancement-code"]) == ["tiny"]
     pending = ["generate@fake-instance_generation-math"]
     with pipeline.lane_servers(local_params, pending, [tiny_lane, fake_lane]) as envs:
         assert envs[0] == {} and FakeServer.started == ["qwen2.5-coder-0.5b-instruct"]  # only b has pending work

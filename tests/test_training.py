@@ -9,6 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from agorabench.setting import Setting
+
 from agorabench.config import ParamsError, load_params
 from tests.conftest import write_params
 
@@ -106,18 +108,18 @@ def test_cpu_loss_equals_trls_fused_head_loss(tmp_path, tiny_student):
 def test_train_student_writes_checkpoint_metrics_and_loss_curve(tmp_path, tiny_student):
     from transformers import AutoModelForCausalLM
 
-    from agorabench.training import checkpoint_dir, log_paths, train_student
+    from agorabench.training import train_student
 
     params = make_params(tmp_path, tiny_student)
     metrics = train_student(params, "fake", "math", "response_generation")
-    out = checkpoint_dir(params, "fake", "math", "response_generation")
+    out = Setting("fake", "response_generation", "math").checkpoint(params)
     student = json.loads((out / "student.json").read_text())
     assert student["examples"] == 8 and student["seed_examples"] == 0 and not student["lora"]
     model = AutoModelForCausalLM.from_pretrained(out)
     assert str(next(model.parameters()).dtype) == "torch.bfloat16"  # save_dtype
     assert metrics["steps"] == 4  # 8 examples / batch 4 x 2 epochs
     assert metrics["final_loss"] < metrics["first_loss"]  # it learns
-    rows = list(csv.DictReader(open(log_paths(params, "fake", "math", "response_generation")["loss"])))
+    rows = list(csv.DictReader(open(Setting("fake", "response_generation", "math").train_logs(params)["loss"])))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     # epoch_decay (the official StepLR): epoch 2 runs at 0.85 x the learning rate of epoch 1
     lrs = [float(r["learning_rate"]) for r in rows]
@@ -126,11 +128,11 @@ def test_train_student_writes_checkpoint_metrics_and_loss_curve(tmp_path, tiny_s
 
 
 def test_lora_saves_only_an_adapter(tmp_path, tiny_student):
-    from agorabench.training import checkpoint_dir, train_student
+    from agorabench.training import train_student
 
     params = make_params(tmp_path, tiny_student, lora={"r": 4, "alpha": 8, "dropout": 0.0}, max_steps=1)
     train_student(params, "fake", "math", "response_generation")
-    out = checkpoint_dir(params, "fake", "math", "response_generation")
+    out = Setting("fake", "response_generation", "math").checkpoint(params)
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
     assert json.loads((out / "student.json").read_text())["lora"] is True
 
@@ -150,10 +152,9 @@ def test_a_lora_checkpoint_is_the_same_bytes_in_every_process(tmp_path, tiny_stu
     import subprocess
     import sys
 
-    from agorabench.training import checkpoint_dir
 
     params = make_params(tmp_path, tiny_student, lora={"r": 4, "alpha": 8, "dropout": 0.0}, max_steps=1)
-    out = checkpoint_dir(params, "fake", "math", "response_generation")
+    out = Setting("fake", "response_generation", "math").checkpoint(params)
     written = []
     for seed in ("1", "2"):
         subprocess.run([sys.executable, "-c", TRAIN_IN_A_PROCESS, str(tmp_path / "params.yaml")], check=True,
@@ -188,16 +189,17 @@ def test_empty_dataset_leaves_the_base_model_as_student(tmp_path, tiny_student):
     """A generator with no valid instance (retry budget spent) must not break the pipeline: the
     student is S_0 itself, marked untrained, and evaluation loads and names the base weights."""
     from agorabench.models.in_process import load_model, model_identity
-    from agorabench.training import checkpoint_dir, log_paths, train_student, untrained_reason
+    from agorabench.training import train_student
+    from agorabench.models.checkpoints import untrained_reason
 
     params = make_params(tmp_path, tiny_student)
     (Path(params.generation.output_dir) / "fake/response_generation/math.jsonl").write_bytes(b"")
     metrics = train_student(params, "fake", "math", "response_generation")
-    out = checkpoint_dir(params, "fake", "math", "response_generation")
+    out = Setting("fake", "response_generation", "math").checkpoint(params)
     assert metrics["trained"] is False and metrics["steps"] == 0 and "no valid instance" in metrics["untrained_reason"]
     assert untrained_reason(out) == metrics["untrained_reason"]
     assert sorted(p.name for p in out.iterdir()) == ["student.json"]  # no weights of its own
-    assert json.loads(log_paths(params, "fake", "math", "response_generation")["metrics"].read_text())["steps"] == 0
+    assert json.loads(Setting("fake", "response_generation", "math").train_logs(params)["metrics"].read_text())["steps"] == 0
     assert model_identity(str(out)) == model_identity(tiny_student)  # answers shared with the base model
     model, _ = load_model(str(out))
     assert model.config.hidden_size == 32
@@ -234,7 +236,7 @@ def test_accelerate_fsdp_config_dry_run(tmp_path, tiny_student):
                                       str(REPO / "configs/accelerate_fsdp.yaml"), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "8 examples" in result.output
-    assert "launch --config_file" in result.output and "-m agorabench train --generator fake" in result.output
+    assert "launch --config_file" in result.output and "-m agorabench.training --generator fake" in result.output
     assert not Path(params.training.output_dir).exists()  # a dry run trains nothing
     # canary: a broken config is one line naming the file
     bad = tmp_path / "bad.yaml"

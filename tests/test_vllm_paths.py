@@ -12,7 +12,6 @@ import os
 import stat
 import sys
 import types
-from pathlib import Path
 
 import pytest
 
@@ -254,13 +253,16 @@ def test_vllm_evaluation_answers_once_and_stores_them(tmp_path, monkeypatch, tin
 def test_vllm_evaluation_serves_a_lora_student_as_base_plus_adapter(tmp_path, monkeypatch, tiny_student):
     from agorabench.models.in_process import Decoding, VLLMGenerator
     from agorabench.models.store import RequestStore
-    from agorabench.training import STUDENT_FILE
+    from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
 
     built, chats = stand_in_vllm_for_evaluation(monkeypatch)
     student = tmp_path / "student"
     student.mkdir()
     (student / "adapter_config.json").write_text(json.dumps({"r": 32, "peft_type": "LORA"}))
-    (student / STUDENT_FILE).write_text(json.dumps({"base_path": tiny_student, "trained": True}))
+    (student / STUDENT_FILE).write_text(StudentRecord(
+        generator="g", method="response_generation", domain="math", trained=True, base=tiny_student,
+        base_path=tiny_student, lora=True, system_prompt=None, dataset="d", generated_examples=1, seed_examples=0,
+        examples=1, examples_sha256="e").to_json())
     store = RequestStore(tmp_path / "r.sqlite")
     VLLMGenerator(str(student), store).generate([[{"role": "user", "content": "hi"}]], Decoding(temperature=0.0))
     store.close()

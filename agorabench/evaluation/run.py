@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agorabench.evaluation.pairwise import NoVerdict
-from agorabench.config import Params, ParamsError, check_setting
+from agorabench.config import Params, ParamsError
+from agorabench.models.checkpoints import STUDENT_FILE, untrained_reason
+from agorabench.setting import Setting, student_setting
 from agorabench.evaluation import benchmarks as table
 from agorabench.evaluation.items import EvalItem
+from agorabench.evaluation.records import ITEM_COLUMNS, BenchmarkScores
 from agorabench.models.in_process import Decoding
 from agorabench.generation.validation import count_tokens
 
@@ -43,6 +46,7 @@ class ModelRef:
     spec: str  # what to load: a packaged name, a folder, a hub id, or a generator name
     key: str  # folder under evaluation.output_dir
     fewshot: int
+    setting: Setting | None = None  # a student's
 
     @property
     def label(self) -> str:
@@ -55,18 +59,12 @@ def resolve_model_ref(params: Params, ref: str) -> ModelRef:
     if ref == "reference":
         return ModelRef("reference", params.student.reference, "reference", 0)
     if ref.startswith("student:"):
-        from agorabench.training import checkpoint_dir
-
-        parts = ref.removeprefix("student:").split("/")
-        if len(parts) != 3:
-            raise ParamsError(f"--model {ref}: write student:GENERATOR/METHOD/DOMAIN")
-        generator, method, domain = parts
-        check_setting(domain, method)
-        path = checkpoint_dir(params, generator, domain, method)
-        if not (path / "student.json").is_file():
-            raise ParamsError(f"{path}: no trained student; run `agora train --generator {generator} "
-                              f"--domain {domain} --method {method}` first")
-        return ModelRef("student", str(path), f"students/{generator}/{method}/{domain}", 0)
+        setting = student_setting(params, ref)
+        path = setting.checkpoint(params)
+        if not (path / STUDENT_FILE).is_file():
+            raise ParamsError(f"{path}: no trained student; run `agora train --generator {setting.name} "
+                              f"--domain {setting.domain} --method {setting.method}` first")
+        return ModelRef("student", str(path), setting.eval_key, 0, setting)
     if ref.startswith("generator:"):
         name = ref.removeprefix("generator:")
         params.generator(name)
@@ -262,31 +260,29 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
 
     paths = output_paths(params, model, benchmark)
     _write_items(paths["items"], model, benchmark, all_items, all_convs, completions, outputs, rows, sample_of)
-    scores = {
-        "benchmark": benchmark, "domain": table.domains()[benchmark], "model": model.key, "kind": model.kind,
-        "spec": model.spec, "primary": module.PRIMARY, "score": metrics[module.PRIMARY], "metrics": metrics,
-        "n_items": len(items), "samples": samples, "fewshot": model.fewshot,
-        "data_version": table.declaration(benchmark).data_version(ev),
-        "items_sha256": hashlib.sha256("\n".join(it.id for it in items).encode()).hexdigest(),
-        "decoding": decoding.as_dict() | {"repetition_penalty_applied": source["repetition_penalty_applied"]},
-        "judge": ev.judge if table.judged(benchmark) else None,
-        "judge_reasoning": ev.judge_reasoning if benchmark == "arenahard" else None,
-        "judge_max_answer_chars": ev.judge_max_answer_chars if table.judged(benchmark) else None,
-        "isolation": next((r["isolation"] for r in rows if r.get("isolation")), None),
-        "no_answer": sum(1 for c in completions if c is None),
-        "untrained_reason": _untrained(model),
-    }
+    scores = BenchmarkScores(
+        benchmark=benchmark, domain=table.domains()[benchmark], model=model.key, kind=model.kind,
+        spec=model.spec, primary=module.PRIMARY, score=metrics[module.PRIMARY], metrics=metrics,
+        n_items=len(items), samples=samples, fewshot=model.fewshot,
+        data_version=table.declaration(benchmark).data_version(ev),
+        items_sha256=hashlib.sha256("\n".join(it.id for it in items).encode()).hexdigest(),
+        decoding=decoding.as_dict() | {"repetition_penalty_applied": source["repetition_penalty_applied"]},
+        judge=ev.judge if table.judged(benchmark) else None,
+        judge_reasoning=ev.judge_reasoning if benchmark == "arenahard" else None,
+        judge_max_answer_chars=ev.judge_max_answer_chars if table.judged(benchmark) else None,
+        isolation=next((r["isolation"] for r in rows if r.get("isolation")), None),
+        no_answer=sum(1 for c in completions if c is None),
+        untrained_reason=_untrained(model),
+    )
     paths["scores"].parent.mkdir(parents=True, exist_ok=True)
-    paths["scores"].write_text(json.dumps(scores, indent=2, sort_keys=True, default=float) + "\n")
-    return scores | {"run": {"generated": source["generated"], "cached": source["cached"]}}
+    paths["scores"].write_text(scores.to_json())
+    return scores.model_dump() | {"run": {"generated": source["generated"], "cached": source["cached"]}}
 
 
 def _untrained(model: ModelRef) -> str | None:
     """Set when a student's dataset was empty and it is the base model (agorabench.training)."""
     if model.kind != "student":
         return None
-    from agorabench.training import untrained_reason
-
     return untrained_reason(model.spec)
 
 
@@ -312,6 +308,7 @@ def _write_items(path: Path, model: ModelRef, benchmark: str, items, conversatio
         "details": [json.dumps({k: v for k, v in r.items() if k not in core}, sort_keys=True, default=str)
                     for r in rows],
     })
+    assert tuple(table.column_names) == ITEM_COLUMNS  # the collector reads these columns
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
     pq.write_table(table, tmp, compression="zstd")
@@ -323,7 +320,7 @@ def benchmarks_for(params: Params, model_ref: str) -> list[str]:
     the anchors and generators on all of them."""
     ev = params.evaluation
     if model_ref.startswith("student:"):
-        domain = model_ref.rsplit("/", 1)[-1]
+        domain = student_setting(params, model_ref).domain
         return list(ev.benchmarks.get(domain, [])) + [b for b in ev.extra if table.domains()[b] == domain]
     return [b for names in ev.benchmarks.values() for b in names] + list(ev.extra)
 

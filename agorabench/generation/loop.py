@@ -18,7 +18,8 @@ from pathlib import Path
 from agorabench.models.clients import make_chat_api
 from agorabench.models.clients.generator_client import BudgetExceeded, GeneratorClient
 from agorabench.config import Params, check_setting
-from agorabench.generation.plan import (Attempt, Outcome, SettingPlan, load_setting_seeds, output_paths,
+from agorabench.setting import Setting
+from agorabench.generation.plan import (Attempt, Outcome, SettingPlan, load_setting_seeds,
                                    write_outputs)
 from agorabench.generation.prompting import load_prompt_set
 from agorabench.models.store import RequestStore
@@ -191,7 +192,7 @@ async def generate_setting(params: Params, generator: str, domain: str, method: 
                 await _run_plan(plan, runner, run_batch, bar)
             finally:
                 await client.close()
-        manifest = write_outputs(plan, output_paths(params, generator, domain, method, output_dir))
+        manifest = write_outputs(plan, Setting(generator, method, domain).dataset(params, output_dir))
     finally:
         gc.set_threshold(*gc_threshold)
         gc.unfreeze()

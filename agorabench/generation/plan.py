@@ -13,16 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-import orjson
 
 from agorabench.config import GeneratorConfig, Params, ParamsError
 from agorabench.generation.parsing import is_complete, parse_output
+from agorabench.generation.records import DatasetManifest, Instance, Rejection, write_dataset
 from agorabench.generation.prompting import (PromptSet, enhancement_prompt, instance_prompt, prompt_file,
                                   response_prompt)
 from agorabench.models.store import Completion
@@ -66,7 +65,7 @@ class SettingPlan:
     num: int
     params: Params
     accepted: list[tuple[Attempt, str, str, Outcome]] = field(default_factory=list)
-    rejected: list[dict] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     next_index: int = 0
     in_flight: int = 0
@@ -196,58 +195,58 @@ class SettingPlan:
                 if a.item is not None:
                     self.active.remove(a.item)
             else:
-                self.rejected.append({"attempt": a.index, "reason": verdict[0], "detail": verdict[1],
-                                      "raw": c.text, "finish_reason": c.finish_reason,
-                                      "seed_ids": list(a.seed_ids), "request_key": o.key,
-                                      # what the rejection cost (a prefix of the dataset is priced from these)
-                                      "input_tokens": c.input_tokens, "output_tokens": c.output_tokens,
-                                      "cost_usd": round(c.cost_usd, 10)})
+                self.rejected.append(Rejection(attempt=a.index, reason=verdict[0], detail=verdict[1],
+                                               raw=c.text, finish_reason=c.finish_reason,
+                                               seed_ids=list(a.seed_ids), request_key=o.key,
+                                               # what the rejection cost (a prefix of the dataset is priced from these)
+                                               input_tokens=c.input_tokens, output_tokens=c.output_tokens,
+                                               cost_usd=round(c.cost_usd, 10)))
                 if a.item is not None and self.tries[a.item] >= self.tries_per_seed:
                     self.active.remove(a.item)  # this seed is spent; bring in the next one
                     if self.next_item < len(self.order):
                         self.active.append(self.order[self.next_item])
                         self.next_item += 1
 
-    def rows(self) -> list[dict]:
+    def rows(self) -> list[Instance]:
         kept = self.accepted
         if self.method != "instance_generation":  # seed order, not completion order
             rank = {item: r for r, item in enumerate(self.order)}
             kept = sorted(kept, key=lambda t: rank[t[0].item])
         rows = []
         for k, (a, instruction, response, o) in enumerate(kept[: self.num]):
-            rows.append({
-                "id": f"{self.generator}/{self.method}/{self.domain}/{k:06d}",
-                "instruction": instruction, "response": response, "config": self.gen_cfg.model,
-                "generator": self.generator, "method": self.method, "domain": self.domain,
-                "attempt": a.index, "seed_ids": list(a.seed_ids), "theme": a.theme, "first_word": a.first_word,
-                "prompt_sha256": a.prompt_sha256, "request_key": o.key,
-                "input_tokens": o.completion.input_tokens, "output_tokens": o.completion.output_tokens,
-                "cost_usd": round(o.completion.cost_usd, 10),
-            })
+            rows.append(Instance(
+                id=f"{self.generator}/{self.method}/{self.domain}/{k:06d}",
+                instruction=instruction, response=response, config=self.gen_cfg.model,
+                generator=self.generator, method=self.method, domain=self.domain,
+                attempt=a.index, seed_ids=list(a.seed_ids), theme=a.theme, first_word=a.first_word,
+                prompt_sha256=a.prompt_sha256, request_key=o.key,
+                input_tokens=o.completion.input_tokens, output_tokens=o.completion.output_tokens,
+                cost_usd=round(o.completion.cost_usd, 10),
+            ))
         return rows
 
-    def manifest(self, rows: list[dict]) -> dict:
+    def manifest(self, rows: list[Instance]) -> DatasetManifest:
         reasons: dict[str, int] = {}
         for r in self.rejected:
-            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+            reasons[r.reason] = reasons.get(r.reason, 0) + 1
         seeds_hash = hashlib.sha256(json.dumps([[s.id, s.instruction, s.response] for s in self.seeds]).encode())
         complete = len(rows) >= self.num
-        return {
-            "generator": self.generator, "backend": self.gen_cfg.backend, "model": self.gen_cfg.model,
-            "domain": self.domain, "method": self.method,
-            "num_requested": self.num, "num_valid": len(rows), "complete": complete,
-            "shortfall_reason": None if complete else (self.stop_reason or "stopped early"),
-            "attempts": len(self.outcomes), "rejections": dict(sorted(reasons.items())),
+        return DatasetManifest(
+            generator=self.generator, backend=self.gen_cfg.backend, model=self.gen_cfg.model,
+            domain=self.domain, method=self.method,
+            num_requested=self.num, num_valid=len(rows), complete=complete,
+            shortfall_reason=None if complete else (self.stop_reason or "stopped early"),
+            attempts=len(self.outcomes), rejections=dict(sorted(reasons.items())),
             # Cost of every attempt this dataset needed, rejected ones included.
-            "cost_usd": round(sum(o.completion.cost_usd for o in self.outcomes), 8),
-            "input_tokens": sum(o.completion.input_tokens for o in self.outcomes),
-            "output_tokens": sum(o.completion.output_tokens for o in self.outcomes),
-            "prompt_format": self.fmt, "prompt_file": prompt_file(self.method, self.domain, self.fmt),
-            "prompt_set_sha256": self.prompts.sha256, "sampling": self.sampling,
-            "seed": self.params.generation.seed, "seed_source": self.params.seeds.source,
-            "num_seeds": len(self.seeds), "seeds_sha256": seeds_hash.hexdigest(),
-            "versions": package_versions(),
-        }
+            cost_usd=round(sum(o.completion.cost_usd for o in self.outcomes), 8),
+            input_tokens=sum(o.completion.input_tokens for o in self.outcomes),
+            output_tokens=sum(o.completion.output_tokens for o in self.outcomes),
+            prompt_format=self.fmt, prompt_file=prompt_file(self.method, self.domain, self.fmt),
+            prompt_set_sha256=self.prompts.sha256, sampling=self.sampling,
+            seed=self.params.generation.seed, seed_source=self.params.seeds.source,
+            num_seeds=len(self.seeds), seeds_sha256=seeds_hash.hexdigest(),
+            versions=package_versions(),
+        )
 
 
 def load_setting_seeds(params: Params, domain: str, method: str) -> list[SeedExample]:
@@ -280,29 +279,10 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def output_paths(params: Params, generator: str, domain: str, method: str,
-                 output_dir: str | None = None) -> dict[str, Path]:
-    base = Path(output_dir or params.generation.output_dir) / generator / method
-    return {"data": base / f"{domain}.jsonl", "manifest": base / f"{domain}.manifest.json",
-            "rejected": base / f"{domain}.rejected.jsonl"}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def dumps_line(obj: dict) -> str:
-    # Sorted keys and orjson's fixed float formatting: the same data always gives the same bytes.
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode() + "\n"
-
 
 def write_outputs(plan: SettingPlan, paths: dict[str, Path]) -> dict:
+    """Write the dataset's three files; return the manifest as a dict."""
     rows = plan.rows()
     manifest = plan.manifest(rows)
-    _write_atomic(paths["data"], "".join(dumps_line(r) for r in rows))
-    _write_atomic(paths["rejected"], "".join(dumps_line(r) for r in plan.rejected))
-    _write_atomic(paths["manifest"], json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    return manifest
+    write_dataset(paths, rows, plan.rejected, manifest)
+    return manifest.model_dump()

@@ -13,29 +13,9 @@ before its last instance's attempt (attempts are numbered in the order they were
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from agorabench.config import Params, ParamsError, check_setting
-from agorabench.generation.plan import _write_atomic, dumps_line, output_paths
-from agorabench.training import read_jsonl
-
-SEP = "@"
-
-
-def variant_name(generator: str, size: int) -> str:
-    return f"{generator}{SEP}{size}"
-
-
-def split_variant(name: str) -> tuple[str, int | None]:
-    """("gpt-4o-mini", 50000) for "gpt-4o-mini@50000"; (name, None) for a plain generator."""
-    base, sep, size = name.partition(SEP)
-    return (base, int(size)) if sep and size.isdigit() else (name, None)
-
-
-def source_paths(params: Params, generator: str, domain: str, method: str) -> dict[str, Path]:
-    """The full-size scaling dataset of one setting (what `agora generate --scaling` writes)."""
-    return output_paths(params, generator, domain, method, params.scaling.output_dir)
+from agorabench.generation.records import read_instances, read_manifest, read_rejections, write_dataset
+from agorabench.setting import Setting
 
 
 def scaling_num(params: Params, generator: str, method: str) -> int:
@@ -52,39 +32,37 @@ def write_prefix(params: Params, generator: str, domain: str, method: str, size:
     check_setting(domain, method)
     if size not in params.scaling.sizes:
         raise ParamsError(f"--size {size}: not one of scaling.sizes {params.scaling.sizes}")
-    src = source_paths(params, generator, domain, method)
+    prefix = Setting(generator, method, domain, size)
+    src = prefix.scaling_source(params)
     if not src["manifest"].is_file():
         raise ParamsError(f"{src['manifest']}: no scaling dataset; run `agora generate --generator {generator} "
                           f"--domain {domain} --method {method} --scaling` first")
-    source = json.loads(src["manifest"].read_text())
-    rows = read_jsonl(src["data"])[:size]  # generation writes data and rejections with the manifest
+    label = prefix.full_size().label
+    source = read_manifest(src["manifest"], label)
+    rows = read_instances(src["data"], label)[:size]  # generation writes data and rejections with the manifest
     # The attempts this prefix needed: up to its last instance's, or all of them if it fell short.
-    cutoff = max((r["attempt"] for r in rows), default=-1) if len(rows) == size else float("inf")
-    rejected = [r for r in read_jsonl(src["rejected"]) if r["attempt"] <= cutoff]
-    name = variant_name(generator, size)
-    for k, r in enumerate(rows):
-        r["id"] = f"{name}/{method}/{domain}/{k:06d}"
-        r["generator"] = name
+    cutoff = max((r.attempt for r in rows), default=-1) if len(rows) == size else float("inf")
+    rejected = [r for r in read_rejections(src["rejected"], label) if r.attempt <= cutoff]
+    name = prefix.name
+    rows = [r.model_copy(update={"id": f"{name}/{method}/{domain}/{k:06d}", "generator": name})
+            for k, r in enumerate(rows)]
     reasons: dict[str, int] = {}
     for r in rejected:
-        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+        reasons[r.reason] = reasons.get(r.reason, 0) + 1
     complete = len(rows) == size
 
     def total(field: str, digits: int | None = None):
-        value = sum(r.get(field) or 0 for r in rows) + sum(r.get(field) or 0 for r in rejected)
+        value = (sum(getattr(r, field) or 0 for r in rows) + sum(getattr(r, field) or 0 for r in rejected))
         return round(value, digits) if digits else value
 
-    manifest = {
-        **source, "generator": name, "num_requested": size, "num_valid": len(rows), "complete": complete,
-        "shortfall_reason": None if complete else (source.get("shortfall_reason") or "the scaling run fell short"),
+    manifest = source.model_copy(update={
+        "generator": name, "num_requested": size, "num_valid": len(rows), "complete": complete,
+        "shortfall_reason": None if complete else (source.shortfall_reason or "the scaling run fell short"),
         "attempts": len(rows) + len(rejected), "rejections": dict(sorted(reasons.items())),
         "cost_usd": total("cost_usd", 8), "input_tokens": total("input_tokens"),
         "output_tokens": total("output_tokens"),
-        "subset_of": {"generator": generator, "path": str(src["data"]), "num_valid": source.get("num_valid"),
-                      "cost_usd": source.get("cost_usd")},
-    }
-    out = output_paths(params, name, domain, method)
-    _write_atomic(out["data"], "".join(dumps_line(r) for r in rows))
-    _write_atomic(out["rejected"], "".join(dumps_line(r) for r in rejected))
-    _write_atomic(out["manifest"], json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return manifest
+        "subset_of": {"generator": generator, "path": str(src["data"]), "num_valid": source.num_valid,
+                      "cost_usd": source.cost_usd},
+    })
+    write_dataset(prefix.dataset(params), rows, rejected, manifest, ensure_ascii=True)
+    return manifest.model_dump()

@@ -1,7 +1,6 @@
 """Intrinsic quality of generated datasets (spec §3.1): what a dataset looks like before any student
 is trained on it.
 
-    config.py      IntrinsicConfig, the `intrinsic:` section of params.yaml
     judge.py       instruction difficulty and response quality, 1-5, by an LLM judge (prompts/)
     reward.py      response quality by a sequence-classification reward model
     perplexity.py  response perplexity under the base student (response tokens only)
@@ -9,9 +8,12 @@ is trained on it.
     cache.py       per-instance results in SQLite, so only new data is scored
     run.py         intrinsic_for_dataset: all of the above for one dataset -> Parquet + summary JSON
 
-Heavy libraries (torch, transformers, sentence-transformers) are imported only when a metric runs.
+The `intrinsic:` section of params.yaml is config.IntrinsicConfig. Heavy libraries (torch,
+transformers, sentence-transformers) are imported only when a metric runs.
+
+May import: config, setting, models, evaluation.context (the judge's signature), generation (the dataset's
+files), training (the base model's chat format).
 """
-from agorabench.intrinsic.config import IntrinsicConfig
 from agorabench.intrinsic.run import intrinsic_for_dataset
 
-__all__ = ["IntrinsicConfig", "intrinsic_for_dataset"]
+__all__ = ["intrinsic_for_dataset"]

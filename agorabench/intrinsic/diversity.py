@@ -24,7 +24,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from agorabench.intrinsic.config import DEFAULT_EMBEDDING_MODEL
+from agorabench.config import IntrinsicConfig
+
+DEFAULT_EMBEDDING_MODEL = IntrinsicConfig().embedding_model  # all-MiniLM-L6-v2, shipped in a PyPI package
 
 Embedder = Callable[[list[str]], np.ndarray]  # texts -> (n, d) array, one row per text
 

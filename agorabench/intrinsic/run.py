@@ -18,7 +18,6 @@ Dataset-level numbers (summary):
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from pathlib import Path
@@ -27,15 +26,23 @@ from typing import Callable
 from agorabench.evaluation.context import JudgeFn
 from agorabench.config import Params, check_setting
 from agorabench.intrinsic.cache import ResultCache, result_key
-from agorabench.intrinsic.config import JUDGE_METRICS, IntrinsicConfig, resolve_device
+from agorabench.config import JUDGE_METRICS, IntrinsicConfig
+from agorabench.generation.records import read_instances
+from agorabench.intrinsic.records import IntrinsicSummary
+from agorabench.setting import Setting
 from agorabench.intrinsic.diversity import Embedder, diversity, sentence_embedder
 
 Log = Callable[[str], None]
 
 
-def output_paths(cfg: IntrinsicConfig, generator: str, domain: str, method: str) -> dict[str, Path]:
-    base = Path(cfg.output_dir) / generator / method
-    return {"table": base / f"{domain}.parquet", "summary": base / f"{domain}.summary.json"}
+
+def resolve_device(device: str) -> str:
+    """intrinsic.device: "auto" is cuda when available, else cpu."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _file_sha(path: str | None) -> str | None:
@@ -72,12 +79,12 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
     sharing one session); judge_name then names it in the cache keys and the summary.
     embed / embed_name: the same for the sentence embedder.
     """
-    from agorabench.generation.plan import output_paths as generated_paths
     from agorabench.models.in_process import model_identity
-    from agorabench.training import read_jsonl
 
     check_setting(domain, method)
-    cfg = config if config is not None else IntrinsicConfig.from_dict(params.intrinsic)
+    if config is not None:
+        params = params.model_copy(update={"intrinsic": config})
+    cfg = params.intrinsic
     judge_name = judge_name or cfg.judge
     if judge is not None and not judge_name:
         raise ValueError("intrinsic_for_dataset: a judge function was given without a name; pass judge_name "
@@ -90,17 +97,15 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
         raise ValueError("intrinsic_for_dataset: an embedder was given without embed_name; "
                          "pass one (it keys the cache)")
 
-    path = generated_paths(params, generator, domain, method)["data"]
+    setting = Setting(generator, method, domain)
+    path = setting.dataset(params)["data"]
     if not path.is_file():
         raise ValueError(f"{path}: no generated dataset; run `agora generate --generator {generator} "
                          f"--domain {domain} --method {method}` first")
-    rows = read_jsonl(path)
-    for n, r in enumerate(rows):
-        if not isinstance(r.get("instruction"), str) or not isinstance(r.get("response"), str):
-            raise ValueError(f"{path}: line {n + 1} lacks a string 'instruction' or 'response'; regenerate the dataset")
-    pairs = [(r["instruction"], r["response"]) for r in rows]
+    rows = read_instances(path, setting.label)
+    pairs = [(r.instruction, r.response) for r in rows]
     device = resolve_device(cfg.device) if rows else "cpu"  # no rows, no model: spare the torch import
-    table: dict[str, list] = {"id": [r.get("id", f"{generator}/{method}/{domain}/{k:06d}") for k, r in enumerate(rows)]}
+    table: dict[str, list] = {"id": [r.id for r in rows]}
     summary: dict = {"generator": generator, "method": method, "domain": domain, "n": len(rows),
                      "metrics": list(metrics), "dataset_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                      "computed": {}, "failures": {}, "models": {}}
@@ -223,24 +228,24 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
     for key in ("difficulty", "quality", "reward", "perplexity", "perplexity_token_level",
                 "instruction_diversity", "response_diversity"):
         summary.setdefault(key, None)
-    summary["config"] = cfg.as_dict()
+    summary["config"] = cfg.model_dump()
     # "computed" says what this run had to compute rather than read from the cache: a fact of the run,
     # not of the dataset, so it stays out of the file; a forced `dvc repro` then writes the same bytes.
-    write_outputs(output_paths(cfg, generator, domain, method), table,
-                  {k: v for k, v in summary.items() if k != "computed"})
+    record = IntrinsicSummary.model_validate({k: v for k, v in summary.items() if k != "computed"})
+    write_outputs(setting.intrinsic(params), table, record)
     return summary
 
 
-def write_outputs(paths: dict[str, Path], table: dict[str, list], summary: dict) -> None:
+def write_outputs(paths: dict[str, Path], table: dict[str, list], summary: IntrinsicSummary) -> None:
     import pandas as pd
 
-    paths["table"].parent.mkdir(parents=True, exist_ok=True)
-    tmp = paths["table"].with_name(paths["table"].name + ".tmp")
+    paths["parquet"].parent.mkdir(parents=True, exist_ok=True)
+    tmp = paths["parquet"].with_name(paths["parquet"].name + ".tmp")
     pd.DataFrame(table).to_parquet(tmp, index=False)
-    os.replace(tmp, paths["table"])
+    os.replace(tmp, paths["parquet"])
     tmp = paths["summary"].with_name(paths["summary"].name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(summary.to_json(ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, paths["summary"])
 
 
-__all__ = ["intrinsic_for_dataset", "output_paths", "write_outputs"]
+__all__ = ["intrinsic_for_dataset", "write_outputs"]

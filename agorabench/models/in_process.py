@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agorabench.config import Params
-from agorabench.training import STUDENT_FILE, student_record
+from agorabench.models.checkpoints import STUDENT_FILE, student_record
 from agorabench.models.store import Completion, RequestStore, canonical_json, request_key
 
 
@@ -50,8 +50,8 @@ def model_identity(path: str) -> str:
         return f"packaged:{path}:{PACKAGED_MODELS[path]['sha256']}"
     info = student_record(path)
     if info is not None:
-        if not info.get("trained", True):  # an empty dataset: the base weights, shared by all such students
-            return model_identity(info["base_path"])
+        if not info.trained:  # an empty dataset: the base weights, shared by all such students
+            return model_identity(info.base_path)
         return "student:" + hashlib.sha256((Path(path) / STUDENT_FILE).read_bytes()).hexdigest()
     return f"model:{path}"
 
@@ -62,11 +62,11 @@ def weights_of(path: str) -> tuple[str, str | None]:
     from agorabench.models.packaged import resolve_model
 
     info = student_record(path)
-    if info is not None and not info.get("trained", True):
-        path = info["base_path"]
+    if info is not None and not info.trained:
+        path = info.base_path
     resolved = resolve_model(path)
     if (Path(resolved) / "adapter_config.json").is_file():
-        return resolved, resolve_model(student_record(resolved)["base_path"])
+        return resolved, resolve_model(student_record(resolved).base_path)
     return resolved, None
 
 

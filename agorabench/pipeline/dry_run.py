@@ -84,7 +84,7 @@ def plan(params: Params) -> dict:
             "judged_benchmarks": judged,
             "code_execution": ev.allow_code_execution,
         },
-        "intrinsic": {"datasets": students, "judge": params.intrinsic.get("judge")},
+        "intrinsic": {"datasets": students, "judge": params.intrinsic.judge},
         "scaling": {"generators": list(sc.generators), "methods": list(sc.methods), "sizes": list(sc.sizes),
                     "students": scale_students},
         "notes": notes,

@@ -95,17 +95,6 @@ def pending_stages(env: dict[str, str]) -> list[str] | None:
         return None
 
 
-# Stage name prefixes that call a model server: generation, evaluation (a generator, or a judge) and
-# intrinsic (a judge): generate@..., evaluate-student@..., evaluate-anchor@..., scale-evaluate@..., ...
-_SERVED_STAGES = ("generate", "scale-generate", "evaluate", "scale-evaluate", "intrinsic")
-
-
-def served_generators(params) -> list[str]:
-    """Local generators the pipeline calls whose server AgoraBench starts itself (no base_url)."""
-    return [n for n in params.called_generators()
-            if params.generators[n].backend == "local" and not params.generators[n].base_url]
-
-
 @contextmanager
 def local_servers(params, pending: list[str] | None, threads: str | None = None) -> Iterator[dict[str, str]]:
     """Start each local model once for the whole run and yield the environment that tells the stages
@@ -127,6 +116,7 @@ def lane_servers(params, pending: list[str] | None, lanes: list[list[str] | None
     are launched before any is waited for, so they load their models at the same time."""
     from agorabench.generation.loop import SHARED_SERVERS_ENV
     from agorabench.models.servers import LocalModelServer
+    from agorabench.pipeline.stages import calls_a_model, generators_called_by, served_generators
 
     with contextlib.ExitStack() as stack:
         launched: list[dict[str, LocalModelServer]] = []
@@ -134,7 +124,7 @@ def lane_servers(params, pending: list[str] | None, lanes: list[list[str] | None
         for lane, label in zip(lanes, labels):
             names = served_generators(params) if lane is None else generators_called_by(params, lane)
             mine = pending if pending is None or lane is None else [s for s in pending if s in lane]
-            if mine is not None and not any(s.split("@")[0].startswith(_SERVED_STAGES) for s in mine):
+            if mine is not None and not calls_a_model(params, mine):
                 names = []
             servers = {}
             for name in names:  # launched from this thread: see PDEATHSIG_LAUNCHER's caveat
@@ -169,26 +159,6 @@ def merge_servers(envs: list[dict[str, str]]) -> dict[str, str]:
     return {SHARED_SERVERS_ENV: json.dumps(shared)} if shared else {}
 
 
-def generators_called_by(params, stages: list[str]) -> list[str]:
-    """The served generators (served_generators) that `stages` call: a generation stage its own
-    generator, an evaluation the judges and, for evaluate-generator@NAME, NAME; intrinsic the judge. A
-    generation stage whose generator it cannot tell calls them all."""
-    served = served_generators(params)
-    judges = {params.evaluation.judge, params.intrinsic.get("judge")}
-    generators = params.called_generators()
-    called: set[str] = set()
-    for stage in stages:
-        kind, _, key = stage.partition("@")
-        if kind in ("generate", "scale-generate"):
-            owner = lane_owner(stage, generators, params.methods)
-            called.update([owner] if owner else served)
-        elif kind.startswith(("evaluate", "scale-evaluate", "intrinsic")):
-            called.update(judges)
-            if kind == "evaluate-generator":
-                called.add(key)
-    return [n for n in served if n in called]
-
-
 def stage_names() -> list[str] | None:
     """Every stage of dvc.yaml, matrix entries expanded, in dvc.yaml's order; None when DVC cannot tell."""
     out = subprocess.run([_bin("dvc"), "stage", "list", "--name-only"], capture_output=True, text=True)
@@ -216,56 +186,28 @@ def lane_letter(index: int) -> str:
     return "abcdefghijklmnopqrstuvwxyz"[index % 26]
 
 
-def lane_owner(stage: str, generators: list[str], methods: list[str]) -> str | None:
-    """The generator whose own stages `stage` is one of, or None: dvc.yaml fans those out as
-    STAGE@GENERATOR-METHOD-DOMAIN[-...], plus evaluate-generator@GENERATOR."""
-    name, _, key = stage.partition("@")
-    if name == "evaluate-generator":
-        return key if key in generators else None
-    for g in generators:  # "qwen-coder-instance_generation-math" is qwen-coder's, not qwen's
-        if key.startswith(g + "-") and key[len(g) + 1:].split("-")[0] in methods:
-            return g
-    return None
-
-
-def setting_of(stage: str, generators: list[str], methods: list[str]) -> tuple[str, str, str] | None:
-    """(generator, method, domain) for a stage of one generator's setting (generate, train, evaluate-student,
-    intrinsic, scale-*: dvc.yaml fans them out as STAGE@GENERATOR-METHOD-DOMAIN[-SIZE]), else None."""
-    g = lane_owner(stage, generators, methods)
-    key = stage.partition("@")[2]
-    if g is None or not key.startswith(g + "-"):
-        return None  # evaluate-generator@GENERATOR: the generator's, but of no setting
-    method, _, rest = key[len(g) + 1:].partition("-")
-    return g, method, rest.split("-")[0]
-
-
-def split_lanes(stages: list[str], generators: list[str], methods: list[str], jobs: int,
-                together: dict[str, str] | None = None) -> list[list[str]]:
+def split_lanes(chains: list[list[str]], jobs: int, together: dict[str, str] | None = None) -> list[list[str]]:
     """Deal the pipeline's stages into at most `jobs` lanes that share no stage and no output, so one
-    `dvc repro` per lane can run at the same time. The unit dealt is a setting's chain (its generation,
-    training, student evaluation, intrinsic metrics and scaling stages, which depend on each other), in
-    turn over the lanes in dvc.yaml's order, generator after generator, so every lane gets about as
-    many of each generator's settings: a generator that is slower than the others (in the default,
-    Qwen-0.5B against SmolLM2-135M) slows every lane a little instead of one lane a lot. Then the
-    stages of no setting (evaluate-generator@NAME, the anchors), in turn as well; `together` puts a
-    stage in the lane of another (the reference with the generator that is the same model, whose
-    answers it reuses from the request store). Stages that read every lane's outputs (results, report)
-    are in no lane: the `dvc repro` after the lanes runs them. DVC still decides what runs, and in
-    which order, inside a lane."""
+    `dvc repro` per lane can run at the same time. `chains` are the units dealt (stages.chains: each
+    setting's chain, whose stages depend on each other, then each stage of no setting), in turn over
+    the lanes, so every lane gets about as many of each generator's settings: a generator that is
+    slower than the others (in the default, Qwen-0.5B against SmolLM2-135M) slows every lane a little
+    instead of one lane a lot. `together` puts a lone stage in the lane of another (the reference with
+    the generator that is the same model, whose answers it reuses from the request store). Stages
+    that read every lane's outputs (results, report) are in no chain: the `dvc repro` after the lanes
+    runs them. DVC still decides what runs, and in which order, inside a lane."""
     together = together or {}
     lanes: list[list[str]] = [[] for _ in range(jobs)]
-    lane_of: dict = {}  # a setting, or a stage of no setting -> its lane, dealt in turn
-    setting = {s: setting_of(s, generators, methods) for s in stages}
-    for stage in stages:
-        if setting[stage] is not None:
-            lanes[lane_of.setdefault(setting[stage], len(lane_of) % jobs)].append(stage)
-    lone = [s for s in stages if setting[s] is None and s.startswith(("evaluate-anchor@", "evaluate-generator@"))]
-    for stage in lone:
-        if together.get(stage) not in lone:
-            lanes[lane_of.setdefault(stage, len(lane_of) % jobs)].append(stage)
-    for stage in lone:
-        if together.get(stage) in lone:  # in its partner's lane, dealt above
-            lanes[lane_of[together[stage]]].append(stage)
+    lane_of: dict[str, int] = {}  # a unit's first stage -> its lane
+    partners = {chain[0] for chain in chains if len(chain) == 1 and together.get(chain[0]) is not None}
+    for chain in chains:
+        if chain[0] in partners and any(together[chain[0]] == c[0] for c in chains):
+            continue  # dealt below, into its partner's lane
+        lane_of[chain[0]] = len(lane_of) % jobs
+        lanes[lane_of[chain[0]]].extend(chain)
+    for chain in chains:
+        if chain[0] not in lane_of:
+            lanes[lane_of[together[chain[0]]]].extend(chain)
     return [lane for lane in lanes if lane]
 
 

@@ -14,75 +14,54 @@ import hashlib
 import json
 import math
 import sqlite3
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agorabench.config import EvaluationConfig, benchmark_domains
-from agorabench.results.schema import INSTANCE_METRICS, INTRINSIC_METRICS, TABLES, Table
+from agorabench.config import Params, benchmark_domains
+from agorabench.evaluation.records import ITEM_COLUMNS, BenchmarkScores
+from agorabench.generation.records import read_instances, read_manifest, read_rejections
+from agorabench.intrinsic.records import INSTANCE_COLUMNS, IntrinsicSummary
+from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
+from agorabench.records import read_record
+from agorabench.results.schema import INTRINSIC_METRICS, TABLES, Table
+from agorabench.setting import Setting, settings
+from agorabench.training import LOSS_COLUMNS, TrainingMetrics
 
 
-@dataclass(frozen=True)
-class ResultPaths:
-    """Where collect reads from and writes to (relative paths are taken from the working directory)."""
+def collect(params: Params, include_requests: bool = False) -> dict[str, Path]:
+    """Read every result file of the pipeline `params` describes and write one Parquet file per table
+    to analysis.results_dir.
 
-    generated: Path = Path("data/generated")
-    checkpoints: Path = Path("data/checkpoints")
-    train_logs: Path = Path("data/train")
-    eval: Path = Path("data/eval")
-    intrinsic: Path = Path("data/intrinsic")
-    requests_db: Path = Path(".agora/requests.sqlite")
-    out: Path = Path("data/results")
-
-    @classmethod
-    def from_params(cls, params, root: str | Path = ".") -> "ResultPaths":
-        root = Path(root)
-        return cls(
-            generated=root / params.generation.output_dir,
-            checkpoints=root / params.training.output_dir,
-            train_logs=root / params.training.logs_dir,
-            eval=root / params.evaluation.output_dir,
-            intrinsic=root / params.intrinsic.get("output_dir", "data/intrinsic"),
-            requests_db=root / params.cache.requests_db,
-            out=root / params.analysis.results_dir,
-        )
-
-    def under(self, root: str | Path) -> "ResultPaths":
-        """The same layout below another folder (tests, benchmarks)."""
-        root = Path(root)
-        return replace(self, **{k: root / v for k, v in self.__dict__.items()})
-
-
-def collect(paths: ResultPaths = ResultPaths(), params=None, include_requests: bool = False) -> dict[str, Path]:
-    """Read every result file under `paths` and write one Parquet file per table to paths.out.
-
-    params: the loaded params.yaml (optional): the generators' prices and backends, and which benchmarks
-        make up each domain's PGR (evaluation.benchmarks; without params, the schema default).
+    The files are found from params alone: each setting's (Setting paths), the anchors' and the
+    evaluated generators'. A stage that has not run yet leaves its rows out; a file that does not
+    match its record (a half-written or hand-edited one) is a one-line error naming it.
     include_requests: also export the request store's responses (not deterministic; off by default).
     Returns table name -> Parquet path. Tables with no input are written empty, so the database
     always has every table and its views always work.
     """
-    generators_cfg = {} if params is None else {n: g.model_dump() for n, g in params.generators.items()}
-    pgr_benchmarks = (params.evaluation if params is not None else EvaluationConfig()).benchmarks
+    ev = params.evaluation
+    every = settings(params)
     tables: dict[str, list[dict]] = {}
-    tables["datasets"], tables["rejections"], tables["instances"] = _generated(paths.generated)
-    tables["training_runs"], tables["training_loss"] = _training(paths.checkpoints, paths.train_logs)
-    tables["scores"], tables["eval_items"] = _evaluation(paths.eval)
-    tables["intrinsic"], tables["intrinsic_instances"] = _intrinsic(paths.intrinsic)
+    tables["datasets"], tables["rejections"], tables["instances"] = _generated(params, every)
+    tables["training_runs"], tables["training_loss"] = _training(params, every)
+    models = ["base", "reference", *(s.eval_key for s in every), *(f"generators/{g}" for g in ev.generators)]
+    tables["scores"], tables["eval_items"] = _evaluation(Path(ev.output_dir), models)
+    tables["intrinsic"], tables["intrinsic_instances"] = _intrinsic(params, [s for s in every if s.size is None])
+    generators_cfg = {n: g.model_dump() for n, g in params.generators.items()}
     tables["generators"] = _generators(tables["datasets"], tables["scores"], generators_cfg)
     tables["domain_benchmarks"] = [{"domain": d, "benchmark": b, "position": i}
-                                   for d, names in pgr_benchmarks.items() for i, b in enumerate(names)]
+                                   for d, names in ev.benchmarks.items() for i, b in enumerate(names)]
     if include_requests:
-        tables["requests"] = _requests(paths.requests_db)
+        tables["requests"] = _requests(Path(params.cache.requests_db))
 
-    paths.out.mkdir(parents=True, exist_ok=True)
+    out = Path(params.analysis.results_dir)
+    out.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, rows in tables.items():
-        written[name] = write_table(name, rows, paths.out / f"{name}.parquet")
+        written[name] = write_table(name, rows, out / f"{name}.parquet")
     return written
 
 
@@ -137,66 +116,45 @@ def _check_unique(name: str, table: Table, rows: list[dict]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _generated(root: Path) -> tuple[list[dict], list[dict], list[dict]]:
+def _generated(params: Params, every: list[Setting]) -> tuple[list[dict], list[dict], list[dict]]:
     datasets, rejections, instances = [], [], []
-    if not root.is_dir():
-        return datasets, rejections, instances
-    settings = set()
-    for p in root.glob("*/*/*.manifest.json"):
-        settings.add((p.parent.parent.name, p.parent.name, p.name.removesuffix(".manifest.json")))
-    for p in root.glob("*/*/*.jsonl"):
-        if not p.name.endswith(".rejected.jsonl"):
-            settings.add((p.parent.parent.name, p.parent.name, p.stem))
-    for gen, method, domain in sorted(settings):
-        base = root / gen / method
-        data_path, manifest_path = base / f"{domain}.jsonl", base / f"{domain}.manifest.json"
-        rows = _read_jsonl(data_path) if data_path.is_file() else []
-        for k, r in enumerate(rows):
-            instruction, response = r.get("instruction"), r.get("response")
-            if not isinstance(instruction, str) or not isinstance(response, str):
-                raise ValueError(f"{data_path}: line {k + 1} lacks a string 'instruction' or 'response'; "
-                                 f"re-run `agora generate` for {gen}/{method}/{domain}")
-            instances.append({
-                "generator": gen, "method": method, "domain": domain, "idx": k, "id": r.get("id"),
-                "instruction": instruction, "response": response, "config": r.get("config"),
-                "attempt": r.get("attempt"), "seed_ids": r.get("seed_ids"), "theme": r.get("theme"),
-                "first_word": r.get("first_word"), "prompt_sha256": r.get("prompt_sha256"),
-                "request_key": r.get("request_key"), "input_tokens": r.get("input_tokens"),
-                "output_tokens": r.get("output_tokens"), "cost_usd": _float(r.get("cost_usd")),
-                "instruction_chars": len(instruction), "response_chars": len(response),
-            })
-        m = _read_json(manifest_path) if manifest_path.is_file() else {}
+    for s in every:
+        paths = s.dataset(params)
+        if not paths["manifest"].is_file():  # written last: without it the dataset is not finished
+            continue
+        gen, method, domain = s.name, s.method, s.domain
+        m = read_manifest(paths["manifest"], s.label)
         for field, value in (("generator", gen), ("method", method), ("domain", domain)):
-            if m.get(field, value) != value:
-                raise ValueError(f"{manifest_path}: {field} is {m[field]!r} but the file sits under {value!r}; "
-                                 f"move the file or re-run `agora generate`")
-        reasons = m.get("rejections") or {}
-        if m:
-            datasets.append({
-                "generator": gen, "method": method, "domain": domain,
-                "backend": m.get("backend"), "model": m.get("model"),
-                "num_requested": m.get("num_requested"), "num_valid": m.get("num_valid"),
-                "complete": m.get("complete"), "shortfall_reason": m.get("shortfall_reason"),
-                "attempts": m.get("attempts"), "rejected": sum(reasons.values()),
-                "input_tokens": m.get("input_tokens"), "output_tokens": m.get("output_tokens"),
-                "cost_usd": _float(m.get("cost_usd")), "prompt_format": m.get("prompt_format"),
-                "prompt_file": m.get("prompt_file"), "prompt_set_sha256": m.get("prompt_set_sha256"),
-                "seed": m.get("seed"), "seed_source": m.get("seed_source"), "num_seeds": m.get("num_seeds"),
-                "seeds_sha256": m.get("seeds_sha256"),
-                "data_sha256": _sha256(data_path) if data_path.is_file() else None,
-                "sampling": _json(m.get("sampling")), "versions": _json(m.get("versions")),
+            if getattr(m, field) != value:
+                raise ValueError(f"{paths['manifest']}: {field} is {getattr(m, field)!r} but the file sits under "
+                                 f"{value!r}; move the file or re-run `agora generate`")
+        rows = read_instances(paths["data"], s.label)
+        for k, r in enumerate(rows):
+            instances.append({
+                "generator": gen, "method": method, "domain": domain, "idx": k, "id": r.id,
+                "instruction": r.instruction, "response": r.response, "config": r.config,
+                "attempt": r.attempt, "seed_ids": r.seed_ids, "theme": r.theme,
+                "first_word": r.first_word, "prompt_sha256": r.prompt_sha256,
+                "request_key": r.request_key, "input_tokens": r.input_tokens,
+                "output_tokens": r.output_tokens, "cost_usd": _float(r.cost_usd),
+                "instruction_chars": len(r.instruction), "response_chars": len(r.response),
             })
-        else:
-            # A dataset without its manifest (copied by hand, or a killed run): keep what the rows say.
-            datasets.append({
-                "generator": gen, "method": method, "domain": domain, "num_valid": len(rows),
-                "input_tokens": sum(r.get("input_tokens") or 0 for r in rows),
-                "output_tokens": sum(r.get("output_tokens") or 0 for r in rows),
-                "cost_usd": round(sum(_float(r.get("cost_usd")) or 0.0 for r in rows), 10),
-                "data_sha256": _sha256(data_path),
-            })
+        read_rejections(paths["rejected"], s.label)  # checked, as the other two files are
+        datasets.append({
+            "generator": gen, "method": method, "domain": domain,
+            "backend": m.backend, "model": m.model,
+            "num_requested": m.num_requested, "num_valid": m.num_valid,
+            "complete": m.complete, "shortfall_reason": m.shortfall_reason,
+            "attempts": m.attempts, "rejected": sum(m.rejections.values()),
+            "input_tokens": m.input_tokens, "output_tokens": m.output_tokens,
+            "cost_usd": _float(m.cost_usd), "prompt_format": m.prompt_format,
+            "prompt_file": m.prompt_file, "prompt_set_sha256": m.prompt_set_sha256,
+            "seed": m.seed, "seed_source": m.seed_source, "num_seeds": m.num_seeds,
+            "seeds_sha256": m.seeds_sha256, "data_sha256": _sha256(paths["data"]),
+            "sampling": _json(m.sampling), "versions": _json(m.versions),
+        })
         rejections += [{"generator": gen, "method": method, "domain": domain, "reason": reason, "count": n}
-                       for reason, n in reasons.items()]
+                       for reason, n in m.rejections.items()]
     return datasets, rejections, instances
 
 
@@ -205,45 +163,38 @@ def _generated(root: Path) -> tuple[list[dict], list[dict], list[dict]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _training(checkpoints: Path, logs: Path) -> tuple[list[dict], list[dict]]:
-    settings = set()
-    if checkpoints.is_dir():
-        settings |= {(p.parts[-4], p.parts[-3], p.parts[-2]) for p in checkpoints.glob("*/*/*/student.json")}
-    if logs.is_dir():
-        settings |= {(p.parent.parent.name, p.parent.name, p.name.removesuffix(".metrics.json"))
-                     for p in logs.glob("*/*/*.metrics.json")}
-        settings |= {(p.parent.parent.name, p.parent.name, p.name.removesuffix(".loss.csv"))
-                     for p in logs.glob("*/*/*.loss.csv")}
+def _training(params: Params, every: list[Setting]) -> tuple[list[dict], list[dict]]:
     runs, losses = [], []
-    for gen, method, domain in sorted(settings):
-        student_path = checkpoints / gen / method / domain / "student.json"
-        metrics_path = logs / gen / method / f"{domain}.metrics.json"
-        loss_path = logs / gen / method / f"{domain}.loss.csv"
-        s = _read_json(student_path) if student_path.is_file() else {}
-        m = _read_json(metrics_path) if metrics_path.is_file() else {}
-        if s or m:
+    for st in every:
+        gen, method, domain = st.name, st.method, st.domain
+        student_path = st.checkpoint(params) / STUDENT_FILE
+        logs = st.train_logs(params)
+        s = read_record(StudentRecord, student_path, "`agora train`") if student_path.is_file() else None
+        m = read_record(TrainingMetrics, logs["metrics"], "`agora train`") if logs["metrics"].is_file() else None
+        if s is not None or m is not None:
             runs.append({
-                "generator": gen, "method": method, "domain": domain, "base": s.get("base"),
-                "trained": bool(s.get("trained", m.get("trained", True))), "lora": s.get("lora"),
-                "examples": s.get("examples", m.get("examples")), "generated_examples": s.get("generated_examples"),
-                "seed_examples": s.get("seed_examples", m.get("seed_examples")),
-                "examples_sha256": s.get("examples_sha256"),
-                "first_loss": _float(m.get("first_loss")), "final_loss": _float(m.get("final_loss")),
-                "train_loss": _float(m.get("train_loss")), "steps": m.get("steps"), "epochs": _float(m.get("epochs")),
-                "train_tokens": m.get("train_tokens"), "wall_s": _float(m.get("wall_s")),
-                "tokens_per_s": _float(m.get("tokens_per_s")),
-                "training_config": _json(s.get("training")), "versions": _json(s.get("versions")),
+                "generator": gen, "method": method, "domain": domain, "base": s and s.base,
+                "trained": s.trained if s is not None else m.trained, "lora": s and s.lora,
+                "examples": s.examples if s is not None else m.examples,
+                "generated_examples": s and s.generated_examples,
+                "seed_examples": s.seed_examples if s is not None else m.seed_examples,
+                "examples_sha256": s and s.examples_sha256,
+                "first_loss": _float(m and m.first_loss), "final_loss": _float(m and m.final_loss),
+                "train_loss": _float(m and m.train_loss), "steps": m and m.steps, "epochs": _float(m and m.epochs),
+                "train_tokens": m and m.train_tokens, "wall_s": _float(m and m.wall_s),
+                "tokens_per_s": _float(m and m.tokens_per_s),
+                "training_config": _json(s and s.training), "versions": _json(s and s.versions),
             })
-        if loss_path.is_file():
-            with open(loss_path, newline="") as f:
+        if logs["loss"].is_file():
+            with open(logs["loss"], newline="") as f:
                 for line, r in enumerate(csv.DictReader(f), start=2):
                     try:
                         losses.append({"generator": gen, "method": method, "domain": domain,
                                        "step": int(r["step"]), "epoch": _float(r.get("epoch")),
                                        "loss": _float(r.get("loss")), "learning_rate": _float(r.get("learning_rate"))})
                     except (KeyError, TypeError, ValueError):
-                        raise ValueError(f"{loss_path}: line {line} is not step,epoch,loss,learning_rate numbers; "
-                                         f"re-run `agora train` for {gen}/{method}/{domain}") from None
+                        raise ValueError(f"{logs['loss']}: line {line} is not {','.join(LOSS_COLUMNS)} numbers; "
+                                         f"re-run `agora train` for {st.label}") from None
     return runs, losses
 
 
@@ -253,7 +204,8 @@ def _training(checkpoints: Path, logs: Path) -> tuple[list[dict], list[dict]]:
 
 
 def model_identity(key: str) -> dict:
-    """What a model key says: kind, and for students/generators their generator, method, domain."""
+    """The scores table's columns that say whose a model key is (keys are written by Setting.eval_key
+    and the anchors' and generators' names: this reads back what those wrote, for the table)."""
     parts = key.split("/")
     out = {"model": key, "kind": "model", "generator": None, "method": None, "student_domain": None}
     if key in ("base", "reference"):
@@ -265,86 +217,72 @@ def model_identity(key: str) -> dict:
     return out
 
 
-def _evaluation(root: Path) -> tuple[list[dict], list[dict]]:
+def _evaluation(root: Path, models: list[str]) -> tuple[list[dict], list[dict]]:
     scores, items = [], []
-    if not root.is_dir():
-        return scores, items
-    for p in sorted(root.rglob("*.scores.json")):
-        key = p.parent.relative_to(root).as_posix()
-        benchmark = p.name.removesuffix(".scores.json")
-        s = _read_json(p)
-        if s.get("benchmark", benchmark) != benchmark:
-            raise ValueError(f"{p}: benchmark is {s['benchmark']!r} but the file is named for {benchmark!r}; "
-                             f"rename it or re-run `agora evaluate`")
-        score = _float(s.get("score"))
-        if s.get("score") is not None and not isinstance(s.get("score"), (int, float)):
-            raise ValueError(f"{p}: score {s.get('score')!r} is not a number; re-run `agora evaluate`")
-        scores.append({
-            **model_identity(key), "benchmark": benchmark,
-            "benchmark_domain": s.get("domain") or benchmark_domains().get(benchmark),
-            "primary_metric": s.get("primary"), "score": score, "n_items": s.get("n_items"),
-            "samples": s.get("samples"), "fewshot": s.get("fewshot"), "judge": s.get("judge"),
-            "no_answer": s.get("no_answer"), "data_version": _str(s.get("data_version")),
-            "items_sha256": s.get("items_sha256"), "metrics": _json(s.get("metrics")),
-        })
-    wanted = TABLES["eval_items"].names
-    for p in sorted(root.rglob("*.parquet")):
-        key = p.parent.relative_to(root).as_posix()
-        ident = model_identity(key)
-        t = pq.read_table(p)
-        cols = t.to_pydict()
-        n = t.num_rows
-        if "item_id" not in cols:
-            raise ValueError(f"{p}: no item_id column; this is not an `agora evaluate` items file")
-        for i in range(n):
-            row = {c: cols[c][i] for c in wanted if c in cols}
-            row.update(ident)
-            row["benchmark"] = cols["benchmark"][i] if "benchmark" in cols else p.stem
-            row.setdefault("sample_index", 0)
-            items.append(row)
+    for key in models:
+        folder = root / key
+        if not folder.is_dir():
+            continue
+        for p in sorted(folder.glob("*.scores.json")):
+            s = read_record(BenchmarkScores, p, f"`agora evaluate --model {key}`")
+            benchmark = p.name.removesuffix(".scores.json")
+            if s.benchmark != benchmark:
+                raise ValueError(f"{p}: benchmark is {s.benchmark!r} but the file is named for {benchmark!r}; "
+                                 f"rename it or re-run `agora evaluate`")
+            scores.append({
+                **model_identity(key), "benchmark": benchmark,
+                "benchmark_domain": s.domain or benchmark_domains().get(benchmark),
+                "primary_metric": s.primary, "score": _float(s.score), "n_items": s.n_items,
+                "samples": s.samples, "fewshot": s.fewshot, "judge": s.judge,
+                "no_answer": s.no_answer, "data_version": _str(s.data_version),
+                "items_sha256": s.items_sha256, "metrics": _json(s.metrics),
+            })
+            items += _items(folder / f"{benchmark}.parquet", key)
     return scores, items
+
+
+def _items(path: Path, key: str) -> list[dict]:
+    if not path.is_file():
+        return []
+    t = pq.read_table(path)
+    if tuple(t.column_names) != ITEM_COLUMNS:
+        raise ValueError(f"{path}: columns {t.column_names} are not an `agora evaluate` items file's; re-run it")
+    cols = t.to_pydict()
+    wanted = TABLES["eval_items"].names
+    ident = model_identity(key)
+    rows = []
+    for i in range(t.num_rows):
+        row = {c: cols[c][i] for c in wanted if c in cols}
+        row.update(ident)
+        row["benchmark"] = cols["benchmark"][i]
+        rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
 # Intrinsic metrics
 # ---------------------------------------------------------------------------------------------
 
-# Names a summary file may use for a mean (the intrinsic stage's writer is free to pick one).
-_MEAN_NAMES = ("{m}", "mean_{m}", "{m}_mean")
-_INDEX_NAMES = ("idx", "index", "instance", "instance_index", "instance_idx")
-
-
-def _intrinsic(root: Path) -> tuple[list[dict], list[dict]]:
+def _intrinsic(params: Params, every: list[Setting]) -> tuple[list[dict], list[dict]]:
     summaries, per_instance = [], []
-    if not root.is_dir():
-        return summaries, per_instance
-    settings = {(p.parent.parent.name, p.parent.name, p.name.removesuffix(".summary.json"))
-                for p in root.glob("*/*/*.summary.json")}
-    settings |= {(p.parent.parent.name, p.parent.name, p.stem) for p in root.glob("*/*/*.parquet")}
-    for gen, method, domain in sorted(settings):
-        setting = {"generator": gen, "method": method, "domain": domain}
-        summary_path = root / gen / method / f"{domain}.summary.json"
-        parquet_path = root / gen / method / f"{domain}.parquet"
+    for s in every:
+        paths = s.intrinsic(params)
+        if not paths["summary"].is_file():
+            continue
+        setting = {"generator": s.name, "method": s.method, "domain": s.domain}
+        summary = read_record(IntrinsicSummary, paths["summary"], f"`agora intrinsic` for {s.label}")
         rows = []
-        if parquet_path.is_file():
-            cols = pq.read_table(parquet_path).to_pydict()
-            n = len(next(iter(cols.values()))) if cols else 0
-            index_col = next((c for c in _INDEX_NAMES if c in cols), None)
+        if paths["parquet"].is_file():
+            cols = pq.read_table(paths["parquet"]).to_pydict()
+            n = len(cols["id"])
             for i in range(n):
-                row = {**setting, "idx": int(cols[index_col][i]) if index_col else i}
-                row.update({m: _float(cols[m][i]) if m in cols else None for m in INSTANCE_METRICS})
+                row = {**setting, "idx": i}
+                row.update({m: _float(cols[m][i]) if m in cols else None for m in INSTANCE_COLUMNS})
                 rows.append(row)
         per_instance += rows
-        summary = _read_json(summary_path) if summary_path.is_file() else {}
-        flat = {**summary, **(summary.get("means") or {})} if isinstance(summary.get("means"), dict) else summary
-        out = {**setting, "summary": _json(summary) if summary else None}
-        for m in INTRINSIC_METRICS:
-            value = next((flat[name.format(m=m)] for name in _MEAN_NAMES if name.format(m=m) in flat), None)
-            if value is None and m in INSTANCE_METRICS:
-                finite = [r[m] for r in rows if r[m] is not None and math.isfinite(r[m])]
-                value = sum(finite) / len(finite) if finite else None
-            out[m] = _float(value)
-        out["instances"] = summary.get("instances", summary.get("n", len(rows) if rows else None))
+        out = {**setting, "summary": _json(summary.model_dump())}
+        out.update({m: _float(getattr(summary, m)) for m in INTRINSIC_METRICS})
+        out["instances"] = summary.n
         summaries.append(out)
     return summaries, per_instance
 
@@ -388,29 +326,6 @@ def _requests(db_path: Path) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # Small readers
 # ---------------------------------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); re-run the stage that wrote it") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, found {type(data).__name__}; re-run the stage that wrote it")
-    return data
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, "rb") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(orjson.loads(line))
-            except orjson.JSONDecodeError as e:
-                raise ValueError(f"{path}: line {n} is not valid JSON ({e}); re-run the stage that wrote it") from None
-    return rows
 
 
 def _sha256(path: Path) -> str:

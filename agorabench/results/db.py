@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 
 from agorabench.config import DOMAINS, EvaluationConfig
-from agorabench.results.collect import ResultPaths, collect
+from agorabench.results.collect import collect
 from agorabench.results.schema import SQL_TYPES, TABLES
 from agorabench.results.views import view_definitions
 
@@ -103,11 +103,11 @@ def pgr_benchmarks(results_dir: str | Path) -> dict[str, list[str]]:
     return mapping
 
 
-def build_results(paths: ResultPaths = ResultPaths(), params=None, include_requests: bool = False,
-                  combine: str = "mean_of_pgr", tables: str = "copy", min_gap: float = 0.0) -> Path:
+def build_results(params, include_requests: bool = False, tables: str = "copy") -> Path:
     """collect + build_db: what `agora results` runs. Returns the database path."""
-    collect(paths, params=params, include_requests=include_requests)
-    return build_db(paths.out, combine=combine, tables=tables, min_gap=min_gap)
+    collect(params, include_requests=include_requests)
+    a = params.analysis
+    return build_db(a.results_dir, combine=a.combine, tables=tables, min_gap=a.min_gap)
 
 
 def ensure_db(results_dir: str | Path = "data/results", combine: str = "mean_of_pgr", min_gap: float = 0.0) -> Path:

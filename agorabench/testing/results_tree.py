@@ -1,84 +1,118 @@
 """A small but complete tree of pipeline output files, for the tests of everything downstream of
 them: collect, the results database and its views, the report.
 
-It writes the files the pipeline stages write (generation manifests and datasets, student
-checkpoints and loss logs, evaluation scores and items, intrinsic summaries), not Parquet or
-DuckDB directly, so a test built on it exercises `collect` too.
+It writes the files the pipeline stages write, with the stages' own records (generation manifests
+and datasets, student checkpoints and loss logs, evaluation scores and items, intrinsic summaries),
+not Parquet or DuckDB directly, so a test built on it exercises `collect` too.
 """
 from __future__ import annotations
 
-import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
-from agorabench.config import DOMAINS, METHODS, EvaluationConfig
+from agorabench.config import EvaluationConfig, Params
 from agorabench.evaluation.items import EvalItem
+from agorabench.evaluation.records import BenchmarkScores
 from agorabench.evaluation.run import ModelRef, _write_items
-from agorabench.generation.plan import dumps_line
+from agorabench.generation.records import DatasetManifest, Instance, write_dataset
+from agorabench.intrinsic.records import IntrinsicSummary
+from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
 from agorabench.models.store import Completion
-from agorabench.results.collect import ResultPaths
+from agorabench.setting import Setting, settings
+from agorabench.training import TrainingMetrics
 
 GENS = ("alpha", "beta")
 
 
-def write_tree(root: str | Path, generators: Sequence[str] = GENS) -> ResultPaths:
-    """Write the files below `root` (ResultPaths().under(root) layout) and return those paths.
+@dataclass(frozen=True)
+class Tree:
+    """The params that describe the tree (every folder under its root) and those folders."""
 
-    Every generator gets all nine settings: a 3-row dataset with its manifest, a student with
-    training metrics and a 2-step loss curve, intrinsic metrics, and scores on its domain's two
-    benchmarks; base, reference and each generator are scored on all six. Student and generator
-    scores are drawn from one seeded generator, so the same `generators` give the same files.
+    params: Params
+    out: Path
+    generated: Path
+    checkpoints: Path
+    train_logs: Path
+    eval: Path
+    intrinsic: Path
+    requests_db: Path
+
+
+def tree_params(root: str | Path, generators: Sequence[str] = GENS, scaling: dict | None = None) -> Params:
+    """Params whose generators are `generators` (all nine settings each) and whose outputs live under `root`."""
+    root = Path(root)
+    return Params.model_validate({
+        "generators": {g: {"backend": "openai", "model": f"{g}-model", "price_in_per_mtok": 1.0,
+                           "price_out_per_mtok": 2.0} for g in generators},
+        "benchmark_generators": list(generators),
+        "generation": {"output_dir": str(root / "data/generated")},
+        "training": {"output_dir": str(root / "data/checkpoints"), "logs_dir": str(root / "data/train")},
+        "evaluation": {"output_dir": str(root / "data/eval"), "scores_dir": str(root / "data/scores"),
+                       "generators": list(generators)},
+        "intrinsic": {"output_dir": str(root / "data/intrinsic")},
+        "cache": {"requests_db": str(root / ".agora/requests.sqlite")},
+        "analysis": {"results_dir": str(root / "data/results")},
+        "scaling": scaling or {},
+    })
+
+
+def write_tree(root: str | Path, generators: Sequence[str] = GENS, scaling: dict | None = None) -> Tree:
+    """Write the files of `tree_params(root, generators, scaling)` and return the tree.
+
+    Every setting gets a 3-row dataset with its manifest, a student with training metrics and a 2-step
+    loss curve, intrinsic metrics (scaling prefixes have none, as in the pipeline), and scores on its
+    domain's two benchmarks; base, reference and each generator are scored on all six. Student and
+    generator scores are drawn from one seeded generator, so the same arguments give the same files.
     """
-    paths = ResultPaths().under(root)
+    params = tree_params(root, generators, scaling)
     rng = random.Random(1)
-    for gen in generators:
-        for method in METHODS:
-            for domain in DOMAINS:
-                base = paths.generated / gen / method
-                base.mkdir(parents=True, exist_ok=True)
-                rows = [{"id": f"{gen}/{method}/{domain}/{k:06d}", "instruction": f"Q{k} of {domain} | by {gen}",
-                         "response": f"A{k}\nline two", "config": f"{gen}-model", "generator": gen, "method": method,
-                         "domain": domain, "attempt": k, "seed_ids": [f"s{k}"], "theme": None, "first_word": None,
-                         "prompt_sha256": "p", "request_key": f"{gen}{method}{domain}{k}", "input_tokens": 100 + k,
-                         "output_tokens": 50 + k, "cost_usd": 0.001} for k in range(3)]
-                (base / f"{domain}.jsonl").write_text("".join(dumps_line(r) for r in rows))
-                (base / f"{domain}.rejected.jsonl").write_text("")
-                manifest = {"generator": gen, "backend": "openai", "model": f"{gen}-model", "domain": domain,
-                            "method": method, "num_requested": 3, "num_valid": 3, "complete": True,
-                            "shortfall_reason": None, "attempts": 4, "rejections": {"no_answer": 1},
-                            "cost_usd": 0.004, "input_tokens": 420, "output_tokens": 210, "prompt_format": "text",
-                            "prompt_file": f"{method}_{domain}.txt", "prompt_set_sha256": "x", "sampling": {"t": 1},
-                            "seed": 42, "seed_source": "offline", "num_seeds": 10, "seeds_sha256": "y",
-                            "versions": {"agorabench": "0"}}
-                (base / f"{domain}.manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-                ckpt = paths.checkpoints / gen / method / domain
-                ckpt.mkdir(parents=True)
-                (ckpt / "student.json").write_text(json.dumps({"base": "tiny", "lora": False, "examples": 3,
-                                                               "generated_examples": 3, "seed_examples": 0,
-                                                               "training": {"learning_rate": 1e-5}}))
-                logs = paths.train_logs / gen / method
-                logs.mkdir(parents=True, exist_ok=True)
-                (logs / f"{domain}.metrics.json").write_text(json.dumps({"final_loss": 0.5, "first_loss": 2.0,
-                                                                         "steps": 2, "wall_s": 1.5}))
-                (logs / f"{domain}.loss.csv").write_text("step,epoch,loss,learning_rate\n1,0.5,2.0,1e-05\n2,1.0,0.5,1e-05\n")
-                idir = paths.intrinsic / gen / method
-                idir.mkdir(parents=True, exist_ok=True)
-                pd.DataFrame({"id": [r["id"] for r in rows], "difficulty": [2.0, 3.0, None],
-                              "quality": [4.0, 5.0, 3.0], "perplexity": [3.0, 4.0, 5.0]}
-                             ).to_parquet(idir / f"{domain}.parquet", index=False)
-                (idir / f"{domain}.summary.json").write_text(json.dumps(
-                    {"n": 3, "difficulty": 2.5, "quality": 4.0, "reward": None, "perplexity": 4.0,
-                     "instruction_diversity": 0.25, "response_diversity": 0.5, "failures": {}}))
+    for s in settings(params):
+        gen, method, domain = s.name, s.method, s.domain
+        rows = [Instance(id=f"{gen}/{method}/{domain}/{k:06d}", instruction=f"Q{k} of {domain} | by {gen}",
+                         response=f"A{k}\nline two", config=f"{gen}-model", generator=gen, method=method,
+                         domain=domain, attempt=k, seed_ids=[f"s{k}"], theme=None, first_word=None,
+                         prompt_sha256="p", request_key=f"{gen}{method}{domain}{k}", input_tokens=100 + k,
+                         output_tokens=50 + k, cost_usd=0.001) for k in range(3)]
+        manifest = DatasetManifest(
+            generator=gen, backend="openai", model=f"{s.generator}-model", domain=domain, method=method,
+            num_requested=3, num_valid=3, complete=True, shortfall_reason=None, attempts=4,
+            rejections={"no_answer": 1}, cost_usd=0.004, input_tokens=420, output_tokens=210, prompt_format="text",
+            prompt_file=f"{method}_{domain}.txt", prompt_set_sha256="x", sampling={"t": 1}, seed=42,
+            seed_source="offline", num_seeds=10, seeds_sha256="y", versions={"agorabench": "0"})
+        write_dataset(s.dataset(params), rows, [], manifest)
+        ckpt = s.checkpoint(params)
+        ckpt.mkdir(parents=True)
+        (ckpt / STUDENT_FILE).write_text(StudentRecord(
+            generator=gen, method=method, domain=domain, trained=True, base="tiny", base_path="tiny", lora=False,
+            system_prompt=None, dataset=str(s.dataset(params)["data"]), generated_examples=3, seed_examples=0,
+            examples=3, examples_sha256="e", training={"learning_rate": 1e-5}).to_json())
+        logs = s.train_logs(params)
+        logs["metrics"].parent.mkdir(parents=True, exist_ok=True)
+        logs["metrics"].write_text(TrainingMetrics(
+            trained=True, final_loss=0.5, first_loss=2.0, train_loss=1.0, steps=2, epochs=1.0, examples=3,
+            seed_examples=0, wall_s=1.5, train_tokens=100, tokens_per_s=66.7).to_json())
+        logs["loss"].write_text("step,epoch,loss,learning_rate\n1,0.5,2.0,1e-05\n2,1.0,0.5,1e-05\n")
+        if s.size is None:
+            paths = s.intrinsic(params)
+            paths["parquet"].parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame({"id": [r.id for r in rows], "difficulty": [2.0, 3.0, None],
+                          "quality": [4.0, 5.0, 3.0], "perplexity": [3.0, 4.0, 5.0]}
+                         ).to_parquet(paths["parquet"], index=False)
+            paths["summary"].write_text(IntrinsicSummary(
+                generator=gen, method=method, domain=domain, n=3, metrics=["difficulty", "quality", "perplexity"],
+                dataset_sha256="d", failures={}, models={}, difficulty=2.5, quality=4.0, reward=None, perplexity=4.0,
+                perplexity_token_level=None, instruction_diversity=0.25, response_diversity=0.5, config={}).to_json())
     # Evaluation: anchors and generators on all six, each student on its domain's two.
     models = [ModelRef("base", "b", "base", 3), ModelRef("reference", "r", "reference", 0)]
     models += [ModelRef("generator", g, f"generators/{g}", 0) for g in generators]
-    models += [ModelRef("student", "s", f"students/{g}/{m}/{d}", 0) for g in generators for m in METHODS for d in DOMAINS]
+    models += [ModelRef("student", "s", s.eval_key, 0, s) for s in settings(params)]
     for model in models:
         for domain, benches in EvaluationConfig().benchmarks.items():
-            if model.kind == "student" and not model.key.endswith("/" + domain):
+            if model.kind == "student" and model.setting.domain != domain:
                 continue
             for b in benches:
                 n = 4
@@ -92,12 +126,23 @@ def write_tree(root: str | Path, generators: Sequence[str] = GENS) -> ResultPath
                 outs = ["" if c is None else f"out {i}" for i, c in enumerate(correct)]
                 comps = [Completion(o, "stop", 10, 5 + i, 0.5, 0.0) for i, o in enumerate(outs)]
                 rows = [{"extracted": "x", "verdict": "correct" if c else "wrong", "correct": c} for c in correct]
-                folder = paths.eval / model.key
+                folder = Path(params.evaluation.output_dir) / model.key
                 _write_items(folder / f"{b}.parquet", model, b, items, [[{"role": "user", "content": "q"}]] * n,
                              comps, outs, rows, [0] * n)
-                scores = {"benchmark": b, "domain": domain, "model": model.key, "kind": model.kind, "spec": model.spec,
-                          "primary": "accuracy", "score": sum(correct) / n * 100, "metrics": {"accuracy": sum(correct) / n * 100},
-                          "n_items": n, "samples": 1, "fewshot": model.fewshot, "data_version": "1",
-                          "items_sha256": "h", "judge": None, "no_answer": 0}
-                (folder / f"{b}.scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True))
-    return paths
+                score = sum(correct) / n * 100
+                (folder / f"{b}.scores.json").write_text(BenchmarkScores(
+                    benchmark=b, domain=domain, model=model.key, kind=model.kind, spec=model.spec, primary="accuracy",
+                    score=score, metrics={"accuracy": score}, n_items=n, samples=1, fewshot=model.fewshot,
+                    data_version="1", items_sha256="h", decoding={}, judge=None, judge_reasoning=None,
+                    judge_max_answer_chars=None, isolation=None, no_answer=0, untrained_reason=None).to_json())
+    return tree(params)
+
+
+def tree(params: Params) -> Tree:
+    """The folders of a tree's params."""
+    return Tree(params, Path(params.analysis.results_dir), Path(params.generation.output_dir),
+                Path(params.training.output_dir), Path(params.training.logs_dir), Path(params.evaluation.output_dir),
+                Path(params.intrinsic.output_dir), Path(params.cache.requests_db))
+
+
+__all__ = ["GENS", "Setting", "Tree", "tree", "tree_params", "write_tree"]

@@ -1,0 +1,41 @@
+"""The files of an evaluation, as typed records: what `agora evaluate` writes and the results
+collector reads.
+
+    data/eval/MODEL/BENCHMARK.scores.json  BenchmarkScores: the metrics, data version, decoding, judge
+    data/eval/MODEL/BENCHMARK.parquet      every item (ITEM_COLUMNS): prompt, output, verdict, tokens
+    data/scores/MODEL.json                 every benchmark's score of one model (a DVC metrics file)
+
+MODEL is a model key: base, reference, students/G/M/D (Setting.eval_key), generators/NAME or models/NAME.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from agorabench.records import Record
+
+# The items Parquet's columns, in order (evaluation/run.py writes them, results/collect.py reads them).
+ITEM_COLUMNS = ("model", "benchmark", "item_id", "sample_index", "prompt", "output", "extracted", "verdict", "correct",
+                "input_tokens", "output_tokens", "latency_s", "details")
+
+
+class BenchmarkScores(Record):
+    benchmark: str
+    domain: str
+    model: str                  # the model key
+    kind: str                   # base | reference | student | generator | model
+    spec: str                   # what was loaded or called
+    primary: str                # the metric PGR uses
+    score: float | int | None   # None: no usable verdict (judged benchmarks), see metrics.no_score
+    metrics: dict[str, Any]
+    n_items: int
+    samples: int
+    fewshot: int
+    data_version: str
+    items_sha256: str
+    decoding: dict[str, Any]
+    judge: str | None
+    judge_reasoning: bool | None
+    judge_max_answer_chars: int | None
+    isolation: str | None       # the sandbox's isolation level (code benchmarks)
+    no_answer: int              # items whose answer the endpoint never gave
+    untrained_reason: str | None  # a student whose dataset was empty is the base model

@@ -1,0 +1,124 @@
+"""The one interface for answering prompts: an Answerer, with the request store beneath it.
+
+Every model AgoraBench asks something (a generator writing data, a student or an anchor answering a
+benchmark, a judge) is an Answerer:
+
+    EndpointAnswerer     models/endpoint.py: an API (OpenAI, Anthropic), an OpenAI-compatible server
+                         (vLLM, a local server AgoraBench starts) or in-process vLLM behind a chat API
+    TransformersAnswerer models/in_process.py: a model loaded here, batched generation
+    VLLMAnswerer         models/in_process.py: a model loaded here into vLLM
+
+They differ in how they compute an answer; they share what an answer is keyed by. `request` is the
+one request key: the answerer's identity (which model, served how, with which weights), the
+messages, the decoding settings in the backend's own spelling, and the sample index (repeated
+identical prompts). Every answer is in the store before anyone uses it, so a killed run resumes
+where it stopped and a re-run sends nothing.
+
+May import: config, models (store, packaged models, servers, checkpoints).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from agorabench.models.store import Completion, RequestStore, canonical_json, request_key
+
+Conversation = list[dict]
+OnDone = Callable[[int], None]  # called with how many answers just became available
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How to decode, whatever the backend. Each answerer spells it its own way (`sampling`)."""
+
+    temperature: float = 0.0
+    top_p: float | None = 0.95
+    max_new_tokens: int = 1024
+    repetition_penalty: float | None = 1.03  # in-process models only: chat APIs have none
+    stop: tuple[str, ...] | None = None       # stop strings (generation's "[END]")
+
+    def as_dict(self) -> dict:
+        """The in-process spelling (and the request key's): what transformers and vLLM take."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
+                "repetition_penalty": self.repetition_penalty}
+
+
+def chat_sampling(decoding: Decoding, overrides: dict | None = None) -> dict:
+    """The chat-API spelling of `decoding`, with a generator's own `sampling:` overrides (a None value
+    removes a field, e.g. top_p for an API that refuses it). What an endpoint is sent, what its
+    request key holds and what a dataset's manifest records."""
+    s = {"temperature": decoding.temperature, "top_p": decoding.top_p, "max_tokens": decoding.max_new_tokens}
+    if decoding.stop is not None:
+        s["stop"] = list(decoding.stop)
+    s.update(overrides or {})
+    return {k: v for k, v in s.items() if v is not None}
+
+
+@dataclass
+class RunStats:
+    """What an answerer did in this process (not part of any output: a re-run would differ)."""
+
+    sent: int = 0           # requests sent (API attempts)
+    completed: int = 0      # new answers stored
+    cached: int = 0         # answers served from the store
+    retried: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    spent_usd: float = 0.0  # new money spent in this process
+    reserved_usd: float = 0.0
+
+
+class Answerer:
+    """A model that answers chat conversations; `identity` names its answers in the request store."""
+
+    def __init__(self, store: RequestStore, identity: dict):
+        self.store, self.identity = store, identity
+        self.stats = RunStats()
+
+    def sampling(self, decoding: Decoding) -> dict:
+        """`decoding` as this backend spells it (part of the request key)."""
+        raise NotImplementedError
+
+    def request(self, messages: Conversation, decoding: Decoding, sample_index: int = 0) -> tuple[str, str]:
+        """(canonical request JSON, its key): the one key every answerer stores and looks up by."""
+        request = canonical_json({**self.identity, "messages": messages, "sampling": self.sampling(decoding),
+                                  "sample_index": sample_index})
+        return request, request_key(request)
+
+    def answer_many(self, conversations: Sequence[Conversation], decoding: Decoding, sample_index: int = 0,
+                    on_done: OnDone | None = None) -> list[Completion | None]:
+        """One answer per conversation, from the store where it has them; None where a model kept failing."""
+        keyed = [self.request(m, decoding, sample_index) for m in conversations]
+        found = self.store.get_many([k for _, k in keyed])
+        self.stats.cached += len(found)
+        if on_done and found:
+            on_done(len(found))
+        todo = [i for i, (_, k) in enumerate(keyed) if k not in found]
+        for chunk, answers in self._compute([conversations[i] for i in todo], decoding, sample_index):
+            for j, done in zip(chunk, answers):
+                request, key = keyed[todo[j]]
+                self.store.put(key, self.identity["backend"], self.identity["model"], request, done)
+                found[key] = done
+                self.stats.completed += 1
+            if on_done:
+                on_done(len(chunk))
+        return [found.get(k) for _, k in keyed]
+
+    def _compute(self, conversations: list[Conversation], decoding: Decoding, sample_index: int):
+        """Yield (positions in `conversations`, their completions) as batches finish."""
+        raise NotImplementedError
+
+    def judge(self, decoding: Decoding):
+        """A JudgeFn (evaluation/context.py) answering with this model."""
+        def judge_fn(conversations):
+            return [c.text if c is not None else None for c in self.answer_many(list(conversations), decoding)]
+
+        return judge_fn
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,279 @@
+"""A configured generator as an Answerer: an API, an OpenAI-compatible server, or a local model server.
+
+Order matters here. The request store is asked before anything else, so a cached answer never waits
+for a concurrency slot, a rate-limit token or the budget. A new answer is written to the store the
+moment it arrives, before the caller sees it: a crash after that point loses nothing that was paid.
+
+Two ways to use it. Generation drives it request by request from its own event loop (`prepare`,
+`lookup`, `complete`), to keep a budget and report progress per answer. Evaluation and the judges
+call `answer_many` from plain synchronous code; the requests then run on an event loop in a
+background thread.
+
+Where a `local` generator is served is passed in (`endpoints`: `agora run` starts each local model
+once for all its stages and the CLI hands the addresses down); a local generator without one gets a
+server of its own, started on the first request the store cannot answer and stopped on close().
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agorabench.config import Params
+from agorabench.models.answering import Answerer, Decoding, OnDone, chat_sampling
+from agorabench.models.clients import make_chat_api, retry
+from agorabench.models.clients.ratelimit import TokenBucket
+from agorabench.models.store import Completion, RequestStore
+
+# Where `agora run` says its local model servers are: the environment variable the CLI reads, JSON
+# {generator name: {"base_url", "model_id"}} (pipeline/run.py writes it).
+SERVERS_ENV = "AGORA_LOCAL_SERVERS"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A running OpenAI-compatible server for one generator."""
+
+    base_url: str
+    model_id: str
+
+
+class BudgetExceeded(RuntimeError):
+    """Sending one more request could push the run past --max-cost."""
+
+
+class RetriesExhausted(RuntimeError):
+    """A retryable error persisted past max_retries."""
+
+
+
+
+def estimate_tokens(text: str) -> int:
+    # ~4 characters per token for English under BPE tokenizers; only used for limits and estimates.
+    return max(1, len(text) // 4)
+
+
+def with_seed(sampling: dict, key: str, own: dict) -> dict:
+    """`sampling` plus a seed taken from the request key, unless the generator's own sampling (`own`)
+    names one (`seed: null` there sends none, for an endpoint that refuses the field).
+
+    Servers that honour it (transformers serve, vLLM, llama.cpp; OpenAI on a best-effort basis) then
+    sample the same answer for the same request, so a fresh run of the embedded default writes the
+    same datasets. Retries of one prompt differ by sample index, so by key, so by seed. The seed is
+    not part of the key: it follows from it. Anthropic's API has no seed; its client leaves it out."""
+    return sampling if "seed" in sampling or "seed" in own else {**sampling, "seed": int(key[:8], 16)}
+
+
+class EndpointAnswerer(Answerer):
+    def __init__(self, params: Params, name: str, *, endpoints: dict[str, Endpoint] | None = None,
+                 max_cost_usd: float | None = None, warmup: Decoding | None = None, store: RequestStore | None = None):
+        """`endpoints`: servers already running for some generators; `warmup`: the decoding of the run,
+        sent with a local server's start-up request (see servers.py on continuous batching)."""
+        cfg = params.generator(name)
+        cfg.api_key(name)  # a missing key fails now, in one line, not mid-run
+        identity = {"backend": cfg.backend, "model": cfg.model}
+        if cfg.backend in ("openai", "anthropic") and cfg.base_url:
+            identity["base_url"] = cfg.base_url
+        # A local model answers differently under llama.cpp, transformers or vLLM, and with other
+        # weights: the engine is part of what identifies an answer (decided from the config and this
+        # host, before any server starts). A local server's URL changes every run, so it is left out.
+        if cfg.backend == "local" and not cfg.base_url:
+            from agorabench.models.servers import local_engine
+
+            identity["engine"] = local_engine(cfg.engine, cfg.model)
+            if identity["engine"] == "transformers":
+                from agorabench.models.cpu_weights import effective
+
+                weights = effective(cfg.cpu_weights)
+                if weights is not None:
+                    identity["cpu_weights"] = weights
+        super().__init__(store or RequestStore(params.cache.requests_db), identity)
+        self.name, self.cfg = name, cfg
+        self.endpoint = (endpoints or {}).get(name)
+        self.max_cost_usd, self.warmup = max_cost_usd, warmup
+        self.api = None
+        self._api_lock: asyncio.Lock | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._rpm = TokenBucket(cfg.requests_per_minute) if cfg.requests_per_minute else None
+        self._tpm = TokenBucket(cfg.tokens_per_minute) if cfg.tokens_per_minute else None
+        self._server = contextlib.ExitStack()  # a local server this answerer started
+        self._loop: asyncio.AbstractEventLoop | None = None  # for answer_many, started on first use
+        self._thread: threading.Thread | None = None
+
+    # -- the request key -------------------------------------------------------------------------
+    def sampling(self, decoding: Decoding) -> dict:
+        return chat_sampling(decoding, self.cfg.sampling)
+
+    # -- request by request (generation) ---------------------------------------------------------
+    def prepare(self, messages: list[dict], decoding: Decoding, sample_index: int) -> tuple[str, str]:
+        """(request JSON, key) of one call: what the store is asked and written with."""
+        return self.request(messages, decoding, sample_index)
+
+    def lookup(self, keys: list[str]) -> dict[str, Completion]:
+        return self.store.get_many(keys)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.cfg.price_in_per_mtok + output_tokens * self.cfg.price_out_per_mtok) / 1e6
+
+    def _reserve(self, messages: list[dict], sampling: dict) -> float:
+        """Book the worst case (full max_tokens) against the budget before sending."""
+        prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
+        worst = self.cost(prompt_tokens, int(sampling.get("max_tokens") or 0))
+        if self.max_cost_usd is not None:
+            if self.stats.spent_usd + self.stats.reserved_usd + worst > self.max_cost_usd:
+                raise BudgetExceeded(
+                    f"--max-cost {self.max_cost_usd:.4f} USD reached: spent {self.stats.spent_usd:.4f}, "
+                    f"the next request could cost up to {worst:.4f}"
+                )
+        self.stats.reserved_usd += worst
+        return worst
+
+    async def complete(self, messages: list[dict], decoding: Decoding, prepared: tuple[str, str],
+                       cached: Completion | None) -> tuple[str, Completion]:
+        """The answer to one call: `cached` if the store had it (one batch-wide `prepare` + `lookup`
+        asks for all of them at once), else from the API, stored before it is returned."""
+        request, key = prepared
+        if cached is not None:
+            self.stats.cached += 1
+            return key, cached
+        if self._slots is None:  # made in the loop that uses them
+            self._slots, self._api_lock = asyncio.Semaphore(self.cfg.concurrency), asyncio.Lock()
+        sampling = self.sampling(decoding)
+        reserved = self._reserve(messages, sampling)
+        try:
+            async with self._slots:
+                if self._rpm:
+                    await self._rpm.acquire(1)
+                if self._tpm:
+                    await self._tpm.acquire(sum(estimate_tokens(m["content"]) for m in messages)
+                                            + int(sampling.get("max_tokens") or 0))
+                text, finish, n_in, n_out, latency = await self._call_with_retries(
+                    key, messages, with_seed(sampling, key, self.cfg.sampling))
+        finally:
+            self.stats.reserved_usd -= reserved
+        done = Completion(text=text, finish_reason=finish, input_tokens=n_in, output_tokens=n_out,
+                          latency_s=latency, cost_usd=self.cost(n_in, n_out))
+        # The cost is booked before the write yields to the event loop, so every other request's
+        # budget check sees the same totals as when the write was synchronous; and, as then, an
+        # answer the store failed to keep is not counted.
+        self.stats.spent_usd += done.cost_usd
+        try:
+            await self.store.put_async(key, self.identity["backend"], self.identity["model"], request, done)
+        except BaseException:
+            self.stats.spent_usd -= done.cost_usd
+            raise
+        self.stats.completed += 1
+        return key, done
+
+    async def _call_with_retries(self, key: str, messages: list[dict], sampling: dict):
+        api = self.api or await self._start_api()
+        attempt = 0
+        while True:
+            self.stats.sent += 1
+            started = time.perf_counter()
+            try:
+                text, finish, n_in, n_out = await api.chat(messages, sampling)
+                return text, finish, n_in, n_out, time.perf_counter() - started
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # classified below: retry transient errors, fail fast otherwise
+                kind = str(retry.status_of(exc) or type(exc).__name__)
+                self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
+                retryable = retry.is_retryable(exc)
+                self.store.record_failure(key, self.identity["backend"], self.identity["model"],
+                                          f"{kind}: {retry.server_message(exc)}", retryable)
+                if not retryable:
+                    raise retry.FatalAPIError(
+                        f"generator {self.name}: the API refused the request ({kind}): "
+                        f"{retry.server_message(exc)}"
+                    ) from None
+                if attempt >= self.cfg.max_retries:
+                    raise RetriesExhausted(
+                        f"generator {self.name}: still failing after {attempt + 1} attempts "
+                        f"({kind}: {retry.server_message(exc)})"
+                    ) from exc
+                wait = retry.backoff_s(attempt, self.cfg.retry_backoff_s, self.cfg.retry_backoff_max_s)
+                after = retry.retry_after_s(exc)
+                if after is not None:
+                    # Never earlier than the server asked; but a broken header must not stall a
+                    # run for hours, so the wait is capped at ten minutes.
+                    wait = max(wait, min(after, 600.0))
+                self.stats.retried += 1
+                attempt += 1
+                await asyncio.sleep(wait)
+
+    async def _start_api(self):
+        async with self._api_lock:  # one start, however many requests arrive at once
+            if self.api is None:
+                self.api = await asyncio.to_thread(self._open_api)
+        return self.api
+
+    def _open_api(self):
+        """The chat API, on first need (a run the store answers completely starts no local server)."""
+        endpoint = self.endpoint
+        cfg = self.cfg
+        if endpoint is None and cfg.backend == "local" and not cfg.base_url:
+            from agorabench.models.servers import LocalModelServer
+
+            # With continuous batching, `transformers serve` keeps the sampling settings of its first
+            # request for all later ones, so the warm-up request carries the run's settings.
+            warmup = {}
+            if self.warmup is not None:
+                warmup = {k: v for k, v in self.sampling(self.warmup).items() if k in ("temperature", "top_p")}
+            server = self._server.enter_context(LocalModelServer(
+                cfg.model, engine=cfg.engine, log_path=Path(".agora/logs") / f"server-{self.name}.log",
+                extra_args=list(cfg.server_args), warmup_params=warmup, cpu_weights=cfg.cpu_weights))
+            endpoint = Endpoint(server.base_url, server.model_id)
+        if endpoint is not None:
+            return make_chat_api(self.name, cfg, base_url=endpoint.base_url, model=endpoint.model_id)
+        if cfg.backend == "vllm":  # in-process vLLM behind a chat API
+            from agorabench.models.packaged import resolve_model
+
+            return make_chat_api(self.name, cfg, model=resolve_model(cfg.model))
+        return make_chat_api(self.name, cfg)
+
+    async def aclose(self) -> None:
+        if self.api is not None:
+            await self.api.close()
+            self.api = None
+
+    # -- many at once, from synchronous code (evaluation, judges) --------------------------------
+    def _run(self, coro):
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name=f"endpoint-{self.name}", daemon=True)
+            self._thread.start()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def answer_many(self, conversations, decoding: Decoding, sample_index: int = 0,
+                    on_done: OnDone | None = None) -> list[Completion | None]:
+        """One answer per conversation; None where the endpoint kept failing (kept, not dropped)."""
+        async def one(messages):
+            prepared = self.prepare(messages, decoding, sample_index)
+            try:
+                _, done = await self.complete(messages, decoding, prepared, self.lookup([prepared[1]]).get(prepared[1]))
+            except Exception as exc:  # noqa: BLE001  (a refused or failing request is a None answer)
+                if isinstance(exc, retry.FatalAPIError) and "401" in str(exc):
+                    raise
+                done = None
+            if on_done:
+                on_done(1)
+            return done
+
+        async def all_of_them():
+            return await asyncio.gather(*(one(m) for m in conversations))
+
+        return self._run(all_of_them())
+
+    def close(self) -> None:
+        try:
+            if self._loop is not None:
+                self._run(self.aclose())
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(timeout=10)
+        finally:
+            self._server.close()
+            self.store.close()

@@ -1,0 +1,93 @@
+"""The pipeline's stages as params name them: every setting's chain, and the stages of no setting.
+
+dvc.yaml is the DAG. This module knows how DVC names the entries of its matrices (Setting.stage),
+so `agora run` can deal the stages into lanes and start each lane's model servers from params alone,
+without parsing a stage name back into a setting. tests/test_lanes.py checks that these names are
+exactly the ones `dvc stage list` prints for the project's dvc.yaml.
+
+May import: config, setting.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agorabench.config import Params
+from agorabench.setting import CHAIN, PREFIX_CHAIN, SCALING_SOURCE, Setting, scaling_sources, settings
+
+ANCHORS = ("evaluate-anchor@base", "evaluate-anchor@reference")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    kind: str                      # dvc.yaml's stage name: generate, train, evaluate-anchor, ...
+    setting: Setting | None        # the (full-size) setting whose chain it is in; None for the anchors
+                                   # and the generators' own scores
+    generator: str | None = None   # evaluate-generator@NAME: the generator it scores
+
+
+def pipeline_stages(params: Params) -> dict[str, Stage]:
+    """Every stage of a setting or of no setting, by name (results and report read everything and
+    belong to no lane, so they are not here)."""
+    out: dict[str, Stage] = {}
+    for s in settings(params):
+        for kind in CHAIN if s.size is None else PREFIX_CHAIN:
+            out[s.stage(kind)] = Stage(s.stage(kind), kind, s.full_size())  # a prefix is in its setting's chain
+    for s in scaling_sources(params):
+        out[s.stage(SCALING_SOURCE)] = Stage(s.stage(SCALING_SOURCE), SCALING_SOURCE, s)
+    for name in ANCHORS:
+        out[name] = Stage(name, "evaluate-anchor", None)
+    for g in params.evaluation.generators:
+        name = f"evaluate-generator@{g}"
+        out[name] = Stage(name, "evaluate-generator", None, g)
+    return out
+
+
+def chains(params: Params, stages: list[str]) -> list[list[str]]:
+    """What `agora run` deals to lanes, in the order of `stages` (DVC's): each setting's chain (its
+    generation, training, student evaluation, intrinsic metrics and scaling stages, which depend on
+    each other), then each stage of no setting on its own."""
+    known = pipeline_stages(params)
+    by_setting: dict[Setting, list[str]] = {}
+    lone: list[list[str]] = []
+    for name in stages:
+        stage = known.get(name)
+        if stage is None:
+            continue  # results, report: after the lanes
+        if stage.setting is None:
+            lone.append([name])
+        else:
+            by_setting.setdefault(stage.setting, []).append(name)
+    return list(by_setting.values()) + lone
+
+
+def served_generators(params: Params) -> list[str]:
+    """Local generators the pipeline calls whose server AgoraBench starts itself (no base_url)."""
+    return [n for n in params.called_generators()
+            if params.generators[n].backend == "local" and not params.generators[n].base_url]
+
+
+def generators_called_by(params: Params, stages: list[str]) -> list[str]:
+    """The served generators that `stages` call: generation its own generator; an evaluation the judges
+    and, for evaluate-generator@NAME, NAME; intrinsic metrics the judge."""
+    known = pipeline_stages(params)
+    judges = {params.evaluation.judge, params.intrinsic.judge}
+    called: set[str] = set()
+    for name in stages:
+        stage = known.get(name)
+        if stage is None:
+            continue
+        if stage.kind in ("generate", SCALING_SOURCE):
+            called.add(stage.setting.generator)
+        elif stage.kind in ("evaluate-student", "evaluate-anchor", "evaluate-generator", "scale-evaluate",
+                            "intrinsic"):
+            called.update(judges)
+            if stage.generator:
+                called.add(stage.generator)
+    return [n for n in served_generators(params) if n in called]
+
+
+def calls_a_model(params: Params, stages: list[str]) -> bool:
+    """Whether one of `stages` calls a model server (generation, evaluation, intrinsic metrics)."""
+    known = pipeline_stages(params)
+    return any(known[s].kind not in ("train", "scale-subset", "scale-train") for s in stages if s in known)
