@@ -1,12 +1,15 @@
-"""`agora`: the command line. Thin: it parses options, loads params.yaml and calls a flow or a
-library function. Errors a user can fix are printed as one line and exit with status 2."""
+"""`agora`: the command line. Thin: it parses options, loads params.yaml and runs a flow (every
+pipeline stage and `agora run`) or a library function (queries, estimates, checks). Errors a user
+can fix are printed as one line and exit with status 2.
+
+The one thing it reads from the environment for the library is where `agora run` started the local
+model servers (models.endpoint.SERVERS_ENV); the flows get those addresses as a parameter."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
 import os
-import subprocess
 from typing import Optional
 
 import typer
@@ -46,6 +49,14 @@ def _foreground_flow():
         yield
 
 
+def _endpoints() -> dict | None:
+    """The local model servers `agora run` started for the stages (JSON in SERVERS_ENV), or None."""
+    from agorabench.models.endpoint import SERVERS_ENV
+
+    raw = os.environ.get(SERVERS_ENV)
+    return json.loads(raw) if raw else None
+
+
 def _user_errors():
     from agorabench.models.clients.retry import FatalAPIError
     from agorabench.config import ParamsError
@@ -64,7 +75,6 @@ def generate(
     params_file: str = PARAMS_OPT,
     max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0,
                                              help="Stop cleanly before new spending could exceed this many USD."),
-    prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Run as a Prefect flow (retries, run history)."),
     scaling: bool = typer.Option(False, "--scaling", help="The scaling study's larger dataset: the largest of "
                                  "scaling.sizes, written under scaling.output_dir (then `agora subset`)."),
 ):
@@ -80,17 +90,11 @@ def generate(
             from agorabench.generation.scaling import scaling_num
 
             num, output_dir = num or scaling_num(params, generator, method), params.scaling.output_dir
-        if prefect:
-            from flows.generate import generate as flow
+        from flows.generate import generate as flow
 
-            with _foreground_flow():
-                manifest = asyncio.run(flow(generator=generator, domain=domain, method=method, params_file=params_file,
-                                            num=num, max_cost=max_cost, output_dir=output_dir))
-        else:
-            from agorabench.generation.loop import generate_setting
-
-            manifest = asyncio.run(generate_setting(params, generator, domain, method, num=num, max_cost=max_cost,
-                                                    output_dir=output_dir))
+        with _foreground_flow():
+            manifest = asyncio.run(flow(generator=generator, domain=domain, method=method, params_file=params_file,
+                                        num=num, max_cost=max_cost, output_dir=output_dir, endpoints=_endpoints()))
     except _user_errors() as e:
         fail(str(e))
     run = manifest.pop("run", {})
@@ -112,12 +116,14 @@ def subset(
     params_file: str = PARAMS_OPT,
 ):
     """The first N instances of a scaling dataset as the dataset of generator NAME@N (quantity vs quality)."""
-    params = _load(params_file)
-    from agorabench.generation.scaling import write_prefix
+    _load(params_file)
     from agorabench.setting import Setting
+    from flows.subset import subset as flow
 
     try:
-        m = write_prefix(params, generator, domain, method, size)
+        Setting(generator, method, domain, size)  # the one-line errors of bad names, before Prefect starts
+        with _foreground_flow():
+            m = flow(generator=generator, domain=domain, method=method, size=size, params_file=params_file)
     except _user_errors() as e:
         fail(str(e))
     status = "complete" if m["complete"] else f"SHORT: {m['shortfall_reason']}"
@@ -132,7 +138,6 @@ def train(
     method: str = typer.Option(..., "--method", "-m",
                                help="instance_generation | response_generation | quality_enhancement"),
     params_file: str = PARAMS_OPT,
-    prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Run as a Prefect flow (retries, run history)."),
     accelerate: Optional[str] = typer.Option(None, "--accelerate", help="An accelerate config (multi-GPU, FSDP): "
                                              "run under `accelerate launch` with it (default: training.accelerate_config)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the dataset and config, print what would run; train nothing."),
@@ -157,19 +162,13 @@ def train(
         if command:
             typer.echo("would run: " + " ".join(command))
         return
-    if command and info["examples"]:  # accelerate starts one process per GPU, each running this command
-        raise typer.Exit(subprocess.call(command))
     try:
-        if prefect and os.environ.get("WORLD_SIZE", "1") == "1":
-            from flows.train import train as flow
+        from flows.train import train as flow
 
-            with _foreground_flow():
-                metrics = flow(generator=generator, domain=domain, method=method, params_file=params_file)
-        else:
-            from agorabench.training import train_student
-
-            metrics = train_student(params, generator, domain, method)
-    except _user_errors() as e:
+        with _foreground_flow():
+            metrics = flow(generator=generator, domain=domain, method=method, params_file=params_file,
+                           accelerate_config=accelerate)
+    except (*_user_errors(), RuntimeError) as e:
         fail(str(e))
     if not metrics.get("trained", True):
         typer.echo(f"{generator} {method} {domain}: nothing to train on; {metrics['untrained_reason']}")
@@ -188,7 +187,6 @@ def evaluate(
     allow_code_execution: Optional[bool] = typer.Option(
         None, "--allow-code-execution/--no-code-execution", envvar="AGORA_ALLOW_CODE_EXECUTION",
         help="Opt in to running generated code (MBPP, HumanEval) in the sandbox (default: evaluation.allow_code_execution)."),
-    prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Run as a Prefect flow (retries, run history)."),
 ):
     """Evaluate a model: data/eval/<model>/<benchmark>.parquet (every item) and .scores.json."""
     params = _load(params_file)
@@ -199,18 +197,11 @@ def evaluate(
         names = benchmark or benchmarks_for(params, model)
         for name in names:
             benchmark_module(name)
-        if prefect:
-            from flows.evaluate import evaluate as flow
+        from flows.evaluate import evaluate as flow
 
-            with _foreground_flow():
-                results = flow(model=model, benchmarks=names, params_file=params_file,
-                               allow_code_execution=allow_code_execution)
-        else:
-            from agorabench.evaluation.run import evaluate as run_one, prefetch_answers, write_score_summary
-
-            prefetch_answers(params, model, names, allow_code_execution=allow_code_execution)
-            results = {b: run_one(params, model, b, allow_code_execution=allow_code_execution) for b in names}
-            write_score_summary(params, model, results)
+        with _foreground_flow():
+            results = flow(model=model, benchmarks=names, params_file=params_file,
+                           allow_code_execution=allow_code_execution, endpoints=_endpoints())
     except _user_errors() as e:
         fail(str(e))
     for name, r in results.items():
@@ -227,25 +218,19 @@ def intrinsic(
     method: str = typer.Option(..., "--method", "-m",
                                help="instance_generation | response_generation | quality_enhancement"),
     params_file: str = PARAMS_OPT,
-    prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Run as a Prefect flow (retries, run history)."),
 ):
     """Intrinsic data quality of one dataset (judge difficulty/quality, reward, perplexity, diversity):
     data/intrinsic/NAME/METHOD/DOMAIN.parquet and .summary.json."""
-    params = _load(params_file)
+    _load(params_file)
     from agorabench.config import check_setting
 
     try:
         check_setting(domain, method)
-        if prefect:
-            from flows.intrinsic import intrinsic as flow
+        from flows.intrinsic import intrinsic as flow
 
-            with _foreground_flow():
-                summary = flow(generator=generator, domains=[domain], methods=[method],
-                               params_file=params_file)[f"{method}/{domain}"]
-        else:
-            from agorabench.intrinsic import intrinsic_for_dataset
-
-            summary = intrinsic_for_dataset(params, generator, domain, method)
+        with _foreground_flow():
+            summary = flow(generator=generator, domains=[domain], methods=[method], params_file=params_file,
+                           endpoints=_endpoints())[f"{method}/{domain}"]
     except (*_user_errors(), ValueError) as e:
         fail(str(e))
     shown = [f"{k} {summary[k]:.3g}" for k in ("difficulty", "quality", "reward", "perplexity",
@@ -258,11 +243,12 @@ def intrinsic(
 def results(params_file: str = PARAMS_OPT,
             requests: bool = typer.Option(False, "--requests", help="Also export the request store (not deterministic).")):
     """Collect every dataset, checkpoint, score and metric into data/results/ (Parquet) and agora.duckdb."""
-    params = _load(params_file)
-    from agorabench.results.db import build_results
+    _load(params_file)
+    from flows.results import results as flow
 
     try:
-        db = build_results(params, include_requests=requests)
+        with _foreground_flow():
+            db = flow(params_file=params_file, include_requests=requests)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     typer.echo(f"results database: {db} (try: agora sql \"SELECT * FROM pgr_overall\")")
@@ -347,31 +333,16 @@ def analyze(
 @app.command()
 def report(params_file: str = PARAMS_OPT):
     """Write the HTML report (analysis.report_dir/index.html): PGR heatmap, cost, problem solving, PCA, intrinsic."""
-    params = _load(params_file)
-    from pathlib import Path
+    _load(params_file)
+    from flows.report import report as flow
 
-    from agorabench.analysis import features_from_db, quantity_quality_from_db, run_analysis
-    from agorabench.report import write_report
-    from agorabench.results.db import build_db
-
-    cfg = params.analysis
     try:
-        db = build_db(cfg.results_dir, combine=cfg.combine, min_gap=cfg.min_gap)
-        try:
-            analysis = run_analysis(features_from_db(db), standardize=cfg.standardize, top_k=cfg.top_k, source=str(db))
-        except ValueError as e:  # too few datasets for a PCA, say: the report explains what is missing
-            analysis, why = None, str(e)
-        else:
-            why = ""
-            analysis["quantity_quality"] = quantity_quality_from_db(db)
-        out = Path(cfg.report_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "analysis.json").write_text(json.dumps(analysis if analysis is not None else {"skipped": why},
-                                                      indent=2, sort_keys=True, allow_nan=False) + "\n")
-        index = write_report(db, out, analysis=analysis)
+        with _foreground_flow():
+            out = flow(params_file=params_file)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
-    typer.echo(f"report: {index}" + (f" (analysis skipped: {why})" if why else ""))
+    why = out["analysis_skipped"]
+    typer.echo(f"report: {out['index']}" + (f" (analysis skipped: {why})" if why else ""))
 
 
 @app.command()
@@ -430,13 +401,16 @@ def deploy(
     generator: list[str] = typer.Option([], "--generator", "-g", help="Repeat for several; default: benchmark_generators."),
     push: bool = typer.Option(False, "--push/--no-push", help="`dvc push` to the default remote after each run."),
     repo: str = typer.Option(".", "--repo", help="The project's git + DVC repository."),
+    allow_code_execution: bool = typer.Option(
+        False, "--allow-code-execution", help="Opt in to running generated code (MBPP, HumanEval) in the sandbox."),
 ):
-    """Re-run the benchmark on a schedule: serves a Prefect deployment of flows/benchmark.py until stopped
-    (needs a Prefect server: `prefect server start`, and PREFECT_API_URL)."""
+    """Re-run the benchmark on a schedule: serves a Prefect deployment of the pipeline flow (what `agora run`
+    runs) until stopped (needs a Prefect server: `prefect server start`, and PREFECT_API_URL)."""
     from flows.deploy import deploy as serve_benchmark
 
     try:
-        serve_benchmark(name=name, cron=cron, generators=generator or None, push=push, repo=repo)
+        serve_benchmark(name=name, cron=cron, generators=generator or None, push=push, repo=repo,
+                        allow_code_execution=allow_code_execution)
     except ValueError as e:
         fail(str(e))
 
@@ -472,7 +446,7 @@ def run(
     ui: bool = typer.Option(False, "--ui", help="Serve the Prefect UI while the run goes (its URL is printed)."),
     force: bool = typer.Option(False, "--force", help="Re-run every stage (answers still come from the request store)."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="How many `dvc repro` lanes run side by side "
-                                       "(one generator's stages each; default: one per benchmark generator, at most "
+                                       "(settings dealt in turn; default: one per benchmark generator, at most "
                                        "one per core, 1 on a GPU host). Each lane's stages and local model servers "
                                        "get cores/jobs threads unless OMP_NUM_THREADS is set."),
 ):
@@ -503,63 +477,23 @@ def run(
 
         shutil.copyfile(source, "params.yaml")
         typer.echo(f"params.yaml <- {source} (git shows the change; `git checkout params.yaml` undoes it)")
-    from agorabench.pipeline.run import (answered_together, default_jobs, lane_letter, lane_servers, merge_servers,
-                                         pending_stages, prefect_server, repro, split_lanes, stage_names,
-                                         threads_per_lane)
-    from agorabench.pipeline.stages import chains
+    from agorabench.pipeline.run import pending_stages, pipeline_env, prefect_server, repro
 
-    env = dict(os.environ)
-    # One progress line per stage is ours (pipeline.repro); library download/map bars would only
-    # interleave with it. Generation keeps its own bar (rich), which these do not touch.
-    env.setdefault("TQDM_DISABLE", "1")
-    env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    if allow_code_execution:
-        env["AGORA_ALLOW_CODE_EXECUTION"] = "1"
+    if not force and pending_stages(pipeline_env()) == []:
+        # Nothing changed: DVC says so, and neither a Prefect server nor a model server starts.
+        raise typer.Exit(repro(pipeline_env()))
     try:
-        pending = None if force else pending_stages(env)
-        if pending == []:  # nothing changed: no Prefect server, no model server
-            rc = repro(env)
-        else:
-            jobs = jobs or default_jobs(params)
-            lanes = split_lanes(chains(params, stage_names() or []), jobs, answered_together(params)) if jobs > 1 else []
-            if len(lanes) < 2 or pending is not None and not set(pending) & {s for lane in lanes for s in lane}:
-                lanes = []  # one lane, or only results/report to redo: lanes would just check ~70 stages again
-            if lanes:
-                # Cores shared out, not oversubscribed: torch in every stage and in the model servers
-                # reads this. On 2 cores, students answered 1.55-1.61x faster in two one-thread lanes
-                # than one after another with two threads (benchmarks/lanes.py); generation, whose long
-                # prompts use both threads well, came out about even.
-                env.setdefault("OMP_NUM_THREADS", str(threads_per_lane(len(lanes))))
-            threads = env.get("OMP_NUM_THREADS")
-            # With lanes, each lane gets its own servers: a server answers one request at a time, so
-            # one lane's judge calls would wait behind the other lane's generation, both lanes idle.
-            with prefect_server(ui=ui) as url, lane_servers(params, pending, lanes or [None], threads) as lane_envs:
-                env.update(merge_servers(lane_envs), PREFECT_API_URL=url)  # the last pass: any lane's servers
-                typer.echo(f"Prefect API {url}" + (" (UI: " + url.removesuffix("/api") + ")" if ui else ""))
-                if lanes:
-                    typer.echo(f"{len(lanes)} lanes side by side, {threads} thread(s) each: " + "; ".join(
-                        f"{lane_letter(i)}: {_lane_summary(lane, params)}"
-                        for i, lane in enumerate(lanes)))
-                rc = repro(env, lanes=lanes, force=force, lane_envs=lane_envs if lanes else ())
-    except RuntimeError as e:  # LocalServerError is one: a model server that would not start
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from flows.pipeline import pipeline
+
+        with prefect_server(ui=ui) as url, temporary_settings(updates={PREFECT_API_URL: url}):
+            typer.echo(f"Prefect API {url}" + (" (UI: " + url.removesuffix("/api") + ")" if ui else ""))
+            summary = pipeline(repo=".", force=force, jobs=jobs, allow_code_execution=allow_code_execution)
+    except RuntimeError as e:  # a model server that would not start, or a stage that failed
         fail(str(e))
-    if rc == 0:
-        typer.echo(f"done: agora sql \"SELECT * FROM pgr_overall\"; report: {params.analysis.report_dir}/index.html")
-    raise typer.Exit(rc)
-
-
-def _lane_summary(lane: list[str], params) -> str:
-    """"5 smollm2 settings, 4 qwen-coder settings, evaluate-anchor@base (38 stages)": what a lane runs."""
-    from collections import Counter
-
-    from agorabench.pipeline.stages import pipeline_stages
-
-    known = pipeline_stages(params)
-    setting = {s: known[s].setting if s in known else None for s in lane}
-    settings = Counter(s.generator for s in dict.fromkeys(v for v in setting.values() if v is not None))
-    lone = [s for s in lane if setting[s] is None]
-    parts = [f"{n} {g} setting{'s' * (n != 1)}" for g, n in settings.items()] + lone
-    return f"{', '.join(parts)} ({len(lane)} stages)"
+    typer.echo(f"done: agora sql \"SELECT * FROM pgr_overall\"; report: {params.analysis.report_dir}/index.html"
+               f" ({len(summary['stages_run'])} stages run in {summary['duration_s']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Run the benchmark on a schedule: a Prefect deployment of flows/benchmark.py served by this process.
+"""Run the benchmark on a schedule: a Prefect deployment of the pipeline flow (flows/pipeline.py), the
+same pipeline `agora run` runs (lanes, shared model servers, summary), served by this process.
 
 Serving (flow.to_deployment + prefect.serve) needs no work pool, worker, Docker or Prefect Cloud:
 the process registers the deployment with the Prefect server, polls it for due runs and runs each
@@ -20,13 +21,15 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 from prefect.types.entrypoint import EntrypointType
 
-from flows.benchmark import benchmark
+from flows.pipeline import pipeline
 
 
 def benchmark_deployment(name: str, cron: str | None, generators: list[str] | None = None, push: bool = False,
-                         repo: str = ".", targets: list[str] | None = None) -> RunnerDeployment:
-    """The deployment object (not yet registered): `benchmark` with these parameters on `cron`
-    (None: no schedule, runs start by hand with `prefect deployment run benchmark/NAME`)."""
+                         repo: str = ".", targets: list[str] | None = None,
+                         allow_code_execution: bool = False) -> RunnerDeployment:
+    """The deployment object (not yet registered): the pipeline flow with these parameters on `cron`
+    (None: no schedule, runs start by hand with `prefect deployment run pipeline/NAME`). Each run is
+    kept as a DVC experiment and retried once (it resumes where it stopped)."""
     root = Path(repo).resolve()
     if not (root / "dvc.yaml").exists():
         raise ValueError(f"repo: no dvc.yaml in {root}; pass the root of the AgoraBench repository")
@@ -39,25 +42,26 @@ def benchmark_deployment(name: str, cron: str | None, generators: list[str] | No
         raise ValueError("generators: empty list; name at least one, or none for params.yaml's benchmark_generators")
     if not name or any(c in name for c in "/%&><"):
         raise ValueError(f"name: {name!r} is empty or contains one of / % & > <; use e.g. 'nightly'")
-    return benchmark.to_deployment(
+    return pipeline.to_deployment(
         name=name, cron=cron,
         # The run's working directory is the runner's, not the repo: the repo travels as an absolute path.
-        parameters={"generators": generators, "push": push, "repo": str(root), "targets": targets},
-        # One run at a time: two `dvc exp run` in the same repository would fight over its lock.
+        parameters={"generators": generators, "push": push, "repo": str(root), "targets": targets,
+                    "allow_code_execution": allow_code_execution, "keep_experiment": True, "retries": 1},
+        # One run at a time: two pipelines in the same repository would fight over DVC's lock.
         concurrency_limit=1,
-        # flows.benchmark is an installed package: the run imports it by module path from any directory.
+        # flows.pipeline is an installed package: the run imports it by module path from any directory.
         entrypoint_type=EntrypointType.MODULE_PATH,
         tags=["agorabench"],
-        description="AgoraBench pipeline (dvc exp run) on a schedule, then dvc push.")
+        description="AgoraBench pipeline (lanes of dvc repro, kept as a DVC experiment) on a schedule, then dvc push.")
 
 
 def deploy(name: str, cron: str, generators: list[str] | None = None, push: bool = False, repo: str = ".",
-           targets: list[str] | None = None) -> None:
+           targets: list[str] | None = None, allow_code_execution: bool = False) -> None:
     """Register the deployment and serve it until interrupted (Ctrl-C pauses its schedule)."""
     from prefect import serve
     from prefect.settings import get_current_settings
 
-    deployment = benchmark_deployment(name, cron, generators, push, repo, targets)
+    deployment = benchmark_deployment(name, cron, generators, push, repo, targets, allow_code_execution)
     if not get_current_settings().api.url:
         raise ValueError("PREFECT_API_URL is not set: schedules need a running server; start `prefect server start` "
                          "and run `prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`")

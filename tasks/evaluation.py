@@ -19,8 +19,8 @@ def _retry_unless_config_error(task, task_run, state) -> bool:
 @task(name="evaluate-benchmark", task_run_name="{model_ref} {benchmark}", retries=1, retry_delay_seconds=10,
       retry_condition_fn=_retry_unless_config_error, cache_policy=NO_CACHE, persist_result=False)
 def evaluate_benchmark(params: Params, model_ref: str, benchmark: str,
-                       allow_code_execution: bool | None = None) -> dict:
-    return evaluate(params, model_ref, benchmark, allow_code_execution=allow_code_execution)
+                       allow_code_execution: bool | None = None, endpoints: dict | None = None) -> dict:
+    return evaluate(params, model_ref, benchmark, allow_code_execution=allow_code_execution, endpoints=endpoints)
 
 
 @task(name="answer-all", task_run_name="{model_ref} answers", retries=1, retry_delay_seconds=10,

@@ -19,5 +19,5 @@ def _retry_unless_config_error(task, task_run, state) -> bool:
 
 @task(name="intrinsic-dataset", task_run_name="{generator} {method} {domain}", retries=1, retry_delay_seconds=10,
       retry_condition_fn=_retry_unless_config_error, cache_policy=NO_CACHE, persist_result=False)
-def intrinsic_dataset(params: Params, generator: str, domain: str, method: str) -> dict:
-    return intrinsic_for_dataset(params, generator, domain, method)
+def intrinsic_dataset(params: Params, generator: str, domain: str, method: str, endpoints: dict | None = None) -> dict:
+    return intrinsic_for_dataset(params, generator, domain, method, endpoints=endpoints)

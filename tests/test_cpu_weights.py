@@ -5,6 +5,8 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import json
+
 import pytest
 
 from agorabench.config import ParamsError, load_params
@@ -57,21 +59,18 @@ def test_bfloat16_loads_bfloat16_weights(tiny_student):
 
 
 def test_other_weights_are_another_model_to_the_request_store(tmp_path, tiny_student):
-    from agorabench.models.in_process import LocalGenerator, model_identity
+    from agorabench.models.in_process import TransformersAnswerer, model_identity
     from agorabench.models.store import RequestStore
 
     store = RequestStore(tmp_path / "r.sqlite")
-    plain = LocalGenerator(tiny_student, store)
-    int8 = LocalGenerator(tiny_student, store, cpu_weights="int8")
-    bf16 = LocalGenerator(tiny_student, store, cpu_weights="bfloat16")
-    assert plain.identity == model_identity(tiny_student) == LocalGenerator(tiny_student, store,
-                                                                            cpu_weights="float32").identity
-    assert int8.identity == plain.identity + "+int8" and bf16.identity == plain.identity + "+bfloat16"
+    name = lambda weights=None: TransformersAnswerer(tiny_student, store, cpu_weights=weights).identity["model"]
+    assert name() == model_identity(tiny_student) == name("float32")
+    assert name("int8") == name() + "+int8" and name("bfloat16") == name() + "+bfloat16"
 
 
 def test_generator_request_keys_name_the_weights(tmp_path):
-    from agorabench.models.clients.generator_client import GeneratorClient
-    from agorabench.models.store import RequestStore
+    from agorabench.models.answering import Decoding
+    from agorabench.models.endpoint import EndpointAnswerer
 
     def key(weights):
         overrides = {"generators.local.backend": "local", "generators.local.model": "smollm2-135m-instruct",
@@ -79,9 +78,8 @@ def test_generator_request_keys_name_the_weights(tmp_path):
         if weights:
             overrides["generators.local.cpu_weights"] = weights
         params = load_params(write_params(tmp_path / "params.yaml", "http://127.0.0.1:1", **overrides))
-        client = GeneratorClient("local", params.generators["local"], RequestStore(tmp_path / "r.sqlite"),
-                                 open_api=lambda: None)
-        return client.key_request([{"role": "user", "content": "hi"}], {"max_tokens": 8}, 0)
+        with EndpointAnswerer(params, "local") as answerer:
+            return json.loads(answerer.request([{"role": "user", "content": "hi"}], Decoding(max_new_tokens=8))[0])
 
     assert key("int8")["cpu_weights"] == "int8" and key("bfloat16")["cpu_weights"] == "bfloat16"
     # keys of float32 servers are what they were before the setting existed

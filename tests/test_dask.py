@@ -32,7 +32,7 @@ def datasets(params_file) -> dict[str, bytes]:
 def test_two_generators_on_a_dask_cluster_match_a_plain_run(prefect_harness, tmp_path, fake_server, monkeypatch):
     from prefect_dask import DaskTaskRunner
 
-    from flows.benchmark import generate_all
+    from flows.pipeline import generate_all
 
     monkeypatch.setenv("FAKE_API_KEY", "k")
     # Each run has its own output folder and request store: nothing is answered from another's cache.

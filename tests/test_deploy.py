@@ -137,8 +137,8 @@ def test_cron_deployment_runs_the_pipeline_and_pushes(tmp_path, fake_server, mon
                 time.sleep(2)
             assert done, f"no scheduled run COMPLETED within 150 s: {serve_log.read_text()[-3000:]}"
             by_hand = runs(client, "by-hand")
-            assert client.read_deployment_by_name("benchmark/by-hand").schedules == []
-            assert client.read_deployment_by_name("benchmark/every-minute").schedules[0].schedule.cron == "* * * * *"
+            assert client.read_deployment_by_name("pipeline/by-hand").schedules == []
+            assert client.read_deployment_by_name("pipeline/every-minute").schedules[0].schedule.cron == "* * * * *"
             summary = done[0].state.result()  # the flow's persisted summary
 
         data = repo / "data/generated/fake/response_generation/general.jsonl"
@@ -168,7 +168,7 @@ def test_deployment_arguments_are_checked_in_one_line(tmp_path):
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     dep = benchmark_deployment("nightly", "0 3 * * *", ["smollm2"], push=True, repo=str(tmp_path))
     assert dep.parameters["repo"] == str(tmp_path.resolve()) and dep.parameters["push"] is True
-    assert dep.entrypoint == "flows.benchmark.benchmark" and dep.concurrency_limit == 1
+    assert dep.entrypoint == "flows.pipeline.pipeline" and dep.concurrency_limit == 1
     assert benchmark_deployment("by-hand", None, repo=str(tmp_path)).schedules in (None, [])
 
     for kwargs, field in [({"cron": "every night"}, "cron:"), ({"cron": "0 3 * * *", "repo": str(tmp_path / "no")}, "repo:"),

@@ -199,11 +199,11 @@ def test_prefetch_answers_all_benchmarks_in_one_batch(tmp_path, tiny_student, mo
     """A model's benchmarks with the same decoding are answered in one batched pass; evaluating each
     benchmark afterwards reads the answers from the request store and generates nothing."""
     from agorabench.evaluation.run import evaluate, prefetch_answers
-    from agorabench.models.in_process import LocalGenerator
+    from agorabench.models.in_process import TransformersAnswerer
 
     batches = []
-    real = LocalGenerator._generate_batch
-    monkeypatch.setattr(LocalGenerator, "_generate_batch",
+    real = TransformersAnswerer._generate_batch
+    monkeypatch.setattr(TransformersAnswerer, "_generate_batch",
                         lambda self, batch, *a: batches.append(len(batch)) or real(self, batch, *a))
     params = make_params(tmp_path, "http://127.0.0.1:9", tiny_student, **{"evaluation.batch_size": 8})
     assert prefetch_answers(params, "reference", ["gsm8k", "math"]) == 6

@@ -245,16 +245,16 @@ def test_long_seeds_are_dropped_by_seeds_max_tokens(params_file):
 
 def test_a_run_the_store_answers_never_opens_the_endpoint(params_file, monkeypatch):
     # For a `local` generator, opening the endpoint starts a model server: pointless on a re-run.
-    from agorabench.generation import loop as engine
+    from agorabench.models.endpoint import EndpointAnswerer
 
     opened = []
-    real = engine.generator_endpoint
+    real = EndpointAnswerer._open_api
 
-    def counting(*args, **kwargs):
+    def counting(self):
         opened.append(1)
-        return real(*args, **kwargs)
+        return real(self)
 
-    monkeypatch.setattr(engine, "generator_endpoint", counting)
+    monkeypatch.setattr(EndpointAnswerer, "_open_api", counting)
     params = load_params(params_file)
     run(params, num=3)
     assert len(opened) == 1

@@ -10,9 +10,9 @@ from pathlib import Path
 import yaml
 
 from agorabench.config import Params
-from agorabench.pipeline.run import _bin, repro, split_lanes
+from agorabench.pipeline.run import _bin, lane_summary, repro, split_lanes
 from agorabench.pipeline.stages import chains, pipeline_stages
-from flows.cli import _lane_summary
+
 from tests.conftest import REPO
 
 # Two "generators" (x, y), two chained stages each, and a stage that reads all of them. Each stage
@@ -101,7 +101,7 @@ def test_split_lanes_deals_settings_in_turn_and_keeps_each_chain_together():
                      + ["evaluate-anchor@base", "evaluate-generator@gpt"],
                      chain("qwen-coder-instance_generation-code") + chain("qwen-instance_generation-code")
                      + ["evaluate-generator@qwen", "evaluate-anchor@reference"]]
-    assert _lane_summary(lanes[1], params) == ("1 qwen-coder setting, 1 qwen setting, evaluate-generator@qwen, "
+    assert lane_summary(lanes[1], params) == ("1 qwen-coder setting, 1 qwen setting, evaluate-generator@qwen, "
                                                "evaluate-anchor@reference (6 stages)")
     # canary: without `together` the reference is dealt like any lone stage, away from qwen's scores
     apart = split_lanes(units, jobs=2)

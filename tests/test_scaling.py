@@ -87,7 +87,7 @@ def test_scaling_config_is_checked(tmp_path):
             load_params(path)
 
 
-def test_generate_subset_and_results_end_to_end(tmp_path, fake_server, monkeypatch):
+def test_generate_subset_and_results_end_to_end(prefect_harness, tmp_path, fake_server, monkeypatch):
     """`agora generate --scaling` writes the larger set once; `agora subset` cuts prefixes that the
     results database shows next to the main dataset, priced and sized."""
     monkeypatch.setenv("FAKE_API_KEY", "k")
@@ -96,7 +96,7 @@ def test_generate_subset_and_results_end_to_end(tmp_path, fake_server, monkeypat
                                                  "analysis.results_dir": str(tmp_path / "data/results")})
     runner = CliRunner()
     common = ["--params", str(path), "-g", "fake", "-m", "instance_generation", "-d", "math"]
-    for extra in (["--no-prefect"], ["--no-prefect", "--scaling"]):
+    for extra in ([], ["--scaling"]):
         result = runner.invoke(app, ["generate", *common, *extra])
         assert result.exit_code == 0, result.output
     params = load_params(path)

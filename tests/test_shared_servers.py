@@ -1,5 +1,6 @@
 """`agora run` starts each local model once for all stages (pipeline.local_servers), and only when a
-stage that calls a model is pending; the stages find it through the environment."""
+stage that calls a model is pending; the CLI of each stage reads where from the environment and passes
+the addresses to its flow, and the library gets them as a parameter."""
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +12,8 @@ from agorabench.models import servers as local_server
 from agorabench.pipeline import run as pipeline
 from agorabench.pipeline import stages
 from agorabench.config import load_params
-from agorabench.generation.loop import SHARED_SERVERS_ENV, generator_endpoint
+from agorabench.models.endpoint import SERVERS_ENV as SHARED_SERVERS_ENV
+from agorabench.models.endpoint import Endpoint, EndpointAnswerer
 from tests.conftest import write_params
 
 
@@ -87,13 +89,41 @@ def test_each_lane_starts_the_servers_its_stages_call(local_params):
     assert pipeline.merge_servers([{}, {}]) == {}
 
 
-def test_a_stage_uses_the_shared_server_instead_of_starting_one(local_params, monkeypatch):
-    monkeypatch.setenv(SHARED_SERVERS_ENV, json.dumps({"tiny": {"base_url": "http://h:1/v1", "model_id": "m"}}))
-    with generator_endpoint(local_params, "tiny", {}) as (url, model):
-        assert (url, model) == ("http://h:1/v1", "m") and FakeServer.started == []
+def test_a_stage_uses_the_shared_server_instead_of_starting_one(local_params, tmp_path, monkeypatch):
+    shared = {"tiny": Endpoint("http://h:1/v1", "m")}
+    answerer = EndpointAnswerer(local_params, "tiny", endpoints=shared)
+    api = answerer._open_api()
+    assert str(api.client.base_url) == "http://h:1/v1/" and api.model == "m" and FakeServer.started == []
+    answerer.close()
     # canary: a generator the run did not start gets its own server, as without `agora run`
-    with generator_endpoint(local_params, "judge", {}) as (url, model):
-        assert FakeServer.started == ["qwen2.5-coder-0.5b-instruct"]
+    answerer = EndpointAnswerer(local_params, "judge", endpoints=shared)
+    answerer._open_api()
+    assert FakeServer.started == ["qwen2.5-coder-0.5b-instruct"]
+    answerer.close()
+
+
+def test_the_cli_passes_the_run_s_servers_to_the_flow(local_params, tmp_path, monkeypatch):
+    """The one place that reads SERVERS_ENV is the CLI: the flow gets the addresses as a parameter."""
+    from typer.testing import CliRunner
+
+    import flows.generate
+    from flows.cli import app
+
+    seen = []
+
+    async def fake_flow(**kwargs):
+        seen.append(kwargs["endpoints"])
+        return {"complete": True, "num_valid": 0, "num_requested": 1, "attempts": 0, "rejections": {},
+                "cost_usd": 0.0, "run": {}}
+
+    monkeypatch.setattr(flows.generate, "generate", fake_flow)
+    args = ["generate", "-g", "tiny", "-m", "instance_generation", "-d", "math", "--params", str(tmp_path / "params.yaml")]
+    servers = {"tiny": {"base_url": "http://h:1/v1", "model_id": "m"}}
+    monkeypatch.setenv(SHARED_SERVERS_ENV, json.dumps(servers))
+    assert CliRunner().invoke(app, args).exit_code == 0
+    monkeypatch.delenv(SHARED_SERVERS_ENV)
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert seen == [servers, None]  # the second: no `agora run`, no servers named (canary)
 
 
 def test_up_to_date_run_starts_no_server(tmp_path, monkeypatch):
@@ -113,9 +143,17 @@ def test_up_to_date_run_starts_no_server(tmp_path, monkeypatch):
         started.append("prefect")
         yield "http://127.0.0.1:1/api"
 
+    import flows.pipeline
+
+    def fake_pipeline(**kwargs):  # the flow `agora run` runs: lanes, servers, dvc repro
+        started.append("pipeline")
+        return {"stages_run": ["generate@fake-instance_generation-math"], "duration_s": 1.0}
+
     monkeypatch.setattr(pipeline, "prefect_server", fake_prefect)
-    monkeypatch.setattr(pipeline, "repro", lambda env, lanes=(), force=False, lane_envs=(): 0)
+    monkeypatch.setattr(pipeline, "repro", lambda env, **kw: 0)
+    monkeypatch.setattr(flows.pipeline, "pipeline", fake_pipeline)
     monkeypatch.setattr(pipeline, "pending_stages", lambda env: [])
     assert CliRunner().invoke(app, ["run"]).exit_code == 0 and started == []
     monkeypatch.setattr(pipeline, "pending_stages", lambda env: ["generate@fake-instance_generation-math"])
-    assert CliRunner().invoke(app, ["run"]).exit_code == 0 and started == ["prefect"]
+    result = CliRunner().invoke(app, ["run"])
+    assert result.exit_code == 0 and started == ["prefect", "pipeline"], result.output

@@ -223,7 +223,8 @@ def test_evaluation_engine_auto_is_transformers_without_a_gpu(monkeypatch):
 
 
 def test_vllm_evaluation_answers_once_and_stores_them(tmp_path, monkeypatch, tiny_student):
-    from agorabench.models.in_process import Decoding, LocalGenerator, VLLMGenerator
+    from agorabench.models.answering import Decoding
+    from agorabench.models.in_process import TransformersAnswerer, VLLMAnswerer
     from agorabench.models.store import RequestStore
 
     built, chats = stand_in_vllm_for_evaluation(monkeypatch)
@@ -232,8 +233,8 @@ def test_vllm_evaluation_answers_once_and_stores_them(tmp_path, monkeypatch, tin
     decoding = Decoding(temperature=0.2, top_p=0.95, max_new_tokens=64, repetition_penalty=1.03)
     template = tmp_path / "t.jinja"
     template.write_text("{{ messages }}")
-    gen = VLLMGenerator(tiny_student, store, batch_size=2, chat_template=str(template), seed=42)
-    done = gen.generate(convs, decoding, sample_index=1)
+    gen = VLLMAnswerer(tiny_student, store, batch_size=2, chat_template=str(template), seed=42)
+    done = gen.answer_many(convs, decoding, sample_index=1)
     assert [c.text for c in done] == [f"[RESULT] {n} [/RESULT]" for n in (3, 50, 7, 1200, 9)]
     assert built == [{"model": tiny_student, "seed": 42}]
     # One call for all five prompts, whatever evaluation.batch_size says (vLLM batches them itself).
@@ -242,16 +243,17 @@ def test_vllm_evaluation_answers_once_and_stores_them(tmp_path, monkeypatch, tin
                                   "repetition_penalty": 1.03, "seed": 42 + 1000}
     assert done[0].input_tokens == 11 and done[0].output_tokens == 3
 
-    again = VLLMGenerator(tiny_student, store, batch_size=2, seed=42).generate(convs, decoding, sample_index=1)
+    again = VLLMAnswerer(tiny_student, store, batch_size=2, seed=42).answer_many(convs, decoding, sample_index=1)
     assert len(chats) == 1 and [c.text for c in again] == [c.text for c in done]  # from the store
     # transformers answers the same prompts differently: the store must not hand it vLLM's answers.
-    key = LocalGenerator(tiny_student, store)._key(convs[0], decoding, 1)[1]
-    assert key != gen._key(convs[0], decoding, 1)[1]
+    key = TransformersAnswerer(tiny_student, store).request(convs[0], decoding, 1)[1]
+    assert key != gen.request(convs[0], decoding, 1)[1]
     store.close()
 
 
 def test_vllm_evaluation_serves_a_lora_student_as_base_plus_adapter(tmp_path, monkeypatch, tiny_student):
-    from agorabench.models.in_process import Decoding, VLLMGenerator
+    from agorabench.models.answering import Decoding
+    from agorabench.models.in_process import VLLMAnswerer
     from agorabench.models.store import RequestStore
     from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
 
@@ -264,7 +266,7 @@ def test_vllm_evaluation_serves_a_lora_student_as_base_plus_adapter(tmp_path, mo
         base_path=tiny_student, lora=True, system_prompt=None, dataset="d", generated_examples=1, seed_examples=0,
         examples=1, examples_sha256="e").to_json())
     store = RequestStore(tmp_path / "r.sqlite")
-    VLLMGenerator(str(student), store).generate([[{"role": "user", "content": "hi"}]], Decoding(temperature=0.0))
+    VLLMAnswerer(str(student), store).answer_many([[{"role": "user", "content": "hi"}]], Decoding(temperature=0.0))
     store.close()
     assert built == [{"model": tiny_student, "enable_lora": True, "max_lora_rank": 32, "seed": 42}]
     lora = chats[0]["lora_request"]
@@ -272,11 +274,12 @@ def test_vllm_evaluation_serves_a_lora_student_as_base_plus_adapter(tmp_path, mo
 
 
 def test_evaluation_engine_vllm_without_vllm_is_one_clear_line(tmp_path, monkeypatch, tiny_student):
-    from agorabench.models.in_process import Decoding, VLLMGenerator
+    from agorabench.models.answering import Decoding
+    from agorabench.models.in_process import VLLMAnswerer
     from agorabench.models.store import RequestStore
 
     monkeypatch.setitem(sys.modules, "vllm", None)
     store = RequestStore(tmp_path / "r.sqlite")
     with pytest.raises(RuntimeError, match="evaluation.engine is vllm but the vllm package is not importable"):
-        VLLMGenerator(tiny_student, store).generate([[{"role": "user", "content": "hi"}]], Decoding())
+        VLLMAnswerer(tiny_student, store).answer_many([[{"role": "user", "content": "hi"}]], Decoding())
     store.close()

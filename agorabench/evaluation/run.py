@@ -27,7 +27,8 @@ from agorabench.setting import Setting, student_setting
 from agorabench.evaluation import benchmarks as table
 from agorabench.evaluation.items import EvalItem
 from agorabench.evaluation.records import ITEM_COLUMNS, BenchmarkScores
-from agorabench.models.in_process import Decoding
+from agorabench.models.answering import Answerer, Decoding
+from agorabench.models.endpoint import Endpoint, EndpointAnswerer
 from agorabench.generation.validation import count_tokens
 
 
@@ -102,37 +103,31 @@ def output_paths(params: Params, model: ModelRef, benchmark: str) -> dict[str, P
 
 
 def _answer(params: Params, model: ModelRef, conversations: list[list[dict]], decoding: Decoding,
-            sample_index: int, on_done) -> tuple[list, dict]:
+            sample_index: int, on_done, endpoints: dict[str, Endpoint] | None) -> tuple[list, dict]:
     """Completions (None where an endpoint kept failing) and where they came from."""
+    with answerer_for(params, model, endpoints) as answerer:
+        done = answerer.answer_many(conversations, decoding, sample_index, on_done)
+        # Chat APIs have no repetition penalty: the scores file records that it was not applied.
+        return done, {"generated": answerer.stats.completed, "cached": answerer.stats.cached,
+                      "repetition_penalty_applied": not isinstance(answerer, EndpointAnswerer)}
+
+
+def answerer_for(params: Params, model: ModelRef, endpoints: dict[str, Endpoint] | None = None) -> Answerer:
+    """Who answers `model`'s prompts: its endpoint for a generator served elsewhere, else a model
+    loaded here (students, anchors and a local generator served by transformers: see _in_process)."""
     if model.kind == "generator" and not _in_process(params, model.spec):
-        from agorabench.models.in_process import EndpointSession
-
-        with EndpointSession(params, model.spec) as session:
-            done = session.complete_many(conversations, session.sampling(decoding), sample_index, on_done)
-            s = session.client.stats
-            return done, {"generated": s.completed, "cached": s.cached, "repetition_penalty_applied": False}
+        return EndpointAnswerer(params, model.spec, endpoints=endpoints)
+    from agorabench.models.in_process import TransformersAnswerer, VLLMAnswerer, evaluation_engine
     from agorabench.models.store import RequestStore
-
-    store = RequestStore(params.cache.requests_db)
-    try:
-        gen = _local_generator(params, model, store)
-        done = gen.generate(conversations, decoding, sample_index, on_done)
-        return done, {"generated": gen.generated, "cached": gen.cached, "repetition_penalty_applied": True}
-    finally:
-        store.close()
-
-
-def _local_generator(params: Params, model: ModelRef, store):
-    from agorabench.models.in_process import LocalGenerator, VLLMGenerator, evaluation_engine
 
     template = params.student.chat_template if model.kind in ("base", "student") else None
     if model.kind == "generator":  # scored as it generates: its own model and weights
         path, weights = params.generators[model.spec].model, params.generators[model.spec].cpu_weights
     else:
         path, weights = model.spec, params.evaluation.cpu_weights
-    cls = VLLMGenerator if evaluation_engine(params.evaluation.engine) == "vllm" else LocalGenerator
-    return cls(path, store, batch_size=params.evaluation.batch_size, chat_template=template,
-               seed=params.generation.seed, cpu_weights=weights)
+    cls = VLLMAnswerer if evaluation_engine(params.evaluation.engine) == "vllm" else TransformersAnswerer
+    return cls(path, RequestStore(params.cache.requests_db), batch_size=params.evaluation.batch_size,
+               chat_template=template, seed=params.generation.seed, cpu_weights=weights)
 
 
 def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,
@@ -160,16 +155,10 @@ def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,
         samples = params.evaluation.samples if table.domains()[benchmark] == "code" else 1
         for s in range(samples):
             groups.setdefault((decoding_for(params, benchmark), s), []).extend(conversations)
-    from agorabench.models.store import RequestStore
-
-    store = RequestStore(params.cache.requests_db)
-    try:
-        gen = _local_generator(params, model, store)  # one model load for every group
+    with answerer_for(params, model) as answerer:  # one model load for every group
         for (decoding, s), conversations in groups.items():
-            gen.generate(conversations, decoding, s)
-        return gen.generated
-    finally:
-        store.close()
+            answerer.answer_many(conversations, decoding, s)
+        return answerer.stats.completed
 
 
 def _check_runnable(params: Params, benchmark: str, ctx) -> None:
@@ -218,8 +207,9 @@ def _score_context(params: Params, allow_code_execution: bool | None):
 
 
 def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execution: bool | None = None,
-             on_done=None) -> dict:
-    """Answer and score every selected item; write the items Parquet and the scores JSON."""
+             on_done=None, endpoints: dict[str, Endpoint] | None = None) -> dict:
+    """Answer and score every selected item; write the items Parquet and the scores JSON.
+    `endpoints`: the servers `agora run` already started for local generators (and judges)."""
     model = resolve_model_ref(params, model_ref)
     ev = params.evaluation
     ctx = _score_context(params, allow_code_execution)
@@ -231,7 +221,7 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
     all_items, all_convs, completions, source = [], [], [], {"generated": 0, "cached": 0}
     sample_of = []
     for s in range(samples):
-        done, info = _answer(params, model, conversations, decoding, s, on_done)
+        done, info = _answer(params, model, conversations, decoding, s, on_done, endpoints)
         all_items += items
         all_convs += conversations
         completions += done
@@ -240,18 +230,16 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
                   "cached": source["cached"] + info["cached"]}
     outputs = [c.text if c is not None else "" for c in completions]
 
-    judge_session = None
+    judge = None
     try:
         if table.judged(benchmark):
-            from agorabench.models.in_process import EndpointSession
-
-            judge_session = EndpointSession(params, ev.judge)
-            ctx.judge = judge_session.judge(Decoding(temperature=0.0, top_p=1.0, max_new_tokens=ev.judge_max_tokens,
-                                                     repetition_penalty=1.0))
+            judge = EndpointAnswerer(params, ev.judge, endpoints=endpoints)
+            ctx.judge = judge.judge(Decoding(temperature=0.0, top_p=1.0, max_new_tokens=ev.judge_max_tokens,
+                                             repetition_penalty=1.0))
         rows = module.score(all_items, outputs, ctx)
     finally:
-        if judge_session is not None:
-            judge_session.close()
+        if judge is not None:
+            judge.close()
     try:  # Arena-Hard's bootstrap interval: evaluation.bootstrap_rounds resamples.
         metrics = module.summarize(rows, rounds=ev.bootstrap_rounds) if benchmark == "arenahard" else module.summarize(rows)
     except NoVerdict as e:  # the judge gave nothing usable: no score here, the other benchmarks still count

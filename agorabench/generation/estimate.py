@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from agorabench.models.clients.generator_client import estimate_tokens
+from agorabench.models.endpoint import estimate_tokens
 from agorabench.config import Params, ParamsError
 from agorabench.generation.plan import SettingPlan, load_setting_seeds
 from agorabench.generation.prompting import load_prompt_set

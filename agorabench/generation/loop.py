@@ -6,42 +6,37 @@ Prefect flow passes its own `run_batch` (a task with retries) and gets the same 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import itertools
-import json
-import os
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
-from agorabench.models.clients import make_chat_api
-from agorabench.models.clients.generator_client import BudgetExceeded, GeneratorClient
 from agorabench.config import Params, check_setting
+from agorabench.models.answering import Decoding
+from agorabench.models.endpoint import BudgetExceeded, Endpoint, EndpointAnswerer
 from agorabench.setting import Setting
 from agorabench.generation.plan import (Attempt, Outcome, SettingPlan, load_setting_seeds,
                                    write_outputs)
 from agorabench.generation.prompting import load_prompt_set
-from agorabench.models.store import RequestStore
 
 
 class BatchRunner:
-    """Sends one batch of attempts concurrently (the client bounds concurrency) and reports them."""
+    """Sends one batch of attempts concurrently (the answerer bounds concurrency) and reports them."""
 
-    def __init__(self, client: GeneratorClient, sampling: dict, on_done: Callable[[Outcome], None] | None = None):
-        self.client, self.sampling, self.on_done = client, sampling, on_done
+    def __init__(self, answerer: EndpointAnswerer, decoding: Decoding, on_done: Callable[[Outcome], None] | None = None):
+        self.answerer, self.decoding, self.on_done = answerer, decoding, on_done
         self.budget_hit: str | None = None
 
     async def _one(self, attempt: Attempt, prepared: tuple[str, str], cached) -> Outcome:
-        key, completion = await self.client.complete(attempt.messages, self.sampling, prepared, cached)
+        key, completion = await self.answerer.complete(attempt.messages, self.decoding, prepared, cached)
         outcome = Outcome(attempt, key, completion)
         if self.on_done:
             self.on_done(outcome)
         return outcome
 
     async def run(self, attempts: list[Attempt]) -> list[Outcome]:
-        prepared = [self.client.prepare(a.messages, self.sampling, a.sample_index) for a in attempts]
-        stored = self.client.lookup([key for _, key in prepared])
+        prepared = [self.answerer.prepare(a.messages, self.decoding, a.sample_index) for a in attempts]
+        stored = self.answerer.lookup([key for _, key in prepared])
         results = await asyncio.gather(*(self._one(a, p, stored.get(p[1])) for a, p in zip(attempts, prepared)),
                                        return_exceptions=True)
         done = [r for r in results if isinstance(r, Outcome)]
@@ -63,35 +58,6 @@ RunBatch = Callable[[BatchRunner, list[Attempt]], Awaitable[list[Outcome]]]
 
 async def _default_run_batch(runner: BatchRunner, attempts: list[Attempt]) -> list[Outcome]:
     return await runner.run(attempts)
-
-
-SHARED_SERVERS_ENV = "AGORA_LOCAL_SERVERS"  # JSON {generator name: {"base_url", "model_id"}}
-
-
-@contextlib.contextmanager
-def generator_endpoint(params: Params, name: str, sampling: dict):
-    """(base_url, model) to talk to; for `local` a server started here and stopped on exit."""
-    cfg = params.generator(name)
-    # `agora run` starts each local model once for all its stages (pipeline.local_servers) and says where.
-    shared = json.loads(os.environ.get(SHARED_SERVERS_ENV) or "{}").get(name)
-    if cfg.backend == "local" and not cfg.base_url and shared:
-        yield shared["base_url"], shared["model_id"]
-    elif cfg.backend == "local" and not cfg.base_url:
-        from agorabench.models.servers import LocalModelServer
-
-        log = Path(".agora/logs") / f"server-{name}.log"
-        # With continuous batching, `transformers serve` keeps the sampling settings of its first
-        # request for all later ones, so the warm-up request carries the run's settings.
-        warmup = {k: sampling[k] for k in ("temperature", "top_p") if k in sampling}
-        with LocalModelServer(cfg.model, engine=cfg.engine, log_path=log, extra_args=list(cfg.server_args),
-                              warmup_params=warmup, cpu_weights=cfg.cpu_weights) as server:
-            yield server.base_url, server.model_id
-    elif cfg.backend == "vllm":
-        from agorabench.models.packaged import resolve_model
-
-        yield None, resolve_model(cfg.model)
-    else:
-        yield cfg.base_url, cfg.model
 
 
 class Progress:
@@ -161,44 +127,39 @@ async def _run_plan(plan: SettingPlan, runner: BatchRunner, run_batch: RunBatch,
 async def generate_setting(params: Params, generator: str, domain: str, method: str, *,
                            num: int | None = None, max_cost: float | None = None,
                            run_batch: RunBatch | None = None, progress: bool | None = None,
-                           endpoint: tuple[str | None, str] | None = None, output_dir: str | None = None) -> dict:
-    """Generate, validate and write one setting. Returns the manifest (plus `run` statistics)."""
+                           endpoints: dict[str, Endpoint] | None = None, output_dir: str | None = None) -> dict:
+    """Generate, validate and write one setting. Returns the manifest (plus `run` statistics).
+    `endpoints`: the servers `agora run` already started for local generators."""
     check_setting(domain, method)
     cfg = params.generator(generator)
     g = params.generation
     num = num or g.num_instances
     prompts = load_prompt_set(g.prompt_dir, g.num_fewshot)
     seeds = load_setting_seeds(params, domain, method)
-    store = RequestStore(params.cache.requests_db)
     run_batch = run_batch or _default_run_batch
     plan = SettingPlan(generator=generator, gen_cfg=cfg, domain=domain, method=method, prompts=prompts,
                        seeds=seeds, num=num, params=params)
     bar = Progress(f"{generator} {method} {domain}", num, progress)
     # At hundreds of answers a second the cyclic GC's full passes over every long-lived object
     # (imported modules, seeds, prompts) cost ~7% of the client's CPU: freeze what exists now and
-    # collect the young generation less often while the run lasts (benchmarks/generation_throughput.py).
+    # collect the young generation less often while the run lasts (perf/generation_throughput.py).
     gc_threshold = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(max(gc_threshold[0], 20_000), *gc_threshold[1:])
+    answerer = EndpointAnswerer(params, generator, endpoints=endpoints, max_cost_usd=max_cost, warmup=plan.decoding)
     try:
-        with contextlib.ExitStack() as stack:
-            def open_api():  # first uncached request only: starts a local server if there is one
-                base_url, model = endpoint or stack.enter_context(generator_endpoint(params, generator, plan.sampling))
-                return make_chat_api(generator, cfg, base_url=base_url, model=model)
-
-            client = GeneratorClient(generator, cfg, store, open_api, max_cost_usd=max_cost)
-            runner = BatchRunner(client, plan.sampling, on_done=bar.answered)
-            try:
-                await _run_plan(plan, runner, run_batch, bar)
-            finally:
-                await client.close()
+        runner = BatchRunner(answerer, plan.decoding, on_done=bar.answered)
+        try:
+            await _run_plan(plan, runner, run_batch, bar)
+        finally:
+            await answerer.aclose()
         manifest = write_outputs(plan, Setting(generator, method, domain).dataset(params, output_dir))
     finally:
         gc.set_threshold(*gc_threshold)
         gc.unfreeze()
         bar.close()
-        store.close()
-    s = client.stats
+        answerer.close()  # the local server it started, if any, and the store
+    s = answerer.stats
     manifest["run"] = {"requests_sent": s.sent, "answers_new": s.completed, "answers_cached": s.cached,
                        "retries": s.retried, "errors": s.errors, "new_cost_usd": round(s.spent_usd, 8)}
     return manifest

@@ -24,6 +24,7 @@ from agorabench.generation.parsing import is_complete, parse_output
 from agorabench.generation.records import DatasetManifest, Instance, Rejection, write_dataset
 from agorabench.generation.prompting import (PromptSet, enhancement_prompt, instance_prompt, prompt_file,
                                   response_prompt)
+from agorabench.models.answering import Decoding, chat_sampling
 from agorabench.models.store import Completion
 from agorabench.generation.seeds import SeedExample, load_seeds
 from agorabench.generation.validation import count_tokens, validate
@@ -75,10 +76,11 @@ class SettingPlan:
         g = self.params.generation
         self.fmt = g.prompt_format if self.method == "instance_generation" else "text"
         self.template = self.prompts.template(self.method, self.domain, self.fmt)
-        self.sampling = {"temperature": g.sampling.temperature, "top_p": g.sampling.top_p,
-                         "max_tokens": g.sampling.max_tokens, "stop": list(g.sampling.stop)}
-        self.sampling.update(self.gen_cfg.sampling)  # per-generator overrides, e.g. top_p: null
-        self.sampling = {k: v for k, v in self.sampling.items() if v is not None}
+        self.decoding = Decoding(temperature=g.sampling.temperature, top_p=g.sampling.top_p,
+                                 max_new_tokens=g.sampling.max_tokens, repetition_penalty=None,
+                                 stop=tuple(g.sampling.stop))
+        # What the generator is sent, with its own overrides (e.g. top_p: null): the manifest records it.
+        self.sampling = chat_sampling(self.decoding, self.gen_cfg.sampling)
         # The whole setting's attempts are capped (the paper's 10 tries per instance, N times), so
         # a weak generator cannot burn through every seed: past that, the manifest says why.
         self.budget = self.num * g.max_attempts_per_instance

@@ -72,8 +72,9 @@ def _cached_or_computed(cache: ResultCache, metric: str, keys: list[str], comput
 def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: str, judge: JudgeFn | None = None,
                           *, config: IntrinsicConfig | None = None, judge_name: str | None = None,
                           embed: Embedder | None = None, embed_name: str | None = None,
-                          log: Log = print) -> dict:
+                          log: Log = print, endpoints: dict | None = None) -> dict:
     """Compute, cache and write every enabled metric of one dataset; returns the summary dict.
+    `endpoints`: the servers `agora run` already started for local generators (the judge's).
 
     judge: a JudgeFn to use instead of opening intrinsic.judge's endpoint (tests, or the lead's flow
     sharing one session); judge_name then names it in the cache keys and the summary.
@@ -127,9 +128,10 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
                 def compute(idx, kind=kind):
                     nonlocal judge, session
                     if judge is None:  # opened only now: a fully cached run starts no server
-                        from agorabench.models.in_process import Decoding, EndpointSession
+                        from agorabench.models.answering import Decoding
+                        from agorabench.models.endpoint import EndpointAnswerer
 
-                        session = EndpointSession(params, cfg.judge)
+                        session = EndpointAnswerer(params, cfg.judge, endpoints=endpoints)
                         judge = session.judge(Decoding(temperature=cfg.judge_temperature,
                                                        max_new_tokens=cfg.judge_max_tokens))
                     log(f"  {kind}: judging {len(idx)} with {judge_name}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -277,3 +278,11 @@ class EndpointAnswerer(Answerer):
         finally:
             self._server.close()
             self.store.close()
+
+
+def endpoints_from(raw: dict | str | None) -> dict[str, Endpoint]:
+    """The servers `agora run` started, from its JSON ({name: {"base_url", "model_id"}}; SERVERS_ENV)."""
+    if not raw:
+        return {}
+    data = json.loads(raw) if isinstance(raw, str) else raw
+    return {name: Endpoint(v["base_url"], v["model_id"]) for name, v in data.items()}

@@ -1,42 +1,19 @@
-"""Answering evaluation prompts: a model loaded here (transformers, batched) or any configured
-generator's endpoint (OpenAI-compatible, Anthropic, `vllm serve`, a packaged local model).
+"""Models loaded in this process, as Answerers: transformers (batched generation) and vLLM.
 
-Both write every answer to the request store before it is used, keyed by what determines it
-(model identity, messages, decoding, sample index), so a killed evaluation resumes where it
-stopped and a re-run of a finished one generates nothing.
+Students, the anchors and a local generator scored on its own problem solving are answered here (an
+endpoint would answer one request at a time). What they share with every other way of answering, the
+request key and the store, is models/answering.py.
 """
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from agorabench.config import Params
+from agorabench.models.answering import Answerer, Decoding
 from agorabench.models.checkpoints import STUDENT_FILE, student_record
-from agorabench.models.store import Completion, RequestStore, canonical_json, request_key
-
-
-@dataclass(frozen=True)
-class Decoding:
-    temperature: float = 0.0
-    top_p: float = 0.95
-    max_new_tokens: int = 1024
-    repetition_penalty: float = 1.03
-
-    def as_dict(self) -> dict:
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
-                "repetition_penalty": self.repetition_penalty}
-
-
-# ---------------------------------------------------------------------------------------------
-# A model loaded in this process
-# ---------------------------------------------------------------------------------------------
-
+from agorabench.models.store import Completion, RequestStore
 
 def model_identity(path: str) -> str:
     """What names a model's weights in the request store.
@@ -97,7 +74,7 @@ def load_model(path: str, dtype=None, cpu_weights: str | None = None):
     return quantize_model(model, cpu_weights), tok
 
 
-class LocalGenerator:
+class TransformersAnswerer(Answerer):
     """Batched greedy/sampled generation with transformers, cached per request in the store."""
 
     backend = "transformers"
@@ -106,13 +83,16 @@ class LocalGenerator:
                  seed: int = 42, cpu_weights: str | None = None):
         from agorabench.models.cpu_weights import effective
 
-        self.path, self.store, self.batch_size, self.seed = path, store, batch_size, seed
+        self.path, self.batch_size, self.seed = path, batch_size, seed
         self.cpu_weights = effective(cpu_weights)
         # bfloat16 and int8 weights answer differently from float32 ones: another model to the store.
-        self.identity = model_identity(path) + (f"+{self.cpu_weights}" if self.cpu_weights else "")
+        identity = model_identity(path) + (f"+{self.cpu_weights}" if self.cpu_weights else "")
+        super().__init__(store, {"backend": self.backend, "model": identity})
         self.chat_template = chat_template
         self._model = None
-        self.generated = self.cached = 0
+
+    def sampling(self, decoding: Decoding) -> dict:
+        return decoding.as_dict()
 
     def _load(self):
         if self._model is None:
@@ -121,36 +101,16 @@ class LocalGenerator:
                 self._tok.chat_template = Path(self.chat_template).read_text()
         return self._model, self._tok
 
-    def _key(self, messages: list[dict], decoding: Decoding, sample_index: int) -> tuple[str, str]:
-        request = canonical_json({"backend": self.backend, "model": self.identity, "messages": messages,
-                                  "sampling": decoding.as_dict(), "sample_index": sample_index})
-        return request, request_key(request)
-
-    def generate(self, conversations: list[list[dict]], decoding: Decoding, sample_index: int = 0,
-                 on_done=None) -> list[Completion]:
-        keyed = [self._key(m, decoding, sample_index) for m in conversations]
-        found = self.store.get_many([k for _, k in keyed])
-        self.cached += len(found)
-        todo = [i for i, (_, k) in enumerate(keyed) if k not in found]
-        if on_done and len(found):
-            on_done(len(found))
+    def _compute(self, conversations, decoding: Decoding, sample_index: int):
         # Longest prompts first: batches of similar length waste less padding, and a memory
         # problem shows up in the first batch rather than after an hour.
-        size = {i: sum(len(m["content"]) for m in conversations[i]) for i in todo}
-        todo.sort(key=lambda i: -size[i])
-        for start, chunk in self._batches(todo, size):
-            for i, done in zip(chunk, self._generate_batch([conversations[i] for i in chunk], decoding,
-                                                            sample_index, start)):
-                request, key = keyed[i]
-                self.store.put(key, self.backend, self.identity, request, done)
-                found[key] = done
-                self.generated += 1
-            if on_done:
-                on_done(len(chunk))
-        return [found[k] for _, k in keyed]
+        size = {i: sum(len(m["content"]) for m in c) for i, c in enumerate(conversations)}
+        order = sorted(size, key=lambda i: -size[i])
+        for start, chunk in self._batches(order, size):
+            yield chunk, self._generate_batch([conversations[i] for i in chunk], decoding, sample_index, start)
 
-    def _batches(self, todo: list[int], size: dict[int, int]):
-        return batches_of_similar_length(todo, size, self.batch_size)
+    def _batches(self, order: list[int], size: dict[int, int]):
+        return batches_of_similar_length(order, size, self.batch_size)
 
     def _generate_batch(self, batch: list[list[dict]], decoding: Decoding, sample_index: int,
                         offset: int) -> list[Completion]:
@@ -196,8 +156,8 @@ def evaluation_engine(engine: str) -> str:
     return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "transformers"
 
 
-class VLLMGenerator(LocalGenerator):
-    """LocalGenerator through vLLM in this process, for GPU hosts (`evaluation.engine: vllm`).
+class VLLMAnswerer(TransformersAnswerer):
+    """A model loaded into vLLM in this process, for GPU hosts (`evaluation.engine: vllm`).
 
     vLLM schedules its own batches, so prompts go to it in large chunks (a chunk's answers are
     stored when it returns: a killed run loses at most one chunk). A LoRA student is its base model
@@ -228,8 +188,8 @@ class VLLMGenerator(LocalGenerator):
             self._tok = None
         return self._model, self._tok
 
-    def _batches(self, todo: list[int], size: dict[int, int]):
-        return [(s, todo[s:s + self.chunk]) for s in range(0, len(todo), self.chunk)]
+    def _batches(self, order: list[int], size: dict[int, int]):
+        return [(s, order[s:s + self.chunk]) for s in range(0, len(order), self.chunk)]
 
     def _generate_batch(self, batch: list[list[dict]], decoding: Decoding, sample_index: int,
                         offset: int) -> list[Completion]:
@@ -267,95 +227,3 @@ def batches_of_similar_length(order: list[int], size: dict[int, int], batch_size
             end += 1
         yield start, order[start:end]
         start = end
-
-
-# ---------------------------------------------------------------------------------------------
-# A configured generator's endpoint, driven from synchronous code
-# ---------------------------------------------------------------------------------------------
-
-
-class EndpointSession:
-    """A generator from params.yaml as a synchronous batch service (evaluation, LLM judges).
-
-    The async client runs on an event loop in a background thread, so scorers and the evaluation
-    loop stay plain functions. A `local` generator's server starts on the first request the store
-    cannot answer and stops when the session closes.
-    """
-
-    def __init__(self, params: Params, name: str, *, max_cost: float | None = None):
-        from agorabench.models.clients import make_chat_api
-        from agorabench.models.clients.generator_client import GeneratorClient
-        from agorabench.generation.loop import generator_endpoint
-
-        self.name, self.cfg = name, params.generator(name)
-        self.cfg.api_key(name)  # a missing key fails now, in one line, not mid-run
-        self.store = RequestStore(params.cache.requests_db)
-        self._stack = contextlib.ExitStack()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"endpoint-{name}", daemon=True)
-        self._thread.start()
-
-        def open_api():
-            base_url, model = self._stack.enter_context(generator_endpoint(params, name, {}))
-            return make_chat_api(name, self.cfg, base_url=base_url, model=model)
-
-        async def make_client():
-            return GeneratorClient(name, self.cfg, self.store, open_api, max_cost_usd=max_cost)
-
-        self.client = self._run(make_client())
-
-    def _run(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    def sampling(self, decoding: Decoding) -> dict:
-        s = {"temperature": decoding.temperature, "top_p": decoding.top_p, "max_tokens": decoding.max_new_tokens}
-        s.update(self.cfg.sampling)  # per-generator overrides, e.g. top_p: null
-        # Chat APIs have no repetition penalty; it is recorded with the scores as not applied.
-        return {k: v for k, v in s.items() if v is not None}
-
-    def complete_many(self, conversations: list[list[dict]], sampling: dict, sample_index: int = 0,
-                      on_done=None) -> list[Completion | None]:
-        """One answer per conversation; None where the endpoint kept failing (kept, not dropped)."""
-        async def one(messages):
-            prepared = self.client.prepare(messages, sampling, sample_index)
-            try:
-                _, done = await self.client.complete(messages, sampling, prepared,
-                                                     self.client.lookup([prepared[1]]).get(prepared[1]))
-            except Exception as exc:  # noqa: BLE001  (a refused or failing request is a None answer)
-                from agorabench.models.clients.retry import FatalAPIError
-
-                if isinstance(exc, FatalAPIError) and "401" in str(exc):
-                    raise
-                done = None
-            if on_done:
-                on_done(1)
-            return done
-
-        async def all_of_them():
-            return await asyncio.gather(*(one(m) for m in conversations))
-
-        return self._run(all_of_them())
-
-    def judge(self, decoding: Decoding):
-        """A JudgeFn (see benchmarks/context.py) answering with this generator."""
-        sampling = self.sampling(decoding)
-
-        def judge_fn(conversations):
-            return [c.text if c is not None else None for c in self.complete_many(list(conversations), sampling)]
-
-        return judge_fn
-
-    def close(self) -> None:
-        try:
-            self._run(self.client.close())
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-            self._stack.close()
-            self.store.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -98,7 +98,7 @@ def pending_stages(env: dict[str, str]) -> list[str] | None:
 @contextmanager
 def local_servers(params, pending: list[str] | None, threads: str | None = None) -> Iterator[dict[str, str]]:
     """Start each local model once for the whole run and yield the environment that tells the stages
-    where (engine.generator_endpoint reads it). Without it every stage that calls a local model starts
+    where (the CLI reads it and passes the addresses to the stages' flows). Without it every stage that calls a local model starts
     and loads its own server: ~50 starts in the default run, several seconds each on a CPU, and a
     minute or more each for `vllm serve` on a GPU host. Nothing starts when no stage that calls a model
     is pending, so an up-to-date pipeline stays a no-op in seconds. The servers run in this process's
@@ -114,7 +114,7 @@ def lane_servers(params, pending: list[str] | None, lanes: list[list[str] | None
     """local_servers for lanes: one environment per lane, naming servers of its own for the models its
     stages call (None: every stage), started when one of its stages that calls a model is pending. All
     are launched before any is waited for, so they load their models at the same time."""
-    from agorabench.generation.loop import SHARED_SERVERS_ENV
+    from agorabench.models.endpoint import SERVERS_ENV as SHARED_SERVERS_ENV
     from agorabench.models.servers import LocalModelServer
     from agorabench.pipeline.stages import calls_a_model, generators_called_by, served_generators
 
@@ -151,7 +151,7 @@ def lane_servers(params, pending: list[str] | None, lanes: list[list[str] | None
 def merge_servers(envs: list[dict[str, str]]) -> dict[str, str]:
     """One environment naming every server of several lanes' environments (lane_servers; for a
     generator served in several lanes, the first lane's)."""
-    from agorabench.generation.loop import SHARED_SERVERS_ENV
+    from agorabench.models.endpoint import SERVERS_ENV as SHARED_SERVERS_ENV
 
     shared: dict = {}
     for env in reversed(envs):
@@ -224,13 +224,14 @@ _STAGE_LINE = re.compile(r"^(?:Running stage|Stage) '([^']+)'")
 
 
 def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False,
-          lane_envs: list[dict[str, str]] = ()) -> int:
+          lane_envs: list[dict[str, str]] = (), targets: list[str] = (), lines: list[str] | None = None) -> int:
     """Run the pipeline through DVC and print each of its lines with the elapsed time and a stage counter.
 
     With lanes, first one `dvc repro LANE...` per lane, all at once (DVC locks each stage's files, so
     separate processes on disjoint stages are safe), then a plain `dvc repro` for whatever is left:
     the stages that read every lane's outputs, and anything a lane did not finish. Without lanes, a
-    single `dvc repro`. `lane_envs`: what each lane adds to `env` (its own model servers)."""
+    single `dvc repro` (of `targets`, when given). `lane_envs`: what each lane adds to `env` (its own
+    model servers). Every line DVC printed is also appended to `lines`."""
     names = stage_names()
     total = len(names) if names is not None else None
     seen: set[str] = set()
@@ -240,6 +241,8 @@ def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False,
     def show(line: str, tag: str, quiet_seen: bool) -> None:
         m = _STAGE_LINE.match(line)
         with printing:  # lanes print from their own threads: one line, one counter value at a time
+            if lines is not None:
+                lines.append(line)
             if m:
                 if quiet_seen and m[1] in seen and "didn't change" in line:
                     return  # the lanes already said it: the last pass checks every stage again
@@ -261,7 +264,78 @@ def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False,
             return 0
         last = ["--wait-for-lock", "repro"] + (["--force", "--single-item", *left] if force else [])
         return _run_dvc(env, [last], lambda i, line: show(line, "", True))[0]
-    return _run_dvc(env, [["repro", *(["--force"] if force else [])]], lambda i, line: show(line, "", False))[0]
+    return _run_dvc(env, [["repro", *(["--force"] if force else []), *targets]],
+                    lambda i, line: show(line, "", False))[0]
+
+
+def pipeline_env(allow_code_execution: bool = False) -> dict[str, str]:
+    """The environment `dvc repro` and its stages run in."""
+    env = dict(os.environ)
+    # One progress line per stage is ours (repro); library download/map bars would only interleave
+    # with it. Generation keeps its own bar (rich), which these do not touch.
+    env.setdefault("TQDM_DISABLE", "1")
+    env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if allow_code_execution:
+        env["AGORA_ALLOW_CODE_EXECUTION"] = "1"
+    return env
+
+
+_RAN = re.compile(r"^Running stage '([^']+)'")
+_UNCHANGED = re.compile(r"^(?:Stage )?'([^']+)' didn't change")
+
+
+def run_pipeline(params, prefect_api_url: str, *, force: bool = False, jobs: int | None = None,
+                 allow_code_execution: bool = False, targets: list[str] | None = None, say=print) -> dict:
+    """The whole pipeline, as `agora run` and the scheduled deployment run it: `dvc repro` in lanes,
+    each lane with the model servers its stages call, all stages reporting to the Prefect server at
+    `prefect_api_url`. `targets` limits it to some stages (and what they need), in one lane.
+
+    Returns the run's summary: its exit code, the stages run and unchanged, the lanes, the duration."""
+    from agorabench.pipeline.stages import chains
+
+    started = time.monotonic()
+    env = {**pipeline_env(allow_code_execution), "PREFECT_API_URL": prefect_api_url}
+    pending = None if force else pending_stages(env)
+    jobs = jobs or default_jobs(params)
+    lanes = split_lanes(chains(params, stage_names() or []), jobs, answered_together(params)) \
+        if jobs > 1 and not targets else []
+    if len(lanes) < 2 or pending is not None and not set(pending) & {s for lane in lanes for s in lane}:
+        lanes = []  # one lane, or only results/report to redo: lanes would just check ~70 stages again
+    if lanes:
+        # Cores shared out, not oversubscribed: torch in every stage and in the model servers reads
+        # this. On 2 cores, students answered 1.55-1.61x faster in two one-thread lanes than one
+        # after another with two threads (perf/lanes.py); generation, whose long prompts use both
+        # threads well, came out about even.
+        env.setdefault("OMP_NUM_THREADS", str(threads_per_lane(len(lanes))))
+    threads = env.get("OMP_NUM_THREADS")
+    lines: list[str] = []
+    # With lanes, each lane gets its own servers: a server answers one request at a time, so one
+    # lane's judge calls would wait behind the other lane's generation, both lanes idle.
+    with lane_servers(params, pending, lanes or [None], threads) as lane_envs:
+        env.update(merge_servers(lane_envs))  # the last pass: any lane's servers
+        if lanes:
+            say(f"{len(lanes)} lanes side by side, {threads} thread(s) each: " + "; ".join(
+                f"{lane_letter(i)}: {lane_summary(lane, params)}" for i, lane in enumerate(lanes)))
+        rc = repro(env, lanes=lanes, force=force, lane_envs=lane_envs if lanes else (), targets=targets or (),
+                   lines=lines)
+    ran = list(dict.fromkeys(m[1] for m in map(_RAN.match, lines) if m))
+    unchanged = list(dict.fromkeys(m[1] for m in map(_UNCHANGED.match, lines) if m and m[1] not in ran))
+    return {"rc": rc, "stages_run": ran, "stages_unchanged": unchanged, "lanes": len(lanes) or 1,
+            "duration_s": round(time.monotonic() - started, 1)}
+
+
+def lane_summary(lane: list[str], params) -> str:
+    """"5 smollm2 settings, 4 qwen-coder settings, evaluate-anchor@base (38 stages)": what a lane runs."""
+    from collections import Counter
+
+    from agorabench.pipeline.stages import pipeline_stages
+
+    known = pipeline_stages(params)
+    setting = {s: known[s].setting if s in known else None for s in lane}
+    settings = Counter(s.generator for s in dict.fromkeys(v for v in setting.values() if v is not None))
+    lone = [s for s in lane if setting[s] is None]
+    parts = [f"{n} {g} setting{'s' * (n != 1)}" for g, n in settings.items()] + lone
+    return f"{', '.join(parts)} ({len(lane)} stages)"
 
 
 def _left(lanes: list[list[str]], stages: list[str]) -> list[str]:

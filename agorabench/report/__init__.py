@@ -1,4 +1,35 @@
-"""The HTML report of a results database: `agora report` calls write_report."""
+"""The report of a results database: the analysis (analysis.json) and the HTML page with its figures.
+
+May import: config, results, analysis.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
 from agorabench.report.page import write_report
 
-__all__ = ["write_report"]
+
+def build_report(params) -> tuple[Path, str]:
+    """What the report stage writes under analysis.report_dir: analysis.json and the page. Returns the
+    page's path and, when the analysis could not run (too few datasets for a PCA, say), why."""
+    from agorabench.analysis import features_from_db, quantity_quality_from_db, run_analysis
+    from agorabench.results.db import build_db
+
+    cfg = params.analysis
+    db = build_db(cfg.results_dir, combine=cfg.combine, min_gap=cfg.min_gap)
+    try:
+        analysis = run_analysis(features_from_db(db), standardize=cfg.standardize, top_k=cfg.top_k, source=str(db))
+    except ValueError as e:  # the report explains what is missing
+        analysis, why = None, str(e)
+    else:
+        why = ""
+        analysis["quantity_quality"] = quantity_quality_from_db(db)
+    out = Path(cfg.report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "analysis.json").write_text(json.dumps(analysis if analysis is not None else {"skipped": why},
+                                                  indent=2, sort_keys=True, allow_nan=False) + "\n")
+    return write_report(db, out, analysis=analysis), why
+
+
+__all__ = ["build_report", "write_report"]

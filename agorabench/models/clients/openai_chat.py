@@ -7,7 +7,7 @@ from openai.types.chat import ChatCompletion
 
 class OpenAIChat:
     def __init__(self, *, model: str, base_url: str | None, api_key: str, timeout_s: float):
-        # max_retries=0: retries, backoff and Retry-After are ours (GeneratorClient), so that every
+        # max_retries=0: retries, backoff and Retry-After are ours (EndpointAnswerer), so that every
         # attempt is counted and logged, and the SDK's own retries do not multiply ours.
         self.model = model
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)

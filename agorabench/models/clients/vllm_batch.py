@@ -45,7 +45,7 @@ class VLLMBatch:
             while not self._queue.empty() and len(batch) < self.max_batch:
                 batch.append(self._queue.get_nowait())
             # One LLM.chat call per distinct sampling setting (usually exactly one). Each request's own
-            # seed (generator_client.with_seed) goes into its own SamplingParams, paired with its prompt.
+            # seed (endpoint.with_seed) goes into its own SamplingParams, paired with its prompt.
             groups: dict[str, list] = {}
             for item in batch:
                 groups.setdefault(repr(sorted((k, v) for k, v in item[1].items() if k != "seed")), []).append(item)

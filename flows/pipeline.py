@@ -1,7 +1,9 @@
-"""Prefect flows over the whole benchmark.
+"""Prefect flows over the whole pipeline.
 
-`benchmark`: the full pipeline for some generators, through DVC (dvc.yaml stays the only definition
-of the pipeline), then `dvc push`. This is the flow the scheduled deployment runs (flows/deploy.py).
+`pipeline`: what `agora run` runs, and what the scheduled deployment runs (flows/deploy.py): the DVC
+pipeline in lanes with shared model servers (agorabench.pipeline.run.run_pipeline), optionally
+recorded as a DVC experiment and pushed to the DVC remote. dvc.yaml stays the only definition of the
+pipeline; this flow decides how it is run.
 
 `generate_all`: every generation setting of several generators side by side on one task runner,
 e.g. a Dask cluster. Outside DVC: for filling the request store and data/generated/ fast, after
@@ -9,6 +11,7 @@ which `dvc repro` / `dvc commit` records them without sending a request again.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -16,33 +19,34 @@ from prefect import flow
 from prefect.task_runners import TaskRunner
 
 from agorabench.config import check_setting, load_params
-from tasks.benchmark import check_repo, dvc_exp_run, dvc_push, generate_setting_task
+from tasks.pipeline import (check_repo, dvc_exp_save, dvc_push, generate_setting_task, run_pipeline_task,
+                            set_generators)
 
 
 # The summary is persisted (a few hundred bytes under PREFECT_HOME/storage) so a scheduled run's
 # outcome can be read back later from its state, e.g. `flow_run.state.result()`.
-@flow(name="benchmark", flow_run_name="benchmark {repo}", log_prints=True, persist_result=True)
-def benchmark(generators: list[str] | None = None, push: bool = False, repo: str = ".",
-              targets: list[str] | None = None) -> dict:
-    """Run the benchmark's DVC pipeline in `repo` for `generators` (default: params.yaml's
-    benchmark_generators) and, with push=True, upload the outputs to the default DVC remote.
-
-    It runs `dvc exp run`, not a bare `dvc repro`: the same stages re-run (only what changed), and each
-    run is also kept as a DVC experiment holding the params.yaml, dvc.lock and metrics it produced.
-    A scheduled run therefore leaves an auditable record (`dvc exp show`) even when nobody commits
-    its dvc.lock, and the generator choice is written into params.yaml with `-S`, where DVC hashes
-    it, instead of a side channel DVC cannot see. `targets` restricts the run to some stages
-    (e.g. ["generate"]); the default is the whole DAG.
-    """
+@flow(name="pipeline", flow_run_name="pipeline {repo}", persist_result=True)
+def pipeline(generators: list[str] | None = None, push: bool = False, repo: str = ".",
+             targets: list[str] | None = None, force: bool = False, jobs: int | None = None,
+             allow_code_execution: bool = False, keep_experiment: bool = False, retries: int = 0) -> dict:
+    """Run the pipeline in `repo` for `generators` (default: params.yaml's benchmark_generators, which
+    are otherwise rewritten there, as `dvc exp run -S` would), then optionally keep the run as a DVC
+    experiment (`dvc exp show` lists its params, dvc.lock and metrics) and upload the outputs to the
+    default DVC remote. `targets` restricts the run to some stages (e.g. ["generate"]); `retries`
+    re-runs a failed pipeline that many times (resuming: DVC and the request store keep what finished)."""
     start = time.monotonic()
     root = Path(repo).resolve()
     chosen = check_repo(root, generators, push)
-    ran = dvc_exp_run(root, generators, targets)
-    pushed = dvc_push(root) if push else None
-    summary = {"repo": str(root), "generators": chosen, **ran, "files_pushed": pushed,
+    with contextlib.chdir(root):
+        if generators is not None:
+            set_generators(root, generators)
+        ran = run_pipeline_task.with_options(retries=retries)(root, force, jobs, allow_code_execution, targets)
+        experiment = dvc_exp_save(root) if keep_experiment else None
+        pushed = dvc_push(root) if push else None
+    summary = {"repo": str(root), "generators": chosen, **ran, "experiment": experiment, "files_pushed": pushed,
                "duration_s": round(time.monotonic() - start, 1)}
-    print(f"benchmark: {len(ran['stages_run'])} stages run, {len(ran['stages_skipped'])} unchanged, "
-          f"experiment {ran['experiment']}, {pushed if push else 'no'} files pushed, {summary['duration_s']} s")
+    print(f"pipeline: {len(ran['stages_run'])} stages run, {len(ran['stages_unchanged'])} unchanged, "
+          f"experiment {experiment or 'not kept'}, {pushed if push else 'no'} files pushed, {summary['duration_s']} s")
     return summary
 
 

@@ -1,5 +1,5 @@
-"""Prefect tasks of the benchmark flow: DVC commands in the benchmark repository, and one whole
-generation setting as a task (the unit a Dask cluster spreads over its workers).
+"""Prefect tasks of the pipeline flow: the pipeline itself, DVC commands in the repository, and one
+whole generation setting as a task (the unit a Dask cluster spreads over its workers).
 
 The DVC tasks shell out to the `dvc` of this environment rather than calling DVC's Python API:
 every stage is itself an `agora ...` process, so nothing is gained in-process, and a subprocess
@@ -7,6 +7,7 @@ keeps DVC's repository lock, logging and working directory out of the Prefect wo
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -14,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
@@ -64,24 +65,52 @@ def check_repo(repo: Path, generators: list[str] | None, push: bool) -> list[str
     return list(chosen)
 
 
-# Retrying is safe: every generation answer is in the request store and DVC records each finished
-# stage in dvc.lock as it goes, so a second attempt resumes where the first stopped. It helps with
-# what passes (a generator outage longer than the client's retries, another `dvc` holding the
-# repository lock); a broken stage fails twice, cheaply.
-@task(name="dvc-exp-run", retries=1, retry_delay_seconds=60, cache_policy=NO_CACHE, persist_result=False)
-def dvc_exp_run(repo: Path, generators: list[str] | None, targets: list[str] | None) -> dict:
-    """`dvc exp run [-S benchmark_generators=[...]] [TARGETS]`: the stages that changed, recorded as
-    an experiment (its params, dvc.lock and metrics under refs/exps; `dvc exp show` lists them)."""
-    args = ["exp", "run"]
-    if generators is not None:
-        args += ["-S", f"benchmark_generators=[{','.join(generators)}]"]
-    out = run_dvc(args + list(targets or []), repo)
-    get_run_logger().info(out[-4000:])
-    ran = re.findall(r"Running stage '([^']+)'", out)
-    skipped = re.findall(r"[Ss]tage '([^']+)' didn't change", out) + re.findall(r"^'([^']+)' didn't change", out, re.M)
-    exp = re.search(r"Ran experiment\(s\): (\S+)", out)
-    return {"stages_run": ran, "stages_skipped": skipped, "experiment": exp.group(1) if exp else None,
-            "command": "dvc " + " ".join(args + list(targets or []))}
+def set_generators(repo: Path, generators: list[str]) -> None:
+    """Write `benchmark_generators` into the repository's params.yaml (as `dvc exp run -S` would: a
+    round trip that keeps the file's comments), where DVC hashes it, instead of a side channel."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    path = repo / "params.yaml"
+    data = yaml.load(path.read_text())
+    data["benchmark_generators"] = list(generators)
+    with path.open("w") as f:
+        yaml.dump(data, f)
+
+
+# Retrying is safe (the flow chooses how often): every generation answer is in the request store and
+# DVC records each finished stage in dvc.lock as it goes, so a second attempt resumes where the first
+# stopped. It helps with what passes (a generator outage longer than the client's retries, another
+# `dvc` holding the repository lock); a broken stage fails twice, cheaply.
+@task(name="run-pipeline", retry_delay_seconds=60, cache_policy=NO_CACHE, persist_result=False)
+def run_pipeline_task(repo: Path, force: bool, jobs: int | None, allow_code_execution: bool,
+                      targets: list[str] | None) -> dict:
+    """The pipeline in `repo`, as `agora run` runs it (agorabench.pipeline.run.run_pipeline): lanes,
+    each lane's model servers, every stage reporting to this flow's Prefect server."""
+    from prefect.settings import get_current_settings
+
+    from agorabench.pipeline.run import run_pipeline
+
+    params = load_params(repo / "params.yaml")
+    summary = run_pipeline(params, get_current_settings().api.url, force=force, jobs=jobs,
+                           allow_code_execution=allow_code_execution, targets=targets)
+    if summary["rc"] != 0:
+        raise RuntimeError(f"the pipeline stopped (dvc exit code {summary['rc']}) after "
+                           f"{len(summary['stages_run'])} stages; its output is above")
+    return summary
+
+
+@task(name="dvc-exp-save", cache_policy=NO_CACHE, persist_result=False)
+def dvc_exp_save(repo: Path) -> str | None:
+    """`dvc exp save`: the workspace's params.yaml, dvc.lock and metrics kept as a DVC experiment
+    (`dvc exp show` lists them), so a scheduled run leaves an auditable record even when nobody
+    commits its dvc.lock. Returns the experiment's name."""
+    out = run_dvc(["exp", "save", "--json"], repo)
+    try:
+        return json.loads(out[out.index("{"):]).get("ref", "").rsplit("/", 1)[-1] or None
+    except ValueError:
+        found = re.search(r"experiment '([^']+)'", out) or re.search(r"[Ee]xperiment (\S+)", out)
+        return found.group(1) if found else None
 
 
 # Pushing is idempotent (the remote is content-addressed: only missing objects go up), so a

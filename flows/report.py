@@ -1,0 +1,13 @@
+"""Prefect flow of the report stage: the analysis and the HTML report -> reports/."""
+from __future__ import annotations
+
+from prefect import flow
+
+from agorabench.config import load_params
+from agorabench.report import build_report
+
+
+@flow(name="report", log_prints=True)
+def report(params_file: str = "params.yaml") -> dict:
+    index, skipped = build_report(load_params(params_file))
+    return {"index": str(index), "analysis_skipped": skipped}
