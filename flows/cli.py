@@ -145,7 +145,7 @@ def train(
     """Fine-tune the student (student.base) on one dataset: data/checkpoints/NAME/METHOD/DOMAIN."""
     params = _load(params_file)
     from agorabench.setting import Setting
-    from agorabench.training import launch_command, training_examples
+    from agorabench.training.sft import launch_command, training_examples
 
     try:
         _, info = training_examples(params, generator, domain, method)

@@ -27,7 +27,7 @@ offline.apply_defaults()
 
 
 def examples(n: int) -> list[dict]:
-    from agorabench.training import conversation
+    from agorabench.training.sft import conversation
 
     out = []
     for i in range(n):
@@ -49,7 +49,7 @@ def main() -> None:
     import torch
 
     from agorabench.config import Params
-    from agorabench.training import build_trainer
+    from agorabench.training.sft import build_trainer
 
     params = Params.model_validate({
         "generators": {"none": {"backend": "openai", "model": "none", "base_url": "http://127.0.0.1:9"}},

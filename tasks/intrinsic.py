@@ -9,7 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from agorabench.config import Params
-from agorabench.intrinsic import intrinsic_for_dataset
+from agorabench.intrinsic.run import intrinsic_for_dataset
 
 
 def _retry_unless_config_error(task, task_run, state) -> bool:

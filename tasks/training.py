@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from agorabench.config import Params, ParamsError
 from agorabench.setting import Setting
-from agorabench.training import launch_command, train_student, training_examples
+from agorabench.training.sft import launch_command, train_student, training_examples
 
 
 def _retry_unless_config_error(task, task_run, state) -> bool:

@@ -54,7 +54,7 @@ def prompt_token_labels(trainer) -> tuple[int, int]:
 
 
 def _trainer(params, tmp_path):
-    from agorabench.training import build_trainer, training_examples
+    from agorabench.training.sft import build_trainer, training_examples
 
     examples, _ = training_examples(params, "fake", "math", "response_generation")
     trainer = build_trainer(params, examples, str(tmp_path / "scratch"))
@@ -73,7 +73,7 @@ def test_canary_full_sequence_loss_is_caught(tmp_path, tiny_student, monkeypatch
     """The same check on a trainer that trains on whole sequences must see leaked labels."""
     import dataclasses
 
-    import agorabench.training as training
+    import agorabench.training.sft as training
 
     real = training.sft_config
     monkeypatch.setattr(training, "sft_config",
@@ -108,7 +108,7 @@ def test_cpu_loss_equals_trls_fused_head_loss(tmp_path, tiny_student):
 def test_train_student_writes_checkpoint_metrics_and_loss_curve(tmp_path, tiny_student):
     from transformers import AutoModelForCausalLM
 
-    from agorabench.training import train_student
+    from agorabench.training.sft import train_student
 
     params = make_params(tmp_path, tiny_student)
     metrics = train_student(params, "fake", "math", "response_generation")
@@ -128,7 +128,7 @@ def test_train_student_writes_checkpoint_metrics_and_loss_curve(tmp_path, tiny_s
 
 
 def test_lora_saves_only_an_adapter(tmp_path, tiny_student):
-    from agorabench.training import train_student
+    from agorabench.training.sft import train_student
 
     params = make_params(tmp_path, tiny_student, lora={"r": 4, "alpha": 8, "dropout": 0.0}, max_steps=1)
     train_student(params, "fake", "math", "response_generation")
@@ -139,7 +139,7 @@ def test_lora_saves_only_an_adapter(tmp_path, tiny_student):
 
 TRAIN_IN_A_PROCESS = """import sys
 from agorabench.config import load_params
-from agorabench.training import train_student
+from agorabench.training.sft import train_student
 train_student(load_params(sys.argv[1]), "fake", "math", "response_generation")
 """
 
@@ -171,7 +171,7 @@ def test_a_lora_checkpoint_is_the_same_bytes_in_every_process(tmp_path, tiny_stu
 
 
 def test_instance_generation_also_trains_on_its_seeds(tmp_path, tiny_student):
-    from agorabench.training import training_examples
+    from agorabench.training.sft import training_examples
 
     params = make_params(tmp_path, tiny_student, max_seed_examples=5)
     ds = Path(params.generation.output_dir) / "fake/instance_generation/math.jsonl"
@@ -189,7 +189,7 @@ def test_empty_dataset_leaves_the_base_model_as_student(tmp_path, tiny_student):
     """A generator with no valid instance (retry budget spent) must not break the pipeline: the
     student is S_0 itself, marked untrained, and evaluation loads and names the base weights."""
     from agorabench.models.in_process import load_model, model_identity
-    from agorabench.training import train_student
+    from agorabench.training.sft import train_student
     from agorabench.models.checkpoints import untrained_reason
 
     params = make_params(tmp_path, tiny_student)
@@ -213,7 +213,7 @@ def test_empty_dataset_leaves_the_base_model_as_student(tmp_path, tiny_student):
 
 
 def test_missing_dataset_is_one_line_naming_the_command(tmp_path, tiny_student):
-    from agorabench.training import training_examples
+    from agorabench.training.sft import training_examples
 
     params = make_params(tmp_path, tiny_student)
     with pytest.raises(ParamsError) as e:

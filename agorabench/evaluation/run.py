@@ -15,6 +15,7 @@ where the model key is "base", "reference", "students/G/M/D", "generators/NAME" 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import re
 from dataclasses import dataclass
@@ -36,9 +37,10 @@ def benchmark_module(name: str):
     """The benchmark's task module (build_messages, fewshot_examples, score, summarize); an unknown
     name is a one-line error."""
     try:
-        return table.task(name)
+        table.declaration(name)
     except ValueError as e:
         raise ParamsError(str(e)) from None
+    return importlib.import_module(f"agorabench.evaluation.benchmarks.{name}.task")
 
 
 @dataclass(frozen=True)

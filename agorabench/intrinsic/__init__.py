@@ -14,6 +14,3 @@ transformers, sentence-transformers) are imported only when a metric runs.
 May import: config, setting, models, evaluation.context (the judge's signature), generation (the dataset's
 files), training (the base model's chat format).
 """
-from agorabench.intrinsic.run import intrinsic_for_dataset
-
-__all__ = ["intrinsic_for_dataset"]

@@ -1,5 +1,5 @@
 """What a student folder is: the weights (or a LoRA adapter) that training wrote, and student.json,
-the StudentRecord that says what it was trained on and how. Training writes it (agorabench/training.py);
+the StudentRecord that says what it was trained on and how. Training writes it (agorabench/training/sft.py);
 evaluation, the in-process models and the results collector read it.
 
 A dataset with no valid instance trains nothing: its folder holds only student.json, with

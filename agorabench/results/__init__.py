@@ -1,3 +1,7 @@
-"""The results database: collect.py (files -> deterministic Parquet), db.py (Parquet -> DuckDB with
-views), query.py (`agora sql`), schema.py / views.py (what every table and view holds), docs.py
-(docs/results-schema.md)."""
+"""The results database: collect.py (the pipeline's files -> deterministic Parquet), db.py (Parquet ->
+DuckDB with views), query.py (`agora sql`), schema.py and views.py (what every table and view holds:
+views.py is the one implementation of PGR), docs.py (docs/results-schema.md).
+
+May import: config, setting, records, and each step's records (generation, training, evaluation,
+intrinsic, models.checkpoints).
+"""

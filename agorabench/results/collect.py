@@ -28,7 +28,7 @@ from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
 from agorabench.records import read_record
 from agorabench.results.schema import INTRINSIC_METRICS, TABLES, Table
 from agorabench.setting import Setting, settings
-from agorabench.training import LOSS_COLUMNS, TrainingMetrics
+from agorabench.training.records import LOSS_COLUMNS, TrainingMetrics
 
 
 def collect(params: Params, include_requests: bool = False) -> dict[str, Path]:

@@ -1,0 +1,6 @@
+"""Test support that also serves the perf scripts: a loopback server speaking the OpenAI and Anthropic
+wire formats (llm_server.py), fixture trees of pipeline outputs written with the stages' own records
+(results_tree.py, datasets.py).
+
+May import: anything in agorabench (it sits beside the pipeline, not in it).
+"""

@@ -23,7 +23,7 @@ from agorabench.intrinsic.records import IntrinsicSummary
 from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
 from agorabench.models.store import Completion
 from agorabench.setting import Setting, settings
-from agorabench.training import TrainingMetrics
+from agorabench.training.records import TrainingMetrics
 
 GENS = ("alpha", "beta")
 

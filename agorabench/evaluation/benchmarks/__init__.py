@@ -6,11 +6,14 @@ A folder NAME/ is a benchmark. Its __init__.py declares, and imports nothing hea
     JUDGED       whether it needs an LLM judge (evaluation.judge)
     load_items(ev=None) -> [EvalItem]   the items evaluated under an `evaluation` config (None: all)
     data_version(ev=None) -> str        the exact data, for the scores file
-Its task.py holds the rest: build_messages, fewshot_examples, score, summarize.
+Its task.py holds the rest: build_messages, fewshot_examples, score, summarize (evaluation/run.py
+imports it; nothing here does, so what depends on the table does not depend on the scorers).
 
 Adding a benchmark is adding a folder; NAMES, domains() and everything that lists benchmarks
 (params validation, the evaluation stage, decontamination of seeds, the dry-run plan) read it from
 here. Which benchmarks make up a domain's PGR is evaluation.benchmarks in params.yaml.
+
+May import: evaluation.items (declarations); task modules also the rest of evaluation, generation.seeds.
 """
 from __future__ import annotations
 
@@ -27,12 +30,6 @@ def declaration(name: str):
     if name not in NAMES:
         raise ValueError(f"unknown benchmark {name!r}; allowed: {', '.join(NAMES)}")
     return importlib.import_module(f"{__name__}.{name}")
-
-
-def task(name: str):
-    """The folder's task module: build_messages, fewshot_examples, score, summarize."""
-    declaration(name)
-    return importlib.import_module(f"{__name__}.{name}.task")
 
 
 @functools.cache

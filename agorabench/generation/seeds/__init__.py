@@ -11,6 +11,8 @@ instruction equals an eval prompt or shares a 13-word n-gram with one (``agorabe
 Sources: ``offline.py`` (packaged data, the default; what it uses and why is in its docstring) and
 ``hub.py`` (``datasets.load_dataset``; needs a network). The modules are imported lazily so that
 importing this package stays cheap.
+
+May import: config, evaluation.items.
 """
 
 from __future__ import annotations

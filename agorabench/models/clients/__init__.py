@@ -1,4 +1,9 @@
-"""Generator backends. A plain dict picks the class: no registry needed for four backends."""
+"""The raw chat APIs a generator is reached through (OpenAI-compatible, Anthropic, in-process vLLM),
+with retry classification and rate limits. A plain dict picks the class: no registry for three backends.
+
+May import: config.
+"""
+
 from __future__ import annotations
 
 from agorabench.config import GeneratorConfig

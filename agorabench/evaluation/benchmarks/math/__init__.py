@@ -1,9 +1,11 @@
 r"""MATH: competition problems with a LaTeX answer; scored by accuracy (math-verify equivalence).
 
 `evaluation.math_subset`: "math500" (MATH-500, 500 problems) or "full" (the 5,000 test problems);
-the prompts, the full-set loader and the scorer are in task.py.
+the prompts and the scorer are in task.py.
 """
 from __future__ import annotations
+
+import functools
 
 from agorabench.evaluation.items import MATH_SUBJECTS, EvalItem, PackageData, last_boxed, olmo_docs
 
@@ -39,13 +41,32 @@ def math500_items() -> list[EvalItem]:
     return items
 
 
+@functools.lru_cache(maxsize=None)
+def full_items() -> tuple[EvalItem, ...]:
+    in_500 = {item.prompt for item in math500_items()}
+    items = []
+    for subject in MATH_SUBJECTS:
+        for doc in olmo_docs(f"minerva_math_{subject}"):
+            # As for MATH-500: the `answer` field is mangled for some problems, the solution's box is not.
+            extra = {
+                "solution": doc["solution"],
+                "level": doc["level"],
+                "type": doc["type"],
+                "answer_field": doc["answer"],
+                "in_math500": doc["problem"] in in_500,
+            }
+            item_id = f"math/test/{subject}/{int(doc['index']):04d}"
+            items.append(EvalItem(item_id, doc["problem"], last_boxed(doc["solution"]), extra))
+    return tuple(items)
+
+
+
+
 def load_items(ev=None) -> list[EvalItem]:
     subset = "math500" if ev is None else ev.math_subset
     if subset == "math500":
         return math500_items()
     if subset == "full":
-        from agorabench.evaluation.benchmarks.math.task import full_items
-
         return list(full_items())
     raise ValueError(f"MATH subset {subset!r} is unknown; use one of {', '.join(SUBSETS)}")
 

@@ -20,7 +20,6 @@ on the pipe with ``select``).
 from __future__ import annotations
 
 import atexit
-import functools
 import json
 import os
 import select
@@ -33,8 +32,8 @@ from typing import Sequence
 from agorabench.evaluation.benchmarks import fewshot_turns
 from agorabench.evaluation.context import ScoreContext
 from agorabench.evaluation.benchmarks.gsm8k.task import extract_answer
-from agorabench.evaluation.benchmarks.math import math500_items
-from agorabench.evaluation.items import MATH_SUBJECTS, EvalItem, last_boxed, olmo_docs
+from agorabench.evaluation.benchmarks.math import full_items, math500_items  # noqa: F401
+from agorabench.evaluation.items import MATH_SUBJECTS, EvalItem, last_boxed
 from agorabench.generation.seeds.offline import math_non500_docs, math_solution_to_target
 
 from agorabench.evaluation.benchmarks.math import DOMAIN, PRIMARY  # noqa: E402,F401  (declared there)
@@ -75,27 +74,6 @@ def fewshot_examples(k: int) -> list[tuple[str, str]]:
     if len(demos) < k:
         raise ValueError(f"fewshot k={k} is more than the {len(demos)} MATH problems outside MATH-500; use a smaller k")
     return demos[:k]
-
-
-@functools.lru_cache(maxsize=None)
-def full_items() -> tuple[EvalItem, ...]:
-    in_500 = {item.prompt for item in math500_items()}
-    items = []
-    for subject in MATH_SUBJECTS:
-        for doc in olmo_docs(f"minerva_math_{subject}"):
-            # As for MATH-500: the `answer` field is mangled for some problems, the solution's box is not.
-            extra = {
-                "solution": doc["solution"],
-                "level": doc["level"],
-                "type": doc["type"],
-                "answer_field": doc["answer"],
-                "in_math500": doc["problem"] in in_500,
-            }
-            item_id = f"math/test/{subject}/{int(doc['index']):04d}"
-            items.append(EvalItem(item_id, doc["problem"], last_boxed(doc["solution"]), extra))
-    return tuple(items)
-
-
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,31 +28,10 @@ import orjson
 
 from agorabench.config import Params, ParamsError
 from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
-from agorabench.records import Record
+from agorabench.training.records import LOSS_COLUMNS, TrainingMetrics
 from agorabench.setting import Setting
 
 
-class TrainingMetrics(Record):
-    """data/train/G/M/D.metrics.json (a DVC metrics file). The loss curve beside it, .loss.csv, has
-    the columns LOSS_COLUMNS."""
-    trained: bool
-    untrained_reason: str | None = None   # only for an empty dataset
-    final_loss: float | None
-    first_loss: float | None
-    train_loss: float | None
-    steps: int
-    epochs: float
-    examples: int
-    seed_examples: int
-    wall_s: float
-    train_tokens: int
-    tokens_per_s: float | None
-
-    def to_json(self, **kw) -> str:
-        return super().to_json(omit_none=("untrained_reason",), **kw)
-
-
-LOSS_COLUMNS = ("step", "epoch", "loss", "learning_rate")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,7 +398,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
