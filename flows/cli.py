@@ -415,6 +415,27 @@ def deploy(
         fail(str(e))
 
 
+prompts_app = typer.Typer(help="Meta-prompt folders (generation.prompt_dir).", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+
+
+@prompts_app.command("from-official")
+def prompts_from_official(
+    clone_dir: str = typer.Argument(..., help="A clone of the paper's repository (neulab/data-agora)."),
+    out_dir: str = typer.Argument(..., help="The folder to write (then set generation.prompt_dir to it)."),
+):
+    """Convert the paper's own meta-prompts into a folder AgoraBench reads: its 12 prompt files under our
+    names and lists.yaml (themes, first words, system prompt) read from its run script, quirks kept."""
+    from agorabench.config import ParamsError
+    from agorabench.generation.official_prompts import convert_official
+
+    try:
+        report = convert_official(clone_dir, out_dir)
+    except ParamsError as e:
+        fail(str(e))
+    typer.echo(report.summary())
+
+
 @app.command()
 def check(params_file: str = PARAMS_OPT):
     """Validate params.yaml, the prompt folder and the API keys it needs, without sending anything."""

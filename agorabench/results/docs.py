@@ -56,3 +56,7 @@ def write_schema_doc(path: str | Path = DOC_PATH) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_schema_doc(), encoding="utf-8")
     return path
+
+
+if __name__ == "__main__":  # python -m agorabench.results.docs: rewrite docs/results-schema.md
+    print(write_schema_doc())
