@@ -180,7 +180,7 @@ def test_eval_items_counts_and_versions():
     assert all(i.reference for i in math) and all(i.extra["math_test_id"] for i in math)
     assert math[0].reference == r"\left( 3, \frac{\pi}{2} \right)"  # the file's `answer` field is mangled here
     for b in B.NAMES:
-        version = B.declaration(b).data_version()
+        version = B.data_version(b)
         assert "sha256=" in version and "==" in version
 
 

@@ -254,7 +254,7 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
         benchmark=benchmark, domain=table.domains()[benchmark], model=model.key, kind=model.kind,
         spec=model.spec, primary=module.PRIMARY, score=metrics[module.PRIMARY], metrics=metrics,
         n_items=len(items), samples=samples, fewshot=model.fewshot,
-        data_version=table.declaration(benchmark).data_version(ev),
+        data_version=table.data_version(benchmark, ev),
         items_sha256=hashlib.sha256("\n".join(it.id for it in items).encode()).hexdigest(),
         decoding=decoding.as_dict() | {"repetition_penalty_applied": source["repetition_penalty_applied"]},
         judge=ev.judge if table.judged(benchmark) else None,

@@ -4,8 +4,9 @@ A folder NAME/ is a benchmark. Its __init__.py declares, and imports nothing hea
     DOMAIN       math | code | general: whose students it scores and which domain PGR it feeds
     PRIMARY      the metric PGR uses (a key of what task.summarize returns), percent
     JUDGED       whether it needs an LLM judge (evaluation.judge)
+    DATA         the package file its items come from (items.PackageData: names the exact data version)
     load_items(ev=None) -> [EvalItem]   the items evaluated under an `evaluation` config (None: all)
-    data_version(ev=None) -> str        the exact data, for the scores file
+    data_version(ev=None) -> str        (optional) the exact data when it is not DATA's alone
 Its task.py holds the rest: build_messages, fewshot_examples, score, summarize (evaluation/run.py
 imports it; nothing here does, so what depends on the table does not depend on the scorers).
 
@@ -50,6 +51,13 @@ def _all_items(name: str) -> tuple:
 def load_items(name: str, ev=None) -> list:
     """The benchmark's items under the `evaluation` config `ev` (None: every item it has)."""
     return list(_all_items(name)) if ev is None else declaration(name).load_items(ev)
+
+
+def data_version(name: str, ev=None) -> str:
+    """The exact data a benchmark's items come from (for the scores file): its own data_version when it
+    declares one, else its DATA file's version."""
+    decl = declaration(name)
+    return decl.data_version(ev) if hasattr(decl, "data_version") else decl.DATA.version()
 
 
 def fewshot_turns(render: Callable[[str], str], question: str,

@@ -20,7 +20,3 @@ def load_items(ev=None) -> list[EvalItem]:
         EvalItem(f"alpacaeval/{i:04d}", r["instruction"], r["output"], {"dataset": r["dataset"], "generator": r["generator"]})
         for i, r in enumerate(rows)
     ]
-
-
-def data_version(ev=None) -> str:
-    return DATA.version()

@@ -145,8 +145,3 @@ def load_hub_v01(baseline_answers_file: str | Path | None = None, revision: str 
 # ---------------------------------------------------------------------------------------------
 # Judging
 # ---------------------------------------------------------------------------------------------
-
-
-
-def data_version(ev=None) -> str:
-    return DATA.version()

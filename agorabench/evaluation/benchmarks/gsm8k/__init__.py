@@ -21,7 +21,3 @@ def load_items(ev=None) -> list[EvalItem]:
             continue
         items.append(EvalItem(f"gsm8k/test/{idx:04d}", doc["question"], doc["short_answer"], {"answer": doc["answer"]}))
     return items
-
-
-def data_version(ev=None) -> str:
-    return DATA.version()

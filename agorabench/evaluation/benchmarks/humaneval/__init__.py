@@ -17,7 +17,3 @@ def load_items(ev=None) -> list[EvalItem]:
         EvalItem(p["task_id"], p["prompt"], p["canonical_solution"], {"test": p["test"], "entry_point": p["entry_point"]})
         for p in read_jsonl(DATA.path())
     ]
-
-
-def data_version(ev=None) -> str:
-    return DATA.version()

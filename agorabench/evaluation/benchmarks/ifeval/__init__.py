@@ -22,7 +22,3 @@ def load_items(ev=None) -> list[EvalItem]:
         )
         for r in read_jsonl(DATA.path())
     ]
-
-
-def data_version(ev=None) -> str:
-    return DATA.version()

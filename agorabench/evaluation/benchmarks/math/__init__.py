@@ -69,7 +69,3 @@ def load_items(ev=None) -> list[EvalItem]:
     if subset == "full":
         return list(full_items())
     raise ValueError(f"MATH subset {subset!r} is unknown; use one of {', '.join(SUBSETS)}")
-
-
-def data_version(ev=None) -> str:
-    return DATA.version()

@@ -31,7 +31,3 @@ def load_items(ev=None) -> list[EvalItem]:
         code = re.sub(r"\r\n?", "\n", doc["code"])
         items.append(EvalItem(f"mbpp/{task_id}", mbpp_eval_prompt(doc), code, extra))
     return items
-
-
-def data_version(ev=None) -> str:
-    return DATA.version()
