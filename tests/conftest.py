@@ -56,6 +56,8 @@ def write_params(path: Path, server_url: str, **overrides) -> Path:
                         "concurrency": 8, "retry_backoff_s": 0.01, "retry_backoff_max_s": 0.05, "timeout_s": 5},
     }
     params["benchmark_generators"] = ["fake"]
+    # Students and anchors answer in this process: the tests of vLLM (test_vllm_paths.py) start it themselves.
+    params.setdefault("evaluation", {})["engine"] = "transformers"
     params.setdefault("evaluation", {}).update(judge="fake", generators=["fake"])
     params.setdefault("intrinsic", {}).update(judge="fake")
     params["generation"]["prompt_dir"] = str(REPO / "agorabench/generation/prompts/default")

@@ -7,10 +7,11 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from agorabench.config import Params
-from agorabench.pipeline.run import _bin, lane_summary, repro, split_lanes
+from agorabench.pipeline.run import _bin, lane_summary, repro, seconds_by_kind, split_lanes, stage_seconds
 from agorabench.pipeline.stages import chains, pipeline_stages
 
 from tests.conftest import REPO
@@ -32,6 +33,8 @@ STAGE = """import os, sys, time
 start = time.time()
 time.sleep(1.0)
 open(sys.argv[2], "w").write(sys.argv[1])
+if sys.argv[1].startswith("train"):  # as an intrinsic stage reports its judge's time
+    print("  quality: 2 judged by j in 0.5 s", flush=True)
 with open("../times.log", "a") as log:
     log.write(f"{sys.argv[1]} {start} {time.time()} {os.environ.get('LANE_TAG', '-')}\\n")
 """
@@ -69,11 +72,11 @@ def _tags(tmp_path: Path) -> dict[str, str]:
     return {line.split()[0]: line.split()[3] for line in (tmp_path / "times.log").read_text().splitlines()}
 
 
-def _run(repo: Path, env, lanes, force=False, lane_envs=()) -> int:
+def _run(repo: Path, env, lanes, force=False, lane_envs=(), lines=None) -> int:
     cwd = os.getcwd()
     os.chdir(repo)
     try:
-        return repro(env, lanes=lanes, force=force, lane_envs=lane_envs)
+        return repro(env, lanes=lanes, force=force, lane_envs=lane_envs, lines=lines)
     finally:
         os.chdir(cwd)
 
@@ -147,7 +150,8 @@ def test_lanes_run_side_by_side_and_leave_a_complete_dvc_lock(tmp_path, capsys):
     repo, env = _repo(tmp_path)
     units = [[f"generate@{g}-{m}-d", f"train@{g}-{m}-d"] for g in "xy" for m in ("m1", "m2")]
     lanes = split_lanes(units, jobs=2)
-    assert _run(repo, env, lanes, lane_envs=[{"LANE_TAG": "a"}, {"LANE_TAG": "b"}]) == 0
+    lines = []
+    assert _run(repo, env, lanes, lane_envs=[{"LANE_TAG": "a"}, {"LANE_TAG": "b"}], lines=lines) == 0
     runs = _times(tmp_path)
     # each lane's stages see that lane's environment (its own model servers); the last pass the common one
     assert _tags(tmp_path) == {**{s: "ab"[i] for i, lane in enumerate(lanes) for s in lane}, "results": "-"}
@@ -161,6 +165,16 @@ def test_lanes_run_side_by_side_and_leave_a_complete_dvc_lock(tmp_path, capsys):
     counters = [int(n) for n in re.findall(r"(\d+)/9", out)]  # one counter over the lanes and the last pass
     assert counters == sorted(counters) and counters[-1] == 9
     assert out.count("didn't change") == 0  # the last pass does not repeat what the lanes ran
+
+    # each stage's time, from its lane's lines: at least its command's own span, and the judge's share
+    seconds, judged = stage_seconds(lines)
+    assert set(seconds) == set(STAGES)
+    assert all(seconds[name] >= end - start for name, [(start, end)] in runs.items())
+    assert judged == {s: 0.5 for s in STAGES if s.startswith("train")}
+    by_kind = seconds_by_kind(_params(), seconds, judged)
+    assert list(by_kind) == ["generation", "judging", "training", "results"] and by_kind["judging"] == 2.0
+    assert by_kind["training"] == pytest.approx(sum(v for k, v in seconds.items() if k.startswith("train")) - 2.0,
+                                                abs=0.1)
 
     # --force through lanes: every stage once more, not twice
     (tmp_path / "times.log").unlink()

@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import json
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,9 @@ from agorabench.setting import Setting, student_setting
 from agorabench.evaluation import benchmarks as table
 from agorabench.evaluation.items import EvalItem
 from agorabench.evaluation.records import ITEM_COLUMNS, BenchmarkScores
-from agorabench.models.answering import Answerer, Decoding
+from agorabench.models.answering import Answerer, Decoding, judged_line
 from agorabench.models.endpoint import Endpoint, EndpointAnswerer
+from agorabench.models.servers import evaluation_engine, local_engine
 from agorabench.generation.validation import count_tokens
 
 
@@ -115,25 +117,45 @@ def _answer(params: Params, model: ModelRef, conversations: list[list[dict]], de
 
 
 def answerer_for(params: Params, model: ModelRef, endpoints: dict[str, Endpoint] | None = None) -> Answerer:
-    """Who answers `model`'s prompts: its endpoint for a generator served elsewhere, else a model
-    loaded here (students, anchors and a local generator served by transformers: see _in_process)."""
-    if model.kind == "generator" and not _in_process(params, model.spec):
-        return EndpointAnswerer(params, model.spec, endpoints=endpoints)
-    from agorabench.models.in_process import TransformersAnswerer, VLLMAnswerer, evaluation_engine
+    """Who answers `model`'s prompts. Students, the anchors and a local generator scored as it generates
+    (transformers or vLLM) are answered here with transformers, in batches, or through a vLLM server of
+    their model, concurrently (`evaluation.engine`; a generator's own engine), with the paper's decoding,
+    repetition penalty included. Any other generator (an API, a remote server, llama.cpp) answers
+    through its endpoint, one request at a time as chat APIs do."""
+    ev = params.evaluation
+    if model.kind == "generator":
+        cfg = params.generators[model.spec]
+        engine = local_engine(cfg.engine, cfg.model) if cfg.backend == "local" and not cfg.base_url else None
+        if engine not in ("transformers", "vllm"):
+            return EndpointAnswerer(params, model.spec, endpoints=endpoints)
+        # Scored as it generates: its own model and weights. The same model as the reference (the
+        # default's Qwen) gets the same requests, so one of the two reads the other's answers.
+        path, weights, template, served = cfg.model, cfg.cpu_weights, None, cfg.model
+    else:
+        engine = evaluation_engine(ev.engine)
+        path, weights = model.spec, ev.cpu_weights
+        template = params.student.chat_template if model.kind in ("base", "student") else None
+        served = {"base": params.student.base, "student": params.student.base,
+                  "reference": params.student.reference}.get(model.kind)
     from agorabench.models.store import RequestStore
 
-    template = params.student.chat_template if model.kind in ("base", "student") else None
-    if model.kind == "generator":  # scored as it generates: its own model and weights
-        path, weights = params.generators[model.spec].model, params.generators[model.spec].cpu_weights
-    else:
-        path, weights = model.spec, params.evaluation.cpu_weights
-    cls = VLLMAnswerer if evaluation_engine(params.evaluation.engine) == "vllm" else TransformersAnswerer
-    return cls(path, RequestStore(params.cache.requests_db), batch_size=params.evaluation.batch_size,
-               chat_template=template, seed=params.generation.seed, cpu_weights=weights)
+    store = RequestStore(params.cache.requests_db)
+    if engine == "vllm":
+        from agorabench.models.served import ServedModelAnswerer
+        from agorabench.models.servers import server_key
+
+        # The server of the model (for a student, of its base: its adapter is loaded into it).
+        endpoint = (endpoints or {}).get(server_key("vllm", served, weights)) if served else None
+        return ServedModelAnswerer(path, store, endpoint=endpoint, concurrency=ev.batch_size, chat_template=template,
+                                   cpu_weights=weights)
+    from agorabench.models.in_process import TransformersAnswerer
+
+    return TransformersAnswerer(path, store, batch_size=ev.batch_size, chat_template=template,
+                                seed=params.generation.seed, cpu_weights=weights)
 
 
 def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,
-                     allow_code_execution: bool | None = None) -> int:
+                     allow_code_execution: bool | None = None, endpoints: dict[str, Endpoint] | None = None) -> int:
     """Answer every item of `benchmarks` for a model run in this process, in one batched pass per
     decoding setting, into the request store, where `evaluate` then finds them. Returns how many
     answers were generated.
@@ -142,10 +164,8 @@ def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,
     up to max_new_tokens. A student's domain has two or three benchmarks with the same decoding, so
     one pass instead of one per benchmark saves a round of decoding: zero-shot SmolLM2 on GSM8K and
     MATH took 35 s instead of 44 on 2 cores (few-shot prompts, ten times longer, gained nothing).
-    Endpoint generators are left to `evaluate`."""
+    Generators behind an endpoint are left to `evaluate`."""
     model = resolve_model_ref(params, model_ref)
-    if model.kind == "generator" and not _in_process(params, model.spec):
-        return 0
     ctx = _score_context(params, allow_code_execution)
     groups: dict[tuple[Decoding, int], list[list[dict]]] = {}
     for benchmark in benchmarks:
@@ -157,7 +177,9 @@ def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,
         samples = params.evaluation.samples if table.domains()[benchmark] == "code" else 1
         for s in range(samples):
             groups.setdefault((decoding_for(params, benchmark), s), []).extend(conversations)
-    with answerer_for(params, model) as answerer:  # one model load for every group
+    with answerer_for(params, model, endpoints) as answerer:  # one model load (or server) for every group
+        if isinstance(answerer, EndpointAnswerer):
+            return 0  # an endpoint answers one request at a time anyway: evaluate() asks it
         for (decoding, s), conversations in groups.items():
             answerer.answer_many(conversations, decoding, s)
         return answerer.stats.completed
@@ -186,14 +208,6 @@ def _prompts(params: Params, model: ModelRef, benchmark: str):
     return module, items, conversations
 
 
-def _in_process(params: Params, generator: str) -> bool:
-    """A local generator served by transformers is scored in-process, in batches, as the students are:
-    on a CPU that is several times faster than one request at a time through `transformers serve`,
-    and the answers are the same model's. vLLM, llama.cpp and remote generators go through their endpoint."""
-    from agorabench.models.servers import local_engine
-
-    cfg = params.generators[generator]
-    return cfg.backend == "local" and not cfg.base_url and local_engine(cfg.engine, cfg.model) == "transformers"
 
 
 def _score_context(params: Params, allow_code_execution: bool | None):
@@ -233,6 +247,7 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
     outputs = [c.text if c is not None else "" for c in completions]
 
     judge = None
+    started = time.monotonic()
     try:
         if table.judged(benchmark):
             judge = EndpointAnswerer(params, ev.judge, endpoints=endpoints)
@@ -242,6 +257,8 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
     finally:
         if judge is not None:
             judge.close()
+    if judge is not None and judge.stats.completed:  # what `agora run` counts as judging time
+        print(judged_line(benchmark, len(rows), ev.judge, time.monotonic() - started), flush=True)
     try:  # Arena-Hard's bootstrap interval: evaluation.bootstrap_rounds resamples.
         metrics = module.summarize(rows, rounds=ev.bootstrap_rounds) if benchmark == "arenahard" else module.summarize(rows)
     except NoVerdict as e:  # the judge gave nothing usable: no score here, the other benchmarks still count

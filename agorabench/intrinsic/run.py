@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +28,7 @@ from agorabench.evaluation.context import JudgeFn
 from agorabench.config import Params, check_setting
 from agorabench.intrinsic.cache import ResultCache, result_key
 from agorabench.config import JUDGE_METRICS, IntrinsicConfig
+from agorabench.models.answering import judged_line
 from agorabench.generation.records import read_instances
 from agorabench.intrinsic.records import IntrinsicSummary
 from agorabench.setting import Setting
@@ -135,7 +137,10 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
                         judge = session.judge(Decoding(temperature=cfg.judge_temperature,
                                                        max_new_tokens=cfg.judge_max_tokens))
                     log(f"  {kind}: judging {len(idx)} with {judge_name}")
-                    return judge_scores(kind, domain, [pairs[i] for i in idx], judge, cfg.judge_batch_size)
+                    started = time.monotonic()
+                    scores = judge_scores(kind, domain, [pairs[i] for i in idx], judge, cfg.judge_batch_size)
+                    log("  " + judged_line(kind, len(idx), judge_name, time.monotonic() - started))
+                    return scores
 
                 res, computed = _cached_or_computed(cache, kind, keys, compute, lambda r: r["verdict"] == "ok")
                 table[kind] = [r["score"] for r in res]

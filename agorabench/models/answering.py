@@ -3,10 +3,11 @@
 Every model AgoraBench asks something (a generator writing data, a student or an anchor answering a
 benchmark, a judge) is an Answerer:
 
-    EndpointAnswerer     models/endpoint.py: an API (OpenAI, Anthropic), an OpenAI-compatible server
-                         (vLLM, a local server AgoraBench starts) or in-process vLLM behind a chat API
+    EndpointAnswerer     models/endpoint.py: a configured generator: an API (OpenAI, Anthropic) or an
+                         OpenAI-compatible server (vLLM, a local server AgoraBench starts)
+    ServedModelAnswerer  models/served.py: a model folder (a student, the base, the reference) through a
+                         vLLM server of its base model, a LoRA student's adapter loaded into it
     TransformersAnswerer models/in_process.py: a model loaded here, batched generation
-    VLLMAnswerer         models/in_process.py: a model loaded here into vLLM
 
 They differ in how they compute an answer; they share what an answer is keyed by. `request` is the
 one request key: the answerer's identity (which model, served how, with which weights), the
@@ -18,6 +19,7 @@ May import: config, models (store, packaged models, servers, checkpoints).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -52,6 +54,15 @@ def chat_sampling(decoding: Decoding, overrides: dict | None = None) -> dict:
         s["stop"] = list(decoding.stop)
     s.update(overrides or {})
     return {k: v for k, v in s.items() if v is not None}
+
+
+# How an evaluation or intrinsic stage says how long it waited on a judge (`agora run` adds it up per
+# stage kind: pipeline/run.py, stage_seconds).
+JUDGED_LINE = re.compile(r": (?P<n>\d+) judged by (?P<judge>\S+) in (?P<seconds>[\d.]+) s$")
+
+
+def judged_line(what: str, n: int, judge: str, seconds: float) -> str:
+    return f"{what}: {n} judged by {judge} in {seconds:.1f} s"
 
 
 @dataclass

@@ -12,6 +12,7 @@ background thread.
 Where a `local` generator is served is passed in (`endpoints`: `agora run` starts each local model
 once for all its stages and the CLI hands the addresses down); a local generator without one gets a
 server of its own, started on the first request the store cannot answer and stopped on close().
+A generator whose model is also the student base shares that server with the students (served.py).
 """
 from __future__ import annotations
 
@@ -71,8 +72,9 @@ def with_seed(sampling: dict, key: str, own: dict) -> dict:
 class EndpointAnswerer(Answerer):
     def __init__(self, params: Params, name: str, *, endpoints: dict[str, Endpoint] | None = None,
                  max_cost_usd: float | None = None, warmup: Decoding | None = None, store: RequestStore | None = None):
-        """`endpoints`: servers already running for some generators; `warmup`: the decoding of the run,
-        sent with a local server's start-up request (see servers.py on continuous batching)."""
+        """`endpoints`: servers `agora run` already started, by servers.server_key;
+        `warmup`: the decoding of the run, sent with a local server's start-up request (see servers.py
+        on continuous batching)."""
         cfg = params.generator(name)
         cfg.api_key(name)  # a missing key fails now, in one line, not mid-run
         identity = {"backend": cfg.backend, "model": cfg.model}
@@ -82,18 +84,21 @@ class EndpointAnswerer(Answerer):
         # weights: the engine is part of what identifies an answer (decided from the config and this
         # host, before any server starts). A local server's URL changes every run, so it is left out.
         if cfg.backend == "local" and not cfg.base_url:
+            from agorabench.models.cpu_weights import effective
             from agorabench.models.servers import local_engine
 
             identity["engine"] = local_engine(cfg.engine, cfg.model)
-            if identity["engine"] == "transformers":
-                from agorabench.models.cpu_weights import effective
-
-                weights = effective(cfg.cpu_weights)
-                if weights is not None:
-                    identity["cpu_weights"] = weights
+            weights = effective(cfg.cpu_weights) if identity["engine"] in ("transformers", "vllm") else None
+            if weights is not None:
+                identity["cpu_weights"] = weights
         super().__init__(store or RequestStore(params.cache.requests_db), identity)
         self.name, self.cfg = name, cfg
-        self.endpoint = (endpoints or {}).get(name)
+        # A server `agora run` started for this model, engine and weights (a local generator's only).
+        self.endpoint = None
+        if "engine" in identity:
+            from agorabench.models.servers import server_key
+
+            self.endpoint = (endpoints or {}).get(server_key(identity["engine"], cfg.model, cfg.cpu_weights))
         self.max_cost_usd, self.warmup = max_cost_usd, warmup
         self.api = None
         self._api_lock: asyncio.Lock | None = None
@@ -230,10 +235,6 @@ class EndpointAnswerer(Answerer):
             endpoint = Endpoint(server.base_url, server.model_id)
         if endpoint is not None:
             return make_chat_api(self.name, cfg, base_url=endpoint.base_url, model=endpoint.model_id)
-        if cfg.backend == "vllm":  # in-process vLLM behind a chat API
-            from agorabench.models.packaged import resolve_model
-
-            return make_chat_api(self.name, cfg, model=resolve_model(cfg.model))
         return make_chat_api(self.name, cfg)
 
     async def aclose(self) -> None:

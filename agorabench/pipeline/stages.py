@@ -87,6 +87,52 @@ def generators_called_by(params: Params, stages: list[str]) -> list[str]:
     return [n for n in served_generators(params) if n in called]
 
 
+@dataclass(frozen=True)
+class ServerSpec:
+    """One local model server `agora run` starts: for generators and judges, and with vLLM for the
+    student base (LoRA on: each student's adapter is loaded into it) and the reference."""
+
+    model: str
+    engine: str
+    lora: bool = False
+    cpu_weights: str = "float32"
+    server_args: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:  # how the stages find it
+        from agorabench.models.servers import server_key
+
+        return server_key(self.engine, self.model, self.cpu_weights)
+
+
+def servers_for(params: Params, stages: list[str] | None) -> list[ServerSpec]:
+    """The servers `stages` call (None: every stage), one per engine and model: a generator's model, the
+    judges', and, when students are evaluated through vLLM, the student base and the reference."""
+    from agorabench.models.servers import evaluation_engine, local_engine
+
+    names = served_generators(params) if stages is None else generators_called_by(params, stages)
+    specs: dict[str, ServerSpec] = {}
+
+    def add(spec: ServerSpec) -> None:
+        old = specs.get(spec.key)
+        specs[spec.key] = spec if old is None else ServerSpec(
+            old.model, old.engine, old.lora or spec.lora, old.cpu_weights, old.server_args or spec.server_args)
+
+    for name in names:
+        cfg = params.generators[name]
+        add(ServerSpec(cfg.model, local_engine(cfg.engine, cfg.model), cpu_weights=cfg.cpu_weights,
+                       server_args=tuple(cfg.server_args)))
+    if evaluation_engine(params.evaluation.engine) == "vllm":
+        known = pipeline_stages(params)
+        kinds = {known[s].kind if s in known else None for s in stages} if stages is not None else None
+        everything = stages is None
+        if everything or kinds & {"evaluate-student", "scale-evaluate"} or "evaluate-anchor@base" in stages:
+            add(ServerSpec(params.student.base, "vllm", lora=True, cpu_weights=params.evaluation.cpu_weights))
+        if everything or "evaluate-anchor@reference" in stages:
+            add(ServerSpec(params.student.reference, "vllm", cpu_weights=params.evaluation.cpu_weights))
+    return list(specs.values())
+
+
 def calls_a_model(params: Params, stages: list[str]) -> bool:
     """Whether one of `stages` calls a model server (generation, evaluation, intrinsic metrics)."""
     known = pipeline_stages(params)

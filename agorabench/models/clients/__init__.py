@@ -1,5 +1,5 @@
-"""The raw chat APIs a generator is reached through (OpenAI-compatible, Anthropic, in-process vLLM),
-with retry classification and rate limits. A plain dict picks the class: no registry for three backends.
+"""The raw chat APIs a generator is reached through (OpenAI-compatible servers, Anthropic), with retry
+classification and rate limits. A plain if picks the class: no registry for two wire formats.
 
 May import: config.
 """
@@ -21,8 +21,4 @@ def make_chat_api(name: str, cfg: GeneratorConfig, *, base_url: str | None = Non
         from agorabench.models.clients.anthropic_chat import AnthropicChat
 
         return AnthropicChat(model=model, base_url=base_url, api_key=cfg.api_key(name), timeout_s=cfg.timeout_s)
-    if cfg.backend == "vllm":
-        from agorabench.models.clients.vllm_batch import VLLMBatch
-
-        return VLLMBatch(model=model)
     raise ValueError(f"unknown backend {cfg.backend!r}")

@@ -1,0 +1,125 @@
+"""A model folder answered by a vLLM server: a student, the base or the reference.
+
+A LoRA student is its base model plus an adapter, so one server per base model answers every
+student trained on it: the server is started with LoRA on, and each student's adapter is loaded into it
+by name before its requests (vLLM's runtime LoRA loading), instead of one model load per evaluation.
+`agora run` starts that server once for all the stages of a lane and passes it in (`endpoint`); without
+one, the answerer starts a server of its own and stops it on close().
+
+Answers are keyed like every other (models/answering.py) under backend "vllm", with the in-process
+spelling of the decoding settings (what transformers and vLLM both take, repetition penalty included).
+Requests go out concurrently, a wave at a time, and each wave is stored before the next is sent: a
+killed evaluation loses at most one wave. Sampling is seeded per request from its key, and the server
+runs in float32 on a CPU unless `cpu_weights` asks for bfloat16, so by default an answer does not depend on
+what else was in the batch (servers.vllm_cpu_dtype).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from pathlib import Path
+
+from agorabench.models.answering import Answerer, Decoding
+from agorabench.models.endpoint import Endpoint
+from agorabench.models.in_process import model_identity, weights_of
+from agorabench.models.servers import LocalServerError
+from agorabench.models.store import Completion, RequestStore
+
+
+class ServedModelAnswerer(Answerer):
+    backend = "vllm"
+
+    def __init__(self, path: str, store: RequestStore, *, endpoint: Endpoint | None = None, concurrency: int = 8,
+                 chat_template: str | None = None, cpu_weights: str | None = None, timeout_s: float = 600.0):
+        """`path`: a packaged model name, a folder (a student: weights or a LoRA adapter) or a hub id.
+        `endpoint`: a running vLLM server of the base model with these `cpu_weights` (with LoRA on, for a LoRA
+        student)."""
+        from agorabench.models.cpu_weights import effective
+
+        identity = {"backend": self.backend, "model": model_identity(path)}
+        if effective(cpu_weights):
+            identity["cpu_weights"] = effective(cpu_weights)
+        super().__init__(store, identity)
+        self.path, self.endpoint, self.concurrency, self.timeout_s = path, endpoint, concurrency, timeout_s
+        self.chat_template = Path(chat_template).read_text() if chat_template else None
+        self.cpu_weights = cpu_weights
+        self.weights, self.base = weights_of(path)  # a LoRA student: (adapter folder, base model folder)
+        self._server = None
+        self._model: str | None = None  # what requests name: the served model, or the adapter's name
+
+    def sampling(self, decoding: Decoding) -> dict:
+        return decoding.as_dict()
+
+    def _open(self) -> tuple[str, str]:
+        """(base_url, model name to request), starting a server and loading the adapter on first need."""
+        if self._model is None:
+            from agorabench.models.servers import LocalModelServer, load_lora
+
+            base_url = self.endpoint.base_url if self.endpoint else None
+            served = self.endpoint.model_id if self.endpoint else None
+            if base_url is None:
+                self._server = LocalModelServer(self.base or self.weights, engine="vllm", lora=self.base is not None,
+                                                cpu_weights=self.cpu_weights,
+                                                log_path=Path(".agora/logs") / f"vllm-{Path(self.weights).name}.log")
+                self._server.start()
+                base_url, served = self._server.base_url, self._server.model_id
+            self.base_url = base_url
+            if self.base is not None:
+                name = "student-" + hashlib.sha256(self.identity["model"].encode()).hexdigest()[:16]
+                load_lora(base_url, name, self.weights)
+                self._model = name
+            else:
+                self._model = served
+        return self.base_url, self._model
+
+    def _compute(self, conversations, decoding: Decoding, sample_index: int):
+        base_url, model = self._open()
+        wave = self.concurrency * 4
+        for start in range(0, len(conversations), wave):
+            chunk = list(range(start, min(start + wave, len(conversations))))
+            yield chunk, asyncio.run(self._wave(base_url, model, [conversations[i] for i in chunk], decoding,
+                                                sample_index))
+
+    async def _wave(self, base_url: str, model: str, conversations, decoding: Decoding,
+                    sample_index: int) -> list[Completion]:
+        import openai
+
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="EMPTY", timeout=self.timeout_s, max_retries=2)
+        slots = asyncio.Semaphore(self.concurrency)
+        sample = decoding.temperature > 0
+
+        async def one(messages) -> Completion:
+            _, key = self.request(messages, decoding, sample_index)
+            body = {"model": model, "messages": messages, "max_tokens": decoding.max_new_tokens,
+                    "temperature": decoding.temperature, "top_p": decoding.top_p if sample else 1.0,
+                    # vLLM's own fields: seeded per request (from its key), and the penalty chat APIs lack.
+                    "seed": int(key[:8], 16), "repetition_penalty": decoding.repetition_penalty or 1.0}
+            if self.chat_template:
+                body["chat_template"] = self.chat_template
+            async with slots:
+                started = time.perf_counter()
+                try:
+                    resp = await client.post("/chat/completions", body=body,
+                                             cast_to=openai.types.chat.ChatCompletion)
+                except openai.APIStatusError as e:  # a request vLLM refuses (too long, unknown adapter)
+                    reason = " ".join(str(e.message).split())[:400]
+                    raise LocalServerError(f"the vLLM server at {base_url} refused a request for {self.path} "
+                                           f"({e.status_code}: {reason})") from None
+            choice, usage = resp.choices[0], resp.usage
+            return Completion(text=choice.message.content or "", finish_reason=choice.finish_reason,
+                              input_tokens=usage.prompt_tokens if usage else 0,
+                              output_tokens=usage.completion_tokens if usage else 0,
+                              latency_s=time.perf_counter() - started, cost_usd=0.0)
+
+        try:
+            return list(await asyncio.gather(*(one(m) for m in conversations)))
+        finally:
+            await client.close()
+
+    def close(self) -> None:
+        try:
+            if self._server is not None:
+                self._server.stop()
+        finally:
+            super().close()
