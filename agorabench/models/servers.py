@@ -4,8 +4,9 @@ Engines, picked by ``local_engine`` when a generator says ``engine: auto``:
 * ``vllm serve`` on a GPU host with a ``vllm`` executable;
 * llama.cpp (``python -m llama_cpp.server``, from the optional llama-cpp-python extra) on CPU, for a model with a
   GGUF file (every packaged model). Which of it and ``transformers serve`` is faster depends on the CPU: one
-  2-core machine gave llama.cpp 5-6x the tokens per second (offline-assets §1.3); on another (2026-11-29) it
-  decoded 2x faster but read prompts 3x slower, so the default profile names ``engine: transformers``;
+  2-core machine gave llama.cpp 5-6x the tokens per second (docs/offline-assets.md §1.3); on another
+  (2026-11-29) it decoded 2x faster but read prompts 3x slower, so the default profile names
+  ``engine: transformers``;
 * ``transformers serve`` otherwise (a local HF folder or hub id without a GGUF).
 Either way the generator talks to it with the ordinary ``openai`` client, the same code path as hosted APIs:
 
@@ -368,7 +369,9 @@ class LocalModelServer:
             AGORA_LAUNCHER_PARENT_PID=str(os.getpid()),
         )
         # While generating, the server is the one busy process (the client mostly waits), so it gets
-        # every core unless the caller set OMP_NUM_THREADS (the tests set 1: stack-feasibility G4).
+        # every core unless the caller set OMP_NUM_THREADS. The tests set 1: on 2 shared cores, two torch
+        # threads per process made a tiny training step up to ~150x slower (9 ms -> 1.3 s) whenever
+        # another CPU-bound process ran, while one thread stayed at ~7 ms with the same results.
         env["OMP_NUM_THREADS"] = self._threads()
         return env
 
