@@ -14,7 +14,7 @@ import; pyproject.toml's [tool.importlinter] contracts keep it so (tests/test_ar
     analysis.py   PGR against problem solving, the PCA and regressions
     report/       the HTML report
     pipeline/     running the whole DVC pipeline: lanes, model servers, the dry-run plan
-    testing/      loopback servers and fixture trees for tests and perf scripts
+    testing/      loopback servers and fixture trees for tests and benchmarks/ scripts
 
 May import: numpy, torch, transformers and the like, never Prefect: flows/ and tasks/ (and the CLI,
 flows/cli.py) wrap it. Inside, a step imports the steps below it (the list reads top-down from

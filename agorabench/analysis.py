@@ -1,5 +1,5 @@
-"""What makes a good data generator: regressions and PCA over (generator, setting) points (spec §3.3),
-and the quantity-versus-cost view of the scaling runs (spec §6.4).
+"""What makes a good data generator: regressions and PCA over (generator, setting) points
+(docs/paper.md §3.3), and the quantity-versus-cost view of the scaling runs (docs/paper.md §6.4).
 
 Input of `analyze`: one row per generator and setting (the paper has 6 x 9 = 54) with columns
 generator, method, domain, pgr (the domain PGR, percent), problem_solving (the generator's own mean
@@ -132,7 +132,7 @@ def pca(X: np.ndarray, standardize: bool = True) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# The analysis of spec §3.3
+# The analysis of docs/paper.md §3.3
 # ---------------------------------------------------------------------------------------------
 
 
@@ -368,7 +368,7 @@ def format_quantity_quality(qq: dict | None) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Quantity versus quality (spec §6.4): more data from a cheap generator vs less from a dear one
+# Quantity versus quality (docs/paper.md §6.4): more data from a cheap generator vs less from a dear one
 # ---------------------------------------------------------------------------------------------
 
 

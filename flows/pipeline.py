@@ -41,7 +41,7 @@ def pipeline(generators: list[str] | None = None, push: bool = False, repo: str 
         if generators is not None:
             set_generators(root, generators)
         ran = run_pipeline_task.with_options(retries=retries)(root, force, jobs, allow_code_execution, targets)
-        experiment = dvc_exp_save(root) if keep_experiment else None
+        experiment = dvc_exp_save(root, targets) if keep_experiment else None
         pushed = dvc_push(root) if push else None
     summary = {"repo": str(root), "generators": chosen, **ran, "experiment": experiment, "files_pushed": pushed,
                "duration_s": round(time.monotonic() - start, 1)}

@@ -13,6 +13,8 @@ import re
 import subprocess
 import sys
 import threading
+import time
+import uuid
 from pathlib import Path
 
 from prefect import task
@@ -101,16 +103,17 @@ def run_pipeline_task(repo: Path, force: bool, jobs: int | None, allow_code_exec
 
 
 @task(name="dvc-exp-save", cache_policy=NO_CACHE, persist_result=False)
-def dvc_exp_save(repo: Path) -> str | None:
-    """`dvc exp save`: the workspace's params.yaml, dvc.lock and metrics kept as a DVC experiment
-    (`dvc exp show` lists them), so a scheduled run leaves an auditable record even when nobody
-    commits its dvc.lock. Returns the experiment's name."""
-    out = run_dvc(["exp", "save", "--json"], repo)
-    try:
-        return json.loads(out[out.index("{"):]).get("ref", "").rsplit("/", 1)[-1] or None
-    except ValueError:
-        found = re.search(r"experiment '([^']+)'", out) or re.search(r"[Ee]xperiment (\S+)", out)
-        return found.group(1) if found else None
+def dvc_exp_save(repo: Path, targets: list[str] | None = None) -> str:
+    """`dvc exp save`: the workspace kept as a DVC experiment (`dvc exp show` lists its params, dvc.lock
+    and metrics), so a scheduled run leaves an auditable record even when nobody commits it. `targets`:
+    the stages a partial run ran (DVC caches only theirs; the others' outputs may not exist). Files git
+    does not track yet (a first dvc.lock, metrics) go in too. Returns the experiment's name."""
+    name = f"agora-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=repo,
+                               capture_output=True, text=True, check=True).stdout.split()
+    run_dvc(["exp", "save", "--name", name, *(f"--include-untracked={f}" for f in untracked),
+             *(targets or [])], repo)
+    return name
 
 
 # Pushing is idempotent (the remote is content-addressed: only missing objects go up), so a

@@ -9,7 +9,7 @@ The student is the base model fine-tuned on G's data; the reference is the instr
 sibling of the base (Llama-3.1-8B -> Llama-3.1-8B-Instruct in the paper). 0 % means "no gain over
 the base", 100 % "as good as the reference"; values outside [0, 100] are legitimate and kept.
 
-Averaging follows the paper exactly (spec §5, checked against its Tables 2 and 3):
+Averaging follows the paper exactly (docs/paper.md §5, checked against its Tables 2 and 3):
 
     benchmark PGR -> domain PGR (mean of the domain's two benchmarks' PGR, or optionally the PGR of
     the mean scores) -> method average (mean of the 3 domain PGRs) -> overall (mean of the 3 method
@@ -29,7 +29,7 @@ import pandas as pd
 
 from agorabench.config import DOMAINS, METHODS, EvaluationConfig
 
-# Each domain is scored on two benchmarks (spec §5): the schema default of evaluation.benchmarks.
+# Each domain is scored on two benchmarks (docs/paper.md §5): the schema default of evaluation.benchmarks.
 DOMAIN_BENCHMARKS: dict[str, tuple[str, ...]] = {d: tuple(b) for d, b in EvaluationConfig().benchmarks.items()}
 
 Combine = Literal["mean_of_pgr", "pgr_of_mean"]

@@ -36,7 +36,7 @@ def test_kill_minus_9_then_resume_pays_nothing_twice(tmp_path, monkeypatch):
         params_file = write_params(tmp_path / "params.yaml", server.url, **{"generators.fake.concurrency": 2})
         params = load_params(params_file)
         db = tmp_path / ".agora/requests.sqlite"
-        cmd = [sys.executable, "-m", "agorabench", "generate", "-g", "fake", "-d", "general",
+        cmd = [sys.executable, "-m", "flows", "generate", "-g", "fake", "-d", "general",
                "-m", "response_generation", "-n", "40", "--params", str(params_file)]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
 

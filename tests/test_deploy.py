@@ -28,7 +28,7 @@ def make_bench_repo(repo, server_url: str, remote=None, **overrides):
     """A committed git+DVC copy of the project whose params.yaml uses the fake generator, one cheap
     generation setting by default, and optionally a local-folder default DVC remote."""
     repo.mkdir()
-    for item in ("agorabench", "flows", "tasks"):
+    for item in ("agorabench", "flows", "tasks", "requirements"):
         shutil.copytree(REPO / item, repo / item, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
     settings = {"methods": ["response_generation"], "domains": ["general"], "generation.num_instances": 2,
@@ -181,3 +181,34 @@ def test_deployment_arguments_are_checked_in_one_line(tmp_path):
     # (The session's shared Prefect harness sets an API URL; this checks the case without one.)
     with temporary_settings(updates={PREFECT_API_URL: None}), pytest.raises(ValueError, match="PREFECT_API_URL"):
         deploy("nightly", "0 3 * * *", repo=str(tmp_path))
+
+
+def test_a_run_is_kept_as_a_dvc_experiment(tmp_path):
+    """dvc_exp_save against real git and DVC: the experiment's ref is in git, with the run's params,
+    its dvc.lock and metrics (untracked until then); a run of some stages is kept with those stages
+    as targets, since DVC refuses to save stages whose outputs are missing (the canary)."""
+    from tasks.pipeline import dvc_exp_save
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = git_env()
+    sh(["git", "init", "-q"], repo, env)
+    sh(["dvc", "init", "-q"], repo, env)
+    (repo / "params.yaml").write_text("n: 1\n")
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "one": {"cmd": "echo '{\"n\": 1}' > one.json", "params": ["n"], "metrics": [{"one.json": {"cache": False}}]},
+        "two": {"cmd": "echo 2 > two.txt", "outs": ["two.txt"]}}}))
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-qm", "init"], repo, env)
+    sh(["dvc", "repro", "one"], repo, env)
+    with pytest.raises(RuntimeError, match="two.txt' does not exist"):
+        dvc_exp_save.fn(repo)
+    partial = dvc_exp_save.fn(repo, ["one"])
+    sh(["dvc", "repro"], repo, env)
+    whole = dvc_exp_save.fn(repo)
+    refs = dict(line.split(" commit\trefs/exps/")[::-1] for line in
+                sh(["git", "for-each-ref", "refs/exps"], repo, env).splitlines())
+    by_name = {ref.rsplit("/", 1)[-1]: sha for ref, sha in refs.items()}
+    assert partial != whole and {partial, whole} <= set(by_name)
+    kept = sh(["git", "show", "--name-only", "--format=", by_name[whole]], repo, env).split()
+    assert {"dvc.lock", "one.json"} <= set(kept), kept  # untracked before: saved with the experiment

@@ -22,7 +22,7 @@ def test_dvc_repro_matrix_and_forced_rebuild(tmp_path, fake_server, monkeypatch)
     monkeypatch.setenv("FAKE_API_KEY", "k")
     repo = tmp_path / "bench"
     repo.mkdir()
-    for item in ("agorabench", "flows", "tasks"):
+    for item in ("agorabench", "flows", "tasks", "requirements"):
         shutil.copytree(REPO / item, repo / item, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
     params_path = write_params(repo / "params.yaml", fake_server.url, methods=["response_generation", "instance_generation"],

@@ -7,6 +7,7 @@ import pytest
 
 from agorabench.config import METHODS, load_params
 from agorabench.generation.loop import generate_setting
+from agorabench.models.endpoint import Endpoint
 from agorabench.models.servers import LocalModelServer
 from tests.conftest import REPO
 
@@ -43,6 +44,6 @@ def test_smollm2_produces_valid_instances_for_each_method(tmp_path, engine):
             pm = p.model_copy(update={"generation": p.generation.model_copy(
                 update={"max_attempts_per_instance": 32, "max_attempts_per_seed": 1})})
             manifest = asyncio.run(generate_setting(pm, "smollm2", "general", method, num=1, progress=False,
-                                                    endpoint=(server.base_url, server.model_id)))
+                                                    endpoints={"smollm2": Endpoint(server.base_url, server.model_id)}))
             assert manifest["num_valid"] == 1, (method, manifest["rejections"])
             assert manifest["input_tokens"] > 0 and manifest["output_tokens"] > 0

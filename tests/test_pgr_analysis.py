@@ -15,8 +15,8 @@ from tests.pgr_oracle import DOMAIN_BENCHMARKS, average_pgr, compute_pgr, pgr
 
 IG, RG, QE = "instance_generation", "response_generation", "quality_enhancement"
 
-# Paper Table 2 (spec §6.1): domain PGR per generator for (IG, RG, QE) x (math, code, general),
-# then the printed per-method averages, and Table 3's overall average (spec §6.2).
+# Paper Table 2 (docs/paper.md §6.1): domain PGR per generator for (IG, RG, QE) x (math, code, general),
+# then the printed per-method averages, and Table 3's overall average (docs/paper.md §6.2).
 TABLE2 = {
     "gpt-4o": ([20.6, 73.6, 46.1], [46.7, 28.5, 30.3], [21.9, -8.8, 7.1]),
     "gpt-4o-mini": ([16.1, 41.9, 18.0], [48.1, 18.9, 13.7], [17.8, -11.2, 9.9]),
@@ -37,8 +37,8 @@ TABLE3_OVERALL = {
     "gpt-4o": 29.5, "gpt-4o-mini": 19.2, "claude-3.5-sonnet": 23.6,
     "llama-3.1-405b": 11.3, "llama-3.1-70b": 14.1, "llama-3.1-8b": 15.9,
 }
-# Reference = Llama-3.1-8B-Instruct (spec §5). Only MATH's base score is known (19.84); the other base
-# scores are made up for the end-to-end test, which only needs reference > base.
+# Reference = Llama-3.1-8B-Instruct (docs/paper.md §5). Only MATH's base score is known (19.84); the
+# other base scores are made up for the end-to-end test, which only needs reference > base.
 REFERENCE = {"gsm8k": 78.9, "math": 34.6, "mbpp": 68.5, "humaneval": 69.5, "alpacaeval": 24.2, "arenahard": 25.5}
 BASE = {"gsm8k": 55.0, "math": 19.84, "mbpp": 45.0, "humaneval": 30.0, "alpacaeval": 2.0, "arenahard": 3.0}
 
@@ -94,7 +94,7 @@ def test_table2_method_averages_and_table3_overall_are_reproduced():
     worst = max(abs(got[(g, m)] - avg) for g, avgs in TABLE2_AVG.items() for m, avg in zip((IG, RG, QE), avgs))
     # The printed cells are rounded to 0.1, so their mean can miss the printed average by ~0.05.
     assert worst <= 0.07
-    # More precise averages quoted in the paper's text (spec §6.1).
+    # More precise averages quoted in the paper's text (docs/paper.md §6.1).
     assert got[("gpt-4o", IG)] == pytest.approx(46.75, abs=0.03)
     assert got[("claude-3.5-sonnet", IG)] == pytest.approx(24.14, abs=0.03)
     assert got[("claude-3.5-sonnet", QE)] == pytest.approx(17.89, abs=0.03)
@@ -390,7 +390,8 @@ def test_nested_subsets_are_nested_and_deterministic():
 
 
 def test_cost_quality_finds_cheapest_configuration_reaching_target():
-    # Shape of the paper's finding (spec §6.4): 50K from a 17x cheaper model beats 10K from the dear one.
+    # Shape of the paper's finding (docs/paper.md §6.4): 50K from a 17x cheaper model beats 10K from
+    # the dear one.
     price = {"gpt-4o": 17.0, "gpt-4o-mini": 1.0}  # relative cost per 10K instances
     rows = [
         {"generator": "gpt-4o", "size": 10_000, "cost": price["gpt-4o"], "pgr": 20.6},

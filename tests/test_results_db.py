@@ -28,7 +28,8 @@ from agorabench.testing.results_tree import GENS, write_tree
 IG, RG, QE = METHODS
 BENCHMARKS = [b for names in DOMAIN_BENCHMARKS.values() for b in names]
 
-# Paper Table 2 (spec §6.1), Table 2's printed method averages and Table 3's overall (spec §6.2).
+# Paper Table 2 (docs/paper.md §6.1), Table 2's printed method averages and Table 3's overall
+# (docs/paper.md §6.2).
 TABLE2 = {
     "gpt-4o": ([20.6, 73.6, 46.1], [46.7, 28.5, 30.3], [21.9, -8.8, 7.1]),
     "gpt-4o-mini": ([16.1, 41.9, 18.0], [48.1, 18.9, 13.7], [17.8, -11.2, 9.9]),
@@ -110,7 +111,7 @@ def test_table2_domain_pgrs_give_the_papers_method_and_overall_averages(tmp_path
             # Cells are printed rounded to 0.1, so their mean can miss the printed average by ~0.05.
             assert method_avg[(gen, method)] == pytest.approx(value, abs=0.1), (gen, method)
         assert overall[gen] == pytest.approx(TABLE3_OVERALL[gen], abs=0.1), gen
-    # The text's more precise values (spec §6.1).
+    # The text's more precise values (docs/paper.md §6.1).
     assert method_avg[("gpt-4o", IG)] == pytest.approx(46.75, abs=0.03)
     assert method_avg[("claude-3.5-sonnet", QE)] == pytest.approx(17.89, abs=0.03)
     # The wide view is the same numbers.

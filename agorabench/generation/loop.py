@@ -142,7 +142,7 @@ async def generate_setting(params: Params, generator: str, domain: str, method: 
     bar = Progress(f"{generator} {method} {domain}", num, progress)
     # At hundreds of answers a second the cyclic GC's full passes over every long-lived object
     # (imported modules, seeds, prompts) cost ~7% of the client's CPU: freeze what exists now and
-    # collect the young generation less often while the run lasts (perf/generation_throughput.py).
+    # collect the young generation less often while the run lasts (benchmarks/generation_throughput.py).
     gc_threshold = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(max(gc_threshold[0], 20_000), *gc_threshold[1:])

@@ -2,8 +2,8 @@
 
 The official repository keeps its 12 meta-prompts in agora_scripts/prompts/ under its own names and
 hard-codes the themes, the first words and the system message in agora_scripts/run.py. This module
-owns the mapping from that layout to ours (spec §1.1-1.5): it copies the files byte for byte under
-our names and writes lists.yaml from run.py, which it reads with `ast` and never runs.
+owns the mapping from that layout to ours (docs/paper.md §1.1-1.5): it copies the files byte for byte
+under our names and writes lists.yaml from run.py, which it reads with `ast` and never runs.
 
 The official lists are kept exactly as they are, quirks included, because a faithful rerun of the
 paper samples from them: a missing comma that merges two first words into one ("As a " "Question: "
@@ -37,15 +37,15 @@ from agorabench.generation.prompting import (
     required_placeholders,
 )
 
-# Names the official run.py uses (spec §1.3, §1.5): a dict of theme lists by domain, the list passed
-# as first_word_list for general instance generation, the keyword that carries the system message,
-# and the dict of placeholder and trigger strings.
+# Names the official run.py uses (docs/paper.md §1.3-1.5): a dict of theme lists by domain, the list
+# passed as first_word_list for general instance generation, the keyword that carries the system
+# message, and the dict of placeholder and trigger strings.
 THEMES_VAR = "themes"
 FIRST_WORDS_VAR = "general_triggers"
 SYSTEM_KEYWORD = "system_message"
 PLACEHOLDERS_VAR = "placeholder_formats"
 
-# The commit of neulab/data-agora the spec was written from (its HEAD on 2024-12-06).
+# The commit of neulab/data-agora that docs/paper.md describes (its HEAD on 2024-12-06).
 PAPER_COMMIT = "d7e66e12b03616caa42d818d5c2a387c127014ab"
 
 # Official placeholder_formats key -> our placeholder. The demo keys hold "@" where the official

@@ -1,6 +1,6 @@
 """Turn a generator's raw text into (instruction, response), or a reason it could not be.
 
-Same splitting rules as the paper (spec §1.7): the last input trigger, the output trigger, and the
+Same splitting rules as the paper (docs/paper.md §1.7): the last input trigger, the output trigger, and the
 [END] stop phrase. Two deliberate differences: response generation takes the instruction from our
 seed record instead of re-parsing it out of the filled prompt (which broke on seeds containing
 "INPUT:"), and the JSON parser tolerates a ```json fence around the object.

@@ -1,6 +1,6 @@
 """Meta-prompts: loading, checking placeholders, filling.
 
-The files follow the paper's conventions (spec §1.3-1.4): numbered demo placeholders `<input1>`,
+The files follow the paper's conventions (docs/paper.md §1.3-1.4): numbered demo placeholders `<input1>`,
 `<output1>`, ..., `<input>`/`<output>` for the fixed instruction or pair, `<input_theme>` and
 `<first_word>` for instance generation. A prompt folder given in params.yaml must use the same file
 names; every file is checked on load so a missing or misspelt placeholder fails before any request.
@@ -20,7 +20,7 @@ from agorabench.config import DOMAINS, METHODS, ParamsError
 
 PLACEHOLDER = re.compile(r"<(?:input|output)\d*>|<input_theme>|<first_word>")
 
-# Triggers the parsers split on (spec §1.3); quality enhancement uses its own pair.
+# Triggers the parsers split on (docs/paper.md §1.3); quality enhancement uses its own pair.
 INPUT_TRIGGER, OUTPUT_TRIGGER = "INPUT:", "OUTPUT:"
 QE_INPUT_TRIGGER, QE_OUTPUT_TRIGGER = "Revised Question:", "Revised Answer:"
 STOP_PHRASE = "[END]"

@@ -1,4 +1,4 @@
-"""Checks an accepted instance must pass (spec §1.8), each failure named by a reason code.
+"""Checks an accepted instance must pass (docs/paper.md §1.8), each failure named by a reason code.
 
 Like the paper's validators these look at the response (and the length of the whole instance); they
 are kept as the paper has them, including their known bias against any response that mentions

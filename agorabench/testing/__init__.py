@@ -1,4 +1,4 @@
-"""Test support that also serves the perf scripts: a loopback server speaking the OpenAI and Anthropic
+"""Test support that also serves the benchmarks/ scripts: a loopback server speaking the OpenAI and Anthropic
 wire formats (llm_server.py), fixture trees of pipeline outputs written with the stages' own records
 (results_tree.py, datasets.py).
 

@@ -10,7 +10,9 @@ Formatting is the same as offline (``agorabench.generation.seeds.offline``): mat
 instruction. Every loader decontaminates against the evaluation items (``decontaminate=False``
 turns that off), recording its counts under "hub:<name>" in ``decontamination_report()``.
 
-| setting      | paper seed [spec §1.1]        | hub id used here (columns)                                         |
+The paper's seed sets are those of docs/paper.md §1.1:
+
+| setting      | paper seed                    | hub id used here (columns)                                         |
 |--------------|-------------------------------|--------------------------------------------------------------------|
 | math IG      | GSM8K train + MATH train      | openai/gsm8k "main" (question, answer); EleutherAI/hendrycks_math, one config per subject (problem, solution, type) |
 | math RG      | Magpie-Reasoning (math)       | Magpie-Align/Magpie-Reasoning-V1-150K, task_category == "Math" (instruction) |
@@ -31,12 +33,12 @@ Uncertain, to check on a machine with a network:
     raw files are read through hf:// paths with the json builder (conala-mined.json is assumed to
     be JSON Lines, which the json builder reads either way).
   * The paper's xP3x share of the 874 code IG seeds is unspecified and left out (MBPP train = 374).
-  * The paper classified WebInstruct with GPT-4o-mini (spec §1.1); that output is unreleased, so
+  * The paper classified WebInstruct with GPT-4o-mini (docs/paper.md §1.1); that output is unreleased, so
     ``looks_like_math`` is a keyword/markup heuristic. Pass ``is_math=`` for a better classifier.
   * The paper dropped seeds longer than 4,096 Llama-3 tokens; no tokenizer is assumed here.
   * The paper's own IG seed files are on the hub as Augmentation-Scaling-Laws/math-seed-data
-    (14,856 rows, seen); the code-/general- names follow the same pattern but were not seen:
-    ``load_published_ig_seeds`` reads them.
+    (14,856 rows, seen); the code-/general- names follow the same pattern but were not seen
+    (docs/paper.md §8): ``load_published_ig_seeds`` reads them.
 RG/QE seeds are a deterministic 10K sample: the rows are shuffled with a fixed seed
 (``datasets.Dataset.shuffle(seed=SAMPLE_SEED)``) and taken in that order until 10K survive
 filtering and decontamination.

@@ -1,7 +1,7 @@
 """Offline seed builders: the 9 settings from data that ships inside registry packages.
 
 The paper's seed sets (GSM8K/MATH/MBPP train, LIMA, Magpie, WebInstruct, CoNaLa) are in no package
-(shared/research/offline-assets.md §2.1), so each setting uses the closest packaged substitute.
+(docs/offline-assets.md §2.1), so each setting uses the closest packaged substitute.
 ``agorabench.generation.seeds.hub`` loads the real ones when a network is available.
 
 Choices, per setting (counts are before decontamination; see ``decontamination_report()``):
@@ -263,7 +263,7 @@ def mbpp_seed_docs() -> list[dict]:
 
 
 def mbpp_instruction(text: str, first_test: str) -> str:
-    # The paper's MBPP seed format (spec §1.2): the task and one assert inside a docstring.
+    # The paper's MBPP seed format (docs/paper.md §1.2): the task and one assert inside a docstring.
     return f'"""\n{text.strip()}\n{first_test.strip()}\n"""\n'
 
 

@@ -19,7 +19,7 @@ merge, pivot_table) and may skip columns it does not need, as DuckDB does by its
 --threads (default 2, the target machine); pyarrow's Parquet reader uses its own thread pool.
 Target: pandas time / DuckDB time >= 5 on the fair comparison.
 
-Scale (spec §6.7): 1.26M generated instances = 54 main datasets x 10K + 9 scaling sets x 50K (the
+Scale (docs/paper.md §6.7): 1.26M generated instances = 54 main datasets x 10K + 9 scaling sets x 50K (the
 25K sets are their prefixes, as in the paper) + 27 prompt-ablation datasets x 10K; 99 students
 (54 + 18 scaling + 27 ablation), each evaluated on its domain's two benchmarks with the real item
 counts; the base, the reference and the 6 generators on all six benchmarks.

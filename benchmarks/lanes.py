@@ -36,8 +36,8 @@ def timed(params, stages: list[str], jobs: int, store: Path) -> float:
 
     for suffix in ("", "-wal", "-shm"):  # nothing answered from an earlier pass
         Path(f"{store}{suffix}").unlink(missing_ok=True)
-    lanes = (split_lanes(stages, params.benchmark_generators, params.methods, jobs, answered_together(params))
-             if jobs > 1 else [stages])
+    # each stage on its own: evaluation stages do not depend on each other
+    lanes = split_lanes([[s] for s in stages], jobs, answered_together(params)) if jobs > 1 else [stages]
     threads = str(threads_per_lane(len(lanes)))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "TQDM_DISABLE": "1", "AGORA_ALLOW_CODE_EXECUTION": "1"}
     # as `agora run` does: each lane its own servers, for the models its stages call
