@@ -27,7 +27,7 @@ def _error(tmp_path, **overrides) -> str:
 def test_wrong_backend_names_field_value_and_choices(tmp_path):
     msg = _error(tmp_path, **{"generators.fake.backend": "opena"})
     assert "generators.fake.backend" in msg and "'opena'" in msg
-    assert all(b in msg for b in ("openai", "anthropic", "local", "vllm"))
+    assert all(b in msg for b in ("openai", "anthropic", "local"))
 
 
 def test_unknown_field_is_rejected(tmp_path):

@@ -179,20 +179,67 @@ def test_code_benchmark_with_the_opt_in_records_the_isolation(tmp_path, tiny_stu
     assert result["isolation"] in ("bwrap", "process")
 
 
-def test_local_transformers_generators_are_scored_in_process(tmp_path):
-    """Table 7 for a local generator served by transformers runs batched in-process, as students do;
-    every other generator goes through its endpoint."""
-    from agorabench.evaluation.run import _in_process
+def test_who_answers_each_model(tmp_path, monkeypatch):
+    """Table 7 for a local generator served by transformers runs batched in this process, as students
+    do; one served by vLLM goes through a vLLM server of its model (batched there); every other
+    generator through its endpoint. Students and anchors follow evaluation.engine."""
+    from agorabench.evaluation.run import answerer_for, resolve_model_ref
+    from agorabench.models.endpoint import EndpointAnswerer
+    from agorabench.models.in_process import TransformersAnswerer
+    from agorabench.models.served import ServedModelAnswerer
 
+    monkeypatch.setenv("FAKE_API_KEY", "k")
     path = write_params(tmp_path / "params.yaml", "http://127.0.0.1:9", **{
         "generators.tiny": {"backend": "local", "model": "smollm2-135m-instruct", "engine": "transformers"},
+        "generators.tiny-vllm": {"backend": "local", "model": "smollm2-135m-instruct", "engine": "vllm"},
         "generators.tiny-cpp": {"backend": "local", "model": "smollm2-135m-instruct", "engine": "llamacpp"},
         "generators.tiny-url": {"backend": "local", "model": "smollm2-135m-instruct", "engine": "transformers",
                                 "base_url": "http://127.0.0.1:8000/v1"}})
     params = load_params(path)
-    assert _in_process(params, "tiny")
+
+    def who(ref, p=params):
+        with answerer_for(p, resolve_model_ref(p, ref)) as answerer:  # nothing loads before a request
+            return type(answerer)
+
+    assert who("generator:tiny") is TransformersAnswerer and who("reference") is TransformersAnswerer
+    assert who("generator:tiny-vllm") is ServedModelAnswerer
     # canaries: a llama.cpp engine, a server given by URL and a remote API all use the endpoint
-    assert not any(_in_process(params, g) for g in ("tiny-cpp", "tiny-url", "fake"))
+    assert all(who(f"generator:{g}") is EndpointAnswerer for g in ("tiny-cpp", "tiny-url", "fake"))
+    served = params.model_copy(update={"evaluation": params.evaluation.model_copy(update={"engine": "vllm"})})
+    assert who("base", served) is ServedModelAnswerer and who("reference", served) is ServedModelAnswerer
+
+
+def test_vllm_students_use_the_base_models_server_only_with_lora(tmp_path, monkeypatch):
+    """`agora run` hands down one vLLM server of the student base: a LoRA student's adapter is loaded
+    into it, and a student trained on nothing is the base; a fully fine-tuned student is another
+    model and must not be answered by it (canary)."""
+    from agorabench.evaluation.run import answerer_for, resolve_model_ref
+    from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
+    from agorabench.models.endpoint import Endpoint
+    from agorabench.models.servers import server_key
+    from agorabench.setting import Setting
+
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    params = load_params(write_params(tmp_path / "params.yaml", "http://127.0.0.1:9", **{
+        "evaluation.engine": "vllm", "training.output_dir": str(tmp_path / "ckpt")}))
+    base_server = Endpoint("http://127.0.0.1:1/v1", "base")
+    endpoints = {server_key("vllm", params.student.base, params.evaluation.cpu_weights): base_server}
+
+    def endpoint_for(trained: bool, lora: bool):
+        folder = Setting("fake", "response_generation", "math").checkpoint(params)
+        folder.mkdir(parents=True, exist_ok=True)
+        record = StudentRecord(generator="fake", method="response_generation", domain="math", trained=trained,
+                               base=params.student.base, base_path=params.student.base, lora=lora,
+                               system_prompt=None, dataset="d", generated_examples=1, seed_examples=0, examples=1,
+                               examples_sha256="0" * 64)
+        (folder / STUDENT_FILE).write_text(record.to_json())
+        model = resolve_model_ref(params, "student:fake/response_generation/math")
+        with answerer_for(params, model, endpoints) as answerer:
+            return answerer.endpoint
+
+    assert endpoint_for(trained=True, lora=True) is base_server
+    assert endpoint_for(trained=False, lora=True) is base_server
+    assert endpoint_for(trained=True, lora=False) is None  # its own server, started when first asked
 
 
 def test_prefetch_answers_all_benchmarks_in_one_batch(tmp_path, tiny_student, monkeypatch):

@@ -20,9 +20,9 @@ from tests.conftest import write_params
 class FakeServer:
     started: list[str] = []
 
-    def __init__(self, model, engine="auto", log_path=None, extra_args=(), **_):
-        self.model, self.engine, self.startup_s = model, "llamacpp", 0.1
-        self.base_url, self.model_id = f"http://127.0.0.1:1/{model}/v1", f"/models/{model}.gguf"
+    def __init__(self, model, engine="auto", log_path=None, extra_args=(), lora=False, **_):
+        self.model, self.engine, self.lora, self.startup_s = model, engine, lora, 0.1
+        self.base_url, self.model_id = f"http://127.0.0.1:1/{model}/v1", f"/models/{model}"
 
     def launch(self):
         FakeServer.started.append(self.model)
@@ -46,8 +46,8 @@ def local_params(tmp_path, monkeypatch):
     monkeypatch.setattr(local_server, "LocalModelServer", FakeServer)
     FakeServer.started = []
     path = write_params(tmp_path / "params.yaml", "http://127.0.0.1:9", **{
-        "generators.tiny": {"backend": "local", "model": "smollm2-135m-instruct"},
-        "generators.judge": {"backend": "local", "model": "qwen2.5-coder-0.5b-instruct"},
+        "generators.tiny": {"backend": "local", "model": "smollm2-135m-instruct", "engine": "transformers"},
+        "generators.judge": {"backend": "local", "model": "qwen2.5-coder-0.5b-instruct", "engine": "transformers"},
         "benchmark_generators": ["fake", "tiny"], "evaluation.judge": "judge", "intrinsic.judge": "judge"})
     return load_params(path)
 
@@ -63,8 +63,9 @@ def test_servers_start_once_only_when_a_model_stage_is_pending(local_params):
     FakeServer.started = FakeServer.started[:2]
     # canary of the first block: a pending model stage does start them, each once
     assert FakeServer.started == ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"]
-    assert shared["judge"] == {"base_url": "http://127.0.0.1:1/qwen2.5-coder-0.5b-instruct/v1",
-                               "model_id": "/models/qwen2.5-coder-0.5b-instruct.gguf"}
+    # named by engine and model (servers.server_key): a stage finds the server of the model it would start
+    assert shared["transformers:qwen2.5-coder-0.5b-instruct"] == {
+        "base_url": "http://127.0.0.1:1/qwen2.5-coder-0.5b-instruct/v1", "model_id": "/models/qwen2.5-coder-0.5b-instruct"}
 
 
 def test_each_lane_starts_the_servers_its_stages_call(local_params):
@@ -85,12 +86,35 @@ def test_each_lane_starts_the_servers_its_stages_call(local_params):
     FakeServer.started = []
     with pipeline.lane_servers(local_params, None, [tiny_lane, fake_lane]) as envs:  # both: three servers
         assert FakeServer.started == ["smollm2-135m-instruct"] + ["qwen2.5-coder-0.5b-instruct"] * 2
-        assert json.loads(envs[0][SHARED_SERVERS_ENV]).keys() == {"tiny", "judge"}
+        assert json.loads(envs[0][SHARED_SERVERS_ENV]).keys() == {"transformers:smollm2-135m-instruct",
+                                                                  "transformers:qwen2.5-coder-0.5b-instruct"}
     assert pipeline.merge_servers([{}, {}]) == {}
 
 
+def test_with_vllm_the_run_serves_the_student_base_with_lora_and_the_reference(local_params):
+    """Students evaluated through vLLM: one server of the base with LoRA on (the base anchor and every
+    student), one of the reference, for the lanes whose stages evaluate them; one per model and weights,
+    shared with a generator of the same model."""
+    params = local_params.model_copy(update={
+        "evaluation": local_params.evaluation.model_copy(update={"engine": "vllm", "cpu_weights": "float32"}),
+        "generators": {**local_params.generators, "tiny": local_params.generators["tiny"].model_copy(
+            update={"engine": "vllm", "cpu_weights": "float32"})}})
+    base, ref = params.student.base, params.student.reference
+    specs = {s.key: s for s in stages.servers_for(params, ["evaluate-student@tiny-instance_generation-math",
+                                                           "generate@tiny-instance_generation-math"])}
+    assert list(specs) == [f"vllm:{base}", "transformers:qwen2.5-coder-0.5b-instruct"]  # tiny's model is the base
+    assert specs[f"vllm:{base}"].lora
+    assert [s.key for s in stages.servers_for(params, ["evaluate-anchor@reference"])] == [
+        "transformers:qwen2.5-coder-0.5b-instruct", f"vllm:{ref}"]
+    # canaries: training calls no model; with transformers students nothing is served for them
+    assert stages.servers_for(params, ["train@tiny-instance_generation-math"]) == []
+    plain = params.model_copy(update={"evaluation": params.evaluation.model_copy(update={"engine": "transformers"})})
+    assert [s.key for s in stages.servers_for(plain, ["evaluate-anchor@reference"])] == [
+        "transformers:qwen2.5-coder-0.5b-instruct"]
+
+
 def test_a_stage_uses_the_shared_server_instead_of_starting_one(local_params, tmp_path, monkeypatch):
-    shared = {"tiny": Endpoint("http://h:1/v1", "m")}
+    shared = {"transformers:smollm2-135m-instruct": Endpoint("http://h:1/v1", "m")}
     answerer = EndpointAnswerer(local_params, "tiny", endpoints=shared)
     api = answerer._open_api()
     assert str(api.client.base_url) == "http://h:1/v1/" and api.model == "m" and FakeServer.started == []

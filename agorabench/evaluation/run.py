@@ -24,7 +24,7 @@ from pathlib import Path
 
 from agorabench.evaluation.pairwise import NoVerdict
 from agorabench.config import Params, ParamsError
-from agorabench.models.checkpoints import STUDENT_FILE, untrained_reason
+from agorabench.models.checkpoints import STUDENT_FILE, student_record, untrained_reason
 from agorabench.setting import Setting, student_setting
 from agorabench.evaluation import benchmarks as table
 from agorabench.evaluation.items import EvalItem
@@ -135,8 +135,12 @@ def answerer_for(params: Params, model: ModelRef, endpoints: dict[str, Endpoint]
         engine = evaluation_engine(ev.engine)
         path, weights = model.spec, ev.cpu_weights
         template = params.student.chat_template if model.kind in ("base", "student") else None
-        served = {"base": params.student.base, "student": params.student.base,
-                  "reference": params.student.reference}.get(model.kind)
+        served = {"base": params.student.base, "reference": params.student.reference}.get(model.kind)
+        if model.kind == "student":
+            # A LoRA student (or one trained on nothing) is answered by its base's server; a fully
+            # fine-tuned one is a model of its own, which gets a server of its own.
+            info = student_record(path)
+            served = params.student.base if info is None or not info.trained or info.lora else None
     from agorabench.models.store import RequestStore
 
     store = RequestStore(params.cache.requests_db)

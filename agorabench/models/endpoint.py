@@ -137,6 +137,14 @@ class EndpointAnswerer(Answerer):
         self.stats.reserved_usd += worst
         return worst
 
+    def _concurrency(self) -> int:
+        """Requests in flight. A `transformers serve` without continuous batching answers one at a time
+        whatever it is sent, and each request's seed resets its global RNG, which would change an answer
+        still being sampled: it gets one at a time (an `engine: auto` that found no vLLM lands here)."""
+        if self.identity.get("engine") == "transformers" and "--continuous-batching" not in self.cfg.server_args:
+            return 1
+        return self.cfg.concurrency
+
     async def complete(self, messages: list[dict], decoding: Decoding, prepared: tuple[str, str],
                        cached: Completion | None) -> tuple[str, Completion]:
         """The answer to one call: `cached` if the store had it (one batch-wide `prepare` + `lookup`
@@ -146,7 +154,7 @@ class EndpointAnswerer(Answerer):
             self.stats.cached += 1
             return key, cached
         if self._slots is None:  # made in the loop that uses them
-            self._slots, self._api_lock = asyncio.Semaphore(self.cfg.concurrency), asyncio.Lock()
+            self._slots, self._api_lock = asyncio.Semaphore(self._concurrency()), asyncio.Lock()
         sampling = self.sampling(decoding)
         reserved = self._reserve(messages, sampling)
         try:
