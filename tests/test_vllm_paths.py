@@ -112,7 +112,7 @@ def test_vllm_command_line_and_environment(monkeypatch):
     assert "--enforce-eager --dtype float32" in flags  # a CPU: no torch.compile, batch-independent answers
     assert "--enable-lora" in flags and flags.endswith("--seed 1")
     env = server._env()
-    assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and env["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and env["VLLM_CPU_KVCACHE_SPACE"] == "1"
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True" and env["HF_HUB_OFFLINE"] == "1"
     # bfloat16 where asked (and the CPU has it); int8 is refused in one line naming the fix
     monkeypatch.setattr("agorabench.models.cpu_weights.native_bf16", lambda: True)

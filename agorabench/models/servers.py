@@ -481,8 +481,9 @@ class LocalModelServer:
             if self.lora:
                 env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
             if not _on_gpu():
-                # Whole GiB of KV cache; unset, vLLM reserves 92 % of the machine's memory and fails.
-                env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+                # Whole GiB of KV cache; unset, vLLM reserves 92 % of the machine's memory and fails. One
+                # holds 8192 tokens of SmolLM2 (its largest per token of the packaged models) with room to spare.
+                env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
                 # More than one OpenMP thread per server stalls vLLM on a busy 2-core machine (its threads
                 # spin waiting for a core another process holds): 1-3 tokens/s instead of 13-16.
                 env["OMP_NUM_THREADS"] = "1" if (os.cpu_count() or 1) <= 2 else self._threads()
