@@ -75,6 +75,38 @@ def test_a_missing_dep_is_caught():
     assert list(missing) == ["generate"] and "agorabench/generation/parsing.py" in missing["generate"]
 
 
+def missing_params(dvc: dict, params: dict) -> dict[str, list[str]]:
+    """{stage: [params deps the file lacks]}: DVC refuses to run a stage whose params key is not in
+    params.yaml, even where the schema has a default."""
+    out = {}
+    for name, stage in dvc["stages"].items():
+        keys = [k for entry in stage.get("params", []) for k in ([entry] if isinstance(entry, str) else [])]
+        # a matrix stage's key names each generator it runs
+        keys = [k.replace("${item.generator}", g) for k in keys
+                for g in (params.get("benchmark_generators", []) if "${item.generator}" in k else [""])]
+        lacking = []
+        for key in keys:
+            node = params
+            for part in key.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    lacking.append(key)
+                    break
+                node = node[part]
+        if lacking:
+            out[name] = lacking
+    return out
+
+
+def test_every_params_dep_is_in_params_yaml_and_the_profiles():
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    for path in [REPO / "params.yaml", *sorted((REPO / "profiles").glob("*.yaml"))]:
+        assert missing_params(dvc, yaml.safe_load(path.read_text())) == {}, path.name
+    # canary: a key left to its schema default is caught
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    del params["evaluation"]["benchmarks"]
+    assert missing_params(dvc, params) == {"results": ["evaluation.benchmarks"]}
+
+
 def _sh(args, cwd, **kw):
     return subprocess.run(args, cwd=cwd, check=True, capture_output=True, text=True, **kw)
 
