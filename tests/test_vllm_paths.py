@@ -110,6 +110,7 @@ def test_vllm_command_line_and_environment(monkeypatch):
     flags = " ".join(cmd[3:])
     assert "--model /models/smollm2 --host 127.0.0.1 --port 8123 --max-model-len 1024" in flags
     assert "--enforce-eager --dtype float32" in flags  # a CPU: no torch.compile, batch-independent answers
+    assert "--no-enable-chunked-prefill --max-num-batched-tokens 1024" in flags  # whole prompts per step
     assert "--enable-lora" in flags and flags.endswith("--seed 1")
     env = server._env()
     assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and env["VLLM_CPU_KVCACHE_SPACE"] == "1"
@@ -218,6 +219,16 @@ def test_seeded_sampling_does_not_depend_on_the_batch(tmp_path, vllm_server):
         second_sample = [c.text for c in batched.answer_many(QUESTIONS, SAMPLED, sample_index=1)]
     assert one_at_a_time == eight_at_a_time
     assert second_sample != eight_at_a_time
+
+
+def test_seeded_requests_with_long_prompts_in_flight_together(tmp_path, vllm_server):
+    """Several seeded prompts of most of a context at once: split over steps, vLLM-cpu 0.32 would rewind
+    their generators and its engine died (found by `make run`); whole prompts per step keep it alive."""
+    long = [[{"role": "user", "content": f"{n}: " + "Summarise the history of tea. " * 90}] for n in range(4)]
+    with _answerer(vllm_server, tmp_path, concurrency=4) as answerer:
+        done = answerer.answer_many(long, SAMPLED)
+    assert all(c is not None and c.text for c in done) and answerer.stats.completed == 4
+    assert all(600 < c.input_tokens < CONTEXT - SAMPLED.max_new_tokens for c in done)  # most of a context each
 
 
 def test_request_keys_name_the_model_served_and_its_decoding(tmp_path, vllm_server):

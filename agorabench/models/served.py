@@ -106,6 +106,10 @@ class ServedModelAnswerer(Answerer):
                     reason = " ".join(str(e.message).split())[:400]
                     raise LocalServerError(f"the vLLM server at {base_url} refused a request for {self.path} "
                                            f"({e.status_code}: {reason})") from None
+                except openai.APIConnectionError:  # its engine died: the reason is in the server's log
+                    raise LocalServerError(f"the vLLM server at {base_url} stopped answering requests for "
+                                           f"{self.path}; the reason is at the end of its log "
+                                           f"(.agora/logs/ under `agora run`)") from None
             choice, usage = resp.choices[0], resp.usage
             return Completion(text=choice.message.content or "", finish_reason=choice.finish_reason,
                               input_tokens=usage.prompt_tokens if usage else 0,

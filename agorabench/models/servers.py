@@ -441,6 +441,11 @@ class LocalModelServer:
         if not _on_gpu():
             # Eager: torch.compile costs minutes per start on a CPU and brings nothing measurable here.
             cmd += ["--enforce-eager", "--dtype", vllm_cpu_dtype(self.cpu_weights)]
+            # Whole prompts only: when a prompt's prefill is split over steps, vLLM rewinds the request's
+            # seeded generator, which a CPU generator cannot do (vllm-cpu 0.32: "CPU Generator does not
+            # use offset", and the engine dies). A step then holds up to a whole context of tokens.
+            context = self._context_length()
+            cmd += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(context)]
         if self.lora:
             cmd += ["--enable-lora", "--max-lora-rank", "64", "--max-loras", "2"]
         return cmd + self.extra_args
