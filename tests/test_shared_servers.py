@@ -19,6 +19,7 @@ from tests.conftest import write_params
 
 class FakeServer:
     started: list[str] = []
+    lora: dict[str, bool] = {}
 
     def __init__(self, model, engine="auto", log_path=None, extra_args=(), lora=False, **_):
         self.model, self.engine, self.lora, self.startup_s = model, engine, lora, 0.1
@@ -26,6 +27,8 @@ class FakeServer:
 
     def launch(self):
         FakeServer.started.append(self.model)
+        FakeServer.lora[self.model] = self.lora
+        self.base_url = f"http://127.0.0.1:{len(FakeServer.started)}/{self.model}/v1"  # one address each
         return self
 
     def wait_ready(self):
@@ -44,7 +47,7 @@ class FakeServer:
 @pytest.fixture
 def local_params(tmp_path, monkeypatch):
     monkeypatch.setattr(local_server, "LocalModelServer", FakeServer)
-    FakeServer.started = []
+    FakeServer.started, FakeServer.lora = [], {}
     path = write_params(tmp_path / "params.yaml", "http://127.0.0.1:9", **{
         "generators.tiny": {"backend": "local", "model": "smollm2-135m-instruct", "engine": "transformers"},
         "generators.judge": {"backend": "local", "model": "qwen2.5-coder-0.5b-instruct", "engine": "transformers"},
@@ -65,7 +68,7 @@ def test_servers_start_once_only_when_a_model_stage_is_pending(local_params):
     assert FakeServer.started == ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"]
     # named by engine and model (servers.server_key): a stage finds the server of the model it would start
     assert shared["transformers:qwen2.5-coder-0.5b-instruct"] == {
-        "base_url": "http://127.0.0.1:1/qwen2.5-coder-0.5b-instruct/v1", "model_id": "/models/qwen2.5-coder-0.5b-instruct"}
+        "base_url": "http://127.0.0.1:2/qwen2.5-coder-0.5b-instruct/v1", "model_id": "/models/qwen2.5-coder-0.5b-instruct"}
 
 
 def test_each_lane_starts_the_servers_its_stages_call(local_params):
@@ -91,26 +94,45 @@ def test_each_lane_starts_the_servers_its_stages_call(local_params):
     assert pipeline.merge_servers([{}, {}]) == {}
 
 
-def test_with_vllm_the_run_serves_the_student_base_with_lora_and_the_reference(local_params):
+def _vllm(params, **generator_update):
+    return params.model_copy(update={
+        "evaluation": params.evaluation.model_copy(update={"engine": "vllm", "cpu_weights": "float32"}),
+        "generators": {**params.generators, "tiny": params.generators["tiny"].model_copy(
+            update={"engine": "vllm", "cpu_weights": "float32", **generator_update})}})
+
+
+def test_with_vllm_the_run_serves_the_student_base_with_lora(local_params):
     """Students evaluated through vLLM: one server of the base with LoRA on (the base anchor and every
-    student), one of the reference, for the lanes whose stages evaluate them; one per model and weights,
-    shared with a generator of the same model."""
-    params = local_params.model_copy(update={
-        "evaluation": local_params.evaluation.model_copy(update={"engine": "vllm", "cpu_weights": "float32"}),
-        "generators": {**local_params.generators, "tiny": local_params.generators["tiny"].model_copy(
-            update={"engine": "vllm", "cpu_weights": "float32"})}})
-    base, ref = params.student.base, params.student.reference
+    student), shared with a generator of the same model and weights; the reference's stage starts its own."""
+    params = _vllm(local_params)
+    base = params.student.base
     specs = {s.key: s for s in stages.servers_for(params, ["evaluate-student@tiny-instance_generation-math",
                                                            "generate@tiny-instance_generation-math"])}
     assert list(specs) == [f"vllm:{base}", "transformers:qwen2.5-coder-0.5b-instruct"]  # tiny's model is the base
     assert specs[f"vllm:{base}"].lora
     assert [s.key for s in stages.servers_for(params, ["evaluate-anchor@reference"])] == [
-        "transformers:qwen2.5-coder-0.5b-instruct", f"vllm:{ref}"]
+        "transformers:qwen2.5-coder-0.5b-instruct"]  # the judge's; none for the reference
     # canaries: training calls no model; with transformers students nothing is served for them
     assert stages.servers_for(params, ["train@tiny-instance_generation-math"]) == []
     plain = params.model_copy(update={"evaluation": params.evaluation.model_copy(update={"engine": "transformers"})})
-    assert [s.key for s in stages.servers_for(plain, ["evaluate-anchor@reference"])] == [
+    assert [s.key for s in stages.servers_for(plain, ["evaluate-student@tiny-instance_generation-math"])] == [
         "transformers:qwen2.5-coder-0.5b-instruct"]
+
+
+def test_lanes_share_vllm_servers_and_keep_their_own_of_other_engines(local_params):
+    """vLLM batches what the lanes send it: one server per model for all lanes, with LoRA on if any lane
+    evaluates students; a transformers server answers one request at a time: one per lane (canary)."""
+    params = _vllm(local_params)
+    lanes = [["generate@tiny-instance_generation-math", "evaluate-anchor@base"],
+             ["generate@tiny-instance_generation-code", "evaluate-student@tiny-instance_generation-code"]]
+    with pipeline.lane_servers(params, None, lanes) as envs:
+        served = [json.loads(env[SHARED_SERVERS_ENV]) for env in envs]
+    base = f"vllm:{params.student.base}"
+    assert served[0][base] == served[1][base]  # the same server
+    judge = "transformers:qwen2.5-coder-0.5b-instruct"
+    assert served[0][judge] != served[1][judge]  # one each
+    assert sorted(FakeServer.started) == sorted([params.student.base] + ["qwen2.5-coder-0.5b-instruct"] * 2)
+    assert FakeServer.lora == {params.student.base: True, "qwen2.5-coder-0.5b-instruct": False}
 
 
 def test_a_stage_uses_the_shared_server_instead_of_starting_one(local_params, tmp_path, monkeypatch):

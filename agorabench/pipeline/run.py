@@ -111,37 +111,46 @@ def local_servers(params, pending: list[str] | None, threads: str | None = None)
 @contextmanager
 def lane_servers(params, pending: list[str] | None, lanes: list[list[str] | None],
                  threads: str | None = None) -> Iterator[list[dict[str, str]]]:
-    """local_servers for lanes: one environment per lane, naming servers of its own for the models its
-    stages call (None: every stage; stages.servers_for), started when one of its stages that calls a model
-    is pending. All are launched before any is waited for, so they load their models at the same time."""
+    """local_servers for lanes: one environment per lane, naming the servers for the models its stages
+    call (None: every stage; stages.servers_for), started when one of its stages that calls a model is
+    pending. A vLLM server batches whatever is in flight, so the lanes share one per model (one copy of
+    its weights in memory); a server of another engine answers one request at a time, so each lane gets
+    its own, or one lane's judge calls would wait behind the other's generation. All are launched before
+    any is waited for, so they load their models at the same time."""
     from agorabench.models.endpoint import SERVERS_ENV as SHARED_SERVERS_ENV
     from agorabench.models.servers import LocalModelServer
-    from agorabench.pipeline.stages import calls_a_model, servers_for
+    from agorabench.pipeline.stages import ServerSpec, calls_a_model, servers_for
 
+    labels = [lane_letter(i) if len(lanes) > 1 else "" for i in range(len(lanes))]
+    wanted: dict[tuple[str, str], ServerSpec] = {}  # (key, lane label; "" for a shared server) -> spec
+    lane_keys: list[list[tuple[str, str]]] = []
+    for lane, label in zip(lanes, labels):
+        mine = pending if pending is None or lane is None else [s for s in pending if s in lane]
+        specs = [] if mine is not None and not calls_a_model(params, mine) else servers_for(params, lane)
+        keys = []
+        for spec in specs:
+            where = (spec.key, "" if spec.engine == "vllm" else label)
+            wanted[where] = spec.merged(wanted.get(where))
+            keys.append(where)
+        lane_keys.append(keys)
     with contextlib.ExitStack() as stack:
-        launched: list[dict[str, LocalModelServer]] = []
-        labels = [lane_letter(i) if len(lanes) > 1 else "" for i in range(len(lanes))]
-        for lane, label in zip(lanes, labels):
-            mine = pending if pending is None or lane is None else [s for s in pending if s in lane]
-            specs = [] if mine is not None and not calls_a_model(params, mine) else servers_for(params, lane)
-            servers = {}
-            for spec in specs:  # launched from this thread: see PDEATHSIG_LAUNCHER's caveat
-                log_name = f"server-{spec.engine}-{Path(spec.model).name}{'-' + label if label else ''}.log"
-                server = LocalModelServer(spec.model, engine=spec.engine, log_path=Path(".agora/logs") / log_name,
-                                          extra_args=list(spec.server_args), cpu_weights=spec.cpu_weights,
-                                          threads=threads, lora=spec.lora)
-                stack.callback(server.stop)
-                servers[spec.key] = server.launch()
-            launched.append(servers)
+        launched: dict[tuple[str, str], LocalModelServer] = {}
+        for (key, label), spec in wanted.items():  # launched from this thread: see PDEATHSIG_LAUNCHER's caveat
+            log_name = f"server-{spec.engine}-{Path(spec.model).name}{'-' + label if label else ''}.log"
+            server = LocalModelServer(spec.model, engine=spec.engine, log_path=Path(".agora/logs") / log_name,
+                                      extra_args=list(spec.server_args), cpu_weights=spec.cpu_weights,
+                                      threads=threads, lora=spec.lora)
+            stack.callback(server.stop)
+            launched[(key, label)] = server.launch()
+        for (key, label), server in launched.items():
+            server.wait_ready()
+            whose = f" for lane {label}" if label else (" for every lane" if len(lanes) > 1 else "")
+            print(f"{server.engine} server for {server.model}{' (LoRA)' if server.lora else ''}{whose} at "
+                  f"{server.base_url} (ready in {server.startup_s:.0f} s)", flush=True)
         envs = []
-        for servers, label in zip(launched, labels):
-            shared = {}
-            for key, server in servers.items():
-                server.wait_ready()
-                shared[key] = {"base_url": server.base_url, "model_id": server.model_id}
-                print(f"{server.engine} server for {server.model}{' (LoRA)' if server.lora else ''}"
-                      f"{' for lane ' + label if label else ''} at {server.base_url} "
-                      f"(ready in {server.startup_s:.0f} s)", flush=True)
+        for keys in lane_keys:
+            shared = {key: {"base_url": launched[(key, label)].base_url, "model_id": launched[(key, label)].model_id}
+                      for key, label in keys}
             envs.append({SHARED_SERVERS_ENV: json.dumps(shared)} if shared else {})
         yield envs
 

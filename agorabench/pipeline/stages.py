@@ -90,13 +90,20 @@ def generators_called_by(params: Params, stages: list[str]) -> list[str]:
 @dataclass(frozen=True)
 class ServerSpec:
     """One local model server `agora run` starts: for generators and judges, and with vLLM for the
-    student base (LoRA on: each student's adapter is loaded into it) and the reference."""
+    student base (LoRA on: each student's adapter is loaded into it)."""
 
     model: str
     engine: str
     lora: bool = False
     cpu_weights: str = "float32"
     server_args: tuple[str, ...] = ()
+
+    def merged(self, other: "ServerSpec | None") -> "ServerSpec":
+        """One server for both asks of the same key: LoRA on if either needs it."""
+        if other is None:
+            return self
+        return ServerSpec(self.model, self.engine, self.lora or other.lora, self.cpu_weights,
+                          self.server_args or other.server_args)
 
     @property
     def key(self) -> str:  # how the stages find it
@@ -106,17 +113,15 @@ class ServerSpec:
 
 
 def servers_for(params: Params, stages: list[str] | None) -> list[ServerSpec]:
-    """The servers `stages` call (None: every stage), one per engine and model: a generator's model, the
-    judges', and, when students are evaluated through vLLM, the student base and the reference."""
+    """The servers `stages` call (None: every stage), one per engine, model and weights: a generator's
+    model, the judges', and, when students are evaluated through vLLM, the student base (LoRA on)."""
     from agorabench.models.servers import evaluation_engine, local_engine
 
     names = served_generators(params) if stages is None else generators_called_by(params, stages)
     specs: dict[str, ServerSpec] = {}
 
     def add(spec: ServerSpec) -> None:
-        old = specs.get(spec.key)
-        specs[spec.key] = spec if old is None else ServerSpec(
-            old.model, old.engine, old.lora or spec.lora, old.cpu_weights, old.server_args or spec.server_args)
+        specs[spec.key] = spec.merged(specs.get(spec.key))
 
     for name in names:
         cfg = params.generators[name]
@@ -128,8 +133,8 @@ def servers_for(params: Params, stages: list[str] | None) -> list[ServerSpec]:
         everything = stages is None
         if everything or kinds & {"evaluate-student", "scale-evaluate"} or "evaluate-anchor@base" in stages:
             add(ServerSpec(params.student.base, "vllm", lora=True, cpu_weights=params.evaluation.cpu_weights))
-        if everything or "evaluate-anchor@reference" in stages:
-            add(ServerSpec(params.student.reference, "vllm", cpu_weights=params.evaluation.cpu_weights))
+        # The reference answers in one stage: that stage starts its server and stops it when done, rather
+        # than hold its weights in memory all run; a generator's server of the same model serves it instead.
     return list(specs.values())
 
 
