@@ -433,6 +433,9 @@ class IntrinsicConfig(Strict):
 class AnalysisConfig(Strict):
     """Results database, analysis and report (`agora results`, `agora analyze`, `agora report`)."""
     results_dir: str = "data/results"      # deterministic Parquet (DVC outs) + agora.duckdb (rebuilt)
+    # Every recorded run's tables, one folder per revision (git, dvc.lock, params): `agora results`
+    # adds the current run. Not a DVC output: it only grows (agorabench/results/history.py says why).
+    history_dir: str = "data/history"
     # `agora report`: index.html, the figures and summary.md.
     report_dir: str = "reports"
     # Domain PGR: the mean of its benchmarks' PGRs (the paper) or the PGR of their mean scores.

@@ -242,7 +242,8 @@ def intrinsic(
 @app.command()
 def results(params_file: str = PARAMS_OPT,
             requests: bool = typer.Option(False, "--requests", help="Also export the request store (not deterministic).")):
-    """Collect every dataset, checkpoint, score and metric into data/results/ (Parquet) and agora.duckdb."""
+    """Collect every dataset, checkpoint, score and metric into data/results/ (Parquet) and agora.duckdb,
+    and add the run to the history (data/history/) unless this revision is there already."""
     _load(params_file)
     from flows.results import results as flow
 
@@ -291,7 +292,7 @@ def _results_db(params_file: str):
     if not Path(analysis.results_dir).is_dir():
         raise ValueError(f"results folder {analysis.results_dir} does not exist; run `agora results` "
                          f"(or `agora run`) first")
-    return ensure_db(analysis.results_dir, analysis.combine, analysis.min_gap)
+    return ensure_db(analysis.results_dir, analysis.combine, analysis.min_gap, analysis.history_dir)
 
 
 @app.command()
@@ -501,8 +502,14 @@ def run(
     from agorabench.pipeline.run import pending_stages, pipeline_env, prefect_server, repro
 
     if not force and pending_stages(pipeline_env()) == []:
-        # Nothing changed: DVC says so, and neither a Prefect server nor a model server starts.
-        raise typer.Exit(repro(pipeline_env()))
+        # Nothing changed: DVC says so, and neither a Prefect server nor a model server starts. The
+        # run is still recorded: a new commit is a new revision (the same one adds nothing).
+        from agorabench.pipeline.run import record_history
+
+        rc = repro(pipeline_env())
+        if rc == 0:
+            record_history(params, ["results"], say=typer.echo)
+        raise typer.Exit(rc)
     try:
         from prefect.settings import PREFECT_API_URL, temporary_settings
 

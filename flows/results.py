@@ -1,4 +1,5 @@
-"""Prefect flow of the results stage: every output file -> data/results/*.parquet and agora.duckdb."""
+"""Prefect flow of the results stage: every output file -> data/results/*.parquet, the run added to the
+history (data/history/), and agora.duckdb."""
 from __future__ import annotations
 
 from prefect import flow
@@ -9,4 +10,4 @@ from agorabench.results.db import build_results
 
 @flow(name="results", log_prints=True)
 def results(params_file: str = "params.yaml", include_requests: bool = False) -> str:
-    return str(build_results(load_params(params_file), include_requests=include_requests))
+    return str(build_results(load_params(params_file), include_requests=include_requests, say=print))

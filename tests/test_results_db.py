@@ -21,8 +21,8 @@ from agorabench.results.collect import collect, write_table
 from agorabench.results.db import build_db, build_results, connect, ensure_db
 from agorabench.results.docs import render_schema_doc
 from agorabench.results.query import run_sql
-from agorabench.results.schema import TABLES
-from agorabench.results.views import BUILT_TABLES, view_definitions
+from agorabench.results.schema import HISTORY_TABLES, RUNS, TABLES, history_columns
+from agorabench.results.views import BUILT_TABLES, View, history_views, view_definitions
 from agorabench.testing.results_tree import GENS, write_tree
 
 IG, RG, QE = METHODS
@@ -364,6 +364,16 @@ def documented_vs_actual(con: duckdb.DuckDBPyConnection, tables: dict, views: di
     return problems
 
 
+def documented_history() -> tuple[dict, dict]:
+    """The history schema as documented, as Views (only their columns matter here): its tables, and
+    its per-run views and the views across runs."""
+    columns = {f"history.{n}": ["run_id", *history_columns(n)] for n in HISTORY_TABLES}
+    columns["history.runs"] = ["run_id", "run_number", *RUNS.names]
+    tables = {n: View("", "", tuple((c, "") for c in cols)) for n, cols in columns.items()}
+    views = {f"history.{n}": v for n, v in view_definitions(DOMAIN_BENCHMARKS, by=("run_id",)).items()}
+    return tables, {**views, **history_views(DOMAIN_BENCHMARKS)}
+
+
 def test_every_table_and_view_is_documented_as_it_is(tmp_path):
     from pathlib import Path
 
@@ -379,8 +389,20 @@ def test_every_table_and_view_is_documented_as_it_is(tmp_path):
         broken["pgr_overall"] = type(v)(v.doc, v.sql, v.columns[:-1])
         assert documented_vs_actual(con, TABLES, broken) == [
             "pgr_overall: documented ['generator', 'pgr'], actual ['generator', 'pgr', 'methods']"]
-        listed = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        assert listed == set(TABLES) | set(BUILT_TABLES) | set(views)
+        # The history, from the run this build_results recorded: a run_id first everywhere.
+        tables, history = documented_history()
+        assert documented_vs_actual(con, {}, tables | history) == []
+        listed = set(con.execute("SELECT table_schema, table_name FROM information_schema.tables").fetchall())
+        main = set(TABLES) | set(BUILT_TABLES) | set(views) | set(history_views(DOMAIN_BENCHMARKS))
+        assert listed == {("main", n) for n in main} | {tuple(n.split(".")) for n in tables | history if "." in n}
+    finally:
+        con.close()
+    # An empty history (no run recorded) has the same columns.
+    empty = build_db(paths.out, db_path=tmp_path / "empty.duckdb", history_dir=tmp_path / "no-history")
+    con = connect(empty)
+    try:
+        assert documented_vs_actual(con, {}, tables | history) == []
+        assert con.execute("SELECT count(*) FROM history.pgr_overall").fetchall() == [(0,)]
     finally:
         con.close()
     doc = (Path(__file__).resolve().parents[1] / "docs" / "results-schema.md").read_text()

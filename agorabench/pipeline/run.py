@@ -333,8 +333,28 @@ def run_pipeline(params, prefect_api_url: str, *, force: bool = False, jobs: int
     by_kind = seconds_by_kind(params, *stage_seconds(lines))
     if by_kind:
         say("time per stage kind (summed over lanes): " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in by_kind.items()))
+    run_id = record_history(params, ran + unchanged, say=say) if rc == 0 else None
     return {"rc": rc, "stages_run": ran, "stages_unchanged": unchanged, "lanes": len(lanes) or 1,
-            "duration_s": round(time.monotonic() - started, 1), "seconds_by_kind": by_kind}
+            "duration_s": round(time.monotonic() - started, 1), "seconds_by_kind": by_kind, "run_id": run_id}
+
+
+def record_history(params, up_to_date: list[str], repo: str | Path = ".", say=print) -> str | None:
+    """Record the finished run in the results history (agorabench/results/history.py) and return its
+    key, when the results stage is among the stages DVC ran or found up to date (`up_to_date`): then
+    data/results/ holds this revision's results. Its own run recorded them already unless nothing
+    upstream changed (a new commit of other files, say); the same revision is never added twice.
+    None when the results are not this revision's (a run of some stages only)."""
+    from agorabench.results.history import record_run
+
+    if "results" not in up_to_date:
+        return None
+    try:
+        recorded = record_run(params, repo, recorded_by="agora run")
+    except ValueError as e:  # the run itself succeeded: say why it is not in the history, do not fail it
+        say(f"history: run not recorded: {e}")
+        return None
+    say(recorded.message())
+    return recorded.run_id
 
 
 def stage_seconds(lines: list[tuple[float, str, str]]) -> tuple[dict[str, float], dict[str, float]]:

@@ -17,7 +17,9 @@ def build_report(params) -> tuple[Path, str]:
     from agorabench.results.db import build_db
 
     cfg = params.analysis
-    db = build_db(cfg.results_dir, combine=cfg.combine, min_gap=cfg.min_gap)
+    # With the history's views (the page does not read them: the report stays a function of its DVC
+    # deps), so that `agora sql` finds the database up to date.
+    db = build_db(cfg.results_dir, combine=cfg.combine, min_gap=cfg.min_gap, history_dir=cfg.history_dir)
     try:
         analysis = run_analysis(features_from_db(db), standardize=cfg.standardize, top_k=cfg.top_k, source=str(db))
     except ValueError as e:  # the report explains what is missing

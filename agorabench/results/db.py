@@ -1,4 +1,5 @@
-"""Build data/results/agora.duckdb from the collected Parquet tables, with the views of views.py.
+"""Build data/results/agora.duckdb from the collected Parquet tables, with the views of views.py, and
+the history of every recorded run (history.py) as the schema `history`.
 
 The .duckdb file is a rebuildable convenience, not a DVC output: DuckDB does not write it
 byte-for-byte the same twice, while the Parquet it is built from is (collect.py). Building takes
@@ -15,14 +16,16 @@ import duckdb
 
 from agorabench.config import DOMAINS, EvaluationConfig
 from agorabench.results.collect import collect
-from agorabench.results.schema import SQL_TYPES, TABLES
-from agorabench.results.views import view_definitions
+from agorabench.results.history import PARTITION, record_run, recorded_runs, table_glob
+from agorabench.results.schema import HISTORY_TABLES, RUNS, SQL_TYPES, TABLES, history_columns
+from agorabench.results.views import history_views, view_definitions
 
 DB_NAME = "agora.duckdb"
 
 
 def build_db(results_dir: str | Path = "data/results", db_path: str | Path | None = None,
-             combine: str = "mean_of_pgr", tables: str = "copy", min_gap: float = 0.0) -> Path:
+             combine: str = "mean_of_pgr", tables: str = "copy", min_gap: float = 0.0,
+             history_dir: str | Path | None = None) -> Path:
     """Create the database from results_dir/*.parquet (a missing table is created empty).
 
     combine: which domain-PGR definition `pgr_domain` (and so pgr_method, pgr_overall) uses:
@@ -36,6 +39,11 @@ def build_db(results_dir: str | Path = "data/results", db_path: str | Path | Non
         are never read for a cost query), but the Parquet must stay where it is.
     Which benchmarks make up a domain's PGR is the collected table domain_benchmarks (params'
     evaluation.benchmarks when `agora results` ran).
+    history_dir: the recorded runs (analysis.history_dir). Their tables become views over all their
+        Parquet files (schema `history`, a run_id column first), whatever `tables` says: the history
+        is the large part and only grows. A run recorded after the build shows up in them without a
+        rebuild. Every view exists there per run, and pgr_over_runs and latest_results compare the
+        runs. None, or no run recorded yet: the same tables and views, empty.
     Returns the database path (default results_dir/agora.duckdb).
     """
     results_dir = Path(results_dir)
@@ -76,9 +84,10 @@ def build_db(results_dir: str | Path = "data/results", db_path: str | Path | Non
         con.execute("CREATE TABLE meta (key VARCHAR, value VARCHAR)").fetchall()
         con.executemany("INSERT INTO meta VALUES (?, ?)",
                         [("combine", combine), ("tables", tables), ("results_dir", str(results_dir)),
-                         ("min_gap", repr(float(min_gap)))])
+                         ("min_gap", repr(float(min_gap))), ("history_dir", _history_key(history_dir))])
         for name, view in views.items():
             con.execute(f"CREATE VIEW {name} AS {view.sql}").fetchall()
+        _create_history(con, history_dir, domains, combine, min_gap)
         con.execute("COMMIT").fetchall()
         con.execute("CHECKPOINT").fetchall()
     finally:
@@ -103,34 +112,80 @@ def pgr_benchmarks(results_dir: str | Path) -> dict[str, list[str]]:
     return mapping
 
 
-def build_results(params, include_requests: bool = False, tables: str = "copy") -> Path:
-    """collect + build_db: what `agora results` runs. Returns the database path."""
+def build_results(params, include_requests: bool = False, tables: str = "copy", repo: str | Path = ".",
+                  say=None) -> Path:
+    """collect, record the run in the history, build_db: what `agora results` runs. `repo`: the
+    repository whose git commit and dvc.lock name the run; `say`: where the history's one line goes
+    (None: nowhere). Returns the database path."""
     collect(params, include_requests=include_requests)
+    recorded = record_run(params, repo)
+    if say is not None:
+        say(recorded.message())
     a = params.analysis
-    return build_db(a.results_dir, combine=a.combine, tables=tables, min_gap=a.min_gap)
+    return build_db(a.results_dir, combine=a.combine, tables=tables, min_gap=a.min_gap, history_dir=a.history_dir)
 
 
-def ensure_db(results_dir: str | Path = "data/results", combine: str = "mean_of_pgr", min_gap: float = 0.0) -> Path:
+def ensure_db(results_dir: str | Path = "data/results", combine: str = "mean_of_pgr", min_gap: float = 0.0,
+              history_dir: str | Path | None = None) -> Path:
     """results_dir/agora.duckdb, rebuilt first when it is missing, older than a Parquet table (after
-    `dvc pull` or `dvc checkout` only the Parquet is there: it is what DVC tracks), or built with
-    another `combine` or `min_gap` than asked for now."""
+    `dvc pull` or `dvc checkout` only the Parquet is there: it is what DVC tracks) or than a recorded
+    run, or built with another `combine`, `min_gap` or `history_dir` than asked for now."""
     results_dir = Path(results_dir)
     db_path = results_dir / DB_NAME
     newest = max((p.stat().st_mtime for p in results_dir.glob("*.parquet")), default=None)
+    runs = recorded_runs(history_dir) if history_dir is not None else []
+    if newest is not None and runs:
+        newest = max(newest, max(p.stat().st_mtime for p in runs))
+    wanted = {"combine": combine, "min_gap": repr(float(min_gap)), "history_dir": _history_key(history_dir)}
     if newest is not None and (not db_path.is_file() or db_path.stat().st_mtime < newest
-                               or _built_with(db_path) != {"combine": combine, "min_gap": repr(float(min_gap))}):
-        build_db(results_dir, combine=combine, min_gap=min_gap)
+                               or _built_with(db_path) != wanted):
+        build_db(results_dir, combine=combine, min_gap=min_gap, history_dir=history_dir)
     return db_path
 
 
+def _history_key(history_dir: str | Path | None) -> str:
+    return "" if history_dir is None else str(Path(history_dir).resolve())
+
+
+def _create_history(con: duckdb.DuckDBPyConnection, history_dir: str | Path | None,
+                    domains: dict[str, list[str]], combine: str, min_gap: float) -> None:
+    """The schema `history`: each table over all recorded runs, every view per run, the views across runs."""
+    con.execute("CREATE SCHEMA history").fetchall()
+    present = set()
+    for run in recorded_runs(history_dir) if history_dir is not None else []:
+        present |= {p.stem for p in run.glob("*.parquet")}
+    for name in (*HISTORY_TABLES, "runs"):
+        columns = [(c.name, c.type) for c in RUNS.columns] if name == "runs" else \
+            [(c, next(x.type for x in TABLES[name].columns if x.name == c)) for c in history_columns(name)]
+        if name in present:
+            # Every run's file, the folder name read back as run_id (a string, whatever its digits
+            # look like); union_by_name: a run recorded by another version may lack a newer column.
+            literal = "'" + table_glob(history_dir, name).replace("'", "''") + "'"
+            source = (f"read_parquet({literal}, hive_partitioning = true, union_by_name = true, "
+                      f"hive_types = {{'{PARTITION}': VARCHAR}})")
+        else:
+            cols = ", ".join(f'NULL::{SQL_TYPES[t]} AS "{c}"' for c, t in columns)
+            source = f"(SELECT NULL::VARCHAR AS {PARTITION}, {cols} WHERE false)"
+        if name == "runs":
+            select = (f"SELECT {PARTITION}, row_number() OVER (ORDER BY recorded_at, {PARTITION}) AS run_number, "
+                      f"* EXCLUDE ({PARTITION}) FROM {source}")
+        else:
+            select = f"SELECT {PARTITION}, * EXCLUDE ({PARTITION}) FROM {source}"
+        con.execute(f"CREATE VIEW history.{name} AS {select}").fetchall()
+    for name, view in view_definitions(domains, combine, min_gap=min_gap, by=(PARTITION,)).items():
+        con.execute(f"CREATE VIEW history.{name} AS {view.sql}").fetchall()
+    for name, view in history_views(domains).items():
+        con.execute(f"CREATE VIEW {name} AS {view.sql}").fetchall()
+
+
 def _built_with(db_path: Path) -> dict[str, str]:
-    """The combine and min_gap a database was built with (empty when it cannot be read)."""
+    """The combine, min_gap and history_dir a database was built with (empty when it cannot be read)."""
     try:
         con = connect(db_path)
     except duckdb.Error:
         return {}
     try:
-        rows = con.execute("SELECT key, value FROM meta WHERE key IN ('combine', 'min_gap')").fetchall()
+        rows = con.execute("SELECT key, value FROM meta WHERE key IN ('combine', 'min_gap', 'history_dir')").fetchall()
     except duckdb.Error:
         return {}
     finally:

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from agorabench.config import EvaluationConfig
-from agorabench.results.schema import TABLES
-from agorabench.results.views import BUILT_TABLES, view_definitions
+from agorabench.results.schema import HISTORY_LEFT_OUT, HISTORY_TABLES, RUNS, TABLES
+from agorabench.results.views import BUILT_TABLES, history_views, view_definitions
 
 DOC_PATH = Path("docs/results-schema.md")
 
@@ -25,6 +25,7 @@ def render_schema_doc() -> str:
         "`build_db` (agorabench/results/db.py) loads them into `data/results/agora.duckdb` (rebuildable, not",
         "tracked) and adds the views below. Query it with `agora sql \"SELECT * FROM pgr_overall\"`",
         "(agorabench/results/query.py `run_sql`). Percentages are on a 0-100 scale; NULL means \"no value\".",
+        "Every run's results stay queryable in the schema `history` (the last section).",
         "",
         "## Tables",
         "",
@@ -41,6 +42,36 @@ def render_schema_doc() -> str:
         out.append("")
     out += ["## Views", "", "Defined in agorabench/results/views.py (its docstring explains how PGR is averaged).", ""]
     for name, v in view_definitions(EvaluationConfig().benchmarks).items():
+        out += [f"### `{name}`", "", v.doc, "", "| column | meaning |", "|---|---|"]
+        out += [f"| `{c}` | {_cell(doc)} |" for c, doc in v.columns]
+        out.append("")
+    out += [
+        "## History",
+        "",
+        "`agora results` (and `agora run` after its pipeline) adds the collected tables to",
+        "`data/history/run_id=KEY/` (analysis.history_dir; agorabench/results/history.py), one folder per",
+        "revision: KEY is the hash of the git commit, dvc.lock (its stages up to results) and the params, so",
+        "recording the same revision again adds nothing. The database reads every folder as the schema",
+        "`history`: each table below is there with a `run_id` column first, and each view above exists per",
+        "run under the same name (`history.pgr_overall` has a row per run and generator, computed from that",
+        "run's rows only). A run recorded later shows up without a rebuild.",
+        "",
+        "### `history.runs`",
+        "",
+        RUNS.doc + " `run_number` gives their time order.",
+        "",
+        "| column | type | meaning |", "|---|---|---|",
+        "| `run_id` | str | the run's key: its folder's name, run_id=KEY |",
+        "| `run_number` | int | position among the recorded runs, oldest first (by recorded_at, then run_id) |",
+    ]
+    out += [f"| `{c.name}` | {c.type} | {_cell(c.doc)} |" for c in RUNS.columns]
+    out += ["", "### `history.TABLE`", "",
+            "The tables a run keeps (the texts are left out: they stay in DVC at the run's git_rev):", "",
+            "| table | columns left out |", "|---|---|"]
+    out += [f"| `{name}` | {', '.join(f'`{c}`' for c in HISTORY_LEFT_OUT.get(name, ())) or 'none'} |"
+            for name in HISTORY_TABLES]
+    out += ["", "The two views across runs are in the main schema:", ""]
+    for name, v in history_views(EvaluationConfig().benchmarks).items():
         out += [f"### `{name}`", "", v.doc, "", "| column | meaning |", "|---|---|"]
         out += [f"| `{c}` | {_cell(doc)} |" for c, doc in v.columns]
         out.append("")

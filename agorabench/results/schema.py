@@ -12,8 +12,9 @@ import pyarrow as pa
 
 # Column types are short names; the two maps below turn them into Arrow and DuckDB types.
 ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(),
-               "str[]": pa.list_(pa.string())}
-SQL_TYPES = {"str": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "bool": "BOOLEAN", "str[]": "VARCHAR[]"}
+               "str[]": pa.list_(pa.string()), "time": pa.timestamp("us")}
+SQL_TYPES = {"str": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "bool": "BOOLEAN", "str[]": "VARCHAR[]",
+             "time": "TIMESTAMP"}
 
 
 @dataclass(frozen=True)
@@ -257,3 +258,40 @@ TABLES: dict[str, Table] = {
 # The dataset-level intrinsic metrics (columns of `intrinsic` and of the intrinsic_summary view).
 INTRINSIC_METRICS = ("difficulty", "quality", "reward", "perplexity", "instruction_diversity", "response_diversity")
 INSTANCE_METRICS = ("difficulty", "quality", "reward", "perplexity")
+
+
+# ---------------------------------------------------------------------------------------------
+# The history (agorabench/results/history.py): every run's tables, one folder per run
+# ---------------------------------------------------------------------------------------------
+
+# One row per recorded run, in its folder's runs.parquet. run_id itself is the folder's name
+# (run_id=KEY), which DuckDB reads back as a column of every history table.
+RUNS = Table(
+    doc="One row per recorded run: where its results came from. Its key is the hash of git_rev, "
+        "dvc_lock_sha256 and params_sha256: the same revision recorded twice is one run.",
+    key=(),
+    source="written by `agora results` and `agora run` (agorabench/results/history.py)",
+    columns=_cols(
+        ("recorded_at", "time", "UTC time the run was first recorded"),
+        ("recorded_by", "str", "agora results, or agora run (and the scheduled pipeline flow) after its pipeline"),
+        ("git_rev", "str", "git commit of the repository (NULL outside git)"),
+        ("git_dirty", "bool", "tracked files differed from git_rev (dvc.lock and params pin what matters)"),
+        ("dvc_lock_sha256", "str", "hash of dvc.lock's stages up to results (NULL without dvc.lock)"),
+        ("params_sha256", "str", "hash of the validated params"),
+        ("results_sha256", "str", "hash of the run's collected Parquet tables"),
+    ))
+
+# What the history keeps of each collected table: everything except the texts, which would make
+# every run's copy as large as the datasets (they stay in DVC at the run's git_rev), and except the
+# tables that are not deterministic (the request store export).
+HISTORY_LEFT_OUT: dict[str, tuple[str, ...]] = {
+    "instances": ("id", "instruction", "response", "config", "seed_ids", "theme", "first_word",
+                  "prompt_sha256", "request_key"),
+    "eval_items": ("prompt", "output", "extracted", "details"),
+}
+HISTORY_TABLES = tuple(name for name, t in TABLES.items() if t.deterministic)
+
+
+def history_columns(name: str) -> list[str]:
+    """The columns a history table keeps, in the collected table's order (run_id comes first in the database)."""
+    return [c for c in TABLES[name].names if c not in HISTORY_LEFT_OUT.get(name, ())]

@@ -55,7 +55,7 @@ def tree_params(root: str | Path, generators: Sequence[str] = GENS, scaling: dic
                        "generators": list(generators)},
         "intrinsic": {"output_dir": str(root / "data/intrinsic")},
         "cache": {"requests_db": str(root / ".agora/requests.sqlite")},
-        "analysis": {"results_dir": str(root / "data/results")},
+        "analysis": {"results_dir": str(root / "data/results"), "history_dir": str(root / "data/history")},
         "scaling": scaling or {},
     })
 

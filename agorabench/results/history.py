@@ -1,0 +1,195 @@
+"""The history of results: every recorded run's tables, one folder per run, beside the current run's.
+
+`agora results` (and `agora run`, after its pipeline) copies the collected tables of
+analysis.results_dir into analysis.history_dir/run_id=KEY/TABLE.parquet. KEY names the revision the
+results come from: the git commit, dvc.lock (its stages up to results) and the params. Recording the
+same revision again adds nothing, so re-running an unchanged pipeline, or `agora results` twice, leaves
+the history as it was. db.py reads every folder at once as the database schema `history` (the folder
+name becomes a run_id column), where every view of views.py exists per run.
+
+The history is not a DVC output, on purpose: DVC deletes a stage's outputs before it runs the stage,
+caches every version of them, and puts the old version back on `dvc checkout` of an old commit. As an
+output of `results` the history would be re-hashed and cached in full each run, and checking out an
+older commit would drop the runs recorded after it. `persist: true` only stops the deletion. Kept
+outside DVC (git-ignored, like the request store), it only grows, and the results stage stays
+reproducible: its outputs are the Parquet of data/results/, byte-identical for the same inputs.
+
+What a run keeps: every deterministic table, without the instance and item texts
+(schema.HISTORY_LEFT_OUT); those stay in DVC at the run's git_rev.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from agorabench.results.collect import parquet_options
+from agorabench.results.schema import HISTORY_TABLES, RUNS, TABLES, history_columns
+
+PARTITION = "run_id"
+RUNS_FILE = "runs.parquet"
+# The dvc.lock entries that are written after the results are collected: the results stage itself and
+# what reads its outputs. Leaving them out, the key is the same inside the results stage (before DVC
+# writes its entry) and after the run (`agora run` records again there: no duplicate).
+AFTER_RESULTS = ("results", "report")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    run_id: str
+    path: Path
+    added: bool  # False: this revision was already recorded (nothing written)
+    note: str = ""  # a warning worth printing, or ""
+
+    def message(self) -> str:
+        runs = len(recorded_runs(self.path.parent))
+        what = "recorded" if self.added else "already recorded, nothing added"
+        return f"history: run {self.run_id} {what} ({runs} run{'s' * (runs != 1)} in {self.path.parent})" + \
+            (f"; {self.note}" if self.note else "")
+
+
+def run_identity(params, repo: str | Path = ".", recorded_by: str = "agora results") -> dict:
+    """The runs row of the results `params` describe, collected in `repo` now: git revision, dvc.lock
+    and params hashes, and run_id, the key made of those three."""
+    repo = Path(repo)
+    git_rev, dirty = _git(repo)
+    lock = _dvc_lock_sha256(repo / "dvc.lock")
+    params_sha = _sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
+    return {"run_id": run_key(git_rev, lock, params_sha),
+            "recorded_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), "recorded_by": recorded_by,
+            "git_rev": git_rev, "git_dirty": dirty, "dvc_lock_sha256": lock, "params_sha256": params_sha}
+
+
+def run_key(git_rev: str | None, dvc_lock_sha256: str | None, params_sha256: str) -> str:
+    """16 hex digits naming a revision (64 bits: no two runs of one project meet by chance)."""
+    return _sha256(f"{git_rev}\n{dvc_lock_sha256}\n{params_sha256}".encode())[:16]
+
+
+def record_run(params, repo: str | Path = ".", recorded_by: str = "agora results") -> Recorded:
+    """Add the results in params' analysis.results_dir to its history_dir as the run of this revision."""
+    a = params.analysis
+    return append_run(a.results_dir, a.history_dir, run_identity(params, repo, recorded_by))
+
+
+def append_run(results_dir: str | Path, history_dir: str | Path, run: dict) -> Recorded:
+    """Copy results_dir's tables (less the texts) into history_dir/run_id=RUN/, unless that folder exists.
+
+    `run`: a runs row with its run_id (run_identity). The folder is written under another name and
+    renamed, so a reader (or a killed writer) never leaves a half-written run in the history."""
+    results_dir, history_dir = Path(results_dir), Path(history_dir)
+    run_id = run["run_id"]
+    final = history_dir / f"{PARTITION}={run_id}"
+    for name in HISTORY_TABLES:
+        if not (results_dir / f"{name}.parquet").is_file():
+            raise ValueError(f"{results_dir / name}.parquet does not exist; run `agora results` before recording "
+                             f"the run in the history")
+    digest = results_sha256(results_dir)
+    if final.is_dir():
+        return Recorded(run_id, final, False, _differs(final, digest))
+    tmp = history_dir / ".tmp" / f"{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        for name in HISTORY_TABLES:
+            src = results_dir / f"{name}.parquet"
+            keep = history_columns(name)
+            table = pq.read_table(src, columns=[c for c in keep if c in pq.read_schema(src).names])
+            if table.column_names != keep:
+                raise ValueError(f"{src}: columns {table.column_names} are not those of table {name} "
+                                 f"({keep}); re-run `agora results` with this version of agorabench")
+            options = parquet_options(TABLES[name])
+            options["compression"] = {c: options["compression"][c] for c in keep}
+            pq.write_table(table, tmp / f"{name}.parquet", **options)
+        row = {**run, "results_sha256": digest}
+        runs = pa.Table.from_pylist([{c: row.get(c) for c in RUNS.names}], schema=RUNS.arrow_schema())
+        pq.write_table(runs, tmp / RUNS_FILE)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            return Recorded(run_id, final, False, _differs(final, digest))  # another process recorded it first
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_if_empty(tmp.parent)
+    return Recorded(run_id, final, True)
+
+
+def results_sha256(results_dir: str | Path) -> str:
+    """One hash of the collected tables' bytes (deterministic: the same inputs give the same hash)."""
+    h = hashlib.sha256()
+    for name in HISTORY_TABLES:
+        path = Path(results_dir) / f"{name}.parquet"
+        h.update(f"{name}\n".encode())
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def recorded_runs(history_dir: str | Path) -> list[Path]:
+    """The run folders of a history, sorted by name (not time: runs.parquet has the times)."""
+    history_dir = Path(history_dir)
+    return sorted(p for p in history_dir.glob(f"{PARTITION}=*") if p.is_dir()) if history_dir.is_dir() else []
+
+
+def table_glob(history_dir: str | Path, name: str) -> str:
+    """The pattern that matches table `name` (or "runs") in every run folder, as an absolute path."""
+    return str(Path(history_dir).resolve() / f"{PARTITION}=*" / f"{name}.parquet")
+
+
+def _differs(final: Path, digest: str) -> str:
+    try:
+        first = pq.read_table(final / RUNS_FILE, columns=["results_sha256"]).column(0)[0].as_py()
+    except (OSError, pa.ArrowException, KeyError):
+        return f"{final / RUNS_FILE} is unreadable; delete {final} and record the run again"
+    if first == digest:
+        return ""
+    return ("the results differ from those first recorded for this revision (files changed outside DVC?); "
+            "the first are kept: commit the change, or `dvc repro`, to record a new run")
+
+
+def _git(repo: Path) -> tuple[str | None, bool | None]:
+    """(HEAD commit, whether tracked files differ from it); (None, None) outside a git repository."""
+    try:
+        rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "-q", "HEAD"],
+                             capture_output=True, text=True)
+        if rev.returncode != 0:
+            return None, None
+        status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True)
+    except FileNotFoundError:  # no git on this machine
+        return None, None
+    return rev.stdout.strip(), bool(status.stdout.strip()) if status.returncode == 0 else None
+
+
+def _dvc_lock_sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    try:
+        lock = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not YAML ({str(e).splitlines()[0]}); restore it with `git checkout {path.name}`") \
+            from None
+    stages = {k: v for k, v in (lock.get("stages") or {}).items() if k.split("@")[0] not in AFTER_RESULTS}
+    return _sha256(json.dumps(stages, sort_keys=True, default=str).encode())
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass

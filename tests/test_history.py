@@ -1,0 +1,251 @@
+"""The results history: each revision's tables recorded once, the per-run views and those across runs,
+and a results stage under a real `dvc repro` that stays reproducible while the history grows. Every
+check that must pass sits next to a canary that a wrong version would hit."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from agorabench.config import Params
+from agorabench.pipeline.run import record_history
+from agorabench.results.collect import collect
+from agorabench.results.db import build_db, build_results, connect, ensure_db
+from agorabench.results.history import append_run, recorded_runs, run_identity
+from agorabench.results.schema import HISTORY_TABLES, TABLES
+from agorabench.results.views import view_definitions
+from agorabench.testing.results_tree import GENS, tree_params, write_tree
+from tests.conftest import REPO
+from tests.pgr_oracle import DOMAIN_BENCHMARKS
+
+GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1"}
+
+
+def sh(args, cwd, **env) -> str:
+    return subprocess.run(args, cwd=cwd, check=True, capture_output=True, text=True, env={**GIT_ENV, **env}).stdout
+
+
+def git_repo(root: Path) -> Path:
+    """A git repository with one commit and a dvc.lock, as the project's checkout would have."""
+    root.mkdir(parents=True, exist_ok=True)
+    sh(["git", "init", "-q"], root)
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages:\n  generate:\n    cmd: agora generate\n")
+    sh(["git", "add", "dvc.lock"], root)
+    sh(["git", "commit", "-q", "-m", "first"], root)
+    return root
+
+
+def with_params(params: Params, **analysis) -> Params:
+    data = params.model_dump()
+    data["analysis"].update(analysis)
+    return Params.model_validate(data)
+
+
+def rows(db, sql: str) -> list[tuple]:
+    con = connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def set_score(paths, model: str, benchmark: str, score: float) -> None:
+    f = paths.eval / model / f"{benchmark}.scores.json"
+    record = json.loads(f.read_text())
+    record["score"] = score
+    f.write_text(json.dumps(record))
+
+
+def test_two_runs_with_different_params_are_two_runs_and_pgr_over_runs_shows_both(tmp_path):
+    paths = write_tree(tmp_path)
+    repo = git_repo(tmp_path / "repo")
+    said = []
+    first = build_results(paths.params, repo=repo, say=said.append)
+    pgr_first = dict(rows(first, "SELECT generator, pgr FROM pgr_overall"))
+    # The second run: other params (min_gap) and a better base on gsm8k, so every PGR moves.
+    set_score(paths, "base", "gsm8k", 30.0)
+    second = with_params(paths.params, min_gap=0.5)
+    db = build_results(second, repo=repo, say=said.append)
+    pgr_second = dict(rows(db, "SELECT generator, pgr FROM pgr_overall"))
+    history = paths.params.analysis.history_dir
+    assert len(recorded_runs(history)) == 2 and all("recorded (" in s for s in said)
+    assert pgr_first != pgr_second
+
+    over = rows(db, "SELECT generator, run_number, pgr, pgr_change FROM pgr_over_runs")
+    assert [(g, n) for g, n, _, _ in over] == [(g, n) for g in GENS for n in (1, 2)]
+    for g, n, pgr, change in over:
+        assert pgr == pytest.approx((pgr_first if n == 1 else pgr_second)[g])
+        assert change is None if n == 1 else change == pytest.approx(pgr_second[g] - pgr_first[g])
+    latest = rows(db, "SELECT generator, run_number, runs, pgr FROM latest_results")
+    assert latest == [(g, 2, 2, pytest.approx(pgr_second[g])) for g in GENS]
+    runs = rows(db, "SELECT run_number, recorded_by, git_rev IS NOT NULL, params_sha256 FROM history.runs ORDER BY 1")
+    assert [r[:3] for r in runs] == [(1, "agora results", True), (2, "agora results", True)] and runs[0][3] != runs[1][3]
+
+    # Each run's views read that run's rows only: history.pgr_overall of run 1 is what the first
+    # build said, though the history holds both runs' scores.
+    per_run = rows(db, "SELECT generator, pgr FROM history.pgr_overall WHERE run_id = "
+                       "(SELECT run_id FROM history.runs WHERE run_number = 1)")
+    assert dict(per_run) == pytest.approx(pgr_first)
+    # Canary: the same views without the split by run mix the two runs: each student's score meets
+    # both runs' domain map, base and reference, and every benchmark PGR comes out 2 x 2 x 2 times.
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH '{db}' AS r (READ_ONLY)").fetchall()
+        con.execute("USE r.history").fetchall()
+        mixed = view_definitions(DOMAIN_BENCHMARKS)["pgr_benchmark"].sql
+        split = view_definitions(DOMAIN_BENCHMARKS, by=("run_id",))["pgr_benchmark"].sql
+        n_split = con.execute(f"SELECT count(*) FROM ({split})").fetchall()[0][0]
+        n_mixed = con.execute(f"SELECT count(*) FROM ({mixed})").fetchall()[0][0]
+    finally:
+        con.close()
+    assert n_split == 2 * len(GENS) * 9 * 2 and n_mixed == 8 * n_split
+
+    # The history keeps the numbers, not the texts.
+    assert rows(db, "SELECT count(*), sum(instruction_chars) > 0 FROM history.instances") == [(2 * 54, True)]
+    with pytest.raises(duckdb.BinderException):
+        rows(db, "SELECT instruction FROM history.instances")
+
+
+def test_the_same_revision_twice_adds_nothing(tmp_path):
+    paths = write_tree(tmp_path)
+    repo = git_repo(tmp_path / "repo")
+    history = Path(paths.params.analysis.history_dir)
+    first = build_results(paths.params, repo=repo)
+    files = {p: p.read_bytes() for p in history.rglob("*.parquet")}
+    said = []
+    build_results(paths.params, repo=repo, say=said.append)
+    assert len(recorded_runs(history)) == 1 and "already recorded, nothing added" in said[0]
+    assert {p: p.read_bytes() for p in history.rglob("*.parquet")} == files
+    assert rows(first, "SELECT count(*) FROM pgr_over_runs") == [(len(GENS),)]
+    assert not (history / ".tmp").exists()
+
+    # What names the revision: the results stage's own dvc.lock entry (and the report's) do not,
+    # since DVC writes them after the results are collected; any other stage's entry does.
+    lock = repo / "dvc.lock"
+    lock.write_text(lock.read_text() + "  results:\n    cmd: agora results\n  report:\n    cmd: agora report\n")
+    assert record_history(paths.params, ["results"], repo=repo, say=said.append) is not None
+    assert len(recorded_runs(history)) == 1 and "already recorded" in said[-1]
+    # Canaries: an upstream stage's lock entry, a new commit and new params are each a new run.
+    lock.write_text(lock.read_text() + "  train:\n    cmd: agora train\n")
+    build_results(paths.params, repo=repo)
+    sh(["git", "commit", "-q", "--allow-empty", "-m", "second"], repo)
+    build_results(paths.params, repo=repo)
+    build_results(with_params(paths.params, top_k=3), repo=repo)
+    assert len(recorded_runs(history)) == 4
+
+
+def test_results_changed_at_the_same_revision_keep_the_first_and_say_so(tmp_path):
+    paths = write_tree(tmp_path)
+    repo = git_repo(tmp_path / "repo")
+    said = []
+    build_results(paths.params, repo=repo, say=said.append)
+    set_score(paths, "base", "gsm8k", 30.0)  # outside DVC: same git, dvc.lock and params
+    db = build_results(paths.params, repo=repo, say=said.append)
+    assert "the results differ from those first recorded" in said[-1] and "the first are kept" in said[-1]
+    assert rows(db, "SELECT score FROM history.scores WHERE model = 'base' AND benchmark = 'gsm8k'") == [(25.0,)]
+    # Canary: the current tables have the new score; only the history kept the old.
+    assert rows(db, "SELECT score FROM scores WHERE model = 'base' AND benchmark = 'gsm8k'") == [(30.0,)]
+
+
+def test_a_run_recorded_later_shows_up_and_ensure_db_rebuilds_for_the_first(tmp_path):
+    paths = write_tree(tmp_path)
+    repo = git_repo(tmp_path / "repo")
+    a = paths.params.analysis
+    collect(paths.params)
+    db = ensure_db(a.results_dir, a.combine, a.min_gap, a.history_dir)  # no run recorded: empty history views
+    assert rows(db, "SELECT count(*) FROM pgr_over_runs") == [(0,)]
+    record_history(paths.params, ["results"], repo=repo, say=lambda _: None)
+    db = ensure_db(a.results_dir, a.combine, a.min_gap, a.history_dir)
+    assert rows(db, "SELECT count(*), min(run_number) FROM pgr_over_runs") == [(len(GENS), 1)]
+    # Once the history has files, the views read them at query time: no rebuild for the next run.
+    built = db.stat().st_mtime_ns
+    other = {**run_identity(paths.params, repo), "run_id": "0000000000000042"}
+    append_run(a.results_dir, a.history_dir, other)
+    assert rows(db, "SELECT count(*) FROM history.runs") == [(2,)] and db.stat().st_mtime_ns == built
+    # Canary: a database built without the history sees none of it.
+    bare = build_db(a.results_dir, db_path=tmp_path / "bare.duckdb")
+    assert rows(bare, "SELECT count(*) FROM history.runs") == [(0,)]
+
+
+def test_only_a_run_whose_results_are_up_to_date_is_recorded(tmp_path):
+    paths = write_tree(tmp_path)
+    repo = git_repo(tmp_path / "repo")
+    collect(paths.params)
+    said = []
+    # `agora run -t generate...` (results neither run nor checked): data/results is not this revision's.
+    assert record_history(paths.params, ["generate@alpha-instance_generation-math"], repo=repo, say=said.append) is None
+    assert recorded_runs(paths.params.analysis.history_dir) == [] and said == []
+    run_id = record_history(paths.params, ["generate@alpha-instance_generation-math", "results"], repo=repo,
+                            say=said.append)
+    assert len(run_id) == 16 and said[-1].startswith(f"history: run {run_id} recorded (1 run in ")
+    # Canary: with a results table missing, the run is not recorded and the line says why.
+    (Path(paths.params.analysis.results_dir) / "scores.parquet").unlink()
+    assert record_history(with_params(paths.params, top_k=2), ["results"], repo=repo, say=said.append) is None
+    assert said[-1].startswith("history: run not recorded: ") and "scores.parquet does not exist" in said[-1]
+
+
+def test_a_table_written_by_another_version_is_a_one_line_error(tmp_path):
+    paths = write_tree(tmp_path)
+    collect(paths.params)
+    out = Path(paths.params.analysis.results_dir)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out / "scores.parquet")
+    pq.write_table(table.drop_columns(["score"]), out / "scores.parquet")
+    run = run_identity(paths.params, tmp_path)
+    with pytest.raises(ValueError, match=r"scores\.parquet: columns .* are not those of table scores") as err:
+        append_run(out, tmp_path / "history", run)
+    assert "\n" not in str(err.value) and recorded_runs(tmp_path / "history") == []
+    assert not any((tmp_path / "history" / ".tmp").glob("*"))  # nothing half-written left behind
+
+
+@pytest.mark.slow
+def test_the_results_stage_stays_reproducible_under_dvc_while_the_history_grows(tmp_path):
+    """A scratch DVC project whose results stage is the library's build_results: `dvc repro` records the
+    run, the same key is found after DVC wrote the stage's lock entry (as `agora run` records again),
+    nothing is out of date, and only an upstream change adds a run."""
+    repo = git_repo(tmp_path / "repo")
+    paths = write_tree(repo)
+    (repo / "upstream.txt").write_text("1\n")
+    script = ("import sys; from agorabench.results.db import build_results; "
+              "from agorabench.testing.results_tree import tree_params; "
+              "build_results(tree_params(sys.argv[1]), repo='.', say=print)")
+    (repo / "results.py").write_text(script + "\n")
+    outs = [f"data/results/{n}.parquet" for n in HISTORY_TABLES]
+    stages = {"stages": {
+        "upstream": {"cmd": "cp upstream.txt data/upstream.txt", "deps": ["upstream.txt"], "outs": ["data/upstream.txt"]},
+        "results": {"cmd": f"{sys.executable} results.py {repo}", "deps": ["data/upstream.txt", "results.py"],
+                    "outs": outs}}}
+    import yaml
+
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(stages))
+    (repo / ".gitignore").write_text("/data/history/\n/data/results/agora.duckdb*\n")
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    sh([dvc, "init", "-q"], repo)
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-q", "-m", "pipeline"], repo)
+    params = tree_params(repo)
+    history = Path(params.analysis.history_dir)
+
+    def repro() -> str:
+        return sh([dvc, "repro"], repo, PYTHONPATH=str(REPO))
+
+    out = repro()
+    assert "history: run" in out and "recorded (1 run" in out
+    said = []
+    record_history(params, ["results"], repo=repo, say=said.append)  # what `agora run` does after `dvc repro`
+    assert "already recorded" in said[0] and len(recorded_runs(history)) == 1
+    assert "changed" not in sh([dvc, "status"], repo)
+    assert "didn't change" in repro() and len(recorded_runs(history)) == 1
+    # Canary: an upstream change re-runs results, which records a second run; DVC never deleted the first.
+    (repo / "upstream.txt").write_text("2\n")
+    assert "Running stage 'results'" in repro()
+    assert len(recorded_runs(history)) == 2
+    assert sh(["git", "status", "--porcelain", "--untracked-files=all", "data/history"], repo) == ""
