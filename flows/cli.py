@@ -548,9 +548,16 @@ def check(params_file: str = PARAMS_OPT):
                               f"(dvc.yaml's matrices read it)")
         for name in params.called_generators():
             params.generator(name).api_key(name)
+        from pathlib import Path
+
+        for name, cfg in params.imports.items():
+            if not Path(cfg.source).exists():
+                raise ParamsError(f"imports.{name}.source: {cfg.source} does not exist; restore the file or run "
+                                  f"`agora import` again")
     except _user_errors() as e:
         fail(str(e))
-    typer.echo(f"{params_file}: ok ({len(params.generators)} generators, prompt set {prompts.sha256[:12]})")
+    imported = f", {len(params.imports)} imports" if params.imports else ""
+    typer.echo(f"{params_file}: ok ({len(params.generators)} generators{imported}, prompt set {prompts.sha256[:12]})")
 
 
 @app.command()

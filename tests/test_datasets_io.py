@@ -403,6 +403,39 @@ def test_imports_have_their_own_chain_of_stages_and_call_no_generator(tmp_path):
     assert calls_a_model(params, ["generate@gen-quality_enhancement-code"])
 
 
+def test_the_dry_run_counts_an_imports_stages_and_no_generation(tmp_path):
+    from agorabench.pipeline.dry_run import plan
+
+    params = tree_params(tmp_path, generators=["gen"])
+    before = plan(params)
+    after = plan(with_imports(params, mine={"source": "d.jsonl", "method": "response_generation", "domain": "general",
+                                            "instruction_column": "q", "response_column": "a"}))
+    assert {k: v for k, v in after["stages"].items() if k.startswith("import")} == {
+        "import": 1, "import-train": 1, "import-evaluate": 1, "import-intrinsic": 1}
+    assert not any(k.startswith("import") for k in before["stages"])  # canary: none without imports
+    assert after["training"]["students"] == before["training"]["students"] + 1
+    # its student on general's benchmarks: alpacaeval, arenahard and the extra ifeval
+    assert after["evaluation"]["benchmark_runs"] == before["evaluation"]["benchmark_runs"] + 3
+    assert after["generation"] == before["generation"]  # no request, no token, no cost
+
+
+def test_agora_check_names_an_imports_missing_source(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tests.conftest import write_params
+
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    src = tmp_path / "mine.jsonl"
+    path = write_params(tmp_path / "params.yaml", "http://127.0.0.1:1", imports={"mine": {
+        "source": str(src), "method": "response_generation", "domain": "math", "messages_column": "messages"}})
+    result = CliRunner().invoke(app, ["check", "--params", str(path)])
+    assert result.exit_code == 2 and f"imports.mine.source: {src} does not exist" in result.output
+    write_jsonl(src, [])  # canary: with the file there, the same params pass
+    result = CliRunner().invoke(app, ["check", "--params", str(path)])
+    assert result.exit_code == 0 and "1 imports" in result.output, result.output
+
+
 def test_an_import_name_must_be_its_own(tmp_path):
     from agorabench.config import Params
 
