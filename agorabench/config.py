@@ -472,6 +472,46 @@ class ScalingConfig(Strict):
         return self
 
 
+class ImportConfig(Strict):
+    """An outside dataset, registered by `agora import` (agorabench/generation/importing.py): the generate
+    stage reads it instead of calling a model, and it is trained, evaluated and scored like a generator's."""
+    # A .jsonl/.json or .parquet file, or a `datasets` save_to_disk folder (`agora import` saves a Hub
+    # dataset as Parquet under data/imports/ first, so the pipeline reads a local file and DVC tracks it).
+    source: str
+    # The one setting the data is for.
+    method: Literal["instance_generation", "response_generation", "quality_enhancement"]
+    # The domain whose benchmarks score its student.
+    domain: Literal["math", "code", "general"]
+    # The column of instructions (with response_column; or messages_column instead). `agora import`
+    # fills the columns in when it recognizes the layout (distilabel, DataDreamer, Alpaca, chat).
+    instruction_column: str | None = None
+    # The column of responses.
+    response_column: str | None = None
+    # A column of chat messages instead: the first user turn and the assistant turn after it.
+    messages_column: str | None = None
+    # A context column appended to the instruction when not empty (Alpaca's `input`).
+    input_column: str | None = None
+    # The split of a save_to_disk folder that holds several.
+    split: str = "train"
+    # Keep the first this many valid rows (null: all of them).
+    limit: int | None = Field(None, ge=1)
+    # The model that wrote the data (null: unknown), for the manifest and the dataset card.
+    model: str | None = None
+    # Where the source file came from (a Hub dataset id), for the manifest and the dataset card.
+    origin: str | None = None
+    # Apply the domain's format rules ([RESULT] tags for math, code fences for code), as generation does.
+    # false keeps rows without them (the format ablation's rules).
+    strict_format: bool = True
+
+    @model_validator(mode="after")
+    def _columns(self):
+        if self.messages_column and (self.instruction_column or self.response_column or self.input_column):
+            raise ValueError("give messages_column, or instruction_column and response_column, not both")
+        if not self.messages_column and not (self.instruction_column and self.response_column):
+            raise ValueError("give instruction_column and response_column, or messages_column")
+        return self
+
+
 class CacheConfig(Strict):
     # The request store: every completed API response, kept across runs and DVC re-runs.
     requests_db: str = ".agora/requests.sqlite"
@@ -508,6 +548,9 @@ class Params(Strict):
     analysis: AnalysisConfig = AnalysisConfig()
     # The quantity-against-quality study (off while scaling.generators is empty).
     scaling: ScalingConfig = ScalingConfig()
+    # Outside datasets (`agora import`), by a name like a generator's: each is one setting's dataset,
+    # trained, evaluated and scored like a generated one (dvc.yaml's import stages).
+    imports: dict[str, ImportConfig] = Field(default_factory=dict)
 
     @field_validator("benchmark_generators")
     @classmethod
@@ -528,6 +571,15 @@ class Params(Strict):
             raise ValueError("declare at least one generator")
         return v
 
+    @field_validator("imports")
+    @classmethod
+    def _import_names(cls, v):
+        for name in v:
+            if not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"import name {name!r} may use letters, digits, '-' and '_' only "
+                                 f"(no dots: DVC reads params by dotted paths)")
+        return v
+
     @model_validator(mode="after")
     def _known_generators(self):
         judge = self.evaluation.judge
@@ -538,6 +590,9 @@ class Params(Strict):
         if judge is not None and judge not in self.generators:
             raise ValueError(f"intrinsic.judge {judge!r} is not under generators "
                              f"(declared: {', '.join(self.generators)})")
+        for name in self.imports:
+            if name in self.generators:
+                raise ValueError(f"imports.{name}: {name!r} is also a generator; an import needs a name of its own")
         for field, names in (("benchmark_generators", self.benchmark_generators),
                              ("evaluation.generators", self.evaluation.generators),
                              ("scaling.generators", self.scaling.generators)):

@@ -8,6 +8,10 @@ A scaling prefix (the quantity study, agorabench/generation/scaling.py) is a set
 `size`: its dataset is the first `size` instances of the larger scaling dataset, and everywhere
 else it is the dataset of generator "NAME@SIZE".
 
+An imported dataset (`imports:` in params, agorabench/generation/importing.py) is the one setting of
+its NAME, `imported`: its files are where a generator's are, and only its stage names differ (DVC
+expands its chain over the imports, so a stage is named by NAME alone).
+
 May import: config.
 """
 from __future__ import annotations
@@ -23,6 +27,7 @@ SIZE_SEP = "@"  # "gpt-4o-mini@50000": the dataset of a scaling prefix, as a gen
 # and the full-size scaling dataset its prefixes are cut from.
 CHAIN = ("generate", "train", "evaluate-student", "intrinsic")
 PREFIX_CHAIN = ("scale-subset", "scale-train", "scale-evaluate")
+IMPORT_CHAIN = ("import", "import-train", "import-evaluate", "import-intrinsic")
 SCALING_SOURCE = "scale-generate"
 
 
@@ -32,6 +37,7 @@ class Setting:
     method: str
     domain: str
     size: int | None = None  # a scaling prefix of this many instances
+    imported: bool = False   # an outside dataset (imports.NAME in params)
 
     def __post_init__(self):
         check_setting(self.domain, self.method)
@@ -49,7 +55,10 @@ class Setting:
 
     @property
     def matrix_key(self) -> str:
-        """How DVC names this setting's entries of a matrix over generator, method, domain (, size)."""
+        """How DVC names this setting's entries of a matrix over generator, method, domain (, size), or of
+        the import stages' loop over the imports (by name)."""
+        if self.imported:
+            return self.generator
         key = f"{self.generator}-{self.method}-{self.domain}"
         return key if self.size is None else f"{key}-{self.size}"
 
@@ -57,9 +66,14 @@ class Setting:
         """The DVC stage name of one step of this setting's chain, e.g. "train@smollm2-response_generation-math"."""
         return f"{kind}@{self.matrix_key}"
 
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """dvc.yaml's stage names of this setting's chain, in pipeline order."""
+        return PREFIX_CHAIN if self.size is not None else IMPORT_CHAIN if self.imported else CHAIN
+
     def stages(self) -> list[str]:
         """The setting's own stages, in pipeline order."""
-        return [self.stage(kind) for kind in (CHAIN if self.size is None else PREFIX_CHAIN)]
+        return [self.stage(kind) for kind in self.chain]
 
     @property
     def eval_key(self) -> str:
@@ -100,12 +114,24 @@ class Setting:
 
 
 def settings(params: Params) -> list[Setting]:
-    """Every setting the pipeline runs, in dvc.yaml's matrix order: the benchmark generators' (generator,
-    then method, then domain), then the scaling study's prefixes (generator, method, domain, size)."""
+    """Every setting the pipeline runs, in dvc.yaml's order: the benchmark generators' (generator, then
+    method, then domain), the imports', then the scaling study's prefixes (generator, method, domain, size)."""
     main = [Setting(g, m, d) for g in params.benchmark_generators for m in params.methods for d in params.domains]
+    imported = [import_setting(params, name) for name in params.imports]
     sc = params.scaling
     prefixes = [Setting(g, m, d, n) for g in sc.generators for m in sc.methods for d in params.domains for n in sc.sizes]
-    return main + prefixes
+    return main + imported + prefixes
+
+
+def import_setting(params: Params, name: str) -> Setting:
+    """The setting of imports.NAME."""
+    from agorabench.config import ParamsError
+
+    if name not in params.imports:
+        raise ParamsError(f"unknown import {name!r}; imports in params: {', '.join(params.imports) or 'none'} "
+                          f"(`agora import` adds one)")
+    cfg = params.imports[name]
+    return Setting(name, cfg.method, cfg.domain, imported=True)
 
 
 def scaling_sources(params: Params) -> list[Setting]:

@@ -67,7 +67,7 @@ def _user_errors():
 
 @app.command()
 def generate(
-    generator: str = typer.Option(..., "--generator", "-g", help="A name under `generators:` in params."),
+    generator: str = typer.Option(..., "--generator", "-g", help="A name under `generators:` (or `imports:`) in params."),
     domain: str = typer.Option(..., "--domain", "-d", help="math | code | general"),
     method: str = typer.Option(..., "--method", "-m",
                                help="instance_generation | response_generation | quality_enhancement"),
@@ -84,7 +84,12 @@ def generate(
 
     try:
         check_setting(domain, method)
-        params.generator(generator).api_key(generator)
+        if generator in params.imports:  # read from its source: no model, no key
+            from agorabench.generation.importing import check_import
+
+            check_import(params, generator, method, domain)
+        else:
+            params.generator(generator).api_key(generator)
         output_dir = None
         if scaling:
             from agorabench.generation.scaling import scaling_num
@@ -101,7 +106,8 @@ def generate(
     status = "complete" if manifest["complete"] else f"SHORT: {manifest['shortfall_reason']}"
     typer.echo(f"{generator} {method} {domain}: {manifest['num_valid']}/{manifest['num_requested']} valid "
                f"({status}); {manifest['attempts']} attempts, rejections {manifest['rejections'] or '{}'}; "
-               f"dataset cost ${manifest['cost_usd']:.4f}")
+               + ("dataset cost unknown (imported)" if manifest["cost_usd"] is None
+                  else f"dataset cost ${manifest['cost_usd']:.4f}"))
     typer.echo(f"this run: {run.get('requests_sent', 0)} requests sent, {run.get('answers_cached', 0)} answers "
                f"from the request store, ${run.get('new_cost_usd', 0):.4f} new spend")
 
@@ -133,7 +139,7 @@ def subset(
 
 @app.command()
 def train(
-    generator: str = typer.Option(..., "--generator", "-g", help="Whose dataset: a name under `generators:`."),
+    generator: str = typer.Option(..., "--generator", "-g", help="Whose dataset: a name under `generators:` or `imports:`."),
     domain: str = typer.Option(..., "--domain", "-d", help="math | code | general"),
     method: str = typer.Option(..., "--method", "-m",
                                help="instance_generation | response_generation | quality_enhancement"),
@@ -213,7 +219,7 @@ def evaluate(
 
 @app.command()
 def intrinsic(
-    generator: str = typer.Option(..., "--generator", "-g", help="Whose dataset: a name under `generators:`."),
+    generator: str = typer.Option(..., "--generator", "-g", help="Whose dataset: a name under `generators:` or `imports:`."),
     domain: str = typer.Option(..., "--domain", "-d", help="math | code | general"),
     method: str = typer.Option(..., "--method", "-m",
                                help="instance_generation | response_generation | quality_enhancement"),
@@ -253,6 +259,98 @@ def results(params_file: str = PARAMS_OPT,
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     typer.echo(f"results database: {db} (try: agora sql \"SELECT * FROM pgr_overall\")")
+
+
+@app.command("import")
+def import_(
+    source: str = typer.Argument(..., help="A .jsonl/.json or .parquet file, a `datasets` save_to_disk folder, or a "
+                                 "Hub dataset id ORG/NAME (with AGORA_ONLINE=1; saved as Parquet under data/imports/)."),
+    name: str = typer.Option(..., "--as", help="The dataset's name in the experiment (letters, digits, '-', '_')."),
+    domain: str = typer.Option(..., "--domain", "-d", help="math | code | general: whose benchmarks score it"),
+    method: str = typer.Option(..., "--method", "-m",
+                               help="instance_generation | response_generation | quality_enhancement"),
+    instruction_column: Optional[str] = typer.Option(None, "--instruction-column",
+                                                     help="Default: recognized (instruction, inputs, prompt, ...)."),
+    response_column: Optional[str] = typer.Option(None, "--response-column",
+                                                  help="Default: recognized (response, generation, output, generations, ...)."),
+    messages_column: Optional[str] = typer.Option(None, "--messages-column",
+                                                  help="A column of chat messages, instead of the two above."),
+    input_column: Optional[str] = typer.Option(None, "--input-column",
+                                               help="A context column appended to the instruction (Alpaca's input)."),
+    split: str = typer.Option("train", "--split", help="The split of a save_to_disk folder or a Hub dataset."),
+    subset: Optional[str] = typer.Option(None, "--subset", help="A Hub dataset's config (e.g. gsm8k's main)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Keep the first N valid rows."),
+    model: Optional[str] = typer.Option(None, "--model", help="The model that wrote the data (default: distilabel's "
+                                        "model_name column when it has one value, else unknown)."),
+    strict_format: bool = typer.Option(True, "--strict-format/--no-strict-format",
+                                       help="Apply the domain's format rules ([RESULT] tags, code fences)."),
+    params_file: str = PARAMS_OPT,
+):
+    """Register an outside dataset for one domain and method: it becomes imports.NAME in params, and `agora run`
+    trains, evaluates and scores it like a generator's dataset (its generate stage calls no model)."""
+    params = _load(params_file)
+    from agorabench.generation.importing import describe, resolve_import
+    from agorabench.generation.records import DatasetManifest
+
+    columns = {"instruction_column": instruction_column, "response_column": response_column,
+               "messages_column": messages_column, "input_column": input_column}
+    try:
+        # Every check (the source, its columns, its rows) before Prefect starts: a mistake is one line.
+        cfg = resolve_import(params, source, name, method=method, domain=domain, columns=columns, split=split,
+                             subset=subset, limit=limit, model=model, strict_format=strict_format)
+        from flows.importing import import_dataset as flow
+
+        with _foreground_flow():
+            m = DatasetManifest.model_validate(flow(name=name, config=cfg.model_dump(), params_file=params_file))
+    except _user_errors() as e:
+        fail(str(e))
+    cols = ", ".join(f"{k.removesuffix('_column')} {v}" for k, v in cfg.model_dump().items() if k.endswith("_column") and v)
+    typer.echo(describe(m) + f"; columns: {cols}")
+    typer.echo(f"{params_file}: imports.{name} registered; `agora run` trains, evaluates and scores it, then "
+               f"agora sql \"SELECT * FROM pgr_domain WHERE generator = '{name}'\"")
+
+
+@app.command()
+def export(
+    out_dir: str = typer.Option("data/export", "--out", "-o", help="The dataset folder to write (README.md, data/, "
+                                "manifests/; nothing else there is touched)."),
+    setting: list[str] = typer.Option([], "--setting", "-s", help="GENERATOR/METHOD/DOMAIN; repeat for several "
+                                      "(default: every dataset of params)."),
+    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="ORG/NAME: upload the folder as that "
+                                              "dataset repository (needs AGORA_ONLINE=1 and HF_TOKEN; HF_ENDPOINT applies)."),
+    private: bool = typer.Option(False, "--private", help="Create the Hub repository private."),
+    license: str = typer.Option("other", "--license", help="The card's license (default other: generated text "
+                                "falls under each generator's terms)."),
+    results: bool = typer.Option(True, "--results/--no-results", help="Put PGR and intrinsic metrics in the card "
+                                 "when the results database exists."),
+    params_file: str = PARAMS_OPT,
+):
+    """Write every dataset as one Hugging Face dataset (a config per generator/method/domain, instruction, response
+    and messages columns, a dataset card from the manifests and results), and push it to the Hub if asked."""
+    params = _load(params_file)
+    from pathlib import Path
+
+    from agorabench.results.export import check_push, pick_settings
+
+    try:
+        # The checks that need no work, before Prefect starts: a mistake is one line.
+        pick_settings(params, setting or None)
+        if push_to_hub is not None:
+            check_push(push_to_hub)
+        from flows.export import export as flow
+
+        db = None
+        if results and any(Path(params.analysis.results_dir).glob("*.parquet")):
+            db = str(_results_db(params_file))
+        with _foreground_flow():
+            out = flow(out_dir=out_dir, params_file=params_file, settings=setting or None, results_db=db,
+                       license=license, repo_id=push_to_hub, push=push_to_hub is not None, private=private)
+    except (*_user_errors(), ValueError) as e:
+        fail(str(e))
+    typer.echo(f"{out['out_dir']}: {len(out['configs'])} configs" + (" with PGR and intrinsic metrics" if db else "")
+               + (f"; pushed: {out['commit_url']}" if out["commit_url"] else "")
+               + (f" (load one: datasets.load_dataset(\"{out['out_dir']}\", \"{out['configs'][0]}\"))"
+                  if out["configs"] else ""))
 
 
 @app.command()
@@ -451,9 +549,16 @@ def check(params_file: str = PARAMS_OPT):
                               f"(dvc.yaml's matrices read it)")
         for name in params.called_generators():
             params.generator(name).api_key(name)
+        from pathlib import Path
+
+        for name, cfg in params.imports.items():
+            if not Path(cfg.source).exists():
+                raise ParamsError(f"imports.{name}.source: {cfg.source} does not exist; restore the file or run "
+                                  f"`agora import` again")
     except _user_errors() as e:
         fail(str(e))
-    typer.echo(f"{params_file}: ok ({len(params.generators)} generators, prompt set {prompts.sha256[:12]})")
+    imported = f", {len(params.imports)} imports" if params.imports else ""
+    typer.echo(f"{params_file}: ok ({len(params.generators)} generators{imported}, prompt set {prompts.sha256[:12]})")
 
 
 @app.command()

@@ -12,7 +12,8 @@ from tasks.intrinsic import intrinsic_dataset
 def intrinsic(generator: str, domains: list[str] | None = None, methods: list[str] | None = None,
               params_file: str = "params.yaml", endpoints: dict[str, dict] | None = None) -> dict[str, dict]:
     params = load_params(params_file)
-    params.generator(generator)  # an unknown name fails here, in one line
+    if generator not in params.imports:
+        params.generator(generator)  # an unknown name fails here, in one line
     servers = endpoints_from(endpoints)
     # One dataset after another: each loads the perplexity / reward / embedding models and batches its
     # own instances; side by side they would only split the same GPU or CPU.

@@ -22,12 +22,13 @@ _PARAM = re.compile(r"\$\{([\w.]+)\}")
 
 
 def _stages(dvc: dict) -> dict[str, dict]:
-    return dvc["stages"]
+    """name -> stage; a `foreach` stage (the imports') by its `do` body."""
+    return {name: stage.get("do", stage) for name, stage in dvc["stages"].items()}
 
 
 def _resolve(path: str, params: dict) -> str | None:
     """A dep path with its ${section.field} filled from params; None for one of a matrix item (a data file)."""
-    if "${item." in path:
+    if "${item." in path or "${key}" in path:
         return None
 
     def value(m):
@@ -79,11 +80,12 @@ def missing_params(dvc: dict, params: dict) -> dict[str, list[str]]:
     """{stage: [params deps the file lacks]}: DVC refuses to run a stage whose params key is not in
     params.yaml, even where the schema has a default."""
     out = {}
-    for name, stage in dvc["stages"].items():
+    for name, stage in _stages(dvc).items():
         keys = [k for entry in stage.get("params", []) for k in ([entry] if isinstance(entry, str) else [])]
-        # a matrix stage's key names each generator it runs
+        # a matrix stage's key names each generator it runs; a foreach stage's each import
         keys = [k.replace("${item.generator}", g) for k in keys
                 for g in (params.get("benchmark_generators", []) if "${item.generator}" in k else [""])]
+        keys = [k.replace("${key}", n) for k in keys for n in ((params.get("imports") or {}) if "${key}" in k else [""])]
         lacking = []
         for key in keys:
             node = params

@@ -128,12 +128,16 @@ def test_a_scaling_studys_stages_follow_their_setting():
 
 def test_stage_names_from_params_are_the_ones_dvc_lists(tmp_path):
     """Setting.stage and pipeline_stages name the stages exactly as DVC expands the project's dvc.yaml
-    (with and without a scaling study): the lanes never parse a name, so they must agree by construction."""
-    for name, extra in (("plain", {}), ("scaled", {"scaling": {"generators": ["smollm2"], "sizes": [1, 2]}})):
+    (with and without a scaling study or imports): the lanes never parse a name, so they must agree by construction."""
+    imports = {"my-data": {"source": "d.jsonl", "method": "response_generation", "domain": "math",
+                           "instruction_column": "q", "response_column": "a"}}
+    for name, extra in (("plain", {}), ("scaled", {"scaling": {"generators": ["smollm2"], "sizes": [1, 2]}}),
+                        ("imported", {"imports": imports})):
         repo = tmp_path / name
         repo.mkdir()
         params = yaml.safe_load((REPO / "params.yaml").read_text())
         params["scaling"].update(extra.get("scaling", {}))
+        params["imports"] = extra.get("imports", params["imports"])
         (repo / "params.yaml").write_text(yaml.safe_dump(params))
         (repo / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
         env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
@@ -143,7 +147,9 @@ def test_stage_names_from_params_are_the_ones_dvc_lists(tmp_path):
                                 capture_output=True, text=True, check=True).stdout.split()
         ours = set(pipeline_stages(Params.model_validate(params)))
         assert set(listed) - ours == {"results", "report"} and ours <= set(listed), name
-        assert any(s.startswith("scale-") for s in listed) == bool(extra)  # canary: the scaled run has more
+        assert any(s.startswith("scale-") for s in listed) == (name == "scaled")  # canary: the scaled run has more
+        assert any(s.startswith("import") for s in listed) == (name == "imported")
+    assert {"import@my-data", "import-train@my-data", "import-evaluate@my-data", "import-intrinsic@my-data"} <= ours
 
 
 def test_lanes_run_side_by_side_and_leave_a_complete_dvc_lock(tmp_path, capsys):

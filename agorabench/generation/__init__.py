@@ -9,6 +9,7 @@
     records.py               the dataset's files (instances, rejections, manifest)
     estimate.py              requests, tokens and cost before a run
     scaling.py               the quantity study's prefixes (NAME@SIZE)
+    importing.py             outside datasets (`agora import`, imports: in params) written as a setting's dataset
 
 May import: config, setting, records, models; evaluation.items (seeds are decontaminated against the
 benchmarks' items).

@@ -11,7 +11,7 @@ import itertools
 import sys
 from collections.abc import Awaitable, Callable
 
-from agorabench.config import Params, check_setting
+from agorabench.config import Params, ParamsError, check_setting
 from agorabench.models.answering import Decoding
 from agorabench.models.endpoint import BudgetExceeded, Endpoint, EndpointAnswerer
 from agorabench.setting import Setting
@@ -129,8 +129,11 @@ async def generate_setting(params: Params, generator: str, domain: str, method: 
                            run_batch: RunBatch | None = None, progress: bool | None = None,
                            endpoints: dict[str, Endpoint] | None = None, output_dir: str | None = None) -> dict:
     """Generate, validate and write one setting. Returns the manifest (plus `run` statistics).
-    `endpoints`: the servers `agora run` already started for local generators."""
+    `endpoints`: the servers `agora run` already started for local generators. An import (imports.NAME
+    in params) is read from its source instead: no model is called."""
     check_setting(domain, method)
+    if generator in params.imports:
+        return _import(params, generator, domain, method, output_dir)
     cfg = params.generator(generator)
     g = params.generation
     num = num or g.num_instances
@@ -162,4 +165,16 @@ async def generate_setting(params: Params, generator: str, domain: str, method: 
     s = answerer.stats
     manifest["run"] = {"requests_sent": s.sent, "answers_new": s.completed, "answers_cached": s.cached,
                        "retries": s.retried, "errors": s.errors, "new_cost_usd": round(s.spent_usd, 8)}
+    return manifest
+
+
+def _import(params: Params, name: str, domain: str, method: str, output_dir: str | None) -> dict:
+    from agorabench.generation.importing import check_import, write_import
+
+    check_import(params, name, method, domain)
+    if output_dir is not None:
+        raise ParamsError(f"imports.{name} is not in the scaling study; run `agora generate` without --scaling")
+    manifest = write_import(params, name).model_dump()
+    manifest["run"] = {"requests_sent": 0, "answers_new": 0, "answers_cached": 0, "retries": 0, "errors": 0,
+                       "new_cost_usd": 0.0}
     return manifest

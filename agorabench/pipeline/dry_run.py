@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from agorabench.config import Params, benchmark_domains
+from agorabench.config import DOMAINS, Params, benchmark_domains
 from agorabench.evaluation.benchmarks import judged as needs_judge
 from agorabench.generation.estimate import estimate_setting
 
@@ -44,9 +44,12 @@ def plan(params: Params) -> dict:
     students = len(gens) * len(settings)
     # A student is evaluated on its own domain's benchmarks, the anchors and generators on all.
     per_domain = {d: list(ev.benchmarks.get(d, [])) + [b for b in ev.extra if benchmark_domains()[b] == d]
-                  for d in params.domains}
+                  for d in DOMAINS}
+    # Imports (`agora import`): one setting each, read from a file, so no generation requests.
+    imported = list(params.imports.values())
     student_evals = (sum(len(per_domain[d]) for _, d in settings) * len(gens)
-                     + sum(len(per_domain[d]) for _, _, d in scaled) * len(sc.sizes))
+                     + sum(len(per_domain[d]) for _, _, d in scaled) * len(sc.sizes)
+                     + sum(len(per_domain[i.domain]) for i in imported))
     anchor_evals = 2 * len(all_benchmarks)
     generator_evals = len(ev.generators) * len(all_benchmarks)
     judged = [b for b in all_benchmarks if needs_judge(b)]
@@ -54,9 +57,10 @@ def plan(params: Params) -> dict:
         "generate": students, "train": students, "evaluate-student": students, "evaluate-anchor": 2,
         "evaluate-generator": len(ev.generators), "intrinsic": students,
         "scale-generate": len(scaled), "scale-subset": scale_students, "scale-train": scale_students,
-        "scale-evaluate": scale_students, "results": 1, "report": 1,
+        "scale-evaluate": scale_students, "import": len(imported), "import-train": len(imported),
+        "import-evaluate": len(imported), "import-intrinsic": len(imported), "results": 1, "report": 1,
     }
-    stages = {k: v for k, v in stages.items() if v or not k.startswith("scale-")}
+    stages = {k: v for k, v in stages.items() if v or not k.startswith(("scale-", "import"))}
     return {
         "generators": {g: {"backend": params.generators[g].backend, "model": params.generators[g].model}
                        for g in gens},
@@ -72,7 +76,7 @@ def plan(params: Params) -> dict:
             "per_setting": generation,
         },
         "training": {
-            "students": students + scale_students, "base": params.student.base, "epochs": params.training.num_epochs,
+            "students": students + scale_students + len(imported), "base": params.student.base, "epochs": params.training.num_epochs,
             "learning_rate": params.training.learning_rate, "lora": params.training.lora is not None,
             "accelerate_config": params.training.accelerate_config,
         },
@@ -84,7 +88,7 @@ def plan(params: Params) -> dict:
             "judged_benchmarks": judged,
             "code_execution": ev.allow_code_execution,
         },
-        "intrinsic": {"datasets": students, "judge": params.intrinsic.judge},
+        "intrinsic": {"datasets": students + len(imported), "judge": params.intrinsic.judge},
         "scaling": {"generators": list(sc.generators), "methods": list(sc.methods), "sizes": list(sc.sizes),
                     "students": scale_students},
         "notes": notes,

@@ -386,8 +386,10 @@ def seconds_by_kind(params, seconds: dict[str, float], judged: dict[str, float])
     from agorabench.pipeline.stages import pipeline_stages
 
     known = pipeline_stages(params)
-    kind_of = {"generate": "generation", "scale-subset": "generation", "train": "training", "scale-train": "training",
-               "intrinsic": "intrinsic", "results": "results", "report": "results"}
+    kind_of = {"generate": "generation", "scale-subset": "generation", "import": "generation",
+               "train": "training", "scale-train": "training", "import-train": "training",
+               "intrinsic": "intrinsic", "import-intrinsic": "intrinsic", "import-evaluate": "evaluation",
+               "results": "results", "report": "results"}
     out: dict[str, float] = {}
     for stage, s in seconds.items():
         kind = known[stage].kind if stage in known else stage.split("@")[0]

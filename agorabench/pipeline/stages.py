@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agorabench.config import Params
-from agorabench.setting import CHAIN, PREFIX_CHAIN, SCALING_SOURCE, Setting, scaling_sources, settings
+from agorabench.setting import SCALING_SOURCE, Setting, scaling_sources, settings
 
 ANCHORS = ("evaluate-anchor@base", "evaluate-anchor@reference")
 
@@ -31,7 +31,7 @@ def pipeline_stages(params: Params) -> dict[str, Stage]:
     belong to no lane, so they are not here)."""
     out: dict[str, Stage] = {}
     for s in settings(params):
-        for kind in CHAIN if s.size is None else PREFIX_CHAIN:
+        for kind in s.chain:
             out[s.stage(kind)] = Stage(s.stage(kind), kind, s.full_size())  # a prefix is in its setting's chain
     for s in scaling_sources(params):
         out[s.stage(SCALING_SOURCE)] = Stage(s.stage(SCALING_SOURCE), SCALING_SOURCE, s)
@@ -80,7 +80,7 @@ def generators_called_by(params: Params, stages: list[str]) -> list[str]:
         if stage.kind in ("generate", SCALING_SOURCE):
             called.add(stage.setting.generator)
         elif stage.kind in ("evaluate-student", "evaluate-anchor", "evaluate-generator", "scale-evaluate",
-                            "intrinsic"):
+                            "intrinsic", "import-evaluate", "import-intrinsic"):
             called.update(judges)
             if stage.generator:
                 called.add(stage.generator)
@@ -131,7 +131,7 @@ def servers_for(params: Params, stages: list[str] | None) -> list[ServerSpec]:
         known = pipeline_stages(params)
         kinds = {known[s].kind if s in known else None for s in stages} if stages is not None else None
         everything = stages is None
-        if everything or kinds & {"evaluate-student", "scale-evaluate"} or "evaluate-anchor@base" in stages:
+        if everything or kinds & {"evaluate-student", "scale-evaluate", "import-evaluate"} or "evaluate-anchor@base" in stages:
             add(ServerSpec(params.student.base, "vllm", lora=True, cpu_weights=params.evaluation.cpu_weights))
         # The reference answers in one stage: that stage starts its server and stops it when done, rather
         # than hold its weights in memory all run; a generator's server of the same model serves it instead.
@@ -141,4 +141,5 @@ def servers_for(params: Params, stages: list[str] | None) -> list[ServerSpec]:
 def calls_a_model(params: Params, stages: list[str]) -> bool:
     """Whether one of `stages` calls a model server (generation, evaluation, intrinsic metrics)."""
     known = pipeline_stages(params)
-    return any(known[s].kind not in ("train", "scale-subset", "scale-train") for s in stages if s in known)
+    return any(known[s].kind not in ("train", "scale-subset", "scale-train", "import", "import-train")
+               for s in stages if s in known)
