@@ -170,7 +170,9 @@ class StudentConfig(Strict):
     base: str = "meta-llama/Llama-3.1-8B"
     # S_ref, the upper anchor of PGR, in the same forms as `base`.
     reference: str = "meta-llama/Llama-3.1-8B-Instruct"
-    # A Jinja chat template file for a base model that has none (null: the tokenizer's own).
+    # The chat template of S_Ø, the students and perplexity: llama3 (the paper's Llama-3 format, shipped
+    # in the package), a Jinja file, or null: the tokenizer's own, and the Llama-3 format for a checkpoint
+    # that has none (models/chat_template.py).
     chat_template: str | None = None
     # The system turn of every training and evaluation prompt (the official training data's).
     system_prompt: str | None = "You are a helpful AI assistant."
@@ -295,10 +297,15 @@ class EvaluationConfig(Strict):
     # is drawn (null: none, the paper). On a CPU one 6K-character Arena-Hard prompt cost more judge
     # time than the rest of that benchmark: the judge reads the question as well as both answers.
     max_prompt_tokens: int | None = Field(None, ge=16)
-    # math500: the 500-problem subset; full: all 5,000 MATH test problems.
-    math_subset: Literal["math500", "full"] = "math500"
-    # Arena-Hard categories to score (hard_prompt, creative_writing), each against its own
-    # baseline; checked when the items are loaded.
+    # Which MATH test set: full, the 5,000 test problems (the paper's), or math500, the MATH-500 subset.
+    # The offline seeds are the 4,500 problems outside MATH-500, so offline both evaluate those 500.
+    math_subset: Literal["full", "math500"] = "full"
+    # Which Arena-Hard: v0.1, the paper's 500 prompts against gpt-4-0314 (from the Hugging Face Hub:
+    # needs a network); v2.0, the packaged one (o3-mini and gemini-2.0-flash baselines); auto: v0.1 with
+    # seeds.source: hub (an online run), else v2.0.
+    arenahard_version: Literal["auto", "v0.1", "v2.0"] = "auto"
+    # Arena-Hard v2.0 categories to score (hard_prompt, creative_writing), each against its own
+    # baseline; checked when the items are loaded. v0.1 has one set of prompts.
     arenahard_categories: list[str] = Field(default_factory=lambda: ["hard_prompt"])
     # How the evaluated models answer (the paper's Table 6).
     decoding: DecodingConfig = DecodingConfig()
@@ -601,6 +608,10 @@ class Params(Strict):
                     raise ValueError(f"{field} lists {name!r}, which is not under generators "
                                      f"(declared: {', '.join(self.generators)})")
         return self
+
+    def reads_the_hub(self) -> bool:
+        """Whether the run downloads data from the Hugging Face Hub: the paper's seed sets, or Arena-Hard v0.1."""
+        return self.seeds.source == "hub" or self.evaluation.arenahard_version == "v0.1"
 
     def called_generators(self) -> list[str]:
         """Every generator the pipeline calls, once each: the benchmarked ones, the scaling study's,

@@ -1,7 +1,8 @@
 """Quiet, offline defaults, applied before Prefect, DVC or Hugging Face are imported.
 
 Only defaults: a variable the user already set wins. Telemetry is off everywhere; the Hub is offline
-unless the run needs it (seeds.source: hub) or the user opts in with AGORA_ONLINE=1.
+unless the run needs it (Params.reads_the_hub: the hub's seeds, Arena-Hard v0.1) or the user opts in
+with AGORA_ONLINE=1.
 """
 from __future__ import annotations
 

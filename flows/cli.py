@@ -34,7 +34,7 @@ def _load(params_file: str):
         params = load_params(params_file)
     except ParamsError as e:
         fail(str(e))
-    offline.apply_defaults(online=params.seeds.source == "hub")
+    offline.apply_defaults(online=params.reads_the_hub())
     return params
 
 
@@ -61,7 +61,7 @@ def _user_errors():
     from agorabench.models.clients.retry import FatalAPIError
     from agorabench.config import ParamsError
 
-    # ConnectionError: the Hub (seeds.source: hub) or a server that cannot be reached at all.
+    # ConnectionError: the Hub (seeds.source: hub, Arena-Hard v0.1) or a server that cannot be reached at all.
     return (ParamsError, FatalAPIError, FileNotFoundError, ConnectionError)
 
 

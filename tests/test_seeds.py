@@ -4,6 +4,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import functools  # noqa: E402
 import json  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -166,6 +167,7 @@ def test_loading_is_deterministic():
 
 
 def test_eval_items_counts_and_versions():
+    # Offline seeds are test items, left out; with hub seeds every (packaged) test set is whole.
     counts = {b: len(B.load_items(b)) for b in B.NAMES}
     assert counts == {
         "gsm8k": 1319 - 331,
@@ -176,9 +178,14 @@ def test_eval_items_counts_and_versions():
         "arenahard": 750,
         "ifeval": 541,
     }
+    assert {b: len(B.load_items(b, None, "hub")) for b in B.NAMES} == {
+        "gsm8k": 1319, "math": 5000, "mbpp": 500, "humaneval": 164, "alpacaeval": 805, "arenahard": 750, "ifeval": 541}
     math = B.load_items("math")
-    assert all(i.reference for i in math) and all(i.extra["math_test_id"] for i in math)
-    assert math[0].reference == r"\left( 3, \frac{\pi}{2} \right)"  # the file's `answer` field is mangled here
+    assert all(i.reference for i in math) and all(i.extra["in_math500"] for i in math)
+    math500 = B.load_items("math", SimpleNamespace(math_subset="math500"))
+    assert all(i.extra["math_test_id"] for i in math500)
+    assert {i.extra["math_test_id"] for i in math500} == {i.id for i in math}  # the same 500 problems
+    assert math500[0].reference == r"\left( 3, \frac{\pi}{2} \right)"  # the file's `answer` field is mangled here
     for b in B.NAMES:
         version = B.data_version(b)
         assert "sha256=" in version and "==" in version

@@ -245,6 +245,38 @@ def test_request_keys_name_the_model_served_and_its_decoding(tmp_path, vllm_serv
     assert len({key, other, penalised}) == 3
 
 
+def test_a_configured_chat_template_goes_with_each_request(tmp_path, vllm_server, monkeypatch):
+    """student.chat_template reaches vLLM with each request (the server trusts request templates), and the
+    format's end-of-turn tokens go as stop tokens; the model's own template is not sent."""
+    from transformers import AutoTokenizer
+
+    from agorabench.models import chat_template as templates
+    from agorabench.models.packaged import hf_model_dir
+    from agorabench.models.served import ServedModelAnswerer
+    from agorabench.models.store import RequestStore
+
+    tok = AutoTokenizer.from_pretrained(hf_model_dir(MODEL))
+    # SmolLM2 has no <|eot_id|>: its eos stands in, to see the stop tokens go out and be taken.
+    monkeypatch.setattr(templates, "end_of_turn_ids", lambda t: [t.eos_token_id])
+    greedy = Decoding(temperature=0.0, top_p=1.0, max_new_tokens=8, repetition_penalty=1.0)
+    question = [{"role": "system", "content": "You are a helpful AI assistant."}, {"role": "user", "content": "Hi"}]
+    with ServedModelAnswerer(MODEL, RequestStore(tmp_path / "paper.sqlite"), cpu_weights="float32",
+                             endpoint=Endpoint(vllm_server.base_url, vllm_server.model_id),
+                             chat_template="llama3") as answerer:
+        paper = answerer.answer_many([question], greedy)[0]
+        assert answerer.chat_template == templates.LLAMA3_FILE.read_text()
+        assert answerer.stop_token_ids == [tok.eos_token_id]
+    with _answerer(vllm_server, tmp_path) as answerer:
+        own = answerer.answer_many([question], greedy)[0]
+        assert answerer.chat_template is None  # the served model's own template: nothing to send
+    llama3 = templates.apply(AutoTokenizer.from_pretrained(hf_model_dir(MODEL)), "llama3")
+    rendered = llama3.apply_chat_template(question, tokenize=False, add_generation_prompt=True)
+    assert "<|start_header_id|>user<|end_header_id|>" in rendered
+    assert paper.input_tokens == len(tok(rendered, add_special_tokens=False)["input_ids"])  # what vLLM read
+    chatml = tok.apply_chat_template(question, tokenize=False, add_generation_prompt=True)
+    assert own.input_tokens == len(tok(chatml, add_special_tokens=False)["input_ids"]) != paper.input_tokens
+
+
 def _lora_student(folder: Path, seed: int) -> str:
     """A student folder as `agora train` writes one with LoRA: a (random, untrained) adapter of SmolLM2
     on the modules our training targets, and its student.json (which names the weights: a record of

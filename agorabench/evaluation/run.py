@@ -79,10 +79,11 @@ def resolve_model_ref(params: Params, ref: str) -> ModelRef:
 
 
 def select_items(params: Params, benchmark: str) -> list[EvalItem]:
-    """The benchmark's items, limited to the first N of a seeded shuffle (a larger N only adds), after
-    leaving out prompts over evaluation.max_prompt_tokens."""
+    """The benchmark's evaluation set (benchmarks.evaluation_set: its test set, less the items offline
+    seeds are made of), limited to the first N of a seeded shuffle (a larger N only adds), after leaving
+    out prompts over evaluation.max_prompt_tokens."""
     ev = params.evaluation
-    items = table.load_items(benchmark, ev)
+    items = table.load_items(benchmark, ev, params.seeds.source)
     if ev.max_prompt_tokens is not None:
         tokenizer = params.generation.tokenizer
         items = [it for it in items if count_tokens(it.prompt, tokenizer) <= ev.max_prompt_tokens]
@@ -202,7 +203,7 @@ def _prompts(params: Params, model: ModelRef, benchmark: str):
     """(benchmark module, selected items, one conversation per item) for this model."""
     module = benchmark_module(benchmark)
     items = select_items(params, benchmark)
-    shots = module.fewshot_examples(model.fewshot) if model.fewshot else []
+    shots = module.fewshot_examples(model.fewshot, params.seeds.source) if model.fewshot else []
     conversations = [module.build_messages(item, shots) for item in items]
     if params.student.system_prompt:
         # Students were trained with this system turn; the anchors and the generators get the same
@@ -237,6 +238,7 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
     module, items, conversations = _prompts(params, model, benchmark)
     decoding = decoding_for(params, benchmark)
     samples = ev.samples if table.domains()[benchmark] == "code" else 1
+    evaluation_set, seeds_left_out = table.evaluation_set(benchmark, ev, params.seeds.source)
 
     all_items, all_convs, completions, source = [], [], [], {"generated": 0, "cached": 0}
     sample_of = []
@@ -274,8 +276,9 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
     scores = BenchmarkScores(
         benchmark=benchmark, domain=table.domains()[benchmark], model=model.key, kind=model.kind,
         spec=model.spec, primary=module.PRIMARY, score=metrics[module.PRIMARY], metrics=metrics,
-        n_items=len(items), samples=samples, fewshot=model.fewshot,
-        data_version=table.data_version(benchmark, ev),
+        n_items=len(items), samples=samples, fewshot=model.fewshot, seed_source=params.seeds.source,
+        test_items=len(evaluation_set) + seeds_left_out, seed_items_left_out=seeds_left_out,
+        data_version=table.data_version(benchmark, ev, params.seeds.source),
         items_sha256=hashlib.sha256("\n".join(it.id for it in items).encode()).hexdigest(),
         decoding=decoding.as_dict() | {"repetition_penalty_applied": source["repetition_penalty_applied"]},
         judge=ev.judge if table.judged(benchmark) else None,

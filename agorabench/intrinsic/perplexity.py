@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import inspect
 import math
-from pathlib import Path
 from typing import Sequence
 
 
@@ -32,19 +31,15 @@ def load_causal_lm(path: str, device: str = "cpu", chat_template: str | None = N
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from agorabench.models import chat_template as templates
     from agorabench.models.packaged import resolve_model
 
     resolved = resolve_model(path)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype).to(device).eval()
-    tok = AutoTokenizer.from_pretrained(resolved)
-    if chat_template:
-        if not Path(chat_template).is_file():
-            raise ValueError(f"student.chat_template: {chat_template} is not a file; "
-                             f"give a Jinja template path or null")
-        tok.chat_template = Path(chat_template).read_text()
-    if not tok.chat_template:
-        raise ValueError(f"perplexity model {path} has no chat template; set student.chat_template to a Jinja file")
+    # The template the student is trained in (models/chat_template.py: the configured one, the
+    # tokenizer's own, or the Llama-3 format for a base model that ships none).
+    tok = templates.apply(AutoTokenizer.from_pretrained(resolved), chat_template)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok

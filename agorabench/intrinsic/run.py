@@ -28,6 +28,7 @@ from agorabench.evaluation.context import JudgeFn
 from agorabench.config import Params, check_setting
 from agorabench.intrinsic.cache import ResultCache, result_key
 from agorabench.config import JUDGE_METRICS, IntrinsicConfig
+from agorabench.models import chat_template
 from agorabench.models.answering import judged_line
 from agorabench.generation.records import read_instances
 from agorabench.intrinsic.records import IntrinsicSummary
@@ -45,10 +46,6 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _file_sha(path: str | None) -> str | None:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path and Path(path).is_file() else None
 
 
 def _mean(values) -> float | None:
@@ -179,7 +176,7 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
 
                 model = cfg.perplexity_model or params.student.base
                 settings = {"model": model_identity(model), "system_prompt": params.student.system_prompt,
-                            "chat_template": _file_sha(params.student.chat_template),
+                            "chat_template": chat_template.digest(params.student.chat_template),
                             "max_length": cfg.perplexity_max_length}
                 keys = [result_key("perplexity", settings, instruction=i, response=r) for i, r in pairs]
 

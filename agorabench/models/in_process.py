@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from agorabench.models.answering import Answerer, Decoding
+from agorabench.models import chat_template as templates
 from agorabench.models.checkpoints import STUDENT_FILE, student_record
 from agorabench.models.store import Completion, RequestStore
 
@@ -87,7 +88,10 @@ class TransformersAnswerer(Answerer):
         self.cpu_weights = effective(cpu_weights)
         # bfloat16 and int8 weights answer differently from float32 ones: another model to the store.
         identity = model_identity(path) + (f"+{self.cpu_weights}" if self.cpu_weights else "")
-        super().__init__(store, {"backend": self.backend, "model": identity})
+        # A configured template (student.chat_template) prompts the model differently from its own.
+        template = templates.digest(chat_template)
+        super().__init__(store, {"backend": self.backend, "model": identity} |
+                         ({"chat_template": template} if template else {}))
         self.chat_template = chat_template
         self._model = None
 
@@ -97,8 +101,8 @@ class TransformersAnswerer(Answerer):
     def _load(self):
         if self._model is None:
             self._model, self._tok = load_model(self.path, cpu_weights=self.cpu_weights)
-            if self.chat_template:
-                self._tok.chat_template = Path(self.chat_template).read_text()
+            templates.apply(self._tok, self.chat_template)
+            self._stops = templates.end_of_turn_ids(self._tok)
         return self._model, self._tok
 
     def _compute(self, conversations, decoding: Decoding, sample_index: int):
@@ -126,6 +130,11 @@ class TransformersAnswerer(Answerer):
             kwargs.update(temperature=decoding.temperature, top_p=decoding.top_p)
         else:  # greedy: sampling knobs a model's generation_config may carry must not leak in
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        eos = model.generation_config.eos_token_id
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        if any(t not in eos for t in self._stops):  # a base model in a chat format stops at its end of turn
+            kwargs["eos_token_id"] = eos + [t for t in self._stops if t not in eos]
+        stops = {tok.eos_token_id, tok.pad_token_id, *self._stops}
         # Sampling is seeded per batch position, so a resumed run draws what the first one would have.
         torch.manual_seed(self.seed + 1000 * sample_index + offset)
         started = time.perf_counter()
@@ -136,8 +145,8 @@ class TransformersAnswerer(Answerer):
         results = []
         for row, mask in zip(new, enc["attention_mask"]):
             ids = row.tolist()
-            ended = tok.eos_token_id in ids or tok.pad_token_id in ids
-            n_out = next((j + 1 for j, t in enumerate(ids) if t in (tok.eos_token_id, tok.pad_token_id)), len(ids))
+            ended = any(t in stops for t in ids)
+            n_out = next((j + 1 for j, t in enumerate(ids) if t in stops), len(ids))
             text = tok.decode(ids[:n_out], skip_special_tokens=True)
             results.append(Completion(text=text, finish_reason="stop" if ended else "length",
                                       input_tokens=int(mask.sum()), output_tokens=n_out, latency_s=latency,

@@ -20,6 +20,7 @@ import hashlib
 import time
 from pathlib import Path
 
+from agorabench.models import chat_template as templates
 from agorabench.models.answering import Answerer, Decoding
 from agorabench.models.endpoint import Endpoint
 from agorabench.models.in_process import model_identity, weights_of
@@ -40,9 +41,13 @@ class ServedModelAnswerer(Answerer):
         identity = {"backend": self.backend, "model": model_identity(path)}
         if effective(cpu_weights):
             identity["cpu_weights"] = effective(cpu_weights)
+        if templates.digest(chat_template):  # a configured template prompts the model differently from its own
+            identity["chat_template"] = templates.digest(chat_template)
         super().__init__(store, identity)
         self.path, self.endpoint, self.concurrency, self.timeout_s = path, endpoint, concurrency, timeout_s
-        self.chat_template = Path(chat_template).read_text() if chat_template else None
+        self.configured_template = chat_template
+        self.chat_template: str | None = None  # sent with each request when not the served model's own
+        self.stop_token_ids: list[int] = []
         self.cpu_weights = cpu_weights
         self.weights, self.base = weights_of(path)  # a LoRA student: (adapter folder, base model folder)
         self._server = None
@@ -51,10 +56,23 @@ class ServedModelAnswerer(Answerer):
     def sampling(self, decoding: Decoding) -> dict:
         return decoding.as_dict()
 
+    def _chat_format(self) -> None:
+        """The template this model is prompted with (models/chat_template.py), sent with each request
+        unless it is the tokenizer's own, and the tokens that end its answers."""
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(self.weights)  # a LoRA student's folder holds its tokenizer
+        own = tok.chat_template
+        templates.apply(tok, self.configured_template)
+        self.chat_template = tok.chat_template if tok.chat_template != own else None
+        self.stop_token_ids = templates.end_of_turn_ids(tok)
+
     def _open(self) -> tuple[str, str]:
         """(base_url, model name to request), starting a server and loading the adapter on first need."""
         if self._model is None:
             from agorabench.models.servers import LocalModelServer, load_lora
+
+            self._chat_format()
 
             base_url = self.endpoint.base_url if self.endpoint else None
             served = self.endpoint.model_id if self.endpoint else None
@@ -95,8 +113,10 @@ class ServedModelAnswerer(Answerer):
                     "temperature": decoding.temperature, "top_p": decoding.top_p if sample else 1.0,
                     # vLLM's own fields: seeded per request (from its key), and the penalty chat APIs lack.
                     "seed": int(key[:8], 16), "repetition_penalty": decoding.repetition_penalty or 1.0}
-            if self.chat_template:
+            if self.chat_template:  # the server takes it: it is started with --trust-request-chat-template
                 body["chat_template"] = self.chat_template
+            if self.stop_token_ids:  # a base model's generation config stops only at its end of text
+                body["stop_token_ids"] = self.stop_token_ids
             async with slots:
                 started = time.perf_counter()
                 try:

@@ -436,8 +436,11 @@ class LocalModelServer:
         if python is None:
             raise LocalServerError("engine 'vllm' requested but vLLM is not installed: run `make` (it builds "
                                    ".venv-vllm), set AGORA_VLLM_PYTHON, or set engine: transformers")
+        # Requests may bring a chat template (a base model prompted in the Llama-3 format: models/served.py);
+        # the server listens on loopback for this project's requests only.
         cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_id,
-               "--host", "127.0.0.1", "--port", str(self.port), "--max-model-len", str(self._context_length())]
+               "--host", "127.0.0.1", "--port", str(self.port), "--max-model-len", str(self._context_length()),
+               "--trust-request-chat-template"]
         if not _on_gpu():
             # Eager: torch.compile costs minutes per start on a CPU and brings nothing measurable here.
             cmd += ["--enforce-eager", "--dtype", vllm_cpu_dtype(self.cpu_weights)]

@@ -133,7 +133,7 @@ def write_tree(root: str | Path, generators: Sequence[str] = GENS, scaling: dict
                 (folder / f"{b}.scores.json").write_text(BenchmarkScores(
                     benchmark=b, domain=domain, model=model.key, kind=model.kind, spec=model.spec, primary="accuracy",
                     score=score, metrics={"accuracy": score}, n_items=n, samples=1, fewshot=model.fewshot,
-                    data_version="1", items_sha256="h", decoding={}, judge=None, judge_reasoning=None,
+                    seed_source="offline", test_items=n, seed_items_left_out=0, data_version="1", items_sha256="h", decoding={}, judge=None, judge_reasoning=None,
                     judge_max_answer_chars=None, isolation=None, no_answer=0, untrained_reason=None).to_json())
     return tree(params)
 

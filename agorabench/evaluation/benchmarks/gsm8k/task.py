@@ -28,6 +28,7 @@ from typing import Sequence
 from agorabench.evaluation.benchmarks import fewshot_turns
 from agorabench.evaluation.context import ScoreContext
 from agorabench.evaluation.items import EvalItem, last_boxed
+from agorabench.generation.seeds import hub
 from agorabench.generation.seeds.offline import gsm8k_answer_to_target, gsm8k_seed_docs
 
 from agorabench.evaluation.benchmarks.gsm8k import DOMAIN, PRIMARY  # noqa: E402,F401  (declared there)
@@ -43,17 +44,22 @@ def build_messages(item: EvalItem, fewshot: Sequence[tuple[str, str]] = ()) -> l
     return fewshot_turns(lambda text: INSTRUCTION.format(question=text), item.prompt, fewshot)
 
 
-def fewshot_examples(k: int) -> list[tuple[str, str]]:
-    """The first k seed-part GSM8K test problems (never evaluated), answers rewritten to end in [RESULT]."""
+def fewshot_examples(k: int, seed_source: str = "offline") -> list[tuple[str, str]]:
+    """The first k GSM8K problems that are never evaluated, answers rewritten to end in [RESULT]: the
+    seed part of the test set with offline seeds, GSM8K train with hub seeds (the whole test set is
+    evaluated then)."""
+    if k == 0:
+        return []  # zero-shot needs no demo source (the hub's would need the network)
+    docs = hub.fewshot_docs("gsm8k") if seed_source == "hub" else [doc for _, doc in gsm8k_seed_docs()]
     demos = []
-    for _, doc in gsm8k_seed_docs():  # id order, so deterministic
+    for doc in docs:  # file order, so deterministic
         if len(demos) == k:
             break
         target = gsm8k_answer_to_target(doc["answer"])
         if target is not None:
             demos.append((doc["question"], target))
     if len(demos) < k:
-        raise ValueError(f"fewshot k={k} is more than the {len(demos)} GSM8K seed problems; use a smaller k")
+        raise ValueError(f"fewshot k={k} is more than the {len(demos)} GSM8K demo problems; use a smaller k")
     return demos
 
 

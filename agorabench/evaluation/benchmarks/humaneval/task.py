@@ -23,7 +23,8 @@ from typing import Sequence
 from agorabench.evaluation.code_scoring import extract_code, run_and_score, summarize_pass_at_k
 from agorabench.evaluation.context import ScoreContext
 from agorabench.evaluation.items import EvalItem, as_list
-from agorabench.generation.seeds.offline import fenced_python, mbpp_seed_docs, normalize_newlines
+from agorabench.evaluation.benchmarks.mbpp.task import demo_docs
+from agorabench.generation.seeds.offline import fenced_python, normalize_newlines
 
 from agorabench.evaluation.benchmarks.humaneval import DOMAIN, PRIMARY  # noqa: E402,F401  (declared there)
 
@@ -65,10 +66,10 @@ def _stub_from_mbpp(doc: dict) -> str | None:
     return None
 
 
-def fewshot_examples(k: int) -> list[tuple[str, str]]:
-    """k MBPP seed tasks (task_id order) as (HumanEval-style stub, complete code in a ```python block)."""
+def fewshot_examples(k: int, seed_source: str = "offline") -> list[tuple[str, str]]:
+    """k MBPP demo tasks (mbpp's demo_docs) as (HumanEval-style stub, complete code in a ```python block)."""
     demos = []
-    for doc in sorted(mbpp_seed_docs(), key=lambda d: int(d["task_id"])):
+    for doc in demo_docs(seed_source) if k else []:
         if len(demos) == k:
             break
         stub = _stub_from_mbpp(doc)

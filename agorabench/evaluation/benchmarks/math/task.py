@@ -1,4 +1,4 @@
-r"""MATH: competition problems, MATH-500 by default (`evaluation.math_subset: full` gives all 5000 test problems).
+r"""MATH: competition problems, the 5,000 of the test set (`evaluation.math_subset: math500`: MATH-500).
 
 The model reasons step by step and ends with ``[RESULT] <answer> [/RESULT]`` (the AgoraBench math
 format). Extraction is GSM8K's: the last [RESULT] tag, else the last ``\boxed{}``; the last number
@@ -34,11 +34,11 @@ from agorabench.evaluation.context import ScoreContext
 from agorabench.evaluation.benchmarks.gsm8k.task import extract_answer
 from agorabench.evaluation.benchmarks.math import full_items, math500_items  # noqa: F401
 from agorabench.evaluation.items import MATH_SUBJECTS, EvalItem, last_boxed
+from agorabench.generation.seeds import hub
 from agorabench.generation.seeds.offline import math_non500_docs, math_solution_to_target
 
 from agorabench.evaluation.benchmarks.math import DOMAIN, PRIMARY  # noqa: E402,F401  (declared there)
 
-SUBSETS = ("math500", "full")
 SOFT_TIMEOUT_S = 5  # math-verify's own (signal) timeout per parse / comparison, inside the child
 HARD_TIMEOUT_S = 60.0  # parent-side limit per comparison: a parse of each side + verify, each up to 5 s
 STARTUP_TIMEOUT_S = 300.0  # the child imports sympy; generous, as cores may be busy
@@ -54,25 +54,31 @@ def build_messages(item: EvalItem, fewshot: Sequence[tuple[str, str]] = ()) -> l
     return fewshot_turns(lambda text: INSTRUCTION.format(problem=text), item.prompt, fewshot)
 
 
-def fewshot_examples(k: int) -> list[tuple[str, str]]:
-    """k MATH test problems outside MATH-500, one subject after another (round robin) for variety.
+def fewshot_examples(k: int, seed_source: str = "offline") -> list[tuple[str, str]]:
+    """k MATH problems that are never evaluated, one subject after another (round robin) for variety:
+    test problems outside MATH-500 with offline seeds (they are the seeds, left out of the evaluation),
+    MATH train with hub seeds.
 
     The answer is the reference solution followed by [RESULT] <its last \\boxed{}> [/RESULT].
-    With the full test set these demos are themselves evaluated items: there is no other source
-    of MATH problems offline, so use k=0 (or MATH-500) where that matters.
     """
+    if k == 0:
+        return []  # zero-shot needs no demo source (the hub's would need the network)
+    if seed_source == "hub":
+        docs = [(doc["subject"], doc) for doc in hub.fewshot_docs("math")]
+    else:
+        docs = [(math_id.split("/")[2], doc) for math_id, doc in math_non500_docs()]
     by_subject: dict[str, list[tuple[str, str]]] = {s: [] for s in MATH_SUBJECTS}
-    for math_id, doc in math_non500_docs():
+    for subject, doc in docs:
         target = math_solution_to_target(doc["solution"])
         if target is not None:
-            by_subject[math_id.split("/")[2]].append((doc["problem"], target))
+            by_subject[subject].append((doc["problem"], target))
     demos: list[tuple[str, str]] = []
     depth = 0
     while len(demos) < k and any(len(v) > depth for v in by_subject.values()):
         demos.extend(v[depth] for v in by_subject.values() if len(v) > depth)
         depth += 1
     if len(demos) < k:
-        raise ValueError(f"fewshot k={k} is more than the {len(demos)} MATH problems outside MATH-500; use a smaller k")
+        raise ValueError(f"fewshot k={k} is more than the {len(demos)} MATH demo problems; use a smaller k")
     return demos[:k]
 
 

@@ -17,6 +17,7 @@ from typing import Sequence
 from agorabench.evaluation.code_scoring import extract_code, run_and_score, summarize_pass_at_k
 from agorabench.evaluation.context import ScoreContext
 from agorabench.evaluation.items import EvalItem, as_list, mbpp_eval_prompt
+from agorabench.generation.seeds import hub
 from agorabench.generation.seeds.offline import fenced_python, mbpp_seed_docs, normalize_newlines
 
 from agorabench.evaluation.benchmarks.mbpp import DOMAIN, PRIMARY  # noqa: E402,F401  (declared there)
@@ -37,11 +38,18 @@ def build_messages(item: EvalItem, fewshot: Sequence[tuple[str, str]] = ()) -> l
     return messages
 
 
-def fewshot_examples(k: int) -> list[tuple[str, str]]:
-    """The first k seed-part MBPP tasks (task_id order; never evaluated), answers as ```python blocks."""
-    docs = sorted(mbpp_seed_docs(), key=lambda d: int(d["task_id"]))
+def demo_docs(seed_source: str = "offline") -> list[dict]:
+    """MBPP tasks that are never evaluated, in task_id order: the seed part of the test set with offline
+    seeds, MBPP's few-shot "prompt" split (task ids 1-10) with hub seeds. HumanEval's demos too."""
+    docs = hub.fewshot_docs("mbpp") if seed_source == "hub" else mbpp_seed_docs()
+    return sorted(docs, key=lambda d: int(d["task_id"]))
+
+
+def fewshot_examples(k: int, seed_source: str = "offline") -> list[tuple[str, str]]:
+    """The first k demo tasks (demo_docs), answers as ```python blocks."""
+    docs = demo_docs(seed_source) if k else []
     if k > len(docs):
-        raise ValueError(f"fewshot k={k} is more than the {len(docs)} MBPP seed tasks; use a smaller k")
+        raise ValueError(f"fewshot k={k} is more than the {len(docs)} MBPP demo tasks; use a smaller k")
     return [(mbpp_eval_prompt(doc), fenced_python(doc["code"])) for doc in docs[:k]]
 
 
