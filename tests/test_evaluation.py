@@ -322,3 +322,27 @@ def test_a_long_prompt_is_not_batched_with_short_ones():
     assert [c for _, c in batches_of_similar_length(order, size, batch_size=2)] == [[0], [1, 2], [3, 4], [5]]
     # canary: with an unlimited slack everything is one batch, the 8,000-character prompt included
     assert [c for _, c in batches_of_similar_length(order, size, 16, slack=10**6)] == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_a_model_run_here_gives_a_judge_its_logprobs(tmp_path, tiny_student):
+    """TransformersAnswerer returns each reply token's log-probability and top alternatives from the
+    model's logits (greedy: the token written is the likeliest), stored and read back under a key of its
+    own; without top_logprobs it gives none."""
+    import math
+
+    from agorabench.models.answering import Decoding
+    from agorabench.models.in_process import TransformersAnswerer
+    from agorabench.models.store import RequestStore
+
+    conv = [[{"role": "user", "content": "Which is better, A or B?"}]]
+    with TransformersAnswerer(tiny_student, RequestStore(tmp_path / "r.sqlite"), batch_size=1) as answerer:
+        judge = answerer.judge(Decoding(temperature=0.0, max_new_tokens=4, repetition_penalty=1.0))
+        [reply] = judge(conv, top_logprobs=5)
+        assert reply.logprobs and len(reply.logprobs) <= reply.output_tokens
+        for token, logprob, top in reply.logprobs:
+            assert len(top) == 5 and top[0][1] == pytest.approx(logprob, abs=1e-5)  # greedy: the top token
+            assert sum(math.exp(lp) for _, lp in top) <= 1 + 1e-6
+        assert "".join(t for t, _, _ in reply.logprobs) == reply.text
+        [stored] = judge(conv, top_logprobs=5)
+        assert stored.cached and stored.logprobs == reply.logprobs
+        assert judge(conv) == [reply.text] and answerer.stats.completed == 2  # canary: a text request is another key
