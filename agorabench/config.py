@@ -332,6 +332,12 @@ class EvaluationConfig(Strict):
     # Arena-Hard's protocol: the judge writes its own answer and a critique before the verdict. false:
     # the verdict alone, for small local judges (the embedded default); not comparable with the paper.
     judge_reasoning: bool = True
+    # Top log-probabilities the judge is asked for at each reply token (0: the verdict is read from the
+    # text only). AlpacaEval 2.0 reads its preference from them, as its authors' weighted annotator does;
+    # Arena-Hard from the five verdict labels' probabilities with judge_reasoning false (the published
+    # protocol, with reasoning, reads the text). Judges without them (Anthropic's API, `transformers
+    # serve`) fall back to the text, and the scores file counts it. OpenAI and vLLM give at most 20.
+    judge_top_logprobs: int = Field(20, ge=0, le=20)
     # Both answers are cut to this many characters in the judge's prompt (null: whole, the paper). On a
     # CPU the judge's prompt is most of its cost, and Arena-Hard's baseline answers run to ~6K characters
     # against a student's 256-token answer.

@@ -7,16 +7,20 @@ length-driven win rate towards 50 % but leaves a length-blind one alone, and so 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
 
 import numpy as np
 import pytest
 
 from agorabench.evaluation.benchmarks.alpacaeval import task as alpacaeval
+from agorabench.evaluation.benchmarks.alpacaeval.length_controlled import length_controlled_win_rate
 from agorabench.evaluation.benchmarks.arenahard import task as arenahard
 from agorabench.evaluation.bradley_terry import bootstrap_bradley_terry, fit_bradley_terry, win_probability
 from agorabench.evaluation.context import ScoreContext
+from agorabench.evaluation.pairwise import JudgeReply
 from agorabench.evaluation.items import EvalItem, find_eval_overlap
 from agorabench.evaluation.benchmarks import load_items as load_eval_items
 
@@ -131,21 +135,33 @@ def _longer_judge(conv):
     return "[[A]]" if len(a) > len(b) else "[[B]]"
 
 
+def _noisy_longer_judge(conv):
+    # Likes length, but not blindly: the longer answer wins with a probability that grows with the gap.
+    # The draw is a hash of the pair, so the same conversation always gets the same verdict.
+    a, b = alpaca_pair(conv)
+    u = int(hashlib.sha256((a + "\0" + b).encode()).hexdigest()[:8], 16) / 16**8
+    longer_wins = u < 1 / (1 + np.exp(-3 * np.tanh(abs(len(a) - len(b)) / 700)))
+    return "[[A]]" if (len(a) > len(b)) == longer_wins else "[[B]]"
+
+
 def test_alpaca_length_loving_judge_lc_moves_to_half():
     items = synthetic_items(500)
     rng = np.random.default_rng(1)
-    # The model is longer on ~95 % of the items, by varying amounts; the judge only looks at length.
+    # The model is longer on ~90 % of the items, by varying amounts; the judge only looks at length.
     outputs = []
     for item in items:
-        longer = rng.random() < 0.95
+        longer = rng.random() < 0.9
         delta = int(rng.integers(100, 1500)) if longer else -int(rng.integers(100, 1500))
         outputs.append("m" * max(1, len(item.reference) + delta))
-    summary = alpacaeval.summarize(alpacaeval.score(items, outputs, ctx_with(batch(_longer_judge))))
-    assert summary["win_rate"] > 90
-    # A deterministic "longer wins" rule is a step that a logistic curve fits only loosely, so LC moves
-    # part of the way (to ~78 here); a noisy length-driven judge goes all the way (next tests).
-    assert summary["lc_win_rate"] < summary["win_rate"] - 12
+    summary = alpacaeval.summarize(alpacaeval.score(items, outputs, ctx_with(batch(_noisy_longer_judge))))
+    assert summary["win_rate"] > 75
+    assert abs(summary["lc_win_rate"] - 50) < 8
     assert summary["length_coef"] > 1  # the fit attributes the preference to length
+    # A deterministic "longer wins" rule separates the items perfectly; the equal-length point then lies
+    # in the gap between the shorter and the longer items, where the fit only extrapolates: upstream's GLM
+    # (and ours) keeps LC near the raw rate there. We check only that it puts the preference on length.
+    step = alpacaeval.summarize(alpacaeval.score(items, outputs, ctx_with(batch(_longer_judge))))
+    assert step["length_coef"] > 5
 
 
 def test_alpaca_noisy_length_judge_lc_reaches_half():
@@ -153,7 +169,7 @@ def test_alpaca_noisy_length_judge_lc_reaches_half():
     d = rng.normal(600, 500, size=805)  # the model is usually longer
     x = np.tanh(d / d.std(ddof=1))
     y = (rng.random(len(d)) < 1 / (1 + np.exp(-3 * x))).astype(float)  # preference driven by length only
-    lc, _ = alpacaeval.length_controlled_win_rate(y, d)
+    lc = length_controlled_win_rate(y, d, np.zeros_like(d))["lc_win_rate"] / 100
     assert y.mean() > 0.75 and abs(lc - 0.5) < 0.06
 
 
@@ -184,7 +200,8 @@ def test_alpaca_lc_recovers_a_known_glm():
     x = np.tanh(d / d.std(ddof=1))
     theta, phi = -0.6, 1.2
     y = (rng.random(len(d)) < 1 / (1 + np.exp(-(theta + phi * x)))).astype(float)
-    lc, phi_hat = alpacaeval.length_controlled_win_rate(y, d)
+    fit = length_controlled_win_rate(y, d, np.zeros_like(d))
+    lc, phi_hat = fit["lc_win_rate"] / 100, fit["length_coef"]
     assert abs(lc - 1 / (1 + np.exp(-theta))) < 0.03
     assert abs(phi_hat - phi) < 0.25
     assert abs(y.mean() - 1 / (1 + np.exp(-theta))) > 0.05  # canary: the raw rate is biased by length
@@ -404,6 +421,146 @@ def test_arena_same_seed_same_numbers():
     assert first == again
     other = arenahard.summarize(rows, seed=12)
     assert other["score"] == first["score"] and (other["ci_lower"], other["ci_upper"]) != (first["ci_lower"], first["ci_upper"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts read from the judge's log-probabilities
+# ---------------------------------------------------------------------------------------------
+
+
+def lp_batch(rule):
+    """A JudgeFn that can give log-probabilities: rule(conversation) -> (tokens, {slot index: alternatives});
+    records the top_logprobs it was asked for. Without top_logprobs it answers with the text alone."""
+
+    def judge(conversations, top_logprobs=0):
+        judge.asked.append(top_logprobs)
+        replies = []
+        for conv in conversations:
+            tokens, alts = rule(conv)
+            text = "".join(tokens)
+            logprobs = tuple((t, 0.0, tuple((a, math.log(p)) for a, p in alts.get(i, {}).items()))
+                             for i, t in enumerate(tokens))
+            replies.append(JudgeReply(text, logprobs) if top_logprobs else text)
+        return replies
+
+    judge.asked = []
+    return judge
+
+
+def lp_ctx(judge, top_logprobs=20, **kw) -> ScoreContext:
+    return ScoreContext(judge=judge, judge_name="lp-judge", judge_top_logprobs=top_logprobs, **kw)
+
+
+def test_alpaca_reads_the_preference_from_the_verdict_slot():
+    items = synthetic_items(40)
+    outputs = [f"model output {i}" for i in range(40)]
+    # Always writes [[A]], but is only 70 % sure of it: a soft preference of 0.7 for whatever is shown first.
+    judge = lp_batch(lambda conv: (["[[", "A", "]]"], {1: {"A": 0.7, "B": 0.3}}))
+    rows = alpacaeval.score(items, outputs, lp_ctx(judge))
+    assert judge.asked == [20]
+    for row in rows:
+        assert row["preference_source"] == "logprobs"
+        assert row["preference"] == pytest.approx(0.7 if row["model_side"] == "A" else 0.3)
+    summary = alpacaeval.summarize(rows)
+    assert summary["n_logprobs"] == 40 and summary["n_verdict"] == 0
+    # Canary: asked for no log-probabilities, the same judge's text gives hard 1/0 preferences.
+    text_rows = alpacaeval.score(items, outputs, lp_ctx(judge, top_logprobs=0))
+    assert judge.asked[-1] == 0 and {r["preference"] for r in text_rows} == {0.0, 1.0}
+    assert {r["preference_source"] for r in text_rows} == {"verdict"}
+
+
+def test_alpaca_first_tag_is_read_where_the_text_is_ambiguous_and_text_is_the_fallback():
+    items = synthetic_items(4)
+    hedging = lp_batch(lambda conv: (["[[", "B", "]]", " or", " [[", "A", "]]"], {1: {"B": 0.9, "A": 0.1}}))
+    rows = alpacaeval.score(items, ["x"] * 4, lp_ctx(hedging))
+    assert all(r["extracted"] is None and r["preference_source"] == "logprobs" for r in rows)
+    assert [r["preference"] for r in rows] == pytest.approx([0.9 if r["model_side"] == "B" else 0.1 for r in rows])
+    # Canary: from the text alone the same replies are judge errors.
+    assert {r["verdict"] for r in alpacaeval.score(items, ["x"] * 4, lp_ctx(hedging, top_logprobs=0))} == {"judge_error"}
+    # A judge that cannot give log-probabilities is read from its text, and counted as such.
+    def plain(conversations, top_logprobs=0):
+        return ["[[B]]"] * len(conversations)
+
+    rows = alpacaeval.score(items, ["x"] * 4, ScoreContext(judge=plain, judge_top_logprobs=20))
+    assert alpacaeval.summarize(rows)["n_verdict"] == 4
+
+
+QWEN_TOKENS = ["[[", "A", ">B", "]]"]  # how Qwen2.5's tokenizer writes [[A>B]]
+
+
+def test_arena_label_probabilities_from_letter_and_operator():
+    logprobs = tuple((t, 0.0, ()) for t in QWEN_TOKENS)
+    logprobs = (logprobs[0], ("A", 0.0, (("A", math.log(0.6)), ("B", math.log(0.4)))),
+                (">B", 0.0, ((">>", math.log(0.2)), (">B", math.log(0.45)), ("=B", math.log(0.3)),
+                             (">A", math.log(0.05)))), logprobs[3])  # ">A" after A is no verdict
+    probs = arenahard.label_probabilities(logprobs, 1)
+    # The operator is only seen after A; after B the same one is assumed (see the module docstring).
+    ops = {">>": 0.2 / 0.95, ">": 0.45 / 0.95, "=": 0.3 / 0.95}
+    expected = {"A>>B": 0.6 * ops[">>"], "A>B": 0.6 * ops[">"], "A=B": ops["="],
+                "B>A": 0.4 * ops[">"], "B>>A": 0.4 * ops[">>"]}
+    assert probs == pytest.approx(expected)
+    # A tokenizer that glues letter and operator: the slot alone holds both.
+    glued = (("[[", 0.0, ()), ("B>>", 0.0, (("B>>", math.log(0.5)), ("B>", math.log(0.3)), ("A>", math.log(0.2)))))
+    assert arenahard.label_probabilities(glued, 1) == pytest.approx(
+        {"A>>B": 0.2 * 0.5 / 0.8, "A>B": 0.2 * 0.3 / 0.8, "A=B": 0.0, "B>A": 0.8 * 0.3 / 0.8, "B>>A": 0.8 * 0.5 / 0.8})
+    # Canary: no letter at the slot, or no operator after it, is no reading.
+    assert arenahard.label_probabilities(((("[[", 0.0, ()), ("The", 0.0, (("The", -0.1),)))), 1) is None
+    assert arenahard.label_probabilities((("[[", 0.0, ()), ("A", 0.0, (("A", -0.1),)), ("]]", 0.0, (("]]", -0.1),))), 1) is None
+
+
+def _model_is_a(conv) -> bool:
+    return arena_pair(conv)[0].startswith("model")
+
+
+def test_arena_expected_score_from_label_probabilities():
+    items = arena_items(30)
+    outputs = [f"model answer {i}" for i in range(30)]
+
+    def judge(conv):  # 80 % on the model's letter; of the operator, half "much better", half "better"
+        model, base = ("A", "B") if _model_is_a(conv) else ("B", "A")
+        return ["[[", "A", ">>", "B", "]]"], {1: {model: 0.8, base: 0.2}, 2: {">>": 0.5, ">B": 0.5}}
+
+    rows = arenahard.score(items, outputs, lp_ctx(lp_batch(judge), judge_reasoning=False))
+    games = [g for r in rows for g in r["games"]]
+    assert {g["verdict_source"] for g in games} == {"logprobs"}
+    assert all(g["model_outcome"] == pytest.approx(0.8) for g in games)
+    summary = arenahard.summarize(rows)
+    # battle weight per game: wins 0.4 * 3 + 0.4, losses 0.1 * 3 + 0.1: the model wins 1.6 of 2.0
+    assert summary["score"] == pytest.approx(80.0, abs=1e-4) and summary["n_battles"] == pytest.approx(60 * 2.0)
+    assert summary["n_logprobs"] == 60 and summary["n_verdict"] == 0
+    assert summary["ci_lower"] < 80 < summary["ci_upper"]
+    # Canary: from the text ("[[A>>B]]" always) the same judge is all position bias: 50.
+    text = arenahard.summarize(arenahard.score(items, outputs, lp_ctx(lp_batch(judge), top_logprobs=0,
+                                                                     judge_reasoning=False)))
+    assert text["score"] == pytest.approx(50.0, abs=1e-6)
+
+
+def test_arena_echoing_judge_gets_a_score_from_its_first_tag():
+    """The embedded default's 0.5B judge echoes the whole scale: no text verdict, but its first tag is a
+    choice with probabilities."""
+    items = arena_items(6)
+    echo = ["[[", "A", ">>", "B", "]]", " Assistant", " A", "\n", "[[", "A", ">B", "]]", "\n", "[[", "B", ">A", "]]"]
+
+    def judge(conv):
+        first = 0.4 if _model_is_a(conv) else 0.55  # the model, shown first, is slightly less likely picked
+        return echo, {1: {"A": first, "B": 1 - first}, 2: {">>": 0.7, ">B": 0.3}}
+
+    rows = arenahard.score(items, ["model x"] * 6, lp_ctx(lp_batch(judge), judge_reasoning=False))
+    assert all(g["verdict"] is None and g["verdict_source"] == "logprobs" for r in rows for g in r["games"])
+    assert arenahard.summarize(rows)["score"] is not None
+    # Canary: the same replies read as text have no verdict at all.
+    with pytest.raises(ValueError, match="no usable verdict"):
+        arenahard.summarize(arenahard.score(items, ["model x"] * 6, lp_ctx(lp_batch(judge), top_logprobs=0,
+                                                                           judge_reasoning=False)))
+
+
+def test_arena_with_reasoning_reads_the_text_as_published():
+    items = arena_items(3)
+    judge = lp_batch(lambda conv: (["[[", "B", ">A", "]]"], {1: {"A": 0.5, "B": 0.5}}))
+    rows = arenahard.score(items, ["x", "y", "z"], lp_ctx(judge, judge_reasoning=True))
+    assert judge.asked == [0] and {g["verdict_source"] for r in rows for g in r["games"]} == {"verdict"}
+    arenahard.score(items, ["x", "y", "z"], lp_ctx(judge, judge_reasoning=False))
+    assert judge.asked[-1] == 20  # canary: the verdict-only prompt asks for them
 
 
 # ---------------------------------------------------------------------------------------------

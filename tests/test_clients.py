@@ -111,3 +111,36 @@ def test_put_async_failure_reaches_every_caller_and_a_cancelled_callers_row_is_k
     assert all(isinstance(e, sqlite3.OperationalError) for e in errors), errors
     assert not store._db.in_transaction, "a failed group is rolled back"
     store.close()
+
+
+def test_store_keeps_a_judges_logprobs_and_upgrades_an_old_store(tmp_path):
+    from agorabench.models.store import LOGPROB_POSITIONS
+
+    # A store written before the logprobs column existed: opened again, it gains the column and its rows.
+    old = tmp_path / "old.sqlite"
+    con = sqlite3.connect(old)
+    con.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, backend TEXT NOT NULL, model TEXT NOT NULL, "
+                "request TEXT NOT NULL, text TEXT NOT NULL, finish_reason TEXT, input_tokens INTEGER NOT NULL, "
+                "output_tokens INTEGER NOT NULL, latency_s REAL NOT NULL, cost_usd REAL NOT NULL, created_at REAL NOT NULL)")
+    con.execute("INSERT INTO responses VALUES ('k0','openai','m','{}','[[A]]','stop',1,2,0.1,0.0,0.0)")
+    con.commit()
+    con.close()
+    store = RequestStore(old)
+    assert store.get_many(["k0"])["k0"].logprobs is None  # an old answer has none
+    tokens = tuple((f"t{i}", -0.5, (("A", -0.1), ("B", -2.5))) for i in range(LOGPROB_POSITIONS + 10))
+    store.put("k1", "openai", "m", "{}", Completion("[[A]]", "stop", 1, 2, 0.1, 0.0, logprobs=tokens))
+    got = store.get_many(["k1"])["k1"].logprobs
+    assert got == tokens[:LOGPROB_POSITIONS]  # the first positions, exactly as given
+    store.put("k2", "openai", "m", "{}", Completion("[[A]]", "stop", 1, 2, 0.1, 0.0))
+    assert store.get_many(["k2"])["k2"].logprobs is None  # canary: none given, none returned
+    store.close()
+
+
+def test_asking_for_logprobs_is_part_of_the_request_key():
+    from agorabench.models.answering import Decoding, chat_sampling
+
+    plain, asked = Decoding(temperature=0.0), Decoding(temperature=0.0, top_logprobs=20)
+    assert chat_sampling(asked) == chat_sampling(plain) | {"logprobs": True, "top_logprobs": 20}
+    assert asked.as_dict() == plain.as_dict() | {"top_logprobs": 20}
+    # Every request that does not ask keeps the key it always had (no new field at all).
+    assert "top_logprobs" not in plain.as_dict() and "logprobs" not in chat_sampling(plain)

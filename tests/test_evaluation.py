@@ -167,6 +167,48 @@ def test_a_judge_with_no_usable_verdict_leaves_a_missing_score_not_a_failed_stag
             assert arena["score"] == pytest.approx(50.0, abs=1e-6) and "no_score" not in written["metrics"]
 
 
+def test_judge_logprobs_over_real_http_are_asked_for_stored_and_read(tmp_path, tiny_student, monkeypatch):
+    """The judge is asked for its top log-probabilities (OpenAI's fields, through the real SDK), gives a
+    soft preference at the verdict slot, and a re-run reads them back from the request store. Asking or
+    not is part of the request key; a judge without them (Anthropic's API) is read from its text, and the
+    scores file says which."""
+    import math
+
+    from agorabench.evaluation.run import evaluate
+    from agorabench.testing.llm_server import FakeLLMServer
+
+    def respond(api, body):
+        text = str(body["messages"])
+        if "[[A]]" not in text:
+            return "A short, confident answer."  # the evaluated model
+        return {"text": "[[A]]", "logprobs": [("[[", -0.01, []), ("A", math.log(0.6), [("A", math.log(0.6)), ("B", math.log(0.4))]),
+                                              ("]]", -0.01, [])]}
+
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    with FakeLLMServer(responder=respond) as server:
+        params = make_params(tmp_path, server.url, tiny_student, **{"evaluation.limit": 2})
+        first = evaluate(params, "generator:fake", "alpacaeval")
+        judged = [b for b in server.received if "[[A]]" in str(b["messages"])]
+        assert judged and all(b["logprobs"] is True and b["top_logprobs"] == 20 for b in judged)
+        assert first["judge_verdicts"] == "logprobs" and first["judge_fallbacks"] == 0
+        # 0.6 for the answer shown first: each item's preference is 0.6 or 0.4, never a hard 1 or 0
+        assert first["metrics"]["n_logprobs"] == 2 and round(first["metrics"]["win_rate"], 6) in (40.0, 50.0, 60.0)
+        sent = server.request_count
+        again = evaluate(params, "generator:fake", "alpacaeval")
+        assert server.request_count == sent and again["metrics"] == first["metrics"]  # logprobs from the store
+        # Canary: without log-probabilities the judge is asked again (another key) and read from its text.
+        text = evaluate(make_params(tmp_path, server.url, tiny_student, **{"evaluation.limit": 2,
+                                                                           "evaluation.judge_top_logprobs": 0}),
+                        "generator:fake", "alpacaeval")
+        assert server.request_count == sent + 2 and text["judge_verdicts"] == "text"
+        assert text["metrics"]["n_verdict"] == 2 and text["judge_fallbacks"] is None
+        (tmp_path / "c").mkdir()
+        claude = evaluate(make_params(tmp_path / "c", server.url, tiny_student, **{"evaluation.limit": 2,
+                                                                                   "evaluation.judge": "fake-claude"}),
+                          "generator:fake", "alpacaeval")
+        assert claude["judge_verdicts"] == "text" and claude["metrics"]["n_verdict"] == 2
+
+
 def test_code_benchmark_with_the_opt_in_records_the_isolation(tmp_path, tiny_student, fake_server, monkeypatch):
     """HumanEval through a generator endpoint and the sandbox: the fake answers with a fenced
     function that does not solve the task, so it runs and fails, and the isolation level is kept."""
@@ -280,3 +322,27 @@ def test_a_long_prompt_is_not_batched_with_short_ones():
     assert [c for _, c in batches_of_similar_length(order, size, batch_size=2)] == [[0], [1, 2], [3, 4], [5]]
     # canary: with an unlimited slack everything is one batch, the 8,000-character prompt included
     assert [c for _, c in batches_of_similar_length(order, size, 16, slack=10**6)] == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_a_model_run_here_gives_a_judge_its_logprobs(tmp_path, tiny_student):
+    """TransformersAnswerer returns each reply token's log-probability and top alternatives from the
+    model's logits (greedy: the token written is the likeliest), stored and read back under a key of its
+    own; without top_logprobs it gives none."""
+    import math
+
+    from agorabench.models.answering import Decoding
+    from agorabench.models.in_process import TransformersAnswerer
+    from agorabench.models.store import RequestStore
+
+    conv = [[{"role": "user", "content": "Which is better, A or B?"}]]
+    with TransformersAnswerer(tiny_student, RequestStore(tmp_path / "r.sqlite"), batch_size=1) as answerer:
+        judge = answerer.judge(Decoding(temperature=0.0, max_new_tokens=4, repetition_penalty=1.0))
+        [reply] = judge(conv, top_logprobs=5)
+        assert reply.logprobs and len(reply.logprobs) <= reply.output_tokens
+        for token, logprob, top in reply.logprobs:
+            assert len(top) == 5 and top[0][1] == pytest.approx(logprob, abs=1e-5)  # greedy: the top token
+            assert sum(math.exp(lp) for _, lp in top) <= 1 + 1e-6
+        assert "".join(t for t, _, _ in reply.logprobs) == reply.text
+        [stored] = judge(conv, top_logprobs=5)
+        assert stored.cached and stored.logprobs == reply.logprobs
+        assert judge(conv) == [reply.text] and answerer.stats.completed == 2  # canary: a text request is another key

@@ -173,7 +173,7 @@ def test_openai_client_sends_what_the_sdks_create_would(fake_server, monkeypatch
 
     async def both():
         ours = OpenAIChat(model="m", base_url=fake_server.url + "/v1", api_key="k", timeout_s=10)
-        text, finish, n_in, n_out = await ours.chat(messages, sampling)
+        text, finish, n_in, n_out, _ = await ours.chat(messages, sampling)
         await ours.close()
         sdk = openai.AsyncOpenAI(base_url=fake_server.url + "/v1", api_key="k", max_retries=0)
         await sdk.chat.completions.create(model="m", messages=messages,

@@ -81,8 +81,8 @@ def fit_bradley_terry(
 ) -> np.ndarray:
     """Log-strengths theta (natural-log scale, theta[anchor] = 0) from battles a vs b.
 
-    outcome[k] is 1 when a won battle k, 0 when b won, 0.5 for a tie. weights repeat a battle (Arena-Hard
-    counts a decisive verdict 3 times). The tiny default l2 only keeps strengths finite when a player
+    outcome[k] is 1 when a won battle k, 0 when b won, 0.5 for a tie. weights scale a battle's share (a
+    verdict read from log-probabilities counts each label by its probability). The tiny default l2 only keeps strengths finite when a player
     won (or lost) every battle; it moves a realistic fit by far less than a rounding digit.
     """
     player_a = np.asarray(player_a, dtype=int)
@@ -119,15 +119,18 @@ def bootstrap_bradley_terry(
     anchor: int = 0,
     rounds: int = 100,
     seed: int = 42,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(rounds, n_players) log-strengths, each fitted on battles resampled with replacement."""
+    """(rounds, n_players) log-strengths, each fitted on battles resampled with replacement (a battle
+    keeps its weight; weights None: all 1, drawing the same resamples as with weights of 1)."""
     if rounds < 1:
         raise ValueError(f"bootstrap rounds must be >= 1, got {rounds}")
     player_a, player_b, outcome = (np.asarray(v) for v in (player_a, player_b, outcome))
+    weights = np.ones(len(outcome)) if weights is None else np.asarray(weights, dtype=float)
     rng = np.random.default_rng(seed)
     n = len(outcome)
     out = np.empty((rounds, n_players))
     for r in range(rounds):
         idx = rng.integers(0, n, size=n)
-        out[r] = fit_bradley_terry(player_a[idx], player_b[idx], outcome[idx], n_players, anchor)
+        out[r] = fit_bradley_terry(player_a[idx], player_b[idx], outcome[idx], n_players, anchor, weights=weights[idx])
     return out

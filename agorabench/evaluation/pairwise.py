@@ -1,15 +1,25 @@
-"""What AlpacaEval 2.0 and Arena-Hard share: the student's prompt, few-shot demos and calling the judge.
+"""What AlpacaEval 2.0 and Arena-Hard share: the student's prompt, few-shot demos, calling the judge and
+finding its verdict among the reply's tokens.
 
 Both benchmarks put a model's answer next to a fixed baseline answer and ask an LLM judge which is
 better; they differ only in the judge prompt, the verdict scale and the statistics on top.
+
+Reading a verdict from log-probabilities. Both judges answer with a tag, [[A]] or [[A>B]]. The token
+that holds the tag's first letter (the verdict slot) is where the judge decides; its top alternatives
+there give the probability of each letter, as AlpacaEval 2.0's weighted annotator reads the one token
+its judge writes. The slot is that of the reply's FIRST tag, whatever follows: a small judge that goes
+on to echo the whole scale ("[[A>>B]] ... [[A>B]] ... [[B>>A]]") has no text verdict, but its first
+tag is the one it chose (upstream, too, reads the first token only).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from agorabench.evaluation.context import ScoreContext
 from agorabench.evaluation.items import EvalItem
@@ -71,21 +81,69 @@ def check_inputs(benchmark: str, items: Sequence[EvalItem], outputs: Sequence, c
         raise ValueError(f"{benchmark} needs an LLM judge: set ScoreContext.judge (a JudgeFn) before scoring")
 
 
-def call_judge(benchmark: str, ctx: ScoreContext, conversations: list[list[dict]]) -> list[str | None]:
-    """One judge reply per conversation; anything that is not a string becomes None (a judge error).
+class JudgeReply(NamedTuple):
+    text: str | None  # None: the judge failed (a judge error)
+    logprobs: tuple | None  # per reply token (token, logprob, ((alternative, logprob), ...)); None: not given
 
-    The judge is called once with the whole batch: the caller (the lead's client) owns concurrency
-    and retries. Exceptions are not caught: a judge that raises is misconfigured, not flaky.
+
+def call_judge(benchmark: str, ctx: ScoreContext, conversations: list[list[dict]],
+               top_logprobs: int = 0) -> list[JudgeReply]:
+    """One JudgeReply per conversation; a reply that is neither text nor has .text becomes a failure.
+
+    top_logprobs > 0 asks the judge for the reply's token log-probabilities (judges that cannot give
+    them answer with text, and their replies carry none). The judge is called once with the whole
+    batch: the caller (the lead's client) owns concurrency and retries. Exceptions are not caught: a
+    judge that raises is misconfigured, not flaky.
     """
     if not conversations:
         return []
-    replies = list(ctx.judge(conversations))
+    replies = list(ctx.judge(conversations, top_logprobs=top_logprobs) if top_logprobs else ctx.judge(conversations))
     if len(replies) != len(conversations):
         raise ValueError(
             f"{benchmark}: the judge returned {len(replies)} replies for {len(conversations)} conversations;"
             " a JudgeFn must return exactly one (or None) per conversation"
         )
-    return [r if isinstance(r, str) else None for r in replies]
+    out = []
+    for r in replies:
+        if isinstance(r, str):
+            out.append(JudgeReply(r, None))
+        elif isinstance(getattr(r, "text", None), str):
+            out.append(JudgeReply(r.text, getattr(r, "logprobs", None) or None))
+        else:
+            out.append(JudgeReply(None, None))
+    return out
+
+
+# The first verdict tag's letter: "[[A", "[[ b", "[[B>>A" (any case, as the parsers accept it).
+_FIRST_TAG = re.compile(r"\[\[\s*([AaBb])")
+
+
+def verdict_slot(logprobs: Sequence, bare_label: str | None = None) -> int | None:
+    """Index of the reply token that holds the first verdict tag's letter (the module docstring says
+    why the first). Without a tag, and only when the text's verdict is a bare label (bare_label "A" or
+    "B", a reply such as "B"), the first token that is that label by itself. None when neither exists
+    among the tokens given."""
+    tokens = [position[0] for position in logprobs]
+    tag = _FIRST_TAG.search("".join(tokens))
+    if tag is not None:
+        end = 0
+        for i, token in enumerate(tokens):
+            end += len(token)
+            if end > tag.start(1):
+                return i
+    if bare_label in ("A", "B"):
+        return next((i for i, t in enumerate(tokens) if t.strip(" \t\n[]()*.:").upper() == bare_label), None)
+    return None
+
+
+def alternatives(position) -> list[tuple[str, float]]:
+    """(token, logprob) at one reply position: its top alternatives, with the sampled token added when a
+    backend left it out of them (it is always there at temperature 0)."""
+    token, logprob, top = position
+    pairs = [(t, float(lp)) for t, lp in top]
+    if token not in {t for t, _ in pairs}:
+        pairs.append((token, float(logprob)))
+    return pairs
 
 
 def clip(answer: str, max_chars: int | None) -> str:

@@ -39,6 +39,11 @@ class BenchmarkScores(Record):
     judge: str | None
     judge_reasoning: bool | None
     judge_max_answer_chars: int | None
+    # How the judge's verdicts were read: "logprobs" (its top log-probabilities at the verdict tag, the
+    # text where a reply had none usable) or "text"; None: no judge. judge_fallbacks: with "logprobs",
+    # the judgements read from the text instead (Arena-Hard: games, AlpacaEval: items).
+    judge_verdicts: str | None = None
+    judge_fallbacks: int | None = None
     isolation: str | None       # the sandbox's isolation level (code benchmarks)
     no_answer: int              # items whose answer the endpoint never gave
     untrained_reason: str | None  # a student whose dataset was empty is the base model

@@ -223,7 +223,8 @@ def _score_context(params: Params, allow_code_execution: bool | None):
                         else allow_code_execution,
                         sandbox_timeout_s=ev.sandbox_timeout_s, sandbox_workers=ev.sandbox_workers,
                         judge_name=ev.judge or "", judge_reasoning=ev.judge_reasoning,
-                        judge_max_answer_chars=ev.judge_max_answer_chars, seed=params.generation.seed,
+                        judge_max_answer_chars=ev.judge_max_answer_chars, judge_top_logprobs=ev.judge_top_logprobs,
+                        seed=params.generation.seed,
                         pass_k=tuple(ev.pass_k))
 
 
@@ -253,12 +254,14 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
     outputs = [c.text if c is not None else "" for c in completions]
 
     judge = None
+    verdicts = None  # how the judge's verdicts are read (BenchmarkScores.judge_verdicts)
     started = time.monotonic()
     try:
         if table.judged(benchmark):
             judge = EndpointAnswerer(params, ev.judge, endpoints=endpoints)
             ctx.judge = judge.judge(Decoding(temperature=0.0, top_p=1.0, max_new_tokens=ev.judge_max_tokens,
                                              repetition_penalty=1.0))
+            verdicts = "logprobs" if module.judge_top_logprobs(ctx) and judge.gives_logprobs else "text"
         rows = module.score(all_items, outputs, ctx)
     finally:
         if judge is not None:
@@ -284,6 +287,8 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
         judge=ev.judge if table.judged(benchmark) else None,
         judge_reasoning=ev.judge_reasoning if benchmark == "arenahard" else None,
         judge_max_answer_chars=ev.judge_max_answer_chars if table.judged(benchmark) else None,
+        judge_verdicts=verdicts,
+        judge_fallbacks=int(metrics.get("n_verdict") or 0) if verdicts == "logprobs" else None,
         isolation=next((r["isolation"] for r in rows if r.get("isolation")), None),
         no_answer=sum(1 for c in completions if c is None),
         untrained_reason=_untrained(model),

@@ -20,7 +20,7 @@ May import: config, models (store, packaged models, servers, checkpoints).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from agorabench.models.store import Completion, RequestStore, canonical_json, request_key
@@ -38,11 +38,18 @@ class Decoding:
     max_new_tokens: int = 1024
     repetition_penalty: float | None = 1.03  # in-process models only: chat APIs have none
     stop: tuple[str, ...] | None = None       # stop strings (generation's "[END]")
+    # Judges: the top log-probabilities to return at each reply token (None: none). Only answerers that
+    # can give them (`Answerer.gives_logprobs`) ask for them; the request key says whether they did.
+    top_logprobs: int | None = None
 
     def as_dict(self) -> dict:
-        """The in-process spelling (and the request key's): what transformers and vLLM take."""
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
-                "repetition_penalty": self.repetition_penalty}
+        """The in-process spelling (and the request key's): what transformers and vLLM take. top_logprobs
+        only when set, so that every other request keeps the key it always had."""
+        d = {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
+             "repetition_penalty": self.repetition_penalty}
+        if self.top_logprobs:
+            d["top_logprobs"] = self.top_logprobs
+        return d
 
 
 def chat_sampling(decoding: Decoding, overrides: dict | None = None) -> dict:
@@ -52,6 +59,8 @@ def chat_sampling(decoding: Decoding, overrides: dict | None = None) -> dict:
     s = {"temperature": decoding.temperature, "top_p": decoding.top_p, "max_tokens": decoding.max_new_tokens}
     if decoding.stop is not None:
         s["stop"] = list(decoding.stop)
+    if decoding.top_logprobs:
+        s.update(logprobs=True, top_logprobs=decoding.top_logprobs)
     s.update(overrides or {})
     return {k: v for k, v in s.items() if v is not None}
 
@@ -80,6 +89,8 @@ class RunStats:
 
 class Answerer:
     """A model that answers chat conversations; `identity` names its answers in the request store."""
+
+    gives_logprobs = False  # whether Decoding.top_logprobs gets the reply's log-probabilities back
 
     def __init__(self, store: RequestStore, identity: dict):
         self.store, self.identity = store, identity
@@ -119,8 +130,13 @@ class Answerer:
         raise NotImplementedError
 
     def judge(self, decoding: Decoding):
-        """A JudgeFn (evaluation/context.py) answering with this model."""
-        def judge_fn(conversations):
+        """A JudgeFn (evaluation/context.py) answering with this model: the reply text (None where the
+        model kept failing) per conversation. Called with top_logprobs, an answerer that gives them
+        (`gives_logprobs`) returns the Completions themselves, whose logprobs hold them; one that cannot
+        (Anthropic's API, `transformers serve`) returns the text, asked for under the text's request key."""
+        def judge_fn(conversations, top_logprobs: int = 0):
+            if top_logprobs and self.gives_logprobs:
+                return self.answer_many(list(conversations), replace(decoding, top_logprobs=top_logprobs))
             return [c.text if c is not None else None for c in self.answer_many(list(conversations), decoding)]
 
         return judge_fn

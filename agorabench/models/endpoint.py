@@ -110,6 +110,17 @@ class EndpointAnswerer(Answerer):
         self._thread: threading.Thread | None = None
 
     # -- the request key -------------------------------------------------------------------------
+    @property
+    def gives_logprobs(self) -> bool:
+        """Whether a judge may ask this endpoint for token log-probabilities: OpenAI's API and any
+        OpenAI-compatible server named by base_url (vLLM's among them), and a local model vLLM serves.
+        Not Anthropic's API, which has none, nor `transformers serve` (5.23 refuses the fields) and not
+        llama.cpp's server (untested here): those judges are read from their text. A server behind a
+        base_url that refuses the fields is told so with `sampling: {logprobs: null, top_logprobs: null}`."""
+        if self.cfg.backend == "openai" or (self.cfg.backend == "local" and self.cfg.base_url):
+            return True
+        return self.identity.get("engine") == "vllm"
+
     def sampling(self, decoding: Decoding) -> dict:
         return chat_sampling(decoding, self.cfg.sampling)
 
@@ -164,12 +175,13 @@ class EndpointAnswerer(Answerer):
                 if self._tpm:
                     await self._tpm.acquire(sum(estimate_tokens(m["content"]) for m in messages)
                                             + int(sampling.get("max_tokens") or 0))
-                text, finish, n_in, n_out, latency = await self._call_with_retries(
+                text, finish, n_in, n_out, logprobs, latency = await self._call_with_retries(
                     key, messages, with_seed(sampling, key, self.cfg.sampling))
         finally:
             self.stats.reserved_usd -= reserved
         done = Completion(text=text, finish_reason=finish, input_tokens=n_in, output_tokens=n_out,
-                          latency_s=latency, cost_usd=self.cost(n_in, n_out))
+                          latency_s=latency, cost_usd=self.cost(n_in, n_out),
+                          logprobs=logprobs if sampling.get("logprobs") else None)
         # The cost is booked before the write yields to the event loop, so every other request's
         # budget check sees the same totals as when the write was synchronous; and, as then, an
         # answer the store failed to keep is not counted.
@@ -189,8 +201,8 @@ class EndpointAnswerer(Answerer):
             self.stats.sent += 1
             started = time.perf_counter()
             try:
-                text, finish, n_in, n_out = await api.chat(messages, sampling)
-                return text, finish, n_in, n_out, time.perf_counter() - started
+                text, finish, n_in, n_out, logprobs = await api.chat(messages, sampling)
+                return text, finish, n_in, n_out, logprobs, time.perf_counter() - started
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # classified below: retry transient errors, fail fast otherwise

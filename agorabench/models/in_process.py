@@ -79,6 +79,7 @@ class TransformersAnswerer(Answerer):
     """Batched greedy/sampled generation with transformers, cached per request in the store."""
 
     backend = "transformers"
+    gives_logprobs = True  # from the logits generate() returns (Decoding.top_logprobs)
 
     def __init__(self, path: str, store: RequestStore, *, batch_size: int = 8, chat_template: str | None = None,
                  seed: int = 42, cpu_weights: str | None = None):
@@ -135,23 +136,49 @@ class TransformersAnswerer(Answerer):
         if any(t not in eos for t in self._stops):  # a base model in a chat format stops at its end of turn
             kwargs["eos_token_id"] = eos + [t for t in self._stops if t not in eos]
         stops = {tok.eos_token_id, tok.pad_token_id, *self._stops}
+        if decoding.top_logprobs:  # the model's own distribution at each step, before any sampling knob
+            kwargs.update(output_logits=True, return_dict_in_generate=True)
         # Sampling is seeded per batch position, so a resumed run draws what the first one would have.
         torch.manual_seed(self.seed + 1000 * sample_index + offset)
         started = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(**enc, **kwargs)
         latency = (time.perf_counter() - started) / len(batch)
+        logits = None
+        if decoding.top_logprobs:
+            out, logits = out.sequences, out.logits
         new = out[:, enc["input_ids"].shape[1]:]
         results = []
-        for row, mask in zip(new, enc["attention_mask"]):
+        for b, (row, mask) in enumerate(zip(new, enc["attention_mask"])):
             ids = row.tolist()
             ended = any(t in stops for t in ids)
             n_out = next((j + 1 for j, t in enumerate(ids) if t in stops), len(ids))
             text = tok.decode(ids[:n_out], skip_special_tokens=True)
+            logprobs = None
+            if logits is not None:
+                logprobs = _token_logprobs(tok, ids[:n_out], [step[b] for step in logits], decoding.top_logprobs)
             results.append(Completion(text=text, finish_reason="stop" if ended else "length",
                                       input_tokens=int(mask.sum()), output_tokens=n_out, latency_s=latency,
-                                      cost_usd=0.0))
+                                      cost_usd=0.0, logprobs=logprobs))
         return results
+
+
+def _token_logprobs(tok, ids: list[int], step_logits, k: int):
+    """Completion.logprobs from generate()'s raw logits: per reply token (the first LOGPROB_POSITIONS,
+    special tokens such as the end of turn left out) its log-probability and the top k there."""
+    import torch
+
+    from agorabench.models.store import LOGPROB_POSITIONS
+
+    positions = []
+    for token_id, logit in zip(ids, step_logits):
+        if token_id in tok.all_special_ids or len(positions) == LOGPROB_POSITIONS:
+            break
+        logp = torch.log_softmax(logit.float(), dim=-1)
+        top = torch.topk(logp, k)
+        alternatives = tuple((tok.decode([int(i)]), max(float(v), -1e4)) for v, i in zip(top.values, top.indices))
+        positions.append((tok.decode([token_id]), max(float(logp[token_id]), -1e4), alternatives))
+    return tuple(positions)
 
 
 def batches_of_similar_length(order: list[int], size: dict[int, int], batch_size: int, slack: int = 1000):

@@ -25,11 +25,12 @@ from agorabench.models.answering import Answerer, Decoding
 from agorabench.models.endpoint import Endpoint
 from agorabench.models.in_process import model_identity, weights_of
 from agorabench.models.servers import LocalServerError
-from agorabench.models.store import Completion, RequestStore
+from agorabench.models.store import Completion, RequestStore, token_logprobs
 
 
 class ServedModelAnswerer(Answerer):
     backend = "vllm"
+    gives_logprobs = True  # vLLM's chat API returns up to its max_logprobs (20) top log-probabilities
 
     def __init__(self, path: str, store: RequestStore, *, endpoint: Endpoint | None = None, concurrency: int = 8,
                  chat_template: str | None = None, cpu_weights: str | None = None, timeout_s: float = 600.0):
@@ -117,6 +118,8 @@ class ServedModelAnswerer(Answerer):
                 body["chat_template"] = self.chat_template
             if self.stop_token_ids:  # a base model's generation config stops only at its end of text
                 body["stop_token_ids"] = self.stop_token_ids
+            if decoding.top_logprobs:
+                body.update(logprobs=True, top_logprobs=decoding.top_logprobs)
             async with slots:
                 started = time.perf_counter()
                 try:
@@ -134,7 +137,8 @@ class ServedModelAnswerer(Answerer):
             return Completion(text=choice.message.content or "", finish_reason=choice.finish_reason,
                               input_tokens=usage.prompt_tokens if usage else 0,
                               output_tokens=usage.completion_tokens if usage else 0,
-                              latency_s=time.perf_counter() - started, cost_usd=0.0)
+                              latency_s=time.perf_counter() - started, cost_usd=0.0,
+                              logprobs=token_logprobs(choice.logprobs) if decoding.top_logprobs else None)
 
         try:
             return list(await asyncio.gather(*(one(m) for m in conversations)))

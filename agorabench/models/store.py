@@ -5,11 +5,18 @@ synchronous=NORMAL loses nothing on a process crash, only on power loss), and re
 processes (parallel DVC stages, Dask workers) never block the writer. The key covers everything
 that determines the answer (backend, model, full messages, sampling parameters, sample index), so a
 re-run asks the store first and pays only for what is missing.
+
+A judge asked for log-probabilities gets them back from the store too (column logprobs, JSON): per
+reply token, the token, its log-probability and the top alternatives at that position, for the first
+LOGPROB_POSITIONS tokens. Why only those: the judges that ask for them are told to reply with a verdict
+tag and nothing else, so the verdict is among the first few tokens; a judge that writes its verdict later
+is read from its text. Twenty alternatives at every token of a 4,096-token critique would be ~1 MB a reply.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import sqlite3
 import threading
 import time
@@ -30,7 +37,8 @@ CREATE TABLE IF NOT EXISTS responses (
     output_tokens INTEGER NOT NULL,
     latency_s     REAL NOT NULL,
     cost_usd      REAL NOT NULL,
-    created_at    REAL NOT NULL
+    created_at    REAL NOT NULL,
+    logprobs      TEXT             -- JSON [[token, logprob, [[alternative, logprob], ...]], ...] or NULL
 );
 CREATE TABLE IF NOT EXISTS failures (
     key        TEXT NOT NULL,
@@ -43,7 +51,12 @@ CREATE TABLE IF NOT EXISTS failures (
 """
 
 
-INSERT_RESPONSE = "INSERT OR IGNORE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+INSERT_RESPONSE = ("INSERT OR IGNORE INTO responses (key, backend, model, request, text, finish_reason, input_tokens,"
+                   " output_tokens, latency_s, cost_usd, created_at, logprobs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+LOGPROB_POSITIONS = 64  # reply tokens whose log-probabilities are kept (see the module docstring)
+
+# One reply token: (token, its logprob, ((alternative, logprob), ...) the top alternatives there).
+TokenLogprobs = tuple[str, float, tuple[tuple[str, float], ...]]
 
 
 def canonical_json(obj) -> str:
@@ -67,6 +80,39 @@ class Completion:
     latency_s: float
     cost_usd: float
     cached: bool = False
+    # The reply's first tokens with their top alternatives, where they were asked for and the backend
+    # gives them (OpenAI-compatible logprobs / top_logprobs, or a model run here); else None.
+    logprobs: tuple[TokenLogprobs, ...] | None = None
+
+
+def _finite(logprob) -> float:
+    # An impossible token may come back as -inf (or None); JSON has no infinity, and -1e4 is as impossible.
+    return -1e4 if logprob is None or not math.isfinite(logprob) else max(float(logprob), -1e4)
+
+
+def token_logprobs(logprobs) -> tuple[TokenLogprobs, ...] | None:
+    """An OpenAI-compatible choice's `logprobs` (the SDK's ChoiceLogprobs: content = [{token, logprob,
+    top_logprobs}]; OpenAI's API and vLLM's server) as Completion.logprobs: the first LOGPROB_POSITIONS
+    tokens. None when the server sent none."""
+    content = getattr(logprobs, "content", None) if logprobs is not None else None
+    if not content:
+        return None
+    return tuple((t.token, _finite(t.logprob), tuple((a.token, _finite(a.logprob)) for a in (t.top_logprobs or ())))
+                 for t in content[:LOGPROB_POSITIONS])
+
+
+def logprobs_json(logprobs) -> str | None:
+    """The stored form of Completion.logprobs (first LOGPROB_POSITIONS tokens)."""
+    if logprobs is None:
+        return None
+    # The model run here and the clients cut already; a caller's own Completion is cut here.
+    return orjson.dumps([[t, lp, [list(a) for a in alts]] for t, lp, alts in logprobs[:LOGPROB_POSITIONS]]).decode()
+
+
+def logprobs_from_json(text: str | None) -> tuple[TokenLogprobs, ...] | None:
+    if text is None:
+        return None
+    return tuple((t, lp, tuple((a, b) for a, b in alts)) for t, lp, alts in orjson.loads(text))
 
 
 class RequestStore:
@@ -82,6 +128,9 @@ class RequestStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=60000")
             self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
+            if "logprobs" not in columns:  # a store written before judges read log-probabilities
+                self._db.execute("ALTER TABLE responses ADD COLUMN logprobs TEXT")
         self._pending: list[tuple[tuple, asyncio.Future]] = []  # put_async rows awaiting their commit
 
     def get_many(self, keys: list[str]) -> dict[str, Completion]:
@@ -91,16 +140,16 @@ class RequestStore:
             for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
                 chunk = keys[start:start + 500]
                 rows = self._db.execute(
-                    "SELECT key, text, finish_reason, input_tokens, output_tokens, latency_s, cost_usd "
+                    "SELECT key, text, finish_reason, input_tokens, output_tokens, latency_s, cost_usd, logprobs "
                     f"FROM responses WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
-                found.update({r[0]: Completion(*r[1:], cached=True) for r in rows})
+                found.update({r[0]: Completion(*r[1:7], cached=True, logprobs=logprobs_from_json(r[7])) for r in rows})
         return found
 
     @staticmethod
     def _row(key: str, backend: str, model: str, request: dict | str, c: Completion) -> tuple:
         text = request if isinstance(request, str) else canonical_json(request)
         return (key, backend, model, text, c.text, c.finish_reason,
-                c.input_tokens, c.output_tokens, c.latency_s, c.cost_usd, time.time())
+                c.input_tokens, c.output_tokens, c.latency_s, c.cost_usd, time.time(), logprobs_json(c.logprobs))
 
     def put(self, key: str, backend: str, model: str, request: dict | str, c: Completion) -> None:
         row = self._row(key, backend, model, request, c)

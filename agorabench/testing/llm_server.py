@@ -14,6 +14,10 @@ needs to do things an ASGI app cannot (close the TCP connection without any resp
 bare server with no framework in between is also the cheapest per request, which matters when
 the client benchmark and the server share two cores.
 
+A responder returns the reply text, or a dict with "text" and optionally "finish_reason", token counts and
+"logprobs": [(token, logprob, [(alternative, logprob), ...]), ...], which the OpenAI format sends (as
+choices[0].logprobs.content) only to a request that asked for logprobs, as the real API does.
+
 CLI: python -m agorabench.testing.llm_server --port 8123 --latency 0.05
 """
 
@@ -223,8 +227,19 @@ def _validate(api, body):
     if body.get("stream"):
         raise _BadRequest("FakeLLMServer does not support stream=true")
 
+def _openai_logprobs(body, reply):
+    if not body.get("logprobs") or not isinstance(reply, dict) or reply.get("logprobs") is None:
+        return None
+    k = int(body.get("top_logprobs") or 0)
+    entry = lambda t, lp: {"token": t, "logprob": lp, "bytes": list(t.encode())}  # noqa: E731
+    return {"content": [{**entry(t, lp), "top_logprobs": [entry(a, b) for a, b in alts[:k]]}
+                        for t, lp, alts in reply["logprobs"]], "refusal": None}
+
+
 def openai_completion(body, responder):
-    text, reason, _, in_tok, out_tok = _finalize("openai", body, responder("openai", body))
+    reply = responder("openai", body)
+    logprobs = _openai_logprobs(body, reply)
+    text, reason, _, in_tok, out_tok = _finalize("openai", body, reply)
     if reason not in ("stop", "length", "content_filter", "tool_calls"):
         reason = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}.get(reason, "stop")
     n = int(body.get("n") or 1)  # n samples: the same text each time, which is enough for a fake
@@ -234,7 +249,7 @@ def openai_completion(body, responder):
         "created": int(time.time()),
         "model": body.get("model") or "fake-model",
         "choices": [{"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
-                     "logprobs": None, "finish_reason": reason} for i in range(n)],
+                     "logprobs": logprobs, "finish_reason": reason} for i in range(n)],
         "usage": {"prompt_tokens": in_tok, "completion_tokens": out_tok * n, "total_tokens": in_tok + out_tok * n},
         "system_fingerprint": "fake",
     }

@@ -1,7 +1,7 @@
 """The raw chat APIs a generator is reached through (OpenAI-compatible servers, Anthropic), with retry
 classification and rate limits. A plain if picks the class: no registry for two wire formats.
 
-May import: config.
+May import: config, models.store (the shape of a reply's log-probabilities).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ class AnthropicChat:
         self.model = model
         self.client = anthropic.AsyncAnthropic(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
 
-    async def chat(self, messages: list[dict], sampling: dict) -> tuple[str, str | None, int, int]:
+    async def chat(self, messages: list[dict], sampling: dict) -> tuple[str, str | None, int, int, None]:
         # The Messages API takes the system prompt as a field of its own, and calls stop strings
         # `stop_sequences`.
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
@@ -26,7 +26,9 @@ class AnthropicChat:
             kwargs["system"] = system
         resp = await self.client.messages.create(model=self.model, messages=turns, **kwargs)
         text = "".join(block.text for block in resp.content if getattr(block, "type", "") == "text")
-        return text, resp.stop_reason, resp.usage.input_tokens, resp.usage.output_tokens
+        # The Messages API has no log-probabilities: a judge is read from its text (EndpointAnswerer
+        # never asks this backend for them).
+        return text, resp.stop_reason, resp.usage.input_tokens, resp.usage.output_tokens, None
 
     async def close(self) -> None:
         await self.client.close()

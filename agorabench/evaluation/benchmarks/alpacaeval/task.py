@@ -6,51 +6,62 @@ side is drawn per item from sha256(ctx.seed, item id) and recorded: half the ite
 second judge call. Outputs identical to the baseline are a tie and empty outputs a loss, both without a
 judge call (AlpacaEval does the same for identical outputs).
 
-Metrics (percent):
-  win_rate         mean preference for the model (win 1, tie 0.5, loss 0), as AlpacaEval reports it.
-  standard_error   standard error of that mean (sample std / sqrt(n)).
-  lc_win_rate      length-controlled win rate (PRIMARY), after Dubois et al. 2024 (arXiv:2404.04475):
-                   fit   logit P(model preferred) = theta + phi * tanh(d_i / std(d)),
-                         d_i = len(model output) - len(baseline output) in characters,
-                   then predict with the length term set to zero: LC = sigmoid(theta).
-                   Simplification versus upstream's GLM: upstream adds a per-instruction difficulty term
-                   (precomputed on the hub) and regularises the fit towards "gamed" baselines (verbose and
-                   concise versions of the baseline judged by the same annotator), which anchors phi. Offline
-                   we have neither, so phi and theta are fitted from this model's items alone, with a light
-                   L2 prior (LC_L2) on both. Consequence: when the model is longer on every single item, length
-                   and quality cannot be told apart and LC stays near the raw win rate. When the difference
-                   varies in sign, a length-driven preference is explained by phi and LC moves towards 50 %:
-                   all the way for a noisy length-driven judge, part of the way for a deterministic
-                   "longer wins" rule (a step function, which a logistic curve fits only loosely).
+Preference per item (preference_source in each row says which one it used):
+  logprobs   the judge's token log-probabilities at the verdict slot (pairwise.verdict_slot: the letter of
+             its first [[A]]/[[B]] tag), P(model's label) / (P(A) + P(B)), in [0, 1]: how AlpacaEval 2.0's
+             weighted_alpaca_eval_gpt4_turbo annotator reads its judge (there: the probability of the one
+             output token naming each answer). Asked for with ctx.judge_top_logprobs > 0.
+  verdict    the parsed [[A]]/[[B]] text: 1 or 0 (0.5 for a tie), when the judge gave no usable
+             log-probabilities (a backend without them, or no label among the slot's alternatives): the
+             fallback, counted in summarize()'s n_verdict.
 
-Judge failures (None or an unparseable reply) are kept as rows with verdict "judge_error" and excluded
-from every metric, as upstream drops annotations without a preference; summarize() reports their number
-(n_judge_error). Counting them as ties would pull every model towards 50 % by an amount that depends on
-the judge's failure rate, not on the model. Their "correct" is 0.5 only to keep the field a float.
+Metrics (percent), from length_controlled.length_controlled_win_rate (that module has the model):
+  win_rate         mean preference for the model, as AlpacaEval reports it; standard_error its sample sem.
+  lc_win_rate      length-controlled win rate (PRIMARY), Dubois et al. 2024 (arXiv:2404.04475). Which of
+                   upstream's GLM variants was fitted is in lc_glm: with instruction difficulties and gamed
+                   baseline annotations passed to summarize() the leaderboard's length_controlled_v1; with
+                   neither (the default, offline: both live on the Hugging Face hub)
+                   length_controlled_minimal, logit = theta + phi * tanh(d/sd), LC = sigmoid(theta).
+                   Without the gamed rows the fit can hardly tell length from quality when the model is
+                   longer on (nearly) every item: there upstream's L1 fit (and ours) may set theta to 0,
+                   give the whole preference to length, and LC is exactly 50.
+
+Judge failures (None, or a reply with neither a usable verdict slot nor a parseable verdict) are kept as
+rows with verdict "judge_error" and preference None. Like upstream's annotations without a preference they
+are left out of the win rate and of the GLM's fit, but still count where upstream counts them: in the sd of
+the length differences and in the average of LC's per-item predictions (which only differ between items
+with instruction difficulties). summarize() reports their number (n_judge_error). Counting them as ties
+would pull every model towards 50 % by an amount that depends on the judge's failure rate, not on the
+model. Their "correct" is 0.5 only to keep the field a float.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from agorabench.evaluation.bradley_terry import fit_logistic
+from agorabench.evaluation.benchmarks.alpacaeval.length_controlled import GamedBaseline, length_controlled_win_rate
 from agorabench.evaluation.context import ScoreContext
 # build_messages and fewshot_examples are shared with Arena-Hard; importing them here fulfils the contract.
-from agorabench.evaluation.pairwise import (NoVerdict, build_messages, call_judge, check_inputs, clip, fewshot_examples,
-                                             is_empty, read_prompt)
+from agorabench.evaluation.pairwise import (NoVerdict, alternatives, build_messages, call_judge, check_inputs, clip,
+                                             fewshot_examples, is_empty, read_prompt, verdict_slot)
 from agorabench.evaluation.items import EvalItem
 
 __all__ = [
     "DOMAIN",
     "PRIMARY",
+    "Preference",
     "build_messages",
     "fewshot_examples",
     "judge_messages",
-    "length_controlled_win_rate",
+    "judge_top_logprobs",
+    "logprob_preference",
     "model_side",
     "parse_preference",
     "score",
@@ -59,10 +70,8 @@ __all__ = [
 
 from agorabench.evaluation.benchmarks.alpacaeval import DOMAIN, PRIMARY  # noqa: E402,F401  (declared there)
 BASELINE_MODEL = "gpt4_1106_preview"  # the generator of item.reference in the packaged file
-LC_L2 = 1.0  # Gaussian prior N(0, 1) on theta and phi: negligible with 805 items unless the data are separable
 
 _HERE = Path(__file__).parent
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,6 +128,75 @@ def _canonical(letter: str) -> str:
     return "tie" if letter == "tie" else letter.upper()
 
 
+
+# A label token at the verdict slot. Accepted: the letter alone, in either case, with whitespace and with
+# the brackets or parentheses that tokenizers glue to it: "A", " A", "a", "[[A", "A]]", "[[ b", "(B)".
+# Why these: vocabularies have separate tokens for "A", " A" and "[[A", and whichever the judge samples they
+# all name the same verdict, so their probabilities add up. Lower case counts because parse_preference
+# accepts "[[a]]" as A; at the slot right after "[[" an "a" is the label, not the article. (Upstream's
+# labels are "m" and "M", told apart only by case, so upstream matches tokens exactly; ours differ by letter.)
+# Not accepted: anything else ("Both", "As", "tie", "**"): the preference is renormalised over the two
+# labels, as upstream renormalises over its two.
+_LABEL_TOKEN = re.compile(r"[\[(]*\s*([AaBb])\s*[\])]*")
+
+
+def _label_of(token: str) -> str | None:
+    match = _LABEL_TOKEN.fullmatch(token.strip())
+    return match.group(1).upper() if match else None
+
+
+class Preference(NamedTuple):
+    win_prob: float | None  # P(the model's output is preferred), in [0, 1]; None: the judge gave none
+    source: str  # "logprobs", "verdict" or "none"
+
+
+def _logsumexp(values: list[float]) -> float:
+    if not values:
+        return -math.inf
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def logprob_preference(
+    top_logprobs: Sequence[tuple[str, float]] | Sequence[dict] | None,
+    model_side: str,
+    verdict: str | None = None,
+) -> Preference:
+    """The model's win probability from the judge's top log-probabilities at the verdict slot.
+
+    top_logprobs: (token, logprob) pairs, or dicts with "token" and "logprob" as an OpenAI-compatible
+    top_logprobs entry has them, at the slot (pairwise.verdict_slot finds it). model_side: "A" or "B",
+    where the model's output was shown. The result is P(model's label) / (P(A) + P(B)), each label's
+    probability summed over its token variants; a label missing from the list has probability 0 (as
+    upstream's parser treats it). When neither label is in the list, or there is no list, it falls back
+    to verdict (parse_preference's "A", "B" or "tie": 1, 0 or 0.5), and to None when there is no verdict
+    either. Preference.source says which was used.
+    """
+    if model_side not in ("A", "B"):
+        raise ValueError(f"logprob_preference: model_side must be 'A' or 'B', got {model_side!r}")
+    mass: dict[str, list[float]] = {"A": [], "B": []}
+    for entry in top_logprobs or ():
+        token, logprob = (entry["token"], entry["logprob"]) if isinstance(entry, dict) else entry
+        if not isinstance(token, str) or not isinstance(logprob, (int, float)) or math.isnan(logprob):
+            raise ValueError(f"logprob_preference: a top_logprobs entry must be (token str, logprob float), got {entry!r}")
+        label = _label_of(token)
+        if label is not None:
+            mass[label].append(float(logprob))
+    if mass["A"] or mass["B"]:
+        other = "B" if model_side == "A" else "A"
+        log_odds = _logsumexp(mass[model_side]) - _logsumexp(mass[other])
+        return Preference(0.5 * (1.0 + math.tanh(0.5 * log_odds)), "logprobs")  # sigmoid; +-inf give 1 or 0
+    if verdict in ("A", "B", "tie"):
+        return Preference(0.5 if verdict == "tie" else float(verdict == model_side), "verdict")
+    return Preference(None, "none")
+
+
+def judge_top_logprobs(ctx: ScoreContext) -> int:
+    """The top log-probabilities score() asks the judge for: always ctx's (AlpacaEval's verdict is the
+    reply's first tag, as its authors read it)."""
+    return ctx.judge_top_logprobs
+
+
 def score(items: list[EvalItem], outputs: list[str], ctx: ScoreContext) -> list[dict]:
     check_inputs("alpacaeval", items, outputs, ctx)
     rows: list[dict] = []
@@ -137,6 +215,7 @@ def score(items: list[EvalItem], outputs: list[str], ctx: ScoreContext) -> list[
             "correct": 0.5,
             "verdict": "judge_error",
             "preference": None,
+            "preference_source": "none",
             "model_side": side,
             "model_len": len(output),
             "baseline_len": len(item.reference),
@@ -145,9 +224,11 @@ def score(items: list[EvalItem], outputs: list[str], ctx: ScoreContext) -> list[
             "judge_skipped": "",
         }
         if is_empty(output):
-            row.update(preference=0.0, correct=0.0, verdict="loss", judge_skipped="empty_output")
+            row.update(preference=0.0, preference_source="no_judge", correct=0.0, verdict="loss",
+                       judge_skipped="empty_output")
         elif output.strip() == item.reference.strip():
-            row.update(preference=0.5, correct=0.5, verdict="tie", judge_skipped="identical_output")
+            row.update(preference=0.5, preference_source="no_judge", correct=0.5, verdict="tie",
+                       judge_skipped="identical_output")
         else:
             a, b = (output, item.reference) if side == "A" else (item.reference, output)
             to_judge.append(len(rows))
@@ -155,15 +236,20 @@ def score(items: list[EvalItem], outputs: list[str], ctx: ScoreContext) -> list[
                                                 clip(b, ctx.judge_max_answer_chars)))
         rows.append(row)
 
-    for i, reply in zip(to_judge, call_judge("alpacaeval", ctx, conversations)):
+    for i, reply in zip(to_judge, call_judge("alpacaeval", ctx, conversations, judge_top_logprobs(ctx))):
         row = rows[i]
-        choice = parse_preference(reply)
-        row["judge_reply"] = reply
+        choice = parse_preference(reply.text)
+        row["judge_reply"] = reply.text
         row["extracted"] = choice
-        if choice is None:
+        slot = verdict_slot(reply.logprobs, choice) if reply.logprobs else None
+        top = alternatives(reply.logprobs[slot]) if slot is not None else None
+        pref, source = logprob_preference(top, row["model_side"], choice)
+        if pref is None:
             continue  # stays a judge_error
-        pref = 0.5 if choice == "tie" else float(choice == row["model_side"])
-        row.update(preference=pref, correct=pref, verdict={1.0: "win", 0.5: "tie", 0.0: "loss"}[pref])
+        if top is not None:
+            row["label_logprobs"] = {t: lp for t, lp in top if _label_of(t) is not None}
+        verdict = "win" if pref > 0.5 else "loss" if pref < 0.5 else "tie"
+        row.update(preference=pref, preference_source=source, correct=pref, verdict=verdict)
     return rows
 
 
@@ -172,41 +258,51 @@ def score(items: list[EvalItem], outputs: list[str], ctx: ScoreContext) -> list[
 # ---------------------------------------------------------------------------------------------
 
 
-def length_controlled_win_rate(preference: np.ndarray, delta_len: np.ndarray, l2: float = LC_L2) -> tuple[float, float]:
-    """(LC win rate in [0, 1], phi) from per-item preferences in [0, 1] and length differences (model - baseline)."""
-    preference = np.asarray(preference, dtype=float)
-    delta = np.asarray(delta_len, dtype=float)
-    # Scale by the spread of the differences (not centred, as upstream: a model that is longer everywhere keeps
-    # positive features); tanh bounds the influence of a few huge outputs.
-    std = delta.std(ddof=1) if len(delta) > 1 else 0.0
-    x = np.tanh(delta / std) if std > 0 else np.zeros_like(delta)
-    X = np.column_stack([np.ones_like(x), x])
-    theta, phi = fit_logistic(X, preference, l2=l2)
-    return float(1.0 / (1.0 + np.exp(-theta))), float(phi)
+def summarize(
+    rows: list[dict],
+    difficulty: dict[str, float] | None = None,
+    gamed: GamedBaseline | None = None,
+) -> dict[str, float | str]:
+    """Win rate and length-controlled win rate of score()'s rows.
 
-
-def summarize(rows: list[dict]) -> dict[str, float]:
+    difficulty (instruction difficulty by item id, from length_controlled.instruction_difficulty() over
+    every model this judge scored, or upstream's) and gamed (length_controlled.gamed_baseline or
+    read_upstream_gamed) select upstream's fuller GLM; without them the minimal one. lc_glm names it.
+    n_logprobs and n_verdict count the judgements read from the log-probabilities and from the text.
+    """
     if not rows:
         raise ValueError("alpacaeval summarize: no rows; score() some items first")
-    judged = [r for r in rows if r["preference"] is not None]
-    n_error = len(rows) - len(judged)
-    if not judged:
+    n_error = sum(r["preference"] is None for r in rows)
+    if n_error == len(rows):
         raise NoVerdict(f"alpacaeval: all {len(rows)} judgements failed (verdict judge_error); check the judge")
-    pref = np.array([r["preference"] for r in judged], dtype=float)
-    delta = np.array([r["model_len"] - r["baseline_len"] for r in judged], dtype=float)
-    lc, phi = length_controlled_win_rate(pref, delta)
-    n = len(pref)
+    pref = np.array([np.nan if r["preference"] is None else r["preference"] for r in rows], dtype=float)
+    lc = length_controlled_win_rate(
+        pref,
+        [r["model_len"] for r in rows],
+        [r["baseline_len"] for r in rows],
+        instruction=[r["id"] for r in rows],
+        difficulty=difficulty,
+        gamed=gamed,
+    )
+    sources = [r.get("preference_source", "verdict") for r in rows]
     return {
-        "lc_win_rate": 100.0 * lc,
-        "win_rate": 100.0 * float(pref.mean()),
-        "standard_error": 100.0 * float(pref.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
-        "length_coef": phi,
-        "n": float(n),
+        "lc_win_rate": lc["lc_win_rate"],
+        "lc_standard_error": lc["lc_standard_error"],
+        "win_rate": lc["win_rate"],
+        "standard_error": lc["standard_error"],
+        "discrete_win_rate": lc["discrete_win_rate"],
+        "lc_glm": lc["lc_glm"],
+        "length_coef": lc["length_coef"],
+        "difficulty_coef": lc["difficulty_coef"],
+        "model_coef": lc["model_coef"],
+        "penalty_C": lc["penalty_C"],
+        "n": lc["n_total"],
         "n_total": float(len(rows)),
         "n_judge_error": float(n_error),
-        "n_wins": float(np.sum(pref == 1.0)),
-        "n_losses": float(np.sum(pref == 0.0)),
-        "n_ties": float(np.sum(pref == 0.5)),
+        "n_wins": lc["n_wins"],
+        "n_losses": lc["n_wins_base"],
+        "n_ties": lc["n_draws"],
+        "n_logprobs": float(sources.count("logprobs")),
+        "n_verdict": float(sources.count("verdict")),
         "avg_length": float(np.mean([r["model_len"] for r in rows])),
     }
-

@@ -23,10 +23,22 @@ the fit is kept because it is the published definition and it extends to joint f
 When several categories are scored, each gets its own score (score_<category>) against its baseline and
 "score" is their unweighted mean (bootstrap rounds are averaged the same way).
 
-Judge failures: a game whose reply is None or has no single verdict tag contributes no battle; an item with
-no usable game has verdict "judge_error" (its "correct" is 0.5 only to keep the field a float); summarize()
-reports n_judge_error and n_failed_games. Counting failures as ties would drag scores towards 50 %.
-Empty model outputs lose both games strongly and identical outputs tie, without judge calls.
+Verdicts from log-probabilities (only with the verdict-only prompt, ctx.judge_reasoning False, and
+ctx.judge_top_logprobs > 0; the published protocol, with reasoning, reads the text). Each game gets a
+probability for each of the five labels (label_probs), read at the verdict slot of the reply's first tag
+(pairwise.verdict_slot) by label_probabilities(): P(first letter) from the slot's alternatives, and the
+operator (>>, >, =, or < read the other way round) from the next token's alternatives, which a tokenizer
+splits as "[[", "A", ">>", "B", "]]" (Qwen2.5: "[[", "A", ">B", "]]"). The operator is only seen after
+the letter the judge wrote, so for the other letter the same operator distribution is assumed (how much
+better, whichever side). A game then counts as battles for every label, each weighted by its probability
+(and by STRONG_WEIGHT for >>): the expected score. A judge that gives no usable log-probabilities is read
+from the text (verdict_source "verdict"); summarize() counts both (n_logprobs, n_verdict).
+
+Judge failures: a game whose reply is None or has neither a usable verdict slot nor a single verdict tag
+contributes no battle; an item with no usable game has verdict "judge_error" (its "correct" is 0.5 only to
+keep the field a float); summarize() reports n_judge_error and n_failed_games. Counting failures as ties
+would drag scores towards 50 %. Empty model outputs lose both games strongly and identical outputs tie,
+without judge calls.
 """
 
 from __future__ import annotations
@@ -40,8 +52,8 @@ from agorabench.evaluation.bradley_terry import bootstrap_bradley_terry, fit_bra
 from agorabench.evaluation.context import ScoreContext
 
 # build_messages and fewshot_examples are shared with AlpacaEval; importing them here fulfils the contract.
-from agorabench.evaluation.pairwise import (NoVerdict, build_messages, call_judge, check_inputs, clip, fewshot_examples,
-                                             is_empty, read_prompt)
+from agorabench.evaluation.pairwise import (NoVerdict, alternatives, build_messages, call_judge, check_inputs, clip,
+                                             fewshot_examples, is_empty, read_prompt, verdict_slot)
 from agorabench.evaluation.benchmarks.arenahard import (BASELINES, CATEGORIES, DEFAULT_CATEGORIES,  # noqa: F401
                                                         read_model_answers, select_items, v01_items,
                                                         with_baseline, with_baselines)
@@ -56,6 +68,9 @@ __all__ = [
     "fewshot_examples",
     "judge_messages",
     "v01_items",
+    "judge_top_logprobs",
+    "label_probabilities",
+    "load_hub_v01",
     "with_baselines",
     "model_outcome",
     "parse_verdict",
@@ -128,6 +143,68 @@ def parse_verdict(reply: str | None) -> str | None:
     return _canonical(*match.groups()) if match else None
 
 
+# At the verdict slot: a letter, perhaps glued to the tag's brackets or to its operator ("A", " B", "[[A",
+# "A>>", "B>A"). At the next token: an operator, perhaps with the second letter and brackets (">>", ">B",
+# "=A", ">", "<", "]]" is none).
+_SLOT_TOKEN = re.compile(rf"\[*\s*([AB])\s*(?:{_OP}\s*([AB])?\s*\]*)?", re.IGNORECASE)
+_OP_TOKEN = re.compile(rf"{_OP}\s*([AB])?\s*\]*", re.IGNORECASE)
+
+
+def _mass(pairs, parse) -> dict:
+    """Probability per parsed key over (token, logprob) pairs whose token parses (parse -> key or None)."""
+    mass: dict = {}
+    for token, logprob in pairs:
+        key = parse(token.strip())
+        if key is not None:
+            mass[key] = mass.get(key, 0.0) + float(np.exp(logprob))
+    return mass
+
+
+def label_probabilities(logprobs, slot: int) -> dict[str, float] | None:
+    """P(each of VERDICTS) from a reply's token log-probabilities, the verdict's first letter at `slot`
+    (see the module docstring for the reading and its one assumption). None when the slot has no letter
+    among its alternatives, or no operator follows it."""
+    def letter_op(token):
+        m = _SLOT_TOKEN.fullmatch(token)
+        return (m.group(1).upper(), m.group(2), (m.group(3) or "").upper()) if m else None
+
+    at_slot = _mass(alternatives(logprobs[slot]), letter_op)
+    letters: dict[str, float] = {}
+    for (letter, _, _), p in at_slot.items():
+        letters[letter] = letters.get(letter, 0.0) + p
+    if not letters:
+        return None
+    written = letter_op(logprobs[slot][0].strip())
+    ops: dict[str, float] = {}
+    if written is not None and written[1] is not None:  # the tokenizer glued letter and operator
+        for (letter, op, second), p in at_slot.items():
+            if letter == written[0] and op is not None and second != letter:
+                ops[op] = ops.get(op, 0.0) + p
+    elif slot + 1 < len(logprobs):
+        def op_of(token):
+            m = _OP_TOKEN.fullmatch(token)
+            return (m.group(1), (m.group(2) or "").upper()) if m else None
+
+        for (op, second), p in _mass(alternatives(logprobs[slot + 1]), op_of).items():
+            if written is None or second != written[0]:  # "A>A" is no verdict
+                ops[op] = ops.get(op, 0.0) + p
+    if not ops:
+        return None
+    total_letters, total_ops = sum(letters.values()), sum(ops.values())
+    labels = dict.fromkeys(VERDICTS, 0.0)
+    for letter, p_letter in letters.items():
+        other = "B" if letter == "A" else "A"
+        for op, p_op in ops.items():
+            labels[_canonical(letter, op, other)] += p_letter / total_letters * p_op / total_ops
+    return labels
+
+
+def judge_top_logprobs(ctx: ScoreContext) -> int:
+    """The top log-probabilities score() asks the judge for: ctx's with the verdict-only prompt; none when
+    the judge reasons first (the published protocol reads that verdict from the text)."""
+    return 0 if ctx.judge_reasoning else ctx.judge_top_logprobs
+
+
 def model_outcome(verdict: str, model_position: str) -> tuple[float, bool]:
     """(outcome for the model: 1 win / 0.5 tie / 0 loss, strong?) of a verdict when the model was ``model_position``."""
     if verdict == "A=B":
@@ -175,10 +252,13 @@ def score(items: list[EvalItem], outputs: list[str], ctx: ScoreContext) -> list[
                                                     ctx.judge_reasoning))
         rows.append(row)
 
-    for (i, g), reply in zip(pending, call_judge("arenahard", ctx, conversations)):
+    for (i, g), reply in zip(pending, call_judge("arenahard", ctx, conversations, judge_top_logprobs(ctx))):
         game = rows[i]["games"][g]
-        game["judge_reply"] = reply
-        game["verdict"] = parse_verdict(reply)
+        game["judge_reply"] = reply.text
+        game["verdict"] = parse_verdict(reply.text)
+        slot = verdict_slot(reply.logprobs) if reply.logprobs else None
+        if slot is not None:
+            game["label_probs"] = label_probabilities(reply.logprobs, slot)
 
     for row in rows:
         _finish_row(row)
@@ -186,19 +266,32 @@ def score(items: list[EvalItem], outputs: list[str], ctx: ScoreContext) -> list[
 
 
 def _finish_row(row: dict) -> None:
+    """Each game's label_probs, verdict_source, expected model_outcome and P(strong); the row's verdict."""
     outcomes = []
     for game in row["games"]:
-        if game["verdict"] is None:
-            game["model_outcome"], game["strong"] = None, False
+        probs = game.get("label_probs")
+        if probs is not None:
+            game["verdict_source"] = "logprobs"
+        elif game["verdict"] is not None:
+            game["verdict_source"] = "verdict" if game["judge_reply"] is not None else "no_judge"
+            probs = game["label_probs"] = {game["verdict"]: 1.0}
+        else:
+            game["verdict_source"], game["label_probs"] = "none", None
+            game["model_outcome"], game["strong"] = None, 0.0
             continue
-        game["model_outcome"], game["strong"] = model_outcome(game["verdict"], game["model_position"])
+        game["model_outcome"] = sum(p * model_outcome(v, game["model_position"])[0] for v, p in probs.items())
+        game["strong"] = sum(p for v, p in probs.items() if model_outcome(v, game["model_position"])[1])
         outcomes.append(game["model_outcome"])
-    if any(game["verdict"] for game in row["games"]):
-        row["extracted"] = " / ".join(game["verdict"] or "?" for game in row["games"])
+    if any(game["verdict"] or game["label_probs"] for game in row["games"]):
+        row["extracted"] = " / ".join(game["verdict"] or _likeliest(game["label_probs"]) or "?" for game in row["games"])
     if outcomes:
         mean = sum(outcomes) / len(outcomes)
         row["correct"] = mean
         row["verdict"] = "win" if mean > 0.5 else "loss" if mean < 0.5 else "tie"
+
+
+def _likeliest(probs: dict[str, float] | None) -> str | None:
+    return max(probs, key=probs.get) if probs else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,22 +299,31 @@ def _finish_row(row: dict) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def battles(rows: list[dict], first_game_only: bool = False, strong_weight: int = STRONG_WEIGHT) -> np.ndarray:
-    """Model outcomes (1 / 0.5 / 0), one per battle: a strong verdict appears strong_weight times."""
-    out: list[float] = []
+def battles(rows: list[dict], first_game_only: bool = False,
+            strong_weight: int = STRONG_WEIGHT) -> tuple[np.ndarray, np.ndarray]:
+    """(model outcomes 1 / 0.5 / 0, weights), one battle per label a game gave probability to, weighted by
+    that probability; a strong label appears strong_weight times. A text verdict is one label with
+    probability 1, so its battles are Arena-Hard's own."""
+    outcome: list[float] = []
+    weight: list[float] = []
     for row in rows:
         for game in row["games"][:1] if first_game_only else row["games"]:
-            if game.get("model_outcome") is None:
-                continue
-            out.extend([game["model_outcome"]] * (strong_weight if game["strong"] else 1))
-    return np.asarray(out, dtype=float)
+            for verdict, p in (game.get("label_probs") or {}).items():
+                if p <= 0:
+                    continue
+                o, strong = model_outcome(verdict, game["model_position"])
+                copies = strong_weight if strong else 1
+                outcome += [o] * copies
+                weight += [p] * copies
+    return np.asarray(outcome, dtype=float), np.asarray(weight, dtype=float)
 
 
-def _bt_win_rates(outcome: np.ndarray, rounds: int, seed: int) -> tuple[float, np.ndarray]:
+def _bt_win_rates(outcome: np.ndarray, weight: np.ndarray, rounds: int, seed: int) -> tuple[float, np.ndarray]:
     # Player 0 is the baseline (anchored at strength 0), player 1 the model; every battle is model vs baseline.
     model, base = np.ones(len(outcome), dtype=int), np.zeros(len(outcome), dtype=int)
-    theta = fit_bradley_terry(model, base, outcome, n_players=2, anchor=0)
-    boot = bootstrap_bradley_terry(model, base, outcome, n_players=2, anchor=0, rounds=rounds, seed=seed)
+    theta = fit_bradley_terry(model, base, outcome, n_players=2, anchor=0, weights=weight)
+    boot = bootstrap_bradley_terry(model, base, outcome, n_players=2, anchor=0, rounds=rounds, seed=seed,
+                                   weights=weight)
     boot_p = 1.0 / (1.0 + np.exp(-(boot[:, 1] - boot[:, 0])))
     return win_probability(theta[1], theta[0]), boot_p
 
@@ -234,6 +336,7 @@ def summarize(
     strong_weight: int = STRONG_WEIGHT,
 ) -> dict[str, float]:
     """score = BT win rate (%) against the baseline, with ci_lower/ci_upper (2.5/97.5 % bootstrap percentiles).
+    n_logprobs and n_verdict count the games read from the log-probabilities and from the text.
 
     seed=None takes the seed score() recorded (ctx.seed). first_game_only uses only the baseline-first
     game, i.e. a single-order evaluation: for diagnosing position bias, not for reporting.
@@ -245,18 +348,19 @@ def summarize(
     categories = sorted({row.get("category") or "" for row in rows})
     point, boots, out = [], [], {}
     for k, category in enumerate(categories):
-        outcome = battles([r for r in rows if (r.get("category") or "") == category], first_game_only, strong_weight)
+        outcome, weight = battles([r for r in rows if (r.get("category") or "") == category], first_game_only,
+                                  strong_weight)
         if len(outcome) == 0:
             raise NoVerdict(f"arenahard: no usable verdict for category {category!r} (all judgements failed); "
                             f"check the judge")
-        p, boot_p = _bt_win_rates(outcome, rounds, seed + k)
+        p, boot_p = _bt_win_rates(outcome, weight, rounds, seed + k)
         point.append(p)
         boots.append(boot_p)
         if len(categories) > 1:
             out[f"score_{category}"] = 100.0 * p
-            out[f"n_battles_{category}"] = float(len(outcome))
+            out[f"n_battles_{category}"] = float(weight.sum())
     mean_boot = np.mean(boots, axis=0)
-    failed_games = sum(1 for r in rows for g in r["games"] if g["verdict"] is None)
+    games = [g for r in rows for g in r["games"]]
     return {
         "score": 100.0 * float(np.mean(point)),
         "ci_lower": 100.0 * float(np.percentile(mean_boot, 2.5)),
@@ -265,8 +369,10 @@ def summarize(
         "n": float(sum(1 for r in rows if r["verdict"] != "judge_error")),
         "n_total": float(len(rows)),
         "n_judge_error": float(sum(1 for r in rows if r["verdict"] == "judge_error")),
-        "n_failed_games": float(failed_games),
-        "n_battles": float(sum(len(battles([r], first_game_only, strong_weight)) for r in rows)),
+        "n_failed_games": float(sum(g.get("label_probs") is None for g in games)),
+        "n_battles": float(battles(rows, first_game_only, strong_weight)[1].sum()),
+        "n_logprobs": float(sum(g.get("verdict_source") == "logprobs" for g in games)),
+        "n_verdict": float(sum(g.get("verdict_source") == "verdict" for g in games)),
         "n_wins": float(sum(1 for r in rows if r["verdict"] == "win")),
         "n_losses": float(sum(1 for r in rows if r["verdict"] == "loss")),
         "n_ties": float(sum(1 for r in rows if r["verdict"] == "tie")),
