@@ -200,7 +200,7 @@ def seed_index(domain: str, method: str, source: str, n: int) -> Index:
 # ---------------------------------------------------------------------------------------------
 
 
-def _matches(index: Index, instance_field: str, norm: str, grams: list[tuple[str, int]],
+def _matches(index: Index, instance_field: str, norm: str, grams: list[str], hashes: list[int],
              found: dict[tuple, tuple], ignore=frozenset()) -> None:
     """Add to `found` what one instance text matches in `index`: (source, item_id, item_field, field) ->
     (kind, ngram): exact when the whole text equals an exact-matching text, else the first n-gram of the
@@ -208,7 +208,9 @@ def _matches(index: Index, instance_field: str, norm: str, grams: list[tuple[str
     for pos in index.exact.get(norm, ()):
         ref = index.refs[pos]
         found[(ref.source, ref.item_id, ref.item_field, instance_field)] = ("exact", None)
-    for gram, h in grams:
+    if index.grams.keys().isdisjoint(hashes):  # nearly every text: one pass in C, no loop here
+        return
+    for gram, h in zip(grams, hashes):
         hit = index.grams.get(h)
         if hit is None or h in ignore:
             continue
@@ -240,11 +242,13 @@ def check_dataset(rows: list[dict], *, domain: str, method: str, config: Deconta
                 raise ValueError(f"instance {idx}: `{instance_field}` is missing or not a string; every row needs "
                                  f"`instruction` and `response` (a dataset written by `agora generate`)")
             norm = normalize_text(text)
-            grams = [(g, hash(g)) for g in ngrams(norm.split(), config.ngram)]
+            # number-only n-grams are kept: the indexes hold none, so they never match
+            grams = ngrams(norm.split(), config.ngram, numbers=True)
+            hashes = list(map(hash, grams))
             if bench is not None:
-                _matches(bench, instance_field, norm, grams, found, ignore=seeds.grams)
+                _matches(bench, instance_field, norm, grams, hashes, found, ignore=seeds.grams)
             if copies:
-                _matches(seeds, instance_field, norm, grams, found)
+                _matches(seeds, instance_field, norm, grams, hashes, found)
         if found:
             matches = [ContaminationMatch(source=k[0], item_id=k[1], item_field=k[2], field=k[3], kind=kind,
                                           ngram=gram) for k, (kind, gram) in sorted(found.items())]
