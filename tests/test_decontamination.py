@@ -301,3 +301,61 @@ def test_agora_decontaminate(prefect_harness, tmp_path):
         result = CliRunner().invoke(app, ["decontaminate", "-g", generator, *common])
         last = result.output.strip().splitlines()[-1]  # (Prefect may log the exception above it)
         assert result.exit_code == 2 and last.startswith("error: ") and needle in last, result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# The results database and the report
+# ---------------------------------------------------------------------------------------------
+
+
+def test_counts_reach_the_results_database_and_the_report(tmp_path):
+    from agorabench.report.data import load_report_data
+    from agorabench.report.page import contamination_table, notes, render_page
+    from agorabench.results.db import build_results, connect
+    from agorabench.testing.results_tree import write_tree
+
+    tree = write_tree(tmp_path)  # alpha's math datasets hold a GSM8K prompt, its IG datasets a copied seed
+
+    def summary(db) -> dict[tuple, tuple]:
+        con = connect(db)
+        try:
+            rows = con.execute("SELECT generator, method, domain, instances, flagged, benchmark_instances, "
+                               "seed_instances, benchmark_items, benchmarks, dropped, current "
+                               "FROM contamination_summary ORDER BY ALL").fetchall()
+        finally:
+            con.close()
+        return {r[:3]: r[3:] for r in rows}
+
+    db = build_results(tree.params)
+    got = summary(db)
+    assert len(got) == 18
+    assert got[("alpha", "instance_generation", "math")] == (3, 2, 2, 1, 2, "gsm8k, math", 0, True)
+    assert got[("alpha", "response_generation", "math")] == (3, 1, 1, 0, 1, "gsm8k", 0, True)
+    assert got[("alpha", "instance_generation", "code")] == (3, 1, 1, 1, 1, "math", 0, True)
+    assert got[("beta", "instance_generation", "math")] == (3, 0, 0, 0, 0, None, 0, True)
+    con = connect(db)
+    assert con.execute("SELECT count(*) FROM contamination_matches").fetchall() == [(9,)]
+    con.close()
+
+    data = load_report_data(db)
+    header, rows = contamination_table(data)
+    assert len(rows) == 18 and header[-1] == "left out of training"
+    assert any("5 of 18 datasets hold instances that overlap benchmark items (6 instances, 6 of them trained on)"
+               in n for n in notes(data))
+    page = render_page(data, [], None)
+    assert "<h2>Contamination</h2>" in page and "<td>gsm8k, math</td>" in page
+
+    # canary: a dataset changed after its check shows as stale, in the view and in the report's notes
+    s = Setting("alpha", "response_generation", "math")
+    data_file = s.dataset(tree.params)["data"]
+    data_file.write_text(data_file.read_text() + data_file.read_text().splitlines(keepends=True)[0])
+    db = build_results(tree.params)
+    stale = {k for k, v in summary(db).items() if not v[-1]}
+    assert stale == {("alpha", "response_generation", "math")}
+    assert any("older than their dataset" in n and "alpha RG math" in n for n in notes(load_report_data(db)))
+    # canary: without reports the report says nothing was checked, and no note claims contamination
+    for p in tree.generated.rglob("*.contamination.json"):
+        p.unlink()
+    data = load_report_data(build_results(tree.params))
+    assert data.contamination == [] and not any("overlap" in n for n in notes(data))
+    assert "No dataset has been checked yet" in render_page(data, [], None)
