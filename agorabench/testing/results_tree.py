@@ -66,9 +66,10 @@ def write_tree(root: str | Path, generators: Sequence[str] = GENS, scaling: dict
     """Write the files of `tree_params(root, generators, scaling)` and return the tree.
 
     Every setting gets a 3-row dataset with its manifest and contamination report, a student with
-    training metrics and a 2-step loss curve, intrinsic metrics (scaling prefixes have none, as in the pipeline), and scores on its
-    domain's two benchmarks; base, reference and each generator are scored on all six. Student and
-    generator scores are drawn from one seeded generator, so the same arguments give the same files.
+    training metrics and a 2-step loss curve, intrinsic metrics (scaling prefixes have none, as in the
+    pipeline), and scores on its domain's two benchmarks; base, reference and each generator are scored
+    on all six. Student and generator scores are drawn from one seeded generator, so the same arguments
+    give the same files.
     """
     params = tree_params(root, generators, scaling)
     rng = random.Random(1)
