@@ -525,6 +525,24 @@ class ImportConfig(Strict):
         return self
 
 
+class DecontaminationConfig(Strict):
+    """Overlap of each generated dataset with the benchmarks' items and its seeds (`agora decontaminate`,
+    agorabench/decontamination.py): a DOMAIN.contamination.json report beside every dataset."""
+    # Words per shared n-gram that count as overlap (13: the GPT-3 and Llama reports). Under 5, common
+    # phrasing matches: "write a function to" opens 260 of the 388 MBPP eval prompts.
+    ngram: int = Field(13, ge=5)
+    # true: training leaves the flagged instances out. false (the paper): they are reported and trained on.
+    drop: bool = False
+    # What each dataset is checked against: every benchmark's items; the setting's seeds (copies of a
+    # seed count for instance generation only: the other methods answer or revise their seeds).
+    against: list[Literal["benchmarks", "seeds"]] = Field(default_factory=lambda: ["benchmarks", "seeds"])
+
+    @field_validator("against")
+    @classmethod
+    def _once_each_against(cls, v):
+        return sorted(set(v))
+
+
 class CacheConfig(Strict):
     # The request store: every completed API response, kept across runs and DVC re-runs.
     requests_db: str = ".agora/requests.sqlite"
@@ -564,6 +582,8 @@ class Params(Strict):
     # Outside datasets (`agora import`), by a name like a generator's: each is one setting's dataset,
     # trained, evaluated and scored like a generated one (dvc.yaml's import stages).
     imports: dict[str, ImportConfig] = Field(default_factory=dict)
+    # Overlap of the generated data with the benchmarks and the seeds, and whether training drops it.
+    decontamination: DecontaminationConfig = DecontaminationConfig()
 
     @field_validator("benchmark_generators")
     @classmethod

@@ -1,7 +1,7 @@
 """A setting: one generator's dataset in one (method, domain), and every name derived from it.
 
-The paths of a setting's files (its dataset, checkpoint, training logs, evaluation, intrinsic
-metrics) and the DVC stage names of its chain are defined here, once. Nothing parses a path or a
+The paths of a setting's files (its dataset, contamination report, checkpoint, training logs,
+evaluation, intrinsic metrics) and the DVC stage names of its chain are defined here, once. Nothing parses a path or a
 stage name back into a setting: code that needs the settings asks params for them (`settings`).
 
 A scaling prefix (the quantity study, agorabench/generation/scaling.py) is a setting too, with a
@@ -25,8 +25,8 @@ SIZE_SEP = "@"  # "gpt-4o-mini@50000": the dataset of a scaling prefix, as a gen
 
 # The stages of one setting's chain, by dvc.yaml's stage names: a main setting, a scaling prefix,
 # and the full-size scaling dataset its prefixes are cut from.
-CHAIN = ("generate", "train", "evaluate-student", "intrinsic")
-PREFIX_CHAIN = ("scale-subset", "scale-train", "scale-evaluate")
+CHAIN = ("generate", "decontaminate", "train", "evaluate-student", "intrinsic")
+PREFIX_CHAIN = ("scale-subset", "scale-decontaminate", "scale-train", "scale-evaluate")
 IMPORT_CHAIN = ("import", "import-train", "import-evaluate", "import-intrinsic")
 SCALING_SOURCE = "scale-generate"
 
@@ -100,6 +100,13 @@ class Setting:
     def scaling_source(self, params: Params) -> dict[str, Path]:
         """The full-size scaling dataset (what `agora generate --scaling` writes)."""
         return self.full_size().dataset(params, params.scaling.output_dir)
+
+    def contamination(self, params: Params) -> dict[str, Path]:
+        """Beside the dataset: report (JSON: what overlaps the benchmarks or the seeds) and drop (JSON:
+        the instances training leaves out, none unless decontamination.drop)."""
+        data = self.dataset(params)["data"]
+        return {"report": data.with_name(f"{self.domain}.contamination.json"),
+                "drop": data.with_name(f"{self.domain}.drop.json")}
 
     def checkpoint(self, params: Params) -> Path:
         return Path(params.training.output_dir) / self.name / self.method / self.domain

@@ -138,6 +138,39 @@ def subset(
 
 
 @app.command()
+def decontaminate(
+    generator: str = typer.Option(..., "--generator", "-g", help="Whose dataset: a name under `generators:` "
+                                  "(NAME@SIZE: a scaling prefix)."),
+    domain: str = typer.Option(..., "--domain", "-d", help="math | code | general"),
+    method: str = typer.Option(..., "--method", "-m",
+                               help="instance_generation | response_generation | quality_enhancement"),
+    params_file: str = PARAMS_OPT,
+):
+    """Check one dataset for benchmark items and copied seeds (n-gram overlap): DOMAIN.contamination.json
+    beside it, and DOMAIN.drop.json, what training leaves out (nothing unless decontamination.drop)."""
+    params = _load(params_file)
+    from agorabench.config import ParamsError
+    from agorabench.setting import SIZE_SEP, Setting
+
+    try:
+        name, sep, size = generator.partition(SIZE_SEP)
+        if sep and not size.isdigit():
+            raise ParamsError(f"--generator {generator}: a scaling prefix is NAME{SIZE_SEP}SIZE with a whole number SIZE")
+        params.generator(name)
+        setting = Setting(name, method, domain, int(size) if sep else None)
+        from flows.decontaminate import decontaminate as flow
+
+        with _foreground_flow():
+            out = flow(generator=name, domain=domain, method=method, size=setting.size, params_file=params_file)
+    except (*_user_errors(), ValueError) as e:
+        fail(str(e))
+    found = ", ".join(f"{source} {n}" for source, n in out["by_source"].items()) or "none"
+    what = "left out of training" if out["dropped"] else "kept for training (decontamination.drop: false)"
+    typer.echo(f"{setting.label}: {out['flagged']}/{out['instances']} instances overlap ({out['ngram']}-grams; "
+               f"{found}); {what}")
+
+
+@app.command()
 def train(
     generator: str = typer.Option(..., "--generator", "-g", help="Whose dataset: a name under `generators:` or `imports:`."),
     domain: str = typer.Option(..., "--domain", "-d", help="math | code | general"),
@@ -161,10 +194,11 @@ def train(
         fail(str(e))
     if dry_run:
         if not info["examples"]:
-            typer.echo(f"{info['dataset']} has no valid instance: the student would be the base model, untrained")
+            typer.echo(f"{info['dataset']} has no instance to train on: the student would be the base model, untrained")
             return
+        left_out = f", {info['dropped_examples']} contaminated left out" if info["dropped_examples"] else ""
         typer.echo(f"train {params.student.base} on {info['dataset']}: {info['examples']} examples "
-                   f"({info['seed_examples']} seeds) -> {Setting(generator, method, domain).checkpoint(params)}")
+                   f"({info['seed_examples']} seeds{left_out}) -> {Setting(generator, method, domain).checkpoint(params)}")
         if command:
             typer.echo("would run: " + " ".join(command))
         return

@@ -114,11 +114,13 @@ def test_split_lanes_deals_settings_in_turn_and_keeps_each_chain_together():
     assert set(stages) - set(one) == {"results", "report"}
 
 
-def test_a_scaling_studys_stages_follow_their_setting():
+def test_a_settings_stages_and_its_scaling_studys_follow_it():
     params = _params(scaling={"generators": ["qwen"], "sizes": [25]})
     known = pipeline_stages(params)
     qwen_math = known["generate@qwen-instance_generation-math"].setting
-    for name in ("scale-generate@qwen-instance_generation-math", "scale-subset@qwen-instance_generation-math-25",
+    for name in ("decontaminate@qwen-instance_generation-math", "train@qwen-instance_generation-math",
+                 "scale-generate@qwen-instance_generation-math", "scale-subset@qwen-instance_generation-math-25",
+                 "scale-decontaminate@qwen-instance_generation-math-25",
                  "scale-train@qwen-instance_generation-math-25", "scale-evaluate@qwen-instance_generation-math-25"):
         assert known[name].setting == qwen_math
     assert known["evaluate-generator@qwen"].setting is None and known["evaluate-generator@qwen"].generator == "qwen"

@@ -5,11 +5,18 @@ collector read.
     DOMAIN.jsonl           one Instance per line: a valid (instruction, response) and where it came from
     DOMAIN.rejected.jsonl  one Rejection per line: an attempt that failed parsing or validation, and why
     DOMAIN.manifest.json   the DatasetManifest: counts, rejections by reason, cost, prompts, seeds, versions
+
+and the two files the decontaminate stage writes beside them (agorabench/decontamination.py), which
+training and the results collector read:
+
+    DOMAIN.contamination.json  the ContaminationReport: which instances overlap which benchmark items or seeds
+    DOMAIN.drop.json           the DropList: the instances training leaves out (none unless decontamination.drop)
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from agorabench.records import Record, read_lines, read_record
 
@@ -74,6 +81,48 @@ class DatasetManifest(Record):
     source: dict | None = None     # an imported dataset: where it came from
 
 
+class ContaminationMatch(Record):
+    """One text of an instance that overlaps one benchmark item or seed."""
+    source: str                   # the benchmark's name, or "seeds"
+    item_id: str                  # the benchmark item's or the seed's id
+    item_field: str               # what of it matched: prompt | answer (a benchmark item), instruction | response (a seed)
+    field: Literal["instruction", "response"]  # which text of the instance
+    kind: Literal["exact", "ngram"]  # equal normalised texts, or a shared run of `ngram` words
+    ngram: str | None             # kind ngram: the first shared n-gram (normalised words)
+
+
+class FlaggedInstance(Record):
+    idx: int                      # position in DOMAIN.jsonl
+    id: str
+    matches: list[ContaminationMatch]
+
+
+class ContaminationReport(Record):
+    generator: str                # the dataset's generator key (NAME, or NAME@SIZE for a scaling prefix)
+    method: str
+    domain: str
+    dataset_sha256: str           # the DOMAIN.jsonl it describes
+    ngram: int                    # decontamination.ngram
+    against: list[str]            # decontamination.against
+    benchmarks: dict[str, str]    # benchmark -> the exact data its items came from ({} when not checked)
+    seed_source: str | None       # the seed set checked (seeds.source), None when no seed was read
+    num_seeds: int | None
+    seed_copies_checked: bool     # instance generation with "seeds" in against: copies of a seed count
+    num_instances: int
+    num_flagged: int
+    flagged_by_source: dict[str, int]  # source -> flagged instances (one instance may count under several)
+    dropped: bool                 # decontamination.drop: training leaves the flagged instances out
+    flagged: list[FlaggedInstance]
+
+
+class DropList(Record):
+    """What training leaves out of one dataset. Its own file, so that a changed report (another n, new
+    benchmark data) re-runs training only when the instances dropped change."""
+    dataset_sha256: str           # the DOMAIN.jsonl it was made for
+    drop: bool                    # decontamination.drop when it was made (false: ids is empty)
+    ids: list[str]
+
+
 def _write_atomic(path: Path, text: str) -> None:
     """Write under a temporary name, then rename: a reader never takes a half-written file for a finished one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,3 +150,17 @@ def read_rejections(path: Path, label: str) -> list[Rejection]:
 
 def read_manifest(path: Path, label: str) -> DatasetManifest:
     return read_record(DatasetManifest, path, f"`agora generate` for {label}")
+
+
+def write_contamination(paths: dict[str, Path], report: ContaminationReport, drop: DropList) -> None:
+    """The decontaminate stage's two files (Setting.contamination paths)."""
+    _write_atomic(paths["report"], report.to_json(ensure_ascii=False))
+    _write_atomic(paths["drop"], drop.to_json())
+
+
+def read_contamination(path: Path, label: str) -> ContaminationReport:
+    return read_record(ContaminationReport, path, f"`agora decontaminate` for {label}")
+
+
+def read_drop_list(path: Path, label: str) -> DropList:
+    return read_record(DropList, path, f"`agora decontaminate` for {label}")

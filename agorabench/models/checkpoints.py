@@ -26,6 +26,7 @@ class StudentRecord(Record):
     system_prompt: str | None
     dataset: str               # the dataset file it was trained on
     generated_examples: int
+    dropped_examples: int = 0  # generated instances left out as contaminated (decontamination.drop)
     seed_examples: int
     examples: int
     examples_sha256: str

@@ -54,11 +54,12 @@ def plan(params: Params) -> dict:
     generator_evals = len(ev.generators) * len(all_benchmarks)
     judged = [b for b in all_benchmarks if needs_judge(b)]
     stages = {
-        "generate": students, "train": students, "evaluate-student": students, "evaluate-anchor": 2,
-        "evaluate-generator": len(ev.generators), "intrinsic": students,
-        "scale-generate": len(scaled), "scale-subset": scale_students, "scale-train": scale_students,
-        "scale-evaluate": scale_students, "import": len(imported), "import-train": len(imported),
-        "import-evaluate": len(imported), "import-intrinsic": len(imported), "results": 1, "report": 1,
+        "generate": students, "decontaminate": students, "train": students, "evaluate-student": students,
+        "evaluate-anchor": 2, "evaluate-generator": len(ev.generators), "intrinsic": students,
+        "scale-generate": len(scaled), "scale-subset": scale_students, "scale-decontaminate": scale_students,
+        "scale-train": scale_students, "scale-evaluate": scale_students, "import": len(imported),
+        "import-train": len(imported), "import-evaluate": len(imported), "import-intrinsic": len(imported),
+        "results": 1, "report": 1,
     }
     stages = {k: v for k, v in stages.items() if v or not k.startswith(("scale-", "import"))}
     return {

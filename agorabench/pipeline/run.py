@@ -381,13 +381,14 @@ def stage_seconds(lines: list[tuple[float, str, str]]) -> tuple[dict[str, float]
 
 
 def seconds_by_kind(params, seconds: dict[str, float], judged: dict[str, float]) -> dict[str, float]:
-    """Stage seconds summed per kind: generation, judging (the judge calls of evaluation and intrinsic
-    stages), training, evaluation and intrinsic (both without their judging), results (the rest)."""
+    """Stage seconds summed per kind: generation, decontamination, judging (the judge calls of evaluation
+    and intrinsic stages), training, evaluation and intrinsic (both without their judging), results (the rest)."""
     from agorabench.pipeline.stages import pipeline_stages
 
     known = pipeline_stages(params)
     kind_of = {"generate": "generation", "scale-subset": "generation", "import": "generation",
                "train": "training", "scale-train": "training", "import-train": "training",
+               "decontaminate": "decontamination", "scale-decontaminate": "decontamination",
                "intrinsic": "intrinsic", "import-intrinsic": "intrinsic", "import-evaluate": "evaluation",
                "results": "results", "report": "results"}
     out: dict[str, float] = {}
@@ -397,7 +398,7 @@ def seconds_by_kind(params, seconds: dict[str, float], judged: dict[str, float])
         out[name] = out.get(name, 0.0) + s - judged.get(stage, 0.0)
         if judged.get(stage):
             out["judging"] = out.get("judging", 0.0) + judged[stage]
-    order = ["generation", "judging", "training", "evaluation", "intrinsic", "results"]
+    order = ["generation", "decontamination", "judging", "training", "evaluation", "intrinsic", "results"]
     return {k: round(out[k], 1) for k in order if k in out}
 
 

@@ -45,8 +45,8 @@ def pipeline_stages(params: Params) -> dict[str, Stage]:
 
 def chains(params: Params, stages: list[str]) -> list[list[str]]:
     """What `agora run` deals to lanes, in the order of `stages` (DVC's): each setting's chain (its
-    generation, training, student evaluation, intrinsic metrics and scaling stages, which depend on
-    each other), then each stage of no setting on its own."""
+    generation, decontamination, training, student evaluation, intrinsic metrics and scaling stages,
+    which depend on each other), then each stage of no setting on its own."""
     known = pipeline_stages(params)
     by_setting: dict[Setting, list[str]] = {}
     lone: list[list[str]] = []
@@ -141,5 +141,5 @@ def servers_for(params: Params, stages: list[str] | None) -> list[ServerSpec]:
 def calls_a_model(params: Params, stages: list[str]) -> bool:
     """Whether one of `stages` calls a model server (generation, evaluation, intrinsic metrics)."""
     known = pipeline_stages(params)
-    return any(known[s].kind not in ("train", "scale-subset", "scale-train", "import", "import-train")
-               for s in stages if s in known)
+    local = ("decontaminate", "train", "scale-subset", "scale-decontaminate", "scale-train", "import", "import-train")
+    return any(known[s].kind not in local for s in stages if s in known)

@@ -36,6 +36,7 @@ class ReportData:
     loss: list[dict] = field(default_factory=list)  # training_loss rows (generator, method, domain, step, loss)
     untrained: list[tuple[str, str, str]] = field(default_factory=list)  # empty datasets: student = base
     quantity: list[dict] = field(default_factory=list)  # quantity_quality rows of settings with a scaling prefix
+    contamination: list[dict] = field(default_factory=list)  # contamination_summary rows (checked datasets)
 
     @property
     def settings(self) -> list[tuple[str, str]]:
@@ -115,11 +116,12 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
         SELECT q.* FROM quantity_quality q
         WHERE (q.method, q.domain) IN (SELECT method, domain FROM quantity_quality WHERE prefix_size IS NOT NULL)
         ORDER BY q.method, q.domain, q.generator, q.instances, q.dataset""")
+    contamination = _rows(con, "SELECT * FROM contamination_summary ORDER BY generator, method, domain")
     return ReportData(
         combine=meta.get("combine", "mean_of_pgr"), methods=methods, domains=domains, generators=generators,
         pgr_domain={(r["generator"], r["method"], r["domain"]): r["pgr"] for r in pgr_rows},
         null_reasons=null_reasons, anchors=anchors, cost_points=cost_points, intrinsic=intrinsic, loss=loss,
-        untrained=untrained, quantity=quantity)
+        untrained=untrained, quantity=quantity, contamination=contamination)
 
 
 def _first_line(e: Exception) -> str:

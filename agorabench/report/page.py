@@ -136,6 +136,15 @@ def intrinsic_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def contamination_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    header = ["generator", "setting", "instances", "flagged", "flagged %", "benchmark items", "seed copies",
+              "benchmarks matched", "left out of training"]
+    rows = [[r["generator"], setting_label(r["method"], r["domain"]), fmt(r["instances"]), fmt(r["flagged"]),
+             fmt(r["flagged_pct"], 2), fmt(r["benchmark_instances"]), fmt(r["seed_instances"]),
+             r["benchmarks"] or BLANK, fmt(r["dropped"])] for r in data.contamination]
+    return header, rows
+
+
 def notes(data: ReportData) -> list[str]:
     """What is missing or undefined, in sentences; the page and summary.md both list them."""
     out = []
@@ -153,6 +162,15 @@ def notes(data: ReportData) -> list[str]:
         out.append(f"No valid instance, so no training (the student is the base model): {cells}.")
     if not data.has_intrinsic:
         out.append("No intrinsic metrics (difficulty, quality, reward, perplexity, diversity) are in the database.")
+    contaminated = [r for r in data.contamination if r["benchmark_instances"]]
+    if contaminated:
+        kept = sum(r["benchmark_instances"] for r in contaminated if not r["dropped"])
+        out.append(f"{len(contaminated)} of {len(data.contamination)} datasets hold instances that overlap benchmark "
+                   f"items ({sum(r['benchmark_instances'] for r in contaminated):,} instances"
+                   + (f", {kept:,} of them trained on" if kept else ", all left out of training") + "): see Contamination.")
+    stale = [f"{r['generator']} {setting_label(r['method'], r['domain'])}" for r in data.contamination if not r["current"]]
+    if stale:
+        out.append(f"Contamination reports older than their dataset (re-run `agora decontaminate`): {', '.join(stale)}.")
     return out
 
 
@@ -168,6 +186,8 @@ def render_page(data: ReportData, figs: list, analysis: dict | None) -> str:
     return env.get_template(TEMPLATE).render(
         combine=COMBINE_TEXT.get(data.combine, data.combine), headline=headline_table(data), domain=domain_table(data),
         anchors=anchor_table(data), intrinsic=intrinsic_table(data) if data.has_intrinsic else None,
+        contamination=contamination_table(data) if data.contamination else None,
+        ngrams=sorted({r["ngram"] for r in data.contamination}),
         figures=[{"drawn": isinstance(f, F.Figure), **vars(f)} for f in figs], notes=notes(data),
         analysis_notes=(analysis or {}).get("notes", []))
 
@@ -189,6 +209,8 @@ def render_summary(data: ReportData, figs: list) -> str:
     header, rows = domain_table(data)
     if rows:
         parts += ["## Domain PGR per setting", "", markdown_table(header, rows), ""]
+    if data.contamination:
+        parts += ["## Contamination", "", markdown_table(*contamination_table(data)), ""]
     parts += ["## Anchors", "", markdown_table(*anchor_table(data)), ""]
     found = notes(data) + [f"Figure skipped: {f.title}: {f.reason}." for f in figs if isinstance(f, F.FigureSkipped)]
     if found:

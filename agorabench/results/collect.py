@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from agorabench.config import Params, benchmark_domains
 from agorabench.evaluation.records import ITEM_COLUMNS, BenchmarkScores
-from agorabench.generation.records import read_instances, read_manifest, read_rejections
+from agorabench.generation.records import read_contamination, read_instances, read_manifest, read_rejections
 from agorabench.intrinsic.records import INSTANCE_COLUMNS, IntrinsicSummary
 from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
 from agorabench.records import read_record
@@ -46,6 +46,7 @@ def collect(params: Params, include_requests: bool = False) -> dict[str, Path]:
     every = settings(params)
     tables: dict[str, list[dict]] = {}
     tables["datasets"], tables["rejections"], tables["instances"] = _generated(params, every)
+    tables["contamination_checks"], tables["contamination_matches"] = _contamination(params, every)
     tables["training_runs"], tables["training_loss"] = _training(params, every)
     models = ["base", "reference", *(s.eval_key for s in every), *(f"generators/{g}" for g in ev.generators)]
     tables["scores"], tables["eval_items"] = _evaluation(Path(ev.output_dir), models)
@@ -158,6 +159,29 @@ def _generated(params: Params, every: list[Setting]) -> tuple[list[dict], list[d
     return datasets, rejections, instances
 
 
+def _contamination(params: Params, every: list[Setting]) -> tuple[list[dict], list[dict]]:
+    checks, matches = [], []
+    for s in every:
+        path = s.contamination(params)["report"]
+        if not path.is_file():
+            continue
+        r = read_contamination(path, s.label)
+        setting = {"generator": s.name, "method": s.method, "domain": s.domain}
+        for field, value in setting.items():
+            if getattr(r, field) != value:
+                raise ValueError(f"{path}: {field} is {getattr(r, field)!r} but the file sits under {value!r}; "
+                                 f"move the file or re-run `agora decontaminate`")
+        checks.append({
+            **setting, "ngram": r.ngram, "against": list(r.against), "seed_copies_checked": r.seed_copies_checked,
+            "instances": r.num_instances, "flagged": r.num_flagged, "dropped": r.dropped,
+            "dataset_sha256": r.dataset_sha256, "benchmarks": _json(r.benchmarks), "seed_source": r.seed_source,
+            "num_seeds": r.num_seeds,
+        })
+        matches += [{**setting, "idx": entry.idx, "id": entry.id, **m.model_dump()}
+                    for entry in r.flagged for m in entry.matches]
+    return checks, matches
+
+
 # ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
@@ -176,7 +200,7 @@ def _training(params: Params, every: list[Setting]) -> tuple[list[dict], list[di
                 "generator": gen, "method": method, "domain": domain, "base": s and s.base,
                 "trained": s.trained if s is not None else m.trained, "lora": s and s.lora,
                 "examples": s.examples if s is not None else m.examples,
-                "generated_examples": s and s.generated_examples,
+                "generated_examples": s and s.generated_examples, "dropped_examples": s and s.dropped_examples,
                 "seed_examples": s.seed_examples if s is not None else m.seed_examples,
                 "examples_sha256": s and s.examples_sha256,
                 "first_loss": _float(m and m.first_loss), "final_loss": _float(m and m.final_loss),

@@ -271,6 +271,36 @@ SELECT {keys("d")}split_part(d.generator, '@', 1) AS generator, d.generator AS d
 FROM datasets d LEFT JOIN pgr_domain p USING ({setting})
 ORDER BY {keys()}generator, method, domain, instances, dataset""")
 
+    views["contamination_summary"] = View(
+        doc="Per checked dataset: how many instances overlap the benchmarks' items or copy a seed, and how many "
+            "training left out (decontamination.drop; by default none: the paper trains on everything).",
+        columns=(("generator", "generator"), ("method", "method"), ("domain", "domain"),
+                 ("ngram", "words per shared n-gram that count"), ("instances", "instances checked"),
+                 ("flagged", "instances that overlap anything"),
+                 ("flagged_pct", "flagged / instances, percent"),
+                 ("benchmark_instances", "instances that overlap a benchmark item"),
+                 ("seed_instances", "instances that copy a seed (instance generation)"),
+                 ("benchmark_items", "distinct benchmark items matched"),
+                 ("benchmarks", "the benchmarks matched, comma-separated (NULL: none)"),
+                 ("dropped", "instances training left out"),
+                 ("current", "the report describes the dataset file collected (false: re-run `agora decontaminate`)")),
+        sql="""
+WITH m AS (SELECT generator, method, domain,
+                  count(DISTINCT idx) FILTER (WHERE source <> 'seeds') AS benchmark_instances,
+                  count(DISTINCT idx) FILTER (WHERE source = 'seeds') AS seed_instances,
+                  count(DISTINCT (source, item_id)) FILTER (WHERE source <> 'seeds') AS benchmark_items,
+                  string_agg(DISTINCT source, ', ' ORDER BY source) FILTER (WHERE source <> 'seeds') AS benchmarks
+           FROM contamination_matches GROUP BY generator, method, domain)
+SELECT c.generator, c.method, c.domain, c.ngram, c.instances, c.flagged,
+       c.flagged * 100.0 / NULLIF(c.instances, 0) AS flagged_pct,
+       coalesce(m.benchmark_instances, 0) AS benchmark_instances, coalesce(m.seed_instances, 0) AS seed_instances,
+       coalesce(m.benchmark_items, 0) AS benchmark_items, m.benchmarks,
+       CASE WHEN c.dropped THEN c.flagged ELSE 0 END AS dropped,
+       d.data_sha256 IS NOT DISTINCT FROM c.dataset_sha256 AS current
+FROM contamination_checks c
+LEFT JOIN m USING (generator, method, domain)
+LEFT JOIN datasets d USING (generator, method, domain)""")
+
     views["instance_stats"] = View(
         doc="Per dataset, computed from the instances themselves (a check on the manifests).",
         columns=(*lead, ("generator", "generator"), ("method", "method"), ("domain", "domain"),

@@ -7,6 +7,7 @@ not Parquet or DuckDB directly, so a test built on it exercises `collect` too.
 """
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ from agorabench.config import EvaluationConfig, Params
 from agorabench.evaluation.items import EvalItem
 from agorabench.evaluation.records import BenchmarkScores
 from agorabench.evaluation.run import ModelRef, _write_items
-from agorabench.generation.records import DatasetManifest, Instance, write_dataset
+from agorabench.generation.records import (ContaminationMatch, ContaminationReport, DatasetManifest, DropList,
+                                           FlaggedInstance, Instance, write_contamination, write_dataset)
 from agorabench.intrinsic.records import IntrinsicSummary
 from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
 from agorabench.models.store import Completion
@@ -63,10 +65,11 @@ def tree_params(root: str | Path, generators: Sequence[str] = GENS, scaling: dic
 def write_tree(root: str | Path, generators: Sequence[str] = GENS, scaling: dict | None = None) -> Tree:
     """Write the files of `tree_params(root, generators, scaling)` and return the tree.
 
-    Every setting gets a 3-row dataset with its manifest, a student with training metrics and a 2-step
-    loss curve, intrinsic metrics (scaling prefixes have none, as in the pipeline), and scores on its
-    domain's two benchmarks; base, reference and each generator are scored on all six. Student and
-    generator scores are drawn from one seeded generator, so the same arguments give the same files.
+    Every setting gets a 3-row dataset with its manifest and contamination report, a student with
+    training metrics and a 2-step loss curve, intrinsic metrics (scaling prefixes have none, as in the
+    pipeline), and scores on its domain's two benchmarks; base, reference and each generator are scored
+    on all six. Student and generator scores are drawn from one seeded generator, so the same arguments
+    give the same files.
     """
     params = tree_params(root, generators, scaling)
     rng = random.Random(1)
@@ -84,6 +87,7 @@ def write_tree(root: str | Path, generators: Sequence[str] = GENS, scaling: dict
             prompt_file=f"{method}_{domain}.txt", prompt_set_sha256="x", sampling={"t": 1}, seed=42,
             seed_source="offline", num_seeds=10, seeds_sha256="y", versions={"agorabench": "0"})
         write_dataset(s.dataset(params), rows, [], manifest)
+        _write_contamination(params, s)
         ckpt = s.checkpoint(params)
         ckpt.mkdir(parents=True)
         (ckpt / STUDENT_FILE).write_text(StudentRecord(
@@ -136,6 +140,34 @@ def write_tree(root: str | Path, generators: Sequence[str] = GENS, scaling: dict
                     seed_source="offline", test_items=n, seed_items_left_out=0, data_version="1", items_sha256="h", decoding={}, judge=None, judge_reasoning=None,
                     judge_max_answer_chars=None, isolation=None, no_answer=0, untrained_reason=None).to_json())
     return tree(params)
+
+
+def _write_contamination(params: Params, s: Setting) -> None:
+    """A decontaminate report: the first generator's math datasets hold one GSM8K prompt (instance 0) and
+    its instance-generation datasets a copied seed (instance 1, also matching a MATH answer); the rest are clean."""
+    flagged = []
+    if s.generator == GENS[0] and s.domain == "math":
+        flagged.append(FlaggedInstance(idx=0, id=f"{s.name}/{s.method}/{s.domain}/000000", matches=[
+            ContaminationMatch(source="gsm8k", item_id="gsm8k/7", item_field="prompt", field="instruction",
+                               kind="exact", ngram=None)]))
+    if s.generator == GENS[0] and s.method == "instance_generation":
+        flagged.append(FlaggedInstance(idx=1, id=f"{s.name}/{s.method}/{s.domain}/000001", matches=[
+            ContaminationMatch(source="math", item_id="math/3", item_field="answer", field="response",
+                               kind="ngram", ngram=" ".join(["w"] * 13)),
+            ContaminationMatch(source="seeds", item_id="s1", item_field="instruction", field="instruction",
+                               kind="exact", ngram=None)]))
+    by_source: dict[str, int] = {}
+    for entry in flagged:
+        for source in {m.source for m in entry.matches}:
+            by_source[source] = by_source.get(source, 0) + 1
+    data = s.dataset(params)["data"]
+    sha = hashlib.sha256(data.read_bytes()).hexdigest()
+    report = ContaminationReport(
+        generator=s.name, method=s.method, domain=s.domain, dataset_sha256=sha, ngram=13,
+        against=["benchmarks", "seeds"], benchmarks={"gsm8k": "v1"}, seed_source="offline", num_seeds=10,
+        seed_copies_checked=s.method == "instance_generation", num_instances=3, num_flagged=len(flagged),
+        flagged_by_source=dict(sorted(by_source.items())), dropped=False, flagged=flagged)
+    write_contamination(s.contamination(params), report, DropList(dataset_sha256=sha, drop=False, ids=[]))
 
 
 def tree(params: Params) -> Tree:

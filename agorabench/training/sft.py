@@ -56,14 +56,19 @@ def training_examples(params: Params, generator: str, domain: str, method: str) 
     """(examples, info): the generated rows, plus the seed set for instance generation (the paper).
 
     The generated data is used without filtering beyond generation's own validation, as in the
-    paper. Seeds come from the same loader generation used, so they are the demos it saw. The list
-    may be empty: a weak generator can spend its whole retry budget without one valid instance.
+    paper, unless decontamination.drop: then the instances the decontaminate stage flagged are left
+    out (`drop_contaminated`). Seeds come from the same loader generation used, so they are the demos
+    it saw. The list may be empty: a weak generator can spend its whole retry budget without one
+    valid instance.
     """
-    path = Setting(generator, method, domain).dataset(params)["data"]
+    setting = Setting(generator, method, domain)
+    path = setting.dataset(params)["data"]
     if not path.exists():
         raise ParamsError(f"{path}: no generated dataset; run `agora generate --generator {generator} "
                           f"--domain {domain} --method {method}` first")
     rows = read_jsonl(path)
+    kept = drop_contaminated(params, setting, rows, path)
+    dropped, rows = len(rows) - len(kept), kept
     system = params.student.system_prompt
     examples = [conversation(r["instruction"], r["response"], system) for r in rows]
     seeds_used = 0
@@ -76,9 +81,38 @@ def training_examples(params: Params, generator: str, domain: str, method: str) 
         examples += [conversation(s.instruction, s.response, system) for s in seeds]
         seeds_used = len(seeds)
     digest = hashlib.sha256(orjson.dumps(examples, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    info = {"dataset": str(path), "generated_examples": len(rows), "seed_examples": seeds_used,
-            "examples": len(examples), "examples_sha256": digest}
+    info = {"dataset": str(path), "generated_examples": len(rows), "dropped_examples": dropped,
+            "seed_examples": seeds_used, "examples": len(examples), "examples_sha256": digest}
     return examples, info
+
+
+def drop_contaminated(params: Params, setting: Setting, rows: list[dict], path: Path) -> list[dict]:
+    """The rows without those the decontaminate stage's drop list names (DOMAIN.drop.json).
+
+    The list says whether it was made to drop (decontamination.drop); one made under the other setting,
+    or for another version of the dataset, is an error rather than a silent mix. A dataset without a
+    list (made outside the pipeline) keeps every row unless params ask to drop.
+    """
+    from agorabench.generation.records import read_drop_list
+
+    drop_path = setting.contamination(params)["drop"]
+    rerun = (f"run `agora decontaminate --generator {setting.name} --domain {setting.domain} "
+             f"--method {setting.method}`")
+    if not drop_path.is_file():
+        if params.decontamination.drop:
+            raise ParamsError(f"{drop_path}: no drop list, and decontamination.drop is true; {rerun} first")
+        return rows
+    listed = read_drop_list(drop_path, setting.label)
+    if listed.drop != params.decontamination.drop:
+        raise ParamsError(f"{drop_path} was made with decontamination.drop = {str(listed.drop).lower()} but params "
+                          f"say {str(params.decontamination.drop).lower()}; {rerun} again")
+    if listed.dataset_sha256 != hashlib.sha256(path.read_bytes()).hexdigest():
+        raise ParamsError(f"{drop_path} was made for another version of {path}; {rerun} again")
+    ids = set(listed.ids)
+    unknown = ids - {r["id"] for r in rows}
+    if unknown:
+        raise ParamsError(f"{drop_path} names {min(unknown)!r}, which {path} does not have; {rerun} again")
+    return [r for r in rows if r["id"] not in ids]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,8 +316,9 @@ def _write_untrained(params: Params, setting: Setting, info: dict, model_path: s
     what no data buys) and the generator's averages keep all nine settings instead of silently
     skipping its failures.
     """
-    reason = (f"{info['dataset']} has no valid instance (see its manifest's shortfall_reason): "
-              f"the student is the base model, untrained")
+    why = (f"has only contaminated instances, all {info['dropped_examples']} left out (decontamination.drop)"
+           if info["dropped_examples"] else "has no valid instance (see its manifest's shortfall_reason)")
+    reason = f"{info['dataset']} {why}: the student is the base model, untrained"
     student = StudentRecord(generator=setting.name, domain=setting.domain, method=setting.method, trained=False,
                             untrained_reason=reason, base=params.student.base,
                             base_path=model_path or params.student.base, lora=params.training.lora is not None,
