@@ -16,6 +16,9 @@ Choices the paper leaves open, made here:
   that its largest-magnitude loading is positive, which makes the output deterministic.
 - mean |loading| and its share (percent, summing to 100) are taken over the same top-k components
   that enter the regression, in the style of the paper's Table 4.
+- Fewer generators than the paper's 6: the coarse regression needs 3 generator means, so with 2
+  (the embedded default) it is None and a note says why; the fine regression and the PCA still run.
+  Too few rows for top_k components shrink k (with a note) down to 1; 1 generator is an error.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from scipy import stats
 
 REQUIRED_COLUMNS = ("generator", "method", "domain", "pgr", "problem_solving")
 ID_COLUMNS = ("generator", "method", "domain")
+MIN_COARSE_GENERATORS = 3  # fewer generator means cannot test a slope
 
 
 def load_features(path: str | Path) -> pd.DataFrame:
@@ -145,6 +149,9 @@ def analyze(
         always added (the paper's PCA includes it as the ninth feature).
     Rows with a NaN in pgr, problem_solving or a used feature are dropped; constant features are
     dropped; both are reported in "notes". Returns a JSON-serialisable dict (NaN -> None).
+    With 2 generators regression.coarse is None (it needs 3 generator means) and a note says so; the
+    fine regression and the PCA still run. Fewer rows than top_k + 2 shrink k, with a note. 1 generator,
+    or fewer than 3 rows, is an error.
     """
     for col in REQUIRED_COLUMNS:
         if col not in df.columns:
@@ -186,24 +193,36 @@ def analyze(
 
     n = len(data)
     n_generators = int(data["generator"].nunique())
-    if n_generators < 3:
-        raise ValueError(f"analyze: {n_generators} generator(s) after dropping NaN rows; the coarse regression needs 3")
+    if n_generators < 2:
+        raise ValueError(f"analyze: {n_generators} generator(s) after dropping NaN rows; the analysis compares "
+                         f"generators, so it needs at least 2 (3 for the coarse regression)")
+    if n < 3:  # a slope and an intercept, plus one degree of freedom for the test
+        raise ValueError(f"analyze: {n} row(s) are too few to regress pgr on problem_solving or on a component; "
+                         f"need at least 3")
 
-    counts = data["generator"].value_counts()
-    if counts.nunique() > 1:
-        notes.append(f"generators have {counts.min()} to {counts.max()} settings; coarse means are over unequal sets")
-    # Coarse: one point per generator (its mean PGR against its mean problem-solving score).
-    per_gen = data.groupby("generator", sort=False)[["pgr", "problem_solving"]].mean()
-    coarse = ols(per_gen["pgr"].to_numpy(), per_gen["problem_solving"].to_numpy(), ["problem_solving"])
-    coarse["points"] = {g: {"pgr": r.pgr, "problem_solving": r.problem_solving} for g, r in per_gen.iterrows()}
+    # Coarse: one point per generator (its mean PGR against its mean problem-solving score). Two means
+    # always lie on a line (R^2 = 1, no test), so below 3 generators it is left out, not reported.
+    if n_generators < MIN_COARSE_GENERATORS:
+        coarse = None
+        notes.append(f"coarse regression left out: it needs {MIN_COARSE_GENERATORS} generator means, "
+                     f"there are {n_generators}; the fine regression and the PCA use every (generator, setting) row")
+    else:
+        counts = data["generator"].value_counts()
+        if counts.nunique() > 1:
+            notes.append(f"generators have {counts.min()} to {counts.max()} settings; coarse means are over unequal sets")
+        per_gen = data.groupby("generator", sort=False)[["pgr", "problem_solving"]].mean()
+        coarse = ols(per_gen["pgr"].to_numpy(), per_gen["problem_solving"].to_numpy(), ["problem_solving"])
+        coarse["points"] = {g: {"pgr": r.pgr, "problem_solving": r.problem_solving} for g, r in per_gen.iterrows()}
     # Fine: one point per generator and setting.
     fine = ols(data["pgr"].to_numpy(), data["problem_solving"].to_numpy(), ["problem_solving"])
 
     p = pca(data[features].to_numpy(dtype=float), standardize=standardize)
     n_comp = len(p["explained_variance_ratio"])
     k = min(top_k, n_comp)
+    # The regression on k components needs n >= k + 2 rows; fewer rows shrink k (with a note) down to 1.
     if n - k - 1 < 1:
-        raise ValueError(f"analyze: {n} row(s) are too few to regress pgr on {k} components; need at least {k + 2}")
+        notes.append(f"PGR regressed on the top {n - 2} component(s), not {k}: {n} rows fit at most {n - 2}")
+        k = n - 2
     names = [f"PC{i + 1}" for i in range(n_comp)]
     loadings = {names[i]: dict(zip(features, p["components"][i].tolist())) for i in range(n_comp)}
     mean_abs = np.abs(p["components"][:k]).mean(axis=0)
@@ -276,7 +295,8 @@ def run_analysis(features: pd.DataFrame, standardize: bool = True, top_k: int = 
     source: the file or database the table came from; every error message starts with it.
     Returns analyze()'s JSON-safe dict plus "source", with "pca.explained_variance_ratio",
     "pca.loadings", and "regression.{coarse,fine,pca_top5}" each holding "r2" and "p_value"
-    (pca_top5 keeps its name for any top_k; the k used is "pca.k").
+    (pca_top5 keeps its name for any top_k; the k used is "pca.k"). "regression.coarse" is None
+    with fewer than 3 generators; "notes" then says why.
     """
     if len(features) == 0:
         raise ValueError(f"{source}: the features table has no rows; it needs one row per generator and setting")
@@ -327,6 +347,10 @@ def format_analysis(result: dict) -> str:
     lines += ["", "PGR against the generator's problem-solving score"]
     for name, what in (("coarse", "generator means"), ("fine", "generator x setting")):
         r = reg[name]
+        if r is None:
+            lines.append(f"  {name}: left out (it needs {MIN_COARSE_GENERATORS} generator means; "
+                         f"there are {result['n_generators']})")
+            continue
         lines.append(f"  {name:<7}n={r['n']:<4}{'(' + what + ')':<22}R^2 = {num(r['r2'])}  p = {p(r['p_value'])}  "
                      f"slope = {num(r['coef']['problem_solving'], '.3g')}")
 

@@ -432,7 +432,8 @@ def analyze(
     features: Optional[str] = typer.Option(None, "--features", help="A CSV or Parquet with columns generator, method, "
                                            "domain, pgr, problem_solving and numeric features (default: our results)."),
     db: Optional[str] = typer.Option(None, "--db", help="The results database (default: analysis.results_dir)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON (pca.*, regression.coarse/fine/pca_top5)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (pca.*, regression.coarse/fine/pca_top5; "
+                                 "coarse is null below 3 generators)."),
     standardize: Optional[bool] = typer.Option(None, "--standardize/--no-standardize",
                                                help="z-score features before the PCA (default: analysis.standardize)."),
     top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Components in the PGR regression "

@@ -95,10 +95,10 @@ def test_bad_tables_give_one_line_errors_naming_the_column(tmp_path):
         (lambda: run_analysis(df.assign(flag=True), source="f.csv"), r"column 'flag' is not numeric"),
         (lambda: run_analysis(df.assign(pgr=np.nan), source="f.csv"), r"column 'pgr' has no values"),
         (lambda: run_analysis(df.iloc[:0], source="f.csv"), r"f\.csv: the features table has no rows"),
-        (lambda: run_analysis(df[df.generator.isin(["gen0", "gen1"])], source="f.csv"),
-         r"f\.csv: 2 generator\(s\) .* needs 3"),
-        (lambda: run_analysis(df.groupby("generator").head(1).head(4), source="f.csv", top_k=3),
-         r"f\.csv: 4 row\(s\) are too few to regress pgr on 3 components; need at least 5"),
+        (lambda: run_analysis(df[df.generator == "gen0"], source="f.csv"),
+         r"f\.csv: 1 generator\(s\) .* needs at least 2"),
+        (lambda: run_analysis(df.groupby("generator").head(1).head(2), source="f.csv"),
+         r"f\.csv: 2 row\(s\) are too few"),
     ]
     for call, pattern in cases:
         with pytest.raises(ValueError, match=pattern) as err:
@@ -109,6 +109,34 @@ def test_bad_tables_give_one_line_errors_naming_the_column(tmp_path):
     # A feature with no values at all is left out with a note instead of emptying the table.
     out = run_analysis(df.assign(reward=np.nan))
     assert "reward" not in out["features"] and any("reward" in n for n in out["notes"])
+
+
+def test_two_generators_leave_out_the_coarse_regression_and_keep_the_rest():
+    """The embedded default has 2 generators: the fine regression and the PCA run, the coarse one is None
+    with a note, and the text says it is left out."""
+    two = planted_frame()[lambda d: d.generator.isin(["gen0", "gen1"])]
+    out = run_analysis(two, source="f.csv")
+    json.dumps(out, allow_nan=False)
+    assert out["n_generators"] == 2 and out["regression"]["coarse"] is None
+    assert any("coarse regression left out: it needs 3 generator means, there are 2" in n for n in out["notes"])
+    assert out["regression"]["fine"]["n"] == 18 and out["regression"]["fine"]["r2"] > 0.9
+    assert out["regression"]["pca_top5"]["n"] == 18 and out["pca"]["k"] == 3 and "PC1" in out["pca"]["loadings"]
+    text = format_analysis(out)
+    assert "coarse: left out (it needs 3 generator means; there are 2)" in text and "fine   n=18" in text
+    # Canary: with 3 generators the coarse regression is back, and the text prints its n instead.
+    three = run_analysis(planted_frame()[lambda d: d.generator.isin(["gen0", "gen1", "gen2"])])
+    assert three["regression"]["coarse"]["n"] == 3 and not any("left out" in n for n in three["notes"])
+    assert "coarse n=3" in format_analysis(three) and "left out" not in format_analysis(three)
+
+
+def test_too_few_rows_shrink_k_with_a_note():
+    rows = planted_frame().groupby("generator").head(1).head(4)  # 4 rows fit at most 2 components
+    out = run_analysis(rows, top_k=3)
+    assert out["pca"]["k"] == 2 and set(out["regression"]["pca_top5"]["p_values"]) == {"intercept", "PC1", "PC2"}
+    assert any("top 2 component(s), not 3: 4 rows fit at most 2" in n for n in out["notes"])
+    # Canary: with enough rows k is what was asked, and no note says otherwise.
+    full = run_analysis(planted_frame(), top_k=3)
+    assert full["pca"]["k"] == 3 and not any("component(s), not" in n for n in full["notes"])
 
 
 def test_features_from_db_on_the_collected_fixture(tmp_path):
@@ -134,9 +162,12 @@ def test_features_from_db_on_the_collected_fixture(tmp_path):
         assert alpha[domain] == pytest.approx(np.mean([own[b] for b in benches]))
     # Canary: problem solving is the domain's, not the generator's overall mean (which would be constant).
     assert alpha.nunique() > 1
-    # Two generators are too few for the coarse regression: the error names the database.
-    with pytest.raises(ValueError, match=r"agora\.duckdb: 2 generator\(s\)"):
-        run_analysis(frame, source=str(db))
+    # Two generators (the embedded default's number): no coarse regression, the rest runs; one generator is an
+    # error naming the database.
+    out = run_analysis(frame, source=str(db))
+    assert out["regression"]["coarse"] is None and out["regression"]["fine"]["n"] == 18
+    with pytest.raises(ValueError, match=r"agora\.duckdb: 1 generator\(s\)"):
+        run_analysis(frame[frame.generator == "alpha"], source=str(db))
     with pytest.raises(ValueError, match="does not exist"):
         features_from_db(tmp_path / "none.duckdb")
 

@@ -341,16 +341,26 @@ def test_analyze_drops_nan_rows_and_constant_features_and_refuses_too_few_rows()
     assert any("coarse means are over unequal sets" in note for note in out["notes"])  # gen0 lost 2 rows
     assert out["pca"]["k"] == 3  # min(top_k, number of components)
 
-    few = df[df.generator.isin(["gen0", "gen1"])]
-    with pytest.raises(ValueError, match="2 generator"):
-        analyze(few)
+    # Two generators: no coarse regression (None, with a note); the fine one and the PCA still run.
+    two = analyze(df[df.generator.isin(["gen0", "gen1"])].dropna())
+    assert two["regression"]["coarse"] is None and two["regression"]["fine"]["n"] == 16
+    assert two["regression"]["pca_top5"]["n"] == 16 and two["pca"]["k"] == 5
+    assert any("coarse regression left out" in note and "there are 2" in note for note in two["notes"])
+    assert not any("unequal sets" in note for note in two["notes"])  # no coarse means, so nothing to warn about
+    # Canary: one generator cannot be compared with anything, which is still an error.
+    with pytest.raises(ValueError, match="1 generator.s. after dropping NaN rows; .* needs at least 2"):
+        analyze(df[df.generator == "gen1"])
     with pytest.raises(ValueError, match="column 'pgr' is missing"):
         analyze(df.drop(columns="pgr"))
     with pytest.raises(ValueError, match="feature column 'nope' is missing"):
         analyze(df, features=["nope"])
     tiny = df.dropna().groupby("generator").head(1)  # 6 centred rows have rank 5 -> 5 components
-    with pytest.raises(ValueError, match="6 row.s. are too few to regress pgr on 5 components"):
-        analyze(tiny)
+    small = analyze(tiny)  # ... but 6 rows fit a regression on at most 4: k shrinks, with a note
+    assert small["pca"]["k"] == 4 and small["regression"]["pca_top5"]["n"] == 6
+    assert any("top 4 component(s), not 5: 6 rows fit at most 4" in note for note in small["notes"])
+    # Canary: below 3 rows not even one component fits, and that is an error.
+    with pytest.raises(ValueError, match="2 row.s. are too few .*need at least 3"):
+        analyze(tiny.head(2))
 
 
 def test_load_features_csv_parquet_and_missing_column(tmp_path):

@@ -159,7 +159,10 @@ def test_missing_pieces_give_a_page_that_says_so(tmp_path, full_report):
     assert "No overall PGR for solo" in html
     assert "No intrinsic metrics are in the database yet" in html
     assert "Not drawn: the database holds no intrinsic metrics" in html  # the PCA
-    assert "Not drawn: no generator has both its own benchmark scores and an overall PGR" in html
+    # One generator without an overall PGR: its datasets are still drawn against problem solving, lineless.
+    assert "No fine regression: it compares generators, and there is 1." in html
+    assert "Coarse regression left out: it needs 3 generator means, there are 1." in html
+    assert (index.parent / "figures" / "problem_solving_vs_pgr.png").is_file()
     assert "blank cell(s)" in html  # the heatmap still shows the other settings
     assert (index.parent / "figures" / "pgr_heatmap.png").is_file()
     assert not (index.parent / "figures" / "pca_loadings.png").exists()
@@ -174,6 +177,24 @@ def test_missing_pieces_give_a_page_that_says_so(tmp_path, full_report):
     html = write_report(build_db(tmp_path / "empty"), tmp_path / "out_empty").read_text()
     assert "No generator appears in the results yet" in html and "<img" not in html and html.count("Not drawn") == 6
     assert list((tmp_path / "out_empty" / "figures").iterdir()) == []
+
+
+def test_two_generators_draw_the_fine_regression_and_the_pca(tmp_path, full_report):
+    """The embedded default has 2 generators: the problem-solving figure shows every dataset with the fine
+    line, the generator means without a coarse line (the caption says why), and the PCA is drawn."""
+    index = write_report(results_db(tmp_path / "two", ("alpha", "beta")), tmp_path / "out")
+    html = index.read_text()
+    fine = re.search(r"Dotted: fine least-squares line over the datasets \(R² = [\d.]+, p = [^,]+, n = (\d+)\)", html)
+    assert fine and fine.group(1) == "18"
+    assert "Coarse regression left out: it needs 3 generator means, there are 2." in html
+    assert "Dashed:" not in html and "figures/pca_loadings.svg" in html and "Not drawn: the PCA" not in html
+    assert "coarse regression left out: it needs 3 generator means, there are 2" in html  # the analysis note
+    assert html.count("Not drawn") == 1  # only the scaling figure: every figure with data is drawn
+    points = (tmp_path / "out" / "plots" / "problem_solving_pgr.csv").read_text().splitlines()
+    assert points[0] == "generator,method,domain,problem_solving,pgr" and len(points) == 1 + 18
+    # Canary: with 4 generators the coarse line is drawn and nothing is left out.
+    full = (full_report / "index.html").read_text()
+    assert "Dashed: least-squares line through the generator means" in full and "regression left out" not in full
 
 
 def test_bad_database_gives_one_line_errors(tmp_path):

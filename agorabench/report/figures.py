@@ -193,39 +193,68 @@ def quantity_vs_pgr(data: ReportData, folder: Path) -> Figure | FigureSkipped:
 
 
 def problem_solving_vs_pgr(data: ReportData, folder: Path) -> Figure | FigureSkipped:
-    title = "Problem solving against data generation"
-    points = [g for g in data.generators if g["problem_solving"] is not None and g["pgr"] is not None]
-    if not points:
-        return FigureSkipped("problem_solving_vs_pgr", title,
-                             "no generator has both its own benchmark scores and an overall PGR")
-    from agorabench.analysis import ols
+    """The paper's problem-solving question at both grains (agorabench/analysis.py): fine, one small point
+    per dataset (its domain PGR against the generator's own score in that domain); coarse, one large
+    point per generator (the mean of its datasets). Each regression line is drawn only where the
+    analysis defines it: fine from 2 generators, coarse from 3."""
+    from agorabench.analysis import MIN_COARSE_GENERATORS, ols
 
-    x = np.array([g["problem_solving"] for g in points])
-    y = np.array([g["pgr"] for g in points])
-    colors = generator_colors([g["generator"] for g in points])
+    title = "Problem solving against data generation"
+    fine = [r for r in data.intrinsic if r["problem_solving"] is not None and r["pgr"] is not None]
+    if not fine:
+        return FigureSkipped("problem_solving_vs_pgr", title,
+                             "no dataset has both a domain PGR and its generator's own scores in that domain")
+    gens = sorted({r["generator"] for r in fine})
+    colors = generator_colors(gens)
+    mine = {g: [r for r in fine if r["generator"] == g] for g in gens}
+    means = {g: (float(np.mean([r["problem_solving"] for r in rs])), float(np.mean([r["pgr"] for r in rs])))
+             for g, rs in mine.items()}
     fig = MplFigure(figsize=(6.5, 4.8), layout="constrained")
     ax = fig.add_subplot()
-    for g in points:
-        ax.scatter(g["problem_solving"], g["pgr"], color=colors[g["generator"]], s=40, edgecolors="black",
-                   linewidths=0.4)
-        ax.annotate(g["generator"], (g["problem_solving"], g["pgr"]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=7)
-    caption = "One point per generator: its mean score on the six benchmarks against its overall PGR."
-    if len(points) >= 3:
+    for g in gens:
+        ax.scatter([r["problem_solving"] for r in mine[g]], [r["pgr"] for r in mine[g]], color=colors[g], s=14,
+                   alpha=0.7, linewidths=0)
+    for g in gens:
+        ax.scatter(*means[g], color=colors[g], s=90, edgecolors="black", linewidths=0.8, zorder=3)
+        ax.annotate(g, means[g], textcoords="offset points", xytext=(6, 5), fontsize=7)
+    caption = ("Small points: one per dataset (generator x setting), its domain PGR against the generator's own "
+               "mean score on that domain's benchmarks. Large points: each generator's mean over its datasets.")
+    handles = [Line2D([], [], linestyle="", marker="o", color=c, label=g) for g, c in colors.items()]
+
+    def fit_line(x: np.ndarray, y: np.ndarray, what: str, **line) -> dict | None:
         try:
             fit = ols(y, x[:, None], ["problem_solving"])
-        except ValueError as e:  # e.g. every generator has the same score
-            caption += f" No regression line: {e}."
-        else:
-            xs = np.linspace(x.min(), x.max(), 2)
-            ax.plot(xs, fit["coef"]["intercept"] + fit["coef"]["problem_solving"] * xs, color="black",
-                    linewidth=1.0, linestyle="--", label=f"least squares, R² = {fit['r2']:.2f}")
-            ax.legend(fontsize=8, loc="best")
-            caption += f" Dashed: least-squares line (R² = {fit['r2']:.2f}, p = {fit['p_value']:.3g}, n = {fit['n']})."
+        except ValueError as e:  # e.g. every point has the same score
+            nonlocal caption
+            caption += f" No {what} regression: {str(e).removeprefix('ols: ')}."
+            return None
+        xs = np.linspace(x.min(), x.max(), 2)
+        ax.plot(xs, fit["coef"]["intercept"] + fit["coef"]["problem_solving"] * xs, color="black", linewidth=1.0,
+                **line)
+        handles.append(Line2D([], [], color="black", linewidth=1.0, label=f"{what}, R² = {fit['r2']:.2f}", **line))
+        return fit
+
+    if len(gens) >= 2:
+        fit = fit_line(np.array([r["problem_solving"] for r in fine]), np.array([r["pgr"] for r in fine]), "fine",
+                       linestyle=":")
+        if fit:
+            caption += (f" Dotted: fine least-squares line over the datasets (R² = {fit['r2']:.2f}, "
+                        f"p = {fit['p_value']:.3g}, n = {fit['n']}).")
     else:
-        caption += f" No regression line: it needs at least 3 generators, there are {len(points)}."
-    ax.set_xlabel("problem solving: mean own score (%)")
-    ax.set_ylabel("overall PGR (%)")
+        caption += " No fine regression: it compares generators, and there is 1."
+    if len(gens) >= MIN_COARSE_GENERATORS:
+        x, y = np.array([means[g][0] for g in gens]), np.array([means[g][1] for g in gens])
+        fit = fit_line(x, y, "coarse", linestyle="--")
+        if fit:
+            caption += (f" Dashed: least-squares line through the generator means (coarse regression, "
+                        f"R² = {fit['r2']:.2f}, p = {fit['p_value']:.3g}, n = {fit['n']}).")
+    else:
+        caption += (f" Coarse regression left out: it needs {MIN_COARSE_GENERATORS} generator means, "
+                    f"there are {len(gens)}.")
+    ax.axhline(0.0, color="gray", linewidth=0.8)
+    ax.set_xlabel("problem solving: the generator's mean own score in the domain (%)")
+    ax.set_ylabel("domain PGR (%)")
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     png, svg = save(fig, folder, "problem_solving_vs_pgr")
     return Figure("problem_solving_vs_pgr", title, caption, png, svg)
 

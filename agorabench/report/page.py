@@ -228,9 +228,10 @@ def write_plot_csvs(data: ReportData, folder: Path) -> dict[str, Path]:
                          for (g, m, d), v in sorted(data.pgr_domain.items())]),
         "cost_pgr": (["generator", "method", "domain", "cost_usd", "pgr"],
                      [[p["generator"], p["method"], p["domain"], p["cost_usd"], p["pgr"]] for p in data.cost_points]),
-        "problem_solving_pgr": (["generator", "problem_solving", "pgr"],
-                                [[g["generator"], g["problem_solving"], g["pgr"]]
-                                 for g in sorted(data.generators, key=lambda g: g["generator"])]),
+        # The figure's fine points: one per dataset with a domain PGR and its generator's own scores there.
+        "problem_solving_pgr": (["generator", "method", "domain", "problem_solving", "pgr"],
+                                [[r["generator"], r["method"], r["domain"], r["problem_solving"], r["pgr"]]
+                                 for r in data.intrinsic if r["problem_solving"] is not None and r["pgr"] is not None]),
     }
     written = {}
     for name, (header, rows) in tables.items():
