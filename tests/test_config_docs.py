@@ -72,7 +72,7 @@ def test_a_changed_profile_changes_the_page(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, tmp_path / rel)
     params = tmp_path / "params.yaml"
-    params.write_text(params.read_text().replace("num_instances: 1 ", "num_instances: 77 "))
+    params.write_text(params.read_text().replace("num_instances: 4 ", "num_instances: 77 "))
     page = render_configuration_doc(tmp_path)
     assert page != (REPO / DOC).read_text()
     assert _rows(page)["generation.num_instances"][3] == "`77`"
