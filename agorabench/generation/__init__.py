@@ -10,6 +10,6 @@
     estimate.py              requests, tokens and cost before a run
     scaling.py               the quantity study's prefixes (NAME@SIZE)
 
-May import: config, setting, records, models; evaluation.items (seeds are decontaminated against the
+May import: config, setting, records, files, models; evaluation.items (seeds are decontaminated against the
 benchmarks' items).
 """

@@ -2,6 +2,6 @@
 DuckDB with views), query.py (`agora sql`), schema.py and views.py (what every table and view holds:
 views.py is the one implementation of PGR), docs.py (docs/results-schema.md).
 
-May import: config, setting, records, and each step's records (generation, training, evaluation,
+May import: config, setting, records, files, and each step's records (generation, training, evaluation,
 intrinsic, models.checkpoints).
 """
