@@ -8,9 +8,9 @@ collector read.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from agorabench.files import replacing
 from agorabench.records import Record, read_lines, read_record
 
 
@@ -74,21 +74,18 @@ class DatasetManifest(Record):
     source: dict | None = None     # an imported dataset: where it came from
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write under a temporary name, then rename: a reader never takes a half-written file for a finished one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_dataset(paths: dict[str, Path], instances: list[Instance], rejections: list[Rejection],
                   manifest: DatasetManifest, *, ensure_ascii: bool = False) -> None:
-    """The three files of a dataset (Setting.dataset paths); the manifest last, so its presence says
-    the data beside it is complete."""
-    _write_atomic(paths["data"], "".join(r.to_line() for r in instances))
-    _write_atomic(paths["rejected"], "".join(r.to_line() for r in rejections))
-    _write_atomic(paths["manifest"], manifest.to_json(ensure_ascii=ensure_ascii, omit_none=("subset_of", "source")))
+    """The three files of a dataset (Setting.dataset paths), all written before any replaces its
+    predecessor (agorabench.files.replacing), the manifest last: its presence says the data beside
+    it is complete, and a disk that fills up leaves the previous dataset whole."""
+    command = "agora subset" if "@" in manifest.generator else "agora generate"  # NAME@SIZE: a scaling prefix
+    rerun = f"`{command}` for {manifest.generator}/{manifest.method}/{manifest.domain}"
+    with replacing(paths["data"], paths["rejected"], paths["manifest"], rerun=rerun) as (data, rejected, man):
+        data.write_text("".join(r.to_line() for r in instances), encoding="utf-8")
+        rejected.write_text("".join(r.to_line() for r in rejections), encoding="utf-8")
+        man.write_text(manifest.to_json(ensure_ascii=ensure_ascii, omit_none=("subset_of", "source")),
+                       encoding="utf-8")
 
 
 def read_instances(path: Path, label: str) -> list[Instance]:
