@@ -426,7 +426,7 @@ def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, t
 def test_full_disk_while_writing_the_results_parquet_keeps_the_previous_tables(results_tree, monkeypatch):
     from agorabench.results.db import build_results
 
-    tree, params_file = results_tree
+    tree, _ = results_tree
     before = digests(tree.out)
     assert sum(p.endswith(".parquet") for p in before) >= 5
     real_write_table = pq.write_table
