@@ -6,16 +6,19 @@ intrinsic/records.py); the results collector (results/collect.py) reads them wit
 A field added to a writer is a field the reader knows, and a file that does not match its model is
 a one-line error naming the file, instead of a quietly missing column.
 
-May import: nothing of agorabench.
+May import: agorabench.files (the error for a file cut short).
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from agorabench.files import cut_short
 
 
 class Record(BaseModel):
@@ -58,14 +61,40 @@ def read_record(model: type[R], path: Path, rerun: str) -> R:
 
 
 def read_lines(model: type[R], path: Path, rerun: str) -> list[R]:
-    """Every record of a JSONL file; a bad line is a one-line error naming the file and the line."""
+    """Every record of a JSONL file; a bad line is a one-line error naming the file and the line, and
+    a last line cut short (a write that did not finish) is a StorageError saying so."""
     out = []
+    for n, line in _lines(path):
+        try:
+            out.append(model.model_validate_json(line))
+        except ValidationError as e:
+            if not line.endswith(b"\n") and e.errors()[0]["type"] == "json_invalid":
+                raise cut_short(path, n, rerun) from None
+            raise ValueError(f"{path}: line {n}: {_problem(e)}; re-run {rerun}") from None
+    return out
+
+
+def read_json_lines(path: Path, rerun: str) -> list[dict]:
+    """Every line of a JSONL file as a plain dict, with read_lines' errors (for readers that take
+    rows with fewer fields than a record)."""
+    out = []
+    for n, line in _lines(path):
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            if not line.endswith(b"\n"):
+                raise cut_short(path, n, rerun) from None
+            raise ValueError(f"{path}: line {n}: not valid JSON ({e}); re-run {rerun}") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: line {n}: not a JSON object; re-run {rerun}")
+        out.append(row)
+    return out
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of every non-blank line. Each line our writers write ends with a newline,
+    so a last line without one that does not parse was cut short."""
     with open(path, "rb") as f:
         for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                out.append(model.model_validate_json(line))
-            except ValidationError as e:
-                raise ValueError(f"{path}: line {n}: {_problem(e)}; re-run {rerun}") from None
-    return out
+            if line.strip():
+                yield n, line

@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
+import re
 from typing import Optional
 
 import typer
 
 from agorabench import env_defaults as offline
+from agorabench.files import StorageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="AgoraBench: which language model should generate your synthetic training data?")
@@ -42,11 +45,47 @@ def _load(params_file: str):
 def _foreground_flow():
     """Prefect settings for a flow `agora` runs in the foreground (one per DVC stage): no heartbeat
     thread. Heartbeats mark runs that died unseen; here the caller (a terminal, DVC) sees the exit,
-    and joining that thread, which sleeps in 1-second steps, added about a second to every stage."""
+    and joining that thread, which sleeps in 1-second steps, added about a second to every stage.
+    And a user error stays one line on the terminal (_OneLineUserErrors)."""
+    import prefect.main  # noqa: F401  (importing it sets up Prefect's log handlers, filtered below)
+    from prefect.logging.handlers import PrefectConsoleHandler
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
+    consoles = [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
+    quiet = _OneLineUserErrors()
+    for h in consoles:
+        h.addFilter(quiet)
+    try:
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield
+    finally:
+        for h in consoles:
+            h.removeFilter(quiet)
+
+
+class _OneLineUserErrors:
+    """A filter for Prefect's terminal log: a flow or task that fails with a user error (one the CLI
+    prints as one line: a bad params file, a corrupt store, a full disk) would otherwise print its
+    traceback and repeat the message in "Finished in state Failed(...)" lines above that line. The
+    records carrying such an error, or quoting it, are left out of the terminal; Prefect's API log
+    (the UI) still gets all of them. A task whose retry condition refuses the error logs no record
+    with the exception itself, only its state ("... encountered an exception StorageError: ..."),
+    hence the second test."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def filter(self, record) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, _user_errors()):
+            if str(exc):
+                self.seen.append(str(exc)[:40])  # a prefix: later records quote the message, escaped or cut
+            return False
+        text = record.getMessage()
+        names = "|".join(t.__name__ for t in _user_errors())
+        return not (re.search(rf"exception:? (?:{names}): ", text) or any(s in text for s in self.seen))
 
 
 def _endpoints() -> dict | None:
@@ -62,7 +101,8 @@ def _user_errors():
     from agorabench.config import ParamsError
 
     # ConnectionError: the Hub (seeds.source: hub, Arena-Hard v0.1) or a server that cannot be reached at all.
-    return (ParamsError, FatalAPIError, FileNotFoundError, ConnectionError)
+    # StorageError: a file of ours that is corrupt, locked, cut short or could not be written.
+    return (ParamsError, FatalAPIError, FileNotFoundError, ConnectionError, StorageError)
 
 
 @app.command()
@@ -190,7 +230,7 @@ def train(
         _, info = training_examples(params, generator, domain, method)
         accelerate = accelerate or params.training.accelerate_config
         command = launch_command(accelerate, generator, domain, method, params_file) if accelerate else None
-    except _user_errors() as e:
+    except (*_user_errors(), ValueError) as e:  # ValueError: a bad line in the dataset
         fail(str(e))
     if dry_run:
         if not info["examples"]:
@@ -290,7 +330,7 @@ def results(params_file: str = PARAMS_OPT,
     try:
         with _foreground_flow():
             db = flow(params_file=params_file, include_requests=requests)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, StorageError) as e:
         fail(str(e))
     typer.echo(f"results database: {db} (try: agora sql \"SELECT * FROM pgr_overall\")")
 
@@ -402,7 +442,7 @@ def sql(
     try:
         db = db or str(_results_db(params_file))
         out = run_sql(db, query, fmt, limit=limit)
-    except ValueError as e:
+    except (ValueError, StorageError) as e:
         fail(str(e))
     if out:
         typer.echo(out)
@@ -459,7 +499,7 @@ def analyze(
                               top_k=top_k or cfg.top_k, source=source)
         if not features:
             result["quantity_quality"] = quantity_quality_from_db(source)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, StorageError) as e:
         fail(str(e))
     typer.echo(json.dumps(result, indent=2, allow_nan=False) if as_json else format_analysis(result))
 
@@ -473,7 +513,7 @@ def report(params_file: str = PARAMS_OPT):
     try:
         with _foreground_flow():
             out = flow(params_file=params_file)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, StorageError) as e:
         fail(str(e))
     why = out["analysis_skipped"]
     typer.echo(f"report: {out['index']}" + (f" (analysis skipped: {why})" if why else ""))

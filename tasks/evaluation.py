@@ -10,10 +10,11 @@ from prefect.cache_policies import NO_CACHE
 
 from agorabench.config import Params, ParamsError
 from agorabench.evaluation.run import evaluate, prefetch_answers
+from agorabench.files import StorageError
 
 
 def _retry_unless_config_error(task, task_run, state) -> bool:
-    return not isinstance(state.data, ParamsError)
+    return not isinstance(state.data, (ParamsError, StorageError))
 
 
 @task(name="evaluate-benchmark", task_run_name="{model_ref} {benchmark}", retries=1, retry_delay_seconds=10,

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from agorabench.models.clients.retry import FatalAPIError
 from agorabench.config import ParamsError
+from agorabench.files import StorageError
 from agorabench.generation.loop import BatchRunner
 from agorabench.generation.plan import Attempt, Outcome
 
@@ -18,7 +19,7 @@ from agorabench.generation.plan import Attempt, Outcome
 def _retry_transient(task, task_run, state) -> bool:
     """Retry a batch after transient trouble; a refused request or a bad config will not improve."""
     # A failed task's state carries the exception itself as its data.
-    return not isinstance(state.data, (FatalAPIError, ParamsError))
+    return not isinstance(state.data, (FatalAPIError, ParamsError, StorageError))
 
 
 # NO_CACHE, no persisted result: the request store is the cache (keyed per request); Prefect result

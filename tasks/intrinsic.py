@@ -9,12 +9,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from agorabench.config import Params
+from agorabench.files import StorageError
 from agorabench.intrinsic.run import intrinsic_for_dataset
 
 
 def _retry_unless_config_error(task, task_run, state) -> bool:
     # ValueError covers ParamsError and every one-line input error: a retry would fail the same way.
-    return not isinstance(state.data, ValueError)
+    return not isinstance(state.data, (ValueError, StorageError))
 
 
 @task(name="intrinsic-dataset", task_run_name="{generator} {method} {domain}", retries=1, retry_delay_seconds=10,

@@ -70,14 +70,19 @@ def check_repo(repo: Path, generators: list[str] | None, push: bool) -> list[str
 def set_generators(repo: Path, generators: list[str]) -> None:
     """Write `benchmark_generators` into the repository's params.yaml (as `dvc exp run -S` would: a
     round trip that keeps the file's comments), where DVC hashes it, instead of a side channel."""
+    import io
+
     from ruamel.yaml import YAML
+
+    from agorabench.files import write_atomic
 
     yaml = YAML()
     path = repo / "params.yaml"
     data = yaml.load(path.read_text())
     data["benchmark_generators"] = list(generators)
-    with path.open("w") as f:
-        yaml.dump(data, f)
+    text = io.StringIO()
+    yaml.dump(data, text)
+    write_atomic(path, text.getvalue(), "the deployment's run")  # a full disk must not leave half a params.yaml
 
 
 # Retrying is safe (the flow chooses how often): every generation answer is in the request store and

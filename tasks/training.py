@@ -12,12 +12,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from agorabench.config import Params, ParamsError
+from agorabench.files import StorageError
 from agorabench.setting import Setting
 from agorabench.training.sft import launch_command, train_student, training_examples
 
 
 def _retry_unless_config_error(task, task_run, state) -> bool:
-    return not isinstance(state.data, ParamsError)
+    return not isinstance(state.data, (ParamsError, StorageError))
 
 
 @task(name="sft-train", retries=1, retry_delay_seconds=10, retry_condition_fn=_retry_unless_config_error,

@@ -70,7 +70,7 @@ def test_put_async_commits_one_pass_of_answers_together_before_any_caller_return
     path = tmp_path / "r.sqlite"
     store = RequestStore(path)
     statements: list[str] = []
-    store._db.set_trace_callback(statements.append)
+    store._file.db.set_trace_callback(statements.append)
     seen_on_return: dict[str, bool] = {}
 
     async def answer(key: str):
@@ -101,7 +101,7 @@ def test_put_async_failure_reaches_every_caller_and_a_cancelled_callers_row_is_k
     asyncio.run(cancelled_before_the_commit())
     assert "gone" in stored_keys(path), "an answer paid for is stored even if its caller went away"
 
-    store._db.execute("DROP TABLE responses")  # every write fails from here on
+    store._file.db.execute("DROP TABLE responses")  # every write fails from here on
 
     async def failing():
         return await asyncio.gather(*(store.put_async(f"f{i}", "openai", "m", "{}", answer) for i in range(3)),
@@ -109,7 +109,7 @@ def test_put_async_failure_reaches_every_caller_and_a_cancelled_callers_row_is_k
 
     errors = asyncio.run(failing())
     assert all(isinstance(e, sqlite3.OperationalError) for e in errors), errors
-    assert not store._db.in_transaction, "a failed group is rolled back"
+    assert not store._file.db.in_transaction, "a failed group is rolled back"
     store.close()
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlparse
 
 import pytest
 
+from agorabench.files import StorageError
 from agorabench.report import write_report
 from agorabench.results.collect import collect
 from agorabench.results.db import build_db, connect
@@ -203,7 +204,7 @@ def test_bad_database_gives_one_line_errors(tmp_path):
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
     junk = tmp_path / "junk.duckdb"
     junk.write_text("not a database")
-    with pytest.raises(ValueError, match=r"junk\.duckdb cannot be opened .*`agora results`") as err:
+    with pytest.raises(StorageError, match=r"junk\.duckdb: the results database cannot be read .*`agora results`") as err:
         write_report(junk, tmp_path / "out")
     assert "\n" not in str(err.value)
 

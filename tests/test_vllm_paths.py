@@ -181,7 +181,7 @@ def test_local_generator_generates_judges_and_answers_its_benchmarks(tmp_path, m
     assert scores["run"]["generated"] == 2 and scores["decoding"]["repetition_penalty_applied"]
 
     store = RequestStore(params.cache.requests_db)
-    keys = [json.loads(r[0]) for r in store._db.execute("SELECT request FROM responses")]
+    keys = [json.loads(r[0]) for r in store._file.db.execute("SELECT request FROM responses")]
     store.close()
     through_endpoint = [k for k in keys if k["backend"] == "local"]  # generation and judging
     answers = [k for k in keys if k["backend"] == "vllm"]              # its own benchmark answers

@@ -7,6 +7,6 @@
     sandbox.py     running generated code (MBPP, HumanEval), only when the user opted in
     code_scoring.py, pairwise.py, bradley_terry.py, context.py   what several benchmarks share
 
-May import: config, setting, records, models, generation.seeds and generation.validation (few-shot demos
+May import: config, setting, records, files, models, generation.seeds and generation.validation (few-shot demos
 and prompt lengths), training (only for the note that a student is untrained).
 """

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from agorabench.evaluation.pairwise import NoVerdict
 from agorabench.config import Params, ParamsError
+from agorabench.files import replacing, write_atomic
 from agorabench.models.checkpoints import STUDENT_FILE, student_record, untrained_reason
 from agorabench.setting import Setting, student_setting
 from agorabench.evaluation import benchmarks as table
@@ -274,8 +275,7 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
         metrics = {module.PRIMARY: None, "n_total": float(len(rows)), "no_score": str(e)}
         print(f"WARNING: {model.key} {benchmark} has no score: {e}")
 
-    paths = output_paths(params, model, benchmark)
-    _write_items(paths["items"], model, benchmark, all_items, all_convs, completions, outputs, rows, sample_of)
+    items_table = _items_table(model, benchmark, all_items, all_convs, completions, outputs, rows, sample_of)
     scores = BenchmarkScores(
         benchmark=benchmark, domain=table.domains()[benchmark], model=model.key, kind=model.kind,
         spec=model.spec, primary=module.PRIMARY, score=metrics[module.PRIMARY], metrics=metrics,
@@ -293,8 +293,14 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
         no_answer=sum(1 for c in completions if c is None),
         untrained_reason=_untrained(model),
     )
-    paths["scores"].parent.mkdir(parents=True, exist_ok=True)
-    paths["scores"].write_text(scores.to_json())
+    import pyarrow.parquet as pq
+
+    paths = output_paths(params, model, benchmark)
+    # Items and scores are one result: both are written before either replaces its predecessor.
+    with replacing(paths["items"], paths["scores"],
+                   rerun=f"`agora evaluate --model {model_ref} --benchmark {benchmark}`") as (items_tmp, scores_tmp):
+        pq.write_table(items_table, items_tmp, compression="zstd")
+        scores_tmp.write_text(scores.to_json())
     return scores.model_dump() | {"run": {"generated": source["generated"], "cached": source["cached"]}}
 
 
@@ -305,10 +311,9 @@ def _untrained(model: ModelRef) -> str | None:
     return untrained_reason(model.spec)
 
 
-def _write_items(path: Path, model: ModelRef, benchmark: str, items, conversations, completions, outputs,
-                 rows, sample_of) -> None:
+def _items_table(model: ModelRef, benchmark: str, items, conversations, completions, outputs, rows, sample_of):
+    """The per-item results as an Arrow table (columns ITEM_COLUMNS, which the collector reads)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     core = ("extracted", "verdict", "correct")
     table = pa.table({
@@ -328,10 +333,7 @@ def _write_items(path: Path, model: ModelRef, benchmark: str, items, conversatio
                     for r in rows],
     })
     assert tuple(table.column_names) == ITEM_COLUMNS  # the collector reads these columns
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
+    return table
 
 
 def benchmarks_for(params: Params, model_ref: str) -> list[str]:
@@ -351,6 +353,5 @@ def write_score_summary(params: Params, model_ref: str, results: dict[str, dict]
     path = Path(params.evaluation.scores_dir) / f"{model.key}.json"
     summary = {b: {"score": r["score"], "primary": r["primary"], "n_items": r["n_items"], "metrics": r["metrics"]}
                for b, r in sorted(results.items())}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=float) + "\n")
-    return path
+    return write_atomic(path, json.dumps(summary, indent=2, sort_keys=True, default=float) + "\n",
+                        f"`agora evaluate --model {model_ref}`")

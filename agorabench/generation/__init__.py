@@ -11,6 +11,6 @@
     scaling.py               the quantity study's prefixes (NAME@SIZE)
     importing.py             outside datasets (`agora import`, imports: in params) written as a setting's dataset
 
-May import: config, setting, records, models; evaluation.items (seeds are decontaminated against the
+May import: config, setting, records, files, models; evaluation.items (seeds are decontaminated against the
 benchmarks' items).
 """

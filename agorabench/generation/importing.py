@@ -11,11 +11,12 @@ Every row goes through generation's validator for the setting; a row that fails 
 its reason, as a rejected generation is. What an import cannot know (cost, tokens, prompts, seeds) is
 null in its manifest, never 0; its backend is "import" and `source` says where the data came from.
 
-May import: config, setting, records, generation.
+May import: config, setting, records, files, generation.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from datetime import date, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from pathlib import Path
 import orjson
 
 from agorabench.config import ImportConfig, Params, ParamsError, check_setting
+from agorabench.files import replacing, write_atomic
 from agorabench.generation.plan import package_versions
 from agorabench.generation.records import DatasetManifest, Instance, Rejection, write_dataset
 from agorabench.generation.validation import validate
@@ -145,8 +147,8 @@ def save_hub_dataset(hub_id: str, dest: Path, *, subset: str | None = None, spli
         first = str(e).splitlines()[0] if str(e) else ""
         raise SourceError(f"{hub_id}: could not load it from the Hub ({type(e).__name__}: {first}); check the id, "
                           f"--subset, --split and HF_TOKEN") from None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    data.to_parquet(str(dest))
+    with replacing(dest, rerun=f"`agora import {hub_id}`") as (tmp,):  # a killed download is never taken for a source
+        data.to_parquet(str(tmp))
     return dest
 
 
@@ -406,10 +408,9 @@ def register_import(params_file: str | Path, name: str, cfg: ImportConfig) -> No
         doc["imports"] = CommentedMap()
     doc["imports"].fa.set_block_style()  # `imports: {}` would otherwise stay on one line
     doc["imports"][name] = entry
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        yaml.dump(doc, f)
-    tmp.replace(path)
+    text = io.StringIO()
+    yaml.dump(doc, text)
+    write_atomic(path, text.getvalue(), rerun=f"`agora import SOURCE --as {name}`")
 
 
 def describe(manifest: DatasetManifest) -> str:

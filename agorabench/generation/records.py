@@ -14,10 +14,10 @@ training and the results collector read:
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
+from agorabench.files import replacing
 from agorabench.records import Record, read_lines, read_record
 
 
@@ -123,21 +123,18 @@ class DropList(Record):
     ids: list[str]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write under a temporary name, then rename: a reader never takes a half-written file for a finished one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_dataset(paths: dict[str, Path], instances: list[Instance], rejections: list[Rejection],
                   manifest: DatasetManifest, *, ensure_ascii: bool = False) -> None:
-    """The three files of a dataset (Setting.dataset paths); the manifest last, so its presence says
-    the data beside it is complete."""
-    _write_atomic(paths["data"], "".join(r.to_line() for r in instances))
-    _write_atomic(paths["rejected"], "".join(r.to_line() for r in rejections))
-    _write_atomic(paths["manifest"], manifest.to_json(ensure_ascii=ensure_ascii, omit_none=("subset_of", "source")))
+    """The three files of a dataset (Setting.dataset paths), all written before any replaces its
+    predecessor (agorabench.files.replacing), the manifest last: its presence says the data beside
+    it is complete, and a disk that fills up leaves the previous dataset whole."""
+    command = "agora subset" if "@" in manifest.generator else "agora generate"  # NAME@SIZE: a scaling prefix
+    rerun = f"`{command}` for {manifest.generator}/{manifest.method}/{manifest.domain}"
+    with replacing(paths["data"], paths["rejected"], paths["manifest"], rerun=rerun) as (data, rejected, man):
+        data.write_text("".join(r.to_line() for r in instances), encoding="utf-8")
+        rejected.write_text("".join(r.to_line() for r in rejections), encoding="utf-8")
+        man.write_text(manifest.to_json(ensure_ascii=ensure_ascii, omit_none=("subset_of", "source")),
+                       encoding="utf-8")
 
 
 def read_instances(path: Path, label: str) -> list[Instance]:
@@ -153,9 +150,13 @@ def read_manifest(path: Path, label: str) -> DatasetManifest:
 
 
 def write_contamination(paths: dict[str, Path], report: ContaminationReport, drop: DropList) -> None:
-    """The decontaminate stage's two files (Setting.contamination paths)."""
-    _write_atomic(paths["report"], report.to_json(ensure_ascii=False))
-    _write_atomic(paths["drop"], drop.to_json())
+    """The decontaminate stage's two files (Setting.contamination paths), both written before either
+    replaces its predecessor (agorabench.files.replacing): a kill or a full disk never leaves a new
+    report beside an old drop list."""
+    rerun = f"`agora decontaminate` for {report.generator}/{report.method}/{report.domain}"
+    with replacing(paths["report"], paths["drop"], rerun=rerun) as (report_tmp, drop_tmp):
+        report_tmp.write_text(report.to_json(ensure_ascii=False), encoding="utf-8")
+        drop_tmp.write_text(drop.to_json(), encoding="utf-8")
 
 
 def read_contamination(path: Path, label: str) -> ContaminationReport:

@@ -11,6 +11,6 @@ is trained on it.
 The `intrinsic:` section of params.yaml is config.IntrinsicConfig. Heavy libraries (torch,
 transformers, sentence-transformers) are imported only when a metric runs.
 
-May import: config, setting, models, evaluation.context (the judge's signature), generation (the dataset's
+May import: config, setting, files, models, evaluation.context (the judge's signature), generation (the dataset's
 files), training (the base model's chat format).
 """

@@ -7,15 +7,15 @@ metric therefore computes only what is new. Judge replies are cached a second ti
 requests, by the request store; this cache holds the parsed numbers and skips even the parsing.
 
 Only results that a re-run would reproduce are stored: a judge error is not, so the next run asks
-again. WAL mode, as in request_store.py, so parallel DVC stages can share the file.
+again. Opened as the request store is (agorabench.files.SQLiteFile: WAL mode, so parallel DVC
+stages can share the file; a corrupt, locked or full cache is a one-line StorageError, never replaced).
 """
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from pathlib import Path
 
+from agorabench.files import SQLiteFile
 from agorabench.models.store import canonical_json, request_key
 
 SCHEMA = """
@@ -28,6 +28,11 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
+# What a new, empty cache costs (said when the old one cannot be read and must be moved aside).
+REBUILD = ("which computes every dataset's intrinsic metrics again (judge answers come back from the request "
+           "store, free; reward, perplexity and embeddings run locally)")
+
+
 def result_key(metric: str, settings: dict, **texts: str | None) -> str:
     return request_key(canonical_json({"metric": metric, "settings": settings, "texts": texts}))
 
@@ -35,43 +40,29 @@ def result_key(metric: str, settings: dict, **texts: str | None) -> str:
 class ResultCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=60000")
-            self._db.executescript(SCHEMA)
+        self._file = SQLiteFile(self.path, SCHEMA, what="intrinsic cache", rebuild=REBUILD)
 
     def get_many(self, keys: list[str]) -> dict[str, dict]:
         import orjson
 
         found: dict[str, dict] = {}
         unique = list(dict.fromkeys(keys))
-        with self._lock:
+        with self._file.use() as db:
             for start in range(0, len(unique), 500):  # SQLite's bound-parameter limit
                 chunk = unique[start:start + 500]
-                rows = self._db.execute(f"SELECT key, value FROM results WHERE key IN ({','.join('?' * len(chunk))})",
-                                        chunk).fetchall()
+                rows = db.execute(f"SELECT key, value FROM results WHERE key IN ({','.join('?' * len(chunk))})",
+                                  chunk).fetchall()
                 found.update({k: orjson.loads(v) for k, v in rows})
         return found
 
     def put_many(self, metric: str, items: list[tuple[str, dict]]) -> None:
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany("INSERT OR REPLACE INTO results VALUES (?,?,?,?)",
-                                     [(k, metric, canonical_json(v), now) for k, v in items])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._file.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO results VALUES (?,?,?,?)",
+                           [(k, metric, canonical_json(v), now) for k, v in items])
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._file.close()
 
     def __enter__(self):
         return self

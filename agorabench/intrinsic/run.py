@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable
 
 from agorabench.evaluation.context import JudgeFn
 from agorabench.config import Params, check_setting
+from agorabench.files import replacing
 from agorabench.intrinsic.cache import ResultCache, result_key
 from agorabench.config import JUDGE_METRICS, IntrinsicConfig
 from agorabench.models import chat_template
@@ -109,10 +109,9 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
     summary: dict = {"generator": generator, "method": method, "domain": domain, "n": len(rows),
                      "metrics": list(metrics), "dataset_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                      "computed": {}, "failures": {}, "models": {}}
-    log(f"intrinsic {generator}/{method}/{domain}: {len(rows)} instances, metrics {', '.join(metrics) or 'none'}")
-
     session = None
-    with ResultCache(cfg.cache_db) as cache:
+    with ResultCache(cfg.cache_db) as cache:  # opened before the first line: a bad cache is the only one printed
+        log(f"intrinsic {generator}/{method}/{domain}: {len(rows)} instances, metrics {', '.join(metrics) or 'none'}")
         try:
             # --- LLM judge: difficulty (instruction only) and quality (instruction + response) -------
             for kind in (m for m in JUDGE_METRICS if m in metrics):
@@ -243,13 +242,11 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
 def write_outputs(paths: dict[str, Path], table: dict[str, list], summary: IntrinsicSummary) -> None:
     import pandas as pd
 
-    paths["parquet"].parent.mkdir(parents=True, exist_ok=True)
-    tmp = paths["parquet"].with_name(paths["parquet"].name + ".tmp")
-    pd.DataFrame(table).to_parquet(tmp, index=False)
-    os.replace(tmp, paths["parquet"])
-    tmp = paths["summary"].with_name(paths["summary"].name + ".tmp")
-    tmp.write_text(summary.to_json(ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, paths["summary"])
+    rerun = f"`agora intrinsic --generator {summary.generator} --domain {summary.domain} --method {summary.method}`"
+    # One result: both files are written before either replaces its predecessor.
+    with replacing(paths["parquet"], paths["summary"], rerun=rerun) as (parquet, summary_tmp):
+        pd.DataFrame(table).to_parquet(parquet, index=False)
+        summary_tmp.write_text(summary.to_json(ensure_ascii=False), encoding="utf-8")
 
 
 __all__ = ["intrinsic_for_dataset", "write_outputs"]

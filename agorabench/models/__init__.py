@@ -10,5 +10,5 @@
     checkpoints.py   what a student folder is (student.json)
     cpu_weights.py, transformers_serve.py   CPU weight formats; our wrapper of `transformers serve`
 
-May import: config, records.
+May import: config, records, files.
 """

@@ -1,10 +1,10 @@
 """The request store: every completed API response, written to SQLite before anything uses it.
 
-Why SQLite in WAL mode: a `kill -9` can land at any instant. A committed row survives it (WAL +
-synchronous=NORMAL loses nothing on a process crash, only on power loss), and readers in other
-processes (parallel DVC stages, Dask workers) never block the writer. The key covers everything
-that determines the answer (backend, model, full messages, sampling parameters, sample index), so a
-re-run asks the store first and pays only for what is missing.
+Why SQLite in WAL mode (agorabench.files.SQLiteFile): a `kill -9` can land at any instant, and a
+committed row survives it; readers in other processes (parallel DVC stages, Dask workers) never
+block the writer. The key covers everything that determines the answer (backend, model, full
+messages, sampling parameters, sample index), so a re-run asks the store first and pays only for
+what is missing. A corrupt, locked or full store is a one-line StorageError, never replaced.
 
 A judge asked for log-probabilities gets them back from the store too (column logprobs, JSON): per
 reply token, the token, its log-probability and the top alternatives at that position, for the first
@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+
+from agorabench.files import SQLiteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -57,6 +57,14 @@ LOGPROB_POSITIONS = 64  # reply tokens whose log-probabilities are kept (see the
 
 # One reply token: (token, its logprob, ((alternative, logprob), ...) the top alternatives there).
 TokenLogprobs = tuple[str, float, tuple[tuple[str, float], ...]]
+
+# What a new, empty store costs (said when the old one cannot be read and must be moved aside).
+REBUILD = "which sends every request it answered again (their API spend once more)"
+
+
+def open_store(path: str | Path, read_only: bool = False) -> SQLiteFile:
+    """The request store's SQLite file (read_only: for readers beside a running generation)."""
+    return SQLiteFile(path, SCHEMA, what="request store", rebuild=REBUILD, read_only=read_only)
 
 
 def canonical_json(obj) -> str:
@@ -118,28 +126,20 @@ def logprobs_from_json(text: str | None) -> tuple[TokenLogprobs, ...] | None:
 class RequestStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection shared by the event loop and worker threads, serialised by a lock:
-        # writes are tiny, and a single writer avoids SQLITE_BUSY inside one process.
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=60000")
-            self._db.executescript(SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
+        self._file = open_store(self.path)
+        with self._file.use() as db:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(responses)")}
             if "logprobs" not in columns:  # a store written before judges read log-probabilities
-                self._db.execute("ALTER TABLE responses ADD COLUMN logprobs TEXT")
+                db.execute("ALTER TABLE responses ADD COLUMN logprobs TEXT")
         self._pending: list[tuple[tuple, asyncio.Future]] = []  # put_async rows awaiting their commit
 
     def get_many(self, keys: list[str]) -> dict[str, Completion]:
         """One query for a whole batch: a re-run checks a thousand keys in a millisecond or two."""
         found: dict[str, Completion] = {}
-        with self._lock:
+        with self._file.use() as db:
             for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
                 chunk = keys[start:start + 500]
-                rows = self._db.execute(
+                rows = db.execute(
                     "SELECT key, text, finish_reason, input_tokens, output_tokens, latency_s, cost_usd, logprobs "
                     f"FROM responses WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
                 found.update({r[0]: Completion(*r[1:7], cached=True, logprobs=logprobs_from_json(r[7])) for r in rows})
@@ -153,8 +153,8 @@ class RequestStore:
 
     def put(self, key: str, backend: str, model: str, request: dict | str, c: Completion) -> None:
         row = self._row(key, backend, model, request, c)
-        with self._lock:
-            self._db.execute(INSERT_RESPONSE, row)
+        with self._file.use() as db:
+            db.execute(INSERT_RESPONSE, row)
 
     async def put_async(self, key: str, backend: str, model: str, request: dict | str, c: Completion) -> None:
         """put() for the event loop. The answers that arrive during one pass of the loop are committed
@@ -179,18 +179,12 @@ class RequestStore:
         if not pending:
             return
         try:
-            with self._lock:
-                if len(pending) == 1:
-                    self._db.execute(INSERT_RESPONSE, pending[0][0])
-                else:
-                    self._db.execute("BEGIN")
-                    try:
-                        self._db.executemany(INSERT_RESPONSE, [row for row, _ in pending])
-                        self._db.execute("COMMIT")
-                    except BaseException:
-                        if self._db.in_transaction:
-                            self._db.execute("ROLLBACK")
-                        raise
+            if len(pending) == 1:
+                with self._file.use() as db:
+                    db.execute(INSERT_RESPONSE, pending[0][0])
+            else:
+                with self._file.transaction() as db:
+                    db.executemany(INSERT_RESPONSE, [row for row, _ in pending])
         except Exception as e:  # each waiting caller raises, as its own put() would have
             for _, stored in pending:
                 if not stored.done():
@@ -201,15 +195,15 @@ class RequestStore:
                     stored.set_result(None)
 
     def record_failure(self, key: str, backend: str, model: str, error: str, retryable: bool) -> None:
-        with self._lock:
-            self._db.execute(
+        with self._file.use() as db:
+            db.execute(
                 "INSERT INTO failures VALUES (?,?,?,?,?,?)",
                 (key, backend, model, error[:2000], int(retryable), time.time()),
             )
 
     def mean_output_tokens(self, backend: str, model: str) -> float | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._file.use() as db:
+            row = db.execute(
                 "SELECT avg(output_tokens), count(*) FROM responses WHERE backend=? AND model=?",
                 (backend, model),
             ).fetchone()
@@ -217,5 +211,4 @@ class RequestStore:
 
     def close(self) -> None:
         self._flush()  # rows of callers that were cancelled before their pass came
-        with self._lock:
-            self._db.close()
+        self._file.close()

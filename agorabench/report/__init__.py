@@ -1,12 +1,13 @@
 """The report of a results database: the analysis (analysis.json) and the HTML page with its figures.
 
-May import: config, results, analysis.
+May import: config, files, results, analysis.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from agorabench.files import write_atomic
 from agorabench.report.page import write_report
 
 
@@ -28,9 +29,8 @@ def build_report(params) -> tuple[Path, str]:
         why = ""
         analysis["quantity_quality"] = quantity_quality_from_db(db)
     out = Path(cfg.report_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "analysis.json").write_text(json.dumps(analysis if analysis is not None else {"skipped": why},
-                                                  indent=2, sort_keys=True, allow_nan=False) + "\n")
+    write_atomic(out / "analysis.json", json.dumps(analysis if analysis is not None else {"skipped": why},
+                                                   indent=2, sort_keys=True, allow_nan=False) + "\n", "`agora report`")
     return write_report(db, out, analysis=analysis), why
 
 

@@ -23,6 +23,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.lines import Line2D
 
+from agorabench.files import replacing
 from agorabench.report.data import METHOD_SHORT, ReportData, setting_label
 
 STYLE = {
@@ -65,9 +66,9 @@ def style() -> Iterator[None]:
 
 def save(fig: MplFigure, folder: Path, name: str) -> tuple[str, str]:
     """Write folder/name.png and folder/name.svg; return their paths relative to folder's parent."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fig.savefig(folder / f"{name}.png", format="png", dpi=DPI, metadata=PNG_METADATA)
-    fig.savefig(folder / f"{name}.svg", format="svg", metadata=SVG_METADATA)
+    with replacing(folder / f"{name}.png", folder / f"{name}.svg", rerun="`agora report`") as (png, svg):
+        fig.savefig(png, format="png", dpi=DPI, metadata=PNG_METADATA)
+        fig.savefig(svg, format="svg", metadata=SVG_METADATA)
     return f"{folder.name}/{name}.png", f"{folder.name}/{name}.svg"
 
 

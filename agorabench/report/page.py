@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jinja2
 
+from agorabench.files import write_atomic
 from agorabench.report import figures as F
 from agorabench.report.data import COMBINE_TEXT, METHOD_SHORT, ReportData, load_report_data, setting_label
 from agorabench.results.schema import INTRINSIC_METRICS
@@ -46,10 +47,8 @@ def write_report(db_path: str | Path = "data/results/agora.duckdb", out_dir: str
             for suffix in (".png", ".svg"):
                 (fig_dir / f"{f.name}{suffix}").unlink(missing_ok=True)
     write_plot_csvs(data, out_dir / "plots")
-    (out_dir / "summary.md").write_text(render_summary(data, figs), encoding="utf-8")
-    index = out_dir / "index.html"
-    index.write_text(render_page(data, figs, analysis), encoding="utf-8")
-    return index
+    write_atomic(out_dir / "summary.md", render_summary(data, figs), "`agora report`")
+    return write_atomic(out_dir / "index.html", render_page(data, figs, analysis), "`agora report`")
 
 
 def analysis_from_data(data: ReportData) -> tuple[dict | None, str]:
@@ -239,7 +238,5 @@ def write_plot_csvs(data: ReportData, folder: Path) -> dict[str, Path]:
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(header)
         w.writerows([["" if v is None else (repr(v) if isinstance(v, float) else v) for v in r] for r in rows])
-        path = folder / f"{name}.csv"
-        path.write_text(buf.getvalue(), encoding="utf-8")
-        written[name] = path
+        written[name] = write_atomic(folder / f"{name}.csv", buf.getvalue(), "`agora report`")
     return written

@@ -3,6 +3,6 @@ DuckDB with views), query.py (`agora sql`), schema.py and views.py (what every t
 views.py is the one implementation of PGR), docs.py (docs/results-schema.md), export.py (every dataset
 as one Hugging Face dataset with a card from the manifests and the database, `agora export`).
 
-May import: config, setting, records, and each step's records (generation, training, evaluation,
+May import: config, setting, records, files, and each step's records (generation, training, evaluation,
 intrinsic, models.checkpoints); export.py also training's conversation format.
 """

@@ -13,7 +13,6 @@ import csv
 import hashlib
 import json
 import math
-import sqlite3
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -22,9 +21,11 @@ import pyarrow.parquet as pq
 
 from agorabench.config import Params, benchmark_domains
 from agorabench.evaluation.records import ITEM_COLUMNS, BenchmarkScores
+from agorabench.files import replacing
 from agorabench.generation.records import read_contamination, read_instances, read_manifest, read_rejections
 from agorabench.intrinsic.records import INSTANCE_COLUMNS, IntrinsicSummary
 from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
+from agorabench.models.store import open_store
 from agorabench.records import read_record
 from agorabench.results.schema import INTRINSIC_METRICS, TABLES, Table
 from agorabench.setting import Setting, settings
@@ -59,22 +60,28 @@ def collect(params: Params, include_requests: bool = False) -> dict[str, Path]:
         tables["requests"] = _requests(Path(params.cache.requests_db))
 
     out = Path(params.analysis.results_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for name, rows in tables.items():
-        written[name] = write_table(name, rows, out / f"{name}.parquet")
+    arrows = {name: arrow_table(name, rows) for name, rows in tables.items()}  # every check before any write
+    written = {name: out / f"{name}.parquet" for name in arrows}
+    # All tables are written before any replaces its predecessor: a disk that fills up leaves the
+    # previous set whole, never a mix of old and new tables.
+    with replacing(*written.values(), rerun="`agora results`") as tmps:
+        for (name, arrow), tmp in zip(arrows.items(), tmps):
+            pq.write_table(arrow, tmp, **parquet_options(TABLES[name]))
     return written
+
+
+def arrow_table(name: str, rows: list[dict]) -> pa.Table:
+    """Rows -> an Arrow table with the table's schema, sorted by its key (duplicate keys are an error)."""
+    table = TABLES[name]
+    rows = sorted(rows, key=lambda r: tuple(_sortable(r.get(k)) for k in table.key))
+    _check_unique(name, table, rows)
+    return pa.Table.from_pydict({c: [r.get(c) for r in rows] for c in table.names}, schema=table.arrow_schema())
 
 
 def write_table(name: str, rows: list[dict], path: Path) -> Path:
     """Rows -> Parquet with the table's schema, sorted by its key, written atomically."""
-    table = TABLES[name]
-    rows = sorted(rows, key=lambda r: tuple(_sortable(r.get(k)) for k in table.key))
-    _check_unique(name, table, rows)
-    arrow = pa.Table.from_pydict({c: [r.get(c) for r in rows] for c in table.names}, schema=table.arrow_schema())
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(arrow, tmp, **parquet_options(table))
-    tmp.replace(path)
+    with replacing(path, rerun="`agora results`") as (tmp,):
+        pq.write_table(arrow_table(name, rows), tmp, **parquet_options(TABLES[name]))
     return path
 
 
@@ -130,6 +137,9 @@ def _generated(params: Params, every: list[Setting]) -> tuple[list[dict], list[d
                 raise ValueError(f"{paths['manifest']}: {field} is {getattr(m, field)!r} but the file sits under "
                                  f"{value!r}; move the file or re-run `agora generate`")
         rows = read_instances(paths["data"], s.label)
+        if len(rows) != m.num_valid:  # whole lines lost (a copy cut at a line's end) or another run's data
+            raise ValueError(f"{paths['data']}: {len(rows)} instances but its manifest says {m.num_valid}; the "
+                             f"file is incomplete or not the manifest's: re-run `agora generate` for {s.label}")
         for k, r in enumerate(rows):
             instances.append({
                 "generator": gen, "method": method, "domain": domain, "idx": k, "id": r.id,
@@ -336,15 +346,16 @@ def _generators(datasets: list[dict], scores: list[dict], cfg: dict[str, dict]) 
 def _requests(db_path: Path) -> list[dict]:
     if not db_path.is_file():
         raise ValueError(f"{db_path}: no request store; run generation first or collect without include_requests")
-    # Read-only URI: collect must never create or lock the store a running generation writes to.
-    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    # Read-only: collect must never create or lock the store a running generation writes to.
+    store = open_store(db_path, read_only=True)
     try:
-        cur = con.execute("SELECT key, backend, model, request, finish_reason, input_tokens, output_tokens, "
-                          "latency_s, cost_usd, created_at FROM responses")
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
+        with store.use() as db:
+            cur = db.execute("SELECT key, backend, model, request, finish_reason, input_tokens, output_tokens, "
+                             "latency_s, cost_usd, created_at FROM responses")
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
     finally:
-        con.close()
+        store.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,18 +3,22 @@ the history of every recorded run (history.py) as the schema `history`.
 
 The .duckdb file is a rebuildable convenience, not a DVC output: DuckDB does not write it
 byte-for-byte the same twice, while the Parquet it is built from is (collect.py). Building takes
-well under a second for the paper's size, so it is simply rebuilt from scratch each time.
+well under a second for the paper's size, so it is simply rebuilt from scratch each time, but
+never over a file that cannot be opened (corrupt, or locked by another process): that is a
+one-line StorageError saying what to do.
 
 DuckDB 2.0 notes: results stream, so every query here is drained with fetchall(); a half-read
 result would block the connection.
 """
 from __future__ import annotations
 
-import os
+import re
 from pathlib import Path
+
 import duckdb
 
 from agorabench.config import DOMAINS, EvaluationConfig
+from agorabench.files import StorageError, replacing
 from agorabench.results.collect import collect
 from agorabench.results.history import PARTITION, record_run, recorded_runs, table_glob
 from agorabench.results.schema import HISTORY_TABLES, RUNS, SQL_TYPES, TABLES, history_columns
@@ -54,11 +58,22 @@ def build_db(results_dir: str | Path = "data/results", db_path: str | Path | Non
     domains = pgr_benchmarks(results_dir)
     views = view_definitions(domains, combine, min_gap=min_gap)  # checked before anything is written
     db_path = Path(db_path) if db_path is not None else results_dir / DB_NAME
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    # Built under a temporary name and renamed: a reader never sees a half-built database.
-    tmp = db_path.with_name(db_path.name + ".tmp")
-    for stale in (tmp, tmp.with_name(tmp.name + ".wal")):
-        stale.unlink(missing_ok=True)
+    _check_replaceable(db_path)
+    # Built under a temporary name and renamed (files.replacing): a reader never sees a half-built
+    # database, and a disk that fills up leaves the previous one as it was.
+    with replacing(db_path, rerun="`agora results`") as (tmp,):
+        wal = tmp.with_name(tmp.name + ".wal")
+        for stale in (tmp, wal):
+            stale.unlink(missing_ok=True)
+        try:
+            _build(tmp, results_dir, tables, domains, views, combine, min_gap, history_dir)
+        finally:
+            wal.unlink(missing_ok=True)  # left only by a failed build
+    return db_path
+
+
+def _build(tmp: Path, results_dir: Path, tables: str, domains: dict[str, list[str]], views: dict, combine: str,
+           min_gap: float, history_dir: str | Path | None) -> None:
     con = duckdb.connect(str(tmp))
     try:
         # One transaction for the whole build: in autocommit mode every CREATE and INSERT is its
@@ -92,8 +107,21 @@ def build_db(results_dir: str | Path = "data/results", db_path: str | Path | Non
         con.execute("CHECKPOINT").fetchall()
     finally:
         con.close()
-    os.replace(tmp, db_path)
-    return db_path
+
+
+def _check_replaceable(db_path: Path) -> None:
+    """A database that cannot be opened is never replaced silently (files.py's rule for every store):
+    a corrupt one may be worth a look, and a locked one is in use by a process that would go on
+    writing into a file no longer there."""
+    if not db_path.is_file():
+        return
+    try:
+        connect(db_path).close()
+    except StorageError as e:
+        if "version number" not in str(e):  # another DuckDB's format is not damage: rebuilt as before
+            raise
+    except duckdb.Error:
+        pass  # not a fault of the file (e.g. this process holds it with other settings): rebuilt as before
 
 
 def pgr_benchmarks(results_dir: str | Path) -> dict[str, list[str]]:
@@ -179,7 +207,8 @@ def _create_history(con: duckdb.DuckDBPyConnection, history_dir: str | Path | No
 
 
 def _built_with(db_path: Path) -> dict[str, str]:
-    """The combine, min_gap and history_dir a database was built with (empty when it cannot be read)."""
+    """The combine, min_gap and history_dir a database was built with (empty when it has no meta table).
+    A file that cannot be opened at all is a StorageError (connect), not a reason to rebuild over it."""
     try:
         con = connect(db_path)
     except duckdb.Error:
@@ -198,7 +227,31 @@ def connect(db_path: str | Path = f"data/results/{DB_NAME}", read_only: bool = T
     db_path = Path(db_path)
     if not db_path.is_file():
         raise ValueError(f"results database {db_path} does not exist; build it first (`agora results`)")
-    return duckdb.connect(str(db_path), read_only=read_only)
+    try:
+        return duckdb.connect(str(db_path), read_only=read_only)
+    except duckdb.Error as e:
+        fault = _fault(db_path, e)
+        if fault is None:
+            raise
+        raise fault from None
+
+
+def _fault(db_path: Path, e: duckdb.Error) -> StorageError | None:
+    """The StorageError for a database file that is locked or unreadable (None for other errors)."""
+    text = str(e)
+    if "Could not set lock" in text or "Conflicting lock" in text:
+        pid = re.search(r"PID (\d+)", text)
+        by = f"process {pid.group(1)}" if pid else "another process"
+        return StorageError(f"{db_path}: the results database is in use by {by}, which holds it open for writing; "
+                            f"close that connection (a DuckDB shell, a notebook), then re-run; nothing in the file "
+                            f"was changed")
+    if isinstance(e, duckdb.IOException) or "database file" in text:
+        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        return StorageError(f"{db_path}: the results database cannot be read ({first}); it was left as it is: move "
+                            f"it aside (`mv {db_path} {db_path}.corrupt`) and run `agora results`, which builds a new "
+                            f"one from the Parquet beside it in seconds (nothing is lost: every table comes from "
+                            f"those files)")
+    return None
 
 
 def _check_columns(con: duckdb.DuckDBPyConnection, name: str, expected: list[str], parquet: Path) -> None:

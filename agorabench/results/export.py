@@ -25,18 +25,17 @@ Which datasets there are comes from params (setting.settings), as for the result
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from pathlib import Path
 
 from agorabench.config import Params
+from agorabench.files import replacing, replacing_dir
 from agorabench.generation.records import read_instances, read_manifest
+from agorabench.results.db import connect
 from agorabench.setting import Setting, settings as all_settings
 from agorabench.training.sft import conversation
 
 CONFIG_SEP = "--"
 CARD_FILE = "README.md"
-OWNED = (CARD_FILE, "data", "manifests")  # what an export writes (and replaces) in its folder
 SPLIT = "train"
 INTRINSIC_COLUMNS = ("difficulty", "quality", "reward", "perplexity", "instruction_diversity", "response_diversity")
 
@@ -88,7 +87,7 @@ def read_results(db_path: str | Path) -> dict[tuple[str, str, str], dict]:
     path = Path(db_path)
     if not path.is_file():
         raise ValueError(f"{path}: no results database; run `agora results` first, or export without results")
-    con = duckdb.connect(str(path), read_only=True)
+    con = connect(path)  # a locked or unreadable file is a one-line StorageError (results.db)
     try:
         out: dict[tuple[str, str, str], dict] = {}
         for g, m, d, pgr, n in con.execute("SELECT generator, method, domain, pgr, benchmarks FROM pgr_domain").fetchall():
@@ -134,41 +133,37 @@ def export_datasets(params: Params, out_dir: str | Path, *, settings: list[str] 
     picked = pick_settings(params, settings)
     results = read_results(results_db) if results_db is not None else {}
     system_prompt = params.student.system_prompt
-    tmp = out_dir.with_name(out_dir.name + ".export-tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "data").mkdir(parents=True)
-    (tmp / "manifests").mkdir()
     entries = []
+    rerun = "`agora export`"
     bars_were_off = are_progress_bars_disabled()
     disable_progress_bars()  # a bar per config is noise; restored below
+    # Each owned part is written beside its predecessor and swapped in only once all of them are
+    # written (files.replacing_dir / replacing): a failed export, or a full disk, leaves the previous
+    # export as it was, and a kill leaves each part whole. The card is swapped in last: it lists data/.
     try:
-        for s in picked:
-            name, paths = config_name(s), s.dataset(params)
-            rows = read_instances(paths["data"], s.label)
-            manifest = read_manifest(paths["manifest"], s.label) if paths["manifest"].is_file() else None
-            entry = {"config": name, "setting": s, "rows": len(rows), "manifest": manifest,
-                     "results": results.get((s.name, s.method, s.domain))}
-            if manifest is not None:
-                (tmp / "manifests" / f"{name}.json").write_text(manifest.to_json(ensure_ascii=False), encoding="utf-8")
-            if rows:  # `datasets` cannot load a split without rows: an empty dataset gets no config
-                ds = Dataset.from_dict(_columns(rows, system_prompt), features=features())
-                path = tmp / "data" / name / f"{SPLIT}-00000-of-00001.parquet"
-                path.parent.mkdir(parents=True)
-                ds.to_parquet(str(path))
-                entry.update(num_bytes=ds.data.nbytes, file_bytes=path.stat().st_size)
-            entries.append(entry)
+        with (replacing(out_dir / CARD_FILE, rerun=rerun) as (card,),
+              replacing_dir(out_dir / "manifests", rerun) as manifests,
+              replacing_dir(out_dir / "data", rerun) as data):
+            for s in picked:
+                name, paths = config_name(s), s.dataset(params)
+                rows = read_instances(paths["data"], s.label)
+                manifest = read_manifest(paths["manifest"], s.label) if paths["manifest"].is_file() else None
+                entry = {"config": name, "setting": s, "rows": len(rows), "manifest": manifest,
+                         "results": results.get((s.name, s.method, s.domain))}
+                if manifest is not None:
+                    (manifests / f"{name}.json").write_text(manifest.to_json(ensure_ascii=False), encoding="utf-8")
+                if rows:  # `datasets` cannot load a split without rows: an empty dataset gets no config
+                    ds = Dataset.from_dict(_columns(rows, system_prompt), features=features())
+                    path = data / name / f"{SPLIT}-00000-of-00001.parquet"
+                    path.parent.mkdir(parents=True)
+                    ds.to_parquet(str(path))
+                    entry.update(num_bytes=ds.data.nbytes, file_bytes=path.stat().st_size)
+                entries.append(entry)
+            dataset_card(entries, license=license, pretty_name=pretty_name, system_prompt=system_prompt,
+                         with_results=results_db is not None, repo_id=repo_id).save(card)
     finally:
         if not bars_were_off:
             enable_progress_bars()
-    dataset_card(entries, license=license, pretty_name=pretty_name, system_prompt=system_prompt,
-                 with_results=results_db is not None, repo_id=repo_id).save(tmp / CARD_FILE)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for part in OWNED:
-        old = out_dir / part
-        if old.is_dir():
-            shutil.rmtree(old)
-        os.replace(tmp / part, old)
-    shutil.rmtree(tmp)
     return out_dir
 
 

@@ -22,10 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import shutil
 import subprocess
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from agorabench.files import AlreadyThere, creating_dir
 from agorabench.results.collect import parquet_options
 from agorabench.results.schema import HISTORY_TABLES, RUNS, TABLES, history_columns
 
@@ -85,7 +83,8 @@ def append_run(results_dir: str | Path, history_dir: str | Path, run: dict) -> R
     """Copy results_dir's tables (less the texts) into history_dir/run_id=RUN/, unless that folder exists.
 
     `run`: a runs row with its run_id (run_identity). The folder is written under another name and
-    renamed, so a reader (or a killed writer) never leaves a half-written run in the history."""
+    renamed (files.creating_dir), so a reader (or a killed writer) never meets a half-written run in the
+    history."""
     results_dir, history_dir = Path(results_dir), Path(history_dir)
     run_id = run["run_id"]
     final = history_dir / f"{PARTITION}={run_id}"
@@ -96,31 +95,25 @@ def append_run(results_dir: str | Path, history_dir: str | Path, run: dict) -> R
     digest = results_sha256(results_dir)
     if final.is_dir():
         return Recorded(run_id, final, False, _differs(final, digest))
-    tmp = history_dir / ".tmp" / f"{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
     try:
-        for name in HISTORY_TABLES:
-            src = results_dir / f"{name}.parquet"
-            keep = history_columns(name)
-            table = pq.read_table(src, columns=[c for c in keep if c in pq.read_schema(src).names])
-            if table.column_names != keep:
-                raise ValueError(f"{src}: columns {table.column_names} are not those of table {name} "
-                                 f"({keep}); re-run `agora results` with this version of agorabench")
-            options = parquet_options(TABLES[name])
-            options["compression"] = {c: options["compression"][c] for c in keep}
-            pq.write_table(table, tmp / f"{name}.parquet", **options)
-        row = {**run, "results_sha256": digest}
-        runs = pa.Table.from_pylist([{c: row.get(c) for c in RUNS.names}], schema=RUNS.arrow_schema())
-        pq.write_table(runs, tmp / RUNS_FILE)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.is_dir():
-                raise
-            return Recorded(run_id, final, False, _differs(final, digest))  # another process recorded it first
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _remove_if_empty(tmp.parent)
+        # Written under a hidden name and renamed (files.creating_dir): a killed writer never leaves
+        # a half-written run, and of two processes recording the same run the first one wins.
+        with creating_dir(final, rerun="`agora results`") as tmp:
+            for name in HISTORY_TABLES:
+                src = results_dir / f"{name}.parquet"
+                keep = history_columns(name)
+                table = pq.read_table(src, columns=[c for c in keep if c in pq.read_schema(src).names])
+                if table.column_names != keep:
+                    raise ValueError(f"{src}: columns {table.column_names} are not those of table {name} "
+                                     f"({keep}); re-run `agora results` with this version of agorabench")
+                options = parquet_options(TABLES[name])
+                options["compression"] = {c: options["compression"][c] for c in keep}
+                pq.write_table(table, tmp / f"{name}.parquet", **options)
+            row = {**run, "results_sha256": digest}
+            runs = pa.Table.from_pylist([{c: row.get(c) for c in RUNS.names}], schema=RUNS.arrow_schema())
+            pq.write_table(runs, tmp / RUNS_FILE)
+    except AlreadyThere:
+        return Recorded(run_id, final, False, _differs(final, digest))  # another process recorded it first
     return Recorded(run_id, final, True)
 
 
@@ -186,10 +179,3 @@ def _dvc_lock_sha256(path: Path) -> str | None:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _remove_if_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()
-    except OSError:
-        pass

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from agorabench.config import EvaluationConfig, Params
 from agorabench.evaluation.items import EvalItem
 from agorabench.evaluation.records import BenchmarkScores
-from agorabench.evaluation.run import ModelRef, _write_items
+from agorabench.evaluation.run import ModelRef, _items_table
 from agorabench.generation.records import (ContaminationMatch, ContaminationReport, DatasetManifest, DropList,
                                            FlaggedInstance, Instance, write_contamination, write_dataset)
 from agorabench.intrinsic.records import IntrinsicSummary
@@ -131,8 +132,9 @@ def write_tree(root: str | Path, generators: Sequence[str] = GENS, scaling: dict
                 comps = [Completion(o, "stop", 10, 5 + i, 0.5, 0.0) for i, o in enumerate(outs)]
                 rows = [{"extracted": "x", "verdict": "correct" if c else "wrong", "correct": c} for c in correct]
                 folder = Path(params.evaluation.output_dir) / model.key
-                _write_items(folder / f"{b}.parquet", model, b, items, [[{"role": "user", "content": "q"}]] * n,
-                             comps, outs, rows, [0] * n)
+                folder.mkdir(parents=True, exist_ok=True)
+                pq.write_table(_items_table(model, b, items, [[{"role": "user", "content": "q"}]] * n,
+                                            comps, outs, rows, [0] * n), folder / f"{b}.parquet", compression="zstd")
                 score = sum(correct) / n * 100
                 (folder / f"{b}.scores.json").write_text(BenchmarkScores(
                     benchmark=b, domain=domain, model=model.key, kind=model.kind, spec=model.spec, primary="accuracy",

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
-import os
-import shutil
 import sys
 import tempfile
 import time
@@ -27,8 +26,10 @@ from pathlib import Path
 import orjson
 
 from agorabench.config import Params, ParamsError
+from agorabench.files import StorageError, replacing_dir, write_atomic
 from agorabench.models import chat_template
 from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
+from agorabench.records import read_json_lines
 from agorabench.training.records import LOSS_COLUMNS, TrainingMetrics
 from agorabench.setting import Setting
 
@@ -38,11 +39,6 @@ from agorabench.setting import Setting
 # ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, "rb") as f:
-        return [orjson.loads(line) for line in f if line.strip()]
 
 
 def conversation(instruction: str, response: str, system_prompt: str | None) -> dict:
@@ -66,7 +62,7 @@ def training_examples(params: Params, generator: str, domain: str, method: str) 
     if not path.exists():
         raise ParamsError(f"{path}: no generated dataset; run `agora generate --generator {generator} "
                           f"--domain {domain} --method {method}` first")
-    rows = read_jsonl(path)
+    rows = read_json_lines(path, f"`agora generate --generator {generator} --domain {domain} --method {method}`")
     kept = drop_contaminated(params, setting, rows, path)
     dropped, rows = len(rows) - len(kept), kept
     system = params.student.system_prompt
@@ -242,55 +238,40 @@ def build_trainer(params: Params, examples: list[dict], output_dir: str, model_p
 # ---------------------------------------------------------------------------------------------
 
 
-def _write_loss_curve(log_history: list[dict], path: Path) -> list[dict]:
+def _rerun(setting: Setting) -> str:
+    return f"`agora train --generator {setting.name} --domain {setting.domain} --method {setting.method}`"
+
+
+def _write_loss_curve(log_history: list[dict], path: Path, rerun: str) -> list[dict]:
     points = [{"step": h["step"], "epoch": round(h.get("epoch", 0.0), 4), "loss": h["loss"],
                "learning_rate": h.get("learning_rate")} for h in log_history if "loss" in h]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(LOSS_COLUMNS))
-        w.writeheader()
-        w.writerows(points)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(LOSS_COLUMNS))
+    w.writeheader()
+    w.writerows(points)
+    write_atomic(path, buf.getvalue(), rerun)
     return points
 
 
-def _tmp_dir(out: Path) -> Path:
-    """The folder next to `out` that a checkpoint is written into before `_swap_in` (see _save_student)."""
-    return out.parent / f".{out.name}.tmp"
-
-
-def _fresh_tmp(out: Path) -> Path:
-    """`_tmp_dir(out)`, emptied of what a killed run may have left there."""
-    tmp = _tmp_dir(out)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out)
-    os.rename(tmp, out)
-
-
-def _save_student(trainer, params: Params, out: Path, record: StudentRecord) -> None:
-    """Write the student to a temp folder next to `out`, then swap it in: a killed run never leaves
-    a half-written checkpoint where DVC or `agora evaluate` would take it for a finished one."""
+def _save_student(trainer, params: Params, out: Path, record: StudentRecord, rerun: str) -> None:
+    """Write the student to a temp folder next to `out`, then swap it in (replacing_dir): a killed
+    run or a full disk never leaves a half-written checkpoint where DVC or `agora evaluate` would
+    take it for a finished one, and the previous checkpoint stays until the new one is whole."""
     import torch
 
     acc = trainer.accelerator
-    tmp = _fresh_tmp(out) if acc.is_main_process else _tmp_dir(out)
-    acc.wait_for_everyone()
-    if acc.num_processes > 1:
-        trainer.save_model(str(tmp))  # FSDP: gathers the shards; only the main process writes
-    elif params.training.lora is None:
-        trainer.model.to(getattr(torch, params.training.save_dtype)).save_pretrained(tmp)
-    else:
-        trainer.model.save_pretrained(tmp)  # the adapter only (a few MB)
-    if acc.is_main_process:
-        _sort_target_modules(tmp / "adapter_config.json")
-        trainer.processing_class.save_pretrained(tmp)
-        (tmp / STUDENT_FILE).write_text(record.to_json())
-        _swap_in(tmp, out)
+    with replacing_dir(out, rerun, owner=acc.is_main_process) as tmp:
+        acc.wait_for_everyone()  # the main process has emptied tmp
+        if acc.num_processes > 1:
+            trainer.save_model(str(tmp))  # FSDP: gathers the shards; only the main process writes
+        elif params.training.lora is None:
+            trainer.model.to(getattr(torch, params.training.save_dtype)).save_pretrained(tmp)
+        else:
+            trainer.model.save_pretrained(tmp)  # the adapter only (a few MB)
+        if acc.is_main_process:
+            _sort_target_modules(tmp / "adapter_config.json")
+            trainer.processing_class.save_pretrained(tmp)
+            (tmp / STUDENT_FILE).write_text(record.to_json())
     acc.wait_for_everyone()
 
 
@@ -323,16 +304,15 @@ def _write_untrained(params: Params, setting: Setting, info: dict, model_path: s
                             untrained_reason=reason, base=params.student.base,
                             base_path=model_path or params.student.base, lora=params.training.lora is not None,
                             system_prompt=params.student.system_prompt, **info)
-    out = setting.checkpoint(params)
-    tmp = _fresh_tmp(out)
-    (tmp / STUDENT_FILE).write_text(student.to_json())
-    _swap_in(tmp, out)
+    rerun = _rerun(setting)
+    with replacing_dir(setting.checkpoint(params), rerun) as tmp:
+        (tmp / STUDENT_FILE).write_text(student.to_json())
     paths = setting.train_logs(params)
-    _write_loss_curve([], paths["loss"])
+    _write_loss_curve([], paths["loss"], rerun)
     metrics = TrainingMetrics(trained=False, untrained_reason=reason, final_loss=None, first_loss=None,
                               train_loss=None, steps=0, epochs=0.0, examples=0, seed_examples=0,
                               wall_s=0.0, train_tokens=0, tokens_per_s=None)
-    paths["metrics"].write_text(metrics.to_json())
+    write_atomic(paths["metrics"], metrics.to_json(), rerun)
     return metrics.model_dump()
 
 
@@ -353,8 +333,9 @@ def train_student(params: Params, generator: str, domain: str, method: str, *,
         trainer = build_trainer(params, examples, scratch, model_path)
         result = trainer.train()
     wall = time.perf_counter() - started
-    paths = setting.train_logs(params)
-    curve = _write_loss_curve(trainer.state.log_history, paths["loss"]) if trainer.accelerator.is_main_process else []
+    paths, rerun = setting.train_logs(params), _rerun(setting)
+    main = trainer.accelerator.is_main_process
+    curve = _write_loss_curve(trainer.state.log_history, paths["loss"], rerun) if main else []
     # Tokens the model was trained on: the tokenized dataset once per epoch (steps cap it if set).
     tokens = int(sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * params.training.num_epochs)
     student = StudentRecord(
@@ -364,7 +345,7 @@ def train_student(params: Params, generator: str, domain: str, method: str, *,
         training=params.training.model_dump(mode="json"), **info,
         versions={"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
     )
-    _save_student(trainer, params, setting.checkpoint(params), student)
+    _save_student(trainer, params, setting.checkpoint(params), student, rerun)
     metrics = TrainingMetrics(
         trained=True,
         final_loss=curve[-1]["loss"] if curve else None,
@@ -378,8 +359,8 @@ def train_student(params: Params, generator: str, domain: str, method: str, *,
         train_tokens=tokens,
         tokens_per_s=round(tokens / wall, 1) if params.training.max_steps < 0 else None,
     )
-    if trainer.accelerator.is_main_process:
-        paths["metrics"].write_text(metrics.to_json())
+    if main:
+        write_atomic(paths["metrics"], metrics.to_json(), rerun)
     return metrics.model_dump()
 
 
@@ -423,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         train_student(load_params(args.params), args.generator, args.domain, args.method)
-    except ParamsError as e:
+    except (ParamsError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
