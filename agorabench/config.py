@@ -398,6 +398,16 @@ class IntrinsicConfig(Strict):
     judge_temperature: float = Field(0.0, ge=0)
     # Output tokens per judgement.
     judge_max_tokens: int = Field(1024, ge=1)
+    # true: the judge writes a short assessment, then `[RESULT] n` (the paper's Prometheus format). false:
+    # the score alone, one digit, for small local judges (a few output tokens instead of hundreds); not
+    # comparable with the paper.
+    judge_reasoning: bool = True
+    # Top log-probabilities the judge is asked for at each reply token (0: the score is the digit in its
+    # text). >0: the score is the mean of the digits 1-5 weighted by their probabilities at the score's
+    # token, a fraction such as 3.4; a reply without any of the five digits there is read from its text,
+    # and the summary counts it (judge_fallbacks). Only the first 64 reply tokens keep theirs, so with
+    # judge_reasoning true most scores fall back to the text. OpenAI and vLLM give at most 20.
+    judge_top_logprobs: int = Field(0, ge=0, le=20)
     judge_batch_size: int = Field(256, ge=1)   # conversations per judge call (and per cache write)
     # Any Hugging Face sequence-classification reward model (the paper: Skywork-Reward-Llama3.1-8B).
     reward_model: str | None = None

@@ -90,6 +90,97 @@ def test_judge_returning_the_wrong_number_of_replies_is_an_error():
 
 
 # ---------------------------------------------------------------------------------------------
+# Judge: the verdict-only prompt and the score read from log-probabilities
+# ---------------------------------------------------------------------------------------------
+
+
+def _lp(token: str, alternatives: dict[str, float]) -> tuple:
+    """One reply position as Completion.logprobs holds it, from probabilities."""
+    return (token, math.log(alternatives.get(token, 1e-9)), tuple((t, math.log(p)) for t, p in alternatives.items()))
+
+
+def _reply(text_tokens: list[str], at: dict[int, dict[str, float]]):
+    from agorabench.models.store import Completion
+
+    positions = tuple(_lp(t, at.get(i, {t: 0.9})) for i, t in enumerate(text_tokens))
+    return Completion("".join(text_tokens), "stop", 10, len(text_tokens), 0.0, 0.0, logprobs=positions)
+
+
+def test_score_from_logprobs_is_the_renormalised_weighted_mean_of_the_five_digits():
+    from agorabench.intrinsic.judge import score_from_logprobs
+
+    # "4" sampled; " 5" is a variant of 5 and "4." of 4; "Hello" and "10" are no digit and drop out.
+    reply = _reply(["4"], {0: {"4": 0.4, "4.": 0.1, "3": 0.2, " 5": 0.1, "Hello": 0.15, "10": 0.05}})
+    score, probs = score_from_logprobs(reply.text, reply.logprobs)
+    # By hand: P(3, 4, 5) = 0.2, 0.5, 0.1 of 0.8 -> (3 * 0.2 + 4 * 0.5 + 5 * 0.1) / 0.8 = 3.875.
+    assert score == pytest.approx(3.875)
+    assert probs[4] == pytest.approx(0.625) and probs[1] == 0 and sum(probs.values()) == pytest.approx(1)
+    # Canaries: neither the text's digit nor the unnormalised sum over the list is that number.
+    assert parse_score(reply.text) == 4 and 3 * 0.2 + 4 * 0.5 + 5 * 0.1 == pytest.approx(3.1)
+
+
+def test_score_from_logprobs_reads_the_token_the_text_score_comes_from():
+    from agorabench.intrinsic.judge import score_from_logprobs
+
+    # An assessment quoting a rubric level before its verdict: the verdict's token is read, not the quote's.
+    tokens = ["Feedback", ":", " more", " than", " Score", " 2", ".", " [", "RESULT", "]", " 4"]
+    reply = _reply(tokens, {5: {" 2": 0.9, " 1": 0.1}, 10: {" 4": 0.5, " 5": 0.5}})
+    assert score_from_logprobs(reply.text, reply.logprobs)[0] == pytest.approx(4.5)
+    # Canary: the same reply without its [RESULT] tag has no score in its text, so none is read at all.
+    cut = _reply(tokens[:7], {5: {" 2": 0.9, " 1": 0.1}})
+    assert parse_score(cut.text) is None and score_from_logprobs(cut.text, cut.logprobs) is None
+
+
+def test_score_from_logprobs_gives_way_to_the_text_where_it_cannot_read():
+    from agorabench.intrinsic.judge import judge_scores, score_from_logprobs
+    from agorabench.models.store import LOGPROB_POSITIONS
+
+    glued = _reply(["4/5"], {0: {"4/5": 0.7, "3/5": 0.3}})  # no token is the digit alone
+    long = _reply(["x "] * LOGPROB_POSITIONS + ["[RESULT] ", "3"], {})  # the store kept only the first tokens
+    assert score_from_logprobs(glued.text, glued.logprobs) is None and parse_score(glued.text) == 4
+    assert score_from_logprobs(long.text, long.logprobs) is None
+    assert score_from_logprobs("4", None) is None
+    good = _reply(["2"], {0: {"2": 0.5, "1": 0.5}})
+    replies = [glued, long, "5", None, good, _reply(["no", " idea"], {})]  # "5": a judge that gives text only
+    asked = []
+
+    def judge(convs, top_logprobs=0):
+        asked.append(top_logprobs)
+        return replies[:len(convs)]
+
+    rows = judge_scores("quality", "code", [("i", "r")] * 6, judge, reasoning=False, top_logprobs=20)
+    assert asked == [20]
+    assert [r["score"] for r in rows] == [4, 3, 5, None, pytest.approx(1.5), None]
+    assert [r["source"] for r in rows] == ["text", "text", "text", None, "logprobs", None]
+    assert [r["verdict"] for r in rows] == ["ok", "ok", "ok", "judge_error", "ok", "parse_error"]
+    # Canary: with top_logprobs 0 the judge is not asked for them, and the good reply is read as its text.
+    asked.clear()
+    rows = judge_scores("quality", "code", [("i", "r")] * 6, judge, reasoning=False)
+    assert asked == [0] and rows[4] == {"score": 2, "verdict": "ok", "raw": "2", "source": "text"}
+
+
+def test_verdict_only_prompt_asks_for_the_score_alone_and_keys_its_own_version():
+    from agorabench.intrinsic.judge import prompt_version
+
+    brief = judge_messages("quality", "math", "Compute 1 + 1.", "It is 2.", reasoning=False)
+    full = judge_messages("quality", "math", "Compute 1 + 1.", "It is 2.")
+    assert brief[1]["content"].rstrip().endswith("### Score (1-5):") and "[RESULT]" not in brief[1]["content"]
+    assert "It is 2." in brief[1]["content"] and "mathematically correct" in brief[1]["content"]
+    assert "explain" not in brief[0]["content"] and "explain" in full[0]["content"]
+    assert "[RESULT]" in full[1]["content"]  # canary: the paper's prompt still asks for its format
+    assert prompt_version(False) != prompt_version(True)
+    # The reasoning prompt's version is what it was before the verdict-only files were added, so
+    # judgements cached with it stay valid (sha256 of the same four files, as main computed it).
+    import hashlib as _h
+
+    from agorabench.intrinsic.judge import PROMPTS
+    h = _h.sha256()
+    for name in ("judge_system.txt", "difficulty_user.txt", "quality_user.txt", "rubrics.yaml"):
+        h.update(name.encode() + b"\0" + (PROMPTS / name).read_text(encoding="utf-8").encode() + b"\0")
+    assert prompt_version(True) == h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
 # Config
 # ---------------------------------------------------------------------------------------------
 
@@ -379,6 +470,62 @@ def test_intrinsic_for_dataset_writes_rows_and_summary_and_caches_per_instance(t
     intrinsic_for_dataset(params, "gen", "math", "quality_enhancement", judge4, judge_name="other-judge",
                           embed=fake_embed, embed_name="fake-bow", log=lambda s: None)
     assert judge4.calls == 6
+
+
+class LogprobJudge:
+    """Answers like a judge that gives log-probabilities: a digit with P(digit) spread over its
+    neighbours; the instruction "Hi" gets text only (as Anthropic's API would)."""
+
+    def __init__(self):
+        self.calls, self.asked = 0, set()
+
+    def __call__(self, convs, top_logprobs=0):
+        self.calls += len(convs)
+        self.asked.add(top_logprobs)
+        out = []
+        for c in convs:
+            text = c[-1]["content"]
+            digit = str(2 + len(text) % 3)
+            if "Hi" in text.split("###")[1] or not top_logprobs:
+                out.append(digit)
+            else:
+                out.append(_reply([digit], {0: {digit: 0.6, str(int(digit) + 1): 0.4}}))
+        return out
+
+
+def test_run_reads_logprob_scores_counts_fallbacks_and_keys_the_cache_on_the_reading(tmp_path, tiny_student):
+    _write_dataset(tmp_path, EXAMPLES)
+    brief = {"metrics": ["difficulty", "quality"], "judge_reasoning": False, "judge_max_tokens": 4}
+    run = lambda judge, **cfg: intrinsic_for_dataset(
+        _params(tmp_path, tiny_student, **{**brief, **cfg}), "gen", "math", "response_generation", judge,
+        judge_name="fake-judge", log=lambda s: None)
+    judge = LogprobJudge()
+    summary = run(judge, judge_top_logprobs=5)
+    table = pd.read_parquet(tmp_path / "intrinsic/gen/response_generation/math.parquet")
+    assert judge.asked == {5} and judge.calls == 10
+    # Each logprob score is digit + 0.4 (P 0.6 on the digit, 0.4 on the next one); "Hi" is read from its text.
+    texts = [m[-1]["content"] for m in (judge_messages("quality", "math", i, r, False) for i, r in EXAMPLES)]
+    expected = [2 + len(t) % 3 + 0.4 for t in texts[:-1]] + [2 + len(texts[-1]) % 3]
+    assert table["quality"].tolist() == pytest.approx(expected)
+    assert table["quality_source"].tolist() == ["logprobs"] * 4 + ["text"]
+    assert summary["judge_verdicts"] == "logprobs" and summary["judge_fallbacks"] == {"difficulty": 1, "quality": 1}
+    assert summary["quality"] == pytest.approx(sum(expected) / 5)
+
+    # The same settings again: all cached. The text reading: another key, so judged again, and its
+    # scores are the digits (canary: the cached logprob scores are not reused for it).
+    again = LogprobJudge()
+    run(again, judge_top_logprobs=5)
+    assert again.calls == 0
+    text_judge = LogprobJudge()
+    text = run(text_judge, judge_top_logprobs=0)
+    assert text_judge.calls == 10 and text_judge.asked == {0}
+    assert text["judge_verdicts"] == "text" and text["judge_fallbacks"] is None
+    assert pd.read_parquet(tmp_path / "intrinsic/gen/response_generation/math.parquet")["quality"].tolist() \
+        == [int(x) for x in expected]
+    # ... and the paper's prompt (reasoning) is a third key.
+    reasoning_judge = LogprobJudge()
+    run(reasoning_judge, judge_top_logprobs=0, judge_reasoning=True)
+    assert reasoning_judge.calls == 10
 
 
 def test_diversity_in_the_run_orders_datasets_by_variety(tmp_path, tiny_student):

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 from agorabench.evaluation.context import ScoreContext
 from agorabench.evaluation.items import EvalItem
+from agorabench.models.store import alternatives  # noqa: F401  (the benchmarks read it from here)
 
 
 class NoVerdict(ValueError):
@@ -134,16 +135,6 @@ def verdict_slot(logprobs: Sequence, bare_label: str | None = None) -> int | Non
     if bare_label in ("A", "B"):
         return next((i for i, t in enumerate(tokens) if t.strip(" \t\n[]()*.:").upper() == bare_label), None)
     return None
-
-
-def alternatives(position) -> list[tuple[str, float]]:
-    """(token, logprob) at one reply position: its top alternatives, with the sampled token added when a
-    backend left it out of them (it is always there at temperature 0)."""
-    token, logprob, top = position
-    pairs = [(t, float(lp)) for t, lp in top]
-    if token not in {t for t, _ in pairs}:
-        pairs.append((token, float(logprob)))
-    return pairs
 
 
 def clip(answer: str, max_chars: int | None) -> str:

@@ -3,7 +3,8 @@ the results collector reads.
 
     data/intrinsic/G/M/D.summary.json  IntrinsicSummary: the dataset's means, failures, models, config
     data/intrinsic/G/M/D.parquet       per instance: id, and one column per metric (INSTANCE_COLUMNS) plus
-                                       the judge's verdicts and the diversity distances
+                                       the judge's verdicts, raw replies and score sources (KIND_source:
+                                       logprobs / text) and the diversity distances
 """
 from __future__ import annotations
 
@@ -31,4 +32,8 @@ class IntrinsicSummary(Record):
     perplexity_token_level: float | None  # exp(total NLL / total response tokens)
     instruction_diversity: float | None
     response_diversity: float | None
+    # How the judge's scores were read: "logprobs" (probability-weighted digits) or "text"; None: no judge.
+    # judge_fallbacks: with "logprobs", per judge metric the scores read from the text instead.
+    judge_verdicts: str | None = None
+    judge_fallbacks: dict[str, int] | None = None
     config: dict[str, Any]          # the intrinsic section it ran with

@@ -9,7 +9,9 @@ or a metric, computes only what is missing. Each model is loaded only when it ha
 and the judge endpoint is opened only when some judgement is not cached.
 
 Dataset-level numbers (summary):
-  difficulty, quality   mean judge score over the items the judge scored (failures counted apart)
+  difficulty, quality   mean judge score over the items the judge scored (failures counted apart);
+                        judge_verdicts says how scores were read ("logprobs" or "text"), and with
+                        "logprobs" judge_fallbacks counts per metric the scores read from the text
   reward                mean reward-model score
   perplexity            mean of the per-item perplexities (as the official code reports it);
                         perplexity_token_level = exp(total NLL / total response tokens) is given too
@@ -118,8 +120,15 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
                 from agorabench.intrinsic.judge import judge_scores, prompt_version
 
                 judge_model = params.generators[judge_name].model if judge_name in params.generators else judge_name
-                settings = {"judge": judge_name, "judge_model": judge_model, "prompts": prompt_version(),
+                settings = {"judge": judge_name, "judge_model": judge_model,
+                            "prompts": prompt_version(cfg.judge_reasoning),
                             "temperature": cfg.judge_temperature, "max_tokens": cfg.judge_max_tokens}
+                # The prompt style and the reading key the cache too (a text verdict is not a logprob one);
+                # only when they differ from the paper's, so judgements cached before they existed still count.
+                if not cfg.judge_reasoning:
+                    settings["reasoning"] = False
+                if cfg.judge_top_logprobs:
+                    settings["top_logprobs"] = cfg.judge_top_logprobs
                 keys = [result_key(kind, settings, domain=domain, instruction=i,
                                    response=r if kind == "quality" else None) for i, r in pairs]
 
@@ -134,7 +143,8 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
                                                        max_new_tokens=cfg.judge_max_tokens))
                     log(f"  {kind}: judging {len(idx)} with {judge_name}")
                     started = time.monotonic()
-                    scores = judge_scores(kind, domain, [pairs[i] for i in idx], judge, cfg.judge_batch_size)
+                    scores = judge_scores(kind, domain, [pairs[i] for i in idx], judge, cfg.judge_batch_size,
+                                          reasoning=cfg.judge_reasoning, top_logprobs=cfg.judge_top_logprobs)
                     log("  " + judged_line(kind, len(idx), judge_name, time.monotonic() - started))
                     return scores
 
@@ -142,11 +152,16 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
                 table[kind] = [r["score"] for r in res]
                 table[f"{kind}_verdict"] = [r["verdict"] for r in res]
                 table[f"{kind}_raw"] = [r["raw"] for r in res]
+                # Results cached before sources were recorded were all read from the text.
+                table[f"{kind}_source"] = [r.get("source", "text") if r["score"] is not None else None for r in res]
                 summary[kind] = _mean(table[kind])
                 summary["computed"][kind] = computed
                 summary["failures"][kind] = {v: table[f"{kind}_verdict"].count(v)
                                              for v in ("judge_error", "parse_error")}
                 summary["models"]["judge"] = judge_model
+                summary["judge_verdicts"] = "logprobs" if cfg.judge_top_logprobs else "text"
+                if cfg.judge_top_logprobs:
+                    summary.setdefault("judge_fallbacks", {})[kind] = table[f"{kind}_source"].count("text")
 
             # --- reward model -----------------------------------------------------------------------
             if "reward" in metrics:
@@ -229,7 +244,7 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
                 session.close()
 
     for key in ("difficulty", "quality", "reward", "perplexity", "perplexity_token_level",
-                "instruction_diversity", "response_diversity"):
+                "instruction_diversity", "response_diversity", "judge_verdicts", "judge_fallbacks"):
         summary.setdefault(key, None)
     summary["config"] = cfg.model_dump()
     # "computed" says what this run had to compute rather than read from the cache: a fact of the run,

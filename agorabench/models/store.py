@@ -93,6 +93,16 @@ class Completion:
     logprobs: tuple[TokenLogprobs, ...] | None = None
 
 
+def alternatives(position: TokenLogprobs) -> list[tuple[str, float]]:
+    """(token, logprob) at one reply position: its top alternatives, with the sampled token added when a
+    backend left it out of them (it is always there at temperature 0)."""
+    token, logprob, top = position
+    pairs = [(t, float(lp)) for t, lp in top]
+    if token not in {t for t, _ in pairs}:
+        pairs.append((token, float(logprob)))
+    return pairs
+
+
 def _finite(logprob) -> float:
     # An impossible token may come back as -inf (or None); JSON has no infinity, and -1e4 is as impossible.
     return -1e4 if logprob is None or not math.isfinite(logprob) else max(float(logprob), -1e4)
