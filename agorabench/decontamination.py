@@ -35,15 +35,20 @@ from __future__ import annotations
 
 import ast
 import functools
-import hashlib
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from agorabench.config import DecontaminationConfig, Params, ParamsError
 from agorabench.evaluation.items import ngrams, normalize_text
-from agorabench.generation.records import (ContaminationMatch, ContaminationReport, DropList, FlaggedInstance,
-                                           read_instances, write_contamination)
+from agorabench.files import file_sha256
+from agorabench.generation.records import (
+    ContaminationMatch,
+    ContaminationReport,
+    DropList,
+    FlaggedInstance,
+    read_instances,
+    write_contamination,
+)
 from agorabench.setting import Setting
 
 SEEDS = "seeds"  # the `source` of a seed match; a benchmark match carries the benchmark's name
@@ -298,9 +303,3 @@ def decontaminate_setting(params: Params, setting: Setting) -> ContaminationRepo
     return report
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -11,6 +11,7 @@ Owns:
   replacing_dir   the same for a folder (a checkpoint).
   creating_dir    a folder written once and never replaced (a recorded run): the first writer wins.
   SQLiteFile      the one way the SQLite stores (request store, intrinsic cache) are opened and used.
+  file_sha256     a file's SHA-256, read in 1 MiB chunks (model files are gigabytes).
 
 Nothing here deletes, repairs or overwrites a file that cannot be read: the message says how to
 move it aside, and what starting afresh would cost.
@@ -20,6 +21,7 @@ May import: nothing of agorabench.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import sqlite3
@@ -301,3 +303,12 @@ class SQLiteFile:
     def close(self) -> None:
         with self._lock:
             self.db.close()
+
+
+def file_sha256(path: str | Path) -> str:
+    """The hex SHA-256 of a file, read a chunk at a time so that a 6 GB model file costs no memory."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

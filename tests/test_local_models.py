@@ -112,8 +112,8 @@ def test_corrupted_copy_is_rejected_naming_the_file(fake_single):
 
 def test_verification_is_cached_by_size_and_mtime(fake_single, monkeypatch):
     calls = []
-    real = local_models._sha256_file
-    monkeypatch.setattr(local_models, "_sha256_file", lambda p: calls.append(p) or real(p))
+    real = local_models.file_sha256
+    monkeypatch.setattr(local_models, "file_sha256", lambda p: calls.append(p) or real(p))
     gguf_path("fake-single")
     gguf_path("fake-single")
     assert len(calls) == 1

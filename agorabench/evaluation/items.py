@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
+from agorabench.files import file_sha256
 
 # The full MATH test set (5000) ships as seven per-subject files; MATH-500 is a subset of it.
 MATH_SUBJECTS = (
@@ -120,8 +120,6 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 @functools.lru_cache(maxsize=None)
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 

@@ -24,9 +24,14 @@ from pathlib import Path
 import orjson
 
 from agorabench.config import ImportConfig, Params, ParamsError, check_setting
-from agorabench.files import replacing, write_atomic
+from agorabench.files import file_sha256, replacing, write_atomic
 from agorabench.generation.plan import package_versions
-from agorabench.generation.records import DatasetManifest, Instance, Rejection, write_dataset
+from agorabench.generation.records import (
+    DatasetManifest,
+    Instance,
+    Rejection,
+    write_dataset,
+)
 from agorabench.generation.validation import validate
 from agorabench.setting import import_setting
 
@@ -64,17 +69,11 @@ def _flag(field: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _sha256_folder(folder: Path) -> str:
     """One hash of a folder: its files' relative paths and hashes, in path order."""
-    lines = [f"{p.relative_to(folder).as_posix()}\0{_sha256_file(p)}\n"
+    lines = [f"{p.relative_to(folder).as_posix()}\0{file_sha256(p)}\n"
              for p in sorted(folder.rglob("*")) if p.is_file()]
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
@@ -128,7 +127,7 @@ def read_rows(source: str | Path, split: str = "train") -> tuple[list[dict], dic
             rows, fmt = pq.read_table(path).to_pylist(), "parquet"
         else:
             raise SourceError(f"{path}: unknown format {suffix or '(no suffix)'!r}; give a {FILE_TYPES}")
-        return rows, {"format": fmt, "sha256": _sha256_file(path)}
+        return rows, {"format": fmt, "sha256": file_sha256(path)}
     raise SourceError(f"{source}: no such file or folder; give a {FILE_TYPES}, or a Hub dataset id ORG/NAME")
 
 

@@ -28,7 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock  # a hard dependency of huggingface-hub and torch, so always present
+from filelock import (
+    FileLock,  # a hard dependency of huggingface-hub and torch, so always present
+)
+
+from agorabench.files import file_sha256
 
 __all__ = [
     "PACKAGED_MODELS",
@@ -159,12 +163,6 @@ def _part_path(name: str, spec: dict[str, Any], part: dict[str, str]) -> Path:
     return path
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _stamp_path(name: str, sha256: str) -> Path:
@@ -194,7 +192,7 @@ def _verify(name: str, path: Path, sha256: str, size: int) -> bool:
     stamp = _stamp_path(name, sha256)
     if _stamp_matches(stamp, path, sha256):
         return True
-    if path.stat().st_size != size or _sha256_file(path) != sha256:  # wrong size: no need to hash 480 MB
+    if path.stat().st_size != size or file_sha256(path) != sha256:  # wrong size: no need to hash 480 MB
         return False
     _write_stamp(stamp, path, sha256)
     return True

@@ -10,7 +10,6 @@ asked for.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -21,8 +20,13 @@ import pyarrow.parquet as pq
 
 from agorabench.config import Params, benchmark_domains
 from agorabench.evaluation.records import ITEM_COLUMNS, BenchmarkScores
-from agorabench.files import replacing
-from agorabench.generation.records import read_contamination, read_instances, read_manifest, read_rejections
+from agorabench.files import file_sha256, replacing
+from agorabench.generation.records import (
+    read_contamination,
+    read_instances,
+    read_manifest,
+    read_rejections,
+)
 from agorabench.intrinsic.records import INSTANCE_COLUMNS, IntrinsicSummary
 from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
 from agorabench.models.store import open_store
@@ -161,7 +165,7 @@ def _generated(params: Params, every: list[Setting]) -> tuple[list[dict], list[d
             "cost_usd": _float(m.cost_usd), "prompt_format": m.prompt_format,
             "prompt_file": m.prompt_file, "prompt_set_sha256": m.prompt_set_sha256,
             "seed": m.seed, "seed_source": m.seed_source, "num_seeds": m.num_seeds,
-            "seeds_sha256": m.seeds_sha256, "data_sha256": _sha256(paths["data"]),
+            "seeds_sha256": m.seeds_sha256, "data_sha256": file_sha256(paths["data"]),
             "sampling": _json(m.sampling), "versions": _json(m.versions),
         })
         rejections += [{"generator": gen, "method": method, "domain": domain, "reason": reason, "count": n}
@@ -363,12 +367,6 @@ def _requests(db_path: Path) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _json(v: Any) -> str | None:

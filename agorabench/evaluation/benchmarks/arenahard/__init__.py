@@ -19,7 +19,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from agorabench.evaluation.items import EvalItem, PackageData, file_sha256, read_jsonl
+from agorabench.evaluation.items import EvalItem, PackageData, read_jsonl
+from agorabench.files import file_sha256
 
 DOMAIN = "general"
 PRIMARY = "score"

