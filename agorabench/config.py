@@ -37,7 +37,7 @@ class GeneratorConfig(Strict):
     # The environment variable holding the API key. Unset: ANTHROPIC_API_KEY for anthropic,
     # OPENAI_API_KEY for openai without base_url; local and openai with a base_url send none.
     api_key_env: str | None = None
-    # USD per million input tokens: cost records, `agora estimate` and --max-cost.
+    # USD per million input tokens: cost records, `agora estimate` and the spending cap (budget_usd).
     price_in_per_mtok: float = Field(0.0, ge=0)
     # USD per million output tokens.
     price_out_per_mtok: float = Field(0.0, ge=0)
@@ -577,6 +577,9 @@ class Params(Strict):
     seeds: SeedsConfig = SeedsConfig()
     # Where answers are kept across runs.
     cache: CacheConfig = CacheConfig()
+    # The most USD the project may spend, summed over every answer the request store records (null: no
+    # cap). Every paid request checks it before it is sent; `agora run --max-cost` overrides it.
+    budget_usd: float | None = Field(None, ge=0)
     # The student fine-tuned on every dataset, and the two anchors of PGR.
     student: StudentConfig = StudentConfig()
     # Fine-tuning of the student on each dataset.

@@ -99,10 +99,12 @@ def _endpoints() -> dict | None:
 def _user_errors():
     from agorabench.models.clients.retry import FatalAPIError
     from agorabench.config import ParamsError
+    from agorabench.models.endpoint import BudgetExceeded
 
     # ConnectionError: the Hub (seeds.source: hub, Arena-Hard v0.1) or a server that cannot be reached at all.
     # StorageError: a file of ours that is corrupt, locked, cut short or could not be written.
-    return (ParamsError, FatalAPIError, FileNotFoundError, ConnectionError, StorageError)
+    # BudgetExceeded: the spending cap (budget_usd, --max-cost) stopped a stage; its message says what is undone.
+    return (ParamsError, FatalAPIError, FileNotFoundError, ConnectionError, StorageError, BudgetExceeded)
 
 
 @app.command()
@@ -114,7 +116,8 @@ def generate(
     num: Optional[int] = typer.Option(None, "--num", "-n", min=1, help="Valid instances to produce (default: generation.num_instances)."),
     params_file: str = PARAMS_OPT,
     max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0,
-                                             help="Stop cleanly before new spending could exceed this many USD."),
+                                             help="Stop cleanly before the spend recorded in the request store could exceed this many USD "
+                                             "(default: budget_usd; this one writes a short dataset)."),
     scaling: bool = typer.Option(False, "--scaling", help="The scaling study's larger dataset: the largest of "
                                  "scaling.sizes, written under scaling.output_dir (then `agora subset`)."),
 ):
@@ -271,6 +274,7 @@ def evaluate(
     """Evaluate a model: data/eval/<model>/<benchmark>.parquet (every item) and .scores.json."""
     params = _load(params_file)
     from agorabench.evaluation.run import benchmark_module, benchmarks_for, resolve_model_ref
+    from agorabench.models.endpoint import BudgetExceeded
 
     try:
         resolve_model_ref(params, model)
@@ -282,6 +286,12 @@ def evaluate(
         with _foreground_flow():
             results = flow(model=model, benchmarks=names, params_file=params_file,
                            allow_code_execution=allow_code_execution, endpoints=_endpoints())
+    except BudgetExceeded as e:
+        from agorabench.evaluation.run import output_paths
+
+        ref = resolve_model_ref(params, model)
+        undone = [n for n in names if not output_paths(params, ref, n)["scores"].is_file()]
+        fail(f"{e}; left undone: evaluate {model} on {', '.join(undone)}")
     except _user_errors() as e:
         fail(str(e))
     for name, r in results.items():
@@ -303,6 +313,7 @@ def intrinsic(
     data/intrinsic/NAME/METHOD/DOMAIN.parquet and .summary.json."""
     _load(params_file)
     from agorabench.config import check_setting
+    from agorabench.models.endpoint import BudgetExceeded
 
     try:
         check_setting(domain, method)
@@ -311,6 +322,8 @@ def intrinsic(
         with _foreground_flow():
             summary = flow(generator=generator, domains=[domain], methods=[method], params_file=params_file,
                            endpoints=_endpoints())[f"{method}/{domain}"]
+    except BudgetExceeded as e:
+        fail(f"{e}; left undone: intrinsic {generator}/{method}/{domain} (judge scores already paid are kept)")
     except (*_user_errors(), ValueError) as e:
         fail(str(e))
     shown = [f"{k} {summary[k]:.3g}" for k in ("difficulty", "quality", "reward", "perplexity",
@@ -528,7 +541,8 @@ def estimate(
     params_file: str = PARAMS_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
-    """Projected requests, tokens and cost of a run, before it starts. Sends nothing."""
+    """Projected requests, tokens and cost of a run, before it starts: generation per setting, then every
+    paid call per stage (intrinsic judge, benchmark judges, generators' benchmark runs) and the total. Sends nothing."""
     params = _load(params_file)
     from dataclasses import asdict
 
@@ -544,10 +558,15 @@ def estimate(
                 for d in domain or params.domains:
                     check_setting(d, m)
                     rows.append(estimate_setting(params, g, d, m, num))
+        from agorabench.pipeline.dry_run import bill, format_bill
+
+        # The calls after generation: the intrinsic judge reads each estimated setting's dataset; the
+        # benchmark judge and the generators' own runs are the whole run's (params' evaluation section).
+        costs = bill(params, [asdict(r) for r in rows], datasets=len(rows))
     except _user_errors() as e:
         fail(str(e))
     if as_json:
-        typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        typer.echo(json.dumps({"generation": [asdict(r) for r in rows], "costs": costs}, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -566,6 +585,7 @@ def estimate(
     console.print(table)
     for basis in sorted({r.basis for r in rows}):
         typer.echo(basis)
+    typer.echo("\n".join(format_bill(costs)))
 
 
 @app.command()
@@ -651,6 +671,10 @@ def run(
                                        "(settings dealt in turn; default: one per benchmark generator, at most "
                                        "one per core, 1 on a GPU host). Each lane's stages and local model servers "
                                        "get cores/jobs threads unless OMP_NUM_THREADS is set."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0, help="Spending cap in USD for the whole "
+                                             "run (default: budget_usd): every paid request checks it against the "
+                                             "spend the request store records; the run stops cleanly, and the "
+                                             "next one resumes without paying twice."),
 ):
     """Run the whole benchmark: `dvc repro` over dvc.yaml, each stage one Prefect flow; only what changed runs."""
     from pathlib import Path
@@ -660,6 +684,10 @@ def run(
         known = ", ".join(sorted(p.stem for p in Path("profiles").glob("*.yaml"))) or "none"
         fail(f"profile {profile!r}: {source} not found; known profiles: {known}")
     params = _load(str(source))
+    if max_cost is not None:  # the stages are DVC subprocesses: the cap reaches them in the environment
+        from agorabench.models.endpoint import MAX_COST_ENV
+
+        os.environ[MAX_COST_ENV] = repr(max_cost)
     if dry_run:
         # "Calls nothing": no Hub either, even for a profile whose seeds or tokenizer live there.
         if os.environ.get("AGORA_ONLINE") != "1":
@@ -667,7 +695,7 @@ def run(
         from agorabench.pipeline.dry_run import format_plan, plan
 
         try:
-            typer.echo(format_plan(plan(params)))
+            typer.echo(format_plan(plan(params, max_cost)))
         except _user_errors() as e:
             fail(str(e))
         return

@@ -102,6 +102,8 @@ def run_pipeline_task(repo: Path, force: bool, jobs: int | None, allow_code_exec
     summary = run_pipeline(params, get_current_settings().api.url, force=force, jobs=jobs,
                            allow_code_execution=allow_code_execution, targets=targets)
     if summary["rc"] != 0:
+        if summary.get("budget_stop"):
+            raise RuntimeError(summary["budget_stop"])
         raise RuntimeError(f"the pipeline stopped (dvc exit code {summary['rc']}) after "
                            f"{len(summary['stages_run'])} stages; its output is above")
     return summary

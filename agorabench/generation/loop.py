@@ -156,6 +156,11 @@ async def generate_setting(params: Params, generator: str, domain: str, method: 
             await _run_plan(plan, runner, run_batch, bar)
         finally:
             await answerer.aclose()
+        if runner.budget_hit and max_cost is None:
+            # The run's cap (budget_usd, `agora run --max-cost`): no short dataset that DVC would
+            # record as done; the next run resumes from the request store and pays only for the rest.
+            raise BudgetExceeded(f"{runner.budget_hit}; left undone: generate {generator}/{method}/{domain} "
+                                 f"({min(len(plan.accepted), num)} of {num} instances so far)")
         manifest = write_outputs(plan, Setting(generator, method, domain).dataset(params, output_dir))
     finally:
         gc.set_threshold(*gc_threshold)

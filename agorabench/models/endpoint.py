@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agorabench.config import Params
+from agorabench.config import Params, ParamsError
 from agorabench.models.answering import Answerer, Decoding, OnDone, chat_sampling
 from agorabench.models.clients import make_chat_api, retry
 from agorabench.models.clients.ratelimit import TokenBucket
@@ -33,6 +34,9 @@ from agorabench.models.store import Completion, RequestStore
 # Where `agora run` says its local model servers are: the environment variable the CLI reads, JSON
 # {generator name: {"base_url", "model_id"}} (pipeline/run.py writes it).
 SERVERS_ENV = "AGORA_LOCAL_SERVERS"
+# The spending cap of a whole `agora run` in USD (its --max-cost): the stages run as DVC subprocesses,
+# so the run hands it down in the environment. It overrides params' budget_usd.
+MAX_COST_ENV = "AGORA_MAX_COST"
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,22 @@ class Endpoint:
 
 
 class BudgetExceeded(RuntimeError):
-    """Sending one more request could push the run past --max-cost."""
+    """Sending one more paid request could push the project's recorded spend past its cap."""
+
+
+def spending_cap(params: Params) -> float | None:
+    """The USD cap on the request store's recorded spend: `agora run --max-cost` (MAX_COST_ENV), else
+    params' budget_usd; None: no cap. The one definition every paid request is checked against."""
+    raw = os.environ.get(MAX_COST_ENV, "").strip()
+    if not raw:
+        return params.budget_usd
+    try:
+        cap = float(raw)
+    except ValueError:
+        cap = -1.0
+    if not cap >= 0:
+        raise ParamsError(f"{MAX_COST_ENV}={raw!r} is not a USD amount; set a number >= 0 (or unset it)")
+    return cap
 
 
 class RetriesExhausted(RuntimeError):
@@ -73,6 +92,7 @@ class EndpointAnswerer(Answerer):
     def __init__(self, params: Params, name: str, *, endpoints: dict[str, Endpoint] | None = None,
                  max_cost_usd: float | None = None, warmup: Decoding | None = None, store: RequestStore | None = None):
         """`endpoints`: servers `agora run` already started, by servers.server_key;
+        `max_cost_usd`: the spending cap (default: spending_cap(params), the run's);
         `warmup`: the decoding of the run, sent with a local server's start-up request (see servers.py
         on continuous batching)."""
         cfg = params.generator(name)
@@ -99,7 +119,8 @@ class EndpointAnswerer(Answerer):
             from agorabench.models.servers import server_key
 
             self.endpoint = (endpoints or {}).get(server_key(identity["engine"], cfg.model, cfg.cpu_weights))
-        self.max_cost_usd, self.warmup = max_cost_usd, warmup
+        self.max_cost_usd = max_cost_usd if max_cost_usd is not None else spending_cap(params)
+        self.warmup = warmup
         self.api = None
         self._api_lock: asyncio.Lock | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -136,14 +157,19 @@ class EndpointAnswerer(Answerer):
         return (input_tokens * self.cfg.price_in_per_mtok + output_tokens * self.cfg.price_out_per_mtok) / 1e6
 
     def _reserve(self, messages: list[dict], sampling: dict) -> float:
-        """Book the worst case (full max_tokens) against the budget before sending."""
+        """Book the worst case (full max_tokens) against the cap before sending: the spend recorded in
+        the store (by every process of the run, and every run before) plus what this answerer has in
+        flight. The booking is released only once the answer is stored, so nothing is counted nowhere.
+        A parallel stage's requests in flight are not seen: each may overshoot by its own in-flight worst."""
         prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
         worst = self.cost(prompt_tokens, int(sampling.get("max_tokens") or 0))
-        if self.max_cost_usd is not None:
-            if self.stats.spent_usd + self.stats.reserved_usd + worst > self.max_cost_usd:
+        if self.max_cost_usd is not None and worst > 0:  # a free (local) request never stops on the cap
+            spent = self.store.spent_usd()
+            if spent + self.stats.reserved_usd + worst > self.max_cost_usd:
                 raise BudgetExceeded(
-                    f"--max-cost {self.max_cost_usd:.4f} USD reached: spent {self.stats.spent_usd:.4f}, "
-                    f"the next request could cost up to {worst:.4f}"
+                    f"spending cap {self.max_cost_usd:.4f} USD (--max-cost / budget_usd) reached: "
+                    f"{spent:.4f} spent (request store), {self.stats.reserved_usd:.4f} in flight, "
+                    f"the next {self.name} request could cost up to {worst:.4f}"
                 )
         self.stats.reserved_usd += worst
         return worst
@@ -177,20 +203,19 @@ class EndpointAnswerer(Answerer):
                                             + int(sampling.get("max_tokens") or 0))
                 text, finish, n_in, n_out, logprobs, latency = await self._call_with_retries(
                     key, messages, with_seed(sampling, key, self.cfg.sampling))
-        finally:
+            done = Completion(text=text, finish_reason=finish, input_tokens=n_in, output_tokens=n_out,
+                              latency_s=latency, cost_usd=self.cost(n_in, n_out),
+                              logprobs=logprobs if sampling.get("logprobs") else None)
+            # The cost is booked before the write yields to the event loop; an answer the store failed
+            # to keep is not counted.
+            self.stats.spent_usd += done.cost_usd
+            try:
+                await self.store.put_async(key, self.identity["backend"], self.identity["model"], request, done)
+            except BaseException:
+                self.stats.spent_usd -= done.cost_usd
+                raise
+        finally:  # released once the answer is in the store, where the cap's check counts it
             self.stats.reserved_usd -= reserved
-        done = Completion(text=text, finish_reason=finish, input_tokens=n_in, output_tokens=n_out,
-                          latency_s=latency, cost_usd=self.cost(n_in, n_out),
-                          logprobs=logprobs if sampling.get("logprobs") else None)
-        # The cost is booked before the write yields to the event loop, so every other request's
-        # budget check sees the same totals as when the write was synchronous; and, as then, an
-        # answer the store failed to keep is not counted.
-        self.stats.spent_usd += done.cost_usd
-        try:
-            await self.store.put_async(key, self.identity["backend"], self.identity["model"], request, done)
-        except BaseException:
-            self.stats.spent_usd -= done.cost_usd
-            raise
         self.stats.completed += 1
         return key, done
 
@@ -278,7 +303,7 @@ class EndpointAnswerer(Answerer):
             try:
                 _, done = await self.complete(messages, decoding, prepared, self.lookup([prepared[1]]).get(prepared[1]))
             except Exception as exc:  # noqa: BLE001  (a refused or failing request is a None answer)
-                if isinstance(exc, retry.FatalAPIError) and "401" in str(exc):
+                if isinstance(exc, BudgetExceeded) or isinstance(exc, retry.FatalAPIError) and "401" in str(exc):
                     raise
                 done = None
             if on_done:
@@ -286,7 +311,12 @@ class EndpointAnswerer(Answerer):
             return done
 
         async def all_of_them():
-            return await asyncio.gather(*(one(m) for m in conversations))
+            # Every request let through runs to its end (and into the store) before the cap stops the caller.
+            results = await asyncio.gather(*(one(m) for m in conversations), return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise next((e for e in errors if isinstance(e, BudgetExceeded)), errors[0])
+            return results
 
         return self._run(all_of_them())
 

@@ -142,6 +142,7 @@ class RequestStore:
             if "logprobs" not in columns:  # a store written before judges read log-probabilities
                 db.execute("ALTER TABLE responses ADD COLUMN logprobs TEXT")
         self._pending: list[tuple[tuple, asyncio.Future]] = []  # put_async rows awaiting their commit
+        self._spent, self._spent_upto = 0.0, 0  # spent_usd's running sum and the last rowid it read
 
     def get_many(self, keys: list[str]) -> dict[str, Completion]:
         """One query for a whole batch: a re-run checks a thousand keys in a millisecond or two."""
@@ -210,6 +211,18 @@ class RequestStore:
                 "INSERT INTO failures VALUES (?,?,?,?,?,?)",
                 (key, backend, model, error[:2000], int(retryable), time.time()),
             )
+
+    def spent_usd(self) -> float:
+        """What every recorded answer cost, summed: the project's spend so far (a cached answer was
+        recorded once, so it counts once). Any process may have written since the last call; only the
+        rows added since then are read (rowids only grow: nothing is ever deleted), so the spending cap
+        can ask before every paid request."""
+        with self._file.use() as db:
+            total, last = db.execute("SELECT total(cost_usd), max(rowid) FROM responses WHERE rowid > ?",
+                                     (self._spent_upto,)).fetchone()
+        if last is not None:
+            self._spent, self._spent_upto = self._spent + total, last
+        return self._spent
 
     def mean_output_tokens(self, backend: str, model: str) -> float | None:
         with self._file.use() as db:

@@ -1,8 +1,9 @@
 """What a whole run would do, computed from params alone: `agora run --dry-run`.
 
 Nothing is called: no model, no endpoint, no DVC. The numbers are the pipeline's fan-out (the same
-matrices dvc.yaml expands), the generation estimate of estimate.py per setting, and the evaluation
-and judge workload that follows from the evaluation section.
+matrices dvc.yaml expands), the generation estimate of estimate.py per setting, the evaluation
+and judge workload that follows from the evaluation section, and the price of every paid call
+(costs.py), per stage and in total, against the spending cap.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from dataclasses import asdict
 from agorabench.config import DOMAINS, Params, benchmark_domains
 from agorabench.evaluation.benchmarks import judged as needs_judge
 from agorabench.generation.estimate import estimate_setting
+from agorabench.models.endpoint import spending_cap
+from agorabench.pipeline.costs import paid_calls, stage_totals
 
 
 def _items(params: Params, benchmark: str) -> str:
@@ -19,7 +22,23 @@ def _items(params: Params, benchmark: str) -> str:
     return "all" if limit is None else str(limit)
 
 
-def plan(params: Params) -> dict:
+def bill(params: Params, generation: list[dict], datasets: int, max_cost: float | None = None) -> dict:
+    """Every paid call priced, per stage and in total; `generation`: the per-setting estimates (as dicts),
+    `datasets`: how many the intrinsic judge reads. The cap is max_cost, else the run's (spending_cap)."""
+    instances = sum(r["num"] for r in generation)
+    per_instance = sum(r["output_tokens"] for r in generation) / instances if instances else 0.0
+    lines, notes = paid_calls(params, per_instance, datasets)
+    gen_lines = [{"what": f"{r['generator']} {r['method']} {r['domain']}", "model": r["generator"],
+                  "requests": r["requests"], "input_tokens": r["input_tokens"], "output_tokens": r["output_tokens"],
+                  "cost_usd": r["cost_usd"], "worst_cost_usd": r["worst_cost_usd"]} for r in generation]
+    stages = {"generation": gen_lines, **lines}
+    per_stage = {name: {**stage_totals(rows), "lines": rows} for name, rows in stages.items()}
+    total = stage_totals([row for rows in stages.values() for row in rows])
+    return {"stages": per_stage, "total": total, "cap_usd": max_cost if max_cost is not None else spending_cap(params),
+            "notes": notes}
+
+
+def plan(params: Params, max_cost: float | None = None) -> dict:
     """The run's stages, requests, tokens and cost, as a JSON-safe dict."""
     gens = params.benchmark_generators or list(params.generators)
     settings = [(m, d) for m in params.methods for d in params.domains]
@@ -92,6 +111,7 @@ def plan(params: Params) -> dict:
         "intrinsic": {"datasets": students + len(imported), "judge": params.intrinsic.judge},
         "scaling": {"generators": list(sc.generators), "methods": list(sc.methods), "sizes": list(sc.sizes),
                     "students": scale_students},
+        "costs": bill(params, generation, students + len(imported), max_cost),
         "notes": notes,
     }
 
@@ -116,6 +136,20 @@ def format_plan(p: dict) -> str:
         (f"  scaling study: {', '.join(p['scaling']['generators'])} x {', '.join(p['scaling']['methods'])}, "
          f"prefixes of {', '.join(f'{n:,}' for n in p['scaling']['sizes'])}: {p['scaling']['students']} more students"
          if p["scaling"]["students"] else "  scaling study: off (scaling.generators is empty)"),
+        *format_bill(p["costs"], indent="  "),
         *(f"  note: {n}" for n in p["notes"]),
     ]
     return "\n".join(lines)
+
+
+def format_bill(b: dict, indent: str = "") -> list[str]:
+    """The cost lines: one per stage, the total, and the cap."""
+    out = [f"{indent}cost per stage:"]
+    for name, s in b["stages"].items():
+        out.append(f"{indent}  {name}: {s['requests']:,} requests, ~{s['input_tokens']:,} input and "
+                   f"~{s['output_tokens']:,} output tokens, ~${s['cost_usd']:,.2f} (worst case ${s['worst_cost_usd']:,.2f})")
+    t = b["total"]
+    out.append(f"{indent}  total: {t['requests']:,} requests, ~${t['cost_usd']:,.2f} (worst case ${t['worst_cost_usd']:,.2f})"
+               + (f"; spending cap ${b['cap_usd']:,.2f}" if b["cap_usd"] is not None else "; no spending cap"))
+    out += [f"{indent}  note: {n}" for n in b["notes"]]
+    return out

@@ -289,6 +289,8 @@ def pipeline_env(allow_code_execution: bool = False) -> dict[str, str]:
     return env
 
 
+# What a stage stopped by the spending cap prints (models/endpoint.py, BudgetExceeded).
+BUDGET_STOP = "(--max-cost / budget_usd) reached"
 _RAN = re.compile(r"^Running stage '([^']+)'")
 _UNCHANGED = re.compile(r"^(?:Stage )?'([^']+)' didn't change")
 
@@ -334,7 +336,13 @@ def run_pipeline(params, prefect_api_url: str, *, force: bool = False, jobs: int
     if by_kind:
         say("time per stage kind (summed over lanes): " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in by_kind.items()))
     run_id = record_history(params, ran + unchanged, say=say) if rc == 0 else None
-    return {"rc": rc, "stages_run": ran, "stages_unchanged": unchanged, "lanes": len(lanes) or 1,
+    capped = next((line.split("error: ", 1)[-1] for line in text if BUDGET_STOP in line), None) if rc else None
+    if capped:  # the spending cap stopped a stage: say what the run leaves undone, in one line
+        left = pending_stages(env)
+        capped += (f"; the run leaves {len(left)} stage(s) undone ({', '.join(left[:6])}"
+                   f"{', ...' if len(left) > 6 else ''})" if left else "")
+        capped += "; raise --max-cost or budget_usd and run again: answers already paid come from the request store"
+    return {"rc": rc, "budget_stop": capped, "stages_run": ran, "stages_unchanged": unchanged, "lanes": len(lanes) or 1,
             "duration_s": round(time.monotonic() - started, 1), "seconds_by_kind": by_kind, "run_id": run_id}
 
 
