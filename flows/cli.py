@@ -518,18 +518,23 @@ def analyze(
 
 
 @app.command()
-def report(params_file: str = PARAMS_OPT):
-    """Write the HTML report (analysis.report_dir/index.html): PGR heatmap, cost, problem solving, PCA, intrinsic."""
+def report(params_file: str = PARAMS_OPT,
+           single_file: Optional[str] = typer.Option(None, "--single-file", metavar="PATH",
+                                                     help="also write the page as this one self-contained HTML file "
+                                                          "(figures inside, no other file needed) to share")):
+    """Write the HTML report (analysis.report_dir/index.html): PGR, scores, valid rates, cost, intrinsic, samples."""
     _load(params_file)
     from flows.report import report as flow
 
     try:
         with _foreground_flow():
-            out = flow(params_file=params_file)
+            out = flow(params_file=params_file, single_file=single_file)
     except (ValueError, FileNotFoundError, StorageError) as e:
         fail(str(e))
     why = out["analysis_skipped"]
     typer.echo(f"report: {out['index']}" + (f" (analysis skipped: {why})" if why else ""))
+    if single_file:
+        typer.echo(f"single file: {single_file}")
 
 
 @app.command()

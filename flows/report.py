@@ -8,6 +8,6 @@ from agorabench.report import build_report
 
 
 @flow(name="report", log_prints=True)
-def report(params_file: str = "params.yaml") -> dict:
-    index, skipped = build_report(load_params(params_file))
+def report(params_file: str = "params.yaml", single_file: str | None = None) -> dict:
+    index, skipped = build_report(load_params(params_file), single_file=single_file)
     return {"index": str(index), "analysis_skipped": skipped}

@@ -28,7 +28,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 GENERATORS = ("alpha", "beta", "gamma", "delta")
-FIGURES = ("pgr_heatmap", "cost_vs_pgr", "problem_solving_vs_pgr", "pca_loadings", "loss_curves")
+FIGURES = ("pgr_heatmap", "cost_vs_pgr", "problem_solving_vs_pgr", "pca_loadings", "loss_curves",
+           "benchmark_scores", "intrinsic_vs_pgr")
 PRICE = {"alpha": 0.002, "beta": 0.02, "gamma": 0.2, "delta": 2.0}  # USD per dataset, spread over 3 decades
 
 
@@ -176,7 +177,7 @@ def test_missing_pieces_give_a_page_that_says_so(tmp_path, full_report):
     (tmp_path / "empty").mkdir()
     shutil.copytree(full_report, tmp_path / "out_empty")
     html = write_report(build_db(tmp_path / "empty"), tmp_path / "out_empty").read_text()
-    assert "No generator appears in the results yet" in html and "<img" not in html and html.count("Not drawn") == 6
+    assert "No generator appears in the results yet" in html and "<img" not in html and html.count("Not drawn") == 8
     assert list((tmp_path / "out_empty" / "figures").iterdir()) == []
 
 

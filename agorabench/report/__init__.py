@@ -11,9 +11,10 @@ from agorabench.files import write_atomic
 from agorabench.report.page import write_report
 
 
-def build_report(params) -> tuple[Path, str]:
-    """What the report stage writes under analysis.report_dir: analysis.json and the page. Returns the
-    page's path and, when the analysis could not run (too few datasets for a PCA, say), why."""
+def build_report(params, single_file: str | Path | None = None) -> tuple[Path, str]:
+    """What the report stage writes under analysis.report_dir: analysis.json and the page (and, given
+    single_file, the page with its figures inside as that one file). Returns the page's path and, when
+    the analysis could not run (too few datasets for a PCA, say), why."""
     from agorabench.analysis import features_from_db, quantity_quality_from_db, run_analysis
     from agorabench.results.db import build_db
 
@@ -31,7 +32,7 @@ def build_report(params) -> tuple[Path, str]:
     out = Path(cfg.report_dir)
     write_atomic(out / "analysis.json", json.dumps(analysis if analysis is not None else {"skipped": why},
                                                    indent=2, sort_keys=True, allow_nan=False) + "\n", "`agora report`")
-    return write_report(db, out, analysis=analysis), why
+    return write_report(db, out, analysis=analysis, single_file=single_file), why
 
 
 __all__ = ["build_report", "write_report"]

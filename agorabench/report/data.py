@@ -1,7 +1,9 @@
 """Everything the report shows, read once from the results database's views into plain Python.
 
-Only views (and the small `meta`/`domain_benchmarks` tables db.py builds) are read, over a read-only
-connection. Every query has an ORDER BY, so the report is the same bytes for the same database.
+Views are read, and a few collected tables where no view summarises them (scores, datasets and their
+rejections, the first instances of each dataset, training wall times, evaluation latencies),
+over a read-only connection. Every query has an ORDER BY, so the report is the same bytes for the same
+database. Views that only some databases have (score_interval) are looked up first, never assumed.
 """
 from __future__ import annotations
 
@@ -37,6 +39,14 @@ class ReportData:
     untrained: list[tuple[str, str, str]] = field(default_factory=list)  # empty datasets: student = base
     quantity: list[dict] = field(default_factory=list)  # quantity_quality rows of settings with a scaling prefix
     contamination: list[dict] = field(default_factory=list)  # contamination_summary rows (checked datasets)
+    benchmarks: list[str] = field(default_factory=list)     # domain_benchmarks order, then any other scored one
+    scores: list[dict] = field(default_factory=list)        # one per model and benchmark, with score_lo/score_hi
+    has_intervals: bool = False                              # the database has the score_interval view
+    datasets: list[dict] = field(default_factory=list)      # cost_dataset + datasets columns, one per dataset
+    rejections: list[dict] = field(default_factory=list)    # generator, method, domain, reason, count
+    samples: list[dict] = field(default_factory=list)       # the first SAMPLES instances of every dataset
+    training: list[dict] = field(default_factory=list)      # training_runs: generator, method, domain, wall_s, ...
+    eval_time: list[dict] = field(default_factory=list)     # per model: items, answer seconds, tokens
 
     @property
     def settings(self) -> list[tuple[str, str]]:
@@ -48,8 +58,47 @@ class ReportData:
         return any(r[m] is not None for r in self.intrinsic for m in INTRINSIC_METRICS)
 
 
+# Instances shown per dataset, and the characters kept of each text.
+SAMPLES = 2
+SAMPLE_CHARS = 400
+
+
 def setting_label(method: str, domain: str) -> str:
     return f"{METHOD_SHORT.get(method, method)} {domain}"
+
+
+KIND_ORDER = {"base": 0, "reference": 1, "generator": 2, "student": 3}
+
+
+def model_label(r: dict) -> str:
+    """How a scored model reads in a table row or on a figure's axis."""
+    if r["kind"] == "base":
+        return "base (S₀)"
+    if r["kind"] == "reference":
+        return "reference (S_ref)"
+    if r["kind"] == "generator":
+        return f"generator {r['generator']}"
+    if r["kind"] == "student":
+        return f"student {r['generator']} {setting_label(r['method'], r['student_domain'])}"
+    return r["model"]
+
+
+def scored_models(data: ReportData) -> list[dict]:
+    """One entry per scored model: label, kind, generator and {benchmark: score row}; anchors first, then
+    the generators themselves, then the students by generator, method and domain."""
+    models: dict[str, dict] = {}
+    for r in data.scores:
+        m = models.setdefault(r["model"], {"label": model_label(r), "kind": r["kind"], "generator": r["generator"],
+                                           "key": r, "scores": {}})
+        m["scores"][r["benchmark"]] = r
+
+    def rank(m: dict) -> tuple:
+        r = m["key"]
+        method = data.methods.index(r["method"]) if r["method"] in data.methods else 99
+        domain = data.domains.index(r["student_domain"]) if r["student_domain"] in data.domains else 99
+        return KIND_ORDER.get(m["kind"], 9), r["generator"] or "", method, domain, r["model"]
+
+    return sorted(models.values(), key=rank)
 
 
 def load_report_data(db_path: str | Path) -> ReportData:
@@ -117,11 +166,50 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
         WHERE (q.method, q.domain) IN (SELECT method, domain FROM quantity_quality WHERE prefix_size IS NOT NULL)
         ORDER BY q.method, q.domain, q.generator, q.instances, q.dataset""")
     contamination = _rows(con, "SELECT * FROM contamination_summary ORDER BY generator, method, domain")
+
+    views = {r["view_name"] for r in _rows(con, "SELECT view_name FROM duckdb_views() ORDER BY ALL")}
+    # score_interval (bootstrap intervals) exists only in databases built by an agorabench that has it.
+    has_intervals = "score_interval" in views and {"model", "benchmark", "score_lo", "score_hi"} <= {
+        r["column_name"] for r in _rows(con, "SELECT column_name FROM information_schema.columns "
+                                             "WHERE table_name = 'score_interval' ORDER BY ALL")}
+    interval = ("LEFT JOIN score_interval i USING (model, benchmark)" if has_intervals else "")
+    bounds = "i.score_lo, i.score_hi" if has_intervals else "NULL::DOUBLE AS score_lo, NULL::DOUBLE AS score_hi"
+    scores = _rows(con, f"""
+        SELECT s.model, s.kind, s.generator, s.method, s.student_domain, s.benchmark, s.benchmark_domain, s.score,
+               {bounds}
+        FROM scores s {interval} ORDER BY s.model, s.benchmark""")
+    listed = _rows(con, "SELECT benchmark, domain, position FROM domain_benchmarks ORDER BY domain, position")
+    listed.sort(key=lambda r: (domains.index(r["domain"]) if r["domain"] in domains else len(domains), r["domain"]))
+    order = list(dict.fromkeys(r["benchmark"] for r in listed))
+    benchmarks = [*order, *sorted({r["benchmark"] for r in scores} - set(order))]
+    datasets = _rows(con, """
+        SELECT c.generator, c.method, c.domain, d.num_requested, c.instances AS num_valid, c.attempts, d.rejected,
+               c.input_tokens, c.output_tokens, c.cost_usd
+        FROM cost_dataset c JOIN datasets d USING (generator, method, domain) ORDER BY generator, method, domain""")
+    rejections = _rows(con, "SELECT generator, method, domain, reason, count FROM rejections ORDER BY ALL")
+    samples = _rows(con, f"""
+        SELECT generator, method, domain, idx, instruction, response, instruction_chars, response_chars
+        FROM instances WHERE idx < {SAMPLES} ORDER BY generator, method, domain, idx""")
+    training = _rows(con, "SELECT generator, method, domain, trained, wall_s, train_tokens, steps FROM training_runs "
+                          "ORDER BY generator, method, domain")
+    eval_time = _rows(con, """
+        SELECT model, any_value(kind) AS kind, count(*) AS items, sum(latency_s) AS seconds,
+               sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens
+        FROM eval_items GROUP BY model ORDER BY model""")
+
+    def paper_order(r: dict) -> tuple:  # generator, then method and domain in the paper's order
+        return (r["generator"], methods.index(r["method"]) if r["method"] in methods else 99,
+                domains.index(r["domain"]) if r["domain"] in domains else 99, r["method"], r["domain"])
+
+    for rows in (datasets, samples):
+        rows.sort(key=lambda r: (*paper_order(r), r.get("idx", 0)))
     return ReportData(
         combine=meta.get("combine", "mean_of_pgr"), methods=methods, domains=domains, generators=generators,
         pgr_domain={(r["generator"], r["method"], r["domain"]): r["pgr"] for r in pgr_rows},
         null_reasons=null_reasons, anchors=anchors, cost_points=cost_points, intrinsic=intrinsic, loss=loss,
-        untrained=untrained, quantity=quantity, contamination=contamination)
+        untrained=untrained, quantity=quantity, contamination=contamination, benchmarks=benchmarks, scores=scores,
+        has_intervals=has_intervals, datasets=datasets, rejections=rejections, samples=samples, training=training,
+        eval_time=eval_time)
 
 
 def _first_line(e: Exception) -> str:

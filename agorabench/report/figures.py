@@ -24,7 +24,8 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.lines import Line2D
 
 from agorabench.files import replacing
-from agorabench.report.data import METHOD_SHORT, ReportData, setting_label
+from agorabench.report.data import METHOD_SHORT, ReportData, scored_models, setting_label
+from agorabench.results.schema import INTRINSIC_METRICS
 
 STYLE = {
     "svg.hashsalt": "agorabench-report",
@@ -322,6 +323,97 @@ def loss_curves(data: ReportData, folder: Path) -> Figure | FigureSkipped:
     png, svg = save(fig, folder, "loss_curves")
     return Figure("loss_curves", title, "Training loss per logged step; one panel per setting, one line per "
                   "generator.", png, svg)
+
+
+def benchmark_scores(data: ReportData, folder: Path) -> Figure | FigureSkipped:
+    """Small multiples, one panel per benchmark: every model scored on it, one row each, with the
+    base and reference as vertical lines. Error bars only where the database has score_interval."""
+    title = "Scores per benchmark"
+    models = scored_models(data)
+    benches = [b for b in data.benchmarks if any(b in m["scores"] for m in models)]
+    if not benches:
+        return FigureSkipped("benchmark_scores", title, "no model has been scored yet")
+    colors = generator_colors([m["generator"] for m in models if m["generator"]])
+    cols = min(3, len(benches))
+    nrows = math.ceil(len(benches) / cols)
+    most = max(sum(b in m["scores"] for m in models) for b in benches)
+    panel_h = 0.6 + 0.16 * most
+    fig = MplFigure(figsize=(4.2 * cols, panel_h * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    bars = 0
+    for ax, b in zip(axes, benches):
+        mine = [m for m in models if b in m["scores"]]
+        ys = np.arange(len(mine))[::-1]  # the first model at the top
+        for y, m in zip(ys, mine):
+            r = m["scores"][b]
+            if m["kind"] in ("base", "reference"):
+                ax.axvline(r["score"], color="gray" if m["kind"] == "base" else "black", linewidth=0.8,
+                           linestyle="--" if m["kind"] == "base" else "-")
+            color = colors.get(m["generator"], "black")
+            marker = "s" if m["kind"] == "generator" else "D" if m["kind"] in ("base", "reference") else "o"
+            if r["score_lo"] is not None and r["score_hi"] is not None:
+                bars += 1
+                ax.errorbar(r["score"], y, xerr=[[r["score"] - r["score_lo"]], [r["score_hi"] - r["score"]]],
+                            fmt=marker, color=color, markersize=4, elinewidth=0.9, capsize=2)
+            else:
+                ax.plot(r["score"], y, marker, color=color, markersize=4)
+        ax.set_yticks(ys, [m["label"] for m in mine], fontsize=6)
+        ax.set_xlim(-2, 102)
+        ax.set_title(b, fontsize=9)
+        ax.set_xlabel("score (%)", fontsize=7)
+    for ax in axes[len(benches):]:
+        ax.set_visible(False)
+    caption = ("Each panel: the primary score of every model evaluated on that benchmark; dashed line the base "
+               "student, solid line the reference, squares the generators themselves, circles the students "
+               "(coloured by the generator of their data).")
+    caption += (f" Bars: 95% bootstrap intervals ({bars} of them)." if bars else
+                " No intervals: the results database has no score_interval view.")
+    png, svg = save(fig, folder, "benchmark_scores")
+    return Figure("benchmark_scores", title, caption, png, svg)
+
+
+def intrinsic_correlations(data: ReportData) -> dict[str, tuple[float | None, int]]:
+    """metric -> (Pearson r with domain PGR or None when undefined, datasets with both), for every
+    intrinsic metric someone computed."""
+    out = {}
+    for metric in INTRINSIC_METRICS:
+        pts = [(r[metric], r["pgr"]) for r in data.intrinsic if r[metric] is not None and r["pgr"] is not None]
+        if not pts:
+            continue
+        x, y = np.array(pts, dtype=float).T
+        r = float(np.corrcoef(x, y)[0, 1]) if len(pts) >= 3 and x.std() > 0 and y.std() > 0 else None
+        out[metric] = (r, len(pts))
+    return out
+
+
+def intrinsic_vs_pgr(data: ReportData, folder: Path) -> Figure | FigureSkipped:
+    """Small multiples: each intrinsic metric against the domain PGR, one point per dataset."""
+    title = "Intrinsic metrics against PGR"
+    corr = intrinsic_correlations(data)
+    if not corr:
+        return FigureSkipped("intrinsic_vs_pgr", title, "no dataset has both an intrinsic metric and a PGR")
+    colors = generator_colors([r["generator"] for r in data.intrinsic])
+    cols = min(3, len(corr))
+    nrows = math.ceil(len(corr) / cols)
+    fig = MplFigure(figsize=(3.6 * cols + 1.4, 3.0 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    for ax, metric in zip(axes, corr):
+        for g, c in colors.items():
+            pts = [r for r in data.intrinsic if r["generator"] == g and r[metric] is not None and r["pgr"] is not None]
+            ax.scatter([r[metric] for r in pts], [r["pgr"] for r in pts], color=c, s=16, linewidths=0)
+        ax.axhline(0.0, color="gray", linewidth=0.8)
+        ax.set_xlabel(metric.replace("_", " "))
+        ax.set_ylabel("domain PGR (%)")
+    for ax in axes[len(corr):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], linestyle="", marker="o", color=c, label=g) for g, c in colors.items()]
+    fig.legend(handles=handles, fontsize=7, loc="outside right upper")
+    parts = [f"{m} r = {r:.2f} (n = {n})" if r is not None else f"{m} r undefined (n = {n})"
+             for m, (r, n) in corr.items()]
+    caption = ("One panel per intrinsic metric, one point per dataset (colour = generator). Pearson correlation "
+               "with domain PGR: " + "; ".join(parts) + ".")
+    png, svg = save(fig, folder, "intrinsic_vs_pgr")
+    return Figure("intrinsic_vs_pgr", title, caption, png, svg)
 
 
 def _spans_decades(values: Sequence[float]) -> bool:

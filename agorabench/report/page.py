@@ -7,6 +7,7 @@ rewrites the same bytes and DVC sees no change.
 """
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import math
@@ -16,19 +17,21 @@ import jinja2
 
 from agorabench.files import write_atomic
 from agorabench.report import figures as F
-from agorabench.report.data import COMBINE_TEXT, METHOD_SHORT, ReportData, load_report_data, setting_label
+from agorabench.report.data import (COMBINE_TEXT, METHOD_SHORT, SAMPLE_CHARS, SAMPLES, ReportData, load_report_data,
+                                    scored_models, setting_label)
 from agorabench.results.schema import INTRINSIC_METRICS
 
 TEMPLATE = "page.html.j2"
 
 
 def write_report(db_path: str | Path = "data/results/agora.duckdb", out_dir: str | Path = "reports",
-                 analysis: dict | None = None) -> Path:
+                 analysis: dict | None = None, single_file: str | Path | None = None) -> Path:
     """Write the report for the database at db_path into out_dir; return out_dir/index.html.
 
     analysis: the output of agorabench.analysis.analyze() (or run_analysis()) for the PCA figure.
         None: it is computed here from the intrinsic_summary view; when that is impossible (no
         intrinsic metrics, too few generators or rows) the page says why instead of the figure.
+    single_file: also write the page as this one self-contained HTML file (figures inlined), to share.
     """
     data = load_report_data(db_path)  # checks db_path first: nothing is written for a bad database
     out_dir = Path(out_dir)
@@ -40,7 +43,7 @@ def write_report(db_path: str | Path = "data/results/agora.duckdb", out_dir: str
     with F.style():
         figs = [F.pgr_heatmap(data, fig_dir), F.cost_vs_pgr(data, fig_dir), F.problem_solving_vs_pgr(data, fig_dir),
                 F.pca_loadings(analysis, fig_dir, why_no_pca), F.loss_curves(data, fig_dir),
-                F.quantity_vs_pgr(data, fig_dir)]
+                F.quantity_vs_pgr(data, fig_dir), F.benchmark_scores(data, fig_dir), F.intrinsic_vs_pgr(data, fig_dir)]
     # A figure skipped this time must not leave last run's files behind for the page to contradict.
     for f in figs:
         if isinstance(f, F.FigureSkipped):
@@ -48,6 +51,8 @@ def write_report(db_path: str | Path = "data/results/agora.duckdb", out_dir: str
                 (fig_dir / f"{f.name}{suffix}").unlink(missing_ok=True)
     write_plot_csvs(data, out_dir / "plots")
     write_atomic(out_dir / "summary.md", render_summary(data, figs), "`agora report`")
+    if single_file is not None:
+        write_atomic(Path(single_file), render_page(data, figs, analysis, inline_from=out_dir), "`agora report`")
     return write_atomic(out_dir / "index.html", render_page(data, figs, analysis), "`agora report`")
 
 
@@ -144,6 +149,132 @@ def contamination_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def score_cell(r: dict | None) -> str:
+    if r is None:
+        return BLANK
+    if r["score_lo"] is None or r["score_hi"] is None:
+        return fmt(r["score"])
+    return f"{fmt(r['score'])} [{fmt(r['score_lo'])}, {fmt(r['score_hi'])}]"
+
+
+def scores_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    """Every model's primary score per benchmark (students: their domain's benchmarks only)."""
+    header = ["model", *data.benchmarks]
+    rows = [[m["label"], *(score_cell(m["scores"].get(b)) for b in data.benchmarks)] for m in scored_models(data)]
+    return header, rows
+
+
+def valid_rate(valid: int | None, attempts: int | None) -> float | None:
+    return None if not attempts or valid is None else 100.0 * valid / attempts
+
+
+def reasons_text(rows: list[dict]) -> str:
+    """"no_answer 3, too_long 1": rejection counts, most frequent first."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["reason"]] = counts.get(r["reason"], 0) + r["count"]
+    return ", ".join(f"{k} {n:,}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or BLANK
+
+
+def validity_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    """Per dataset: how many generation attempts gave a valid instance, and why the others were rejected."""
+    header = ["generator", "setting", "requested", "valid", "attempts", "valid rate", "rejected", "rejection reasons"]
+    rows = []
+    for d in data.datasets:
+        mine = [r for r in data.rejections if (r["generator"], r["method"], r["domain"]) ==
+                (d["generator"], d["method"], d["domain"])]
+        rate = valid_rate(d["num_valid"], d["attempts"])
+        rows.append([d["generator"], setting_label(d["method"], d["domain"]), fmt(d["num_requested"]),
+                     fmt(d["num_valid"]), fmt(d["attempts"]), BLANK if rate is None else f"{rate:.1f}%",
+                     fmt(d["rejected"]), reasons_text(mine)])
+    return header, rows
+
+
+def validity_by_generator(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    header = ["generator", "datasets", "valid", "attempts", "valid rate", "rejection reasons"]
+    rows = []
+    for g in sorted({d["generator"] for d in data.datasets}):
+        mine = [d for d in data.datasets if d["generator"] == g]
+        valid = sum(d["num_valid"] or 0 for d in mine)
+        attempts = sum(d["attempts"] or 0 for d in mine)
+        rate = valid_rate(valid, attempts)
+        rows.append([g, fmt(len(mine)), fmt(valid), fmt(attempts), BLANK if rate is None else f"{rate:.1f}%",
+                     reasons_text([r for r in data.rejections if r["generator"] == g])])
+    return header, rows
+
+
+def _total(rows: list[dict], key: str) -> float | int | None:
+    """The sum of a column, or None when no row has it (unknown, not zero)."""
+    known = [r[key] for r in rows if r[key] is not None]
+    return sum(known) if known else None
+
+
+def seconds(v: float | None) -> str:
+    if v is None:
+        return BLANK
+    return f"{v:,.1f} s" if v < 600 else f"{v / 60:,.1f} min"
+
+
+def stage_cost_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    """What each stage cost, from what the results database records: generation its API requests (USD),
+    training its wall time, evaluation the models' answer time. Empty stages are left out."""
+    header = ["stage", "runs", "requests / items", "tokens (in + out)", "time", "cost", "recorded as"]
+    rows = []
+    if data.datasets:
+        tokens = (_total(data.datasets, "input_tokens") or 0) + (_total(data.datasets, "output_tokens") or 0)
+        rows.append(["generation", fmt(len(data.datasets)), fmt(_total(data.datasets, "attempts")), fmt(tokens),
+                     BLANK, usd(_total(data.datasets, "cost_usd")), "manifests: every attempt, rejected ones included"])
+    trained = [t for t in data.training if t["trained"]]
+    if trained:
+        rows.append(["training", fmt(len(trained)), BLANK, fmt(_total(trained, "train_tokens")),
+                     seconds(_total(trained, "wall_s")), BLANK, "training metrics: trainer wall time"])
+    kinds = {"base": "evaluation: base and reference", "reference": "evaluation: base and reference",
+             "generator": "evaluation: generators", "student": "evaluation: students"}
+    groups: dict[str, list[dict]] = {}
+    for e in data.eval_time:
+        groups.setdefault(kinds.get(e["kind"], "evaluation: other models"), []).append(e)
+    for name in dict.fromkeys([*kinds.values(), "evaluation: other models"]):
+        if name in groups:
+            g = groups[name]
+            tokens = (_total(g, "input_tokens") or 0) + (_total(g, "output_tokens") or 0)
+            rows.append([name, fmt(len(g)), fmt(_total(g, "items")), fmt(tokens), seconds(_total(g, "seconds")),
+                         BLANK, "evaluated items: the sum of answer latencies"])
+    return header, rows
+
+
+def dataset_cost_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    header = ["generator", "setting", "generation requests", "tokens in", "tokens out", "generation cost",
+              "training time", "student answer time"]
+    training = {(t["generator"], t["method"], t["domain"]): t for t in data.training}
+    answering = {e["model"]: e for e in data.eval_time if e["kind"] == "student"}
+    rows = []
+    for d in data.datasets:
+        key = (d["generator"], d["method"], d["domain"])
+        t, e = training.get(key), answering.get("students/" + "/".join(key))
+        rows.append([d["generator"], setting_label(d["method"], d["domain"]), fmt(d["attempts"]),
+                     fmt(d["input_tokens"]), fmt(d["output_tokens"]), usd(d["cost_usd"]),
+                     seconds(t["wall_s"]) if t else BLANK, seconds(e["seconds"]) if e else BLANK])
+    return header, rows
+
+
+def truncate(text: str | None, limit: int = SAMPLE_CHARS) -> str:
+    """The first `limit` characters; the page escapes them (autoescape), so any markup shows as text."""
+    if text is None:
+        return BLANK
+    return text if len(text) <= limit else text[:limit].rstrip() + f" … [{len(text) - limit:,} more characters]"
+
+
+def sample_groups(data: ReportData) -> list[dict]:
+    """The first instances of each dataset, truncated, grouped per dataset."""
+    groups: dict[tuple[str, str, str], dict] = {}
+    for r in data.samples:
+        g = groups.setdefault((r["generator"], r["method"], r["domain"]), {
+            "label": f"{r['generator']} {setting_label(r['method'], r['domain'])}", "instances": []})
+        g["instances"].append({"idx": r["idx"], "instruction": truncate(r["instruction"]),
+                               "response": truncate(r["response"])})
+    return list(groups.values())
+
+
 def notes(data: ReportData) -> list[str]:
     """What is missing or undefined, in sentences; the page and summary.md both list them."""
     out = []
@@ -178,17 +309,31 @@ def notes(data: ReportData) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def render_page(data: ReportData, figs: list, analysis: dict | None) -> str:
+def render_page(data: ReportData, figs: list, analysis: dict | None, inline_from: Path | None = None) -> str:
+    """The page. inline_from: the report folder whose figure PNGs go into the page as data: URIs (the
+    single-file copy); None: the figures are referenced by their paths in the folder."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True)
+    figures = [{"drawn": isinstance(f, F.Figure), **vars(f)} for f in figs]
+    if inline_from is not None:
+        for f in figures:
+            if f["drawn"]:
+                png = (inline_from / f["png"]).read_bytes()
+                f["png"] = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    by_name = {f["name"]: f for f in figures}
+    placed = [n for n in ("benchmark_scores", "intrinsic_vs_pgr") if n in by_name]
     return env.get_template(TEMPLATE).render(
         combine=COMBINE_TEXT.get(data.combine, data.combine), headline=headline_table(data), domain=domain_table(data),
         anchors=anchor_table(data), intrinsic=intrinsic_table(data) if data.has_intrinsic else None,
         contamination=contamination_table(data) if data.contamination else None,
         ngrams=sorted({r["ngram"] for r in data.contamination}),
-        figures=[{"drawn": isinstance(f, F.Figure), **vars(f)} for f in figs], notes=notes(data),
-        analysis_notes=(analysis or {}).get("notes", []))
+        figures=figures, figs=by_name, placed=placed, notes=notes(data),
+        analysis_notes=(analysis or {}).get("notes", []), single=inline_from is not None,
+        scores=scores_table(data), has_intervals=data.has_intervals, validity=validity_table(data),
+        validity_gen=validity_by_generator(data), stage_costs=stage_cost_table(data),
+        dataset_costs=dataset_cost_table(data),
+        samples=sample_groups(data), samples_per=SAMPLES, sample_chars=SAMPLE_CHARS)
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -210,6 +355,9 @@ def render_summary(data: ReportData, figs: list) -> str:
         parts += ["## Domain PGR per setting", "", markdown_table(header, rows), ""]
     if data.contamination:
         parts += ["## Contamination", "", markdown_table(*contamination_table(data)), ""]
+    if data.datasets:
+        parts += ["## Valid rate per generator", "", markdown_table(*validity_by_generator(data)), "",
+                  "## Cost of each stage", "", markdown_table(*stage_cost_table(data)), ""]
     parts += ["## Anchors", "", markdown_table(*anchor_table(data)), ""]
     found = notes(data) + [f"Figure skipped: {f.title}: {f.reason}." for f in figs if isinstance(f, F.FigureSkipped)]
     if found:

@@ -1,0 +1,196 @@
+"""The report's sections beyond PGR (agorabench/report): scores per benchmark (with bootstrap intervals only
+where the database has the score_interval view), valid rates and rejection reasons, intrinsic metrics
+against PGR, sample instances, the cost of each stage, and the single-file copy of the page. Each check
+of a section's numbers sits next to a canary: the same section on data that lacks it, or a broken input."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from agorabench.report import write_report
+from agorabench.results.collect import collect
+from agorabench.results.db import build_db, connect
+from agorabench.testing.results_tree import write_tree
+from tests.test_report import browser, report_problems, results_db, vary  # noqa: F401 (browser: a fixture)
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+SHORT = {"instance_generation": "IG", "response_generation": "RG", "quality_enhancement": "QE"}
+
+
+def section(html: str, anchor: str) -> str:
+    """The page from the <h2> with this id to the next <h2>."""
+    start = html.index(f'<h2 id="{anchor}">')
+    end = html.find("<h2", start + 4)
+    return html[start:end if end > 0 else None]
+
+
+def table_rows(html: str, cls: str) -> list[list[str]]:
+    body = re.search(rf'<table class="{cls}">.*?<tbody>(.*?)</tbody>', html, re.DOTALL).group(1)
+    return [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", body, re.DOTALL)]
+
+
+@pytest.fixture(scope="module")
+def tree_db(tmp_path_factory) -> Path:
+    """Three generators; alpha's IG math dataset has an unusual manifest (6 attempts, two reasons) and a
+    first instance with markup and a long response, to check the valid rate, the reasons and escaping."""
+    paths = write_tree(tmp_path_factory.mktemp("tree"), ("alpha", "beta", "gamma"))
+    vary(paths)
+    manifest = paths.generated / "alpha" / "instance_generation" / "math.manifest.json"
+    m = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**m, "attempts": 6, "rejections": {"too_long": 2, "no_answer": 1}}))
+    data = paths.generated / "alpha" / "instance_generation" / "math.jsonl"
+    lines = data.read_text().splitlines()
+    first = json.loads(lines[0])
+    first.update(instruction="Solve <script>alert(1)</script> & explain", response="x" * 1000)
+    data.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    collect(paths.params)
+    return build_db(paths.out)
+
+
+@pytest.fixture(scope="module")
+def page(tree_db, tmp_path_factory) -> str:
+    return write_report(tree_db, tmp_path_factory.mktemp("out") / "reports").read_text()
+
+
+def test_scores_table_gives_every_model_and_benchmark(tree_db, page):
+    con = connect(tree_db)
+    scores = con.execute("SELECT model, kind, benchmark, score FROM scores").fetchall()
+    con.close()
+    rows = {r[0]: r[1:] for r in table_rows(section(page, "scores"), "scores")}
+    header = re.search(r'<table class="scores">\s*<thead><tr>(.*?)</tr>', page).group(1)
+    benches = re.findall(r"<th>(.*?)</th>", header)[1:]
+    assert benches == ["gsm8k", "math", "mbpp", "humaneval", "alpacaeval", "arenahard"]
+    # base, reference, 3 generators and 27 students, each with its scores in the right column
+    assert len(rows) == 2 + 3 + 27 and list(rows)[:5] == ["base (S₀)", "reference (S_ref)", "generator alpha",
+                                                          "generator beta", "generator gamma"]
+    label = {"base": "base (S₀)", "reference": "reference (S_ref)"}
+    for model, kind, bench, score in scores:
+        if kind == "student":
+            g, m, d = model.split("/")[1:]
+            name = f"student {g} {SHORT[m]} {d}"
+        else:
+            name = label.get(kind, f"generator {model.split('/')[-1]}")
+        assert rows[name][benches.index(bench)] == f"{score:.1f}", (name, bench)
+    assert rows["student alpha IG math"][benches.index("mbpp")] == "–"  # scored on its own domain only
+    # No score_interval view on main: plain points, and the figure's caption says why there are no bars.
+    assert "[" not in "".join(c for r in rows.values() for c in r)
+    assert "No intervals: the results database has no score_interval view." in page
+
+
+def with_view(db: Path, tmp_path: Path, sql: str) -> Path:
+    copy = tmp_path / "agora.duckdb"
+    shutil.copy(db, copy)
+    con = duckdb.connect(str(copy))
+    con.execute(sql)
+    con.close()
+    return copy
+
+
+def test_intervals_appear_only_when_the_score_interval_view_exists(tree_db, tmp_path):
+    db = with_view(tree_db, tmp_path, "CREATE VIEW score_interval AS SELECT model, benchmark, score - 5 AS score_lo, "
+                                      "score + 5 AS score_hi FROM scores")
+    html = write_report(db, tmp_path / "out").read_text()
+    rows = {r[0]: r[1:] for r in table_rows(html, "scores")}
+    assert rows["base (S₀)"][0] == "25.0 [20.0, 30.0]" and rows["reference (S_ref)"][0] == "75.0 [70.0, 80.0]"
+    n = duckdb.connect(str(db), read_only=True).execute("SELECT count(*) FROM scores").fetchone()[0]
+    assert f"Bars: 95% bootstrap intervals ({n} of them)." in html and "In brackets: the 95% bootstrap" in html
+    # Canary: a view of that name without the interval columns is not taken for one.
+    other = tmp_path / "other"
+    other.mkdir()
+    db = with_view(tree_db, other, "CREATE VIEW score_interval AS SELECT model, benchmark FROM scores")
+    html = write_report(db, other / "out").read_text()
+    assert "No intervals" in html and "[20.0, 30.0]" not in html
+
+
+def test_valid_rate_and_rejection_reasons_per_dataset_and_generator(page, tree_db, tmp_path):
+    out_dir = write_report(tree_db, tmp_path / "out").parent
+    part = section(page, "validity")
+    per_dataset = {(r[0], r[1]): r[2:] for r in table_rows(part, "validity")}
+    assert len(per_dataset) == 27
+    # requested, valid, attempts, valid rate, rejected, reasons
+    assert per_dataset[("alpha", "IG math")] == ["3", "3", "6", "50.0%", "3", "too_long 2, no_answer 1"]
+    assert per_dataset[("beta", "QE code")] == ["3", "3", "4", "75.0%", "1", "no_answer 1"]
+    per_gen = {r[0]: r[1:] for r in table_rows(part, "validity-generator")}
+    assert per_gen["alpha"] == ["9", "27", "38", "71.1%", "no_answer 9, too_long 2"]
+    assert per_gen["beta"] == ["9", "27", "36", "75.0%", "no_answer 9"]
+    # summary.md carries the per-generator table too.
+    assert "| alpha | 9 | 27 | 38 | 71.1% | no_answer 9, too_long 2 |" in (out_dir / "summary.md").read_text()
+
+
+def test_intrinsic_metrics_against_pgr_give_the_views_correlations(tree_db, page, tmp_path):
+    con = connect(tree_db)
+    for metric in ("difficulty", "quality", "perplexity", "instruction_diversity", "response_diversity"):
+        x, y = np.array(con.execute(f"SELECT {metric}, pgr FROM intrinsic_summary WHERE {metric} IS NOT NULL "
+                                    f"AND pgr IS NOT NULL").fetchall(), dtype=float).T
+        assert f"{metric} r = {np.corrcoef(x, y)[0, 1]:.2f} (n = 27)" in page, metric
+    con.close()
+    assert "reward r" not in page  # nobody computed it: no panel
+    assert "figures/intrinsic_vs_pgr.png" in page
+    # Canary: without intrinsic metrics the figure is not drawn and says why.
+    html = write_report(results_db(tmp_path / "bare", ("alpha", "beta"), intrinsic=False), tmp_path / "out").read_text()
+    assert "Not drawn: no dataset has both an intrinsic metric and a PGR" in html
+    assert "intrinsic_vs_pgr.png" not in html
+
+
+def test_samples_are_the_first_two_instances_escaped_and_truncated(page):
+    part = section(page, "samples")
+    assert part.count('<details class="dataset">') == 27 and part.count('<div class="sample">') == 54
+    assert "Q0 of code | by beta" in part and "Q1 of code | by beta" in part and "Q2 of" not in part
+    assert "Solve &lt;script&gt;alert(1)&lt;/script&gt; &amp; explain" in part and "<script" not in page
+    assert "x" * 400 + " … [600 more characters]" in part and "x" * 401 not in part
+
+
+def test_stage_costs_come_from_the_database(tree_db, page):
+    con = connect(tree_db)
+    cost, attempts = con.execute("SELECT sum(cost_usd), sum(attempts) FROM datasets").fetchone()
+    train_s = con.execute("SELECT sum(wall_s) FROM training_runs").fetchone()[0]
+    student_s, items = con.execute("SELECT sum(latency_s), count(*) FROM eval_items WHERE kind = 'student'").fetchone()
+    con.close()
+    stages = {r[0]: r[1:] for r in table_rows(section(page, "cost"), "stage-costs")}
+    assert list(stages) == ["generation", "training", "evaluation: base and reference", "evaluation: generators",
+                            "evaluation: students"]
+    assert stages["generation"][1] == f"{attempts:,}" and stages["generation"][4] == f"${cost:,.2f}"
+    assert stages["training"][3] == f"{train_s:,.1f} s"
+    assert stages["evaluation: students"][1:4:2] == [f"{items:,}", f"{student_s:,.1f} s"]
+    per_dataset = table_rows(section(page, "cost"), "dataset-costs")
+    assert len(per_dataset) == 27 and per_dataset[0][:3] == ["alpha", "IG math", "6"]
+    # Canary: a wrong total is not what the page shows.
+    assert stages["generation"][4] != f"${cost + 0.01:,.2f}"
+
+
+def test_an_empty_database_shows_every_new_section_as_missing(tmp_path):
+    (tmp_path / "empty").mkdir()
+    html = write_report(build_db(tmp_path / "empty"), tmp_path / "out").read_text()
+    for text in ("No model has been scored yet", "No dataset has been generated yet", "No stage has recorded a cost",
+                 "No generated instance is in the database yet"):
+        assert text in html
+    assert '<table class="scores">' not in html and '<details' not in html
+
+
+def test_single_file_has_no_external_reference_and_renders(tree_db, tmp_path, browser):  # noqa: F811
+    one = tmp_path / "share" / "report.html"
+    one.parent.mkdir()
+    index = write_report(tree_db, tmp_path / "out", single_file=one)
+    html = one.read_text()
+    refs = re.findall(r'(?:src|href)="([^"]*)"', html)
+    assert refs and all(r.startswith(("data:", "#")) for r in refs), [r for r in refs if not r.startswith("data:")]
+    assert html.count('<img src="data:image/png;base64,') == html.count("<img ") == 7
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    # Alone in a folder, the file renders: every image decoded, nothing fetched.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(one, alone / "index.html")
+    assert report_problems(browser, alone) == []
+    # Canary: the folder's page alone is not self-contained, and the same check says so.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(index, bare / "index.html")
+    problems = report_problems(browser, bare)
+    assert "image not rendered: figures/benchmark_scores.png" in problems
