@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agorabench.evaluation.bradley_terry import fit_logistic
+from agorabench.evaluation.bradley_terry import fit_logistic, fit_logistic_batch
 from agorabench.evaluation.context import ScoreContext
 # build_messages and fewshot_examples are shared with Arena-Hard; importing them here fulfils the contract.
 from agorabench.evaluation.pairwise import (NoVerdict, build_messages, call_judge, check_inputs, clip, fewshot_examples,
@@ -47,6 +47,7 @@ from agorabench.evaluation.items import EvalItem
 __all__ = [
     "DOMAIN",
     "PRIMARY",
+    "bootstrap_scores",
     "build_messages",
     "fewshot_examples",
     "judge_messages",
@@ -210,3 +211,29 @@ def summarize(rows: list[dict]) -> dict[str, float]:
         "avg_length": float(np.mean([r["model_len"] for r in rows])),
     }
 
+
+def bootstrap_scores(items: list[list[dict]], counts: np.ndarray) -> np.ndarray:
+    """summarize()'s lc_win_rate on bootstrap replicates of the items (agorabench/evaluation/resampling.py):
+    counts[r, i] copies of item i in replicate r. Each replicate is summarize() over its draws: the
+    length differences scaled by the replicate's own spread, the fit weighted by the counts (a drawn-twice
+    item is two rows of the same fit), judge errors left out. NaN where no drawn item has a verdict."""
+    first = [rows[0] for rows in items]
+    judged = np.array([r["preference"] is not None for r in first])
+    pref = np.array([float(r["preference"]) for r in first if r["preference"] is not None])
+    delta = np.array([float(r["model_len"] - r["baseline_len"]) for r in first if r["preference"] is not None])
+    w = np.asarray(counts, dtype=float)[:, judged]
+    n = w.sum(axis=1)
+    out = np.full(len(w), np.nan)
+    ok = n > 0
+    if not ok.any():
+        return out
+    w, n = w[ok], n[ok]
+    mean = np.einsum("bn,n->b", w, delta) / n
+    var = np.einsum("bn,bn->b", w, (delta[None, :] - mean[:, None]) ** 2) / np.maximum(n - 1.0, 1.0)
+    std = np.where(n > 1, np.sqrt(var), 0.0)  # summarize: std with ddof=1, 0 for a single item
+    scale = np.where(std > 0, std, 1.0)
+    x = np.where(std[:, None] > 0, np.tanh(delta[None, :] / scale[:, None]), 0.0)
+    X = np.stack([np.ones_like(x), x], axis=-1)
+    theta = fit_logistic_batch(X, pref, w, l2=LC_L2)[:, 0]
+    out[ok] = 100.0 / (1.0 + np.exp(-theta))
+    return out
