@@ -14,6 +14,23 @@ oracle, tests/pgr_oracle.py):
                     are the domains (methods) present anywhere in the results, and a
                     generator missing one, or with a NULL one, gets NULL rather than a shorter mean.
 
+Intervals (95%, paired bootstrap over benchmark items): score_replicates holds every score on R
+replicates of its benchmark's items, the same draws for the student, the base, the reference and the
+generators (results/replicates.py). _pgr_chain writes the PGR views above once and creates them twice:
+on `scores` (NAME_point) and on `score_replicates` (NAME_boot: the same SQL per replicate). The views
+named without a suffix are NAME_point with pgr_lo and pgr_hi, the 2.5th and 97.5th percentiles of
+NAME_boot, and pgr_defined, the share of replicates in which the PGR is defined (where the reference
+is not above the base in a replicate, that replicate has no PGR; the interval is over the others).
+Views that need no interval (pgr_table, intrinsic_summary, quantity_quality) read NAME_point, so they
+never compute the replicates. The same holds for scores (score_interval), the reference-base gap
+(anchor_gap), cost per PGR point, and the pairwise order of generators (pgr_rank).
+
+Sums and means of floats are written `avg(x ORDER BY x)`: DuckDB adds a group's values in whatever
+order its joins and threads deliver them, and a different order can change the last bit, which the
+report's full-precision CSVs would show. Summed in sorted order, the same scores give the same bits
+whichever way the database was built (tables copied or read from Parquet) and however many threads
+run the query.
+
 A domain's benchmarks are the table domain_benchmarks (evaluation.benchmarks of the params the results
 were collected with). A student counts towards the PGR of its own domain's benchmarks only; extra
 benchmarks (ifeval) stay in `scores`.
@@ -58,83 +75,73 @@ def view_definitions(domains: Mapping[str, Sequence[str]], combine: str = "mean_
     if float(min_gap) < 0 or gap in ("nan", "inf"):
         raise ValueError(f"min_gap={min_gap!r}: use a finite number of score points >= 0")
     views: dict[str, View] = {}
+    # n = how many benchmarks the domain has; a domain value needs all of them.
+    domain_size = _DOMAIN_SIZE
 
-    views["pgr_benchmark"] = View(
-        doc="PGR of every student on each benchmark of its domain.",
-        columns=(("generator", "generator of the student's data"), ("method", "generation method"),
-                 ("domain", "domain of the data and the benchmark"), ("benchmark", "benchmark"),
-                 ("student", "student's score"), ("base", "base model's score (S_0)"),
-                 ("reference", "reference model's score (S_ref)"),
-                 ("pgr", "(student - base) / (reference - base) x 100; NULL when undefined"),
-                 ("reason", "why pgr is NULL (NULL when it is not)")),
-        sql=f"""
-SELECT s.generator, s.method, s.student_domain AS domain, s.benchmark,
-       s.score AS student, b.score AS base, r.score AS reference,
-       CASE WHEN s.score IS NOT NULL AND b.score IS NOT NULL AND r.score IS NOT NULL AND r.score > b.score
-                 AND r.score - b.score >= {gap}
-            THEN (s.score - b.score) / (r.score - b.score) * 100.0 END AS pgr,
-       CASE WHEN s.score IS NULL THEN 'missing student score'
-            WHEN b.score IS NULL THEN 'missing base score'
-            WHEN r.score IS NULL THEN 'missing reference score'
-            WHEN r.score <= b.score THEN 'reference is not above base'
-            WHEN r.score - b.score < {gap} THEN 'reference is less than min_gap ({gap}) above base' END AS reason
-FROM scores s
-JOIN domain_benchmarks d ON d.domain = s.student_domain AND d.benchmark = s.benchmark
-LEFT JOIN scores b ON b.kind = 'base' AND b.benchmark = s.benchmark
-LEFT JOIN scores r ON r.kind = 'reference' AND r.benchmark = s.benchmark
-WHERE s.kind = 'student'""")
+    # The PGR chain, written once (_pgr_chain): on `scores` (the point values, views *_point) and on
+    # `score_replicates` (every bootstrap replicate, views *_boot). The views named without a suffix are
+    # the point values with their 95% interval: the percentiles of the same view's replicates.
+    views.update(_pgr_chain("scores", "_point", gap, combine))
+    views.update(_pgr_chain("score_replicates", "_boot", gap, combine))
+    for name, keys in (("pgr_benchmark", "generator, method, domain, benchmark"),
+                       ("pgr_domain_mean_of_pgr", "generator, method, domain"),
+                       ("pgr_domain_pgr_of_mean", "generator, method, domain"),
+                       ("pgr_domain", "generator, method, domain"), ("pgr_method", "generator, method"),
+                       ("pgr_overall", "generator")):
+        point = views[f"{name}_point"]
+        views[name] = View(
+            doc=point.doc + " With its 95% paired-bootstrap interval.",
+            columns=(*point.columns, *_INTERVAL_COLUMNS["pgr"]),
+            sql=f"""
+SELECT p.*, i.pgr_lo, i.pgr_hi, i.pgr_defined
+FROM {name}_point p LEFT JOIN {_interval(f"{name}_boot", keys, "pgr")} i USING ({keys})""")
 
-    # n = how many benchmarks the domain has; a domain PGR needs all of them.
-    domain_size = "(SELECT domain, count(*) AS n FROM domain_benchmarks GROUP BY domain)"
-    views["pgr_domain_mean_of_pgr"] = View(
-        doc="Domain PGR as the mean of its benchmarks' PGR (the default definition).",
-        columns=_PGR_DOMAIN_COLUMNS,
+    views["score_interval"] = View(
+        doc="Every score with its 95% paired-bootstrap interval (percentiles of score_replicates).",
+        columns=(("model", "model key"), ("kind", "base | reference | student | generator | model"),
+                 ("generator", "as in scores"), ("method", "as in scores"), ("student_domain", "as in scores"),
+                 ("benchmark", "benchmark"), ("score", "primary score, percent"), *_INTERVAL_COLUMNS["score"]),
         sql=f"""
-SELECT p.generator, p.method, p.domain,
-       CASE WHEN count(p.pgr) = any_value(n.n) THEN sum(p.pgr) / any_value(n.n) END AS pgr,
-       count(p.pgr) AS benchmarks
-FROM pgr_benchmark p JOIN {domain_size} n ON n.domain = p.domain
-GROUP BY p.generator, p.method, p.domain""")
-    views["pgr_domain_pgr_of_mean"] = View(
-        doc="Domain PGR as the PGR of the mean student, base and reference scores over its benchmarks.",
-        columns=_PGR_DOMAIN_COLUMNS,
+SELECT s.model, s.kind, s.generator, s.method, s.student_domain, s.benchmark, s.score,
+       i.score_lo, i.score_hi, i.score_defined
+FROM scores s LEFT JOIN {_interval("score_replicates", "model, benchmark", "score")} i USING (model, benchmark)""")
+    views["anchor_gap"] = View(
+        doc="Reference minus base on each benchmark, the gap PGR divides by, with its 95% paired-bootstrap "
+            "interval: where the interval includes 0 the reference is not reliably better, and PGR there is noise.",
+        columns=(("benchmark", "benchmark"), ("domain", "domain of the benchmark"),
+                 ("base", "base model's score (S_0)"), ("reference", "reference model's score (S_ref)"),
+                 ("gap", "reference - base, score points"), *_INTERVAL_COLUMNS["gap"],
+                 ("excludes_zero", "the interval lies wholly above or below 0 (NULL: no interval)")),
         sql=f"""
-SELECT p.generator, p.method, p.domain,
-       CASE WHEN count(*) = any_value(n.n) AND count(p.student) = count(*) AND count(p.base) = count(*)
-                 AND count(p.reference) = count(*) AND avg(p.reference) > avg(p.base)
-                 AND avg(p.reference) - avg(p.base) >= {gap}
-            THEN (avg(p.student) - avg(p.base)) / (avg(p.reference) - avg(p.base)) * 100.0 END AS pgr,
-       count(p.student) AS benchmarks
-FROM pgr_benchmark p JOIN {domain_size} n ON n.domain = p.domain
-GROUP BY p.generator, p.method, p.domain""")
-    views["pgr_domain"] = View(
-        doc=f"Domain PGR by the definition this database was built with (meta.combine; here {combine}).",
-        columns=_PGR_DOMAIN_COLUMNS, sql=f"SELECT * FROM pgr_domain_{combine}")
-    views["pgr_method"] = View(
-        doc="Per-method average: mean of the domain PGRs (NULL if a domain is missing or NULL).",
-        columns=(("generator", "generator"), ("method", "generation method"),
-                 ("pgr", "mean of the domain PGRs, percent"), ("domains", "domains with a value")),
-        # The number of domains comes from a window over the same rows rather than a scalar
-        # subquery: the subquery expanded the whole pgr_domain chain a second time, and every view
-        # reading pgr_method (pgr_overall, pgr_table, generator_summary) paid for it again.
+WITH point AS (
+    SELECT benchmark, any_value(benchmark_domain) AS domain,
+           max(score) FILTER (WHERE kind = 'base') AS base, max(score) FILTER (WHERE kind = 'reference') AS reference
+    FROM scores WHERE kind IN ('base', 'reference') GROUP BY benchmark),
+boot AS (
+    SELECT benchmark, replicate,
+           max(score) FILTER (WHERE kind = 'reference') - max(score) FILTER (WHERE kind = 'base') AS gap
+    FROM score_replicates WHERE kind IN ('base', 'reference') GROUP BY benchmark, replicate)
+SELECT p.benchmark, p.domain, p.base, p.reference, p.reference - p.base AS gap,
+       i.gap_lo, i.gap_hi, i.gap_defined, i.gap_lo > 0 OR i.gap_hi < 0 AS excludes_zero
+FROM point p LEFT JOIN {_interval("boot", "benchmark", "gap")} i USING (benchmark)""")
+    views["pgr_rank"] = View(
+        doc="For each ordered pair of generators, how often the first's overall PGR is above the second's "
+            "across the bootstrap replicates: near 0.5 the order of the two is a coin toss.",
+        columns=(("generator", "generator"), ("other", "the generator it is compared with"),
+                 ("pgr", "generator's overall PGR (pgr_overall)"), ("other_pgr", "other's overall PGR"),
+                 ("p_above", "share of the replicates in which generator's overall PGR is above other's "
+                             "(a tie counts half, so p_above of (a, b) and (b, a) add up to 1)"),
+                 ("replicates", "replicates in which both have an overall PGR")),
         sql="""
-SELECT generator, method,
-       CASE WHEN count(pgr) = any_value(n_domains) THEN avg(pgr) END AS pgr,
-       count(pgr) AS domains
-FROM (SELECT *, count(DISTINCT domain) OVER () AS n_domains FROM pgr_domain)
-GROUP BY generator, method""")
-    views["pgr_overall"] = View(
-        doc="The AgoraBench score (Table 3): mean of the method averages (NULL if one is missing or NULL).",
-        columns=(("generator", "generator"), ("pgr", "mean of the method averages, percent"),
-                 ("methods", "methods with a value")),
-        # pgr_method has a row for every (generator, method) of pgr_domain, so it has the same
-        # methods: counting them there needs no second pass over pgr_domain.
-        sql="""
-SELECT generator,
-       CASE WHEN count(pgr) = any_value(n_methods) THEN avg(pgr) END AS pgr,
-       count(pgr) AS methods
-FROM (SELECT *, count(DISTINCT method) OVER () AS n_methods FROM pgr_method)
-GROUP BY generator""")
+SELECT a.generator, b.generator AS other, any_value(pa.pgr) AS pgr, any_value(pb.pgr) AS other_pgr,
+       avg(CASE WHEN a.pgr > b.pgr THEN 1.0 WHEN a.pgr = b.pgr THEN 0.5 ELSE 0.0 END) AS p_above,
+       count(*) AS replicates
+FROM pgr_overall_boot a
+JOIN pgr_overall_boot b ON b.replicate = a.replicate AND b.generator <> a.generator
+LEFT JOIN pgr_overall_point pa ON pa.generator = a.generator
+LEFT JOIN pgr_overall_point pb ON pb.generator = b.generator
+WHERE a.pgr IS NOT NULL AND b.pgr IS NOT NULL
+GROUP BY a.generator, b.generator""")
 
     # The paper's Table 2 layout, one column per (method, domain) plus the averages.
     cells, cell_docs = [], []
@@ -150,9 +157,9 @@ GROUP BY generator""")
         columns=(("generator", "generator"), *cell_docs, ("overall", "pgr_overall.pgr")),
         sql=f"""
 SELECT d.generator, {', '.join(cells)}, any_value(o.pgr) AS overall
-FROM pgr_domain d
-LEFT JOIN pgr_method m ON m.generator = d.generator AND m.method = d.method
-LEFT JOIN pgr_overall o ON o.generator = d.generator
+FROM pgr_domain_point d
+LEFT JOIN pgr_method_point m ON m.generator = d.generator AND m.method = d.method
+LEFT JOIN pgr_overall_point o ON o.generator = d.generator
 GROUP BY d.generator""")
 
     views["cost_dataset"] = View(
@@ -166,22 +173,29 @@ SELECT generator, method, domain, num_valid AS instances, attempts, input_tokens
        cost_usd / NULLIF(num_valid, 0) AS cost_per_instance
 FROM datasets""")
     views["cost_per_pgr_point"] = View(
-        doc="Generation cost per point of domain PGR, where the PGR is positive.",
+        doc="Generation cost per point of domain PGR, where the PGR is positive, with its 95% interval.",
         columns=(("generator", "generator"), ("method", "method"), ("domain", "domain"),
                  ("cost_usd", "dataset cost, USD"), ("pgr", "domain PGR"),
-                 ("cost_per_pgr_point", "cost_usd / pgr (NULL unless pgr > 0)")),
-        sql="""
-SELECT c.generator, c.method, c.domain, c.cost_usd, p.pgr,
-       CASE WHEN p.pgr > 0 THEN c.cost_usd / p.pgr END AS cost_per_pgr_point
+                 ("pgr_lo", "domain PGR, 2.5th percentile (pgr_domain)"),
+                 ("pgr_hi", "domain PGR, 97.5th percentile (pgr_domain)"),
+                 ("cost_per_pgr_point", "cost_usd / pgr (NULL unless pgr > 0)"),
+                 *_COST_INTERVAL_COLUMNS),
+        sql=f"""
+SELECT c.generator, c.method, c.domain, c.cost_usd, p.pgr, p.pgr_lo, p.pgr_hi,
+       CASE WHEN p.pgr > 0 THEN c.cost_usd / p.pgr END AS cost_per_pgr_point,
+       {_COST_INTERVAL_SQL.format(cost="c.cost_usd", p="p")}
 FROM cost_dataset c LEFT JOIN pgr_domain p USING (generator, method, domain)""")
 
     views["problem_solving"] = View(
-        doc="A generator's own scores on the PGR benchmarks (the paper's Table 7), long format.",
+        doc="A generator's own scores on the PGR benchmarks (the paper's Table 7), long format, with their "
+            "95% intervals (the same item draws as every other model's).",
         columns=(("generator", "generator"), ("domain", "domain of the benchmark"), ("benchmark", "benchmark"),
-                 ("score", "the generator's primary score, percent")),
-        sql="""
-SELECT s.generator, d.domain, s.benchmark, s.score
+                 ("score", "the generator's primary score, percent"), *_INTERVAL_COLUMNS["score"][:2]),
+        sql=f"""
+SELECT s.generator, d.domain, s.benchmark, s.score, i.score_lo, i.score_hi
 FROM scores s JOIN domain_benchmarks d ON d.benchmark = s.benchmark
+LEFT JOIN {_interval("score_replicates", "model, benchmark", "score", "WHERE kind = 'generator'")} i
+       ON i.model = s.model AND i.benchmark = s.benchmark
 WHERE s.kind = 'generator'""")
     views["problem_solving_domain"] = View(
         doc="A generator's mean own score over a domain's benchmarks (NULL unless all are scored).",
@@ -189,7 +203,7 @@ WHERE s.kind = 'generator'""")
                  ("problem_solving", "mean score, percent"), ("benchmarks", "benchmarks scored")),
         sql=f"""
 SELECT p.generator, p.domain,
-       CASE WHEN count(p.score) = any_value(n.n) THEN avg(p.score) END AS problem_solving,
+       CASE WHEN count(p.score) = any_value(n.n) THEN avg(p.score ORDER BY p.score) END AS problem_solving,
        count(p.score) AS benchmarks
 FROM problem_solving p JOIN {domain_size} n ON n.domain = p.domain
 GROUP BY p.generator, p.domain""")
@@ -202,22 +216,27 @@ GROUP BY p.generator, p.domain""")
                  *((f"score_{b}", f"own {b} score") for b in benchmarks),
                  ("problem_solving", f"mean of the {len(benchmarks)} own scores (NULL unless all are there)"),
                  *((f"pgr_{m}", f"{m} average PGR") for m in methods),
-                 ("pgr", "overall PGR (pgr_overall)"), ("datasets", "datasets generated"),
+                 ("pgr", "overall PGR (pgr_overall)"), ("pgr_lo", "overall PGR, 2.5th percentile (pgr_overall)"),
+                 ("pgr_hi", "overall PGR, 97.5th percentile (pgr_overall)"),
+                 ("pgr_defined", "share of the replicates with an overall PGR (pgr_overall)"),
+                 ("datasets", "datasets generated"),
                  ("instances", "instances generated"), ("cost_usd", "total generation cost, USD"),
-                 ("cost_per_pgr_point", "cost_usd / pgr (NULL unless pgr > 0)")),
+                 ("cost_per_pgr_point", "cost_usd / pgr (NULL unless pgr > 0)"), *_COST_INTERVAL_COLUMNS),
         sql=f"""
-WITH names AS (SELECT generator FROM generators UNION SELECT generator FROM pgr_method
+WITH names AS (SELECT generator FROM generators UNION SELECT generator FROM pgr_method_point
                UNION SELECT generator FROM problem_solving),
 own AS (SELECT generator, {bench_cols},
-               CASE WHEN count(score) = {len(benchmarks)} THEN avg(score) END AS problem_solving
+               CASE WHEN count(score) = {len(benchmarks)} THEN avg(score ORDER BY score) END AS problem_solving
         FROM problem_solving GROUP BY generator),
-methods AS (SELECT generator, {method_cols} FROM pgr_method GROUP BY generator),
-cost AS (SELECT generator, count(*) AS datasets, sum(instances) AS instances, sum(cost_usd) AS cost_usd
+methods AS (SELECT generator, {method_cols} FROM pgr_method_point GROUP BY generator),
+cost AS (SELECT generator, count(*) AS datasets, sum(instances) AS instances,
+                 sum(cost_usd ORDER BY cost_usd) AS cost_usd
          FROM cost_dataset GROUP BY generator)
 SELECT n.generator, {', '.join(f'own.score_{b}' for b in benchmarks)}, own.problem_solving,
-       {', '.join(f'methods.pgr_{m}' for m in methods)}, o.pgr,
+       {', '.join(f'methods.pgr_{m}' for m in methods)}, o.pgr, o.pgr_lo, o.pgr_hi, o.pgr_defined,
        coalesce(cost.datasets, 0) AS datasets, cost.instances, cost.cost_usd,
-       CASE WHEN o.pgr > 0 THEN cost.cost_usd / o.pgr END AS cost_per_pgr_point
+       CASE WHEN o.pgr > 0 THEN cost.cost_usd / o.pgr END AS cost_per_pgr_point,
+       {_COST_INTERVAL_SQL.format(cost="cost.cost_usd", p="o")}
 FROM names n
 LEFT JOIN own USING (generator) LEFT JOIN methods USING (generator)
 LEFT JOIN pgr_overall o USING (generator) LEFT JOIN cost USING (generator)""")
@@ -232,11 +251,11 @@ LEFT JOIN pgr_overall o USING (generator) LEFT JOIN cost USING (generator)""")
                  ("instances", "valid instances generated"), ("cost_usd", "generation cost, USD")),
         sql=f"""
 WITH keys AS (SELECT generator, method, domain FROM datasets UNION SELECT generator, method, domain FROM intrinsic
-              UNION SELECT generator, method, domain FROM pgr_domain)
+              UNION SELECT generator, method, domain FROM pgr_domain_point)
 SELECT k.generator, k.method, k.domain, p.pgr, ps.problem_solving, {metric_cols},
        ds.num_valid AS instances, ds.cost_usd
 FROM keys k
-LEFT JOIN pgr_domain p USING (generator, method, domain)
+LEFT JOIN pgr_domain_point p USING (generator, method, domain)
 LEFT JOIN problem_solving_domain ps ON ps.generator = k.generator AND ps.domain = k.domain
 LEFT JOIN intrinsic i USING (generator, method, domain)
 LEFT JOIN datasets ds USING (generator, method, domain)""")
@@ -254,7 +273,7 @@ LEFT JOIN datasets ds USING (generator, method, domain)""")
 SELECT split_part(d.generator, '@', 1) AS generator, d.generator AS dataset, d.method, d.domain,
        TRY_CAST(nullif(split_part(d.generator, '@', 2), '') AS BIGINT) AS prefix_size,
        d.num_valid AS instances, d.cost_usd, p.pgr
-FROM datasets d LEFT JOIN pgr_domain p USING (generator, method, domain)
+FROM datasets d LEFT JOIN pgr_domain_point p USING (generator, method, domain)
 ORDER BY generator, method, domain, instances, dataset""")
 
     views["instance_stats"] = View(
@@ -280,4 +299,131 @@ SELECT model, benchmark, count(DISTINCT item_id) AS items, count(*) AS outputs,
        avg(correct) * 100.0 AS correct_pct, count(*) FILTER (WHERE verdict = 'no_answer') AS no_answer,
        avg(output_tokens) AS mean_output_tokens
 FROM eval_items GROUP BY model, benchmark""")
+    return views
+
+
+# n = how many benchmarks each domain has: a domain PGR (or problem-solving mean) needs all of them.
+_DOMAIN_SIZE = "(SELECT domain, count(*) AS n FROM domain_benchmarks GROUP BY domain)"
+
+# The interval of a value over its bootstrap replicates: 2.5th and 97.5th percentiles (linear
+# interpolation, as numpy's default), and the share of replicates in which the value is defined.
+LEVEL = 0.95
+_LO, _HI = repr((1 - LEVEL) / 2), repr(1 - (1 - LEVEL) / 2)
+
+
+def _interval(source: str, keys: str, value: str, where: str = "") -> str:
+    """A subquery: per `keys`, the interval of `value` over the rows (replicates) of `source`."""
+    return (f"(SELECT {keys}, quantile_cont({value}, {_LO}) AS {value}_lo, quantile_cont({value}, {_HI}) AS {value}_hi, "
+            f"count({value}) / count(*) AS {value}_defined FROM {source} {where} GROUP BY {keys})")
+
+
+def _interval_columns(value: str, what: str) -> tuple[tuple[str, str], ...]:
+    return ((f"{value}_lo", f"{what}: 2.5th percentile over the bootstrap replicates (NULL: none)"),
+            (f"{value}_hi", f"{what}: 97.5th percentile over the bootstrap replicates"),
+            (f"{value}_defined", f"share of the replicates in which {what} is defined (the interval is over "
+                                 f"those; NULL: no replicates)"))
+
+
+_INTERVAL_COLUMNS = {"pgr": _interval_columns("pgr", "PGR"), "score": _interval_columns("score", "the score"),
+                     "gap": _interval_columns("gap", "the gap")}
+
+# cost / pgr falls as pgr rises, so the ends of the PGR interval, swapped, are the ends of the cost's.
+# Where the PGR interval reaches 0 the cost per point has no upper end (NULL).
+_COST_INTERVAL_SQL = ("CASE WHEN {p}.pgr > 0 AND {p}.pgr_hi > 0 THEN {cost} / {p}.pgr_hi END AS cost_per_pgr_point_lo, "
+                      "CASE WHEN {p}.pgr > 0 AND {p}.pgr_lo > 0 THEN {cost} / {p}.pgr_lo END AS cost_per_pgr_point_hi")
+_COST_INTERVAL_COLUMNS = (
+    ("cost_per_pgr_point_lo", "cost_usd / pgr_hi: the cost per point at the top of the PGR interval (NULL unless pgr > 0)"),
+    ("cost_per_pgr_point_hi", "cost_usd / pgr_lo (NULL unless the whole PGR interval is above 0: no upper end)"))
+
+
+def _pgr_chain(source: str, suffix: str, gap: str, combine: str) -> dict[str, View]:
+    """The PGR views, named NAME + suffix, computed from `source`: `scores` (the point PGR) or
+    `score_replicates` (the same columns plus `replicate`: every level is then computed per replicate,
+    by the same SQL, for the bootstrap intervals). This is the one definition of PGR and its averages."""
+    boot = source == "score_replicates"
+    rep = "replicate, " if boot else ""                    # a leading key column, or nothing
+    p_rep = "p.replicate, " if boot else ""
+    s_rep = "s.replicate, " if boot else ""
+    same = (lambda a: f" AND {a}.replicate = s.replicate") if boot else (lambda a: "")
+    over = "OVER (PARTITION BY replicate)" if boot else "OVER ()"
+    rep_doc = (("replicate", "bootstrap replicate (score_replicates.replicate)"),) if boot else ()
+    what = " One row per bootstrap replicate." if boot else ""
+    views: dict[str, View] = {}
+    views[f"pgr_benchmark{suffix}"] = View(
+        doc="PGR of every student on each benchmark of its domain." + what,
+        columns=(*rep_doc, ("generator", "generator of the student's data"), ("method", "generation method"),
+                 ("domain", "domain of the data and the benchmark"), ("benchmark", "benchmark"),
+                 ("student", "student's score"), ("base", "base model's score (S_0)"),
+                 ("reference", "reference model's score (S_ref)"),
+                 ("pgr", "(student - base) / (reference - base) x 100; NULL when undefined"),
+                 ("reason", "why pgr is NULL (NULL when it is not)")),
+        sql=f"""
+SELECT {s_rep}s.generator, s.method, s.student_domain AS domain, s.benchmark,
+       s.score AS student, b.score AS base, r.score AS reference,
+       CASE WHEN s.score IS NOT NULL AND b.score IS NOT NULL AND r.score IS NOT NULL AND r.score > b.score
+                 AND r.score - b.score >= {gap}
+            THEN (s.score - b.score) / (r.score - b.score) * 100.0 END AS pgr,
+       CASE WHEN s.score IS NULL THEN 'missing student score'
+            WHEN b.score IS NULL THEN 'missing base score'
+            WHEN r.score IS NULL THEN 'missing reference score'
+            WHEN r.score <= b.score THEN 'reference is not above base'
+            WHEN r.score - b.score < {gap} THEN 'reference is less than min_gap ({gap}) above base' END AS reason
+FROM {source} s
+JOIN domain_benchmarks d ON d.domain = s.student_domain AND d.benchmark = s.benchmark
+LEFT JOIN {source} b ON b.kind = 'base' AND b.benchmark = s.benchmark{same("b")}
+LEFT JOIN {source} r ON r.kind = 'reference' AND r.benchmark = s.benchmark{same("r")}
+WHERE s.kind = 'student'""")
+
+    domain_size = _DOMAIN_SIZE
+    domain_columns = (*rep_doc, *_PGR_DOMAIN_COLUMNS)
+    views[f"pgr_domain_mean_of_pgr{suffix}"] = View(
+        doc="Domain PGR as the mean of its benchmarks' PGR (the default definition)." + what,
+        columns=domain_columns,
+        sql=f"""
+SELECT {p_rep}p.generator, p.method, p.domain,
+       CASE WHEN count(p.pgr) = any_value(n.n) THEN sum(p.pgr ORDER BY p.pgr) / any_value(n.n) END AS pgr,
+       count(p.pgr) AS benchmarks
+FROM pgr_benchmark{suffix} p JOIN {domain_size} n ON n.domain = p.domain
+GROUP BY {p_rep}p.generator, p.method, p.domain""")
+    views[f"pgr_domain_pgr_of_mean{suffix}"] = View(
+        doc="Domain PGR as the PGR of the mean student, base and reference scores over its benchmarks." + what,
+        columns=domain_columns,
+        sql=f"""
+SELECT {p_rep}p.generator, p.method, p.domain,
+       CASE WHEN count(*) = any_value(n.n) AND count(p.student) = count(*) AND count(p.base) = count(*)
+                 AND count(p.reference) = count(*) AND avg(p.reference ORDER BY p.reference) > avg(p.base ORDER BY p.base)
+                 AND avg(p.reference ORDER BY p.reference) - avg(p.base ORDER BY p.base) >= {gap}
+            THEN (avg(p.student ORDER BY p.student) - avg(p.base ORDER BY p.base))
+                 / (avg(p.reference ORDER BY p.reference) - avg(p.base ORDER BY p.base)) * 100.0 END AS pgr,
+       count(p.student) AS benchmarks
+FROM pgr_benchmark{suffix} p JOIN {domain_size} n ON n.domain = p.domain
+GROUP BY {p_rep}p.generator, p.method, p.domain""")
+    views[f"pgr_domain{suffix}"] = View(
+        doc=f"Domain PGR by the definition this database was built with (meta.combine; here {combine})." + what,
+        columns=domain_columns, sql=f"SELECT * FROM pgr_domain_{combine}{suffix}")
+    views[f"pgr_method{suffix}"] = View(
+        doc="Per-method average: mean of the domain PGRs (NULL if a domain is missing or NULL)." + what,
+        columns=(*rep_doc, ("generator", "generator"), ("method", "generation method"),
+                 ("pgr", "mean of the domain PGRs, percent"), ("domains", "domains with a value")),
+        # The number of domains comes from a window over the same rows rather than a scalar
+        # subquery: the subquery expanded the whole pgr_domain chain a second time, and every view
+        # reading pgr_method (pgr_overall, pgr_table, generator_summary) paid for it again.
+        sql=f"""
+SELECT {rep}generator, method,
+       CASE WHEN count(pgr) = any_value(n_domains) THEN avg(pgr ORDER BY pgr) END AS pgr,
+       count(pgr) AS domains
+FROM (SELECT *, count(DISTINCT domain) {over} AS n_domains FROM pgr_domain{suffix})
+GROUP BY {rep}generator, method""")
+    views[f"pgr_overall{suffix}"] = View(
+        doc="The AgoraBench score (Table 3): mean of the method averages (NULL if one is missing or NULL)." + what,
+        columns=(*rep_doc, ("generator", "generator"), ("pgr", "mean of the method averages, percent"),
+                 ("methods", "methods with a value")),
+        # pgr_method has a row for every (generator, method) of pgr_domain, so it has the same
+        # methods: counting them there needs no second pass over pgr_domain.
+        sql=f"""
+SELECT {rep}generator,
+       CASE WHEN count(pgr) = any_value(n_methods) THEN avg(pgr ORDER BY pgr) END AS pgr,
+       count(pgr) AS methods
+FROM (SELECT *, count(DISTINCT method) {over} AS n_methods FROM pgr_method{suffix})
+GROUP BY {rep}generator""")
     return views

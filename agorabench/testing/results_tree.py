@@ -16,6 +16,7 @@ import pandas as pd
 
 from agorabench.config import EvaluationConfig, Params
 from agorabench.evaluation.items import EvalItem
+from agorabench.evaluation.resampling import task_module
 from agorabench.evaluation.records import BenchmarkScores
 from agorabench.evaluation.run import ModelRef, _write_items
 from agorabench.generation.records import DatasetManifest, Instance, write_dataset
@@ -125,17 +126,42 @@ def write_tree(root: str | Path, generators: Sequence[str] = GENS, scaling: dict
                 items = [EvalItem(f"{b}-{i}", f"prompt {i}", "ref") for i in range(n)]
                 outs = ["" if c is None else f"out {i}" for i, c in enumerate(correct)]
                 comps = [Completion(o, "stop", 10, 5 + i, 0.5, 0.0) for i, o in enumerate(outs)]
-                rows = [{"extracted": "x", "verdict": "correct" if c else "wrong", "correct": c} for c in correct]
+                rows = [score_row(b, f"{b}-{i}", c) for i, c in enumerate(correct)]
                 folder = Path(params.evaluation.output_dir) / model.key
                 _write_items(folder / f"{b}.parquet", model, b, items, [[{"role": "user", "content": "q"}]] * n,
                              comps, outs, rows, [0] * n)
-                score = sum(correct) / n * 100
+                # The benchmark's own summary of those rows, as `agora evaluate` writes it.
+                task = task_module(b)
+                metrics = task.summarize(rows, rounds=10) if b == "arenahard" else task.summarize(rows)
+                score = metrics[task.PRIMARY]
                 (folder / f"{b}.scores.json").write_text(BenchmarkScores(
-                    benchmark=b, domain=domain, model=model.key, kind=model.kind, spec=model.spec, primary="accuracy",
-                    score=score, metrics={"accuracy": score}, n_items=n, samples=1, fewshot=model.fewshot,
+                    benchmark=b, domain=domain, model=model.key, kind=model.kind, spec=model.spec, primary=task.PRIMARY,
+                    score=score, metrics=metrics, n_items=n, samples=1, fewshot=model.fewshot,
                     data_version="1", items_sha256="h", decoding={}, judge=None, judge_reasoning=None,
                     judge_max_answer_chars=None, isolation=None, no_answer=0, untrained_reason=None).to_json())
     return tree(params)
+
+
+def score_row(benchmark: str, item_id: str, correct: float) -> dict:
+    """The row a benchmark's score() returns for an item answered right (1.0) or wrong (0.0): the fields
+    its summarize() reads, so that the scores and their bootstrap replicates are the benchmark's own."""
+    verdict = "correct" if correct else "wrong"
+    if benchmark == "alpacaeval":
+        # Lengths that differ in sign across items, so the length-controlled fit has something to fit.
+        return {"id": item_id, "extracted": "A", "correct": correct, "verdict": "win" if correct else "loss",
+                "preference": correct, "model_side": "A", "model_len": 90 + 10 * int(item_id[-1]), "baseline_len": 100}
+    if benchmark == "arenahard":
+        first, second = ("B>A", "A>B") if correct else ("A>B", "B>A")  # the model is B in game 1, A in game 2
+        games = [{"model_position": pos, "verdict": v, "judge_reply": f"[[{v}]]", "model_outcome": correct,
+                  "strong": False} for pos, v in (("B", first), ("A", second))]
+        return {"id": item_id, "category": "hard_prompt", "baseline": "base", "extracted": f"{first} / {second}",
+                "correct": correct, "verdict": "win" if correct else "loss", "games": games, "model_len": 10,
+                "baseline_len": 10, "judge": "j", "judge_skipped": "", "seed": 42}
+    if benchmark in ("mbpp", "humaneval"):
+        return {"id": item_id, "item_id": item_id, "extracted": "x", "extracted_by": "python_block",
+                "correct": correct, "verdict": verdict, "pass_k": [1]}
+    return {"id": item_id, "extracted": "x", "extracted_by": "result_tag", "correct": correct,
+            "correct_strict": correct, "verdict": verdict}
 
 
 def tree(params: Params) -> Tree:
