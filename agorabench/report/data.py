@@ -30,12 +30,15 @@ class ReportData:
     generators: list[dict]                        # generator_summary rows, best overall PGR first
     pgr_domain: dict[tuple[str, str, str], float | None]   # (generator, method, domain) -> domain PGR
     null_reasons: list[dict]                      # benchmark, reason, students: why some PGRs are NULL
-    anchors: list[dict]                           # benchmark, domain, base, reference
+    anchors: list[dict]                           # benchmark, domain, base, reference, gap and its interval
     cost_points: list[dict]                       # one per dataset: generator, method, domain, cost_usd, pgr
     intrinsic: list[dict]                         # intrinsic_summary rows
     loss: list[dict] = field(default_factory=list)  # training_loss rows (generator, method, domain, step, loss)
     untrained: list[tuple[str, str, str]] = field(default_factory=list)  # empty datasets: student = base
     quantity: list[dict] = field(default_factory=list)  # quantity_quality rows of settings with a scaling prefix
+    # (generator, other) -> share of the bootstrap replicates in which generator's overall PGR is above other's
+    rank: dict[tuple[str, str], float] = field(default_factory=dict)
+    replicates: int = 0                           # bootstrap replicates behind the intervals (0: none)
 
     @property
     def settings(self) -> list[tuple[str, str]]:
@@ -95,11 +98,9 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
         SELECT benchmark, reason, count(*) AS students FROM pgr_benchmark WHERE pgr IS NULL
         GROUP BY benchmark, reason ORDER BY benchmark, reason""")
     anchors = _rows(con, """
-        SELECT d.benchmark, d.domain,
-               max(s.score) FILTER (WHERE s.kind = 'base') AS base,
-               max(s.score) FILTER (WHERE s.kind = 'reference') AS reference
-        FROM domain_benchmarks d LEFT JOIN scores s ON s.benchmark = d.benchmark
-        GROUP BY d.benchmark, d.domain, d.position ORDER BY d.domain, d.position""")
+        SELECT d.benchmark, d.domain, g.base, g.reference, g.gap, g.gap_lo, g.gap_hi, g.excludes_zero
+        FROM domain_benchmarks d LEFT JOIN anchor_gap g ON g.benchmark = d.benchmark
+        ORDER BY d.domain, d.position""")
     anchors.sort(key=lambda a: (domains.index(a["domain"]) if a["domain"] in domains else len(domains), a["domain"]))
     cost_points = _rows(con, """
         SELECT generator, method, domain, cost_usd, pgr FROM cost_per_pgr_point ORDER BY generator, method, domain""")
@@ -111,6 +112,9 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
                       "WHERE loss IS NOT NULL ORDER BY generator, method, domain, step")
     untrained = [(r["generator"], r["method"], r["domain"]) for r in _rows(
         con, "SELECT generator, method, domain FROM training_runs WHERE NOT trained ORDER BY ALL")]
+    rank = {(r["generator"], r["other"]): r["p_above"]
+            for r in _rows(con, "SELECT generator, other, p_above FROM pgr_rank ORDER BY generator, other")}
+    replicates = _rows(con, "SELECT count(DISTINCT replicate) AS n FROM score_replicates")[0]["n"]
     quantity = _rows(con, """
         SELECT q.* FROM quantity_quality q
         WHERE (q.method, q.domain) IN (SELECT method, domain FROM quantity_quality WHERE prefix_size IS NOT NULL)
@@ -119,7 +123,7 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
         combine=meta.get("combine", "mean_of_pgr"), methods=methods, domains=domains, generators=generators,
         pgr_domain={(r["generator"], r["method"], r["domain"]): r["pgr"] for r in pgr_rows},
         null_reasons=null_reasons, anchors=anchors, cost_points=cost_points, intrinsic=intrinsic, loss=loss,
-        untrained=untrained, quantity=quantity)
+        untrained=untrained, quantity=quantity, rank=rank, replicates=replicates)
 
 
 def _first_line(e: Exception) -> str:
