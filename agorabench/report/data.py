@@ -39,6 +39,8 @@ class ReportData:
     # (generator, other) -> share of the bootstrap replicates in which generator's overall PGR is above other's
     rank: dict[tuple[str, str], float] = field(default_factory=dict)
     replicates: int = 0                           # bootstrap replicates behind the intervals (0: none)
+    # (generator, method, domain) -> the domain PGR's 95% interval (lo, hi); None where it has none
+    pgr_domain_interval: dict[tuple[str, str, str], tuple[float, float] | None] = field(default_factory=dict)
 
     @property
     def settings(self) -> list[tuple[str, str]]:
@@ -82,7 +84,8 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict]:
 
 def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
     meta = {r["key"]: r["value"] for r in _rows(con, "SELECT key, value FROM meta ORDER BY key")}
-    pgr_rows = _rows(con, "SELECT generator, method, domain, pgr FROM pgr_domain ORDER BY ALL")
+    pgr_rows = _rows(con, "SELECT generator, method, domain, pgr, pgr_lo, pgr_hi FROM pgr_domain "
+                          "ORDER BY generator, method, domain")
     found_methods = {r["method"] for r in pgr_rows}
     found_domains = {r["domain"] for r in pgr_rows}
     methods = [*METHODS, *sorted(found_methods - set(METHODS))]
@@ -123,7 +126,9 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
         combine=meta.get("combine", "mean_of_pgr"), methods=methods, domains=domains, generators=generators,
         pgr_domain={(r["generator"], r["method"], r["domain"]): r["pgr"] for r in pgr_rows},
         null_reasons=null_reasons, anchors=anchors, cost_points=cost_points, intrinsic=intrinsic, loss=loss,
-        untrained=untrained, quantity=quantity, rank=rank, replicates=replicates)
+        untrained=untrained, quantity=quantity, rank=rank, replicates=replicates,
+        pgr_domain_interval={(r["generator"], r["method"], r["domain"]): None if r["pgr_lo"] is None
+                             else (r["pgr_lo"], r["pgr_hi"]) for r in pgr_rows})
 
 
 def _first_line(e: Exception) -> str:

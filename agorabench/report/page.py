@@ -94,6 +94,13 @@ def interval(lo: float | None, hi: float | None, digits: int = 1) -> str:
     return f"[{fmt(lo, digits)}, {fmt(hi, digits)}]"
 
 
+def with_interval(v: float | None, bounds: tuple[float, float] | None, digits: int = 1) -> str:
+    """A value and its 95% interval, "v [lo, hi]"; the value alone when it has no interval."""
+    if v is None or bounds is None:
+        return fmt(v, digits)
+    return f"{fmt(v, digits)} {interval(*bounds, digits=digits)}"
+
+
 def usd(v: float | None) -> str:
     if v is None:
         return BLANK
@@ -127,9 +134,11 @@ def rank_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
 
 
 def domain_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
-    """The paper's Table 2 layout: one column per setting."""
+    """The paper's Table 2 layout: one column per setting, each PGR followed by its 95% interval."""
     header = ["generator", *(setting_label(m, d) for m, d in data.settings)]
-    rows = [[g["generator"], *(fmt(data.pgr_domain.get((g["generator"], m, d))) for m, d in data.settings)]
+    rows = [[g["generator"], *(with_interval(data.pgr_domain.get((g["generator"], m, d)),
+                                             data.pgr_domain_interval.get((g["generator"], m, d)))
+                               for m, d in data.settings)]
             for g in data.generators if any(k[0] == g["generator"] for k in data.pgr_domain)]
     return header, rows
 
