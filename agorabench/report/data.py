@@ -97,8 +97,9 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
     for g in generators:
         g["method_pgr"] = {m: g.get(f"pgr_{m}") for m in methods}
 
+    # The point view: the reasons need no interval, and pgr_benchmark would compute every replicate's PGR.
     null_reasons = _rows(con, """
-        SELECT benchmark, reason, count(*) AS students FROM pgr_benchmark WHERE pgr IS NULL
+        SELECT benchmark, reason, count(*) AS students FROM pgr_benchmark_point WHERE pgr IS NULL
         GROUP BY benchmark, reason ORDER BY benchmark, reason""")
     anchors = _rows(con, """
         SELECT d.benchmark, d.domain, g.base, g.reference, g.gap, g.gap_lo, g.gap_hi, g.excludes_zero
