@@ -466,6 +466,12 @@ class AnalysisConfig(Strict):
     # PGR is undefined where the reference beats the base by less than this many score points: there
     # it would be the students' noise divided by the anchors'. 0 (the paper): any positive gap.
     min_gap: float = Field(0.0, ge=0)
+    # 95% intervals of every score, PGR and cost per PGR point: a paired bootstrap over each benchmark's
+    # items, with this many replicates (`agora results` writes them to score_replicates.parquet; 0: no
+    # intervals). 1000 puts the 2.5% and 97.5% percentiles on 25 replicates each.
+    bootstrap_replicates: int = Field(1000, ge=0)
+    # Seed of the replicates' item draws (with the benchmark's name): the same seed, the same intervals.
+    bootstrap_seed: int = Field(0, ge=0)
     standardize: bool = True               # z-score the features before PCA (the paper's PCA is on
                                            # features with different units: 1-5 scores, perplexity, ...)
     top_k: int = Field(5, ge=1)            # regress PGR on the top-k principal components

@@ -12,6 +12,14 @@ A synthetic results set the size of the paper's experiment is written as the Par
                                    reading only the needed columns (fair) and once whole tables (naive)
   4. the report path               build_db + every view + the PGR/PCA analysis (+ agorabench.report's
                                    write_report when it is importable), wall time; target < 30 s
+  5. the intervals                 what the paired bootstrap adds to `agora results` and to the views:
+                                   score_replicates computed from the 150K evaluated items (--replicates,
+                                   default 1000, as collect does it), written, loaded by build_db, and every
+                                   view queried with them against without them; the interval of a
+                                   synthetic Bernoulli score checked against its closed form
+
+Sections 1-3 run on a database without replicates (its interval views are empty), so that DuckDB and
+pandas compute the same point values; section 4 and the second half of 5 run with them.
 
 Fairness: both sides start from the same Parquet files and compute the same numbers from the same
 rows (nothing is pre-aggregated for one side only); pandas is written the idiomatic way (groupby/agg,
@@ -47,7 +55,8 @@ sys.path.insert(0, str(REPO))
 from agorabench.analysis import features_from_db, run_analysis  # noqa: E402
 from agorabench.config import DOMAINS, METHODS  # noqa: E402
 from agorabench.config import EvaluationConfig  # noqa: E402
-from agorabench.results.collect import parquet_options  # noqa: E402
+from agorabench.results.collect import parquet_options, write_table  # noqa: E402
+from agorabench.results.replicates import score_replicates  # noqa: E402
 from agorabench.results.db import build_db  # noqa: E402
 from agorabench.results.schema import INSTANCE_METRICS, INTRINSIC_METRICS, TABLES  # noqa: E402
 from agorabench.results.views import view_definitions  # noqa: E402
@@ -143,14 +152,15 @@ def synthesize(out: Path, scale: float, text_chars: int = 600, seed: int = 0) ->
     sc = {k: [] for k in ("model", "kind", "generator", "method", "student_domain", "benchmark", "benchmark_domain",
                           "primary_metric", "score", "n_items", "samples", "fewshot")}
     items = {k: [] for k in ("model", "kind", "generator", "method", "student_domain", "benchmark", "item_id",
-                             "sample_index", "verdict", "correct", "output_tokens")}
+                             "sample_index", "verdict", "correct", "output_tokens", "details")}
     for key, kind, g, m, d, p in models:
         for b, n in ITEMS.items():
             if kind == "student" and BENCH_DOMAIN[b] != d:
                 continue
             correct = (rng.random(n) < p).astype(float)
-            for k, v in zip(sc, (key, kind, g, m, d, b, BENCH_DOMAIN[b], "accuracy", correct.mean() * 100, n, 1,
-                                 3 if kind == "base" else 0)):
+            details = judged_details(b, correct, rng)
+            for k, v in zip(sc, (key, kind, g, m, d, b, BENCH_DOMAIN[b], "accuracy", own_score(b, correct, details), n,
+                                 1, 3 if kind == "base" else 0)):
                 sc[k].append(v)
             for k, v in (("model", key), ("kind", kind), ("generator", g), ("method", m), ("student_domain", d),
                          ("benchmark", b)):
@@ -160,6 +170,7 @@ def synthesize(out: Path, scale: float, text_chars: int = 600, seed: int = 0) ->
             items["verdict"] += np.where(correct > 0, "correct", "wrong").tolist()
             items["correct"] += correct.tolist()
             items["output_tokens"] += rng.integers(20, 1024, n).tolist()
+            items["details"] += details
     write("scores", sc, out)
     write("eval_items", items, out)
     gens = sorted({s[0] for s in sets})
@@ -171,6 +182,32 @@ def synthesize(out: Path, scale: float, text_chars: int = 600, seed: int = 0) ->
                                 "position": [i for _, _, i in pairs]}, out)
     return {"instances": total, "students": sum(1 for mdl in models if mdl[1] == "student"),
             "eval_items": len(items["model"]), "datasets": len(sets)}
+
+
+def judged_details(benchmark: str, correct: np.ndarray, rng: np.random.Generator) -> list[str | None]:
+    """The fields the judged benchmarks' scores read (AlpacaEval: preference and lengths; Arena-Hard: the two
+    games), as `agora evaluate` writes them in the items' details; None for the other benchmarks."""
+    import json
+
+    if benchmark == "alpacaeval":
+        lengths = rng.integers(200, 3000, len(correct))
+        return [json.dumps({"preference": c, "model_len": int(n), "baseline_len": 1500}) for c, n in zip(correct, lengths)]
+    if benchmark == "arenahard":
+        strong = rng.random(len(correct)) < 0.3
+        return [json.dumps({"category": "hard_prompt", "games": [{"model_outcome": c, "strong": bool(s)}] * 2})
+                for c, s in zip(correct, strong)]
+    return [None] * len(correct)
+
+
+def own_score(benchmark: str, correct: np.ndarray, details: list[str | None]) -> float:
+    """The benchmark's own score of these items (the judged ones' is a fit, not the mean of correct): its
+    replicate scorer on the one replicate that draws every item once."""
+    import json
+
+    from agorabench.evaluation.resampling import replicate_scores, task_module
+
+    items = [[{**(json.loads(x) if x else {}), "correct": c}] for c, x in zip(correct.tolist(), details)]
+    return float(replicate_scores(task_module(benchmark), items, np.ones((1, len(items)), dtype=int))[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,12 +417,40 @@ def report_path(out: Path, tables: str, threads: int | None) -> tuple[float, lis
     return time.perf_counter() - t0, notes
 
 
+def check_intervals(views: dict[str, pd.DataFrame], db: Path) -> list[str]:
+    """The intervals at this scale: every point value inside its interval, and a synthetic Bernoulli score's
+    interval against the closed form p +- 1.96 sqrt(p (1 - p) / n)."""
+    import duckdb
+
+    out = []
+    for name in ("pgr_benchmark", "pgr_domain", "pgr_method", "pgr_overall"):
+        v = views[name].dropna(subset=["pgr", "pgr_lo", "pgr_hi"])
+        inside = ((v["pgr_lo"] <= v["pgr"] + 1e-9) & (v["pgr"] <= v["pgr_hi"] + 1e-9)).mean()
+        out.append(f"{name}: {len(v)} intervals, median width {(v['pgr_hi'] - v['pgr_lo']).median():.1f} PGR points, "
+                   f"point inside {inside:.1%}")
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        p, lo, hi, n = con.execute("SELECT s.score / 100, i.score_lo, i.score_hi, s.n_items FROM score_interval i "
+                                   "JOIN scores s USING (model, benchmark) "
+                                   "WHERE model = 'base' AND benchmark = 'gsm8k'").fetchone()
+    finally:
+        con.close()
+    half = 196.0 * (p * (1 - p) / n) ** 0.5
+    out.append(f"base gsm8k ({n} Bernoulli items, p={p:.3f}): interval half-widths {100 * p - lo:.2f} / {hi - 100 * p:.2f}"
+               f" points, closed form {half:.2f}")
+    rank = views["pgr_rank"]
+    out.append(f"pgr_rank: {len(rank)} ordered pairs; coin tosses (0.2 < p_above < 0.8): "
+               f"{int(((rank['p_above'] > 0.2) & (rank['p_above'] < 0.8)).sum()) // 2} pairs")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the paper's instance counts")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="DuckDB threads (0: DuckDB's default, all cores)")
     ap.add_argument("--text-chars", type=int, default=600, help="instruction + response characters per instance")
+    ap.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates (analysis.bootstrap_replicates)")
     args = ap.parse_args()
     threads = args.threads or None
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, DuckDB threads {threads or 'all'}, "
@@ -429,7 +494,18 @@ def main() -> None:
         t_ps, ps = best_of(args.repeat, lambda: pandas_small_views(small_frames))  # pgr_domain is also mean_of_pgr
         t_pli, inst_frames = best_of(args.repeat, lambda: load_frames(out, instance_tables))
         t_pi, _ = best_of(args.repeat, lambda: pandas_instance_views(inst_frames))
-        # 4. the report path, once each way (a single wall time, as a user would see it)
+        # 5. the intervals: the replicates as collect computes them, then the views with them
+        t_rep_base_copy, _ = report_path(out, "copy", threads)  # the report path without replicates
+        t_build_none = t_build
+        t_views_none, _ = best_of(args.repeat, lambda: duckdb_views(db, threads))
+        t_read, item_rows = best_of(1, lambda: pq.read_table(out / "eval_items.parquet").to_pylist())
+        t_boot, reps = best_of(1, lambda: score_replicates(item_rows, args.replicates, 0))
+        t_write, _ = best_of(1, lambda: write_table("score_replicates", reps, out / "score_replicates.parquet"))
+        del item_rows
+        t_build_reps, _ = best_of(args.repeat, lambda: build_db(out, db_path=db))
+        t_views_reps, with_reps = best_of(args.repeat, lambda: duckdb_views(db, threads))
+        interval_checks = check_intervals(with_reps, db)
+        # 4. the report path, once each way (a single wall time, as a user would see it), with the replicates
         t_rep_lean, notes = report_path(out, "parquet", threads)
         t_rep_copy, _ = report_path(out, "copy", threads)
 
@@ -456,6 +532,16 @@ def main() -> None:
               f"tables='copy' {t_rep_copy:.2f} s; target < 30 s: {'met' if max(t_rep_lean, t_rep_copy) < 30 else 'NOT met'}")
         for n in notes:
             print(f"   {n}")
+        size = (out / "score_replicates.parquet").stat().st_size / 1e6
+        added = t_boot + t_write + (t_build_reps - t_build_none)
+        print(f"5. intervals, {args.replicates} replicates: {len(reps):,} score_replicates rows ({size:.1f} MB Parquet); "
+              f"computing them {t_boot:.2f} s (+ reading the items {t_read:.2f} s, which collect has in memory), "
+              f"writing {t_write:.2f} s, build_db {t_build_none * 1e3:.0f} -> {t_build_reps * 1e3:.0f} ms: "
+              f"`agora results` +{added:.2f} s")
+        print(f"   all {len(with_reps)} views {t_views_none * 1e3:.0f} -> {t_views_reps * 1e3:.0f} ms with the replicates; "
+              f"report path (copy) {t_rep_base_copy:.2f} -> {t_rep_copy:.2f} s")
+        for line_ in interval_checks:
+            print(f"   {line_}")
         top = d2["pgr_overall"].sort_values("pgr", ascending=False).head(3)
         print("summary: top overall PGR " + ", ".join(f"{r.generator} {r.pgr:.1f}" for r in top.itertuples()))
         fair = t_p3 / t_d3

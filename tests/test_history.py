@@ -99,8 +99,9 @@ def test_two_runs_with_different_params_are_two_runs_and_pgr_over_runs_shows_bot
     try:
         con.execute(f"ATTACH '{db}' AS r (READ_ONLY)").fetchall()
         con.execute("USE r.history").fetchall()
-        mixed = view_definitions(DOMAIN_BENCHMARKS)["pgr_benchmark"].sql
-        split = view_definitions(DOMAIN_BENCHMARKS, by=("run_id",))["pgr_benchmark"].sql
+        # pgr_benchmark_point: the view that reads the tables (pgr_benchmark adds the intervals to it).
+        mixed = view_definitions(DOMAIN_BENCHMARKS)["pgr_benchmark_point"].sql
+        split = view_definitions(DOMAIN_BENCHMARKS, by=("run_id",))["pgr_benchmark_point"].sql
         n_split = con.execute(f"SELECT count(*) FROM ({split})").fetchall()[0][0]
         n_mixed = con.execute(f"SELECT count(*) FROM ({mixed})").fetchall()[0][0]
     finally:
@@ -250,3 +251,41 @@ def test_the_results_stage_stays_reproducible_under_dvc_while_the_history_grows(
     assert "Running stage 'results'" in repro()
     assert len(recorded_runs(history)) == 2
     assert sh(["git", "status", "--porcelain", "--untracked-files=all", "data/history"], repo) == ""
+
+
+def test_each_run_has_its_own_intervals_and_a_run_without_replicates_has_none(tmp_path):
+    paths = write_tree(tmp_path)
+    repo = git_repo(tmp_path / "repo")
+    # Run 1 without bootstrap replicates (as a run recorded before the intervals existed), run 2 with them.
+    build_results(with_params(paths.params, bootstrap_replicates=0), repo=repo)
+    db = build_results(paths.params, repo=repo)
+    current = rows(db, "SELECT generator, pgr, pgr_lo, pgr_hi, pgr_defined FROM pgr_overall ORDER BY 1")
+    assert current and all(lo is not None and lo <= pgr <= hi for _, pgr, lo, hi, _ in current)
+    run = "(SELECT run_id FROM history.runs WHERE run_number = {})"
+    per_run = {n: rows(db, f"SELECT generator, pgr, pgr_lo, pgr_hi, pgr_defined FROM history.pgr_overall "
+                           f"WHERE run_id = {run.format(n)} ORDER BY 1") for n in (1, 2)}
+    assert per_run[2] == current  # run 2's replicates alone give the current build's intervals
+    assert [(g, lo, hi, d) for g, _, lo, hi, d in per_run[1]] == [(g, None, None, None) for g in GENS]
+    assert [pgr for _, pgr, *_ in per_run[1]] == pytest.approx([pgr for _, pgr, *_ in current])
+    assert rows(db, "SELECT count(*) FROM history.pgr_rank GROUP BY run_id") == \
+        rows(db, "SELECT count(*) FROM pgr_rank")  # only run 2 has replicates to rank with
+    over = rows(db, "SELECT run_number, pgr_lo IS NULL FROM pgr_over_runs WHERE generator = 'alpha' ORDER BY 1")
+    assert over == [(1, True), (2, False)]
+    # The same holds where a run's folder has no score_replicates file at all (recorded by an older version).
+    history = Path(paths.params.analysis.history_dir)
+    first = rows(db, "SELECT run_id FROM history.runs WHERE run_number = 1")[0][0]
+    (history / f"run_id={first}" / "score_replicates.parquet").unlink()
+    db = build_db(paths.params.analysis.results_dir, history_dir=history)
+    assert rows(db, f"SELECT generator, pgr, pgr_lo, pgr_hi, pgr_defined FROM history.pgr_overall "
+                    f"WHERE run_id = {run.format(1)} ORDER BY 1") == per_run[1]
+    # Canary: the replicate chain split by replicate only mixes the runs' domain maps: twice the rows.
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH '{db}' AS r (READ_ONLY)").fetchall()
+        con.execute("USE r.history").fetchall()
+        mixed = view_definitions(DOMAIN_BENCHMARKS)["pgr_benchmark_boot"].sql
+        split = view_definitions(DOMAIN_BENCHMARKS, by=("run_id",))["pgr_benchmark_boot"].sql
+        n_split, n_mixed = (con.execute(f"SELECT count(*) FROM ({q})").fetchall()[0][0] for q in (split, mixed))
+    finally:
+        con.close()
+    assert n_split > 0 and n_mixed == 2 * n_split

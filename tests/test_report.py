@@ -22,7 +22,7 @@ from agorabench.files import StorageError
 from agorabench.report import write_report
 from agorabench.results.collect import collect
 from agorabench.results.db import build_db, connect
-from agorabench.testing.results_tree import write_tree
+from agorabench.testing.results_tree import TREE_REPLICATES, write_tree
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -150,6 +150,50 @@ def test_determinism_canary_default_matplotlib_output_differs_between_saves(tmp_
     fig.savefig(tmp_path / "b.svg")
     a, b = (tmp_path / "a.svg").read_bytes(), (tmp_path / "b.svg").read_bytes()
     assert b"<dc:date>" in a and a != b
+
+
+def test_the_order_section_and_the_intervals_are_the_views(full_db, full_report, tmp_path):
+    """The ranking's cells are pgr_rank's shares, the headline's intervals pgr_overall's, the per-setting
+    intervals pgr_domain's, the anchors' gap intervals anchor_gap's; without replicates the section says why
+    it is empty and no cell shows an interval."""
+    html = (full_report / "index.html").read_text()
+    con = connect(full_db)
+    rank = {(a, b): p for a, b, p in con.execute("SELECT generator, other, p_above FROM pgr_rank").fetchall()}
+    overall = con.execute("SELECT generator, pgr_lo, pgr_hi FROM pgr_overall").fetchall()
+    gaps = con.execute("SELECT benchmark, gap_lo, gap_hi FROM anchor_gap").fetchall()
+    domain = con.execute("SELECT generator, method, domain, pgr, pgr_lo, pgr_hi FROM pgr_domain").fetchall()
+    con.close()
+    section = html[html.index("<h2>How sure is the order</h2>"):html.index("<h2>Domain PGR per setting</h2>")]
+    names = re.findall(r"<th>([^<]+)</th>", section)[1:]
+    rows = re.findall(r"<tr><td>([^<]+)</td>((?:<td>[^<]*</td>)+)</tr>", section)
+    assert sorted(names) == sorted(GENERATORS) and [r[0] for r in rows] == names
+    for name, cells in rows:
+        for other, cell in zip(names, re.findall(r"<td>([^<]*)</td>", cells)):
+            assert cell == ("–" if other == name else f"{100 * rank[(name, other)]:.0f}%"), (name, other)
+    assert f"{TREE_REPLICATES} bootstrap replicates" in section
+    headline = html[html.index("<h2>Headline</h2>"):html.index("<h2>How to read this</h2>")]
+    for g, lo, hi in overall:
+        assert re.search(rf"<td>{g}</td><td>[^<]+</td><td>\[{lo:.1f}, {hi:.1f}\]</td>", headline), g
+    anchors = html[html.index("<h2>Anchors</h2>"):]
+    assert all(f"[{lo:.1f}, {hi:.1f}]" in anchors for _, lo, hi in gaps)
+    # Each setting's cell is its domain PGR followed by pgr_domain's interval.
+    setting = html[html.index("<h2>Domain PGR per setting</h2>"):]
+    setting = setting[:setting.index("<h2>", 4)]
+    domain = [r for r in domain if r[3] is not None]
+    assert domain and all(lo is not None for *_, lo, _ in domain)
+    for g, _, _, pgr, lo, hi in domain:
+        assert f"<td>{pgr:.1f} [{lo:.1f}, {hi:.1f}]</td>" in setting, g
+    assert "How sure is the order" in (full_report / "summary.md").read_text()
+    # Canary: the same tree collected without replicates has no order to show, and says so.
+    paths = write_tree(tmp_path / "tree", ("alpha", "beta"))
+    off = paths.params.model_copy(update={"analysis": paths.params.analysis.model_copy(update={"bootstrap_replicates": 0})})
+    collect(off)
+    bare = write_report(build_db(paths.out), tmp_path / "bare").read_text()
+    assert "Not shown: it needs two generators with an overall PGR and bootstrap replicates" in bare
+    assert "row above column" not in bare and "[" not in bare[bare.index("<h2>Headline</h2>"):bare.index("<h2>How to")]
+    bare_setting = bare[bare.index("<h2>Domain PGR per setting</h2>"):]
+    assert "<td>" in bare_setting[:bare_setting.index("<h2>", 4)]
+    assert "[" not in bare_setting[:bare_setting.index("<h2>", 4)]
 
 
 def test_missing_pieces_give_a_page_that_says_so(tmp_path, full_report):

@@ -20,6 +20,7 @@ import re
 from collections import defaultdict
 
 from agorabench.evaluation.context import ScoreContext
+from agorabench.evaluation.resampling import mean_per_replicate
 from agorabench.evaluation.sandbox import ExecResult, SandboxConfig, run_programs
 
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.S)
@@ -127,3 +128,11 @@ def summarize_pass_at_k(rows: list[dict]) -> dict[str, float]:
     out["no_code_rate"] = 100.0 * sum(r["verdict"] == "no_answer" for r in rows) / len(rows)
     out["timeout_rate"] = 100.0 * sum(r["verdict"] == "timeout" for r in rows) / len(rows)
     return out
+
+
+def bootstrap_pass_at_k(items: list[list[dict]], counts, k: int = 1):
+    """summarize_pass_at_k()'s pass@k (percent) on bootstrap replicates of the items: items[i] holds item
+    i's sample rows, counts[r, i] how often replicate r drew it (agorabench/evaluation/resampling.py).
+    pass@k is a mean over items, so each replicate is the count-weighted mean of the items' pass@k."""
+    values = [pass_at_k(len(rows), int(sum(r["correct"] >= 1.0 for r in rows)), k) for rows in items]
+    return 100.0 * mean_per_replicate(values, counts)

@@ -32,7 +32,7 @@ class ReportData:
     generators: list[dict]                        # generator_summary rows, best overall PGR first
     pgr_domain: dict[tuple[str, str, str], float | None]   # (generator, method, domain) -> domain PGR
     null_reasons: list[dict]                      # benchmark, reason, students: why some PGRs are NULL
-    anchors: list[dict]                           # benchmark, domain, base, reference
+    anchors: list[dict]                           # benchmark, domain, base, reference, gap and its interval
     cost_points: list[dict]                       # one per dataset: generator, method, domain, cost_usd, pgr
     intrinsic: list[dict]                         # intrinsic_summary rows
     loss: list[dict] = field(default_factory=list)  # training_loss rows (generator, method, domain, step, loss)
@@ -47,6 +47,11 @@ class ReportData:
     samples: list[dict] = field(default_factory=list)       # the first SAMPLES instances of every dataset
     training: list[dict] = field(default_factory=list)      # training_runs: generator, method, domain, wall_s, ...
     eval_time: list[dict] = field(default_factory=list)     # per model: items, answer seconds, tokens
+    # (generator, other) -> share of the bootstrap replicates in which generator's overall PGR is above other's
+    rank: dict[tuple[str, str], float] = field(default_factory=dict)
+    replicates: int = 0                           # bootstrap replicates behind the intervals (0: none)
+    # (generator, method, domain) -> the domain PGR's 95% interval (lo, hi); None where it has none
+    pgr_domain_interval: dict[tuple[str, str, str], tuple[float, float] | None] = field(default_factory=dict)
 
     @property
     def settings(self) -> list[tuple[str, str]]:
@@ -129,7 +134,8 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict]:
 
 def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
     meta = {r["key"]: r["value"] for r in _rows(con, "SELECT key, value FROM meta ORDER BY key")}
-    pgr_rows = _rows(con, "SELECT generator, method, domain, pgr FROM pgr_domain ORDER BY ALL")
+    pgr_rows = _rows(con, "SELECT generator, method, domain, pgr, pgr_lo, pgr_hi FROM pgr_domain "
+                          "ORDER BY generator, method, domain")
     found_methods = {r["method"] for r in pgr_rows}
     found_domains = {r["domain"] for r in pgr_rows}
     methods = [*METHODS, *sorted(found_methods - set(METHODS))]
@@ -141,15 +147,14 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
     for g in generators:
         g["method_pgr"] = {m: g.get(f"pgr_{m}") for m in methods}
 
+    # The point view: the reasons need no interval, and pgr_benchmark would compute every replicate's PGR.
     null_reasons = _rows(con, """
-        SELECT benchmark, reason, count(*) AS students FROM pgr_benchmark WHERE pgr IS NULL
+        SELECT benchmark, reason, count(*) AS students FROM pgr_benchmark_point WHERE pgr IS NULL
         GROUP BY benchmark, reason ORDER BY benchmark, reason""")
     anchors = _rows(con, """
-        SELECT d.benchmark, d.domain,
-               max(s.score) FILTER (WHERE s.kind = 'base') AS base,
-               max(s.score) FILTER (WHERE s.kind = 'reference') AS reference
-        FROM domain_benchmarks d LEFT JOIN scores s ON s.benchmark = d.benchmark
-        GROUP BY d.benchmark, d.domain, d.position ORDER BY d.domain, d.position""")
+        SELECT d.benchmark, d.domain, g.base, g.reference, g.gap, g.gap_lo, g.gap_hi, g.excludes_zero
+        FROM domain_benchmarks d LEFT JOIN anchor_gap g ON g.benchmark = d.benchmark
+        ORDER BY d.domain, d.position""")
     anchors.sort(key=lambda a: (domains.index(a["domain"]) if a["domain"] in domains else len(domains), a["domain"]))
     cost_points = _rows(con, """
         SELECT generator, method, domain, cost_usd, pgr FROM cost_per_pgr_point ORDER BY generator, method, domain""")
@@ -161,6 +166,9 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
                       "WHERE loss IS NOT NULL ORDER BY generator, method, domain, step")
     untrained = [(r["generator"], r["method"], r["domain"]) for r in _rows(
         con, "SELECT generator, method, domain FROM training_runs WHERE NOT trained ORDER BY ALL")]
+    rank = {(r["generator"], r["other"]): r["p_above"]
+            for r in _rows(con, "SELECT generator, other, p_above FROM pgr_rank ORDER BY generator, other")}
+    replicates = _rows(con, "SELECT count(DISTINCT replicate) AS n FROM score_replicates")[0]["n"]
     quantity = _rows(con, """
         SELECT q.* FROM quantity_quality q
         WHERE (q.method, q.domain) IN (SELECT method, domain FROM quantity_quality WHERE prefix_size IS NOT NULL)
@@ -209,7 +217,9 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
         null_reasons=null_reasons, anchors=anchors, cost_points=cost_points, intrinsic=intrinsic, loss=loss,
         untrained=untrained, quantity=quantity, contamination=contamination, benchmarks=benchmarks, scores=scores,
         has_intervals=has_intervals, datasets=datasets, rejections=rejections, samples=samples, training=training,
-        eval_time=eval_time)
+        eval_time=eval_time, rank=rank, replicates=replicates,
+        pgr_domain_interval={(r["generator"], r["method"], r["domain"]): None if r["pgr_lo"] is None
+                             else (r["pgr_lo"], r["pgr_hi"]) for r in pgr_rows})
 
 
 def _first_line(e: Exception) -> str:

@@ -352,8 +352,9 @@ def benchmark_scores(data: ReportData, folder: Path) -> Figure | FigureSkipped:
             color = colors.get(m["generator"], "black")
             marker = "s" if m["kind"] == "generator" else "D" if m["kind"] in ("base", "reference") else "o"
             if r["score_lo"] is not None and r["score_hi"] is not None:
+                # a percentile interval need not hold the point score (a skewed bootstrap): clip at the point
                 bars += 1
-                ax.errorbar(r["score"], y, xerr=[[r["score"] - r["score_lo"]], [r["score_hi"] - r["score"]]],
+                ax.errorbar(r["score"], y, xerr=[[max(0.0, r["score"] - r["score_lo"])], [max(0.0, r["score_hi"] - r["score"])]],
                             fmt=marker, color=color, markersize=4, elinewidth=0.9, capsize=2)
             else:
                 ax.plot(r["score"], y, marker, color=color, markersize=4)

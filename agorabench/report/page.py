@@ -91,6 +91,20 @@ def fmt(v: float | int | None, digits: int = 1) -> str:
     return f"{v:,.{digits}f}"
 
 
+def interval(lo: float | None, hi: float | None, digits: int = 1) -> str:
+    """A 95% interval as "[lo, hi]" (BLANK when there is none)."""
+    if lo is None or hi is None:
+        return BLANK
+    return f"[{fmt(lo, digits)}, {fmt(hi, digits)}]"
+
+
+def with_interval(v: float | None, bounds: tuple[float, float] | None, digits: int = 1) -> str:
+    """A value and its 95% interval, "v [lo, hi]"; the value alone when it has no interval."""
+    if v is None or bounds is None:
+        return fmt(v, digits)
+    return f"{fmt(v, digits)} {interval(*bounds, digits=digits)}"
+
+
 def usd(v: float | None) -> str:
     if v is None:
         return BLANK
@@ -103,30 +117,40 @@ def usd(v: float | None) -> str:
 
 
 def headline_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
-    header = ["#", "generator", "overall PGR", *(f"{METHOD_SHORT.get(m, m)} avg" for m in data.methods),
+    header = ["#", "generator", "overall PGR", "95% interval", *(f"{METHOD_SHORT.get(m, m)} avg" for m in data.methods),
               "problem solving", "datasets", "instances", "cost", "cost / PGR point"]
     rows = []
     for i, g in enumerate(data.generators, start=1):
         rows.append([str(i) if g["pgr"] is not None else BLANK, g["generator"], fmt(g["pgr"]),
+                     interval(g["pgr_lo"], g["pgr_hi"]),
                      *(fmt(g["method_pgr"][m]) for m in data.methods), fmt(g["problem_solving"]),
                      fmt(g["datasets"]), fmt(g["instances"]), usd(g["cost_usd"]), usd(g["cost_per_pgr_point"])])
     return header, rows
 
 
+def rank_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    """How often the row's overall PGR is above the column's across the bootstrap replicates (percent)."""
+    names = [g["generator"] for g in data.generators if any(k[0] == g["generator"] for k in data.rank)]
+    header = ["row above column", *names]
+    rows = [[a, *(BLANK if a == b or (a, b) not in data.rank else f"{100 * data.rank[(a, b)]:.0f}%" for b in names)]
+            for a in names]
+    return header, rows
+
+
 def domain_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
-    """The paper's Table 2 layout: one column per setting."""
+    """The paper's Table 2 layout: one column per setting, each PGR followed by its 95% interval."""
     header = ["generator", *(setting_label(m, d) for m, d in data.settings)]
-    rows = [[g["generator"], *(fmt(data.pgr_domain.get((g["generator"], m, d))) for m, d in data.settings)]
+    rows = [[g["generator"], *(with_interval(data.pgr_domain.get((g["generator"], m, d)),
+                                             data.pgr_domain_interval.get((g["generator"], m, d)))
+                               for m, d in data.settings)]
             for g in data.generators if any(k[0] == g["generator"] for k in data.pgr_domain)]
     return header, rows
 
 
 def anchor_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
-    header = ["domain", "benchmark", "base (S₀)", "reference (S_ref)", "gap"]
-    rows = []
-    for a in data.anchors:
-        gap = None if a["base"] is None or a["reference"] is None else a["reference"] - a["base"]
-        rows.append([a["domain"], a["benchmark"], fmt(a["base"]), fmt(a["reference"]), fmt(gap)])
+    header = ["domain", "benchmark", "base (S₀)", "reference (S_ref)", "gap", "gap 95% interval"]
+    rows = [[a["domain"], a["benchmark"], fmt(a["base"]), fmt(a["reference"]), fmt(a["gap"]),
+             interval(a["gap_lo"], a["gap_hi"])] for a in data.anchors]
     return header, rows
 
 
@@ -287,6 +311,15 @@ def notes(data: ReportData) -> list[str]:
     if any(g["pgr"] is None for g in data.generators):
         missing = ", ".join(g["generator"] for g in data.generators if g["pgr"] is None)
         out.append(f"No overall PGR for {missing}: it needs a PGR in every method and domain.")
+    unsure = [a["benchmark"] for a in data.anchors if a["excludes_zero"] is False]
+    if unsure:
+        out.append(f"The 95% interval of reference minus base includes 0 on {', '.join(unsure)}: the reference is "
+                   f"not reliably better there, so PGR on it is mostly noise.")
+    partial = [g for g in data.generators if g["pgr"] is not None and g["pgr_defined"] is not None
+               and g["pgr_defined"] < 1]
+    for g in partial:
+        out.append(f"{g['generator']}: the overall PGR is undefined in {100 * (1 - g['pgr_defined']):.0f}% of the "
+                   f"bootstrap replicates (a reference not above the base there); its interval is over the others.")
     if data.untrained:
         cells = ", ".join(f"{g} {setting_label(m, d)}" for g, m, d in data.untrained)
         out.append(f"No valid instance, so no training (the student is the base model): {cells}.")
@@ -325,6 +358,7 @@ def render_page(data: ReportData, figs: list, analysis: dict | None, inline_from
     placed = [n for n in ("benchmark_scores", "intrinsic_vs_pgr") if n in by_name]
     return env.get_template(TEMPLATE).render(
         combine=COMBINE_TEXT.get(data.combine, data.combine), headline=headline_table(data), domain=domain_table(data),
+        rank=rank_table(data), replicates=data.replicates,
         anchors=anchor_table(data), intrinsic=intrinsic_table(data) if data.has_intrinsic else None,
         contamination=contamination_table(data) if data.contamination else None,
         ngrams=sorted({r["ngram"] for r in data.contamination}),
@@ -353,6 +387,10 @@ def render_summary(data: ReportData, figs: list) -> str:
     header, rows = domain_table(data)
     if rows:
         parts += ["## Domain PGR per setting", "", markdown_table(header, rows), ""]
+    header, rows = rank_table(data)
+    if rows:
+        parts += [f"## How sure is the order (share of {data.replicates} bootstrap replicates)", "",
+                  markdown_table(header, rows), ""]
     if data.contamination:
         parts += ["## Contamination", "", markdown_table(*contamination_table(data)), ""]
     if data.datasets:

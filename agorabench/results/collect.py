@@ -31,6 +31,7 @@ from agorabench.intrinsic.records import INSTANCE_COLUMNS, IntrinsicSummary
 from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
 from agorabench.models.store import open_store
 from agorabench.records import read_record
+from agorabench.results.replicates import score_replicates
 from agorabench.results.schema import INTRINSIC_METRICS, TABLES, Table
 from agorabench.setting import Setting, settings
 from agorabench.training.records import LOSS_COLUMNS, TrainingMetrics
@@ -55,6 +56,9 @@ def collect(params: Params, include_requests: bool = False) -> dict[str, Path]:
     tables["training_runs"], tables["training_loss"] = _training(params, every)
     models = ["base", "reference", *(s.eval_key for s in every), *(f"generators/{g}" for g in ev.generators)]
     tables["scores"], tables["eval_items"] = _evaluation(Path(ev.output_dir), models)
+    a = params.analysis
+    tables["score_replicates"] = score_replicates(tables["eval_items"], a.bootstrap_replicates, a.bootstrap_seed,
+                                                  ev.output_dir)
     tables["intrinsic"], tables["intrinsic_instances"] = _intrinsic(params, [s for s in every if s.size is None])
     generators_cfg = {n: g.model_dump() for n, g in params.generators.items()}
     tables["generators"] = _generators(tables["datasets"], tables["scores"], generators_cfg)

@@ -249,6 +249,22 @@ TABLES: dict[str, Table] = {
             ("latency_s", "float", "seconds"),
             ("details", "str", "benchmark-specific fields (JSON)"),
         )),
+    "score_replicates": Table(
+        doc="Paired bootstrap replicates of every score in `scores` that has its items: replicate r draws each "
+            "benchmark's items with replacement, the same draws for every model (agorabench/results/replicates.py). "
+            "The views compute each replicate's PGR as they compute the point PGR, and the 95% intervals from them.",
+        key=("model", "benchmark", "replicate"),
+        source="data/eval/<model key>/<benchmark>.parquet, analysis.bootstrap_replicates and bootstrap_seed",
+        columns=_cols(
+            ("model", "str", "model key (as in scores)"),
+            ("kind", "str", "as in scores"),
+            ("generator", "str", "as in scores"),
+            ("method", "str", "as in scores"),
+            ("student_domain", "str", "as in scores"),
+            ("benchmark", "str", "benchmark"),
+            ("replicate", "int", "replicate number, 1..analysis.bootstrap_replicates"),
+            ("score", "float", "the benchmark's primary score on the replicate's items, percent (NULL: none)"),
+        )),
     "intrinsic": Table(
         doc="Dataset-level intrinsic metrics (means over instances, and the two diversities).",
         key=("generator", "method", "domain"),

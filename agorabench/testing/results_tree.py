@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from agorabench.config import EvaluationConfig, Params
 from agorabench.evaluation.items import EvalItem
+from agorabench.evaluation.resampling import task_module
 from agorabench.evaluation.records import BenchmarkScores
 from agorabench.evaluation.run import ModelRef, _items_table
 from agorabench.generation.records import (ContaminationMatch, ContaminationReport, DatasetManifest, DropList,
@@ -29,6 +30,7 @@ from agorabench.setting import Setting, settings
 from agorabench.training.records import TrainingMetrics
 
 GENS = ("alpha", "beta")
+TREE_REPLICATES = 50
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,9 @@ def tree_params(root: str | Path, generators: Sequence[str] = GENS, scaling: dic
                        "generators": list(generators)},
         "intrinsic": {"output_dir": str(root / "data/intrinsic")},
         "cache": {"requests_db": str(root / ".agora/requests.sqlite")},
-        "analysis": {"results_dir": str(root / "data/results"), "history_dir": str(root / "data/history")},
+        # 50 bootstrap replicates, not 1000: AlpacaEval's replicates are a GLM fit each (alpacaeval/task.py).
+        "analysis": {"results_dir": str(root / "data/results"), "history_dir": str(root / "data/history"),
+                     "bootstrap_replicates": TREE_REPLICATES},
         "scaling": scaling or {},
     })
 
@@ -127,19 +131,27 @@ def write_tree(root: str | Path, generators: Sequence[str] = GENS, scaling: dict
                     correct = [1.0, 1.0, 1.0, 0.0]
                 else:
                     correct = [float(rng.random() < 0.6) for _ in range(n)]
+                if b == "alpacaeval":
+                    # Upstream's length-controlled GLM picks its penalty by 5-fold cross-validation, and on 4
+                    # items it penalises every model to exactly 50: 5 copies of the pattern let it fit.
+                    n, correct = 5 * n, 5 * correct
                 items = [EvalItem(f"{b}-{i}", f"prompt {i}", "ref") for i in range(n)]
                 outs = ["" if c is None else f"out {i}" for i, c in enumerate(correct)]
                 comps = [Completion(o, "stop", 10, 5 + i, 0.5, 0.0) for i, o in enumerate(outs)]
-                rows = [{"extracted": "x", "verdict": "correct" if c else "wrong", "correct": c} for c in correct]
+                rows = [score_row(b, f"{b}-{i}", c) for i, c in enumerate(correct)]
                 folder = Path(params.evaluation.output_dir) / model.key
                 folder.mkdir(parents=True, exist_ok=True)
                 pq.write_table(_items_table(model, b, items, [[{"role": "user", "content": "q"}]] * n,
                                             comps, outs, rows, [0] * n), folder / f"{b}.parquet", compression="zstd")
-                score = sum(correct) / n * 100
+                # The benchmark's own summary of those rows, as `agora evaluate` writes it.
+                task = task_module(b)
+                metrics = task.summarize(rows, rounds=10) if b == "arenahard" else task.summarize(rows)
+                score = metrics[task.PRIMARY]
                 (folder / f"{b}.scores.json").write_text(BenchmarkScores(
-                    benchmark=b, domain=domain, model=model.key, kind=model.kind, spec=model.spec, primary="accuracy",
-                    score=score, metrics={"accuracy": score}, n_items=n, samples=1, fewshot=model.fewshot,
-                    seed_source="offline", test_items=n, seed_items_left_out=0, data_version="1", items_sha256="h", decoding={}, judge=None, judge_reasoning=None,
+                    benchmark=b, domain=domain, model=model.key, kind=model.kind, spec=model.spec, primary=task.PRIMARY,
+                    score=score, metrics=metrics, n_items=n, samples=1, fewshot=model.fewshot,
+                    seed_source="offline", test_items=n, seed_items_left_out=0, data_version="1", items_sha256="h",
+                    decoding={}, judge=None, judge_reasoning=None,
                     judge_max_answer_chars=None, isolation=None, no_answer=0, untrained_reason=None).to_json())
     return tree(params)
 
@@ -170,6 +182,29 @@ def _write_contamination(params: Params, s: Setting) -> None:
         seed_copies_checked=s.method == "instance_generation", num_instances=3, num_flagged=len(flagged),
         flagged_by_source=dict(sorted(by_source.items())), dropped=False, flagged=flagged)
     write_contamination(s.contamination(params), report, DropList(dataset_sha256=sha, drop=False, ids=[]))
+
+
+def score_row(benchmark: str, item_id: str, correct: float) -> dict:
+    """The row a benchmark's score() returns for an item answered right (1.0) or wrong (0.0): the fields
+    its summarize() reads, so that the scores and their bootstrap replicates are the benchmark's own."""
+    verdict = "correct" if correct else "wrong"
+    if benchmark == "alpacaeval":
+        # Lengths that differ in sign across items, so the length-controlled fit has something to fit.
+        return {"id": item_id, "extracted": "A", "correct": correct, "verdict": "win" if correct else "loss",
+                "preference": correct, "model_side": "A", "model_len": 90 + 10 * int(item_id[-1]), "baseline_len": 100}
+    if benchmark == "arenahard":
+        first, second = ("B>A", "A>B") if correct else ("A>B", "B>A")  # the model is B in game 1, A in game 2
+        games = [{"model_position": pos, "verdict": v, "judge_reply": f"[[{v}]]", "label_probs": {v: 1.0},
+                  "verdict_source": "verdict", "model_outcome": correct, "strong": 0.0}
+                 for pos, v in (("B", first), ("A", second))]
+        return {"id": item_id, "category": "hard_prompt", "baseline": "base", "extracted": f"{first} / {second}",
+                "correct": correct, "verdict": "win" if correct else "loss", "games": games, "model_len": 10,
+                "baseline_len": 10, "judge": "j", "judge_skipped": "", "seed": 42}
+    if benchmark in ("mbpp", "humaneval"):
+        return {"id": item_id, "item_id": item_id, "extracted": "x", "extracted_by": "python_block",
+                "correct": correct, "verdict": verdict, "pass_k": [1]}
+    return {"id": item_id, "extracted": "x", "extracted_by": "result_tag", "correct": correct,
+            "correct_strict": correct, "verdict": verdict}
 
 
 def tree(params: Params) -> Tree:

@@ -353,6 +353,7 @@ def length_controlled_win_rate(
     difficulty: Mapping[str, float] | None = None,
     gamed: GamedBaseline | None = None,
     reg_lambda: float = REG_LAMBDA,
+    C: float | None = None,
 ) -> dict[str, float | str]:
     """Win rates of one model against the baseline (percent), upstream's get_length_controlled_winrate.
 
@@ -361,7 +362,9 @@ def length_controlled_win_rate(
     rate), model_len and baseline_len = the two outputs' lengths in characters (whole outputs, not what
     the judge was shown), instruction = the item's id (needed with difficulty). difficulty (gamma by
     instruction id) and gamed select the variant; see the module docstring. reg_lambda = 0 with gamed
-    given is the noreg variant.
+    given is the noreg variant. C: the L1 penalty, fixed, instead of upstream's cross-validated choice
+    (the bootstrap replicates of task.bootstrap_scores reuse the point fit's C); None, the default: chosen
+    by cross-validation as upstream does.
 
     Returns lc_win_rate, lc_standard_error, win_rate, standard_error, discrete_win_rate (a win above 0.5,
     a tie at exactly 0.5), n_wins, n_wins_base, n_draws, n_total (judged), n_items, the coefficients
@@ -399,7 +402,10 @@ def length_controlled_win_rate(
         y = np.concatenate([gamed.preference, y])
         w = np.concatenate([np.full(g, reg_lambda / 2.0), w])
 
-    beta, C = _fit_cv(X_fit, y, w)
+    if C is None:
+        beta, C = _fit_cv(X_fit, y, w)
+    else:
+        beta, C = _fit_l1(X_fit, y, w, float(C)), float(C)
     phi, theta = float(beta[0]), float(beta[-1])
     psi = float(beta[1]) if difficulty is not None else 0.0
 

@@ -64,6 +64,7 @@ __all__ = [
     "DOMAIN",
     "PRIMARY",
     "battles",
+    "bootstrap_scores",
     "build_messages",
     "fewshot_examples",
     "judge_messages",
@@ -378,3 +379,33 @@ def summarize(
         "n_ties": float(sum(1 for r in rows if r["verdict"] == "tie")),
         "avg_length": float(np.mean([r["model_len"] for r in rows])),
     }
+
+
+def bootstrap_scores(items: list[list[dict]], counts: np.ndarray, first_game_only: bool = False,
+                     strong_weight: int = STRONG_WEIGHT) -> np.ndarray:
+    """summarize()'s score on bootstrap replicates of the items (agorabench/evaluation/resampling.py):
+    counts[r, i] copies of item i in replicate r.
+
+    With one model against one baseline, the Bradley-Terry win rate is the weighted share of battles
+    won (see the module docstring; a battle's weight is its label's probability), so a category's
+    replicate score is sum(count x weighted wins) / sum(count x battle weights); summarize's 1e-6 ridge
+    moves its fit by far less than 0.001 points. The score is the mean over the categories drawn; NaN
+    where a drawn category has no battle (summarize raises NoVerdict there) or nothing was drawn.
+    """
+    first = [rows[0] for rows in items]
+    fights = [battles([r], first_game_only, strong_weight) for r in first]
+    wins = np.array([float((outcome * weight).sum()) for outcome, weight in fights])
+    fought = np.array([float(weight.sum()) for _, weight in fights])
+    category = np.array([r.get("category") or "" for r in first], dtype=object)
+    c = np.asarray(counts, dtype=float)
+    total, present, broken = np.zeros(len(c)), np.zeros(len(c)), np.zeros(len(c), dtype=bool)
+    for cat in sorted(set(category)):
+        mine = category == cat
+        drawn = c[:, mine].sum(axis=1) > 0
+        n = np.einsum("bn,n->b", c[:, mine], fought[mine])
+        won = np.einsum("bn,n->b", c[:, mine], wins[mine])
+        broken |= drawn & (n == 0)
+        total += np.where(drawn & (n > 0), won / np.where(n > 0, n, 1.0), 0.0)
+        present += drawn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((present > 0) & ~broken, 100.0 * total / np.where(present > 0, present, 1.0), np.nan)

@@ -27,6 +27,7 @@ from typing import Sequence
 
 from agorabench.evaluation.benchmarks import fewshot_turns
 from agorabench.evaluation.context import ScoreContext
+from agorabench.evaluation.resampling import mean_correct
 from agorabench.evaluation.items import EvalItem, last_boxed
 from agorabench.generation.seeds import hub
 from agorabench.generation.seeds.offline import gsm8k_answer_to_target, gsm8k_seed_docs
@@ -186,3 +187,8 @@ def summarize(rows: list[dict]) -> dict[str, float]:
         "result_tag_rate": 100.0 * sum(r["extracted_by"] == "result_tag" for r in rows) / n,
         "n": float(n),
     }
+
+
+def bootstrap_scores(items: list[list[dict]], counts):
+    """summarize()'s accuracy on bootstrap replicates of the items (agorabench/evaluation/resampling.py)."""
+    return mean_correct(items, counts)

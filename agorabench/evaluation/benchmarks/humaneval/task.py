@@ -20,7 +20,7 @@ import re
 import textwrap
 from typing import Sequence
 
-from agorabench.evaluation.code_scoring import extract_code, run_and_score, summarize_pass_at_k
+from agorabench.evaluation.code_scoring import bootstrap_pass_at_k, extract_code, run_and_score, summarize_pass_at_k
 from agorabench.evaluation.context import ScoreContext
 from agorabench.evaluation.items import EvalItem, as_list
 from agorabench.evaluation.benchmarks.mbpp.task import demo_docs
@@ -114,3 +114,8 @@ def score(items: list[EvalItem], outputs: list[str], ctx: ScoreContext) -> list[
 
 def summarize(rows: list[dict]) -> dict[str, float]:
     return summarize_pass_at_k(rows)
+
+
+def bootstrap_scores(items: list[list[dict]], counts):
+    """summarize()'s pass@1 on bootstrap replicates of the items (agorabench/evaluation/resampling.py)."""
+    return bootstrap_pass_at_k(items, counts, k=1)

@@ -34,6 +34,7 @@ import nltk
 from eval_framework.tasks.ifeval import evaluation, instructions_util
 
 from agorabench.evaluation.context import ScoreContext
+from agorabench.evaluation.resampling import mean_correct
 from agorabench.evaluation.items import EvalItem
 
 from agorabench.evaluation.benchmarks.ifeval import DOMAIN, PRIMARY  # noqa: E402,F401  (declared there)
@@ -217,3 +218,8 @@ def summarize(rows: list[dict]) -> dict[str, float]:
         "instruction_level_loose": 100.0 * sum(loose) / len(loose),
         "n": float(n),
     }
+
+
+def bootstrap_scores(items: list[list[dict]], counts):
+    """summarize()'s prompt_level_strict on bootstrap replicates of the items (evaluation/resampling.py)."""
+    return mean_correct(items, counts)

@@ -31,6 +31,7 @@ from typing import Sequence
 
 from agorabench.evaluation.benchmarks import fewshot_turns
 from agorabench.evaluation.context import ScoreContext
+from agorabench.evaluation.resampling import mean_correct
 from agorabench.evaluation.benchmarks.gsm8k.task import extract_answer
 from agorabench.evaluation.benchmarks.math import full_items, math500_items  # noqa: F401
 from agorabench.evaluation.items import MATH_SUBJECTS, EvalItem, last_boxed
@@ -274,3 +275,8 @@ def summarize(rows: list[dict]) -> dict[str, float]:
         "timeouts": float(sum(r["verdict"] == "timeout" for r in rows)),
         "n": float(n),
     }
+
+
+def bootstrap_scores(items: list[list[dict]], counts):
+    """summarize()'s accuracy on bootstrap replicates of the items (agorabench/evaluation/resampling.py)."""
+    return mean_correct(items, counts)
