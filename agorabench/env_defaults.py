@@ -10,7 +10,6 @@ import os
 
 QUIET = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # else the ephemeral server resolves a telemetry host
-    "PREFECT_LOGGING_TO_API_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",  # cold start is 8-11 s on 2 busy cores
     "PREFECT_UI_ENABLED": "false",
     "DVC_NO_ANALYTICS": "1",
@@ -26,6 +25,10 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFL
 def apply_defaults(online: bool = False) -> None:
     for k, v in QUIET.items():
         os.environ.setdefault(k, v)
+    # Logs go to the Prefect API when a server outlives the process to show them (PREFECT_API_URL:
+    # `agora run`'s, a deployment's). A lone stage's ephemeral server would only add a log thread and
+    # a flush at exit.
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "true" if os.environ.get("PREFECT_API_URL") else "false")
     if not online and os.environ.get("AGORA_ONLINE") != "1":
         for k, v in OFFLINE.items():
             os.environ.setdefault(k, v)

@@ -724,11 +724,12 @@ def run(
             record_history(params, ["results"], say=typer.echo)
         raise typer.Exit(rc)
     try:
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
         from flows.pipeline import pipeline
 
-        with prefect_server(ui=ui) as url, temporary_settings(updates={PREFECT_API_URL: url}):
+        with prefect_server(ui=ui) as url, \
+                temporary_settings(updates={PREFECT_API_URL: url, PREFECT_LOGGING_TO_API_ENABLED: True}):
             typer.echo(f"Prefect API {url}" + (" (UI: " + url.removesuffix("/api") + ")" if ui else ""))
             summary = pipeline(repo=".", force=force, jobs=jobs, allow_code_execution=allow_code_execution)
     except RuntimeError as e:  # a model server that would not start, or a stage that failed

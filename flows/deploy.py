@@ -15,6 +15,7 @@ process work pool, for when a worker, not this process, should run it.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from prefect.client.schemas.schedules import CronSchedule
@@ -65,4 +66,7 @@ def deploy(name: str, cron: str, generators: list[str] | None = None, push: bool
     if not get_current_settings().api.url:
         raise ValueError("PREFECT_API_URL is not set: schedules need a running server; start `prefect server start` "
                          "and run `prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`")
+    # The served runs inherit this process's environment, where the CLI's default may have turned API
+    # logs off (PREFECT_API_URL set in a Prefect profile, not the environment): their logs belong in the UI.
+    os.environ["PREFECT_LOGGING_TO_API_ENABLED"] = "true"
     serve(deployment)

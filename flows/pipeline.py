@@ -2,8 +2,9 @@
 
 `pipeline`: what `agora run` runs, and what the scheduled deployment runs (flows/deploy.py): the DVC
 pipeline in lanes with shared model servers (agorabench.pipeline.run.run_pipeline), optionally
-recorded as a DVC experiment and pushed to the DVC remote. dvc.yaml stays the only definition of the
-pipeline; this flow decides how it is run.
+recorded as a DVC experiment and pushed to the DVC remote, then published as Prefect artifacts (a
+table of each generator's PGR and cost, a link to the report). dvc.yaml stays the only definition of
+the pipeline; this flow decides how it is run.
 
 `generate_all`: every generation setting of several generators side by side on one task runner,
 e.g. a Dask cluster. Outside DVC: for filling the request store and data/generated/ fast, after
@@ -19,8 +20,9 @@ from prefect import flow
 from prefect.task_runners import TaskRunner
 
 from agorabench.config import check_setting, load_params
-from tasks.pipeline import (check_repo, dvc_exp_save, dvc_push, generate_setting_task, run_pipeline_task,
-                            set_generators)
+from agorabench.results.db import DB_NAME
+from tasks.pipeline import (check_repo, dvc_exp_save, dvc_push, generate_setting_task, publish_results,
+                            run_pipeline_task, set_generators)
 
 
 # The summary is persisted (a few hundred bytes under PREFECT_HOME/storage) so a scheduled run's
@@ -43,7 +45,10 @@ def pipeline(generators: list[str] | None = None, push: bool = False, repo: str 
         ran = run_pipeline_task.with_options(retries=retries)(root, force, jobs, allow_code_execution, targets)
         experiment = dvc_exp_save(root, targets) if keep_experiment else None
         pushed = dvc_push(root) if push else None
+        analysis = load_params(root / "params.yaml").analysis
+        artifacts = publish_results(root / analysis.results_dir / DB_NAME, root / analysis.report_dir / "index.html")
     summary = {"repo": str(root), "generators": chosen, **ran, "experiment": experiment, "files_pushed": pushed,
+               "artifacts": artifacts,
                "duration_s": round(time.monotonic() - start, 1)}
     print(f"pipeline: {len(ran['stages_run'])} stages run, {len(ran['stages_unchanged'])} unchanged, "
           f"experiment {experiment or 'not kept'}, {pushed if push else 'no'} files pushed, {summary['duration_s']} s")

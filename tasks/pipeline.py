@@ -158,3 +158,31 @@ async def generate_setting_task(params_file: str, generator: str, domain: str, m
     manifest = await generate_setting(params, generator, domain, method, run_batch=_batch, progress=False)
     manifest["run"]["worker"] = _worker_name()
     return manifest
+
+
+# The run's headline where the Prefect UI shows it. Keys: lowercase letters, digits and dashes; each
+# run adds a new version under the same key, so the UI's artifact page shows the latest and its history.
+PGR_ARTIFACT = "agorabench-pgr"
+REPORT_ARTIFACT = "agorabench-report"
+
+
+@task(name="publish-results", cache_policy=NO_CACHE, persist_result=False)
+def publish_results(db_path: Path, report_page: Path) -> dict[str, str | None]:
+    """A table artifact of each generator's overall PGR, method averages and cost (the results
+    database's generator_summary, agorabench.results.metrics.generator_table) and a link artifact to
+    the report page. Either is skipped (None) when its file is not there: a run of some stages only."""
+    from prefect.artifacts import create_link_artifact, create_table_artifact
+
+    from agorabench.results.metrics import generator_table
+
+    made: dict[str, str | None] = {"table": None, "link": None}
+    if db_path.is_file():
+        made["table"] = str(create_table_artifact(
+            generator_table(db_path), key=PGR_ARTIFACT,
+            description=f"Overall PGR (pgr_overall), method averages and generation cost (USD) per generator, "
+                        f"from {db_path}"))
+    if report_page.is_file():
+        made["link"] = str(create_link_artifact(
+            report_page.resolve().as_uri(), link_text="AgoraBench report", key=REPORT_ARTIFACT,
+            description=f"The HTML report ({report_page.resolve()}); it works offline from the folder."))
+    return made

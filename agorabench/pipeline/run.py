@@ -305,7 +305,9 @@ def run_pipeline(params, prefect_api_url: str, *, force: bool = False, jobs: int
     from agorabench.pipeline.stages import chains
 
     started = time.monotonic()
-    env = {**pipeline_env(allow_code_execution), "PREFECT_API_URL": prefect_api_url}
+    # The stages' logs go to that server too (the CLI's default keeps them local without one).
+    env = {**pipeline_env(allow_code_execution), "PREFECT_API_URL": prefect_api_url,
+           "PREFECT_LOGGING_TO_API_ENABLED": "true"}
     pending = None if force else pending_stages(env)
     jobs = jobs or default_jobs(params)
     lanes = split_lanes(chains(params, stage_names() or []), jobs, answered_together(params)) \

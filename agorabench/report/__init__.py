@@ -12,11 +12,14 @@ from agorabench.report.page import write_report
 
 
 def build_report(params, single_file: str | Path | None = None) -> tuple[Path, str]:
-    """What the report stage writes under analysis.report_dir: analysis.json and the page (and, given
-    single_file, the page with its figures inside as that one file). Returns the page's path and, when
-    the analysis could not run (too few datasets for a PCA, say), why."""
+    """What the report stage writes: under analysis.report_dir analysis.json, the page, and the offline
+    template of `dvc plots show` (plots/dvc_template.html); the PGR metrics file for DVC in
+    analysis.results_dir; given single_file, the page with its figures inside as that one file too.
+    Returns the page's path and, when the analysis could not run (too few datasets for a PCA, say), why."""
     from agorabench.analysis import features_from_db, quantity_quality_from_db, run_analysis
+    from agorabench.report.dvc_plots import write_template
     from agorabench.results.db import build_db
+    from agorabench.results.metrics import METRICS_FILE, write_metrics
 
     cfg = params.analysis
     # With the history's views (the page does not read them: the report stays a function of its DVC
@@ -32,6 +35,8 @@ def build_report(params, single_file: str | Path | None = None) -> tuple[Path, s
     out = Path(cfg.report_dir)
     write_atomic(out / "analysis.json", json.dumps(analysis if analysis is not None else {"skipped": why},
                                                    indent=2, sort_keys=True, allow_nan=False) + "\n", "`agora report`")
+    write_metrics(db, Path(cfg.results_dir) / METRICS_FILE)
+    write_template(out / "plots" / "dvc_template.html")
     return write_report(db, out, analysis=analysis, single_file=single_file), why
 
 
