@@ -318,6 +318,11 @@ class EvaluationConfig(Strict):
     # Weights of the models evaluated in this process (students, base, reference) on a CPU: auto,
     # float32, bfloat16 or int8 (agorabench/models/cpu_weights.py); a generator's own scores use its `cpu_weights`.
     cpu_weights: Literal["auto", "float32", "bfloat16", "int8"] = "float32"
+    # The reference's weights on a CPU (null: cpu_weights). A larger reference than the student may not fit
+    # in float32 beside the other servers: the default's Qwen2.5-Coder-1.5B takes 10.6 GB in vLLM in float32
+    # and was killed for memory next to two generator servers and a training job on 24 GB; in bfloat16 it
+    # takes about half and decodes faster, but its answers then depend on what else is in the batch.
+    reference_cpu_weights: Literal["auto", "float32", "bfloat16", "int8"] | None = None
     samples: int = Field(1, ge=1)  # samples per code item (pass@k needs k <= samples)
     # The k of the pass@k reported on the code benchmarks.
     pass_k: list[int] = Field(default_factory=lambda: [1])

@@ -136,6 +136,8 @@ def answerer_for(params: Params, model: ModelRef, endpoints: dict[str, Endpoint]
     else:
         engine = evaluation_engine(ev.engine)
         path, weights = model.spec, ev.cpu_weights
+        if model.kind == "reference" and ev.reference_cpu_weights:
+            weights = ev.reference_cpu_weights
         template = params.student.chat_template if model.kind in ("base", "student") else None
         served = {"base": params.student.base, "reference": params.student.reference}.get(model.kind)
         if model.kind == "student":
