@@ -8,7 +8,7 @@ The committed JSON came from a scratch venv (alpaca-eval 0.6.6, scikit-learn 1.9
 2.2.6, patsy 1.0.1; its "versions" field says so); the project's own venv (pandas 3.1, numpy 2.4) gives the
 same numbers, which tests/test_alpaca_lc.py checks by running the package live through upstream_lc() here.
 alpaca_eval imports pkg_resources (for version helpers we never call), which setuptools 81+ no longer
-ships; import_upstream() puts an empty module under that name when it is missing.
+ships; import_upstream() puts an empty module under that name for the time of the import when it is missing.
 
 scikit-learn 1.9.1 assigns cross-validation folds in the order our module does (GroupKFold sorts the
 equal-sized groups with a stable sort). Older ones (tried: 1.4.2 and 1.6.1 with numpy 1.26, 1.7.2 with
@@ -43,12 +43,18 @@ OUT = Path(__file__).with_name("alpaca_lc_reference.json")
 
 def import_upstream():
     """alpaca_eval.metrics.glm_winrate (ImportError where the package is not installed)."""
+    stub = None
     try:
         import pkg_resources  # noqa: F401
     except ImportError:
-        sys.modules["pkg_resources"] = types.ModuleType("pkg_resources")
-    from alpaca_eval.metrics import glm_winrate
-
+        stub = sys.modules["pkg_resources"] = types.ModuleType("pkg_resources")
+    try:
+        from alpaca_eval.metrics import glm_winrate
+    finally:
+        # The stub only for that import: left in sys.modules it is taken for setuptools' module by
+        # anything that later checks for it (pytest's syspath_prepend does, and fails).
+        if stub is not None and sys.modules.get("pkg_resources") is stub:
+            del sys.modules["pkg_resources"]
     return glm_winrate
 
 
