@@ -323,6 +323,10 @@ class EvaluationConfig(Strict):
     # and was killed for memory next to two generator servers and a training job on 24 GB; in bfloat16 it
     # takes about half and decodes faster, but its answers then depend on what else is in the batch.
     reference_cpu_weights: Literal["auto", "float32", "bfloat16", "int8"] | None = None
+    # The metric PGR uses for a benchmark instead of its declared PRIMARY, e.g. {alpacaeval: win_rate}:
+    # AlpacaEval's length-controlled fit picks its penalty by cross-validation, and on a handful of items
+    # it takes the strongest, which sets every model to 50 (no gap between the anchors, no PGR).
+    primary_metric: dict[str, str] = Field(default_factory=dict)
     samples: int = Field(1, ge=1)  # samples per code item (pass@k needs k <= samples)
     # The k of the pass@k reported on the code benchmarks.
     pass_k: list[int] = Field(default_factory=lambda: [1])

@@ -135,6 +135,15 @@ def test_judged_benchmarks_through_a_real_http_judge(tmp_path, tiny_student, mon
         assert arena["score"] == pytest.approx(50.0, abs=1e-6)  # a position-biased judge cancels out
         evaluate(params, "generator:fake", "arenahard")
         assert server.request_count == 10  # answers and judgements come from the request store
+        # evaluation.primary_metric (the default's {alpacaeval: win_rate}): PGR reads that metric ...
+        assert alpaca["primary"] == "win_rate" and alpaca["score"] == alpaca["metrics"]["win_rate"]
+        # ... and without it the benchmark's PRIMARY, from the same stored judgements
+        ev = params.evaluation.model_copy(update={"primary_metric": {}})
+        lc = evaluate(params.model_copy(update={"evaluation": ev}), "generator:fake", "alpacaeval")
+        assert lc["primary"] == "lc_win_rate" and lc["score"] == lc["metrics"]["lc_win_rate"] and server.request_count == 10
+        ev = params.evaluation.model_copy(update={"primary_metric": {"alpacaeval": "lc_rate"}})  # canary: a typo
+        with pytest.raises(ParamsError, match=r"evaluation\.primary_metric: alpacaeval has no metric 'lc_rate'; use one of"):
+            evaluate(params.model_copy(update={"evaluation": ev}), "generator:fake", "alpacaeval")
 
 
 def test_a_judge_with_no_usable_verdict_leaves_a_missing_score_not_a_failed_stage(tmp_path, tiny_student,

@@ -306,3 +306,30 @@ def test_item_counts_draw_every_replicate_from_all_items():
     assert 0.2 < (counts == 0).mean() < 0.5  # about e^-1 of the items are left out of a replicate
     assert (item_counts("gsm8k", 50, 200, 0) == counts).all()
     assert not (item_counts("math", 50, 200, 0) == counts).all()  # canary: each benchmark draws its own
+
+
+def test_another_primary_metric_is_what_the_replicates_score():
+    """evaluation.primary_metric {alpacaeval: win_rate}: the replicates are summarize()'s win_rate on each
+    replicate's items (the point score on the replicate that draws every item once), not the length-
+    controlled rate, which on few items the fit's penalty sets to 50 for every model."""
+    task = task_module("alpacaeval")
+    items = scored_items("alpacaeval", 12, seed=3)
+    counts = np.random.default_rng(4).multinomial(12, [1 / 12] * 12, size=6)
+    counts[0] = 1
+    rows = [r for rs in items for r in rs]
+    win = replicate_scores(task, items, counts, "win_rate")
+    assert win[0] == pytest.approx(task.summarize(rows)["win_rate"], abs=1e-9)
+    assert np.allclose(win, [summarize_score(task, resampled_rows(items, c), "win_rate") for c in counts], atol=1e-9)
+    # Canary: without the metric the replicates are the primary (lc_win_rate), another number.
+    assert not np.allclose(replicate_scores(task, items, counts), win, atol=1e-6)
+
+
+def test_scores_of_another_metric_than_the_params_name_are_refused(tmp_path):
+    """A scores file written under another evaluation.primary_metric would mix two metrics in one PGR:
+    collect names the file and says to re-run the evaluation."""
+    tree = write_tree(tmp_path / "tree")
+    collect(tree.params)  # canary: the tree's own params agree with its score files
+    ev = tree.params.evaluation.model_copy(update={"primary_metric": {"alpacaeval": "win_rate"}})
+    with pytest.raises(ValueError, match=r"alpacaeval\.scores\.json scores lc_win_rate, but evaluation\.primary_metric "
+                                         r"asks for win_rate; re-run `agora evaluate`"):
+        collect(tree.params.model_copy(update={"evaluation": ev}))

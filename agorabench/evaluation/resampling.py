@@ -29,24 +29,26 @@ def task_module(benchmark: str):
     return importlib.import_module(f"agorabench.evaluation.benchmarks.{benchmark}.task")
 
 
-def replicate_scores(module, items: list[list[dict]], counts: np.ndarray) -> np.ndarray:
+def replicate_scores(module, items: list[list[dict]], counts: np.ndarray, metric: str | None = None) -> np.ndarray:
     """(R,) primary scores of `module` (a benchmark's task module) on the replicates `counts` (R, len(items));
-    NaN where a replicate has no score (nothing drawn, or no usable verdict among the drawn items)."""
+    NaN where a replicate has no score (nothing drawn, or no usable verdict among the drawn items).
+    metric: another of summarize()'s metrics (evaluation.primary_metric), computed by summarize() per replicate."""
     counts = np.asarray(counts)
     if counts.ndim != 2 or counts.shape[1] != len(items):
         raise ValueError(f"replicate counts of shape {counts.shape} do not match {len(items)} items")
+    metric = metric or module.PRIMARY
     fast = getattr(module, "bootstrap_scores", None)
-    if fast is not None:
+    if fast is not None and metric == module.PRIMARY:
         return np.asarray(fast(items, counts), dtype=float)
-    return np.array([summarize_score(module, resampled_rows(items, row)) for row in counts], dtype=float)
+    return np.array([summarize_score(module, resampled_rows(items, row), metric) for row in counts], dtype=float)
 
 
-def summarize_score(module, rows: list[dict]) -> float:
-    """The benchmark's own summarize() on `rows`, primary metric only (NaN: no score)."""
+def summarize_score(module, rows: list[dict], metric: str | None = None) -> float:
+    """The benchmark's own summarize() on `rows`, one metric only (default: its primary; NaN: no score)."""
     if not rows:
         return math.nan
     try:
-        value = module.summarize(rows)[module.PRIMARY]
+        value = module.summarize(rows)[metric or module.PRIMARY]
     except NoVerdict:
         return math.nan
     return math.nan if value is None else float(value)

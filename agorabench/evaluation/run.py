@@ -277,10 +277,14 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
         metrics = {module.PRIMARY: None, "n_total": float(len(rows)), "no_score": str(e)}
         print(f"WARNING: {model.key} {benchmark} has no score: {e}")
 
+    primary = ev.primary_metric.get(benchmark, module.PRIMARY)
+    if primary not in metrics and "no_score" not in metrics:
+        raise ParamsError(f"evaluation.primary_metric: {benchmark} has no metric {primary!r}; use one of "
+                          f"{', '.join(sorted(k for k, v in metrics.items() if isinstance(v, float)))}")
     items_table = _items_table(model, benchmark, all_items, all_convs, completions, outputs, rows, sample_of)
     scores = BenchmarkScores(
         benchmark=benchmark, domain=table.domains()[benchmark], model=model.key, kind=model.kind,
-        spec=model.spec, primary=module.PRIMARY, score=metrics[module.PRIMARY], metrics=metrics,
+        spec=model.spec, primary=primary, score=metrics.get(primary), metrics=metrics,
         n_items=len(items), samples=samples, fewshot=model.fewshot, seed_source=params.seeds.source,
         test_items=len(evaluation_set) + seeds_left_out, seed_items_left_out=seeds_left_out,
         data_version=table.data_version(benchmark, ev, params.seeds.source),

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from agorabench.config import Params, benchmark_domains
 from agorabench.evaluation.records import ITEM_COLUMNS, BenchmarkScores
+from agorabench.evaluation.resampling import task_module
 from agorabench.files import file_sha256, replacing
 from agorabench.generation.records import (
     read_contamination,
@@ -57,8 +58,14 @@ def collect(params: Params, include_requests: bool = False) -> dict[str, Path]:
     models = ["base", "reference", *(s.eval_key for s in every), *(f"generators/{g}" for g in ev.generators)]
     tables["scores"], tables["eval_items"] = _evaluation(Path(ev.output_dir), models)
     a = params.analysis
+    # A score file written under another evaluation.primary_metric would mix two metrics in one PGR.
+    for r in tables["scores"]:
+        wanted = ev.primary_metric.get(r["benchmark"], task_module(r["benchmark"]).PRIMARY)
+        if r["primary_metric"] != wanted:
+            raise ValueError(f"{ev.output_dir}/{r['model']}/{r['benchmark']}.scores.json scores {r['primary_metric']}, "
+                             f"but evaluation.primary_metric asks for {wanted}; re-run `agora evaluate` (dvc repro does)")
     tables["score_replicates"] = score_replicates(tables["eval_items"], a.bootstrap_replicates, a.bootstrap_seed,
-                                                  ev.output_dir)
+                                                  ev.output_dir, ev.primary_metric)
     tables["intrinsic"], tables["intrinsic_instances"] = _intrinsic(params, [s for s in every if s.size is None])
     generators_cfg = {n: g.model_dump() for n, g in params.generators.items()}
     tables["generators"] = _generators(tables["datasets"], tables["scores"], generators_cfg)

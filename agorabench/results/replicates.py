@@ -32,10 +32,11 @@ def item_counts(benchmark: str, n_items: int, replicates: int, seed: int) -> np.
     return np.bincount(flat, minlength=replicates * n_items).reshape(replicates, n_items)
 
 
-def score_replicates(eval_items: list[dict], replicates: int, seed: int, source: str = "data/eval") -> list[dict]:
+def score_replicates(eval_items: list[dict], replicates: int, seed: int, source: str = "data/eval",
+                     primary: dict[str, str] | None = None) -> list[dict]:
     """One row per (model, benchmark, replicate 1..replicates) of the eval_items rows (collect's table):
     the model's score on that replicate's items, None where it has none. source: where the items files
-    are, for the error message."""
+    are, for the error message. primary: benchmark -> the metric its scores use, where not its PRIMARY."""
     if replicates <= 0 or not eval_items:
         return []
     grouped: dict[str, dict[str, dict[str, list[dict]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
@@ -54,7 +55,8 @@ def score_replicates(eval_items: list[dict], replicates: int, seed: int, source:
             ids = sorted(models[model])
             items = [[_summary_row(r) for r in sorted(models[model][i], key=lambda r: r["sample_index"])] for i in ids]
             try:
-                scores = replicate_scores(module, items, counts[:, [position[i] for i in ids]])
+                scores = replicate_scores(module, items, counts[:, [position[i] for i in ids]],
+                                          (primary or {}).get(benchmark))
             except (KeyError, TypeError) as e:
                 raise ValueError(f"{source}/{model}/{benchmark}.parquet: its rows lack what {benchmark}'s score needs "
                                  f"({type(e).__name__}: {e}); re-run `agora evaluate` for {model}") from None
