@@ -573,6 +573,14 @@ class CacheConfig(Strict):
     requests_db: str = ".agora/requests.sqlite"
 
 
+def _dvc_safe_names(names, what: str) -> None:
+    # No dots: DVC addresses params by dotted paths (generators.NAME in dvc.yaml).
+    for name in names:
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"{what} name {name!r} may use letters, digits, '-' and '_' only "
+                             f"(no dots: DVC reads params by dotted paths)")
+
+
 class Params(Strict):
     # Every model the project may call, by a name of letters, digits, '-' and '_' (no dots: DVC
     # addresses params by dotted paths). At least one; declaring one does not run it.
@@ -623,11 +631,7 @@ class Params(Strict):
     @field_validator("generators")
     @classmethod
     def _names(cls, v):
-        for name in v:
-            # No dots: DVC addresses params by dotted paths (generators.NAME in dvc.yaml).
-            if not name.replace("-", "").replace("_", "").isalnum():
-                raise ValueError(f"generator name {name!r} may use letters, digits, '-' and '_' only "
-                                 f"(no dots: DVC reads params by dotted paths)")
+        _dvc_safe_names(v, "generator")
         if not v:
             raise ValueError("declare at least one generator")
         return v
@@ -635,10 +639,7 @@ class Params(Strict):
     @field_validator("imports")
     @classmethod
     def _import_names(cls, v):
-        for name in v:
-            if not name.replace("-", "").replace("_", "").isalnum():
-                raise ValueError(f"import name {name!r} may use letters, digits, '-' and '_' only "
-                                 f"(no dots: DVC reads params by dotted paths)")
+        _dvc_safe_names(v, "import")
         return v
 
     @model_validator(mode="after")

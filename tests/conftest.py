@@ -96,3 +96,14 @@ def tiny_student(tmp_path_factory) -> str:
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return str(out)
+
+
+def query(db, sql: str) -> list[tuple]:
+    """Rows of `sql` over the results database `db` (read-only), the connection closed after."""
+    from agorabench.results.db import connect
+
+    con = connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,13 +15,14 @@ import pytest
 from agorabench.config import Params
 from agorabench.pipeline.run import record_history
 from agorabench.results.collect import collect
-from agorabench.results.db import build_db, build_results, connect, ensure_db
+from agorabench.results.db import build_db, build_results, ensure_db
 from agorabench.results.history import append_run, recorded_runs, run_identity
-from agorabench.results.schema import HISTORY_TABLES, TABLES
+from agorabench.results.schema import HISTORY_TABLES
 from agorabench.results.views import view_definitions
 from agorabench.testing.results_tree import GENS, tree_params, write_tree
 from tests.conftest import REPO
 from tests.pgr_oracle import DOMAIN_BENCHMARKS
+from tests.conftest import query as rows
 
 GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1"}
@@ -46,14 +46,6 @@ def with_params(params: Params, **analysis) -> Params:
     data = params.model_dump()
     data["analysis"].update(analysis)
     return Params.model_validate(data)
-
-
-def rows(db, sql: str) -> list[tuple]:
-    con = connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def set_score(paths, model: str, benchmark: str, score: float) -> None:

@@ -16,19 +16,12 @@ from agorabench.config import METHODS
 from agorabench.evaluation.benchmarks import NAMES
 from agorabench.evaluation.resampling import replicate_scores, resampled_rows, summarize_score, task_module
 from agorabench.results.collect import collect, write_table
-from agorabench.results.db import build_db, connect
+from agorabench.results.db import build_db
 from agorabench.results.replicates import item_counts, score_replicates
 from agorabench.testing.results_tree import TREE_REPLICATES, write_tree
+from tests.conftest import query
 
 IG, RG, QE = METHODS
-
-
-def query(db, sql: str) -> list[tuple]:
-    con = connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from agorabench.results.query import run_sql
 from agorabench.results.schema import HISTORY_TABLES, RUNS, TABLES, history_columns
 from agorabench.results.views import BUILT_TABLES, View, history_views, view_definitions
 from agorabench.testing.results_tree import GENS, write_tree
+from tests.conftest import query
 
 IG, RG, QE = METHODS
 BENCHMARKS = [b for names in DOMAIN_BENCHMARKS.values() for b in names]
@@ -75,14 +76,6 @@ def write_domain_map(out, domains) -> None:
 def anchors() -> list[dict]:
     return ([score_row("base", b, BASE[b]) for b in BENCHMARKS]
             + [score_row("reference", b, REFERENCE[b]) for b in BENCHMARKS])
-
-
-def query(db, sql: str) -> list[tuple]:
-    con = connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 # ---------------------------------------------------------------------------------------------
