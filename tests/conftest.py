@@ -82,20 +82,12 @@ def params_file(tmp_path, fake_server, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_student(tmp_path_factory) -> str:
     """A 2-layer random Llama saved with SmolLM2's tokenizer (taken from the packaged GGUF)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     from agorabench.models.packaged import hf_model_dir
 
     tok = AutoTokenizer.from_pretrained(hf_model_dir("smollm2-135m-instruct"))
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
-    out = tmp_path_factory.mktemp("tiny-student")
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return str(out)
+    return save_tiny_llama(tok, tmp_path_factory.mktemp("tiny-student"))
 
 
 def query(db, sql: str) -> list[tuple]:
@@ -107,3 +99,17 @@ def query(db, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+def save_tiny_llama(tok, out) -> str:
+    """A randomly initialised 2-layer Llama over `tok`'s vocabulary (seed 0), saved with `tok` in `out`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)

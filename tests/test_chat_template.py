@@ -13,7 +13,7 @@ import pytest
 
 from agorabench.config import ParamsError, load_params
 from agorabench.models import chat_template as templates
-from tests.conftest import write_params
+from tests.conftest import save_tiny_llama, write_params
 
 SYSTEM = "You are a helpful AI assistant."
 # The official recipe's prompt (docs/paper.md, the training sample format), for a system turn and "Hi".
@@ -42,9 +42,8 @@ LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
 def tiny_base(tmp_path_factory) -> str:
     """A 2-layer random Llama whose tokenizer has no chat template: SmolLM2's vocabulary with Llama-3's
     special tokens and pre-tokenizer rule."""
-    import torch
     from tokenizers import Regex, pre_tokenizers
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     from agorabench.models.packaged import hf_model_dir
 
@@ -55,14 +54,7 @@ def tiny_base(tmp_path_factory) -> str:
     tok.add_tokens(["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], special_tokens=True)
     tok.bos_token = "<|begin_of_text|>"
     tok.chat_template = None
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
-    out = tmp_path_factory.mktemp("tiny-base")
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return str(out)
+    return save_tiny_llama(tok, tmp_path_factory.mktemp("tiny-base"))
 
 
 def _tokenizer(path: str):
