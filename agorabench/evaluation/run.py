@@ -134,7 +134,10 @@ def answerer_for(params: Params, model: ModelRef, endpoints: dict[str, Endpoint]
         # default's Qwen) gets the same requests, so one of the two reads the other's answers.
         path, weights, template, served = cfg.model, cfg.cpu_weights, None, cfg.model
     else:
-        engine = evaluation_engine(ev.engine)
+        # The base and its LoRA students answer through the same engine: a student differs from the
+        # base by its training only (evaluation_engine says which engine that is on a CPU host).
+        lora = model.kind in ("base", "student") and params.training.lora is not None
+        engine = evaluation_engine(ev.engine, lora_student=lora)
         path, weights = model.spec, ev.cpu_weights
         if model.kind == "reference" and ev.reference_cpu_weights:
             weights = ev.reference_cpu_weights

@@ -114,7 +114,8 @@ class ServerSpec:
 
 def servers_for(params: Params, stages: list[str] | None) -> list[ServerSpec]:
     """The servers `stages` call (None: every stage), one per engine, model and weights: a generator's
-    model, the judges', and, when students are evaluated through vLLM, the student base (LoRA on)."""
+    model, the judges', and, when students are evaluated through vLLM, the student base (LoRA on for
+    LoRA students)."""
     from agorabench.models.servers import evaluation_engine, local_engine
 
     names = served_generators(params) if stages is None else generators_called_by(params, stages)
@@ -127,12 +128,13 @@ def servers_for(params: Params, stages: list[str] | None) -> list[ServerSpec]:
         cfg = params.generators[name]
         add(ServerSpec(cfg.model, local_engine(cfg.engine, cfg.model), cpu_weights=cfg.cpu_weights,
                        server_args=tuple(cfg.server_args)))
-    if evaluation_engine(params.evaluation.engine) == "vllm":
+    lora = params.training.lora is not None
+    if evaluation_engine(params.evaluation.engine, lora_student=lora) == "vllm":
         known = pipeline_stages(params)
         kinds = {known[s].kind if s in known else None for s in stages} if stages is not None else None
         everything = stages is None
         if everything or kinds & {"evaluate-student", "scale-evaluate", "import-evaluate"} or "evaluate-anchor@base" in stages:
-            add(ServerSpec(params.student.base, "vllm", lora=True, cpu_weights=params.evaluation.cpu_weights))
+            add(ServerSpec(params.student.base, "vllm", lora=lora, cpu_weights=params.evaluation.cpu_weights))
         # The reference answers in one stage: that stage starts its server and stops it when done, rather
         # than hold its weights in memory all run; a generator's server of the same model serves it instead.
     return list(specs.values())
