@@ -36,6 +36,15 @@ def prefect_harness():
         yield
 
 
+@pytest.fixture(scope="session")
+def prefect_api_env(prefect_harness) -> dict[str, str]:
+    """The session's Prefect server, for the `agora` stage commands a test runs through `dvc repro`:
+    without PREFECT_API_URL each of them starts a temporary server of its own (8-11 s on 2 busy cores)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {"PREFECT_API_URL": PREFECT_API_URL.value()}
+
+
 @pytest.fixture
 def fake_server():
     from agorabench.testing.llm_server import FakeLLMServer

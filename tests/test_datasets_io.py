@@ -574,7 +574,8 @@ def test_imported_distilabel_and_datadreamer_files_get_their_pgr(prefect_harness
 
 
 @pytest.mark.slow
-def test_dvc_runs_the_import_stage_without_a_model_and_export_pushes_through_hf_endpoint(tmp_path, fake_server):
+def test_dvc_runs_the_import_stage_without_a_model_and_export_pushes_through_hf_endpoint(tmp_path, fake_server,
+                                                                                       prefect_api_env):
     """In a real git + DVC repository: `dvc repro import` writes the imported dataset with no request, DVC
     tracks the source file (an edit re-runs the stage), and `agora export --push-to-hub` uploads the
     datasets to the Hub that HF_ENDPOINT names (a loopback one), from which `datasets` loads them."""
@@ -599,7 +600,7 @@ def test_dvc_runs_the_import_stage_without_a_model_and_export_pushes_through_hf_
                                     "domain": "math", "instruction_column": "instruction",
                                     "response_column": "generation"}}
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+    env = {**os.environ, **prefect_api_env, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
            "PYTHONPATH": str(REPO), "FAKE_API_KEY": "k", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 

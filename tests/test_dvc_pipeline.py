@@ -18,7 +18,7 @@ def sh(cmd, cwd, env):
 
 
 @pytest.mark.slow
-def test_dvc_repro_matrix_and_forced_rebuild(tmp_path, fake_server, monkeypatch):
+def test_dvc_repro_matrix_and_forced_rebuild(tmp_path, fake_server, monkeypatch, prefect_api_env):
     monkeypatch.setenv("FAKE_API_KEY", "k")
     repo = tmp_path / "bench"
     repo.mkdir()
@@ -35,7 +35,7 @@ def test_dvc_repro_matrix_and_forced_rebuild(tmp_path, fake_server, monkeypatch)
     params["generation"]["output_dir"] = "data/generated"
     params["cache"]["requests_db"] = ".agora/requests.sqlite"
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+    env = {**os.environ, **prefect_api_env, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
            "PYTHONPATH": str(REPO), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     sh(["git", "init", "-q"], repo, env)

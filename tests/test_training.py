@@ -137,10 +137,14 @@ def test_lora_saves_only_an_adapter(tmp_path, tiny_student):
     assert json.loads((out / "student.json").read_text())["lora"] is True
 
 
-TRAIN_IN_A_PROCESS = """import sys
+# Trains, then prints the order in which PEFT's own set keeps the saved target modules in this process.
+TRAIN_IN_A_PROCESS = """import json, sys
+from peft import LoraConfig
 from agorabench.config import load_params
 from agorabench.training.sft import train_student
 train_student(load_params(sys.argv[1]), "fake", "math", "response_generation")
+modules = json.load(open(sys.argv[2]))["target_modules"]
+print(list(LoraConfig(target_modules=modules).target_modules))
 """
 
 
@@ -155,18 +159,17 @@ def test_a_lora_checkpoint_is_the_same_bytes_in_every_process(tmp_path, tiny_stu
 
     params = make_params(tmp_path, tiny_student, lora={"r": 4, "alpha": 8, "dropout": 0.0}, max_steps=1)
     out = Setting("fake", "response_generation", "math").checkpoint(params)
-    written = []
+    written, orders = [], []
     for seed in ("1", "2"):
-        subprocess.run([sys.executable, "-c", TRAIN_IN_A_PROCESS, str(tmp_path / "params.yaml")], check=True,
-                       env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True)
+        done = subprocess.run([sys.executable, "-c", TRAIN_IN_A_PROCESS, str(tmp_path / "params.yaml"),
+                               str(out / "adapter_config.json")], check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True)
         written.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
+        orders.append(done.stdout.strip().splitlines()[-1])
     assert written[0] == written[1]
     modules = json.loads(written[0]["adapter_config.json"])["target_modules"]
     assert len(modules) > 2 and modules == sorted(modules)
     # canary: under those two hash seeds the set PEFT keeps really is in another order
-    order = "from peft import LoraConfig; print(list(LoraConfig(target_modules=%r).target_modules))" % modules
-    orders = [subprocess.run([sys.executable, "-c", order], env={**os.environ, "PYTHONHASHSEED": seed},
-                             capture_output=True, text=True, check=True).stdout for seed in ("1", "2")]
     assert orders[0] != orders[1]
 
 
