@@ -19,6 +19,10 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 .PHONY: run test install clean-venv
 
+# The two environments build side by side: a fresh install spends most of its time in pip unpacking
+# wheels, one core each.
+MAKEFLAGS += -j2
+
 install: $(STAMP) $(VLLM_STAMP)
 
 $(STAMP): pyproject.toml requirements/assets.txt
