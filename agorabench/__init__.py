@@ -6,6 +6,7 @@ import; pyproject.toml's [tool.importlinter] contracts keep it so (tests/test_ar
     config.py, setting.py, records.py   params.yaml's schema; a setting and its paths and stage names;
                                         the typed records every stage's files are read and written with
     files.py      faults in our own files (StorageError), atomic writes, opening the SQLite stores
+    progress.py   how a long step shows how far it is (a bar on a terminal, else a line every 30 s)
     models/       answering prompts: the request store, API clients, local model servers, in-process models
     generation/   writing one setting's dataset: prompts, seeds, the generation loop, parsing, validation
     training/     fine-tuning the student on a dataset

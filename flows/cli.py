@@ -25,6 +25,42 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 PARAMS_OPT = typer.Option("params.yaml", "--params", "-p", help="The experiment file (params.yaml or a profile).")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"agora {version('agorabench')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(verbose: int = typer.Option(0, "--verbose", "-v", count=True,
+                                     help="More detail: -v logs at DEBUG (the library's `agorabench` loggers)."),
+         quiet: bool = typer.Option(False, "--quiet", "-q",
+                                    help="Warnings and errors only: no progress lines, no INFO logs."),
+         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """AgoraBench: which language model should generate your synthetic training data?"""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    # The stages `agora run` starts through DVC read the same choice from the environment.
+    os.environ["AGORA_LOG_LEVEL"] = logging.getLevelName(level)
+    if quiet:
+        os.environ["AGORA_QUIET"] = "1"
+    configure_logging()
+
+
+def configure_logging() -> None:
+    """The library's loggers (`agorabench.*`) print to stderr at AGORA_LOG_LEVEL (INFO by default)."""
+    logger = logging.getLogger("agorabench")
+    if not any(getattr(h, "_agora", False) for h in logger.handlers):
+        handler = logging.StreamHandler()  # stderr: results stay alone on stdout
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler._agora = True
+        logger.addHandler(handler)
+        logger.propagate = False  # not twice through Prefect's root handlers
+    logger.setLevel(os.environ.get("AGORA_LOG_LEVEL", "INFO"))
+
+
 def fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)

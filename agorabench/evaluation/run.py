@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pathlib import Path
 from agorabench.evaluation.pairwise import NoVerdict
 from agorabench.config import Params, ParamsError
 from agorabench.files import replacing, write_atomic
+from agorabench.progress import Progress
 from agorabench.models.checkpoints import STUDENT_FILE, student_record, untrained_reason
 from agorabench.setting import Setting, student_setting
 from agorabench.evaluation import benchmarks as table
@@ -34,6 +36,8 @@ from agorabench.models.answering import Answerer, Decoding, judged_line
 from agorabench.models.endpoint import Endpoint, EndpointAnswerer
 from agorabench.models.servers import evaluation_engine, local_engine
 from agorabench.generation.validation import count_tokens
+
+log = logging.getLogger(__name__)
 
 
 def benchmark_module(name: str):
@@ -191,8 +195,10 @@ def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,
     with answerer_for(params, model, endpoints) as answerer:  # one model load (or server) for every group
         if isinstance(answerer, EndpointAnswerer):
             return 0  # an endpoint answers one request at a time anyway: evaluate() asks it
-        for (decoding, s), conversations in groups.items():
-            answerer.answer_many(conversations, decoding, s)
+        total = sum(len(c) for c in groups.values())
+        with Progress(f"{model.key} {'+'.join(benchmarks)}", total, unit="answers") as bar:
+            for (decoding, s), conversations in groups.items():
+                answerer.answer_many(conversations, decoding, s, bar.advance)
         return answerer.stats.completed
 
 
@@ -249,14 +255,20 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
 
     all_items, all_convs, completions, source = [], [], [], {"generated": 0, "cached": 0}
     sample_of = []
-    for s in range(samples):
-        done, info = _answer(params, model, conversations, decoding, s, on_done, endpoints)
-        all_items += items
-        all_convs += conversations
-        completions += done
-        sample_of += [s] * len(items)
-        source = {**info, "generated": source["generated"] + info["generated"],
-                  "cached": source["cached"] + info["cached"]}
+    with Progress(f"{model.key} {benchmark}", len(conversations) * samples, unit="answers") as bar:
+        def answered(n: int) -> None:
+            bar.advance(n)
+            if on_done:
+                on_done(n)
+
+        for s in range(samples):
+            done, info = _answer(params, model, conversations, decoding, s, answered, endpoints)
+            all_items += items
+            all_convs += conversations
+            completions += done
+            sample_of += [s] * len(items)
+            source = {**info, "generated": source["generated"] + info["generated"],
+                      "cached": source["cached"] + info["cached"]}
     outputs = [c.text if c is not None else "" for c in completions]
 
     judge = None
@@ -278,7 +290,7 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
         metrics = module.summarize(rows, rounds=ev.bootstrap_rounds) if benchmark == "arenahard" else module.summarize(rows)
     except NoVerdict as e:  # the judge gave nothing usable: no score here, the other benchmarks still count
         metrics = {module.PRIMARY: None, "n_total": float(len(rows)), "no_score": str(e)}
-        print(f"WARNING: {model.key} {benchmark} has no score: {e}")
+        log.warning("%s %s has no score: %s", model.key, benchmark, e)
 
     primary = ev.primary_metric.get(benchmark, module.PRIMARY)
     if primary not in metrics and "no_score" not in metrics:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
-import sys
 from collections.abc import Awaitable, Callable
 
 from agorabench.config import Params, ParamsError, check_setting
@@ -18,6 +17,7 @@ from agorabench.setting import Setting
 from agorabench.generation.plan import (Attempt, Outcome, SettingPlan, load_setting_seeds,
                                    write_outputs)
 from agorabench.generation.prompting import load_prompt_set
+from agorabench.progress import Progress
 
 
 class BatchRunner:
@@ -60,41 +60,23 @@ async def _default_run_batch(runner: BatchRunner, attempts: list[Attempt]) -> li
     return await runner.run(attempts)
 
 
-class Progress:
-    """A one-line progress bar on a terminal; silent otherwise (DVC logs, CI)."""
+class GenerationProgress(Progress):
+    """Valid instances out of the setting's N, with the answers behind them (progress.py)."""
 
     def __init__(self, label: str, total: int, enabled: bool | None = None):
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.label, self.total, self.sent, self.valid, self.cached = label, total, 0, 0, 0
-        self._bar = None
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
-
-            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=False)
-            self._task = self._bar.add_task(label, total=total, info="")
-            self._bar.start()
+        super().__init__(label, total, unit="valid", mode="bar" if enabled else enabled)
+        self.sent = self.cached = 0
 
     def answered(self, outcome: Outcome) -> None:
         self.sent += 1
         self.cached += outcome.completion.cached
-        self._refresh()
+        self.update(self.done, f"answers {self.sent}, cached {self.cached}")
 
     def set_valid(self, valid: int) -> None:
-        self.valid = valid
-        self._refresh()
-
-    def _refresh(self) -> None:
-        if self._bar:
-            self._bar.update(self._task, completed=min(self.valid, self.total),
-                             info=f"answers {self.sent} (cached {self.cached})")
-
-    def close(self) -> None:
-        if self._bar:
-            self._bar.stop()
+        self.update(valid)
 
 
-async def _run_plan(plan: SettingPlan, runner: BatchRunner, run_batch: RunBatch, bar: Progress) -> None:
+async def _run_plan(plan: SettingPlan, runner: BatchRunner, run_batch: RunBatch, bar: GenerationProgress) -> None:
     """Keep one batch queued behind the one in flight, so the generator never waits for us.
 
     Batch k+1 is built while batch k runs, from the results of batches up to k-1: the pool of
@@ -142,7 +124,7 @@ async def generate_setting(params: Params, generator: str, domain: str, method: 
     run_batch = run_batch or _default_run_batch
     plan = SettingPlan(generator=generator, gen_cfg=cfg, domain=domain, method=method, prompts=prompts,
                        seeds=seeds, num=num, params=params)
-    bar = Progress(f"{generator} {method} {domain}", num, progress)
+    bar = GenerationProgress(f"{generator} {method} {domain}", num, progress)
     # At hundreds of answers a second the cyclic GC's full passes over every long-lived object
     # (imported modules, seeds, prompts) cost ~7% of the client's CPU: freeze what exists now and
     # collect the young generation less often while the run lasts (benchmarks/generation_throughput.py).

@@ -1,0 +1,75 @@
+"""Long steps say how far they are: a line every AGORA_PROGRESS_INTERVAL_S seconds where output is not a
+terminal (done/total, rate, ETA), nothing under `agora -q`; `agora --version` works."""
+import asyncio
+import io
+import re
+import time
+
+from typer.testing import CliRunner
+
+from agorabench.config import load_params
+from agorabench.progress import Progress
+from tests.conftest import write_params
+
+LINE = re.compile(r"^(?P<label>.+): (?P<done>\d+)/(?P<total>\d+) (?P<unit>\w+).*, (?P<rate>[\d.]+)/s, "
+                  r".* so far, ETA (?P<eta>\S+)$")
+
+
+def test_lines_every_interval_with_done_total_rate_and_eta(monkeypatch):
+    monkeypatch.setenv("AGORA_PROGRESS_INTERVAL_S", "0.05")
+    out = io.StringIO()  # not a terminal: lines, not a bar
+    with Progress("students/x gsm8k", 10, unit="answers", stream=out) as bar:
+        bar.advance(4)
+        time.sleep(0.3)
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 2
+    m = LINE.match(lines[-1])
+    assert m and (m["label"], m["done"], m["total"], m["unit"]) == ("students/x gsm8k", "4", "10", "answers")
+    assert float(m["rate"]) > 0 and m["eta"] != "unknown"
+    time.sleep(0.2)
+    assert out.getvalue().splitlines() == lines, "nothing after close()"
+
+
+def test_a_short_step_a_quiet_run_and_a_silent_caller_print_nothing(monkeypatch):
+    monkeypatch.setenv("AGORA_PROGRESS_INTERVAL_S", "0.05")
+    short, silent, quiet = io.StringIO(), io.StringIO(), io.StringIO()
+    with Progress("short", 3, stream=short) as bar:
+        bar.advance(3)  # done before the first interval
+    with Progress("silent", 3, mode=False, stream=silent):
+        time.sleep(0.2)
+    monkeypatch.setenv("AGORA_QUIET", "1")
+    with Progress("quiet", 3, stream=quiet):
+        time.sleep(0.2)
+    assert short.getvalue() == silent.getvalue() == quiet.getvalue() == ""
+    # canary: the same wait without -q prints
+    monkeypatch.delenv("AGORA_QUIET")
+    loud = io.StringIO()
+    with Progress("loud", 3, stream=loud):
+        time.sleep(0.2)
+    assert LINE.match(loud.getvalue().splitlines()[0])
+
+
+def test_a_generation_stage_prints_its_valid_count_while_it_runs(tmp_path, monkeypatch, capsys):
+    from agorabench.generation.loop import generate_setting
+    from agorabench.testing.llm_server import FakeLLMServer
+
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    monkeypatch.setenv("AGORA_PROGRESS_INTERVAL_S", "0.1")
+    with FakeLLMServer(latency_s=0.2) as server:
+        params = load_params(write_params(tmp_path / "params.yaml", server.url,
+                                          **{"generators.fake.concurrency": 1}))
+        manifest = asyncio.run(generate_setting(params, "fake", "general", "response_generation", num=4))
+    assert manifest["num_valid"] == 4
+    err = capsys.readouterr().err
+    lines = [m for m in map(LINE.match, err.splitlines()) if m]
+    assert lines and lines[0]["label"] == "fake response_generation general" and lines[0]["unit"] == "valid"
+    assert "answers" in err
+
+
+def test_version_and_quiet_flags():
+    from flows.cli import app
+
+    runner = CliRunner()
+    done = runner.invoke(app, ["--version"])
+    assert done.exit_code == 0 and re.fullmatch(r"agora \d+\.\d+\.\d+\n", done.output)
+    assert runner.invoke(app, ["--bogus"]).exit_code != 0  # canary: an unknown option is refused
