@@ -27,7 +27,7 @@ from tasks.pipeline import (check_repo, dvc_exp_save, dvc_push, generate_setting
 
 # The summary is persisted (a few hundred bytes under PREFECT_HOME/storage) so a scheduled run's
 # outcome can be read back later from its state, e.g. `flow_run.state.result()`.
-@flow(name="pipeline", flow_run_name="pipeline {repo}", persist_result=True)
+@flow(name="pipeline", flow_run_name="pipeline {repo}", persist_result=True, log_prints=True)
 def pipeline(generators: list[str] | None = None, push: bool = False, repo: str = ".",
              targets: list[str] | None = None, force: bool = False, jobs: int | None = None,
              allow_code_execution: bool = False, keep_experiment: bool = False, retries: int = 0) -> dict:

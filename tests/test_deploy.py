@@ -98,7 +98,8 @@ serve(benchmark_deployment("every-minute", "* * * * *", ["fake"], push=True, rep
 @pytest.mark.slow
 def test_cron_deployment_runs_the_pipeline_and_pushes(tmp_path, fake_server, monkeypatch):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterName, FlowFilter, FlowFilterName,
+                                                LogFilter, LogFilterFlowRunId)
     from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     monkeypatch.setenv("FAKE_API_KEY", "k")
@@ -108,7 +109,10 @@ def test_cron_deployment_runs_the_pipeline_and_pushes(tmp_path, fake_server, mon
     api = f"http://127.0.0.1:{port}/api"
     env = {**git_env(), "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
-           "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+           "PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_RUNNER_POLL_FREQUENCY": "2"}  # INFO: what the UI shows
+    # As on a user's machine: whether logs go to the API is left to the defaults (the test session's
+    # own setting, off, is for its stages without a server).
+    env.pop("PREFECT_LOGGING_TO_API_ENABLED", None)
     server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
     procs = []
     try:
@@ -140,6 +144,22 @@ def test_cron_deployment_runs_the_pipeline_and_pushes(tmp_path, fake_server, mon
             assert client.read_deployment_by_name("pipeline/by-hand").schedules == []
             assert client.read_deployment_by_name("pipeline/every-minute").schedules[0].schedule.cron == "* * * * *"
             summary = done[0].state.result()  # the flow's persisted summary
+
+            # Its logs are in the API (the UI shows them, at PREFECT_LOGGING_LEVEL): the pipeline's own
+            # summary line, and the log of the stage's flow run (a separate process, the same server).
+            def logs_of(run_ids):
+                found = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)))
+                return [log.message for log in found]
+
+            stage_runs = [r.id for r in client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["generate"])))]
+            for _ in range(20):  # each process sends its logs in the background; the last ones at its exit
+                pipeline_log, stage_log = logs_of([done[0].id]), logs_of(stage_runs)
+                if any("stages run" in m for m in pipeline_log) and any("Finished" in m for m in stage_log):
+                    break
+                time.sleep(0.5)
+            assert any(m.startswith("pipeline: 1 stages run") for m in pipeline_log), pipeline_log
+            assert "Beginning flow run 'generate fake response_generation general' for flow 'generate'" in stage_log
+            assert not any("stages run" in m for m in logs_of([broken[0].id])), "canary: another run's log is apart"
 
         data = repo / "data/generated/fake/response_generation/general.jsonl"
         assert len(data.read_text().splitlines()) == 2
