@@ -758,6 +758,7 @@ def run(
         rc = repro(pipeline_env())
         if rc == 0:
             record_history(params, ["results"], say=typer.echo)
+            _print_answer(params)
         raise typer.Exit(rc)
     try:
         from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
@@ -772,6 +773,27 @@ def run(
         fail(str(e))
     typer.echo(f"done: agora sql \"SELECT * FROM pgr_overall\"; report: {params.analysis.report_dir}/index.html"
                f" ({len(summary['stages_run'])} stages run in {summary['duration_s']:.0f} s)")
+    _print_answer(params)
+
+
+def _print_answer(params) -> None:
+    """The run's answer, last on the terminal: the report's headline (overall PGR per generator, its
+    interval, the method averages, cost), as summary.md has it."""
+    from pathlib import Path
+
+    from agorabench.report.data import load_report_data
+    from agorabench.report.page import headline_table, markdown_table
+    from agorabench.results.db import DB_NAME
+
+    db = Path(params.analysis.results_dir) / DB_NAME
+    if not db.is_file():
+        return
+    try:
+        table = markdown_table(*headline_table(load_report_data(db)))
+    except (ValueError, StorageError) as e:  # the run is done; the database says why it has no answer
+        typer.echo(f"no PGR table: {e}", err=True)
+        return
+    typer.echo(f"\nGenerators, best overall PGR first ({params.analysis.report_dir}/summary.md has more):\n{table}")
 
 
 if __name__ == "__main__":

@@ -355,3 +355,20 @@ def test_the_page_renders_in_a_real_browser_and_a_broken_one_is_caught(browser, 
     (broken / "figures" / "cost_vs_pgr.png").write_bytes((full_report / "figures" / "cost_vs_pgr.png").read_bytes())
     (broken / "figures" / "loss_curves.svg").unlink()
     assert report_problems(browser, broken) == ["broken reference figures/loss_curves.svg: HTTP 404"] * 2
+
+
+def test_agora_run_ends_with_the_pgr_of_every_generator(full_db, tmp_path, capsys):
+    """`agora run` prints the report's headline last: a number per generator, not dashes."""
+    from types import SimpleNamespace
+
+    from flows.cli import _print_answer
+
+    params = SimpleNamespace(analysis=SimpleNamespace(results_dir=str(full_db.parent), report_dir="reports"))
+    _print_answer(params)
+    out = capsys.readouterr().out
+    rows = {line.split("|")[2].strip(): line.split("|")[3].strip() for line in out.splitlines()
+            if line.startswith("| ") and line.split("|")[2].strip() in GENERATORS}
+    assert set(rows) == set(GENERATORS) and all(re.fullmatch(r"-?\d+(\.\d+)?", v) for v in rows.values()), out
+    # canary: no database, no table (and no error: the run said where its results are)
+    _print_answer(SimpleNamespace(analysis=SimpleNamespace(results_dir=str(tmp_path), report_dir="reports")))
+    assert capsys.readouterr().out == ""
