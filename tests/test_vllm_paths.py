@@ -285,28 +285,9 @@ def test_a_configured_chat_template_goes_with_each_request(tmp_path, vllm_server
 
 
 def _lora_student(folder: Path, seed: int) -> str:
-    """A student folder as `agora train` writes one with LoRA: a (random, untrained) adapter of SmolLM2
-    on the modules our training targets, and its student.json (which names the weights: a record of
-    its own per seed)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from agorabench.testing.students import random_lora_student
 
-    from agorabench.config import LoraConfig as OurLora
-    from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
-    from agorabench.models.packaged import hf_model_dir
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(hf_model_dir(MODEL), dtype=torch.float32)
-    lora = LoraConfig(r=8, lora_alpha=16, target_modules=OurLora().target_modules,
-                      task_type="CAUSAL_LM", init_lora_weights=False)  # random B: the adapter changes answers
-    get_peft_model(model, lora).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(hf_model_dir(MODEL)).save_pretrained(folder)  # as `agora train` saves it
-    record = StudentRecord(generator="g", method="response_generation", domain="general", trained=True,
-                           base=MODEL, base_path=MODEL, lora=True, system_prompt=None, dataset="d.jsonl",
-                           generated_examples=1, seed_examples=0, examples=1, examples_sha256=f"{seed:064d}")
-    (folder / STUDENT_FILE).write_text(record.to_json())
-    return str(folder)
+    return random_lora_student(folder, seed, MODEL)
 
 
 def test_lora_students_are_answered_by_the_base_models_server(tmp_path, vllm_server):
