@@ -14,8 +14,13 @@ Choices the paper leaves open, made here:
   nor any R^2 or p-value (those are invariant to rescaling a regressor).
 - "Loadings" are the unit-length eigenvectors (principal axes); each component's sign is fixed so
   that its largest-magnitude loading is positive, which makes the output deterministic.
-- mean |loading| and its share (percent, summing to 100) are taken over the same top-k components
-  that enter the regression, in the style of the paper's Table 4.
+- mean |loading| and its share (percent, summing to 100), the paper's Table 4: averaged over all
+  components by default, as the paper's §5.2 describes it ("the average magnitude of a feature's
+  loadings across all principal components"); loading_average="top_k" averages over the top-k
+  components that enter the regression instead. The output names which ("pca.loading_average").
+- Several intrinsic judges (intrinsic.judges): each judge's difficulty and quality are features of
+  their own, named difficulty:JUDGE and quality:JUDGE (judge_features), so the paper's two judges give
+  its 9 features. With one judge they stay difficulty and quality.
 - Fewer generators than the paper's 6: the coarse regression needs 3 generator means, so with 2
   (the embedded default) it is None and a note says why; the fine regression and the PCA still run.
   Too few rows for top_k components shrink k (with a note) down to 1; 1 generator is an error.
@@ -33,6 +38,7 @@ from scipy import stats
 REQUIRED_COLUMNS = ("generator", "method", "domain", "pgr", "problem_solving")
 ID_COLUMNS = ("generator", "method", "domain")
 MIN_COARSE_GENERATORS = 3  # fewer generator means cannot test a slope
+LOADING_AVERAGES = ("all", "top_k")  # what a feature's mean |loading| is averaged over
 
 
 def load_features(path: str | Path) -> pd.DataFrame:
@@ -141,7 +147,8 @@ def pca(X: np.ndarray, standardize: bool = True) -> dict:
 
 
 def analyze(
-    df: pd.DataFrame, features: Sequence[str] | None = None, standardize: bool = True, top_k: int = 5
+    df: pd.DataFrame, features: Sequence[str] | None = None, standardize: bool = True, top_k: int = 5,
+    loading_average: str = "all",
 ) -> dict:
     """Problem-solving regressions, PCA of the features and the PGR-on-top-k-components regression.
 
@@ -152,12 +159,17 @@ def analyze(
     With 2 generators regression.coarse is None (it needs 3 generator means) and a note says so; the
     fine regression and the PCA still run. Fewer rows than top_k + 2 shrink k, with a note. 1 generator,
     or fewer than 3 rows, is an error.
+    loading_average: "all" (the paper's Table 4) or "top_k": the components each feature's mean |loading|
+        and share are averaged over.
     """
     for col in REQUIRED_COLUMNS:
         if col not in df.columns:
             raise ValueError(f"analyze: column {col!r} is missing; required: {', '.join(REQUIRED_COLUMNS)}")
     if top_k < 1:
         raise ValueError(f"analyze: top_k={top_k} must be at least 1")
+    if loading_average not in LOADING_AVERAGES:
+        raise ValueError(f"analyze: loading_average={loading_average!r} is not known; use one of "
+                         f"{', '.join(LOADING_AVERAGES)}")
     if features is None:
         features = [c for c in df.columns
                     if c not in (*ID_COLUMNS, "pgr") and pd.api.types.is_numeric_dtype(df[c])
@@ -225,7 +237,8 @@ def analyze(
         k = n - 2
     names = [f"PC{i + 1}" for i in range(n_comp)]
     loadings = {names[i]: dict(zip(features, p["components"][i].tolist())) for i in range(n_comp)}
-    mean_abs = np.abs(p["components"][:k]).mean(axis=0)
+    averaged = n_comp if loading_average == "all" else k
+    mean_abs = np.abs(p["components"][:averaged]).mean(axis=0)
     share = mean_abs / mean_abs.sum() * 100.0
     pca_reg = ols(data["pgr"].to_numpy(), p["scores"][:, :k], names[:k])
 
@@ -240,6 +253,8 @@ def analyze(
             "k": k,
             "explained_variance_ratio": p["explained_variance_ratio"].tolist(),
             "loadings": loadings,
+            "loading_average": loading_average,  # mean_abs_loading and share: over "all" or the "top_k"
+            "loading_components": averaged,        # how many components they average over
             "mean_abs_loading": dict(zip(features, mean_abs.tolist())),
             "share": dict(zip(features, share.tolist())),  # percent of the summed mean |loading|
         },
@@ -258,7 +273,8 @@ def features_from_db(db_path: str | Path = "data/results/agora.duckdb") -> pd.Da
     domain PGR (view pgr_domain), the generator's problem-solving score in that domain (the mean of its
     own scores on the domain's benchmarks, view problem_solving_domain) and the dataset-level intrinsic
     metrics (table intrinsic). All three are joined in the view intrinsic_summary; its instances and
-    cost_usd columns are left out because they are not properties of the data's quality.
+    cost_usd columns are left out because they are not properties of the data's quality. With two or
+    more judges (table intrinsic_judges) each judge's difficulty and quality are columns of their own.
 
     Rows lacking a PGR or a problem-solving score (a dataset without a trained student, a scaling run
     whose generator name has no own scores) are kept here; run_analysis drops and names them.
@@ -272,20 +288,54 @@ def features_from_db(db_path: str | Path = "data/results/agora.duckdb") -> pd.Da
     con = connect(db_path)  # raises a one-line ValueError when the file is missing
     try:
         frame = con.sql(f"SELECT {cols} FROM intrinsic_summary ORDER BY generator, method, domain").df()
+        judges = con.sql("SELECT generator, method, domain, judge, position, difficulty, quality "
+                         "FROM intrinsic_judges").df()
     except duckdb.Error as exc:
         first = str(exc).splitlines()[0]
-        raise ValueError(f"results database {db_path} has no usable intrinsic_summary view ({first}); "
-                         f"rebuild it with `agora results`") from None
+        raise ValueError(f"results database {db_path} has no usable intrinsic_summary view or intrinsic_judges "
+                         f"table ({first}); rebuild it with `agora results`") from None
     finally:
         con.close()
     # DuckDB gives NULL-only DOUBLE columns as object columns of None: make every metric a float.
     for col in ("pgr", "problem_solving", *INTRINSIC_METRICS):
         frame[col] = pd.to_numeric(frame[col]).astype(float)
-    return frame
+    return judge_features(frame, judges)
+
+
+def judge_feature(metric: str, judge: str) -> str:
+    """The feature column of one judge's metric when there are several judges."""
+    return f"{metric}:{judge}"
+
+
+def judge_features(frame: pd.DataFrame, judges: pd.DataFrame) -> pd.DataFrame:
+    """With two or more judges (rows of the intrinsic_judges table), the difficulty and quality columns
+    become one column per judge and metric (judge_feature), in the order of intrinsic.judges: the
+    paper's PCA has each judge's two scores as features. With one judge or none, the frame as it is."""
+    names = judges.sort_values("position").drop_duplicates("judge")["judge"].tolist() if len(judges) else []
+    if len(names) < 2:
+        return frame
+    keys = list(ID_COLUMNS)
+    out = frame
+    for metric in ("difficulty", "quality"):
+        for judge in names:
+            mine = judges.loc[judges["judge"] == judge, [*keys, metric]]
+            out = out.merge(mine.rename(columns={metric: judge_feature(metric, judge)}), on=keys, how="left")
+    # Each judge's columns take the place of the one-judge column, so the features keep their order.
+    order = []
+    for col in frame.columns:
+        if col in ("difficulty", "quality"):
+            order += [judge_feature(col, j) for j in names]
+        else:
+            order.append(col)
+    out = out[order]
+    for col in order:
+        if col not in frame.columns:  # DuckDB gives NULL-only columns as objects of None
+            out[col] = pd.to_numeric(out[col]).astype(float)
+    return out
 
 
 def run_analysis(features: pd.DataFrame, standardize: bool = True, top_k: int = 5,
-                 source: str = "features table") -> dict:
+                 source: str = "features table", loading_average: str = "all") -> dict:
     """`agora analyze`: check the table, then `analyze` it with every numeric column as a feature.
 
     features: columns generator, method, domain, pgr, problem_solving and any number of numeric
@@ -318,7 +368,8 @@ def run_analysis(features: pd.DataFrame, standardize: bool = True, top_k: int = 
     if empty:
         notes.append(f"left out feature(s) with no values: {', '.join(empty)}")
     try:
-        result = analyze(features.drop(columns=empty), features=None, standardize=standardize, top_k=top_k)
+        result = analyze(features.drop(columns=empty), features=None, standardize=standardize, top_k=top_k,
+                         loading_average=loading_average)
     except ValueError as exc:
         # analyze/ols/pca prefix their own name; the user needs the file's instead.
         message = str(exc)
@@ -359,7 +410,7 @@ def format_analysis(result: dict) -> str:
               "  " + "  ".join(f"{n} {v * 100:.1f}" for n, v in zip(names, pc["explained_variance_ratio"]))]
     shown = names[: pc["k"]]
     width = max(len("feature"), *(len(f) for f in feats))
-    lines += ["", f"Loadings of the top {pc['k']} components, mean |loading| over them and its share",
+    lines += ["", f"Loadings of the top {pc['k']} components; mean |loading| and its share {loading_basis(pc)}",
               "  " + f"{'feature':<{width}}" + "".join(f"{n:>8}" for n in shown) + f"{'mean|l|':>9}{'share%':>8}"]
     for f in feats:
         cells = "".join(f"{num(pc['loadings'][n][f], '.3f'):>8}" for n in shown)
@@ -371,6 +422,14 @@ def format_analysis(result: dict) -> str:
     lines += [f"  {n:<5} coef = {num(top['coef'][n], '.3g'):>9}  p = {p(top['p_values'][n])}" for n in shown]
     lines += format_quantity_quality(result.get("quantity_quality"))
     return "\n".join(lines)
+
+
+def loading_basis(pca: dict) -> str:
+    """What an analysis' mean |loading| is averaged over, in words (the text output and the report)."""
+    n = pca.get("loading_components", pca["k"])
+    if pca.get("loading_average", "top_k") == "all":
+        return f"over all {n} components (the paper's Table 4; analysis.loading_average)"
+    return f"over the top {n} components (analysis.loading_average: top_k; the paper's Table 4 averages over all)"
 
 
 def format_quantity_quality(qq: dict | None) -> list[str]:

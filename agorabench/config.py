@@ -396,13 +396,15 @@ class IntrinsicConfig(Strict):
     """Intrinsic data quality of every dataset (`agora intrinsic`, agorabench/intrinsic/).
 
     Which metrics run: `metrics: null` (the default) means every metric whose model is configured: the
-    two judge metrics when `judge` is set, the reward model when `reward_model` is set, perplexity and
+    two judge metrics when `judges` names any, the reward model when `reward_model` is set, perplexity and
     diversity always. An explicit list runs exactly those and fails early if one has no model to run with.
     """
     # Which of the five metrics run (null: every one whose model is configured, see above).
     metrics: list[Literal["difficulty", "quality", "reward", "perplexity", "diversity"]] | None = None
-    # LLM judge of difficulty and quality: a generator name (the paper: GPT-4o and Prometheus-2-8x7B).
-    judge: str | None = None
+    # LLM judges of difficulty and quality: generator names, each judging every instance (the paper:
+    # GPT-4o and Prometheus-2-8x7B). Each judge's two scores are features of their own in the PCA; the
+    # first judge's also fill the difficulty and quality columns. `judge: NAME` is short for `judges: [NAME]`.
+    judges: list[str] = Field(default_factory=list)
     # Sampling temperature of the judge.
     judge_temperature: float = Field(0.0, ge=0)
     # Output tokens per judgement.
@@ -439,10 +441,30 @@ class IntrinsicConfig(Strict):
     output_dir: str = "data/intrinsic"     # DVC outs
     cache_db: str = ".agora/intrinsic-cache.sqlite"  # per-instance results, kept across runs
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_judge_shorthand(cls, data):
+        # `judge: NAME` (one judge, the older spelling) is `judges: [NAME]`; both at once are ambiguous.
+        if isinstance(data, dict) and "judge" in data:
+            data = dict(data)
+            judge = data.pop("judge")
+            if "judges" in data:
+                raise ValueError("intrinsic sets both judge and judges; keep judges (a list of generator names)")
+            data["judges"] = [judge] if judge else []
+        return data
+
     @field_validator("metrics")
     @classmethod
     def _once_each(cls, v):
         return None if v is None else list(dict.fromkeys(v))
+
+    @field_validator("judges")
+    @classmethod
+    def _judges_once_each(cls, v):
+        for name in v:
+            if v.count(name) > 1:
+                raise ValueError(f"lists {name!r} twice; name each judge once")
+        return v
 
     @model_validator(mode="after")
     def _reward_needs_a_model(self):
@@ -458,7 +480,7 @@ class IntrinsicConfig(Strict):
                          if (m not in JUDGE_METRICS or have_judge) and (m != "reward" or self.reward_model))
         if not have_judge and any(m in JUDGE_METRICS for m in self.metrics):
             raise ParamsError("intrinsic.metrics lists a judge metric (difficulty/quality) but no judge is set; "
-                              "set intrinsic.judge to a generator name or drop those metrics")
+                              "set intrinsic.judges to generator names or drop those metrics")
         return tuple(self.metrics)
 
 
@@ -484,6 +506,10 @@ class AnalysisConfig(Strict):
     standardize: bool = True               # z-score the features before PCA (the paper's PCA is on
                                            # features with different units: 1-5 scores, perplexity, ...)
     top_k: int = Field(5, ge=1)            # regress PGR on the top-k principal components
+    # Each feature's mean |loading| (and its share): averaged over all components, as the paper's Table 4
+    # says ("the average magnitude of a feature's loadings across all principal components", §5.2), or
+    # over the top_k components that enter the regression.
+    loading_average: Literal["all", "top_k"] = "all"
 
 
 class ScalingConfig(Strict):
@@ -648,10 +674,10 @@ class Params(Strict):
         if judge is not None and judge not in self.generators:
             raise ValueError(f"evaluation.judge {judge!r} is not under generators "
                              f"(declared: {', '.join(self.generators)})")
-        judge = self.intrinsic.judge
-        if judge is not None and judge not in self.generators:
-            raise ValueError(f"intrinsic.judge {judge!r} is not under generators "
-                             f"(declared: {', '.join(self.generators)})")
+        for judge in self.intrinsic.judges:
+            if judge not in self.generators:
+                raise ValueError(f"intrinsic.judges lists {judge!r}, which is not under generators "
+                                 f"(declared: {', '.join(self.generators)})")
         for name in self.imports:
             if name in self.generators:
                 raise ValueError(f"imports.{name}: {name!r} is also a generator; an import needs a name of its own")
@@ -672,7 +698,7 @@ class Params(Strict):
         """Every generator the pipeline calls, once each: the benchmarked ones, the scaling study's,
         those whose own problem solving is scored, and the judges."""
         names = [*self.benchmark_generators, *self.scaling.generators, *self.evaluation.generators,
-                 *filter(None, [self.evaluation.judge, self.intrinsic.judge])]
+                 *filter(None, [self.evaluation.judge]), *self.intrinsic.judges]
         return list(dict.fromkeys(names))
 
     def generator(self, name: str) -> GeneratorConfig:

@@ -91,7 +91,7 @@ AGORA_CHECK = """\
 `agora check` (`agora check -p profiles/paper.yaml` for another file) sends no requests. It loads the file
 against this schema (unknown fields, values out of range or not among the allowed ones, and references to
 undeclared generators from `benchmark_generators`, `evaluation.generators`, `scaling.generators`,
-`evaluation.judge` or `intrinsic.judge` are errors); it asks for `benchmark_generators`; it loads and
+`evaluation.judge` or `intrinsic.judges` are errors); it asks for `benchmark_generators`; it loads and
 checks the prompt folder for `generation.num_fewshot`; and it checks that every generator the pipeline
 calls has its API key in the environment. The first problem is printed on one line naming the file, the
 field, the value and what is allowed; success prints `FILE: ok (N generators, prompt set HASH)`.

@@ -527,6 +527,10 @@ def analyze(
                                                help="z-score features before the PCA (default: analysis.standardize)."),
     top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Components in the PGR regression "
                                         "(default: analysis.top_k)."),
+    loading_average: Optional[str] = typer.Option(None, "--loading-average", metavar="all|top_k",
+                                                  help="Mean |loading| per feature over all components (the "
+                                                       "paper's Table 4) or the top k (default: "
+                                                       "analysis.loading_average)."),
     params_file: str = PARAMS_OPT,
 ):
     """PGR against problem solving (coarse and fine), PCA of the intrinsic features, PGR on the top components."""
@@ -545,7 +549,8 @@ def analyze(
             source = db or str(_results_db(params_file))
             frame = features_from_db(source)
         result = run_analysis(frame, standardize=cfg.standardize if standardize is None else standardize,
-                              top_k=top_k or cfg.top_k, source=source)
+                              top_k=top_k or cfg.top_k, source=source,
+                              loading_average=loading_average or cfg.loading_average)
         if not features:
             result["quantity_quality"] = quantity_quality_from_db(source)
     except (ValueError, FileNotFoundError, StorageError) as e:

@@ -68,7 +68,7 @@ def write_params(path: Path, server_url: str, **overrides) -> Path:
     # Students and anchors answer in this process: the tests of vLLM (test_vllm_paths.py) start it themselves.
     params.setdefault("evaluation", {})["engine"] = "transformers"
     params.setdefault("evaluation", {}).update(judge="fake", generators=["fake"])
-    params.setdefault("intrinsic", {}).update(judge="fake")
+    params.setdefault("intrinsic", {}).update(judges=["fake"])
     params["generation"]["prompt_dir"] = str(REPO / "agorabench/generation/prompts/default")
     params["generation"]["output_dir"] = str(path.parent / "data/generated")
     params["cache"]["requests_db"] = str(path.parent / ".agora/requests.sqlite")

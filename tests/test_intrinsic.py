@@ -549,7 +549,7 @@ def test_run_errors_are_one_line(tmp_path, tiny_student):
         intrinsic_for_dataset(params, "gen", "math", "response_generation", embed=fake_embed, embed_name="bow")
     _write_dataset(tmp_path, EXAMPLES)
     # An unknown judge is refused when params load, before any dataset is read.
-    with pytest.raises(ValueError, match="intrinsic.judge 'nope' is not under generators"):
+    with pytest.raises(ValueError, match="intrinsic.judges lists 'nope', which is not under generators"):
         _params(tmp_path, tiny_student, judge="nope")
     with pytest.raises(ValueError, match="without a name"):
         intrinsic_for_dataset(params, "gen", "math", "response_generation", CountingJudge())

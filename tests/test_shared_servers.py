@@ -51,7 +51,7 @@ def local_params(tmp_path, monkeypatch):
     path = write_params(tmp_path / "params.yaml", "http://127.0.0.1:9", **{
         "generators.tiny": {"backend": "local", "model": "smollm2-135m-instruct", "engine": "transformers"},
         "generators.judge": {"backend": "local", "model": "qwen2.5-coder-0.5b-instruct", "engine": "transformers"},
-        "benchmark_generators": ["fake", "tiny"], "evaluation.judge": "judge", "intrinsic.judge": "judge"})
+        "benchmark_generators": ["fake", "tiny"], "evaluation.judge": "judge", "intrinsic.judges": ["judge"]})
     return load_params(path)
 
 

@@ -4,7 +4,11 @@ the results collector reads.
     data/intrinsic/G/M/D.summary.json  IntrinsicSummary: the dataset's means, failures, models, config
     data/intrinsic/G/M/D.parquet       per instance: id, and one column per metric (INSTANCE_COLUMNS) plus
                                        the judge's verdicts, raw replies and score sources (KIND_source:
-                                       logprobs / text) and the diversity distances
+                                       logprobs / text) and the diversity distances; each further judge's
+                                       columns carry its name: difficulty@NAME, quality_verdict@NAME, ...
+
+The first of intrinsic.judges fills difficulty and quality (and judge_verdicts, judge_fallbacks);
+`judges` holds every judge's, in the order of intrinsic.judges.
 """
 from __future__ import annotations
 
@@ -14,6 +18,21 @@ from agorabench.records import Record
 
 # Per-instance metric columns of the Parquet file (a metric that did not run has no column).
 INSTANCE_COLUMNS = ("difficulty", "quality", "reward", "perplexity")
+
+
+def judge_column(column: str, judge: str, position: int) -> str:
+    """The Parquet column of a judge's per-instance values: the first judge's keep the plain name."""
+    return column if position == 0 else f"{column}@{judge}"
+
+
+class JudgeSummary(Record):
+    judge: str                      # generator name (intrinsic.judges)
+    model: str                      # the model it sent requests to
+    difficulty: float | None        # 1-5, mean over the instances it could read (None: not run)
+    quality: float | None
+    failures: dict[str, dict[str, int]]   # per metric: judge_error / parse_error counts
+    verdicts: str                   # "logprobs" or "text", as judge_verdicts
+    fallbacks: dict[str, int] | None = None  # as judge_fallbacks
 
 
 class IntrinsicSummary(Record):
@@ -36,4 +55,6 @@ class IntrinsicSummary(Record):
     # judge_fallbacks: with "logprobs", per judge metric the scores read from the text instead.
     judge_verdicts: str | None = None
     judge_fallbacks: dict[str, int] | None = None
+    # Every judge's means, in the order of intrinsic.judges (None: written before there were several).
+    judges: list[JudgeSummary] | None = None
     config: dict[str, Any]          # the intrinsic section it ran with

@@ -6,10 +6,11 @@ Output: data/intrinsic/GEN/METHOD/DOMAIN.parquet       one row per instance, eve
 
 Per-instance results are cached in intrinsic.cache_db (cache.py), so re-running, or adding a dataset
 or a metric, computes only what is missing. Each model is loaded only when it has something to do,
-and the judge endpoint is opened only when some judgement is not cached.
+and a judge's endpoint is opened only when some of its judgements are not cached.
 
 Dataset-level numbers (summary):
-  difficulty, quality   mean judge score over the items the judge scored (failures counted apart);
+  difficulty, quality   mean judge score over the items the judge scored (failures counted apart), of
+                        the first of intrinsic.judges; `judges` holds each judge's (the PCA's features);
                         judge_verdicts says how scores were read ("logprobs" or "text"), and with
                         "logprobs" judge_fallbacks counts per metric the scores read from the text
   reward                mean reward-model score
@@ -33,7 +34,7 @@ from agorabench.config import JUDGE_METRICS, IntrinsicConfig
 from agorabench.models import chat_template
 from agorabench.models.answering import judged_line
 from agorabench.generation.records import read_instances
-from agorabench.intrinsic.records import IntrinsicSummary
+from agorabench.intrinsic.records import IntrinsicSummary, judge_column
 from agorabench.setting import Setting
 from agorabench.intrinsic.diversity import Embedder, diversity, sentence_embedder
 
@@ -72,13 +73,15 @@ def _cached_or_computed(cache: ResultCache, metric: str, keys: list[str], comput
 
 def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: str, judge: JudgeFn | None = None,
                           *, config: IntrinsicConfig | None = None, judge_name: str | None = None,
+                          judges: dict[str, JudgeFn] | None = None,
                           embed: Embedder | None = None, embed_name: str | None = None,
                           log: Log = print, endpoints: dict | None = None) -> dict:
     """Compute, cache and write every enabled metric of one dataset; returns the summary dict.
-    `endpoints`: the servers `agora run` already started for local generators (the judge's).
+    `endpoints`: the servers `agora run` already started for local generators (the judges').
 
-    judge: a JudgeFn to use instead of opening intrinsic.judge's endpoint (tests, or the lead's flow
-    sharing one session); judge_name then names it in the cache keys and the summary.
+    judge: a JudgeFn to use instead of opening intrinsic.judges's endpoints (tests, or the lead's flow
+    sharing one session); judge_name then names it in the cache keys and the summary. judges: several
+    of them, {name: JudgeFn} in order, instead of both.
     embed / embed_name: the same for the sentence embedder.
     """
     from agorabench.models.in_process import model_identity
@@ -87,14 +90,23 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
     if config is not None:
         params = params.model_copy(update={"intrinsic": config})
     cfg = params.intrinsic
-    judge_name = judge_name or cfg.judge
     if judge is not None and not judge_name:
         raise ValueError("intrinsic_for_dataset: a judge function was given without a name; pass judge_name "
-                         "(it keys the cache) or set intrinsic.judge")
-    if cfg.judge and judge is None and cfg.judge not in params.generators:
-        raise ValueError(f"intrinsic.judge {cfg.judge!r} is not under generators "
-                         f"(declared: {', '.join(params.generators)})")
-    metrics = cfg.enabled(have_judge=judge is not None or cfg.judge is not None)
+                         "(it keys the cache) or set intrinsic.judges")
+    if judge is not None and judges is not None:
+        raise ValueError("intrinsic_for_dataset: pass judge (one) or judges (several), not both")
+    # (name, function or None: opened from params when something is not cached), in order.
+    if judges is not None:
+        judge_list: list[tuple[str, JudgeFn | None]] = list(judges.items())
+    elif judge is not None:
+        judge_list = [(judge_name, judge)]
+    else:
+        judge_list = [(name, None) for name in cfg.judges]
+    for name, fn in judge_list:
+        if fn is None and name not in params.generators:
+            raise ValueError(f"intrinsic.judges lists {name!r}, which is not under generators "
+                             f"(declared: {', '.join(params.generators)})")
+    metrics = cfg.enabled(have_judge=bool(judge_list))
     if embed is not None and not embed_name:
         raise ValueError("intrinsic_for_dataset: an embedder was given without embed_name; "
                          "pass one (it keys the cache)")
@@ -111,57 +123,25 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
     summary: dict = {"generator": generator, "method": method, "domain": domain, "n": len(rows),
                      "metrics": list(metrics), "dataset_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                      "computed": {}, "failures": {}, "models": {}}
-    session = None
+    sessions: list = []
     with ResultCache(cfg.cache_db) as cache:  # opened before the first line: a bad cache is the only one printed
         log(f"intrinsic {generator}/{method}/{domain}: {len(rows)} instances, metrics {', '.join(metrics) or 'none'}")
         try:
-            # --- LLM judge: difficulty (instruction only) and quality (instruction + response) -------
-            for kind in (m for m in JUDGE_METRICS if m in metrics):
-                from agorabench.intrinsic.judge import judge_scores, prompt_version
-
-                judge_model = params.generators[judge_name].model if judge_name in params.generators else judge_name
-                settings = {"judge": judge_name, "judge_model": judge_model,
-                            "prompts": prompt_version(cfg.judge_reasoning),
-                            "temperature": cfg.judge_temperature, "max_tokens": cfg.judge_max_tokens}
-                # The prompt style and the reading key the cache too (a text verdict is not a logprob one);
-                # only when they differ from the paper's, so judgements cached before they existed still count.
-                if not cfg.judge_reasoning:
-                    settings["reasoning"] = False
-                if cfg.judge_top_logprobs:
-                    settings["top_logprobs"] = cfg.judge_top_logprobs
-                keys = [result_key(kind, settings, domain=domain, instruction=i,
-                                   response=r if kind == "quality" else None) for i, r in pairs]
-
-                def compute(idx, kind=kind):
-                    nonlocal judge, session
-                    if judge is None:  # opened only now: a fully cached run starts no server
-                        from agorabench.models.answering import Decoding
-                        from agorabench.models.endpoint import EndpointAnswerer
-
-                        session = EndpointAnswerer(params, cfg.judge, endpoints=endpoints)
-                        judge = session.judge(Decoding(temperature=cfg.judge_temperature,
-                                                       max_new_tokens=cfg.judge_max_tokens))
-                    log(f"  {kind}: judging {len(idx)} with {judge_name}")
-                    started = time.monotonic()
-                    scores = judge_scores(kind, domain, [pairs[i] for i in idx], judge, cfg.judge_batch_size,
-                                          reasoning=cfg.judge_reasoning, top_logprobs=cfg.judge_top_logprobs)
-                    log("  " + judged_line(kind, len(idx), judge_name, time.monotonic() - started))
-                    return scores
-
-                res, computed = _cached_or_computed(cache, kind, keys, compute, lambda r: r["verdict"] == "ok")
-                table[kind] = [r["score"] for r in res]
-                table[f"{kind}_verdict"] = [r["verdict"] for r in res]
-                table[f"{kind}_raw"] = [r["raw"] for r in res]
-                # Results cached before sources were recorded were all read from the text.
-                table[f"{kind}_source"] = [r.get("source", "text") if r["score"] is not None else None for r in res]
-                summary[kind] = _mean(table[kind])
-                summary["computed"][kind] = computed
-                summary["failures"][kind] = {v: table[f"{kind}_verdict"].count(v)
-                                             for v in ("judge_error", "parse_error")}
-                summary["models"]["judge"] = judge_model
-                summary["judge_verdicts"] = "logprobs" if cfg.judge_top_logprobs else "text"
-                if cfg.judge_top_logprobs:
-                    summary.setdefault("judge_fallbacks", {})[kind] = table[f"{kind}_source"].count("text")
+            # --- LLM judges: difficulty (instruction only) and quality (instruction + response) -------
+            kinds = [m for m in JUDGE_METRICS if m in metrics]
+            per_judge = []
+            for position, (name, fn) in enumerate(judge_list if kinds else []):
+                per_judge.append(_judge_dataset(params, name, fn, position, kinds, domain, pairs, table, summary,
+                                                cache, sessions, log, endpoints))
+            if per_judge:
+                first = per_judge[0]
+                for kind in kinds:
+                    summary[kind] = first[kind]
+                    summary["failures"][kind] = first["failures"][kind]
+                summary["models"]["judge"] = first["model"]
+                summary["judge_verdicts"] = first["verdicts"]
+                summary["judge_fallbacks"] = first["fallbacks"]
+                summary["judges"] = per_judge
 
             # --- reward model -----------------------------------------------------------------------
             if "reward" in metrics:
@@ -240,11 +220,11 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
                 summary["computed"]["diversity"] = computed
                 summary["models"]["embedding"] = name
         finally:
-            if session is not None:
+            for session in sessions:
                 session.close()
 
     for key in ("difficulty", "quality", "reward", "perplexity", "perplexity_token_level",
-                "instruction_diversity", "response_diversity", "judge_verdicts", "judge_fallbacks"):
+                "instruction_diversity", "response_diversity", "judge_verdicts", "judge_fallbacks", "judges"):
         summary.setdefault(key, None)
     summary["config"] = cfg.model_dump()
     # "computed" says what this run had to compute rather than read from the cache: a fact of the run,
@@ -252,6 +232,64 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
     record = IntrinsicSummary.model_validate({k: v for k, v in summary.items() if k != "computed"})
     write_outputs(setting.intrinsic(params), table, record)
     return summary
+
+
+def _judge_dataset(params: Params, name: str, judge: JudgeFn | None, position: int, kinds: list[str], domain: str,
+                   pairs: list[tuple[str, str]], table: dict, summary: dict, cache: ResultCache, sessions: list,
+                   log: Log, endpoints: dict | None) -> dict:
+    """One judge's difficulty and quality of every instance: cached verdicts first, the rest asked.
+    Fills its Parquet columns (judge_column) and summary["computed"]; returns its JudgeSummary dict.
+    The cache key names the judge, not its position, so a judge added later re-uses the others' verdicts."""
+    from agorabench.intrinsic.judge import judge_scores, prompt_version
+
+    cfg = params.intrinsic
+    judge_model = params.generators[name].model if name in params.generators else name
+    settings = {"judge": name, "judge_model": judge_model, "prompts": prompt_version(cfg.judge_reasoning),
+                "temperature": cfg.judge_temperature, "max_tokens": cfg.judge_max_tokens}
+    # The prompt style and the reading key the cache too (a text verdict is not a logprob one);
+    # only when they differ from the paper's, so judgements cached before they existed still count.
+    if not cfg.judge_reasoning:
+        settings["reasoning"] = False
+    if cfg.judge_top_logprobs:
+        settings["top_logprobs"] = cfg.judge_top_logprobs
+    out = {"judge": name, "model": judge_model, "difficulty": None, "quality": None, "failures": {},
+           "verdicts": "logprobs" if cfg.judge_top_logprobs else "text", "fallbacks": None}
+    for kind in kinds:
+        keys = [result_key(kind, settings, domain=domain, instruction=i,
+                           response=r if kind == "quality" else None) for i, r in pairs]
+
+        def compute(idx, kind=kind):
+            nonlocal judge
+            if judge is None:  # opened only now: a fully cached run starts no server
+                from agorabench.models.answering import Decoding
+                from agorabench.models.endpoint import EndpointAnswerer
+
+                session = EndpointAnswerer(params, name, endpoints=endpoints)
+                sessions.append(session)
+                judge = session.judge(Decoding(temperature=cfg.judge_temperature, max_new_tokens=cfg.judge_max_tokens))
+            log(f"  {kind}: judging {len(idx)} with {name}")
+            started = time.monotonic()
+            scores = judge_scores(kind, domain, [pairs[i] for i in idx], judge, cfg.judge_batch_size,
+                                  reasoning=cfg.judge_reasoning, top_logprobs=cfg.judge_top_logprobs)
+            log("  " + judged_line(kind, len(idx), name, time.monotonic() - started))
+            return scores
+
+        res, computed = _cached_or_computed(cache, kind, keys, compute, lambda r: r["verdict"] == "ok")
+        def col(column: str) -> str:
+            return judge_column(column, name, position)
+
+        table[col(kind)] = [r["score"] for r in res]
+        table[col(f"{kind}_verdict")] = [r["verdict"] for r in res]
+        table[col(f"{kind}_raw")] = [r["raw"] for r in res]
+        # Results cached before sources were recorded were all read from the text.
+        table[col(f"{kind}_source")] = [r.get("source", "text") if r["score"] is not None else None for r in res]
+        out[kind] = _mean(table[col(kind)])
+        summary["computed"][col(kind)] = computed
+        verdicts = table[col(f"{kind}_verdict")]
+        out["failures"][kind] = {v: verdicts.count(v) for v in ("judge_error", "parse_error")}
+        if cfg.judge_top_logprobs:
+            out["fallbacks"] = {**(out["fallbacks"] or {}), kind: table[col(f"{kind}_source")].count("text")}
+    return out
 
 
 def write_outputs(paths: dict[str, Path], table: dict[str, list], summary: IntrinsicSummary) -> None:

@@ -1,4 +1,4 @@
-"""What the paid calls after generation cost, before any is sent: the intrinsic judge, the AlpacaEval and
+"""What the paid calls after generation cost, before any is sent: the intrinsic judges, the AlpacaEval and
 Arena-Hard judges, and the generators' own benchmark runs (`agora estimate`, `agora run --dry-run`).
 
 Priced as generation.estimate prices generation: prompts built from the real templates and items, ~4
@@ -84,9 +84,9 @@ def paid_calls(params: Params, generation_output_tokens: float, datasets: int) -
     def answer(tokens: float) -> float:
         return min(tokens, cut) if cut else tokens
 
-    # Intrinsic: each instance judged twice (difficulty: the instruction; quality: both).
+    # Intrinsic: each judge reads each instance twice (difficulty: the instruction; quality: both).
     in_ = params.intrinsic
-    judges = [in_.judge] if in_.judge else []
+    judges = in_.judges
     kinds = [k for k in ("difficulty", "quality") if k in in_.enabled(have_judge=bool(judges))]
     instances = datasets * params.generation.num_instances
     for judge in judges:

@@ -108,7 +108,7 @@ def plan(params: Params, max_cost: float | None = None) -> dict:
             "judged_benchmarks": judged,
             "code_execution": ev.allow_code_execution,
         },
-        "intrinsic": {"datasets": students + len(imported), "judge": params.intrinsic.judge},
+        "intrinsic": {"datasets": students + len(imported), "judges": list(params.intrinsic.judges)},
         "scaling": {"generators": list(sc.generators), "methods": list(sc.methods), "sizes": list(sc.sizes),
                     "students": scale_students},
         "costs": bill(params, generation, students + len(imported), max_cost),
@@ -132,7 +132,7 @@ def format_plan(p: dict) -> str:
         + ", ".join(f"{b} {n}" for b, n in e["items_per_benchmark"].items()),
         f"  judge: {e['judge'] or 'none'}" + (f" ({', '.join(e['judged_benchmarks'])})" if e["judge"] else "")
         + f"; generated code runs: {'yes, in the sandbox' if e['code_execution'] else 'no (opt in to score MBPP/HumanEval)'}",
-        f"  intrinsic metrics: {p['intrinsic']['datasets']} datasets, judge {p['intrinsic']['judge'] or 'none'}",
+        f"  intrinsic metrics: {p['intrinsic']['datasets']} datasets, judges {', '.join(p['intrinsic']['judges']) or 'none'}",
         (f"  scaling study: {', '.join(p['scaling']['generators'])} x {', '.join(p['scaling']['methods'])}, "
          f"prefixes of {', '.join(f'{n:,}' for n in p['scaling']['sizes'])}: {p['scaling']['students']} more students"
          if p["scaling"]["students"] else "  scaling study: off (scaling.generators is empty)"),

@@ -69,9 +69,9 @@ def served_generators(params: Params) -> list[str]:
 
 def generators_called_by(params: Params, stages: list[str]) -> list[str]:
     """The served generators that `stages` call: generation its own generator; an evaluation the judges
-    and, for evaluate-generator@NAME, NAME; intrinsic metrics the judge."""
+    and, for evaluate-generator@NAME, NAME; intrinsic metrics the judges."""
     known = pipeline_stages(params)
-    judges = {params.evaluation.judge, params.intrinsic.judge}
+    judges = {params.evaluation.judge, *params.intrinsic.judges}
     called: set[str] = set()
     for name in stages:
         stage = known.get(name)

@@ -26,7 +26,8 @@ def build_report(params, single_file: str | Path | None = None) -> tuple[Path, s
     # deps), so that `agora sql` finds the database up to date.
     db = build_db(cfg.results_dir, combine=cfg.combine, min_gap=cfg.min_gap, history_dir=cfg.history_dir)
     try:
-        analysis = run_analysis(features_from_db(db), standardize=cfg.standardize, top_k=cfg.top_k, source=str(db))
+        analysis = run_analysis(features_from_db(db), standardize=cfg.standardize, top_k=cfg.top_k, source=str(db),
+                                loading_average=cfg.loading_average)
     except ValueError as e:  # the report explains what is missing
         analysis, why = None, str(e)
     else:

@@ -35,6 +35,7 @@ class ReportData:
     anchors: list[dict]                           # benchmark, domain, base, reference, gap and its interval
     cost_points: list[dict]                       # one per dataset: generator, method, domain, cost_usd, pgr
     intrinsic: list[dict]                         # intrinsic_summary rows
+    judges: list[dict] = field(default_factory=list)  # intrinsic_judges rows: each judge's means per dataset
     loss: list[dict] = field(default_factory=list)  # training_loss rows (generator, method, domain, step, loss)
     untrained: list[tuple[str, str, str]] = field(default_factory=list)  # empty datasets: student = base
     quantity: list[dict] = field(default_factory=list)  # quantity_quality rows of settings with a scaling prefix
@@ -162,6 +163,8 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
     intrinsic = _rows(con, f"""
         SELECT generator, method, domain, pgr, problem_solving, {metric_cols}, instances, cost_usd
         FROM intrinsic_summary ORDER BY generator, method, domain""")
+    judges = _rows(con, "SELECT generator, method, domain, judge, position, difficulty, quality "
+                        "FROM intrinsic_judges ORDER BY generator, method, domain, position")
     loss = _rows(con, "SELECT generator, method, domain, step, loss FROM training_loss "
                       "WHERE loss IS NOT NULL ORDER BY generator, method, domain, step")
     untrained = [(r["generator"], r["method"], r["domain"]) for r in _rows(
@@ -214,7 +217,7 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
     return ReportData(
         combine=meta.get("combine", "mean_of_pgr"), methods=methods, domains=domains, generators=generators,
         pgr_domain={(r["generator"], r["method"], r["domain"]): r["pgr"] for r in pgr_rows},
-        null_reasons=null_reasons, anchors=anchors, cost_points=cost_points, intrinsic=intrinsic, loss=loss,
+        null_reasons=null_reasons, anchors=anchors, cost_points=cost_points, intrinsic=intrinsic, judges=judges, loss=loss,
         untrained=untrained, quantity=quantity, contamination=contamination, benchmarks=benchmarks, scores=scores,
         has_intervals=has_intervals, datasets=datasets, rejections=rejections, samples=samples, training=training,
         eval_time=eval_time, rank=rank, replicates=replicates,

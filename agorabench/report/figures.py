@@ -262,6 +262,8 @@ def problem_solving_vs_pgr(data: ReportData, folder: Path) -> Figure | FigureSki
 
 
 def pca_loadings(analysis: dict | None, folder: Path, why_missing: str = "") -> Figure | FigureSkipped:
+    from agorabench.analysis import loading_basis
+
     title = "PCA loadings of the data-quality features"
     if not analysis or not analysis.get("pca", {}).get("loadings"):
         return FigureSkipped("pca_loadings", title, why_missing or "no analysis was given")
@@ -284,6 +286,11 @@ def pca_loadings(analysis: dict | None, folder: Path, why_missing: str = "") -> 
     reg = analysis.get("regression", {}).get("pca_top5") or {}
     caption = (f"Loadings of the top {len(components)} principal components over {analysis['n_rows']} datasets "
                f"({'z-scored' if analysis.get('standardize', True) else 'raw'} features).")
+    if pca.get("mean_abs_loading"):
+        # Table 4 of the paper: each feature's mean |loading| and its share; say what it is averaged over.
+        shares = ", ".join(f"{f} {pca['mean_abs_loading'][f]:.3f} ({pca['share'][f]:.1f}%)"
+                           for f in features if pca["mean_abs_loading"].get(f) is not None)
+        caption += f" Mean |loading| (share) {loading_basis(pca)}: {shares}."
     if reg.get("r2") is not None:
         caption += f" PGR regressed on these components: R² = {reg['r2']:.2f}, p = {reg['p_value']:.3g}."
     png, svg = save(fig, folder, "pca_loadings")

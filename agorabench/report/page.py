@@ -60,13 +60,15 @@ def analysis_from_data(data: ReportData) -> tuple[dict | None, str]:
     """analyze() over the intrinsic_summary rows, or (None, why not) when it cannot run."""
     import pandas as pd
 
-    from agorabench.analysis import analyze
+    from agorabench.analysis import analyze, judge_features
 
     if not data.has_intrinsic:
         return None, "the database holds no intrinsic metrics (run the intrinsic stage, then `agora results`)"
-    frame = pd.DataFrame(data.intrinsic)
+    columns = ["generator", "method", "domain", "judge", "position", "difficulty", "quality"]
+    frame = judge_features(pd.DataFrame(data.intrinsic), pd.DataFrame(data.judges, columns=columns))
     # Metrics nobody computed (e.g. no reward model) would drop every row; leave them out instead.
-    features = [m for m in INTRINSIC_METRICS if frame[m].notna().any()]
+    metrics = [c for c in frame.columns if c in INTRINSIC_METRICS or ":" in c]
+    features = [m for m in metrics if frame[m].notna().any()]
     for col in ("pgr", "problem_solving", *features):
         frame[col] = pd.to_numeric(frame[col]).astype(float)
     try:

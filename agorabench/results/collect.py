@@ -66,7 +66,8 @@ def collect(params: Params, include_requests: bool = False) -> dict[str, Path]:
                              f"but evaluation.primary_metric asks for {wanted}; re-run `agora evaluate` (dvc repro does)")
     tables["score_replicates"] = score_replicates(tables["eval_items"], a.bootstrap_replicates, a.bootstrap_seed,
                                                   ev.output_dir, ev.primary_metric)
-    tables["intrinsic"], tables["intrinsic_instances"] = _intrinsic(params, [s for s in every if s.size is None])
+    tables["intrinsic"], tables["intrinsic_instances"], tables["intrinsic_judges"] = _intrinsic(
+        params, [s for s in every if s.size is None])
     generators_cfg = {n: g.model_dump() for n, g in params.generators.items()}
     tables["generators"] = _generators(tables["datasets"], tables["scores"], generators_cfg)
     tables["domain_benchmarks"] = [{"domain": d, "benchmark": b, "position": i}
@@ -312,8 +313,8 @@ def _items(path: Path, key: str) -> list[dict]:
 # Intrinsic metrics
 # ---------------------------------------------------------------------------------------------
 
-def _intrinsic(params: Params, every: list[Setting]) -> tuple[list[dict], list[dict]]:
-    summaries, per_instance = [], []
+def _intrinsic(params: Params, every: list[Setting]) -> tuple[list[dict], list[dict], list[dict]]:
+    summaries, per_instance, per_judge = [], [], []
     for s in every:
         paths = s.intrinsic(params)
         if not paths["summary"].is_file():
@@ -333,7 +334,27 @@ def _intrinsic(params: Params, every: list[Setting]) -> tuple[list[dict], list[d
         out.update({m: _float(getattr(summary, m)) for m in INTRINSIC_METRICS})
         out["instances"] = summary.n
         summaries.append(out)
-    return summaries, per_instance
+        per_judge += [{**setting, "position": i + 1, **j} for i, j in enumerate(_judges(summary))]
+    return summaries, per_instance, per_judge
+
+
+def _judges(summary: IntrinsicSummary) -> list[dict]:
+    """The summary's judges as intrinsic_judges rows (less the setting); a summary written before
+    there were several judges gives its one judge from the top-level fields."""
+    def failures(f: dict) -> int:
+        return sum(int(n) for kind in ("difficulty", "quality") for n in (f.get(kind) or {}).values())
+
+    if summary.judges is not None:
+        return [{"judge": j.judge, "model": j.model, "difficulty": _float(j.difficulty),
+                 "quality": _float(j.quality), "failures": failures(j.failures), "verdicts": j.verdicts}
+                for j in summary.judges]
+    if "judge" not in summary.models:
+        return []
+    judge = (summary.config.get("judges") or [summary.config.get("judge")])[0]
+    return [{"judge": judge or summary.models["judge"], "model": summary.models["judge"],
+             "difficulty": _float(summary.difficulty), "quality": _float(summary.quality),
+             "failures": failures({k: v for k, v in summary.failures.items() if isinstance(v, dict)}),
+             "verdicts": summary.judge_verdicts or "text"}]
 
 
 # ---------------------------------------------------------------------------------------------

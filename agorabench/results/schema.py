@@ -272,13 +272,29 @@ TABLES: dict[str, Table] = {
         columns=_cols(
             *SETTING,
             ("instances", "int", "instances scored"),
-            ("difficulty", "float", "mean instruction difficulty (judge, 1-5)"),
-            ("quality", "float", "mean response quality (judge, 1-5)"),
+            ("difficulty", "float", "mean instruction difficulty (the first of intrinsic.judges, 1-5; "
+                                    "every judge's: intrinsic_judges)"),
+            ("quality", "float", "mean response quality (the first of intrinsic.judges, 1-5)"),
             ("reward", "float", "mean reward-model score"),
             ("perplexity", "float", "mean response perplexity under the base student"),
             ("instruction_diversity", "float", "mean pairwise cosine distance of instruction embeddings"),
             ("response_diversity", "float", "mean pairwise cosine distance of response embeddings"),
             ("summary", "str", "the whole summary file (JSON), for fields not given a column"),
+        )),
+    "intrinsic_judges": Table(
+        doc="Each judge's dataset-level difficulty and quality (intrinsic.judges), one row per dataset and "
+            "judge: with two judges the analysis takes each judge's two means as features of their own.",
+        key=("generator", "method", "domain", "judge"),
+        source="data/intrinsic/G/M/D.summary.json (its `judges`; an older summary: its one judge)",
+        columns=_cols(
+            *SETTING,
+            ("judge", "str", "judge generator name (params.yaml `generators:` key)"),
+            ("position", "int", "the judge's place in intrinsic.judges, from 1 (1: the intrinsic table's columns)"),
+            ("model", "str", "model id the judge was asked through"),
+            ("difficulty", "float", "mean instruction difficulty by this judge (1-5)"),
+            ("quality", "float", "mean response quality by this judge (1-5)"),
+            ("failures", "int", "judgements without a usable score (judge_error + parse_error, both metrics)"),
+            ("verdicts", "str", "how the scores were read: logprobs | text"),
         )),
     "intrinsic_instances": Table(
         doc="Per-instance intrinsic metrics.",
@@ -287,8 +303,9 @@ TABLES: dict[str, Table] = {
         columns=_cols(
             *SETTING,
             ("idx", "int", "instance position in the dataset (joins instances.idx)"),
-            ("difficulty", "float", "instruction difficulty (1-5; NULL where the judge failed)"),
-            ("quality", "float", "response quality (1-5; NULL where the judge failed)"),
+            ("difficulty", "float", "instruction difficulty by the first judge (1-5; NULL where it failed; "
+                                    "the others' are in the .parquet as difficulty@JUDGE)"),
+            ("quality", "float", "response quality by the first judge (1-5; NULL where it failed)"),
             ("reward", "float", "reward-model score"),
             ("perplexity", "float", "response perplexity"),
         )),
