@@ -15,8 +15,8 @@ Choices the paper leaves open, made here:
 - "Loadings" are the unit-length eigenvectors (principal axes); each component's sign is fixed so
   that its largest-magnitude loading is positive, which makes the output deterministic.
 - mean |loading| and its share (percent, summing to 100), the paper's Table 4: averaged over all
-  components by default, as the paper's §5.2 describes it ("the average magnitude of a feature's
-  loadings across all principal components"); loading_average="top_k" averages over the top-k
+  components by default, as the paper's section 5.2 defines Table 4's loading strength (a feature's
+  loadings in magnitude, averaged over every principal component); loading_average="top_k" averages over the top-k
   components that enter the regression instead. The output names which ("pca.loading_average").
 - Several intrinsic judges (intrinsic.judges): each judge's difficulty and quality are features of
   their own, named difficulty:JUDGE and quality:JUDGE (judge_features), so the paper's two judges give

@@ -506,9 +506,8 @@ class AnalysisConfig(Strict):
     standardize: bool = True               # z-score the features before PCA (the paper's PCA is on
                                            # features with different units: 1-5 scores, perplexity, ...)
     top_k: int = Field(5, ge=1)            # regress PGR on the top-k principal components
-    # Each feature's mean |loading| (and its share): averaged over all components, as the paper's Table 4
-    # says ("the average magnitude of a feature's loadings across all principal components", §5.2), or
-    # over the top_k components that enter the regression.
+    # Each feature's mean |loading| (and its share): averaged over all components, as the paper's section
+    # 5.2 defines Table 4's loading strength, or over the top_k components that enter the regression.
     loading_average: Literal["all", "top_k"] = "all"
 
 
