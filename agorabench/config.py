@@ -283,12 +283,12 @@ def benchmark_domains() -> dict[str, str]:
 
 
 class EvaluationConfig(Strict):
-    # The two benchmarks of each domain (PGR averages them); `extra` are judge-free additions
-    # evaluated for general students and reported next to the paper's six.
+    # Each domain's benchmarks (PGR averages them; the paper's six by default). `extra` are evaluated
+    # for the students of their domain and for the anchors, and reported beside them, outside PGR.
     benchmarks: dict[Literal["math", "code", "general"], list[str]] = Field(
         default_factory=lambda: {"math": ["gsm8k", "math"], "code": ["mbpp", "humaneval"],
                                  "general": ["alpacaeval", "arenahard"]})
-    # Benchmarks reported next to the paper's six (see `benchmarks`); each must be a known benchmark.
+    # Benchmarks evaluated and reported beside `benchmarks`, outside PGR; each must be a known benchmark.
     extra: list[str] = Field(default_factory=lambda: ["ifeval"])
     # Items per benchmark (null: all). The first N of a fixed, seeded shuffle, so a larger N only adds items.
     limit: int | None = Field(None, ge=1)
@@ -386,6 +386,14 @@ class EvaluationConfig(Strict):
             if name not in benchmark_domains():
                 raise ValueError(f"unknown benchmark {name!r}; allowed: {', '.join(benchmark_domains())}")
         return v
+
+    @model_validator(mode="after")
+    def _extra_outside_benchmarks(self):
+        # A benchmark in both would be evaluated once but read as inside and outside PGR.
+        both = sorted(set(self.extra) & {b for names in self.benchmarks.values() for b in names})
+        if both:
+            raise ValueError(f"extra: {', '.join(both)} already in evaluation.benchmarks; list each benchmark once")
+        return self
 
 
 INTRINSIC_METRICS = ("difficulty", "quality", "reward", "perplexity", "diversity")

@@ -45,6 +45,15 @@ def test_benchmark_generator_must_be_declared(tmp_path):
     assert "nope" in msg and "fake" in msg
 
 
+def test_a_benchmark_in_both_extra_and_benchmarks_is_named(tmp_path):
+    msg = _error(tmp_path, **{"evaluation.benchmarks": {"general": ["ifeval"]}, "evaluation.extra": ["ifeval"]})
+    assert "evaluation" in msg and "ifeval" in msg and "list each benchmark once" in msg
+    # canary: the same benchmark on one side only loads
+    path = write_params(tmp_path / "ok.yaml", "http://127.0.0.1:1",
+                        **{"evaluation.benchmarks": {"general": ["ifeval"]}, "evaluation.extra": ["alpacaeval"]})
+    assert load_params(path).evaluation.extra == ["alpacaeval"]
+
+
 def test_valid_override_is_accepted_canary(tmp_path):
     # The same mechanism with a legal value must load: the failures above are about the values.
     path = write_params(tmp_path / "params.yaml", "http://127.0.0.1:1", **{"generation.sampling.top_p": 0.5})
