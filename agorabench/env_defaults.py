@@ -29,6 +29,13 @@ def apply_defaults(online: bool = False) -> None:
     # `agora run`'s, a deployment's). A lone stage's ephemeral server would only add a log thread and
     # a flush at exit.
     os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "true" if os.environ.get("PREFECT_API_URL") else "false")
+    # What a flow or task run logs at INFO (the stages' and the pipeline's summaries) reaches the API, so
+    # the Prefect UI shows it, while the console keeps Prefect at WARNING (prefect.toml): the run loggers
+    # at INFO, the console handler at WARNING. A PREFECT_LOGGING_LEVEL of the user's decides both.
+    if "PREFECT_LOGGING_LEVEL" not in os.environ:
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "INFO")
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "INFO")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     if not online and os.environ.get("AGORA_ONLINE") != "1":
         for k, v in OFFLINE.items():
             os.environ.setdefault(k, v)

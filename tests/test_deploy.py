@@ -30,7 +30,8 @@ def make_bench_repo(repo, server_url: str, remote=None, **overrides):
     repo.mkdir()
     for item in ("agorabench", "flows", "tasks", "requirements"):
         shutil.copytree(REPO / item, repo / item, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    for name in ("dvc.yaml", "prefect.toml"):  # prefect.toml: Prefect's own lines at WARNING, as in a clone
+        shutil.copy(REPO / name, repo / name)
     settings = {"methods": ["response_generation"], "domains": ["general"], "generation.num_instances": 2,
                 **overrides}
     params_path = write_params(repo / "params.yaml", server_url, **settings)
@@ -109,7 +110,10 @@ def test_cron_deployment_runs_the_pipeline_and_pushes(tmp_path, fake_server, mon
     api = f"http://127.0.0.1:{port}/api"
     env = {**git_env(), "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
-           "PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_RUNNER_POLL_FREQUENCY": "2"}  # INFO: what the UI shows
+           "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    # As on a user's machine, no PREFECT_LOGGING_LEVEL (the session's WARNING is for its own runs): the
+    # defaults (env_defaults.py) send the runs' INFO lines to the API with the console at WARNING.
+    env.pop("PREFECT_LOGGING_LEVEL", None)
     # As on a user's machine: whether logs go to the API is left to the defaults (the test session's
     # own setting, off, is for its stages without a server).
     env.pop("PREFECT_LOGGING_TO_API_ENABLED", None)
