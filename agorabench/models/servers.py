@@ -135,9 +135,8 @@ def local_engine(engine: str, model: str) -> str:
 def evaluation_engine(engine: str, lora_student: bool = False) -> str:
     """"transformers" or "vllm" for `evaluation.engine`. auto: vLLM wherever it is installed, except
     for a LoRA student on a host without a GPU, which is merged into its base and answered in this
-    process: vLLM's CPU build decodes through an adapter at a sixth of its base's speed (SmolLM2-135M,
-    8 in flight: 16 tokens/s against 99), while transformers decodes the merged weights at 86 tokens/s
-    in batches of 20 on one core (docs/performance.md)."""
+    process: vLLM's CPU build decodes through an adapter several times slower than transformers decodes
+    the merged weights (benchmarks/lora_students.py; the figure is in docs/performance.md)."""
     if engine != "auto":
         return engine
     if vllm_python() is None:
