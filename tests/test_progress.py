@@ -66,6 +66,26 @@ def test_a_generation_stage_prints_its_valid_count_while_it_runs(tmp_path, monke
     assert "answers" in err
 
 
+def test_an_intrinsic_judge_prints_how_many_it_has_judged_while_it_runs(tmp_path, tiny_student, monkeypatch, capsys):
+    from agorabench.intrinsic.run import intrinsic_for_dataset
+    from tests.test_intrinsic import EXAMPLES, _params, _write_dataset
+
+    monkeypatch.setenv("AGORA_PROGRESS_INTERVAL_S", "0.05")
+    params = _params(tmp_path, tiny_student, metrics=["difficulty", "quality"], judge_batch_size=1)
+    _write_dataset(tmp_path, EXAMPLES)
+
+    def slow_judge(convs):
+        time.sleep(0.1)
+        return ["Feedback: ok [RESULT] 3" for _ in convs]
+
+    intrinsic_for_dataset(params, "gen", "math", "response_generation", slow_judge, judge_name="slow",
+                          log=lambda s: None)
+    lines = [m for m in map(LINE.match, capsys.readouterr().err.splitlines()) if m]
+    labels = {m["label"].strip() for m in lines}
+    assert labels == {"difficulty by slow", "quality by slow"} and {m["unit"] for m in lines} == {"judged"}
+    assert all(m["total"] == str(len(EXAMPLES)) for m in lines)
+
+
 def test_version_and_quiet_flags():
     from flows.cli import app
 

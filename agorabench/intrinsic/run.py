@@ -33,6 +33,7 @@ from agorabench.intrinsic.cache import ResultCache, result_key
 from agorabench.config import JUDGE_METRICS, IntrinsicConfig
 from agorabench.models import chat_template
 from agorabench.models.answering import judged_line
+from agorabench.progress import Progress
 from agorabench.generation.records import read_instances
 from agorabench.intrinsic.records import IntrinsicSummary, judge_column
 from agorabench.setting import Setting
@@ -269,8 +270,11 @@ def _judge_dataset(params: Params, name: str, judge: JudgeFn | None, position: i
                 judge = session.judge(Decoding(temperature=cfg.judge_temperature, max_new_tokens=cfg.judge_max_tokens))
             log(f"  {kind}: judging {len(idx)} with {name}")
             started = time.monotonic()
-            scores = judge_scores(kind, domain, [pairs[i] for i in idx], judge, cfg.judge_batch_size,
-                                  reasoning=cfg.judge_reasoning, top_logprobs=cfg.judge_top_logprobs)
+            # A paper-size dataset takes the judge hours: a line every 30 s (a bar on a terminal) meanwhile.
+            with Progress(f"  {kind} by {name}", len(idx), unit="judged") as bar:
+                scores = judge_scores(kind, domain, [pairs[i] for i in idx], judge, cfg.judge_batch_size,
+                                      on_done=bar.advance, reasoning=cfg.judge_reasoning,
+                                      top_logprobs=cfg.judge_top_logprobs)
             log("  " + judged_line(kind, len(idx), name, time.monotonic() - started))
             return scores
 
