@@ -355,3 +355,26 @@ def test_a_model_run_here_gives_a_judge_its_logprobs(tmp_path, tiny_student):
         [stored] = judge(conv, top_logprobs=5)
         assert stored.cached and stored.logprobs == reply.logprobs
         assert judge(conv) == [reply.text] and answerer.stats.completed == 2  # canary: a text request is another key
+
+
+def test_a_vllm_answerer_with_every_answer_stored_starts_no_server(tmp_path, tiny_student, monkeypatch):
+    from agorabench.models import servers
+    from agorabench.models.answering import Decoding
+    from agorabench.models.served import ServedModelAnswerer
+    from agorabench.models.store import Completion, RequestStore
+
+    def no_server(self, *a, **k):
+        raise AssertionError("a server was started")
+
+    monkeypatch.setattr(servers.LocalModelServer, "start", no_server)
+    store = RequestStore(tmp_path / "store.sqlite")
+    answerer = ServedModelAnswerer(tiny_student, store)
+    convs = [[{"role": "user", "content": f"q{i}"}] for i in range(3)]
+    decoding = Decoding(max_new_tokens=4)
+    for c in convs:
+        request, key = answerer.request(c, decoding, 0)
+        store.put(key, "vllm", answerer.identity["model"], request, Completion("a", "stop", 1, 1, 0.0, 0.0))
+    assert [c.text for c in answerer.answer_many(convs, decoding)] == ["a", "a", "a"]
+    # canary: one answer missing, and the server is asked for
+    with pytest.raises(AssertionError, match="a server was started"):
+        answerer.answer_many(convs + [[{"role": "user", "content": "new"}]], decoding)
