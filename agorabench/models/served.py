@@ -94,8 +94,7 @@ class ServedModelAnswerer(Answerer):
 
     def _compute(self, conversations, decoding: Decoding, sample_index: int):
         if not conversations:
-            # Every answer came from the store (an evaluate after the stage's prefetch): starting a server
-            # for nothing cost ~35 s per benchmark.
+            # Every answer came from the store (an evaluate after its stage's prefetch): no server to start.
             return
         base_url, model = self._open()
         wave = self.concurrency * 4
