@@ -115,7 +115,9 @@ class Answerer:
         if on_done and found:
             on_done(len(found))
         todo = [i for i, (_, k) in enumerate(keyed) if k not in found]
-        for chunk, answers in self._compute([conversations[i] for i in todo], decoding, sample_index):
+        # All stored (an evaluate after its stage's prefetch): no model to load, no server to start.
+        batches = self._compute([conversations[i] for i in todo], decoding, sample_index) if todo else ()
+        for chunk, answers in batches:
             for j, done in zip(chunk, answers):
                 request, key = keyed[todo[j]]
                 self.store.put(key, self.identity["backend"], self.identity["model"], request, done)

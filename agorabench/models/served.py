@@ -93,9 +93,6 @@ class ServedModelAnswerer(Answerer):
         return self.base_url, self._model
 
     def _compute(self, conversations, decoding: Decoding, sample_index: int):
-        if not conversations:
-            # Every answer came from the store (an evaluate after its stage's prefetch): no server to start.
-            return
         base_url, model = self._open()
         wave = self.concurrency * 4
         for start in range(0, len(conversations), wave):
