@@ -196,6 +196,31 @@ def test_the_order_section_and_the_intervals_are_the_views(full_db, full_report,
     assert "[" not in bare_setting[:bare_setting.index("<h2>", 4)]
 
 
+def test_the_scores_figure_draws_every_interval_in_few_collections(full_db, full_report, tmp_path):
+    """benchmark_scores draws one error bar per score with an interval (the SVG's LineCollection paths),
+    grouped into one collection per panel, colour and marker rather than one per model (at the paper's
+    99 students a call per point was most of the report's time). Canary: without replicates, no bars."""
+    def bars(report: Path) -> tuple[int, int]:
+        svg = next(report.rglob("benchmark_scores.svg")).read_text()
+        groups = re.findall(r'<g id="LineCollection_\d+">(.*?)</g>', svg, re.S)
+        return len(groups), sum(g.count("<path") for g in groups)
+
+    con = connect(full_db)
+    intervals = con.execute("SELECT count(*) FROM scores JOIN score_interval i USING (model, benchmark) "
+                            "WHERE i.score_lo IS NOT NULL AND i.score_hi IS NOT NULL").fetchone()[0]
+    # colour: the generator (anchors black); marker: generator itself, student, or anchor
+    groups = con.execute("SELECT count(DISTINCT (benchmark, generator, CASE WHEN kind IN ('base', 'reference') "
+                         "THEN 'anchor' ELSE kind END)) FROM scores").fetchone()[0]
+    con.close()
+    collections, paths = bars(full_report)
+    assert intervals > 0 and paths == intervals
+    assert collections <= groups < intervals
+    paths_ = write_tree(tmp_path / "tree", ("alpha", "beta"))
+    off = paths_.params.model_copy(update={"analysis": paths_.params.analysis.model_copy(update={"bootstrap_replicates": 0})})
+    collect(off)
+    assert bars(write_report(build_db(paths_.out), tmp_path / "bare" / "reports").parent) == (0, 0)
+
+
 def test_missing_pieces_give_a_page_that_says_so(tmp_path, full_report):
     db = results_db(tmp_path / "solo", generators=("solo",), intrinsic=False, flat_gsm8k=True)
     index = write_report(db, tmp_path / "out")
