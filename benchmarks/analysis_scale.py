@@ -94,7 +94,9 @@ def write(name: str, columns: dict, out: Path) -> None:
     pq.write_table(pa.Table.from_arrays(arrays, schema=schema), out / f"{name}.parquet", **parquet_options(TABLES[name]))
 
 
-def synthesize(out: Path, scale: float, text_chars: int = 600, seed: int = 0) -> dict[str, int]:
+def synthesize(out: Path, scale: float, text_chars: int = 600, seed: int = 0, replicates: int = 0) -> dict[str, int]:
+    """Write every table `agora results` writes into out. replicates: the bootstrap replicates of
+    score_replicates, computed from the items as collect computes them (0: the table is left empty)."""
     rng = np.random.default_rng(seed)
     sets = settings(scale)
 
@@ -144,6 +146,23 @@ def synthesize(out: Path, scale: float, text_chars: int = 600, seed: int = 0) ->
         for metric in INTRINSIC_METRICS:
             intr[metric].append(float(rng.random() * 4 + 1))
     write("intrinsic", intr, out)
+    # The paper's two intrinsic judges; the first one's means are the intrinsic table's, as in collect.
+    judges = {k: [] for k in ("generator", "method", "domain", "judge", "position", "model", "difficulty", "quality",
+                              "failures", "verdicts")}
+    for i, (g, m, d, n, _) in enumerate(sets):
+        for position, judge in ((1, "prometheus-2-8x7b"), (2, "gpt-4o")):
+            first = position == 1
+            for k, v in zip(judges, (g, m, d, judge, position, judge, intr["difficulty"][i] if first else
+                                     float(rng.random() * 4 + 1), intr["quality"][i] if first else
+                                     float(rng.random() * 4 + 1), int(rng.integers(0, 3)), "logprobs")):
+                judges[k].append(v)
+    write("intrinsic_judges", judges, out)
+    # The decontamination check of every dataset: a few flagged instances each, their matches not kept.
+    checks = {"generator": [s[0] for s in sets], "method": [s[1] for s in sets], "domain": [s[2] for s in sets],
+              "ngram": [13] * len(sets), "against": [["benchmarks", "seeds"]] * len(sets),
+              "seed_copies_checked": [s[1] == IG for s in sets], "instances": [s[3] for s in sets],
+              "flagged": rng.integers(0, 5, len(sets)).tolist(), "dropped": [False] * len(sets)}
+    write("contamination_checks", checks, out)
 
     # Evaluation: students on their domain's two benchmarks; anchors and generators on all six.
     models = [("base", "base", None, None, None, 0.35), ("reference", "reference", None, None, None, 0.7)]
@@ -173,9 +192,11 @@ def synthesize(out: Path, scale: float, text_chars: int = 600, seed: int = 0) ->
             items["details"] += details
     write("scores", sc, out)
     write("eval_items", items, out)
+    rows = [dict(zip(items, row)) for row in zip(*items.values())] if replicates else []
+    write_table("score_replicates", score_replicates(rows, replicates, 0), out / "score_replicates.parquet")
     gens = sorted({s[0] for s in sets})
     write("generators", {"generator": gens, "datasets": [sum(1 for s in sets if s[0] == g) for g in gens]}, out)
-    for name in ("rejections", "training_runs", "training_loss"):
+    for name in ("rejections", "training_runs", "training_loss", "contamination_matches"):
         write(name, {c: [] for c in TABLES[name].names}, out)
     pairs = [(d, b, i) for d, bs in DOMAIN_BENCHMARKS.items() for i, b in enumerate(bs)]
     write("domain_benchmarks", {"domain": [d for d, _, _ in pairs], "benchmark": [b for _, b, _ in pairs],

@@ -6,7 +6,7 @@ per-instance intrinsic scores, 15M evaluated items and 9,900 students. It takes 
 a few GB, so it is written once into a cache folder (default ~/.cache/agorabench/scale) by a
 deterministic generator and reused; a smaller --runs reuses the first runs of a larger one.
 
-Each side runs in a fresh process, so the peak RSS printed is that side's alone (getrusage):
+Each side runs in a fresh process, so the peak RSS printed is that side's alone (VmHWM):
 
   ours    build_db(tables="parquet", history_dir=...), every view of every run (schema history) and
           the per-run means of the per-instance intrinsic scores, the two views across runs, the
@@ -30,7 +30,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agorabench.analysis import ID_COLUMNS, run_analysis  # noqa: E402
+from agorabench.config import AnalysisConfig  # noqa: E402
 from agorabench.results.db import build_db  # noqa: E402
 from agorabench.results.history import append_run, recorded_runs, run_key  # noqa: E402
 from agorabench.results.schema import INSTANCE_METRICS, INTRINSIC_METRICS  # noqa: E402
@@ -53,7 +53,8 @@ from benchmarks.analysis_scale import (DOMAIN_BENCHMARKS, KEYS, NEEDED, pandas_i
                                        pandas_small_views, synthesize)
 
 CACHE = Path.home() / ".cache" / "agorabench" / "scale"
-VERSION = 1  # of the synthetic history: bump when synthesize() or the history's layout changes
+VERSION = 2  # of the synthetic history: bump when synthesize() or the history's layout changes
+REPLICATES = AnalysisConfig().bootstrap_replicates  # each run's score_replicates, as `agora results` writes them
 TEXT_CHARS = 600  # the latest run's texts (the history leaves them out)
 PER_RUN_EXTRA = f"""
 SELECT run_id, generator, method, domain, count(*) AS instances, {', '.join(f'avg({m}) AS {m}' for m in INSTANCE_METRICS)}
@@ -93,13 +94,13 @@ def ensure_cache(root: Path, runs: int, scale: float) -> tuple[Path, Path, float
         with tempfile.TemporaryDirectory(prefix="run-", dir=root) as tmp:
             # The history leaves the texts out, so the runs are written without them (the numbers do
             # not depend on text_chars).
-            synthesize(Path(tmp), scale, text_chars=0, seed=r)
+            synthesize(Path(tmp), scale, text_chars=0, seed=r, replicates=REPLICATES)
             append_run(tmp, store, run)
         print(f"  wrote run {r + 1}/{runs} ({time.perf_counter() - t0:.0f} s)", flush=True)
     latest = root / f"latest-{runs - 1}"
     if not (latest / "instances.parquet").is_file():
         latest.mkdir(parents=True, exist_ok=True)
-        synthesize(latest, scale, text_chars=TEXT_CHARS, seed=runs - 1)
+        synthesize(latest, scale, text_chars=TEXT_CHARS, seed=runs - 1, replicates=REPLICATES)
     history = root / f"history-{runs}"
     wanted = {f"run_id={synthetic_run(r)['run_id']}" for r in range(runs)}
     for r in range(runs):
@@ -279,7 +280,11 @@ def agree(a: dict, b: dict) -> list[str]:
 
 
 def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: KiB
+    """This process's peak resident memory. Not getrusage: on Linux its ru_maxrss survives exec, so a
+    side would report the parent's peak (the cache writer's) where that is higher."""
+    with open("/proc/self/status") as f:
+        hwm = next(line for line in f if line.startswith("VmHWM:"))
+    return int(hwm.split()[1]) * 1024 / 1e9  # kB
 
 
 def measure(side: str, history: Path, latest: Path, args) -> None:
