@@ -281,3 +281,53 @@ def test_each_run_has_its_own_intervals_and_a_run_without_replicates_has_none(tm
     finally:
         con.close()
     assert n_split > 0 and n_mixed == 2 * n_split
+
+
+def test_recorded_views_are_read_back_and_equal_the_computed_ones(tmp_path):
+    """record_run writes each run's views once (views/); the history schema reads them instead of
+    recomputing every run's chain, and they give the rows the computation gives. A run whose views
+    were computed otherwise (here: another min_gap) turns the whole schema back to computing, and the
+    next recording brings that run's views up to date."""
+    from agorabench.results.history import VIEWS, recorded_views_key, write_views
+
+    paths = write_tree(tmp_path)
+    repo = git_repo(tmp_path / "repo")
+    build_results(with_params(paths.params, bootstrap_replicates=0), repo=repo)
+    set_score(paths, "base", "gsm8k", 30.0)
+    db = build_results(paths.params, repo=repo)
+    a = paths.params.analysis
+    history = Path(a.history_dir)
+    runs = recorded_runs(history)
+    names = list(view_definitions(DOMAIN_BENCHMARKS))
+    assert len(runs) == 2 and all(sorted(p.stem for p in (r / VIEWS).glob("*.parquet")) == sorted(names) for r in runs)
+
+    def history_sql(db_path: Path) -> dict[str, str]:
+        return dict(rows(db_path, "SELECT view_name, sql FROM duckdb_views() WHERE schema_name = 'history'"))
+
+    def every_view(db_path: Path) -> dict[str, list]:
+        return {n: sorted(rows(db_path, f"SELECT * FROM history.{n}"), key=repr) for n in names}
+
+    assert all(f"/{VIEWS}/" in history_sql(db)[n] for n in names)  # read back, not computed
+    recorded = every_view(db)
+    assert any(recorded[n] for n in ("pgr_overall", "pgr_rank", "pgr_benchmark_boot"))
+    # The same database with the views computed from the tables: remove the files' keys.
+    keys = {r: (r / VIEWS / "key").read_text() for r in runs}
+    for r in runs:
+        (r / VIEWS / "key").unlink()
+    computed_db = build_db(a.results_dir, db_path=tmp_path / "computed.duckdb", history_dir=history)
+    assert not any(f"/{VIEWS}/" in history_sql(computed_db)[n] for n in names)
+    assert every_view(computed_db) == recorded
+    # Canary: one run's views computed otherwise (another version's SQL, combine or min_gap: another
+    # key); the schema computes them all, and write_views rewrites that run only.
+    for r in runs:
+        (r / VIEWS / "key").write_text(keys[r])
+    (runs[0] / VIEWS / "key").write_text("computed by another version\n")
+    other = build_db(a.results_dir, db_path=tmp_path / "other.duckdb", history_dir=history)
+    assert not any(f"/{VIEWS}/" in history_sql(other)[n] for n in names)
+    assert write_views(history, a.combine, a.min_gap) == [runs[0].name.split("=", 1)[1]]
+    assert recorded_views_key(runs[0]) == keys[runs[0]].strip()
+    assert write_views(history, a.combine, a.min_gap) == []  # up to date: nothing written
+    again = build_db(a.results_dir, db_path=tmp_path / "again.duckdb", history_dir=history)
+    assert all(f"/{VIEWS}/" in history_sql(again)[n] for n in names) and every_view(again) == recorded
+    # Recorded under another min_gap, every run's views are rewritten with it.
+    assert len(write_views(history, a.combine, 30.0)) == 2

@@ -20,7 +20,8 @@ import duckdb
 from agorabench.config import DOMAINS, EvaluationConfig
 from agorabench.files import StorageError, replacing
 from agorabench.results.collect import collect
-from agorabench.results.history import PARTITION, record_run, recorded_runs, table_glob
+from agorabench.results.history import (PARTITION, VIEWS, record_run, recorded_runs, recorded_views_key,
+                                        table_glob, views_key)
 from agorabench.results.schema import HISTORY_TABLES, RUNS, SQL_TYPES, TABLES, history_columns
 from agorabench.results.views import history_views, view_definitions
 
@@ -180,7 +181,8 @@ def _create_history(con: duckdb.DuckDBPyConnection, history_dir: str | Path | No
     """The schema `history`: each table over all recorded runs, every view per run, the views across runs."""
     con.execute("CREATE SCHEMA history").fetchall()
     present = set()
-    for run in recorded_runs(history_dir) if history_dir is not None else []:
+    runs = recorded_runs(history_dir) if history_dir is not None else []
+    for run in runs:
         present |= {p.stem for p in run.glob("*.parquet")}
     for name in (*HISTORY_TABLES, "runs"):
         columns = [(c.name, c.type) for c in RUNS.columns] if name == "runs" else \
@@ -200,8 +202,19 @@ def _create_history(con: duckdb.DuckDBPyConnection, history_dir: str | Path | No
         else:
             select = f"SELECT {PARTITION}, * EXCLUDE ({PARTITION}) FROM {source}"
         con.execute(f"CREATE VIEW history.{name} AS {select}").fetchall()
+    # Each run's views as recorded (history.py: views/), where every run has them from the SQL these
+    # views would run; otherwise computed here from the runs' tables (the same rows, much slower).
+    key = views_key(domains, combine, min_gap)
+    recorded = bool(runs) and all(recorded_views_key(run) == key for run in runs)
     for name, view in view_definitions(domains, combine, min_gap=min_gap, by=(PARTITION,)).items():
-        con.execute(f"CREATE VIEW history.{name} AS {view.sql}").fetchall()
+        if recorded:
+            glob = str(Path(history_dir).resolve() / f"{PARTITION}=*" / VIEWS / f"{name}.parquet")
+            literal = "'" + glob.replace("'", "''") + "'"
+            sql = (f"SELECT {PARTITION}, * EXCLUDE ({PARTITION}) FROM read_parquet({literal}, hive_partitioning = "
+                   f"true, union_by_name = true, hive_types = {{'{PARTITION}': VARCHAR}})")
+        else:
+            sql = view.sql
+        con.execute(f"CREATE VIEW history.{name} AS {sql}").fetchall()
     for name, view in history_views(domains).items():
         con.execute(f"CREATE VIEW {name} AS {view.sql}").fetchall()
 

@@ -16,6 +16,15 @@ reproducible: its outputs are the Parquet of data/results/, byte-identical for t
 
 What a run keeps: every deterministic table, without the instance and item texts
 (schema.HISTORY_LEFT_OUT); those stay in DVC at the run's git_rev.
+
+And the rows of its views (run_id=KEY/views/VIEW.parquet): a recorded run never changes, so its PGR,
+intervals and ranks are computed once, when it is recorded, not again by every query over the history
+(at 100 paper-scale runs that recomputation took minutes: each interval view re-reads every run's
+bootstrap replicates). views/key names the view SQL that computed them (views_key: the views'
+definitions with the run's domains, analysis.combine and min_gap). db.py reads these files where every
+run's key is the one it would compute itself, and computes the views from the tables otherwise; each
+recording (record_run) writes the views of any run whose key is not current, so a history recorded by
+another version, or under another combine, is brought up to date once.
 """
 from __future__ import annotations
 
@@ -30,12 +39,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from agorabench.files import AlreadyThere, creating_dir
+from agorabench.files import AlreadyThere, creating_dir, replacing_dir, write_atomic
 from agorabench.results.collect import parquet_options
 from agorabench.results.schema import HISTORY_TABLES, RUNS, TABLES, history_columns
+from agorabench.results.views import view_definitions
 
 PARTITION = "run_id"
 RUNS_FILE = "runs.parquet"
+VIEWS = "views"  # a run's folder of its views' rows
+VIEWS_KEY = "key"  # in it: views_key of the SQL that computed them, written last
 # The dvc.lock entries that are written after the results are collected: the results stage itself and
 # what reads its outputs. Leaving them out, the key is the same inside the results stage (before DVC
 # writes its entry) and after the run (`agora run` records again there: no duplicate).
@@ -76,7 +88,66 @@ def run_key(git_rev: str | None, dvc_lock_sha256: str | None, params_sha256: str
 def record_run(params, repo: str | Path = ".", recorded_by: str = "agora results") -> Recorded:
     """Add the results in params' analysis.results_dir to its history_dir as the run of this revision."""
     a = params.analysis
-    return append_run(a.results_dir, a.history_dir, run_identity(params, repo, recorded_by))
+    recorded = append_run(a.results_dir, a.history_dir, run_identity(params, repo, recorded_by))
+    write_views(a.history_dir, a.combine, a.min_gap)
+    return recorded
+
+
+def views_key(domains: dict[str, list[str]], combine: str, min_gap: float) -> str:
+    """A hash of the SQL of every per-run view (view_definitions with by=run_id): the same for two
+    computations exactly when they would give the same rows from the same tables."""
+    views = view_definitions(domains, combine, min_gap=min_gap, by=(PARTITION,))
+    return _sha256(json.dumps([[name, v.sql] for name, v in views.items()]).encode())
+
+
+def recorded_views_key(run: Path) -> str | None:
+    """The views_key a run's views were written with; None when it has none (or an unreadable one)."""
+    try:
+        return (run / VIEWS / VIEWS_KEY).read_text().strip()
+    except OSError:
+        return None
+
+
+def write_views(history_dir: str | Path, combine: str = "mean_of_pgr", min_gap: float = 0.0) -> list[str]:
+    """Write views/ of every recorded run whose views are missing or were computed otherwise (another
+    version's SQL, combine or min_gap), from its recorded tables; return those runs' ids. Each run's
+    views come from a database over that run alone, with the domains it recorded (domain_benchmarks),
+    through the same history views db.py would otherwise compute, so reading the files gives the
+    same rows. The folder is swapped in whole (files.replacing_dir), the key file written last."""
+    import shutil
+    import tempfile
+
+    import duckdb
+
+    from agorabench.results.db import build_db, pgr_benchmarks  # db.py imports this module
+
+    written = []
+    for run in recorded_runs(history_dir):
+        domains = pgr_benchmarks(run)
+        key = views_key(domains, combine, min_gap)
+        if recorded_views_key(run) == key:
+            continue
+        with tempfile.TemporaryDirectory(prefix="agora-views-") as tmp:
+            history, current = Path(tmp) / "history", Path(tmp) / "results"
+            history.mkdir()
+            current.mkdir()
+            (history / run.name).symlink_to(run.resolve())
+            # The run's domains for the database's views (build_db reads them from the results folder).
+            shutil.copyfile(run / "domain_benchmarks.parquet", current / "domain_benchmarks.parquet")
+            db = build_db(current, db_path=Path(tmp) / "views.duckdb", tables="parquet", combine=combine,
+                          min_gap=min_gap, history_dir=history)
+            con = duckdb.connect(str(db), read_only=True)
+            try:
+                with replacing_dir(run / VIEWS, rerun="`agora results`") as out:
+                    for name in view_definitions(domains, combine, min_gap=min_gap, by=(PARTITION,)):
+                        target = "'" + str(out / f"{name}.parquet").replace("'", "''") + "'"
+                        con.execute(f"COPY (SELECT * EXCLUDE ({PARTITION}) FROM history.{name}) TO {target} "
+                                    f"(FORMAT parquet)").fetchall()
+                    write_atomic(out / VIEWS_KEY, key + "\n", rerun="`agora results`")
+            finally:
+                con.close()
+        written.append(run.name.split("=", 1)[1])
+    return written
 
 
 def append_run(results_dir: str | Path, history_dir: str | Path, run: dict) -> Recorded:
