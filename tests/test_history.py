@@ -331,3 +331,11 @@ def test_recorded_views_are_read_back_and_equal_the_computed_ones(tmp_path):
     assert all(f"/{VIEWS}/" in history_sql(again)[n] for n in names) and every_view(again) == recorded
     # Recorded under another min_gap, every run's views are rewritten with it.
     assert len(write_views(history, a.combine, 30.0)) == 2
+    # A run whose views cannot be written (a damaged table) is named and skipped when asked, else raised.
+    (runs[1] / VIEWS / "key").write_text("stale\n")
+    (runs[1] / "scores.parquet").write_bytes(b"not parquet")
+    failed: list[str] = []
+    assert write_views(history, a.combine, a.min_gap, failed=failed) == [runs[0].name.split("=", 1)[1]]
+    assert len(failed) == 1 and runs[1].name in failed[0] and "the history computes them" in failed[0]
+    with pytest.raises(duckdb.Error):
+        write_views(history, a.combine, a.min_gap)

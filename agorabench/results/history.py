@@ -28,6 +28,7 @@ another version, or under another combine, is brought up to date once.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -39,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from agorabench.files import AlreadyThere, creating_dir, replacing_dir, write_atomic
+from agorabench.files import AlreadyThere, StorageError, creating_dir, replacing_dir, write_atomic
 from agorabench.results.collect import parquet_options
 from agorabench.results.schema import HISTORY_TABLES, RUNS, TABLES, history_columns
 from agorabench.results.views import view_definitions
@@ -89,7 +90,11 @@ def record_run(params, repo: str | Path = ".", recorded_by: str = "agora results
     """Add the results in params' analysis.results_dir to its history_dir as the run of this revision."""
     a = params.analysis
     recorded = append_run(a.results_dir, a.history_dir, run_identity(params, repo, recorded_by))
-    write_views(a.history_dir, a.combine, a.min_gap)
+    failed: list[str] = []
+    write_views(a.history_dir, a.combine, a.min_gap, failed=failed)
+    if failed:  # the run is recorded; the history computes these runs' views at query time instead
+        note = "; ".join(filter(None, [recorded.note, *failed]))
+        recorded = dataclasses.replace(recorded, note=note)
     return recorded
 
 
@@ -108,18 +113,15 @@ def recorded_views_key(run: Path) -> str | None:
         return None
 
 
-def write_views(history_dir: str | Path, combine: str = "mean_of_pgr", min_gap: float = 0.0) -> list[str]:
+def write_views(history_dir: str | Path, combine: str = "mean_of_pgr", min_gap: float = 0.0,
+                failed: list[str] | None = None) -> list[str]:
     """Write views/ of every recorded run whose views are missing or were computed otherwise (another
-    version's SQL, combine or min_gap), from its recorded tables; return those runs' ids. Each run's
-    views come from a database over that run alone, with the domains it recorded (domain_benchmarks),
-    through the same history views db.py would otherwise compute, so reading the files gives the
-    same rows. The folder is swapped in whole (files.replacing_dir), the key file written last."""
-    import shutil
-    import tempfile
-
+    version's SQL, combine or min_gap), from its recorded tables; return those runs' ids.
+    failed: where given, a run whose views cannot be written (an unreadable table, a full disk) adds a
+    line there and is skipped (db.py then computes the history's views); otherwise the error is raised."""
     import duckdb
 
-    from agorabench.results.db import build_db, pgr_benchmarks  # db.py imports this module
+    from agorabench.results.db import pgr_benchmarks  # db.py imports this module
 
     written = []
     for run in recorded_runs(history_dir):
@@ -127,27 +129,48 @@ def write_views(history_dir: str | Path, combine: str = "mean_of_pgr", min_gap: 
         key = views_key(domains, combine, min_gap)
         if recorded_views_key(run) == key:
             continue
-        with tempfile.TemporaryDirectory(prefix="agora-views-") as tmp:
-            history, current = Path(tmp) / "history", Path(tmp) / "results"
-            history.mkdir()
-            current.mkdir()
-            (history / run.name).symlink_to(run.resolve())
-            # The run's domains for the database's views (build_db reads them from the results folder).
-            shutil.copyfile(run / "domain_benchmarks.parquet", current / "domain_benchmarks.parquet")
-            db = build_db(current, db_path=Path(tmp) / "views.duckdb", tables="parquet", combine=combine,
-                          min_gap=min_gap, history_dir=history)
-            con = duckdb.connect(str(db), read_only=True)
-            try:
-                with replacing_dir(run / VIEWS, rerun="`agora results`") as out:
-                    for name in view_definitions(domains, combine, min_gap=min_gap, by=(PARTITION,)):
-                        target = "'" + str(out / f"{name}.parquet").replace("'", "''") + "'"
-                        con.execute(f"COPY (SELECT * EXCLUDE ({PARTITION}) FROM history.{name}) TO {target} "
-                                    f"(FORMAT parquet)").fetchall()
-                    write_atomic(out / VIEWS_KEY, key + "\n", rerun="`agora results`")
-            finally:
-                con.close()
+        try:
+            _write_run_views(run, domains, key, combine, min_gap)
+        except (duckdb.Error, ValueError, OSError, StorageError) as e:
+            if failed is None:
+                raise
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            failed.append(f"the views of {run.name} were not written ({first}); the history computes them")
+            continue
         written.append(run.name.split("=", 1)[1])
     return written
+
+
+def _write_run_views(run: Path, domains: dict[str, list[str]], key: str, combine: str, min_gap: float) -> None:
+    """One run's views from a database over that run alone, with the domains it recorded, through the
+    history views db.py would otherwise compute, so the files give the same rows. The folder is
+    swapped in whole (files.replacing_dir), the key file written last."""
+    import shutil
+    import tempfile
+
+    import duckdb
+
+    from agorabench.results.db import build_db  # db.py imports this module
+
+    with tempfile.TemporaryDirectory(prefix="agora-views-") as tmp:
+        history, current = Path(tmp) / "history", Path(tmp) / "results"
+        history.mkdir()
+        current.mkdir()
+        (history / run.name).symlink_to(run.resolve())
+        # build_db takes the domains of the database's views from its results folder.
+        shutil.copyfile(run / "domain_benchmarks.parquet", current / "domain_benchmarks.parquet")
+        db = build_db(current, db_path=Path(tmp) / "views.duckdb", tables="parquet", combine=combine,
+                      min_gap=min_gap, history_dir=history)
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            with replacing_dir(run / VIEWS, rerun="`agora results`") as out:
+                for name in view_definitions(domains, combine, min_gap=min_gap, by=(PARTITION,)):
+                    target = "'" + str(out / f"{name}.parquet").replace("'", "''") + "'"
+                    con.execute(f"COPY (SELECT * EXCLUDE ({PARTITION}) FROM history.{name}) TO {target} "
+                                f"(FORMAT parquet)").fetchall()
+                write_atomic(out / VIEWS_KEY, key + "\n", rerun="`agora results`")
+        finally:
+            con.close()
 
 
 def append_run(results_dir: str | Path, history_dir: str | Path, run: dict) -> Recorded:
