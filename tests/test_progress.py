@@ -93,3 +93,31 @@ def test_version_and_quiet_flags():
     done = runner.invoke(app, ["--version"])
     assert done.exit_code == 0 and re.fullmatch(r"agora \d+\.\d+\.\d+\n", done.output)
     assert runner.invoke(app, ["--bogus"]).exit_code != 0  # canary: an unknown option is refused
+
+
+def test_a_training_stage_prints_its_steps_while_it_runs(tmp_path, tiny_student, monkeypatch, capsys):
+    from transformers import TrainerCallback
+
+    from agorabench.training import sft
+    from tests.test_training import make_params
+
+    monkeypatch.setenv("AGORA_PROGRESS_INTERVAL_S", "0.05")
+    build = sft.build_trainer
+
+    class SlowSteps(TrainerCallback):  # the tiny model's steps take milliseconds; a line needs 0.05 s
+        def on_step_end(self, args, state, control, **kwargs):
+            time.sleep(0.12)
+
+    def slow_trainer(*args, **kwargs):
+        trainer = build(*args, **kwargs)
+        trainer.add_callback(SlowSteps())
+        return trainer
+
+    monkeypatch.setattr(sft, "build_trainer", slow_trainer)
+    sft.train_student(make_params(tmp_path, tiny_student), "fake", "math", "response_generation")
+    lines = [m for m in map(LINE.match, capsys.readouterr().err.splitlines()) if m]
+    assert lines and {m["label"] for m in lines} == {"train fake response_generation math"}
+    assert {m["unit"] for m in lines} == {"steps"} and {m["total"] for m in lines} == {"4"}
+    # canary: the progress thread stopped with the training; nothing more is printed afterwards
+    time.sleep(0.2)
+    assert not [m for m in map(LINE.match, capsys.readouterr().err.splitlines()) if m]

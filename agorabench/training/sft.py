@@ -209,6 +209,38 @@ def _student_trainer_class(lr_scheduler: str, lr_epoch_decay: float):
     return StudentSFTTrainer
 
 
+def _training_progress(label: str):
+    """A Trainer callback that shows optimizer steps done of the total, with the last logged loss, as
+    the other long steps do (progress.py: a bar on a terminal, a line every 30 s elsewhere). The
+    Trainer's own tqdm bar is off (sft_config): it prints nothing useful into a log file. Only the main
+    process reports, so a multi-GPU run prints one line, not one per GPU."""
+    from transformers import TrainerCallback
+
+    from agorabench.progress import Progress
+
+    class TrainingProgress(TrainerCallback):
+        def __init__(self):
+            self.progress, self.loss = None, None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.progress = Progress(label, state.max_steps, unit="steps")
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.loss = logs["loss"]
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.progress.update(state.global_step, info=None if self.loss is None else f"loss {self.loss:.3f}")
+
+        def close(self):
+            if self.progress is not None:
+                self.progress.close()
+
+    return TrainingProgress()
+
+
 def build_trainer(params: Params, examples: list[dict], output_dir: str, model_path: str | None = None):
     """An SFTTrainer for `examples`; model and tokenizer from student.base (or `model_path`)."""
     import torch
@@ -331,7 +363,12 @@ def train_student(params: Params, generator: str, domain: str, method: str, *,
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="agora-train-") as scratch:
         trainer = build_trainer(params, examples, scratch, model_path)
-        result = trainer.train()
+        progress = _training_progress(f"train {setting.name} {method} {domain}")
+        trainer.add_callback(progress)
+        try:
+            result = trainer.train()
+        finally:
+            progress.close()  # on_train_end is not called when a step raises
     wall = time.perf_counter() - started
     paths, rerun = setting.train_logs(params), _rerun(setting)
     main = trainer.accelerator.is_main_process
