@@ -121,3 +121,33 @@ def test_a_training_stage_prints_its_steps_while_it_runs(tmp_path, tiny_student,
     # canary: the progress thread stopped with the training; nothing more is printed afterwards
     time.sleep(0.2)
     assert not [m for m in map(LINE.match, capsys.readouterr().err.splitlines()) if m]
+
+
+def test_verbosity_flags_set_the_level_and_errors_go_to_stderr(tmp_path, monkeypatch):
+    """-v logs at DEBUG, -q at WARNING and turns progress off (for the stages `agora run` starts too,
+    through the environment); a query's answer is alone on stdout, an error is one line on stderr."""
+    import logging
+    import os
+
+    from agorabench.results.db import build_db
+    from flows.cli import app
+
+    for var in ("AGORA_LOG_LEVEL", "AGORA_QUIET"):  # set by the CLI below; put back as they were after
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    monkeypatch.setattr(logging.getLogger("agorabench"), "level", logging.getLogger("agorabench").level)
+    (tmp_path / "empty").mkdir()
+    db = str(build_db(tmp_path / "empty", db_path=tmp_path / "agora.duckdb"))
+    runner = CliRunner()
+    logger = logging.getLogger("agorabench")
+    answer = runner.invoke(app, ["-v", "sql", "--db", db, "--format", "csv", "SELECT 6 * 7 AS answer"])
+    assert answer.exit_code == 0 and answer.stdout.split() == ["answer", "42"] and answer.stderr == ""
+    assert logger.level == logging.DEBUG and os.environ["AGORA_LOG_LEVEL"] == "DEBUG"
+    assert "AGORA_QUIET" not in os.environ
+    quiet = runner.invoke(app, ["-q", "sql", "--db", db, "--format", "csv", "SELECT 1 AS one"])
+    assert quiet.exit_code == 0 and logger.level == logging.WARNING and os.environ["AGORA_QUIET"] == "1"
+    assert Progress("q", 10).mode is None  # no bar, no lines
+    # canary: a bad query is an error on stderr, with nothing on stdout
+    bad = runner.invoke(app, ["sql", "--db", db, "SELEC 1"])
+    assert bad.exit_code == 2 and bad.stdout == "" and bad.stderr.startswith("error: ")
+    assert len(bad.stderr.strip().splitlines()) == 1
