@@ -300,6 +300,38 @@ def test_ifeval_loose_forgives_a_preamble_line_and_asterisks():
     assert empty["verdict"] == "no_answer" and empty["follow_loose"] == [False]
 
 
+def test_ifeval_an_argument_upstream_draws_at_random_gives_one_verdict(monkeypatch):
+    """IFEval prompt 1129 asks for 6 "!"; upstream's letter_frequency takes letters only and draws a
+    random letter instead, on every call. Seeded per item, the verdict is the same on every call and
+    run, strict and loose check the same letter, and the caller's random state is left as it was."""
+    import random
+
+    item = EvalItem(id="ifeval/1129", prompt="Pitch an ice cream. Use 6 or more exclamation marks \"!\".",
+                    reference=None, extra={"instruction_id_list": ["keywords:letter_frequency"],
+                                           "kwargs": [{"let_relation": "at least", "letter": "!", "let_frequency": 6}]})
+    # Each letter a-e six times: whichever of those is drawn is there; others are not.
+    response = "Sunnis! " + " ".join(["aaaaaa bbbbbb cccccc dddddd eeeeee"] * 1)
+
+    def verdicts(n: int) -> set:
+        out = set()
+        for k in range(n):
+            random.seed(k)  # a different caller state each time
+            before = random.getstate()
+            strict, loose = ifeval.check_response(item, response)
+            out.add((tuple(strict), tuple(loose)))
+            assert random.getstate() == before
+        return out
+
+    seen = verdicts(30)
+    assert len(seen) == 1
+    (strict, loose), = seen
+    assert all(lo or not st for st, lo in zip(strict, loose))  # loose never below strict
+    # canary: without the per-item seed the same response gets both verdicts
+    real_seed = random.seed
+    monkeypatch.setattr(random, "seed", lambda *a, **k: real_seed(*a, **k) if a and isinstance(a[0], int) else None)
+    assert len(verdicts(30)) > 1
+
+
 def test_ifeval_summarize_on_hand_made_rows():
     rows = [
         {"correct": 1.0, "correct_loose": 1.0, "follow_strict": [True, True], "follow_loose": [True, True]},

@@ -15,7 +15,8 @@ initials and the like; the "number_sentences" instruction (52 of 541 prompts) is
 affected, and "capital_word_frequency" (25) only through tokenization at sentence ends.
 
 langdetect (language and case instructions) is random unless seeded: we seed it (0) while scoring,
-so the same response always gets the same verdict; upstream leaves it unseeded.
+so the same response always gets the same verdict; upstream leaves it unseeded. So is an argument
+upstream draws at random where the item's value does not suit it (check_response): seeded per item.
 
 Metrics (0-100): prompt-level strict (PRIMARY: all instructions of a prompt followed), prompt-level
 loose, instruction-level strict and loose (pooled over all instructions). "Loose" is upstream's: an
@@ -26,6 +27,7 @@ asterisks, without its first line, without its last line, without both, and comb
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
 from typing import Iterator, Sequence
 
@@ -171,11 +173,23 @@ def _input_example(item: EvalItem) -> evaluation.InputExample:
 
 
 def check_response(item: EvalItem, response: str) -> tuple[list[bool], list[bool]]:
-    """(strict, loose) followed-or-not per instruction of `item`, by upstream's evaluation functions."""
+    """(strict, loose) followed-or-not per instruction of `item`, by upstream's evaluation functions.
+
+    Upstream's build_description draws a random value for an argument the item leaves out or gives
+    in a form it rejects (letter_frequency's letter "#" in one IFEval prompt: a random letter on each
+    call). Python's `random` is therefore seeded from the item id before each of the two checks and
+    restored after: the same response gets the same verdict in every run, and strict and loose check
+    the same letter (unseeded, loose came out below strict for that prompt)."""
     example = _input_example(item)
     with punkt_free_checkers():
-        strict = evaluation.test_instruction_following_strict(example, {item.prompt: response})
-        loose = evaluation.test_instruction_following_loose(example, {item.prompt: response})
+        state = random.getstate()
+        try:
+            random.seed(f"ifeval {item.id}")
+            strict = evaluation.test_instruction_following_strict(example, {item.prompt: response})
+            random.seed(f"ifeval {item.id}")
+            loose = evaluation.test_instruction_following_loose(example, {item.prompt: response})
+        finally:
+            random.setstate(state)
     return list(strict.follow_instruction_list), list(loose.follow_instruction_list)
 
 
