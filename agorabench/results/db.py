@@ -84,9 +84,8 @@ def _build(tmp: Path, results_dir: Path, tables: str, domains: dict[str, list[st
         for name, table in TABLES.items():
             parquet = results_dir / f"{name}.parquet"
             if parquet.is_file() and tables == "parquet":
-                # DDL takes no parameters; the path is quoted as an SQL string literal.
-                literal = "'" + str(parquet.resolve()).replace("'", "''") + "'"
-                con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({literal})").fetchall()
+                source = f"read_parquet({sql_string(parquet.resolve())})"
+                con.execute(f"CREATE VIEW {name} AS SELECT * FROM {source}").fetchall()
                 _check_columns(con, name, [c.name for c in table.columns], parquet)
             elif parquet.is_file():
                 con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet(?)", [str(parquet)]).fetchall()
@@ -188,11 +187,7 @@ def _create_history(con: duckdb.DuckDBPyConnection, history_dir: str | Path | No
         columns = [(c.name, c.type) for c in RUNS.columns] if name == "runs" else \
             [(c, next(x.type for x in TABLES[name].columns if x.name == c)) for c in history_columns(name)]
         if name in present:
-            # Every run's file, the folder name read back as run_id (a string, whatever its digits
-            # look like); union_by_name: a run recorded by another version may lack a newer column.
-            literal = "'" + table_glob(history_dir, name).replace("'", "''") + "'"
-            source = (f"read_parquet({literal}, hive_partitioning = true, union_by_name = true, "
-                      f"hive_types = {{'{PARTITION}': VARCHAR}})")
+            source = _every_run(table_glob(history_dir, name))
         else:
             cols = ", ".join(f'NULL::{SQL_TYPES[t]} AS "{c}"' for c, t in columns)
             source = f"(SELECT NULL::VARCHAR AS {PARTITION}, {cols} WHERE false)"
@@ -208,15 +203,25 @@ def _create_history(con: duckdb.DuckDBPyConnection, history_dir: str | Path | No
     recorded = bool(runs) and all(recorded_views_key(run) == key for run in runs)
     for name, view in view_definitions(domains, combine, min_gap=min_gap, by=(PARTITION,)).items():
         if recorded:
-            glob = str(Path(history_dir).resolve() / f"{PARTITION}=*" / VIEWS / f"{name}.parquet")
-            literal = "'" + glob.replace("'", "''") + "'"
-            sql = (f"SELECT {PARTITION}, * EXCLUDE ({PARTITION}) FROM read_parquet({literal}, hive_partitioning = "
-                   f"true, union_by_name = true, hive_types = {{'{PARTITION}': VARCHAR}})")
+            sql = f"SELECT {PARTITION}, * EXCLUDE ({PARTITION}) FROM {_every_run(table_glob(history_dir, name, VIEWS))}"
         else:
             sql = view.sql
         con.execute(f"CREATE VIEW history.{name} AS {sql}").fetchall()
     for name, view in history_views(domains).items():
         con.execute(f"CREATE VIEW {name} AS {view.sql}").fetchall()
+
+
+def _every_run(glob: str) -> str:
+    """read_parquet of every run's file matching `glob`, the folder name read back as run_id (a string,
+    whatever its digits look like); union_by_name: a run recorded by another version may lack a newer
+    column."""
+    return (f"read_parquet({sql_string(glob)}, hive_partitioning = true, union_by_name = true, "
+            f"hive_types = {{'{PARTITION}': VARCHAR}})")
+
+
+def sql_string(text: str | Path) -> str:
+    """`text` as an SQL string literal: DDL and COPY take no parameters, so paths go into the SQL text."""
+    return "'" + str(text).replace("'", "''") + "'"
 
 
 def _built_with(db_path: Path) -> dict[str, str]:

@@ -150,7 +150,7 @@ def _write_run_views(run: Path, domains: dict[str, list[str]], key: str, combine
 
     import duckdb
 
-    from agorabench.results.db import build_db  # db.py imports this module
+    from agorabench.results.db import build_db, sql_string  # db.py imports this module
 
     with tempfile.TemporaryDirectory(prefix="agora-views-") as tmp:
         history, current = Path(tmp) / "history", Path(tmp) / "results"
@@ -165,9 +165,8 @@ def _write_run_views(run: Path, domains: dict[str, list[str]], key: str, combine
         try:
             with replacing_dir(run / VIEWS, rerun="`agora results`") as out:
                 for name in view_definitions(domains, combine, min_gap=min_gap, by=(PARTITION,)):
-                    target = "'" + str(out / f"{name}.parquet").replace("'", "''") + "'"
-                    con.execute(f"COPY (SELECT * EXCLUDE ({PARTITION}) FROM history.{name}) TO {target} "
-                                f"(FORMAT parquet)").fetchall()
+                    con.execute(f"COPY (SELECT * EXCLUDE ({PARTITION}) FROM history.{name}) "
+                                f"TO {sql_string(out / f'{name}.parquet')} (FORMAT parquet)").fetchall()
                 write_atomic(out / VIEWS_KEY, key + "\n", rerun="`agora results`")
         finally:
             con.close()
@@ -229,9 +228,10 @@ def recorded_runs(history_dir: str | Path) -> list[Path]:
     return sorted(p for p in history_dir.glob(f"{PARTITION}=*") if p.is_dir()) if history_dir.is_dir() else []
 
 
-def table_glob(history_dir: str | Path, name: str) -> str:
-    """The pattern that matches table `name` (or "runs") in every run folder, as an absolute path."""
-    return str(Path(history_dir).resolve() / f"{PARTITION}=*" / f"{name}.parquet")
+def table_glob(history_dir: str | Path, name: str, folder: str = "") -> str:
+    """The pattern that matches table `name` (or "runs") in every run folder, as an absolute path;
+    folder: a subfolder of each run's (VIEWS: a view's recorded rows)."""
+    return str(Path(history_dir).resolve() / f"{PARTITION}=*" / folder / f"{name}.parquet")
 
 
 def _differs(final: Path, digest: str) -> str:
