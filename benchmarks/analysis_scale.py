@@ -149,12 +149,14 @@ def synthesize(out: Path, scale: float, text_chars: int = 600, seed: int = 0, re
     # The paper's two intrinsic judges; the first one's means are the intrinsic table's, as in collect.
     judges = {k: [] for k in ("generator", "method", "domain", "judge", "position", "model", "difficulty", "quality",
                               "failures", "verdicts")}
-    for i, (g, m, d, n, _) in enumerate(sets):
+    for i, (g, m, d, _, _) in enumerate(sets):
         for position, judge in ((1, "prometheus-2-8x7b"), (2, "gpt-4o")):
-            first = position == 1
-            for k, v in zip(judges, (g, m, d, judge, position, judge, intr["difficulty"][i] if first else
-                                     float(rng.random() * 4 + 1), intr["quality"][i] if first else
-                                     float(rng.random() * 4 + 1), int(rng.integers(0, 3)), "logprobs")):
+            if position == 1:
+                difficulty, quality = intr["difficulty"][i], intr["quality"][i]
+            else:
+                difficulty, quality = float(rng.random() * 4 + 1), float(rng.random() * 4 + 1)
+            row = (g, m, d, judge, position, judge, difficulty, quality, int(rng.integers(0, 3)), "logprobs")
+            for k, v in zip(judges, row):
                 judges[k].append(v)
     write("intrinsic_judges", judges, out)
     # The decontamination check of every dataset: a few flagged instances each, their matches not kept.
