@@ -49,7 +49,7 @@ def main() -> None:
     import torch
 
     from agorabench.config import Params
-    from agorabench.training.sft import build_trainer
+    from agorabench.training.sft import _training_progress, build_trainer
 
     params = Params.model_validate({
         "generators": {"none": {"backend": "openai", "model": "none", "base_url": "http://127.0.0.1:9"}},
@@ -72,7 +72,10 @@ def main() -> None:
                 tokens = sum(int(b["attention_mask"].sum()) for b in batches)
                 started = time.perf_counter()
                 if side == "ours":
+                    progress = _training_progress("benchmark")  # as train_student adds it
+                    trainer.add_callback(progress)
                     trainer.train()
+                    progress.close()
                     ours_runs.append(tokens / (time.perf_counter() - started))
                 else:
                     model = trainer.model

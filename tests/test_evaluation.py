@@ -133,8 +133,16 @@ def test_judged_benchmarks_through_a_real_http_judge(tmp_path, tiny_student, mon
         arena = evaluate(params, "generator:fake", "arenahard")
         assert server.request_count == 4 + 2 + 2 * 2  # answers + both orders per item
         assert arena["score"] == pytest.approx(50.0, abs=1e-6)  # a position-biased judge cancels out
-        evaluate(params, "generator:fake", "arenahard")
+        again = evaluate(params, "generator:fake", "arenahard")
         assert server.request_count == 10  # answers and judgements come from the request store
+        # What the judge cost is booked with the score, at the judge's price; a re-run from the store
+        # books the same (what the verdicts cost when asked), so the score file does not change.
+        usage = arena["judge_usage"]
+        assert usage["requests"] == 4 and alpaca["judge_usage"]["requests"] == 2 and usage["input_tokens"] > 0
+        price = params.generators["fake"]
+        assert usage["cost_usd"] == pytest.approx((usage["input_tokens"] * price.price_in_per_mtok
+                                                   + usage["output_tokens"] * price.price_out_per_mtok) / 1e6)
+        assert again["judge_usage"] == usage and usage["cost_usd"] > 0
         # evaluation.primary_metric (the default's {alpacaeval: win_rate}): PGR reads that metric ...
         assert alpaca["primary"] == "win_rate" and alpaca["score"] == alpaca["metrics"]["win_rate"]
         # ... and without it the benchmark's PRIMARY, from the same stored judgements
@@ -354,7 +362,8 @@ def test_a_model_run_here_gives_a_judge_its_logprobs(tmp_path, tiny_student):
         assert "".join(t for t, _, _ in reply.logprobs) == reply.text
         [stored] = judge(conv, top_logprobs=5)
         assert stored.cached and stored.logprobs == reply.logprobs
-        assert judge(conv) == [reply.text] and answerer.stats.completed == 2  # canary: a text request is another key
+        [text_only] = judge(conv)  # canary: a text request is another key
+        assert text_only.text == reply.text and text_only.logprobs is None and answerer.stats.completed == 2
 
 
 def test_a_vllm_answerer_with_every_answer_stored_starts_no_server(tmp_path, tiny_student, monkeypatch):

@@ -52,6 +52,11 @@ def test_a_second_judge_is_asked_alone_and_each_judge_is_recorded(tmp_path, monk
         one = intrinsic_for_dataset(params, "fake", "math", RG, log=lambda s: None)
         assert server.completed_count == 2 * len(PAIRS)
         assert (one["difficulty"], one["quality"]) == (2, 3) and [j["judge"] for j in one["judges"]] == ["fake"]
+        usage = one["judges"][0]["usage"]  # what its 6 verdicts cost, at the judge's price
+        price = params.generators["fake"]
+        assert usage["requests"] == 2 * len(PAIRS) and usage["input_tokens"] > 0 and usage["cost_usd"] > 0
+        assert usage["cost_usd"] == pytest.approx((usage["input_tokens"] * price.price_in_per_mtok
+                                                   + usage["output_tokens"] * price.price_out_per_mtok) / 1e6)
 
         # Adding a judge: only the new one is asked; the first judge's verdicts come from the intrinsic cache.
         server.reset_counts()
@@ -74,6 +79,8 @@ def test_a_second_judge_is_asked_alone_and_each_judge_is_recorded(tmp_path, monk
         params = load_params(_params_file(tmp_path, server.url, ["fake-claude", "fake"]))
         swapped = intrinsic_for_dataset(params, "fake", "math", RG, log=lambda s: None)
         assert server.completed_count == 0 and (swapped["difficulty"], swapped["quality"]) == (4, 5)
+        # Verdicts from the cache are booked at what they cost when asked: the same figures as the first run.
+        assert {j["judge"]: j["usage"] for j in swapped["judges"]}["fake"] == usage
 
 
 def test_judge_is_short_for_one_judge_and_bad_lists_are_one_line_errors(tmp_path):

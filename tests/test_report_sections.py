@@ -165,6 +165,39 @@ def test_stage_costs_come_from_the_database(tree_db, page):
     assert stages["generation"][4] != f"${cost + 0.01:,.2f}"
 
 
+def test_stage_costs_book_the_judges_and_an_unrecorded_cost_stays_unknown(tmp_path):
+    from agorabench.report.data import load_report_data
+    from agorabench.report.page import BLANK, stage_cost_table, usd
+
+    paths = write_tree(tmp_path / "tree", ("alpha",))
+    eval_dir, intrinsic_dir = Path(paths.params.evaluation.output_dir), Path(paths.params.intrinsic.output_dir)
+    judged = sorted(eval_dir.glob("*/alpacaeval.scores.json")) + sorted(eval_dir.glob("*/arenahard.scores.json"))
+    for p in judged:
+        score = json.loads(p.read_text())
+        p.write_text(json.dumps({**score, "judge": "j", "judge_usage": {
+            "requests": 20, "input_tokens": 1000, "output_tokens": 10, "cost_usd": 0.25}}))
+    summaries = sorted(intrinsic_dir.glob("*/*/*.summary.json"))
+    judge = {"judge": "j", "model": "m", "difficulty": 2.5, "quality": 4.0, "failures": {}, "verdicts": "text",
+             "usage": {"requests": 6, "input_tokens": 600, "output_tokens": 6, "cost_usd": 0.5}}
+    for p in summaries:
+        p.write_text(json.dumps({**json.loads(p.read_text()), "judges": [judge]}))
+
+    def stages() -> dict[str, list[str]]:
+        collect(paths.params)
+        return {r[0]: r for r in stage_cost_table(load_report_data(build_db(paths.out)))[1]}
+
+    got = stages()
+    assert got["evaluation: judges"][1:6] == [f"{len(judged)}", f"{20 * len(judged):,}", f"{1010 * len(judged):,}",
+                                              BLANK, usd(0.25 * len(judged))]
+    assert got["intrinsic: judges"][1:6] == [f"{len(summaries)}", f"{6 * len(summaries):,}",
+                                             f"{606 * len(summaries):,}", BLANK, usd(0.5 * len(summaries))]
+    # Canary: one summary written before costs were kept makes the intrinsic total unknown, not too low.
+    summaries[0].write_text(json.dumps({**json.loads(summaries[0].read_text()), "judges": [{**judge, "usage": None}]}))
+    got = stages()
+    assert got["intrinsic: judges"][2:6] == [BLANK, BLANK, BLANK, BLANK]
+    assert got["evaluation: judges"][5] == usd(0.25 * len(judged))
+
+
 def test_an_empty_database_shows_every_new_section_as_missing(tmp_path):
     (tmp_path / "empty").mkdir()
     html = write_report(build_db(tmp_path / "empty"), tmp_path / "out").read_text()

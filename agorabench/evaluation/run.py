@@ -32,7 +32,7 @@ from agorabench.setting import Setting, student_setting
 from agorabench.evaluation import benchmarks as table
 from agorabench.evaluation.items import EvalItem
 from agorabench.evaluation.records import ITEM_COLUMNS, BenchmarkScores
-from agorabench.models.answering import Answerer, Decoding, judged_line
+from agorabench.models.answering import Answerer, Decoding, add_usage, judge_usage, judged_line
 from agorabench.models.endpoint import Endpoint, EndpointAnswerer
 from agorabench.models.servers import evaluation_engine, local_engine
 from agorabench.generation.validation import count_tokens
@@ -273,12 +273,21 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
 
     judge = None
     verdicts = None  # how the judge's verdicts are read (BenchmarkScores.judge_verdicts)
+    usage = None     # what its verdicts cost (BenchmarkScores.judge_usage)
     started = time.monotonic()
     try:
         if table.judged(benchmark):
             judge = EndpointAnswerer(params, ev.judge, endpoints=endpoints)
-            ctx.judge = judge.judge(Decoding(temperature=0.0, top_p=1.0, max_new_tokens=ev.judge_max_tokens,
-                                             repetition_penalty=1.0))
+            judge_fn = judge.judge(Decoding(temperature=0.0, top_p=1.0, max_new_tokens=ev.judge_max_tokens,
+                                            repetition_penalty=1.0))
+
+            def ctx_judge(conversations, **kwargs):
+                nonlocal usage
+                replies = judge_fn(conversations, **kwargs)
+                usage = add_usage(usage, judge_usage(replies))
+                return replies
+
+            ctx.judge = ctx_judge
             verdicts = "logprobs" if module.judge_top_logprobs(ctx) and judge.gives_logprobs else "text"
         rows = module.score(all_items, outputs, ctx)
     finally:
@@ -310,6 +319,7 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
         judge_max_answer_chars=ev.judge_max_answer_chars if table.judged(benchmark) else None,
         judge_verdicts=verdicts,
         judge_fallbacks=int(metrics.get("n_verdict") or 0) if verdicts == "logprobs" else None,
+        judge_usage=usage,
         isolation=next((r["isolation"] for r in rows if r.get("isolation")), None),
         no_answer=sum(1 for c in completions if c is None),
         untrained_reason=_untrained(model),

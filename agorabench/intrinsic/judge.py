@@ -30,6 +30,7 @@ from typing import Sequence
 import yaml
 
 from agorabench.evaluation.context import JudgeFn
+from agorabench.models.answering import USAGE_FIELDS
 
 PROMPTS = Path(__file__).parent / "prompts"
 DOMAIN_NOUNS = {"math": "math problem", "code": "coding problem", "general": "instruction"}
@@ -191,18 +192,19 @@ def judge_scores(kind: str, domain: str, pairs: Sequence[tuple[str, str]], judge
             raise ValueError(f"the judge returned {len(replies)} replies for {len(chunk)} conversations; "
                              f"a JudgeFn must return exactly one (or None) per conversation")
         for reply in replies:
-            # A text, or (asked for log-probabilities) a Completion with .text and .logprobs.
+            # A text, or a Completion with .text, .logprobs (when asked for) and what it cost.
             text = reply if isinstance(reply, str) else getattr(reply, "text", None)
             if not isinstance(text, str):
                 rows.append({"score": None, "verdict": "judge_error", "raw": None, "source": None})
                 continue
+            usage = {name: getattr(reply, name, None) for name in USAGE_FIELDS}
             read = score_from_logprobs(text, getattr(reply, "logprobs", None)) if top_logprobs else None
             if read is not None:
-                rows.append({"score": read[0], "verdict": "ok", "raw": text, "source": "logprobs"})
+                rows.append({"score": read[0], "verdict": "ok", "raw": text, "source": "logprobs", **usage})
                 continue
             score = parse_score(text)
             rows.append({"score": score, "verdict": "ok" if score is not None else "parse_error", "raw": text,
-                         "source": "text" if score is not None else None})
+                         "source": "text" if score is not None else None, **usage})
         if on_done:
             on_done(len(chunk))
     return rows

@@ -33,6 +33,9 @@ class JudgeSummary(Record):
     failures: dict[str, dict[str, int]]   # per metric: judge_error / parse_error counts
     verdicts: str                   # "logprobs" or "text", as judge_verdicts
     fallbacks: dict[str, int] | None = None  # as judge_fallbacks
+    # What its verdicts cost: requests, input_tokens, output_tokens, cost_usd (models/answering.py
+    # judge_usage; a field is None where unknown). None: a summary written before it was recorded.
+    usage: dict[str, Any] | None = None
 
 
 class IntrinsicSummary(Record):

@@ -242,6 +242,7 @@ def _judge_dataset(params: Params, name: str, judge: JudgeFn | None, position: i
     Fills its Parquet columns (judge_column) and summary["computed"]; returns its JudgeSummary dict.
     The cache key names the judge, not its position, so a judge added later re-uses the others' verdicts."""
     from agorabench.intrinsic.judge import judge_scores, prompt_version
+    from agorabench.models.answering import add_usage, judge_usage
 
     cfg = params.intrinsic
     judge_model = params.generators[name].model if name in params.generators else name
@@ -254,7 +255,7 @@ def _judge_dataset(params: Params, name: str, judge: JudgeFn | None, position: i
     if cfg.judge_top_logprobs:
         settings["top_logprobs"] = cfg.judge_top_logprobs
     out = {"judge": name, "model": judge_model, "difficulty": None, "quality": None, "failures": {},
-           "verdicts": "logprobs" if cfg.judge_top_logprobs else "text", "fallbacks": None}
+           "verdicts": "logprobs" if cfg.judge_top_logprobs else "text", "fallbacks": None, "usage": None}
     for kind in kinds:
         keys = [result_key(kind, settings, domain=domain, instruction=i,
                            response=r if kind == "quality" else None) for i, r in pairs]
@@ -293,6 +294,9 @@ def _judge_dataset(params: Params, name: str, judge: JudgeFn | None, position: i
         out["failures"][kind] = {v: verdicts.count(v) for v in ("judge_error", "parse_error")}
         if cfg.judge_top_logprobs:
             out["fallbacks"] = {**(out["fallbacks"] or {}), kind: table[col(f"{kind}_source")].count("text")}
+        # What this metric's verdicts cost, cached ones at their price when asked; verdicts cached before
+        # costs were kept make it unknown (None). A failed request recorded no cost.
+        out["usage"] = add_usage(out["usage"], judge_usage([r for r in res if r["verdict"] != "judge_error"]))
     return out
 
 

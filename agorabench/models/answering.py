@@ -65,6 +65,30 @@ def chat_sampling(decoding: Decoding, overrides: dict | None = None) -> dict:
     return {k: v for k, v in s.items() if v is not None}
 
 
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cost_usd")
+
+
+def judge_usage(replies: Sequence) -> dict:
+    """What a judge's replies cost: {"requests", "input_tokens", "output_tokens", "cost_usd"}, summed over
+    the replies it gave (a failure, None, cost nothing it recorded). A reply that is bare text (a judge
+    function of the user's) has no usage: the sums are then None, unknown rather than too low. Cached
+    replies count at what they cost when they were asked, so a re-run books the same figures."""
+    given = [r for r in replies if r is not None]
+    out: dict = {"requests": len(given)}
+    for name in USAGE_FIELDS:
+        values = [r.get(name) if isinstance(r, dict) else getattr(r, name, None) for r in given]
+        out[name] = None if any(v is None for v in values) else sum(values)
+    return out
+
+
+def add_usage(total: dict | None, more: dict) -> dict:
+    """Two judge_usage sums added (an unknown part makes its field unknown)."""
+    if total is None:
+        return dict(more)
+    return {k: None if total.get(k) is None or more.get(k) is None else total[k] + more[k]
+            for k in ("requests", *USAGE_FIELDS)}
+
+
 # How an evaluation or intrinsic stage says how long it waited on a judge (`agora run` adds it up per
 # stage kind: pipeline/run.py, stage_seconds).
 JUDGED_LINE = re.compile(r": (?P<n>\d+) judged by (?P<judge>\S+) in (?P<seconds>[\d.]+) s$")
@@ -132,14 +156,14 @@ class Answerer:
         raise NotImplementedError
 
     def judge(self, decoding: Decoding):
-        """A JudgeFn (evaluation/context.py) answering with this model: the reply text (None where the
-        model kept failing) per conversation. Called with top_logprobs, an answerer that gives them
-        (`gives_logprobs`) returns the Completions themselves, whose logprobs hold them; one that cannot
-        (Anthropic's API, `transformers serve`) returns the text, asked for under the text's request key."""
+        """A JudgeFn (evaluation/context.py) answering with this model: one Completion per conversation
+        (None where the model kept failing), so its callers read the text and book its tokens and cost
+        (judge_usage). Called with top_logprobs, an answerer that gives them (`gives_logprobs`) asks for
+        them and the Completions' logprobs hold them; one that cannot (Anthropic's API, `transformers
+        serve`) answers with text only, under the text's request key."""
         def judge_fn(conversations, top_logprobs: int = 0):
-            if top_logprobs and self.gives_logprobs:
-                return self.answer_many(list(conversations), replace(decoding, top_logprobs=top_logprobs))
-            return [c.text if c is not None else None for c in self.answer_many(list(conversations), decoding)]
+            asked = replace(decoding, top_logprobs=top_logprobs) if top_logprobs and self.gives_logprobs else decoding
+            return self.answer_many(list(conversations), asked)
 
         return judge_fn
 

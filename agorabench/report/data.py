@@ -48,6 +48,7 @@ class ReportData:
     samples: list[dict] = field(default_factory=list)       # the first SAMPLES instances of every dataset
     training: list[dict] = field(default_factory=list)      # training_runs: generator, method, domain, wall_s, ...
     eval_time: list[dict] = field(default_factory=list)     # per model: items, answer seconds, tokens
+    judging: list[dict] = field(default_factory=list)       # per judged stage kind: runs, requests, tokens, USD
     # (generator, other) -> share of the bootstrap replicates in which generator's overall PGR is above other's
     rank: dict[tuple[str, str], float] = field(default_factory=dict)
     replicates: int = 0                           # bootstrap replicates behind the intervals (0: none)
@@ -207,6 +208,14 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
         SELECT model, any_value(kind) AS kind, count(*) AS items, sum(latency_s) AS seconds,
                sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens
         FROM eval_items GROUP BY model ORDER BY model""")
+    # What the judges cost, per stage kind: a sum is NULL (unknown) unless every row has its part.
+    known = "CASE WHEN count({0}) = count(*) THEN sum({0}) END AS {1}"
+    judging = [r for r in _rows(con, " UNION ALL ".join(
+        f"SELECT '{stage}' AS stage, count(*) AS runs, " + ", ".join(
+            known.format(f"{prefix}{c}", c) for c in ("requests", "input_tokens", "output_tokens", "cost_usd"))
+        + f" FROM {source}"
+        for stage, prefix, source in (("intrinsic", "", "intrinsic_judges"),
+                                      ("evaluation", "judge_", "scores WHERE judge IS NOT NULL")))) if r["runs"]]
 
     def paper_order(r: dict) -> tuple:  # generator, then method and domain in the paper's order
         return (r["generator"], methods.index(r["method"]) if r["method"] in methods else 99,
@@ -220,7 +229,7 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
         null_reasons=null_reasons, anchors=anchors, cost_points=cost_points, intrinsic=intrinsic, judges=judges, loss=loss,
         untrained=untrained, quantity=quantity, contamination=contamination, benchmarks=benchmarks, scores=scores,
         has_intervals=has_intervals, datasets=datasets, rejections=rejections, samples=samples, training=training,
-        eval_time=eval_time, rank=rank, replicates=replicates,
+        eval_time=eval_time, judging=judging, rank=rank, replicates=replicates,
         pgr_domain_interval={(r["generator"], r["method"], r["domain"]): None if r["pgr_lo"] is None
                              else (r["pgr_lo"], r["pgr_hi"]) for r in pgr_rows})
 

@@ -243,7 +243,8 @@ def seconds(v: float | None) -> str:
 
 def stage_cost_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
     """What each stage cost, from what the results database records: generation its API requests (USD),
-    training its wall time, evaluation the models' answer time. Empty stages are left out."""
+    training its wall time, evaluation the models' answer time, the judges (intrinsic difficulty and
+    quality, AlpacaEval and Arena-Hard) their requests (USD). Empty stages are left out."""
     header = ["stage", "runs", "requests / items", "tokens (in + out)", "time", "cost", "recorded as"]
     rows = []
     if data.datasets:
@@ -265,6 +266,13 @@ def stage_cost_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
             tokens = (_total(g, "input_tokens") or 0) + (_total(g, "output_tokens") or 0)
             rows.append([name, fmt(len(g)), fmt(_total(g, "items")), fmt(tokens), seconds(_total(g, "seconds")),
                          BLANK, "evaluated items: the sum of answer latencies"])
+    judged = {"intrinsic": ("intrinsic: judges", "intrinsic_judges: each judge's verdicts on each dataset"),
+              "evaluation": ("evaluation: judges", "scores: the judge's verdicts of AlpacaEval / Arena-Hard")}
+    for j in data.judging:
+        name, recorded = judged[j["stage"]]
+        tokens = None if j["input_tokens"] is None or j["output_tokens"] is None \
+            else j["input_tokens"] + j["output_tokens"]
+        rows.append([name, fmt(j["runs"]), fmt(j["requests"]), fmt(tokens), BLANK, usd(j["cost_usd"]), recorded])
     return header, rows
 
 

@@ -284,6 +284,7 @@ def _evaluation(root: Path, models: list[str]) -> tuple[list[dict], list[dict]]:
                 "benchmark_domain": s.domain or benchmark_domains().get(benchmark),
                 "primary_metric": s.primary, "score": _float(s.score), "n_items": s.n_items,
                 "samples": s.samples, "fewshot": s.fewshot, "judge": s.judge,
+                **{f"judge_{k}": v for k, v in _usage(s.judge_usage).items()},
                 "no_answer": s.no_answer, "data_version": _str(s.data_version),
                 "items_sha256": s.items_sha256, "metrics": _json(s.metrics),
             })
@@ -346,7 +347,8 @@ def _judges(summary: IntrinsicSummary) -> list[dict]:
 
     if summary.judges is not None:
         return [{"judge": j.judge, "model": j.model, "difficulty": _float(j.difficulty),
-                 "quality": _float(j.quality), "failures": failures(j.failures), "verdicts": j.verdicts}
+                 "quality": _float(j.quality), "failures": failures(j.failures), "verdicts": j.verdicts,
+                 **_usage(j.usage)}
                 for j in summary.judges]
     if "judge" not in summary.models:
         return []
@@ -354,7 +356,14 @@ def _judges(summary: IntrinsicSummary) -> list[dict]:
     return [{"judge": judge or summary.models["judge"], "model": summary.models["judge"],
              "difficulty": _float(summary.difficulty), "quality": _float(summary.quality),
              "failures": failures({k: v for k, v in summary.failures.items() if isinstance(v, dict)}),
-             "verdicts": summary.judge_verdicts or "text"}]
+             "verdicts": summary.judge_verdicts or "text", **_usage(None)}]
+
+
+def _usage(usage: dict | None) -> dict:
+    """A judge's usage (models/answering.py judge_usage) as columns; NULL where not recorded."""
+    usage = usage or {}
+    return {"requests": usage.get("requests"), "input_tokens": usage.get("input_tokens"),
+            "output_tokens": usage.get("output_tokens"), "cost_usd": _float(usage.get("cost_usd"))}
 
 
 # ---------------------------------------------------------------------------------------------

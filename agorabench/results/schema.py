@@ -221,6 +221,11 @@ TABLES: dict[str, Table] = {
             ("samples", "int", "samples per item (code pass@k)"),
             ("fewshot", "int", "few-shot demos in the prompt (the base model: evaluation.base_fewshot)"),
             ("judge", "str", "judge generator for judged benchmarks"),
+            ("judge_requests", "int", "judge replies the score was read from (NULL: no judge, or not recorded)"),
+            ("judge_input_tokens", "int", "the judge's input tokens (NULL: unknown)"),
+            ("judge_output_tokens", "int", "the judge's output tokens (NULL: unknown)"),
+            ("judge_cost_usd", "float", "the judge's API cost, USD, cached replies at what they cost when asked "
+                                        "(NULL: unknown)"),
             ("no_answer", "int", "items where the model gave no completion"),
             ("data_version", "str", "version of the benchmark data"),
             ("items_sha256", "str", "hash of the evaluated item ids"),
@@ -295,6 +300,11 @@ TABLES: dict[str, Table] = {
             ("quality", "float", "mean response quality by this judge (1-5)"),
             ("failures", "int", "judgements without a usable score (judge_error + parse_error, both metrics)"),
             ("verdicts", "str", "how the scores were read: logprobs | text"),
+            ("requests", "int", "judge replies read, both metrics (NULL: not recorded)"),
+            ("input_tokens", "int", "the judge's input tokens (NULL: unknown)"),
+            ("output_tokens", "int", "the judge's output tokens (NULL: unknown)"),
+            ("cost_usd", "float", "the judge's API cost, USD, cached verdicts at what they cost when asked "
+                                  "(NULL: unknown)"),
         )),
     "intrinsic_instances": Table(
         doc="Per-instance intrinsic metrics.",
