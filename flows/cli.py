@@ -753,7 +753,7 @@ def run(
 
         shutil.copyfile(source, "params.yaml")
         typer.echo(f"params.yaml <- {source} (git shows the change; `git checkout params.yaml` undoes it)")
-    from agorabench.pipeline.run import pending_stages, pipeline_env, prefect_server, repro
+    from agorabench.pipeline.run import pending_stages, pipeline_env, repro
 
     if not force and pending_stages(pipeline_env()) == []:
         # Nothing changed: DVC says so, and neither a Prefect server nor a model server starts. The
@@ -766,12 +766,9 @@ def run(
             _print_answer(params)
         raise typer.Exit(rc)
     try:
-        from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+        from flows.pipeline import pipeline, pipeline_server
 
-        from flows.pipeline import pipeline
-
-        with prefect_server(ui=ui) as url, \
-                temporary_settings(updates={PREFECT_API_URL: url, PREFECT_LOGGING_TO_API_ENABLED: True}):
+        with pipeline_server(ui=ui) as url:
             typer.echo(f"Prefect API {url}" + (" (UI: " + url.removesuffix("/api") + ")" if ui else ""))
             summary = pipeline(repo=".", force=force, jobs=jobs, allow_code_execution=allow_code_execution)
     except RuntimeError as e:  # a model server that would not start, or a stage that failed

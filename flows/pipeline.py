@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from prefect import flow
 from prefect.task_runners import TaskRunner
@@ -23,6 +25,25 @@ from agorabench.config import check_setting, load_params
 from agorabench.results.db import DB_NAME
 from tasks.pipeline import (check_repo, dvc_exp_save, dvc_push, generate_setting_task, publish_results,
                             run_pipeline_task, set_generators)
+
+
+@contextmanager
+def pipeline_server(ui: bool = False, home: str | Path = ".agora/prefect") -> Iterator[str]:
+    """The Prefect server `agora run` starts (agorabench.pipeline.run.prefect_server), with this process
+    pointed at it; yields its API URL. On leaving, the log lines still queued for the API (a flow's last
+    ones, "Finished in state ...") are sent while the server is up: left to Prefect's exit hook, they
+    would go after it stopped, and the run would end on "--- Error logging to API ---"."""
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+
+    from agorabench.pipeline.run import prefect_server
+
+    with prefect_server(home, ui=ui) as url, \
+            temporary_settings(updates={PREFECT_API_URL: url, PREFECT_LOGGING_TO_API_ENABLED: True}):
+        try:
+            yield url
+        finally:
+            APILogWorker.drain_all(timeout=5)
 
 
 # The summary is persisted (a few hundred bytes under PREFECT_HOME/storage) so a scheduled run's

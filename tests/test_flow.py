@@ -1,5 +1,6 @@
 """The generate stage as a real Prefect flow (one shared test harness per session)."""
 import asyncio
+import os
 
 from agorabench.config import load_params
 from agorabench.setting import Setting
@@ -93,3 +94,56 @@ def test_stage_flows_run_without_a_heartbeat_thread(params_file, monkeypatch):
     assert result.exit_code == 0, result.output
     assert seen == [None]
     assert get_current_settings().flows.heartbeat_frequency == 180  # canary: Prefect's default outside
+
+
+_RUN_A_FLOW = """
+import sys
+from agorabench.env_defaults import apply_defaults
+apply_defaults()
+from prefect import flow, get_run_logger
+
+@flow
+def tiny():
+    get_run_logger().info("tiny ran")
+
+if sys.argv[1] == "ours":
+    from flows.pipeline import pipeline_server as server
+else:  # the canary: the same server and settings, without sending the queued lines before it stops
+    from contextlib import contextmanager
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+    from agorabench.pipeline.run import prefect_server
+
+    @contextmanager
+    def server(home):
+        with prefect_server(home) as url, \\
+                temporary_settings(updates={PREFECT_API_URL: url, PREFECT_LOGGING_TO_API_ENABLED: True}):
+            yield url
+with server(home=sys.argv[2]):
+    tiny()
+"""
+
+
+def test_agora_runs_server_receives_the_flows_last_log_lines_before_it_stops(tmp_path):
+    """`agora run` stops its Prefect server when the pipeline flow returns; the flow's last log lines
+    are still queued then. They reach the server (its database has them), and the run does not end on
+    Prefect's "--- Error logging to API ---"; the canary, without the drain, does."""
+    import sqlite3
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # As in a user's shell: not the session's test server, nor the tests' quiet log levels.
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL" and not k.startswith("PREFECT_LOGGING")}
+    found = {}
+    for which in ("ours", "canary"):
+        home = tmp_path / which
+        out = subprocess.run([sys.executable, "-c", _RUN_A_FLOW, which, str(home)], capture_output=True, text=True,
+                             env=env, cwd=Path(__file__).resolve().parents[1], timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        with sqlite3.connect(home / "prefect.db") as db:
+            logs = [m for (m,) in db.execute("SELECT message FROM log")]
+        found[which] = (out.stderr, logs)
+    stderr, logs = found["ours"]
+    assert "Error logging to API" not in stderr and any(m.startswith("Finished in state Completed") for m in logs)
+    stderr, logs = found["canary"]
+    assert "Error logging to API" in stderr and not any(m.startswith("Finished in state") for m in logs)

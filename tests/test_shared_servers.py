@@ -185,7 +185,7 @@ def test_up_to_date_run_starts_no_server(tmp_path, monkeypatch):
     started = []
 
     @contextlib.contextmanager
-    def fake_prefect(ui=False):
+    def fake_prefect(home=None, ui=False):
         started.append("prefect")
         yield "http://127.0.0.1:1/api"
 
