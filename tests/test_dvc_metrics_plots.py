@@ -98,6 +98,26 @@ def test_dvc_reads_the_metrics_and_diffs_a_changed_pgr(db, dvc_repo):
     path.write_text(json.dumps(metrics))
     diff = json.loads(sh(["dvc", "metrics", "diff", "--json"], repo, env))["data/results/metrics.json"]
     assert list(diff) == ["alpha.pgr"] and diff["alpha.pgr"]["diff"] == pytest.approx(5)
+    # Kept as an experiment, `dvc exp show` puts it next to the commit it started from, by PGR.
+    sh(["dvc", "exp", "save", "-q", "-n", "alpha-plus-5", "-f"], repo, env)
+    rows = {r["name"]: r for r in _exp_rows(json.loads(sh(["dvc", "exp", "show", "--json", "-A"], repo, env)))}
+
+    def pgr(row):
+        return row["data"]["metrics"]["data/results/metrics.json"]["data"]["alpha"]["pgr"]
+    assert pgr(rows["alpha-plus-5"]) == pytest.approx(metrics["alpha"]["pgr"])
+    baseline = next(r for name, r in rows.items() if name not in ("alpha-plus-5", "workspace"))
+    assert pgr(rows["alpha-plus-5"]) - pgr(baseline) == pytest.approx(5)
+
+
+def _exp_rows(shown: list[dict]) -> list[dict]:
+    """Every row of `dvc exp show --json`: the workspace and commits, and under each commit its
+    experiments (["experiments"][i]["revs"]), each with a "name" (an experiment's, else its rev)."""
+    rows = []
+    for row in shown:
+        rows.append({**row, "name": row.get("name") or row["rev"]})
+        for experiment in row.get("experiments") or []:
+            rows += _exp_rows(experiment.get("revs") or [])
+    return rows
 
 
 def plot_page_problems(page_file, expect: int = 0) -> tuple[list[str], int]:
