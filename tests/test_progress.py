@@ -151,3 +151,39 @@ def test_verbosity_flags_set_the_level_and_errors_go_to_stderr(tmp_path, monkeyp
     bad = runner.invoke(app, ["sql", "--db", db, "SELEC 1"])
     assert bad.exit_code == 2 and bad.stdout == "" and bad.stderr.startswith("error: ")
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_agora_run_keeps_each_lanes_stage_and_progress_in_view():
+    """LaneStatus reads the lanes' lines as `repro` gets them: a stage's start, then the progress lines
+    its step prints (Progress.line, the real format), per lane; on a terminal it draws them as rows."""
+    from rich.console import Console
+
+    from agorabench.pipeline.status import LaneStatus
+
+    step = Progress("fake instance_generation math", 16, unit="valid", mode=False)
+    step.update(3, info="answers 12, cached 0")
+    out = io.StringIO()
+    with LaneStatus(["a", "b"], live=True, console=Console(file=out, force_terminal=True, width=200)) as status:
+        assert [r[1] for r in status.rows()] == ["starting", "starting"]
+        status.feed("a", "Running stage 'generate@fake-instance_generation-math':")
+        status.feed("a", "> agora generate --generator fake --domain math --method instance_generation")
+        status.feed("a", step.line())
+        status.feed("b", "Running stage 'train@fake-response_generation-code':")
+        status.print("[00:12    3/70 a] a log line")
+        lane_a, lane_b = status.rows()
+        assert lane_a[1] == "generate@fake-instance_generation-math"
+        assert lane_a[3].startswith("fake instance_generation math: 3/16 valid (answers 12, cached 0)")
+        assert "ETA" in lane_a[3] and lane_b[1:4:2] == ("train@fake-response_generation-code", "")
+        # Canary: a summary line with a count but no ETA is not progress; a new stage clears the old one's.
+        status.feed("b", "fake response_generation code: 16/16 instances (complete), 0 rejected")
+        assert status.rows()[1][3] == ""
+        status.feed("a", "Running stage 'intrinsic@fake-instance_generation-math':")
+        assert status.rows()[0][1:4:2] == ("intrinsic@fake-instance_generation-math", "")
+        status.finished("b")
+        assert status.rows()[1][1] == "finished"
+        status._live.refresh()
+    drawn = out.getvalue()
+    assert "a log line" in drawn and "intrinsic@fake-instance_generation-math" in drawn
+    # Not a terminal: plain lines only, no status rows.
+    plain = LaneStatus(["a"], live=False)
+    assert plain._live is None

@@ -240,29 +240,38 @@ def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False,
     the stages that read every lane's outputs, and anything a lane did not finish. Without lanes, a
     single `dvc repro` (of `targets`, when given). `lane_envs`: what each lane adds to `env` (its own
     model servers). Every line DVC printed is also appended to `lines`, as (seconds since the start,
-    lane letter or "", line): what stage_seconds reads."""
+    lane letter or "", line): what stage_seconds reads. On a terminal, each lane's current stage and
+    progress stay in view below the log (pipeline/status.py)."""
+    from agorabench.pipeline.status import LaneStatus
+
     names = stage_names()
     total = len(names) if names is not None else None
     seen: set[str] = set()
     start = time.monotonic()
     printing = threading.Lock()
 
-    def show(line: str, tag: str, quiet_seen: bool) -> None:
+    def show(status: LaneStatus, line: str, tag: str, quiet_seen: bool) -> None:
         m = _STAGE_LINE.match(line)
         with printing:  # lanes print from their own threads: one line, one counter value at a time
             if lines is not None:
-                lines.append((time.monotonic() - start, tag.strip(), line))
+                lines.append((time.monotonic() - start, tag, line))
+            status.feed(tag or ALL_LANES, line)
             if m:
                 if quiet_seen and m[1] in seen and "didn't change" in line:
                     return  # the lanes already said it: the last pass checks every stage again
                 seen.add(m[1])
             elapsed = int(time.monotonic() - start)
             counter = f"{len(seen)}/{total}" if total else str(len(seen))
-            print(f"[{elapsed // 60:02d}:{elapsed % 60:02d} {counter:>7}{tag}] {line}", flush=True)
+            status.print(f"[{elapsed // 60:02d}:{elapsed % 60:02d} {counter:>7}{' ' + tag if tag else ''}] {line}")
+
+    def run(commands: list[list[str]], tags: list[str], quiet_seen: bool = False, extra_envs=()) -> list[int]:
+        with LaneStatus([tag or ALL_LANES for tag in tags]) as status:
+            return _run_dvc(env, commands, lambda i, line: show(status, line, tags[i], quiet_seen), extra_envs,
+                            on_end=lambda i: status.finished(tags[i] or ALL_LANES))
 
     if len(lanes) > 1:
-        codes = _run_dvc(env, [["--wait-for-lock", "repro", *(["--force"] if force else []), *lane] for lane in lanes],
-                         lambda i, line: show(line, f" {lane_letter(i)}", False), lane_envs)
+        codes = run([["--wait-for-lock", "repro", *(["--force"] if force else []), *lane] for lane in lanes],
+                    [lane_letter(i) for i in range(len(lanes))], extra_envs=lane_envs)
         if any(codes):
             return next(c for c in codes if c)
         # Then what is left. Unforced: a plain `dvc repro`, which finds the lanes' stages done and runs
@@ -272,9 +281,11 @@ def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False,
         if force and not left:
             return 0
         last = ["--wait-for-lock", "repro"] + (["--force", "--single-item", *left] if force else [])
-        return _run_dvc(env, [last], lambda i, line: show(line, "", True))[0]
-    return _run_dvc(env, [["repro", *(["--force"] if force else []), *targets]],
-                    lambda i, line: show(line, "", False))[0]
+        return run([last], [""], quiet_seen=True)[0]
+    return run([["repro", *(["--force"] if force else []), *targets]], [""])[0]
+
+
+ALL_LANES = "-"  # the status row of a `dvc repro` that is not one lane's
 
 
 def pipeline_env(allow_code_execution: bool = False) -> dict[str, str]:
@@ -433,9 +444,10 @@ def _left(lanes: list[list[str]], stages: list[str]) -> list[str]:
 
 
 def _run_dvc(env: dict[str, str], commands: list[list[str]], on_line,
-             extra_envs: list[dict[str, str]] = ()) -> list[int]:
+             extra_envs: list[dict[str, str]] = (), on_end=None) -> list[int]:
     """Run `dvc ARGS` for each ARGS at once (with extra_envs[i] added to env) and pass every output
-    line to on_line(index, line); return their exit codes. DVC and the stage command it runs share a
+    line to on_line(index, line), then on_end(index) when that one's output ends; return their exit
+    codes. DVC and the stage command it runs share a
     process group of their own, led by GROUP_LAUNCHER, so stopping the run stops the stage too, and so
     does killing it (kill -9): terminating DVC alone left its running stage orphaned, still working."""
     from agorabench.models.servers import GROUP_LAUNCHER
@@ -452,6 +464,8 @@ def _run_dvc(env: dict[str, str], commands: list[list[str]], on_line,
         assert proc.stdout is not None
         for line in proc.stdout:
             on_line(i, line.rstrip("\n"))
+        if on_end:
+            on_end(i)
 
     readers = [threading.Thread(target=read, args=(i, p), daemon=True) for i, p in enumerate(procs)]
     try:
