@@ -29,6 +29,10 @@ def apply_defaults(online: bool = False) -> None:
     # `agora run`'s, a deployment's). A lone stage's ephemeral server would only add a log thread and
     # a flush at exit.
     os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "true" if os.environ.get("PREFECT_API_URL") else "false")
+    # The library's own loggers (`agorabench.*`: what a stage is doing, how long its judge took) go to
+    # the API too, so a flow run's page in the UI has them; outside a flow run they stay local, quietly.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "agorabench")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     # What a flow or task run logs at INFO (the stages' and the pipeline's summaries) reaches the API, so
     # the Prefect UI shows it, while the console keeps Prefect at WARNING (prefect.toml): the run loggers
     # at INFO, the console handler at WARNING. A PREFECT_LOGGING_LEVEL of the user's decides both.

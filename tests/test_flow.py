@@ -147,3 +147,47 @@ def test_agora_runs_server_receives_the_flows_last_log_lines_before_it_stops(tmp
     assert "Error logging to API" not in stderr and any(m.startswith("Finished in state Completed") for m in logs)
     stderr, logs = found["canary"]
     assert "Error logging to API" in stderr and not any(m.startswith("Finished in state") for m in logs)
+
+
+def test_the_librarys_log_lines_reach_the_flow_runs_page_in_the_prefect_api(prefect_harness):
+    """A line the library logs (`agorabench.*`, e.g. how long a judge took) inside a flow run is in
+    that run's logs in the API (PREFECT_LOGGING_EXTRA_LOGGERS, env_defaults.py); a print of the
+    library's, which no flow captures, is the canary."""
+    import logging
+    import time
+
+    from prefect import flow, get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+
+    library = logging.getLogger("agorabench.evaluation.run")
+
+    @flow
+    def stage():
+        library.info("alpacaeval: 4 judged by fake in 0.1 s")
+        print("a print outside log_prints")
+        from prefect.runtime import flow_run
+        return flow_run.id
+
+    with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: True}):
+        level = logging.getLogger("agorabench").level
+        logging.getLogger("agorabench").setLevel(logging.INFO)  # as the CLI sets it (configure_logging)
+        try:
+            run_id = stage()
+            APILogWorker.drain_all(timeout=10)
+        finally:
+            logging.getLogger("agorabench").setLevel(level)
+
+    async def messages():
+        async with get_client() as client:
+            found = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            return [log.message for log in found]
+
+    for _ in range(20):
+        logged = asyncio.run(messages())
+        if logged:
+            break
+        time.sleep(0.25)
+    assert "alpacaeval: 4 judged by fake in 0.1 s" in logged
+    assert not any("a print outside log_prints" in m for m in logged)

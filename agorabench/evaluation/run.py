@@ -294,7 +294,7 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
         if judge is not None:
             judge.close()
     if judge is not None and judge.stats.completed:  # what `agora run` counts as judging time
-        print(judged_line(benchmark, len(rows), ev.judge, time.monotonic() - started), flush=True)
+        log.info(judged_line(benchmark, len(rows), ev.judge, time.monotonic() - started))
     try:  # Arena-Hard's bootstrap interval: evaluation.bootstrap_rounds resamples.
         metrics = module.summarize(rows, rounds=ev.bootstrap_rounds) if benchmark == "arenahard" else module.summarize(rows)
     except NoVerdict as e:  # the judge gave nothing usable: no score here, the other benchmarks still count

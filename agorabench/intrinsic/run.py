@@ -21,6 +21,7 @@ Dataset-level numbers (summary):
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from pathlib import Path
@@ -40,6 +41,10 @@ from agorabench.setting import Setting
 from agorabench.intrinsic.diversity import Embedder, diversity, sentence_embedder
 
 Log = Callable[[str], None]
+# What a stage is doing (which metric, how many items, how long the judge took): INFO through the
+# `agorabench` loggers, which the CLI prints to stderr (-v / -q set the level); `agora run` reads the
+# judge's line (pipeline/run.py, stage_seconds).
+logger = logging.getLogger(__name__)
 
 
 
@@ -76,7 +81,7 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
                           *, config: IntrinsicConfig | None = None, judge_name: str | None = None,
                           judges: dict[str, JudgeFn] | None = None,
                           embed: Embedder | None = None, embed_name: str | None = None,
-                          log: Log = print, endpoints: dict | None = None) -> dict:
+                          log: Log | None = None, endpoints: dict | None = None) -> dict:
     """Compute, cache and write every enabled metric of one dataset; returns the summary dict.
     `endpoints`: the servers `agora run` already started for local generators (the judges').
 
@@ -87,6 +92,7 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
     """
     from agorabench.models.in_process import model_identity
 
+    log = log or logger.info
     check_setting(domain, method)
     if config is not None:
         params = params.model_copy(update={"intrinsic": config})
