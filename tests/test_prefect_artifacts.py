@@ -54,6 +54,39 @@ def test_the_flow_publishes_the_pgr_table_and_the_report_link(prefect_harness, t
     assert none == []
 
 
+def test_the_pipeline_flow_itself_publishes_both_after_its_run(prefect_harness, tmp_path, monkeypatch):
+    """The same through the pipeline flow (`agora run`'s and the deployment's), with its `dvc repro`
+    stood in for: the artifacts belong to the pipeline's flow run and come from the repository's
+    results database and report, where params.yaml puts them."""
+    import shutil
+
+    from prefect.client.orchestration import get_client
+
+    import agorabench.pipeline.run as pipeline_run
+    from agorabench.results.db import DB_NAME
+    from flows.pipeline import pipeline
+
+    repo = tmp_path / "repo"
+    (repo / "data/results").mkdir(parents=True)
+    shutil.copy(REPO / "params.yaml", repo / "params.yaml")
+    (repo / "dvc.yaml").write_text("stages: {}\n")
+    shutil.copy(results_db(tmp_path / "results"), repo / "data/results" / DB_NAME)
+    (repo / "reports").mkdir()
+    (repo / "reports/index.html").write_text("<!DOCTYPE html><title>report</title>")
+    ran = []
+    monkeypatch.setattr(pipeline_run, "run_pipeline", lambda params, url, **kw: ran.append(url) or {
+        "rc": 0, "stages_run": ["report"], "stages_unchanged": [], "lanes": []})
+    state = pipeline(repo=str(repo), return_state=True)
+    assert state.is_completed() and len(ran) == 1
+    with get_client(sync_client=True) as client:
+        table, = _artifacts(client, PGR_ARTIFACT, state.state_details.flow_run_id)
+        link, = _artifacts(client, REPORT_ARTIFACT, state.state_details.flow_run_id)
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert sorted(r["generator"] for r in rows) == sorted(GENERATORS)
+    assert link.data == f"[AgoraBench report]({(repo / 'reports/index.html').resolve().as_uri()})"
+    assert state.result()["artifacts"] == {"table": str(table.id), "link": str(link.id)}
+
+
 def _logging_default(env: dict[str, str]) -> str:
     code = ("import os; from agorabench.env_defaults import apply_defaults; apply_defaults(); "
             "from prefect.settings import get_current_settings; "
