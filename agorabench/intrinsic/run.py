@@ -301,8 +301,10 @@ def _judge_dataset(params: Params, name: str, judge: JudgeFn | None, position: i
         if cfg.judge_top_logprobs:
             out["fallbacks"] = {**(out["fallbacks"] or {}), kind: table[col(f"{kind}_source")].count("text")}
         # What this metric's verdicts cost, cached ones at their price when asked; verdicts cached before
-        # costs were kept make it unknown (None). A failed request recorded no cost.
-        out["usage"] = add_usage(out["usage"], judge_usage([r for r in res if r["verdict"] != "judge_error"]))
+        # costs were kept make it unknown (None). A failed request recorded no cost, and a repeated
+        # instance was asked once.
+        asked = {k: r for k, r in zip(keys, res) if r["verdict"] != "judge_error"}
+        out["usage"] = add_usage(out["usage"], judge_usage(list(asked.values())))
     return out
 
 
