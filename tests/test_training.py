@@ -247,3 +247,40 @@ def test_accelerate_fsdp_config_dry_run(tmp_path, tiny_student):
     result = CliRunner().invoke(app, ["train", "-g", "fake", "-d", "math", "-m", "response_generation",
                                       "--params", str(params_file), "--accelerate", str(bad), "--dry-run"])
     assert result.exit_code == 2 and "bad.yaml" in result.output
+
+
+@pytest.mark.slow
+def test_accelerate_launch_trains_one_student_in_two_processes(tmp_path, tiny_student):
+    """`agora train --accelerate` for real, with the shipped config set to 2 processes on this CPU:
+    accelerate runs it as data parallel over gloo (FSDP needs accelerators; on a CPU it launches
+    MULTI_CPU). Each process takes its share of every batch, so an epoch has half the steps of one
+    process (the canary, trained here in one process); rank 0 writes the one checkpoint, which loads."""
+    import socket
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from agorabench.models.in_process import load_model
+    from agorabench.training.sft import train_student
+    from flows.cli import app
+    from tests.conftest import REPO
+
+    params = make_params(tmp_path, tiny_student)
+    config = yaml.safe_load((REPO / "configs/accelerate_fsdp.yaml").read_text())
+    with socket.socket() as s:  # a port of its own: another run's rendezvous may hold the default
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config.update(num_processes=2, mixed_precision="no", use_cpu=True, main_process_port=port)
+    (tmp_path / "cpu.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["train", "-g", "fake", "-d", "math", "-m", "response_generation",
+                                      "--params", str(tmp_path / "params.yaml"), "--accelerate", str(tmp_path / "cpu.yaml")])
+    assert result.exit_code == 0, result.output
+    setting = Setting("fake", "response_generation", "math")
+    metrics = json.loads(setting.train_logs(params)["metrics"].read_text())
+    # 8 examples, 4 per process and step, 2 epochs: 2 steps in two processes, 4 in one.
+    assert metrics["trained"] and metrics["examples"] == 8 and metrics["steps"] == 2
+    model, _ = load_model(str(setting.checkpoint(params)))
+    assert model.config.hidden_size == 32
+    (tmp_path / "alone").mkdir()
+    alone = train_student(make_params(tmp_path / "alone", tiny_student), "fake", "math", "response_generation")
+    assert alone["steps"] == 4
