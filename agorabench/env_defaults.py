@@ -31,7 +31,9 @@ def apply_defaults(online: bool = False) -> None:
     os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "true" if os.environ.get("PREFECT_API_URL") else "false")
     # The library's own loggers (`agorabench.*`: what a stage is doing, how long its judge took) go to
     # the API too, so a flow run's page in the UI has them; outside a flow run they stay local, quietly.
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "agorabench")
+    extra = [name for name in os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "").split(",") if name.strip()]
+    if "PREFECT_LOGGING_EXTRA_LOGGERS" not in os.environ or extra:  # set empty, it turns ours off too
+        os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join(dict.fromkeys([*extra, "agorabench"]))
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     # What a flow or task run logs at INFO (the stages' and the pipeline's summaries) reaches the API, so
     # the Prefect UI shows it, while the console keeps Prefect at WARNING (prefect.toml): the run loggers

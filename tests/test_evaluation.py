@@ -110,6 +110,22 @@ def test_judged_benchmarks_need_a_judge_and_bad_refs_are_one_line(tmp_path, tiny
         evaluate(params, "base", "mmlu")
 
 
+def test_a_judge_asks_a_repeated_conversation_once_and_books_it_once(params_file, fake_server):
+    from agorabench.config import load_params
+    from agorabench.models.answering import Decoding, judge_usage
+    from agorabench.models.endpoint import EndpointAnswerer
+
+    params = load_params(params_file)
+    same, other = [{"role": "user", "content": "Judge answer A."}], [{"role": "user", "content": "Judge answer B."}]
+    with EndpointAnswerer(params, "fake") as judge:
+        replies = judge.judge(Decoding(temperature=0.0, max_new_tokens=8))([same, other, same])
+        assert fake_server.completed_count == 2 and replies[0] is replies[2] and replies[1] is not replies[0]
+        assert judge_usage(replies)["requests"] == 2
+        # Canary: answer_many itself sends both copies of a repeated conversation side by side.
+        judge.answer_many([[{"role": "user", "content": "Judge answer C."}]] * 2, Decoding(max_new_tokens=8))
+        assert fake_server.completed_count == 4
+
+
 def test_judged_benchmarks_through_a_real_http_judge(tmp_path, tiny_student, monkeypatch):
     """AlpacaEval and Arena-Hard with model and judge behind the loopback server (the real OpenAI
     SDK): every judgement is a request, stored, and a re-run asks the judge nothing."""

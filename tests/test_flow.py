@@ -132,8 +132,11 @@ def test_agora_runs_server_receives_the_flows_last_log_lines_before_it_stops(tmp
     import sys
     from pathlib import Path
 
-    # As in a user's shell: not the session's test server, nor the tests' quiet log levels.
+    # As in a user's shell: not the session's test server, nor the tests' quiet log levels. Log lines
+    # go out in batches once a minute here, so none leaves before the flow ends (without it the
+    # canary could see its batch sent between the flow's end and the server's stop).
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL" and not k.startswith("PREFECT_LOGGING")}
+    env["PREFECT_LOGGING_TO_API_BATCH_INTERVAL"] = "60"
     found = {}
     for which in ("ours", "canary"):
         home = tmp_path / which
@@ -151,8 +154,8 @@ def test_agora_runs_server_receives_the_flows_last_log_lines_before_it_stops(tmp
 
 def test_the_librarys_log_lines_reach_the_flow_runs_page_in_the_prefect_api(prefect_harness):
     """A line the library logs (`agorabench.*`, e.g. how long a judge took) inside a flow run is in
-    that run's logs in the API (PREFECT_LOGGING_EXTRA_LOGGERS, env_defaults.py); a print of the
-    library's, which no flow captures, is the canary."""
+    that run's logs in the API: env_defaults.py makes `agorabench` one of Prefect's extra loggers, which
+    gives it Prefect's API handler. Canary: the same flow with that handler taken off sends nothing."""
     import logging
     import time
 
@@ -161,33 +164,45 @@ def test_the_librarys_log_lines_reach_the_flow_runs_page_in_the_prefect_api(pref
     from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
-    library = logging.getLogger("agorabench.evaluation.run")
+    from prefect.logging.handlers import APILogHandler
+
+    library, root = logging.getLogger("agorabench.evaluation.run"), logging.getLogger("agorabench")
+    api_handlers = [h for h in root.handlers if isinstance(h, APILogHandler)]
+    assert api_handlers, "env_defaults.py should have made agorabench a Prefect extra logger"
 
     @flow
-    def stage():
-        library.info("alpacaeval: 4 judged by fake in 0.1 s")
-        print("a print outside log_prints")
+    def stage(line: str):
+        library.info(line)
         from prefect.runtime import flow_run
         return flow_run.id
 
-    with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: True}):
-        level = logging.getLogger("agorabench").level
-        logging.getLogger("agorabench").setLevel(logging.INFO)  # as the CLI sets it (configure_logging)
-        try:
-            run_id = stage()
-            APILogWorker.drain_all(timeout=10)
-        finally:
-            logging.getLogger("agorabench").setLevel(level)
+    def logged(line: str) -> list[str]:
+        with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: True}):
+            level = root.level
+            root.setLevel(logging.INFO)  # as the CLI sets it (configure_logging)
+            try:
+                run_id = stage(line)
+                APILogWorker.drain_all(timeout=10)
+            finally:
+                root.setLevel(level)
 
-    async def messages():
-        async with get_client() as client:
-            found = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
-            return [log.message for log in found]
+        async def messages():
+            async with get_client() as client:
+                found = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+                return [log.message for log in found]
 
-    for _ in range(20):
-        logged = asyncio.run(messages())
-        if logged:
-            break
-        time.sleep(0.25)
-    assert "alpacaeval: 4 judged by fake in 0.1 s" in logged
-    assert not any("a print outside log_prints" in m for m in logged)
+        for _ in range(8):  # the server may take a moment to write what it was sent
+            found = asyncio.run(messages())
+            if line in found:
+                break
+            time.sleep(0.25)
+        return found
+
+    assert "alpacaeval: 4 judged by fake in 0.1 s" in logged("alpacaeval: 4 judged by fake in 0.1 s")
+    for h in api_handlers:
+        root.removeHandler(h)
+    try:
+        assert "arenahard: 2 judged by fake in 0.1 s" not in logged("arenahard: 2 judged by fake in 0.1 s")
+    finally:
+        for h in api_handlers:
+            root.addHandler(h)

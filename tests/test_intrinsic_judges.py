@@ -83,6 +83,18 @@ def test_a_second_judge_is_asked_alone_and_each_judge_is_recorded(tmp_path, monk
         assert {j["judge"]: j["usage"] for j in swapped["judges"]}["fake"] == usage
 
 
+def test_a_repeated_instance_is_judged_and_booked_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    with FakeLLMServer(responder=judge_responder) as server:
+        params = load_params(_params_file(tmp_path, server.url, ["fake"]))
+        twice = PAIRS + PAIRS[:1]  # the first instance again
+        write_instances(Setting("fake", RG, "math").dataset(params)["data"], instances("fake", RG, "math", twice))
+        usage = intrinsic_for_dataset(params, "fake", "math", RG, log=lambda s: None)["judges"][0]["usage"]
+        assert server.completed_count == 2 * len(PAIRS)  # asked once
+        # Booked once: the same figures as the dataset without the repeat (canary: 8 requests booked).
+        assert usage["requests"] == 2 * len(PAIRS) != 2 * len(twice)
+
+
 def test_judge_is_short_for_one_judge_and_bad_lists_are_one_line_errors(tmp_path):
     assert IntrinsicConfig(judge="gpt-4o").judges == ["gpt-4o"] == IntrinsicConfig(judges=["gpt-4o"]).judges
     assert IntrinsicConfig(judge=None).judges == [] and "judge" not in IntrinsicConfig(judge="x").model_dump()

@@ -164,7 +164,7 @@ def test_agora_run_keeps_each_lanes_stage_and_progress_in_view():
     step.update(3, info="answers 12, cached 0")
     out = io.StringIO()
     with LaneStatus(["a", "b"], live=True, console=Console(file=out, force_terminal=True, width=200)) as status:
-        assert [r[1] for r in status.rows()] == ["starting", "starting"]
+        assert [r[1] for r in status.rows()] == ["between stages", "between stages"]
         status.feed("a", "Running stage 'generate@fake-instance_generation-math':")
         status.feed("a", "> agora generate --generator fake --domain math --method instance_generation")
         status.feed("a", step.line())
@@ -179,6 +179,8 @@ def test_agora_run_keeps_each_lanes_stage_and_progress_in_view():
         assert status.rows()[1][3] == ""
         status.feed("a", "Running stage 'intrinsic@fake-instance_generation-math':")
         assert status.rows()[0][1:4:2] == ("intrinsic@fake-instance_generation-math", "")
+        status.feed("b", "Updating lock file 'dvc.lock'")  # its stage is done: no stage shown with a running clock
+        assert status.rows()[1][1:] == ("between stages", "", "")
         status.finished("b")
         assert status.rows()[1][1] == "finished"
         status._live.refresh()

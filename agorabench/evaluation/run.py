@@ -280,6 +280,7 @@ def evaluate(params: Params, model_ref: str, benchmark: str, *, allow_code_execu
             judge = EndpointAnswerer(params, ev.judge, endpoints=endpoints)
             judge_fn = judge.judge(Decoding(temperature=0.0, top_p=1.0, max_new_tokens=ev.judge_max_tokens,
                                             repetition_penalty=1.0))
+            usage = judge_usage([])  # nothing to judge (every answer empty) costs nothing: zero, not unknown
 
             def ctx_judge(conversations, **kwargs):
                 nonlocal usage

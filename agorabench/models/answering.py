@@ -72,8 +72,9 @@ def judge_usage(replies: Sequence) -> dict:
     """What a judge's replies cost: {"requests", "input_tokens", "output_tokens", "cost_usd"}, summed over
     the replies it gave (a failure, None, cost nothing it recorded). A reply that is bare text (a judge
     function of the user's) has no usage: the sums are then None, unknown rather than too low. Cached
-    replies count at what they cost when they were asked, so a re-run books the same figures."""
-    given = [r for r in replies if r is not None]
+    replies count at what they cost when they were asked, so a re-run books the same figures; the same
+    reply object given for repeated conversations counts once."""
+    given = list({id(r): r for r in replies if r is not None}.values())  # one reply to repeated conversations
     out: dict = {"requests": len(given)}
     for name in USAGE_FIELDS:
         values = [r.get(name) if isinstance(r, dict) else getattr(r, name, None) for r in given]
@@ -163,7 +164,16 @@ class Answerer:
         serve`) answers with text only, under the text's request key."""
         def judge_fn(conversations, top_logprobs: int = 0):
             asked = replace(decoding, top_logprobs=top_logprobs) if top_logprobs and self.gives_logprobs else decoding
-            return self.answer_many(list(conversations), asked)
+            # A conversation repeated in the batch (two models gave the same answer) is asked once: sent
+            # side by side, both copies would miss the store and be paid for. Its copies get the same
+            # Completion, which judge_usage books once.
+            conversations = list(conversations)
+            keys = [canonical_json(c) for c in conversations]
+            first: dict[str, Conversation] = {}  # in the batch's order: without repeats, the same requests as before
+            for k, c in zip(keys, conversations):
+                first.setdefault(k, c)
+            answers = dict(zip(first, self.answer_many(list(first.values()), asked)))
+            return [answers[k] for k in keys]
 
         return judge_fn
 

@@ -15,6 +15,8 @@ import time
 # A progress line as agorabench/progress.py writes it (Progress.line).
 PROGRESS_LINE = re.compile(r"^\s*(?P<label>.+?): (?P<done>\d+)/(?P<total>\d+) (?P<rest>.*ETA \S+)$")
 STAGE_START = re.compile(r"^Running stage '([^']+)'")
+# What DVC prints once a stage is done or needs no run: the lane is between stages.
+STAGE_END = re.compile(r"^Updating lock file|didn't change|skipping run")
 
 
 class LaneStatus:
@@ -41,6 +43,8 @@ class LaneStatus:
             return
         if m := STAGE_START.match(line):
             state.update(stage=m[1], since=time.monotonic(), progress=None)
+        elif STAGE_END.search(line):
+            state.update(stage=None, since=None, progress=None)
         elif m := PROGRESS_LINE.match(line):
             state["progress"] = f"{m['label'].strip()}: {m['done']}/{m['total']} {m['rest']}"
 
@@ -56,7 +60,7 @@ class LaneStatus:
             if s["done"]:
                 out.append((lane, "finished", "", ""))
             elif s["stage"] is None:
-                out.append((lane, "starting", "", ""))
+                out.append((lane, "between stages", "", ""))
             else:
                 seconds = int(time.monotonic() - s["since"])
                 out.append((lane, s["stage"], f"{seconds // 60}:{seconds % 60:02d}", s["progress"] or ""))

@@ -266,7 +266,10 @@ def stage_cost_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
             tokens = (_total(g, "input_tokens") or 0) + (_total(g, "output_tokens") or 0)
             rows.append([name, fmt(len(g)), fmt(_total(g, "items")), fmt(tokens), seconds(_total(g, "seconds")),
                          BLANK, "evaluated items: the sum of answer latencies"])
-    judged = {"intrinsic": ("intrinsic: judges", "intrinsic_judges: each judge's verdicts on each dataset"),
+    # Each dataset or score books its verdicts at what they cost when asked; a verdict two datasets share
+    # (the difficulty of an instruction both have) was paid once and is booked in each.
+    judged = {"intrinsic": ("intrinsic: judges", "intrinsic_judges: each dataset's verdicts, a verdict two "
+                                                 "datasets share in both"),
               "evaluation": ("evaluation: judges", "scores: the judge's verdicts of AlpacaEval / Arena-Hard")}
     for j in data.judging:
         name, recorded = judged[j["stage"]]
