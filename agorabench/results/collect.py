@@ -29,7 +29,6 @@ from agorabench.generation.records import (
     read_rejections,
 )
 from agorabench.intrinsic.records import INSTANCE_COLUMNS, IntrinsicSummary
-from agorabench.models.answering import USAGE_FIELDS
 from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
 from agorabench.models.store import open_store
 from agorabench.records import read_record
@@ -363,8 +362,8 @@ def _judges(summary: IntrinsicSummary) -> list[dict]:
 def _usage(usage: dict | None) -> dict:
     """A judge's usage (models/answering.py judge_usage) as columns; NULL where not recorded."""
     usage = usage or {}
-    columns = {k: usage.get(k) for k in ("requests", *USAGE_FIELDS)}
-    return {**columns, "cost_usd": _float(columns["cost_usd"])}
+    return {"requests": usage.get("requests"), "input_tokens": usage.get("input_tokens"),
+            "output_tokens": usage.get("output_tokens"), "cost_usd": _float(usage.get("cost_usd"))}
 
 
 # ---------------------------------------------------------------------------------------------
