@@ -102,6 +102,7 @@ def test_card_has_the_hubs_front_matter_and_each_configs_provenance(exported):
     assert f"- PGR (domain): {pgr:.1f} over 2 benchmark(s)" in section
     assert "(backend `openai`, model `alpha-model`)" in section and "prompt set sha256 `x`" in section
     assert "Rejected by validation: 1 (no_answer: 1)" in section and "- Cost: $0.004 (420 input" in section
+    assert "- Generation time: 2.0 s of answers" in section
     assert "Sampling: t 1" in section and "quality 4.000" in section
     manifest = DatasetManifest.model_validate_json((out / "manifests" / f"{CONFIG}.json").read_bytes())
     assert manifest.prompt_file == "instance_generation_code.txt"
@@ -259,6 +260,7 @@ def test_import_a_distilabel_file_as_a_generator_with_unknown_cost(tmp_path):
     section = DatasetCard.load(out / "README.md").text.split("### distil--response_generation--math\n")[1]
     assert f"- Imported from `{src}` (jsonl, sha256 `{m.source['sha256']}`)" in section
     assert "columns: instruction `instruction`, response `generation`" in section and "- Cost: unknown" in section
+    assert "Generation time" not in section  # an import's time is unknown: no line rather than a made-up one
     assert load(out, "distil--response_generation--math", tmp_path / "cache")["cost_usd"] == [None] * 4
 
 

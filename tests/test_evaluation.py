@@ -158,7 +158,7 @@ def test_judged_benchmarks_through_a_real_http_judge(tmp_path, tiny_student, mon
         price = params.generators["fake"]
         assert usage["cost_usd"] == pytest.approx((usage["input_tokens"] * price.price_in_per_mtok
                                                    + usage["output_tokens"] * price.price_out_per_mtok) / 1e6)
-        assert again["judge_usage"] == usage and usage["cost_usd"] > 0
+        assert again["judge_usage"] == usage and usage["cost_usd"] > 0 and usage["latency_s"] > 0
         # evaluation.primary_metric (the default's {alpacaeval: win_rate}): PGR reads that metric ...
         assert alpaca["primary"] == "win_rate" and alpaca["score"] == alpaca["metrics"]["win_rate"]
         # ... and without it the benchmark's PRIMARY, from the same stored judgements

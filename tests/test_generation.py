@@ -1,6 +1,7 @@
 """The generation engine against a real loopback HTTP server, through the real openai/anthropic SDKs."""
 import asyncio
 import json
+import sqlite3
 
 import pytest
 
@@ -46,6 +47,11 @@ def test_rerun_sends_zero_requests_and_rewrites_identical_bytes(params_file, fak
     assert fake_server.request_count == sent, "a finished setting must not send any request"
     assert again["run"]["requests_sent"] == 0 and again["run"]["answers_cached"] == first["attempts"]
     assert read_bytes(params) == before
+    # The manifest's time is the generator's: its answers' latencies, as the request store keeps them
+    # (so the re-run, answered from the store, wrote the same).
+    with sqlite3.connect(params.cache.requests_db) as db:
+        stored = db.execute("SELECT sum(latency_s) FROM responses").fetchone()[0]
+    assert stored > 0 and first["latency_s"] == pytest.approx(stored, abs=1e-3) == again["latency_s"]
 
 
 def test_output_does_not_depend_on_concurrency(tmp_path, fake_server, monkeypatch):

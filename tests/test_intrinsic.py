@@ -449,6 +449,11 @@ def test_intrinsic_for_dataset_writes_rows_and_summary_and_caches_per_instance(t
     assert summary["perplexity_token_level"] > 1 and summary["reward"] is not None
     assert 0 < summary["instruction_diversity"] <= 1.2 and len(table["response_distance"]) == 5
     assert judge.calls == 10  # 5 difficulty + 5 quality
+    # What the models took to compute is kept with each result; a judge function that gives bare text
+    # has no reply times, so its usage does not know them.
+    assert set(summary["seconds"]) == {"reward", "perplexity", "diversity"}
+    assert summary["seconds"]["reward"] > 0 and summary["seconds"]["perplexity"] > 0
+    assert summary["judges"][0]["usage"]["latency_s"] is None
 
     # Re-run: everything that succeeded comes from the cache; only the failed judgements are asked again.
     judge2 = CountingJudge()
@@ -461,6 +466,7 @@ def test_intrinsic_for_dataset_writes_rows_and_summary_and_caches_per_instance(t
     assert json.loads((base / "math.summary.json").read_text()) == on_disk and again["computed"] != summary["computed"]
     assert pd.read_parquet(base / "math.parquet").equals(table)
     assert again["perplexity"] == summary["perplexity"] and again["quality"] == summary["quality"]
+    assert again["seconds"] == summary["seconds"]  # cached results at what they took when computed
 
     # A second dataset sharing instructions (instance generation) only computes what is new.
     _write_dataset(tmp_path, EXAMPLES[:2] + [("A brand new question?", "A new answer.")], method="quality_enhancement")

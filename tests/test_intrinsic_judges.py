@@ -4,6 +4,7 @@ paper's two judges give its 9 features); and how Table 4's mean |loading| is ave
 from __future__ import annotations
 
 import random
+import sqlite3
 
 import numpy as np
 import pandas as pd
@@ -46,7 +47,7 @@ def _params_file(tmp_path, url, judges):
 
 def test_a_second_judge_is_asked_alone_and_each_judge_is_recorded(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_API_KEY", "k")
-    with FakeLLMServer(responder=judge_responder) as server:
+    with FakeLLMServer(responder=judge_responder, latency_s=0.02) as server:
         params = load_params(_params_file(tmp_path, server.url, ["fake"]))
         write_instances(Setting("fake", RG, "math").dataset(params)["data"], instances("fake", RG, "math", PAIRS))
         one = intrinsic_for_dataset(params, "fake", "math", RG, log=lambda s: None)
@@ -57,6 +58,10 @@ def test_a_second_judge_is_asked_alone_and_each_judge_is_recorded(tmp_path, monk
         assert usage["requests"] == 2 * len(PAIRS) and usage["input_tokens"] > 0 and usage["cost_usd"] > 0
         assert usage["cost_usd"] == pytest.approx((usage["input_tokens"] * price.price_in_per_mtok
                                                    + usage["output_tokens"] * price.price_out_per_mtok) / 1e6)
+        # ... and the time its replies took: the request store's latencies (the server waits 20 ms a reply).
+        with sqlite3.connect(params.cache.requests_db) as db:
+            stored = db.execute("SELECT sum(latency_s) FROM responses").fetchone()[0]
+        assert usage["latency_s"] == pytest.approx(stored) and usage["latency_s"] >= 0.02 * 2 * len(PAIRS)
 
         # Adding a judge: only the new one is asked; the first judge's verdicts come from the intrinsic cache.
         server.reset_counts()

@@ -149,25 +149,30 @@ def test_samples_are_the_first_two_instances_escaped_and_truncated(page):
 
 def test_stage_costs_come_from_the_database(tree_db, page):
     con = connect(tree_db)
-    cost, attempts = con.execute("SELECT sum(cost_usd), sum(attempts) FROM datasets").fetchone()
+    cost, attempts, gen_s = con.execute("SELECT sum(cost_usd), sum(attempts), sum(latency_s) FROM datasets").fetchone()
     train_s = con.execute("SELECT sum(wall_s) FROM training_runs").fetchone()[0]
     student_s, items = con.execute("SELECT sum(latency_s), count(*) FROM eval_items WHERE kind = 'student'").fetchone()
+    intrinsic_s, scored = con.execute("SELECT sum(compute_s), sum(instances) FROM intrinsic").fetchone()
     con.close()
     stages = {r[0]: r[1:] for r in table_rows(section(page, "cost"), "stage-costs")}
     assert list(stages) == ["generation", "training", "evaluation: base and reference", "evaluation: generators",
-                            "evaluation: students"]
+                            "evaluation: students", "intrinsic: reward, perplexity, embeddings"]
     assert stages["generation"][1] == f"{attempts:,}" and stages["generation"][4] == f"${cost:,.2f}"
+    assert gen_s == 2.0 * 27 and stages["generation"][3] == f"{gen_s:,.1f} s"
     assert stages["training"][3] == f"{train_s:,.1f} s"
     assert stages["evaluation: students"][1:4:2] == [f"{items:,}", f"{student_s:,.1f} s"]
+    assert intrinsic_s == 1.0 * 27 and stages["intrinsic: reward, perplexity, embeddings"][1:4:2] == [
+        f"{scored:,}", f"{intrinsic_s:,.1f} s"]
     per_dataset = table_rows(section(page, "cost"), "dataset-costs")
     assert len(per_dataset) == 27 and per_dataset[0][:3] == ["alpha", "IG math", "6"]
+    assert per_dataset[0][6] == "2.0 s"
     # Canary: a wrong total is not what the page shows.
     assert stages["generation"][4] != f"${cost + 0.01:,.2f}"
 
 
 def test_stage_costs_book_the_judges_and_an_unrecorded_cost_stays_unknown(tmp_path):
     from agorabench.report.data import load_report_data
-    from agorabench.report.page import BLANK, stage_cost_table, usd
+    from agorabench.report.page import BLANK, seconds, stage_cost_table, usd
 
     paths = write_tree(tmp_path / "tree", ("alpha",))
     eval_dir, intrinsic_dir = Path(paths.params.evaluation.output_dir), Path(paths.params.intrinsic.output_dir)
@@ -175,10 +180,10 @@ def test_stage_costs_book_the_judges_and_an_unrecorded_cost_stays_unknown(tmp_pa
     for p in judged:
         score = json.loads(p.read_text())
         p.write_text(json.dumps({**score, "judge": "j", "judge_usage": {
-            "requests": 20, "input_tokens": 1000, "output_tokens": 10, "cost_usd": 0.25}}))
+            "requests": 20, "input_tokens": 1000, "output_tokens": 10, "cost_usd": 0.25, "latency_s": 4.0}}))
     summaries = sorted(intrinsic_dir.glob("*/*/*.summary.json"))
     judge = {"judge": "j", "model": "m", "difficulty": 2.5, "quality": 4.0, "failures": {}, "verdicts": "text",
-             "usage": {"requests": 6, "input_tokens": 600, "output_tokens": 6, "cost_usd": 0.5}}
+             "usage": {"requests": 6, "input_tokens": 600, "output_tokens": 6, "cost_usd": 0.5, "latency_s": 1.5}}
     for p in summaries:
         p.write_text(json.dumps({**json.loads(p.read_text()), "judges": [judge]}))
 
@@ -188,13 +193,23 @@ def test_stage_costs_book_the_judges_and_an_unrecorded_cost_stays_unknown(tmp_pa
 
     got = stages()
     assert got["evaluation: judges"][1:6] == [f"{len(judged)}", f"{20 * len(judged):,}", f"{1010 * len(judged):,}",
-                                              BLANK, usd(0.25 * len(judged))]
+                                              seconds(4.0 * len(judged)), usd(0.25 * len(judged))]
     assert got["intrinsic: judges"][1:6] == [f"{len(summaries)}", f"{6 * len(summaries):,}",
-                                             f"{606 * len(summaries):,}", BLANK, usd(0.5 * len(summaries))]
-    # Canary: one summary written before costs were kept makes the intrinsic total unknown, not too low.
-    summaries[0].write_text(json.dumps({**json.loads(summaries[0].read_text()), "judges": [{**judge, "usage": None}]}))
+                                             f"{606 * len(summaries):,}", seconds(1.5 * len(summaries)),
+                                             usd(0.5 * len(summaries))]
+    assert got["intrinsic: reward, perplexity, embeddings"][4] == seconds(1.0 * len(summaries))
+    # Canary: one summary written before costs were kept makes the intrinsic total unknown, not too low;
+    # so does one without its models' times.
+    first = json.loads(summaries[0].read_text())
+    summaries[0].write_text(json.dumps({**first, "judges": [{**judge, "usage": None}], "seconds": None}))
+    # A dataset without its generation time (an import) is counted apart, the others' time still shown.
+    manifests = sorted(Path(paths.params.generation.output_dir).glob("*/*/*.manifest.json"))
+    assert got["generation"][4] == seconds(2.0 * len(manifests))
+    manifests[0].write_text(json.dumps({**json.loads(manifests[0].read_text()), "latency_s": None}))
     got = stages()
+    assert got["generation"][4] == seconds(2.0 * (len(manifests) - 1)) + " + 1 unknown"
     assert got["intrinsic: judges"][2:6] == [BLANK, BLANK, BLANK, BLANK]
+    assert got["intrinsic: reward, perplexity, embeddings"][4] == BLANK
     assert got["evaluation: judges"][5] == usd(0.25 * len(judged))
 
 

@@ -44,8 +44,8 @@ class BenchmarkScores(Record):
     # the judgements read from the text instead (Arena-Hard: games, AlpacaEval: items).
     judge_verdicts: str | None = None
     judge_fallbacks: int | None = None
-    # What the judge's verdicts cost: requests, input_tokens, output_tokens, cost_usd, answers from the
-    # request store at what they cost when asked (models/answering.py judge_usage). None: no judge.
+    # What the judge's verdicts cost: requests, input_tokens, output_tokens, cost_usd, latency_s, answers
+    # from the request store at what they cost when asked (models/answering.py judge_usage). None: no judge.
     judge_usage: dict[str, Any] | None = None
     isolation: str | None       # the sandbox's isolation level (code benchmarks)
     no_answer: int              # items whose answer the endpoint never gave

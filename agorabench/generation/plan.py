@@ -243,6 +243,7 @@ class SettingPlan:
             cost_usd=round(sum(o.completion.cost_usd for o in self.outcomes), 8),
             input_tokens=sum(o.completion.input_tokens for o in self.outcomes),
             output_tokens=sum(o.completion.output_tokens for o in self.outcomes),
+            latency_s=round(sum(o.completion.latency_s for o in self.outcomes), 3),
             prompt_format=self.fmt, prompt_file=prompt_file(self.method, self.domain, self.fmt),
             prompt_set_sha256=self.prompts.sha256, sampling=self.sampling,
             seed=self.params.generation.seed, seed_source=self.params.seeds.source,

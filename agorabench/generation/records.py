@@ -77,6 +77,10 @@ class DatasetManifest(Record):
     num_seeds: int | None
     seeds_sha256: str | None
     versions: dict[str, str]
+    # Seconds the generator took to answer every attempt, summed (answers cached in the request store at
+    # what they took when asked, so a resumed or repeated run writes the same). None: unknown (an import, a
+    # scaling prefix, a manifest written before it was recorded).
+    latency_s: float | None = None
     subset_of: dict | None = None  # a scaling prefix: the larger dataset it was cut from
     source: dict | None = None     # an imported dataset: where it came from
 

@@ -61,6 +61,9 @@ def write_prefix(params: Params, generator: str, domain: str, method: str, size:
         "attempts": len(rows) + len(rejected), "rejections": dict(sorted(reasons.items())),
         "cost_usd": total("cost_usd", 8), "input_tokens": total("input_tokens"),
         "output_tokens": total("output_tokens"),
+        # Instances carry no latency (it would make a regenerated dataset differ byte for byte and train again),
+        # so the prefix's share of the time is unknown.
+        "latency_s": None,
         "subset_of": {"generator": generator, "path": str(src["data"]), "num_valid": source.num_valid,
                       "cost_usd": source.cost_usd},
     })

@@ -33,7 +33,7 @@ class JudgeSummary(Record):
     failures: dict[str, dict[str, int]]   # per metric: judge_error / parse_error counts
     verdicts: str                   # "logprobs" or "text", as judge_verdicts
     fallbacks: dict[str, int] | None = None  # as judge_fallbacks
-    # What its verdicts cost: requests, input_tokens, output_tokens, cost_usd (models/answering.py
+    # What its verdicts cost: requests, input_tokens, output_tokens, cost_usd, latency_s (models/answering.py
     # judge_usage; a field is None where unknown). None: a summary written before it was recorded.
     usage: dict[str, Any] | None = None
 
@@ -60,4 +60,8 @@ class IntrinsicSummary(Record):
     judge_fallbacks: dict[str, int] | None = None
     # Every judge's means, in the order of intrinsic.judges (None: written before there were several).
     judges: list[JudgeSummary] | None = None
+    # Seconds each model metric (reward, perplexity, diversity) took to compute, each result at what it took
+    # when computed (the cache keeps it), so a re-run from the cache writes the same; a value is None where
+    # a cached result did not say. The judges' time is in judges[].usage. None: written before it was kept.
+    seconds: dict[str, float | None] | None = None
     config: dict[str, Any]          # the intrinsic section it ran with

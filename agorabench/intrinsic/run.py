@@ -62,19 +62,34 @@ def _mean(values) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def _cached_or_computed(cache: ResultCache, metric: str, keys: list[str], compute, cacheable) -> tuple[list[dict], int]:
+def _cached_or_computed(cache: ResultCache, metric: str, keys: list[str], compute, cacheable,
+                        timed: bool = False) -> tuple[list[dict], int]:
     """Results for every key: cached ones from the cache, the rest from compute(indices) (stored when
-    cacheable(result)). Duplicate keys are computed once. Returns (results, number computed)."""
+    cacheable(result)). Duplicate keys are computed once. Returns (results, number computed).
+    timed: each fresh result gets "seconds", its share of compute's wall time, cached with it (so a
+    re-run books a result at what it took when computed; see compute_seconds)."""
     found = cache.get_many(keys)
     todo: dict[str, int] = {}
     for i, k in enumerate(keys):
         if k not in found and k not in todo:
             todo[k] = i
     if todo:
+        started = time.monotonic()
         fresh = compute(list(todo.values()))
+        if timed:
+            share = (time.monotonic() - started) / len(todo)
+            fresh = [{**r, "seconds": round(share, 6)} for r in fresh]
         cache.put_many(metric, [(k, r) for k, r in zip(todo, fresh) if cacheable(r)])
         found.update(zip(todo, fresh))
     return [found[k] for k in keys], len(todo)
+
+
+def compute_seconds(keys: list[str], results: list[dict]) -> float | None:
+    """What a metric's results took to compute, each distinct one once (a repeated instance was computed
+    once); None when a result does not say (cached before times were kept)."""
+    distinct = dict(zip(keys, results))
+    times = [r.get("seconds") for r in distinct.values()]
+    return None if any(t is None for t in times) else round(sum(times), 3)
 
 
 def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: str, judge: JudgeFn | None = None,
@@ -129,7 +144,7 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
     table: dict[str, list] = {"id": [r.id for r in rows]}
     summary: dict = {"generator": generator, "method": method, "domain": domain, "n": len(rows),
                      "metrics": list(metrics), "dataset_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                     "computed": {}, "failures": {}, "models": {}}
+                     "computed": {}, "failures": {}, "models": {}, "seconds": {}}
     sessions: list = []
     with ResultCache(cfg.cache_db) as cache:  # opened before the first line: a bad cache is the only one printed
         log(f"intrinsic {generator}/{method}/{domain}: {len(rows)} instances, metrics {', '.join(metrics) or 'none'}")
@@ -163,7 +178,8 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
                                    max_length=cfg.reward_max_length, device=device,
                                    trust_remote_code=cfg.trust_remote_code)
 
-                res, computed = _cached_or_computed(cache, "reward", keys, compute, lambda r: True)
+                res, computed = _cached_or_computed(cache, "reward", keys, compute, lambda r: True, timed=True)
+                summary["seconds"]["reward"] = compute_seconds(keys, res)
                 table["reward"] = [r["reward"] for r in res]
                 table["reward_truncated"] = [r["truncated"] for r in res]
                 summary["reward"] = _mean(table["reward"])
@@ -188,7 +204,8 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
                                         batch_size=cfg.perplexity_batch_size, max_length=cfg.perplexity_max_length,
                                         device=device)
 
-                res, computed = _cached_or_computed(cache, "perplexity", keys, compute, lambda r: True)
+                res, computed = _cached_or_computed(cache, "perplexity", keys, compute, lambda r: True, timed=True)
+                summary["seconds"]["perplexity"] = compute_seconds(keys, res)
                 for col in ("perplexity", "nll_sum", "response_tokens"):
                     table[col] = [r[col] for r in res]
                 table["perplexity_truncated"] = [r["truncated"] for r in res]
@@ -208,7 +225,7 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
                 name = embed_name or cfg.embedding_model
                 embedder = embed or sentence_embedder(cfg.embedding_model, batch_size=cfg.embedding_batch_size,
                                                       device=device, trust_remote_code=cfg.trust_remote_code)
-                computed = 0
+                computed, took = 0, []
                 for side, texts in (("instruction", [i for i, _ in pairs]), ("response", [r for _, r in pairs])):
                     digest = hashlib.sha256("\0".join(hashlib.sha256(t.encode()).hexdigest()
                                                       for t in texts).encode()).hexdigest()
@@ -220,11 +237,14 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
                         return [{"diversity": value,
                                  "per_item": [None if math.isnan(x) else float(x) for x in per_item]}]
 
-                    (res,), n = _cached_or_computed(cache, "diversity", [key], compute, lambda r: True)
+                    (res,), n = _cached_or_computed(cache, "diversity", [key], compute, lambda r: True,
+                                                    timed=True)
                     computed += n
+                    took.append(res.get("seconds"))
                     summary[f"{side}_diversity"] = res["diversity"]
                     table[f"{side}_distance"] = res["per_item"]
                 summary["computed"]["diversity"] = computed
+                summary["seconds"]["diversity"] = None if None in took else round(sum(took), 3)
                 summary["models"]["embedding"] = name
         finally:
             for session in sessions:

@@ -65,11 +65,14 @@ def chat_sampling(decoding: Decoding, overrides: dict | None = None) -> dict:
     return {k: v for k, v in s.items() if v is not None}
 
 
-USAGE_FIELDS = ("input_tokens", "output_tokens", "cost_usd")
+# What a reply cost: its tokens, its price and how long it took (latency_s: the seconds from sending the
+# request to the whole answer; answers run side by side overlap, so a sum of them is answering time, not
+# wall time).
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cost_usd", "latency_s")
 
 
 def judge_usage(replies: Sequence) -> dict:
-    """What a judge's replies cost: {"requests", "input_tokens", "output_tokens", "cost_usd"}, summed over
+    """What a judge's replies cost: {"requests", *USAGE_FIELDS}, summed over
     the replies it gave (a failure, None, cost nothing it recorded). A reply that is bare text (a judge
     function of the user's) has no usage: the sums are then None, unknown rather than too low. Cached
     replies count at what they cost when they were asked, so a re-run books the same figures; the same

@@ -44,11 +44,12 @@ class ReportData:
     scores: list[dict] = field(default_factory=list)        # one per model and benchmark, with score_lo/score_hi
     has_intervals: bool = False                              # the database has the score_interval view
     datasets: list[dict] = field(default_factory=list)      # cost_dataset + datasets columns, one per dataset
+    intrinsic_models: list[dict] = field(default_factory=list)  # intrinsic: runs, instances, seconds (0 or 1 row)
     rejections: list[dict] = field(default_factory=list)    # generator, method, domain, reason, count
     samples: list[dict] = field(default_factory=list)       # the first SAMPLES instances of every dataset
     training: list[dict] = field(default_factory=list)      # training_runs: generator, method, domain, wall_s, ...
     eval_time: list[dict] = field(default_factory=list)     # per model: items, answer seconds, tokens
-    judging: list[dict] = field(default_factory=list)       # per judged stage kind: runs, requests, tokens, USD
+    judging: list[dict] = field(default_factory=list)       # per judged stage kind: runs, requests, tokens, USD, s
     # (generator, other) -> share of the bootstrap replicates in which generator's overall PGR is above other's
     rank: dict[tuple[str, str], float] = field(default_factory=dict)
     replicates: int = 0                           # bootstrap replicates behind the intervals (0: none)
@@ -196,7 +197,7 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
     benchmarks = [*order, *sorted({r["benchmark"] for r in scores} - set(order))]
     datasets = _rows(con, """
         SELECT c.generator, c.method, c.domain, d.num_requested, c.instances AS num_valid, c.attempts, d.rejected,
-               c.input_tokens, c.output_tokens, c.cost_usd
+               c.input_tokens, c.output_tokens, c.cost_usd, d.latency_s
         FROM cost_dataset c JOIN datasets d USING (generator, method, domain) ORDER BY generator, method, domain""")
     rejections = _rows(con, "SELECT generator, method, domain, reason, count FROM rejections ORDER BY ALL")
     samples = _rows(con, f"""
@@ -212,10 +213,16 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
     known = "CASE WHEN count({0}) = count(*) THEN sum({0}) END AS {1}"
     judging = [r for r in _rows(con, " UNION ALL ".join(
         f"SELECT '{stage}' AS stage, count(*) AS runs, " + ", ".join(
-            known.format(f"{prefix}{c}", c) for c in ("requests", "input_tokens", "output_tokens", "cost_usd"))
+            known.format(f"{prefix}{c}", c) for c in ("requests", "input_tokens", "output_tokens", "cost_usd",
+                                                      "latency_s"))
         + f" FROM {source}"
         for stage, prefix, source in (("intrinsic", "", "intrinsic_judges"),
                                       ("evaluation", "judge_", "scores WHERE judge IS NOT NULL")))) if r["runs"]]
+
+    # The intrinsic stage's own models (reward, perplexity, embeddings): their compute time.
+    intrinsic_models = _rows(con, "SELECT count(*) AS runs, sum(instances) AS instances, "
+                                  + known.format("compute_s", "seconds") + " FROM intrinsic")
+    intrinsic_models = [r for r in intrinsic_models if r["runs"]]
 
     def paper_order(r: dict) -> tuple:  # generator, then method and domain in the paper's order
         return (r["generator"], methods.index(r["method"]) if r["method"] in methods else 99,
@@ -228,7 +235,7 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
         pgr_domain={(r["generator"], r["method"], r["domain"]): r["pgr"] for r in pgr_rows},
         null_reasons=null_reasons, anchors=anchors, cost_points=cost_points, intrinsic=intrinsic, judges=judges, loss=loss,
         untrained=untrained, quantity=quantity, contamination=contamination, benchmarks=benchmarks, scores=scores,
-        has_intervals=has_intervals, datasets=datasets, rejections=rejections, samples=samples, training=training,
+        has_intervals=has_intervals, intrinsic_models=intrinsic_models, datasets=datasets, rejections=rejections, samples=samples, training=training,
         eval_time=eval_time, judging=judging, rank=rank, replicates=replicates,
         pgr_domain_interval={(r["generator"], r["method"], r["domain"]): None if r["pgr_lo"] is None
                              else (r["pgr_lo"], r["pgr_hi"]) for r in pgr_rows})

@@ -235,6 +235,16 @@ def _total(rows: list[dict], key: str) -> float | int | None:
     return sum(known) if known else None
 
 
+def _total_with_unknown(rows: list[dict], key: str, show) -> str:
+    """The sum of the known values, shown, and how many rows do not know theirs (an imported dataset has
+    no generation cost or time): "$1.20 + 2 unknown"."""
+    unknown = sum(r[key] is None for r in rows)
+    known = _total(rows, key)
+    if known is None:
+        return BLANK
+    return show(known) + (f" + {unknown} unknown" if unknown else "")
+
+
 def seconds(v: float | None) -> str:
     if v is None:
         return BLANK
@@ -242,15 +252,19 @@ def seconds(v: float | None) -> str:
 
 
 def stage_cost_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
-    """What each stage cost, from what the results database records: generation its API requests (USD),
-    training its wall time, evaluation the models' answer time, the judges (intrinsic difficulty and
-    quality, AlpacaEval and Arena-Hard) their requests (USD). Empty stages are left out."""
+    """What each stage cost, from what the results database records: generation its requests (USD, and
+    the generator's answer time), training its wall time, evaluation the models' answer time, the intrinsic
+    models their compute time, the judges (intrinsic difficulty and quality, AlpacaEval and Arena-Hard)
+    their requests (USD, reply time). Answer and reply times are latencies summed, so requests answered
+    side by side count each. Empty stages are left out; decontamination (seconds) records no time."""
     header = ["stage", "runs", "requests / items", "tokens (in + out)", "time", "cost", "recorded as"]
     rows = []
     if data.datasets:
         tokens = (_total(data.datasets, "input_tokens") or 0) + (_total(data.datasets, "output_tokens") or 0)
         rows.append(["generation", fmt(len(data.datasets)), fmt(_total(data.datasets, "attempts")), fmt(tokens),
-                     BLANK, usd(_total(data.datasets, "cost_usd")), "manifests: every attempt, rejected ones included"])
+                     _total_with_unknown(data.datasets, "latency_s", seconds),
+                     _total_with_unknown(data.datasets, "cost_usd", usd),
+                     "manifests: every attempt, rejected ones included; the sum of answer latencies"])
     trained = [t for t in data.training if t["trained"]]
     if trained:
         rows.append(["training", fmt(len(trained)), BLANK, fmt(_total(trained, "train_tokens")),
@@ -266,6 +280,9 @@ def stage_cost_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
             tokens = (_total(g, "input_tokens") or 0) + (_total(g, "output_tokens") or 0)
             rows.append([name, fmt(len(g)), fmt(_total(g, "items")), fmt(tokens), seconds(_total(g, "seconds")),
                          BLANK, "evaluated items: the sum of answer latencies"])
+    for m in data.intrinsic_models:
+        rows.append(["intrinsic: reward, perplexity, embeddings", fmt(m["runs"]), fmt(m["instances"]), BLANK,
+                     seconds(m["seconds"]), BLANK, "intrinsic summaries: each result's compute time"])
     # Each dataset or score books its verdicts at what they cost when asked; a verdict two datasets share
     # (the difficulty of an instruction both have) was paid once and is booked in each.
     judged = {"intrinsic": ("intrinsic: judges", "intrinsic_judges: each dataset's verdicts, a verdict two "
@@ -275,13 +292,14 @@ def stage_cost_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
         name, recorded = judged[j["stage"]]
         tokens = None if j["input_tokens"] is None or j["output_tokens"] is None \
             else j["input_tokens"] + j["output_tokens"]
-        rows.append([name, fmt(j["runs"]), fmt(j["requests"]), fmt(tokens), BLANK, usd(j["cost_usd"]), recorded])
+        rows.append([name, fmt(j["runs"]), fmt(j["requests"]), fmt(tokens), seconds(j["latency_s"]),
+                     usd(j["cost_usd"]), recorded])
     return header, rows
 
 
 def dataset_cost_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
     header = ["generator", "setting", "generation requests", "tokens in", "tokens out", "generation cost",
-              "training time", "student answer time"]
+              "generation time", "training time", "student answer time"]
     training = {(t["generator"], t["method"], t["domain"]): t for t in data.training}
     answering = {e["model"]: e for e in data.eval_time if e["kind"] == "student"}
     rows = []
@@ -289,7 +307,7 @@ def dataset_cost_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
         key = (d["generator"], d["method"], d["domain"])
         t, e = training.get(key), answering.get("students/" + "/".join(key))
         rows.append([d["generator"], setting_label(d["method"], d["domain"]), fmt(d["attempts"]),
-                     fmt(d["input_tokens"]), fmt(d["output_tokens"]), usd(d["cost_usd"]),
+                     fmt(d["input_tokens"]), fmt(d["output_tokens"]), usd(d["cost_usd"]), seconds(d["latency_s"]),
                      seconds(t["wall_s"]) if t else BLANK, seconds(e["seconds"]) if e else BLANK])
     return header, rows
 

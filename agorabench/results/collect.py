@@ -174,7 +174,7 @@ def _generated(params: Params, every: list[Setting]) -> tuple[list[dict], list[d
             "complete": m.complete, "shortfall_reason": m.shortfall_reason,
             "attempts": m.attempts, "rejected": sum(m.rejections.values()),
             "input_tokens": m.input_tokens, "output_tokens": m.output_tokens,
-            "cost_usd": _float(m.cost_usd), "prompt_format": m.prompt_format,
+            "cost_usd": _float(m.cost_usd), "latency_s": _float(m.latency_s), "prompt_format": m.prompt_format,
             "prompt_file": m.prompt_file, "prompt_set_sha256": m.prompt_set_sha256,
             "seed": m.seed, "seed_source": m.seed_source, "num_seeds": m.num_seeds,
             "seeds_sha256": m.seeds_sha256, "data_sha256": file_sha256(paths["data"]),
@@ -334,6 +334,7 @@ def _intrinsic(params: Params, every: list[Setting]) -> tuple[list[dict], list[d
         out = {**setting, "summary": _json(summary.model_dump())}
         out.update({m: _float(getattr(summary, m)) for m in INTRINSIC_METRICS})
         out["instances"] = summary.n
+        out["compute_s"] = _compute_seconds(summary)
         summaries.append(out)
         per_judge += [{**setting, "position": i + 1, **j} for i, j in enumerate(_judges(summary))]
     return summaries, per_instance, per_judge
@@ -363,7 +364,15 @@ def _usage(usage: dict | None) -> dict:
     """A judge's usage (models/answering.py judge_usage) as columns; NULL where not recorded."""
     usage = usage or {}
     return {"requests": usage.get("requests"), "input_tokens": usage.get("input_tokens"),
-            "output_tokens": usage.get("output_tokens"), "cost_usd": _float(usage.get("cost_usd"))}
+            "output_tokens": usage.get("output_tokens"), "cost_usd": _float(usage.get("cost_usd")),
+            "latency_s": _float(usage.get("latency_s"))}
+
+
+def _compute_seconds(summary: IntrinsicSummary) -> float | None:
+    """The model metrics' compute time (summary `seconds`), summed; NULL when any part is unknown."""
+    if summary.seconds is None or None in summary.seconds.values():
+        return None
+    return round(sum(summary.seconds.values()), 3)
 
 
 # ---------------------------------------------------------------------------------------------

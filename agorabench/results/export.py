@@ -223,6 +223,8 @@ def _section(e: dict, with_results: bool, repo: str) -> list[str]:
     else:
         lines.append(f"- Cost: {_cost(m.cost_usd)} ({m.input_tokens} input and {m.output_tokens} output tokens, "
                      f"rejected attempts included)")
+    if m.latency_s is not None:  # the generator's answer time, summed over its attempts
+        lines.append(f"- Generation time: {m.latency_s:,.1f} s of answers, rejected attempts included")
     if with_results:
         if res:
             lines.append(f"- PGR (domain): {_num(res.get('pgr'), 1)} over {res.get('pgr_benchmarks')} benchmark(s)")

@@ -80,6 +80,9 @@ TABLES: dict[str, Table] = {
             ("input_tokens", "int", "input tokens of all attempts"),
             ("output_tokens", "int", "output tokens of all attempts"),
             ("cost_usd", "float", "API cost of all attempts, rejected ones included (NULL: unknown, an import)"),
+            ("latency_s", "float", "seconds the generator took to answer all attempts, summed (answers from the "
+                                   "request store at what they took when asked; NULL: unknown, an import or a "
+                                   "scaling prefix)"),
             ("prompt_format", "str", "text | json"),
             ("prompt_file", "str", "meta-prompt file used"),
             ("prompt_set_sha256", "str", "hash of the prompt set"),
@@ -226,6 +229,7 @@ TABLES: dict[str, Table] = {
             ("judge_output_tokens", "int", "the judge's output tokens (NULL: unknown)"),
             ("judge_cost_usd", "float", "the judge's API cost, USD, cached replies at what they cost when asked "
                                         "(NULL: unknown)"),
+            ("judge_latency_s", "float", "seconds the judge took to reply, summed (NULL: unknown)"),
             ("no_answer", "int", "items where the model gave no completion"),
             ("data_version", "str", "version of the benchmark data"),
             ("items_sha256", "str", "hash of the evaluated item ids"),
@@ -284,6 +288,9 @@ TABLES: dict[str, Table] = {
             ("perplexity", "float", "mean response perplexity under the base student"),
             ("instruction_diversity", "float", "mean pairwise cosine distance of instruction embeddings"),
             ("response_diversity", "float", "mean pairwise cosine distance of response embeddings"),
+            ("compute_s", "float", "seconds the model metrics (reward, perplexity, embeddings) took to compute, "
+                                   "cached results at what they took (NULL: unknown); the judges' time is in "
+                                   "intrinsic_judges.latency_s"),
             ("summary", "str", "the whole summary file (JSON), for fields not given a column"),
         )),
     "intrinsic_judges": Table(
@@ -305,6 +312,8 @@ TABLES: dict[str, Table] = {
             ("output_tokens", "int", "the judge's output tokens (NULL: unknown)"),
             ("cost_usd", "float", "the judge's API cost, USD, cached verdicts at what they cost when asked "
                                   "(NULL: unknown)"),
+            ("latency_s", "float", "seconds the judge took to reply, summed over its replies (cached ones at "
+                                   "what they took when asked; NULL: unknown)"),
         )),
     "intrinsic_instances": Table(
         doc="Per-instance intrinsic metrics.",

@@ -88,7 +88,8 @@ def write_tree(root: str | Path, generators: Sequence[str] = GENS, scaling: dict
         manifest = DatasetManifest(
             generator=gen, backend="openai", model=f"{s.generator}-model", domain=domain, method=method,
             num_requested=3, num_valid=3, complete=True, shortfall_reason=None, attempts=4,
-            rejections={"no_answer": 1}, cost_usd=0.004, input_tokens=420, output_tokens=210, prompt_format="text",
+            rejections={"no_answer": 1}, cost_usd=0.004, input_tokens=420, output_tokens=210, latency_s=2.0,
+            prompt_format="text",
             prompt_file=f"{method}_{domain}.txt", prompt_set_sha256="x", sampling={"t": 1}, seed=42,
             seed_source="offline", num_seeds=10, seeds_sha256="y", versions={"agorabench": "0"})
         write_dataset(s.dataset(params), rows, [], manifest)
@@ -114,7 +115,8 @@ def write_tree(root: str | Path, generators: Sequence[str] = GENS, scaling: dict
             paths["summary"].write_text(IntrinsicSummary(
                 generator=gen, method=method, domain=domain, n=3, metrics=["difficulty", "quality", "perplexity"],
                 dataset_sha256="d", failures={}, models={}, difficulty=2.5, quality=4.0, reward=None, perplexity=4.0,
-                perplexity_token_level=None, instruction_diversity=0.25, response_diversity=0.5, config={}).to_json())
+                perplexity_token_level=None, instruction_diversity=0.25, response_diversity=0.5,
+                seconds={"perplexity": 0.75, "diversity": 0.25}, config={}).to_json())
     # Evaluation: anchors and generators on all six, each student on its domain's two.
     models = [ModelRef("base", "b", "base", 3), ModelRef("reference", "r", "reference", 0)]
     models += [ModelRef("generator", g, f"generators/{g}", 0) for g in generators]
