@@ -157,9 +157,9 @@ def test_score_from_logprobs_gives_way_to_the_text_where_it_cannot_read():
     asked.clear()
     rows = judge_scores("quality", "code", [("i", "r")] * 6, judge, reasoning=False)
     assert asked == [0] and rows[4] == {"score": 2, "verdict": "ok", "raw": "2", "source": "text",
-                                        "input_tokens": 10, "output_tokens": 1, "cost_usd": 0.0}
+                                        "input_tokens": 10, "output_tokens": 1, "cost_usd": 0.0, "latency_s": 0.0}
     # A judge that answers bare text leaves what its verdicts cost unknown.
-    assert rows[2]["cost_usd"] is None and rows[2]["score"] == 5
+    assert rows[2]["cost_usd"] is None and rows[2]["latency_s"] is None and rows[2]["score"] == 5
 
 
 def test_verdict_only_prompt_asks_for_the_score_alone_and_keys_its_own_version():
