@@ -576,3 +576,12 @@ def test_prefect_flow_runs_one_task_per_dataset(tmp_path, tiny_student, prefect_
     out = intrinsic("fake", domains=["math"], methods=["response_generation"], params_file=str(path))
     assert list(out) == ["response_generation/math"] and out["response_generation/math"]["n"] == 5
     assert (tmp_path / "intrinsic/fake/response_generation/math.summary.json").is_file()
+
+
+def test_compute_seconds_counts_a_repeated_result_once_and_an_untimed_one_as_unknown():
+    from agorabench.intrinsic.run import compute_seconds
+
+    # "a" twice: one instance repeated in the dataset, computed (and timed) once.
+    assert compute_seconds(["a", "a", "b"], [{"seconds": 1.0}, {"seconds": 1.0}, {"seconds": 2.0}]) == 3.0
+    # Canary: a result cached before times were kept makes the metric's time unknown, not too low.
+    assert compute_seconds(["a", "b"], [{"seconds": 1.0}, {"reward": 0.5}]) is None

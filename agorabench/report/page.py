@@ -282,7 +282,8 @@ def stage_cost_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
                          BLANK, "evaluated items: the sum of answer latencies"])
     for m in data.intrinsic_models:
         rows.append(["intrinsic: reward, perplexity, embeddings", fmt(m["runs"]), fmt(m["instances"]), BLANK,
-                     seconds(m["seconds"]), BLANK, "intrinsic summaries: each result's compute time"])
+                     seconds(m["seconds"]), BLANK, "intrinsic summaries: each result's compute time, a result two "
+                                                      "datasets share in both"])
     # Each dataset or score books its verdicts at what they cost when asked; a verdict two datasets share
     # (the difficulty of an instruction both have) was paid once and is booked in each.
     judged = {"intrinsic": ("intrinsic: judges", "intrinsic_judges: each dataset's verdicts, a verdict two "

@@ -369,8 +369,9 @@ def _usage(usage: dict | None) -> dict:
 
 
 def _compute_seconds(summary: IntrinsicSummary) -> float | None:
-    """The model metrics' compute time (summary `seconds`), summed; NULL when any part is unknown."""
-    if summary.seconds is None or None in summary.seconds.values():
+    """The model metrics' compute time (summary `seconds`), summed; NULL when any part is unknown or no
+    model metric ran (nothing to time is not a time of 0)."""
+    if not summary.seconds or None in summary.seconds.values():
         return None
     return round(sum(summary.seconds.values()), 3)
 

@@ -81,8 +81,8 @@ TABLES: dict[str, Table] = {
             ("output_tokens", "int", "output tokens of all attempts"),
             ("cost_usd", "float", "API cost of all attempts, rejected ones included (NULL: unknown, an import)"),
             ("latency_s", "float", "seconds the generator took to answer all attempts, summed (answers from the "
-                                   "request store at what they took when asked; NULL: unknown, an import or a "
-                                   "scaling prefix)"),
+                                   "request store at what they took when asked; NULL: unknown, an import, a "
+                                   "scaling prefix or a manifest written before it was kept)"),
             ("prompt_format", "str", "text | json"),
             ("prompt_file", "str", "meta-prompt file used"),
             ("prompt_set_sha256", "str", "hash of the prompt set"),
@@ -289,8 +289,8 @@ TABLES: dict[str, Table] = {
             ("instruction_diversity", "float", "mean pairwise cosine distance of instruction embeddings"),
             ("response_diversity", "float", "mean pairwise cosine distance of response embeddings"),
             ("compute_s", "float", "seconds the model metrics (reward, perplexity, embeddings) took to compute, "
-                                   "cached results at what they took (NULL: unknown); the judges' time is in "
-                                   "intrinsic_judges.latency_s"),
+                                   "cached results at what they took (NULL: unknown, or no model metric ran); "
+                                   "the judges' time is in intrinsic_judges.latency_s"),
             ("summary", "str", "the whole summary file (JSON), for fields not given a column"),
         )),
     "intrinsic_judges": Table(
