@@ -235,7 +235,8 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
         pgr_domain={(r["generator"], r["method"], r["domain"]): r["pgr"] for r in pgr_rows},
         null_reasons=null_reasons, anchors=anchors, cost_points=cost_points, intrinsic=intrinsic, judges=judges, loss=loss,
         untrained=untrained, quantity=quantity, contamination=contamination, benchmarks=benchmarks, scores=scores,
-        has_intervals=has_intervals, intrinsic_models=intrinsic_models, datasets=datasets, rejections=rejections, samples=samples, training=training,
+        has_intervals=has_intervals, intrinsic_models=intrinsic_models, datasets=datasets, rejections=rejections,
+        samples=samples, training=training,
         eval_time=eval_time, judging=judging, rank=rank, replicates=replicates,
         pgr_domain_interval={(r["generator"], r["method"], r["domain"]): None if r["pgr_lo"] is None
                              else (r["pgr_lo"], r["pgr_hi"]) for r in pgr_rows})
