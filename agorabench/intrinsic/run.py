@@ -225,7 +225,7 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
                 name = embed_name or cfg.embedding_model
                 embedder = embed or sentence_embedder(cfg.embedding_model, batch_size=cfg.embedding_batch_size,
                                                       device=device, trust_remote_code=cfg.trust_remote_code)
-                computed, took = 0, []
+                computed, side_keys, side_results = 0, [], []
                 for side, texts in (("instruction", [i for i, _ in pairs]), ("response", [r for _, r in pairs])):
                     digest = hashlib.sha256("\0".join(hashlib.sha256(t.encode()).hexdigest()
                                                       for t in texts).encode()).hexdigest()
@@ -240,11 +240,12 @@ def intrinsic_for_dataset(params: Params, generator: str, domain: str, method: s
                     (res,), n = _cached_or_computed(cache, "diversity", [key], compute, lambda r: True,
                                                     timed=True)
                     computed += n
-                    took.append(res.get("seconds"))
+                    side_keys.append(key)
+                    side_results.append(res)
                     summary[f"{side}_diversity"] = res["diversity"]
                     table[f"{side}_distance"] = res["per_item"]
                 summary["computed"]["diversity"] = computed
-                summary["seconds"]["diversity"] = None if None in took else round(sum(took), 3)
+                summary["seconds"]["diversity"] = compute_seconds(side_keys, side_results)
                 summary["models"]["embedding"] = name
         finally:
             for session in sessions:
