@@ -1,12 +1,15 @@
 """Shared test set-up: offline, quiet, one thread for torch, one Prefect harness per session."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # Before anything imports torch, prefect, dvc or huggingface_hub.
 os.environ["OMP_NUM_THREADS"] = "1"
 _home = tempfile.mkdtemp(prefix="agora-test-home-")
+atexit.register(shutil.rmtree, _home, ignore_errors=True)  # the session's Prefect database and caches go with it
 os.environ.setdefault("PREFECT_HOME", os.path.join(_home, "prefect"))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("DVC_SITE_CACHE_DIR", os.path.join(_home, "dvc-site"))
