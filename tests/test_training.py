@@ -251,10 +251,11 @@ def test_accelerate_fsdp_config_dry_run(tmp_path, tiny_student):
 
 @pytest.mark.slow
 def test_accelerate_launch_trains_one_student_in_two_processes(tmp_path, tiny_student):
-    """`agora train --accelerate` for real, with the shipped config set to 2 processes on this CPU:
-    accelerate runs it as data parallel over gloo (FSDP needs accelerators; on a CPU it launches
-    MULTI_CPU). Each process takes its share of every batch, so an epoch has half the steps of one
-    process (the canary, trained here in one process); rank 0 writes the one checkpoint, which loads."""
+    """`agora train --accelerate` for real, with the shipped FSDP config set to 2 processes on this CPU:
+    FSDP2 over gloo, the weights sharded across the processes (accelerate alone would run the config as
+    plain data parallel on a CPU; the canary launches that). Each process takes its share of every
+    batch, so an epoch has half the steps of one process (trained here in one process); rank 0 writes
+    the one checkpoint, gathered from the shards, which loads."""
     import socket
 
     import yaml
@@ -279,8 +280,20 @@ def test_accelerate_launch_trains_one_student_in_two_processes(tmp_path, tiny_st
     metrics = json.loads(setting.train_logs(params)["metrics"].read_text())
     # 8 examples, 4 per process and step, 2 epochs: 2 steps in two processes, 4 in one.
     assert metrics["trained"] and metrics["examples"] == 8 and metrics["steps"] == 2
+    record = json.loads((setting.checkpoint(params) / "student.json").read_text())
+    assert record["parallelism"] == {"distributed_type": "FSDP", "processes": 2, "sharded": True}
     model, _ = load_model(str(setting.checkpoint(params)))
     assert model.config.hidden_size == 32
+    assert model.model.embed_tokens.weight.shape[0] == model.config.vocab_size  # gathered whole, not a shard
+    # Canary: the same launch with a data-parallel config keeps every weight whole in each process.
+    (tmp_path / "ddp").mkdir()
+    ddp_params = make_params(tmp_path / "ddp", tiny_student)
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump({**config, "distributed_type": "MULTI_GPU"}))  # plain DDP, on this CPU over gloo
+    result = CliRunner().invoke(app, ["train", "-g", "fake", "-d", "math", "-m", "response_generation",
+                                      "--params", str(tmp_path / "ddp/params.yaml"), "--accelerate", str(tmp_path / "ddp.yaml")])
+    assert result.exit_code == 0, result.output
+    ddp = json.loads((setting.checkpoint(ddp_params) / "student.json").read_text())
+    assert ddp["parallelism"] == {"distributed_type": "MULTI_CPU", "processes": 2, "sharded": False}
     (tmp_path / "alone").mkdir()
     alone = train_student(make_params(tmp_path / "alone", tiny_student), "fake", "math", "response_generation")
     assert alone["steps"] == 4

@@ -32,10 +32,14 @@ class StudentRecord(Record):
     examples_sha256: str
     training: dict | None = None          # the training section (trained students)
     versions: dict[str, str] | None = None
+    # A launch over several processes: {"distributed_type": "FSDP", "MULTI_GPU"..., "processes": N,
+    # "sharded": whether the weights were split across the processes}.
+    parallelism: dict | None = None
 
     def to_json(self, **kw) -> str:
-        # An untrained student's file has no training section or versions, a trained one's no reason.
-        return super().to_json(omit_none=("untrained_reason", "training", "versions"), **kw)
+        # An untrained student's file has no training section or versions, a trained one's no reason;
+        # a single-process student's none of parallelism.
+        return super().to_json(omit_none=("untrained_reason", "training", "versions", "parallelism"), **kw)
 
 
 def student_record(checkpoint: str | Path) -> StudentRecord | None:

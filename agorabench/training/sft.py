@@ -270,6 +270,18 @@ def build_trainer(params: Params, examples: list[dict], output_dir: str, model_p
 # ---------------------------------------------------------------------------------------------
 
 
+def _parallelism(trainer) -> dict | None:
+    """How a launch over several processes trained: accelerate's distributed type (FSDP, MULTI_GPU...),
+    the number of processes, and whether the weights were sharded across them (FSDP2 turns each into
+    a DTensor). None for one process, so a single-process student's record is as before."""
+    acc = trainer.accelerator
+    if acc.num_processes == 1:
+        return None
+    sharded = any(type(p).__name__ == "DTensor" for p in trainer.model.parameters())
+    return {"distributed_type": getattr(acc.distributed_type, "value", str(acc.distributed_type)),
+            "processes": acc.num_processes, "sharded": sharded}
+
+
 def _rerun(setting: Setting) -> str:
     return f"`agora train --generator {setting.name} --domain {setting.domain} --method {setting.method}`"
 
@@ -381,6 +393,7 @@ def train_student(params: Params, generator: str, domain: str, method: str, *,
         lora=params.training.lora is not None, system_prompt=params.student.system_prompt,
         training=params.training.model_dump(mode="json"), **info,
         versions={"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+        parallelism=_parallelism(trainer),
     )
     _save_student(trainer, params, setting.checkpoint(params), student, rerun)
     metrics = TrainingMetrics(
@@ -426,6 +439,36 @@ def launch_command(config_file: str, generator: str, domain: str, method: str, p
             "--params", params_file]
 
 
+def fsdp_without_accelerators() -> bool:
+    """Let an FSDP launch on a machine without accelerators shard for real. accelerate (1.15) turns
+    FSDP on only for accelerator backends: on a CPU it would quietly run the FSDP config as plain data
+    parallel. torch's FSDP2 shards over gloo on a CPU, so the state accelerate builds is switched to
+    FSDP with the plugin the Accelerator made from the launch's environment. That lets the tests and a
+    CPU rehearsal run the paper profile's FSDP path. Returns whether the switch was installed."""
+    import os
+
+    import torch
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() != "true" or torch.cuda.is_available():
+        return False
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType
+
+    accelerator_state_init = AcceleratorState.__init__
+
+    def init(self, *args, fsdp_plugin=None, **kwargs):
+        accelerator_state_init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        # Every later AcceleratorState() copies the process state (MULTI_CPU) back over the shared
+        # one, so the switch is made again each time, with the plugin the first call kept.
+        plugin = fsdp_plugin or getattr(self, "fsdp_plugin", None)
+        if self.distributed_type == DistributedType.MULTI_CPU and plugin is not None:
+            self.distributed_type = DistributedType.FSDP
+            self.fsdp_plugin = plugin
+
+    AcceleratorState.__init__ = init
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """What `accelerate launch` runs in each of its processes (launch_command): one training, no Prefect
     (the flow that started the launch is the run's record)."""
@@ -439,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", required=True)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
+    fsdp_without_accelerators()
     try:
         train_student(load_params(args.params), args.generator, args.domain, args.method)
     except (ParamsError, StorageError) as e:
