@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from agorabench.config import Params, ParamsError
 from agorabench.files import StorageError
 from agorabench.setting import Setting
-from agorabench.training.sft import launch_command, train_student, training_examples
+from agorabench.training.sft import launch_command, run_launch, train_student, training_examples
 
 
 def _retry_unless_config_error(task, task_run, state) -> bool:
@@ -33,13 +33,11 @@ def accelerate_train(params: Params, generator: str, domain: str, method: str, p
                      config_file: str) -> dict:
     """`accelerate launch` of the training (one process per GPU); an empty dataset trains nothing and
     needs no launch."""
-    import subprocess
-
     examples, _ = training_examples(params, generator, domain, method)
     if not examples:
         return train_student(params, generator, domain, method)
     command = launch_command(config_file, generator, domain, method, params_file)
-    rc = subprocess.call(command)
+    rc = run_launch(command)
     if rc != 0:
         raise RuntimeError(f"`{' '.join(command)}` failed with exit code {rc}; its output is above")
     return json.loads(Setting(generator, method, domain).train_logs(params)["metrics"].read_text())

@@ -1,5 +1,5 @@
 """A killed `agora run` (even kill -9) takes DVC and the stage command DVC is running with it:
-pipeline.repro starts DVC under local_server.GROUP_LAUNCHER."""
+pipeline.repro starts DVC under models/launchers.py's GROUP_LAUNCHER."""
 from __future__ import annotations
 
 import os
@@ -14,7 +14,7 @@ import pytest
 # Stands in for `agora run`: starts a "DVC" that starts a long "stage", prints the stage's pid, waits.
 RUN = r"""
 import os, subprocess, sys, time
-from agorabench.models.servers import GROUP_LAUNCHER
+from agorabench.models.launchers import GROUP_LAUNCHER
 stage = "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); print(p.pid, flush=True); p.wait()"
 cmd = [sys.executable, "-c", stage]
 if sys.argv[1] == "launcher":
@@ -67,7 +67,7 @@ def test_kill_9_of_the_run_stops_the_stage():
 def test_sigterm_to_the_launcher_stops_its_group():
     """What pipeline.repro sends when `agora run` is stopped (Ctrl-C, kill): the launcher alone gets
     SIGTERM and takes DVC and the stage with it."""
-    from agorabench.models.servers import GROUP_LAUNCHER
+    from agorabench.models.launchers import GROUP_LAUNCHER
 
     stage_cmd = ("import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; "
                  "time.sleep(120)']); print(p.pid, flush=True); p.wait()")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import orjson
@@ -249,6 +250,83 @@ def test_accelerate_fsdp_config_dry_run(tmp_path, tiny_student):
     assert result.exit_code == 2 and "bad.yaml" in result.output
 
 
+def cpu_accelerate_config(tmp_path: Path, name: str = "cpu.yaml", **changes) -> Path:
+    """The shipped FSDP config set to 2 processes on this CPU, on a rendezvous port of its own
+    (another run's may hold the default)."""
+    import socket
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    config = yaml.safe_load((REPO / "configs/accelerate_fsdp.yaml").read_text())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config.update(num_processes=2, mixed_precision="no", use_cpu=True, main_process_port=port, **changes)
+    (tmp_path / name).write_text(yaml.safe_dump(config))
+    return tmp_path / name
+
+
+def _training_processes(params_file: Path) -> list[int]:
+    """Pids of the `python -m agorabench.training` workers training with `params_file`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b"agorabench.training" in argv and str(params_file).encode() in argv and state not in ("Z", "X"):
+            pids.append(int(proc.name))
+    return pids
+
+
+def _workers_after_kill_9(parent: list[str], params_file: Path, wait_s: float) -> list[int]:
+    """Start `parent` (which starts an accelerate launch), kill -9 it once both workers run, and
+    return the workers still alive `wait_s` seconds later (killed after the look)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_training_processes(params_file)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "the launch did not start two workers"
+            time.sleep(0.2)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + wait_s
+    while _training_processes(params_file) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = _training_processes(params_file)
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    return alive
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_kill_9_of_agora_train_stops_its_accelerate_launch(tmp_path, tiny_student):
+    """A killed `agora train --accelerate` takes its training processes with it (the launch runs in a
+    process group under the group launcher); the canary starts the same launch as a plain child,
+    whose workers go on training after their parent is gone."""
+    from agorabench.training.sft import launch_command
+
+    make_params(tmp_path, tiny_student, num_epochs=1000)  # trains for minutes: still running at the kill
+    params_file = tmp_path / "params.yaml"
+    config = cpu_accelerate_config(tmp_path)
+    agora = str(Path(sys.executable).with_name("agora"))
+    train = ["-g", "fake", "-d", "math", "-m", "response_generation", "--params", str(params_file)]
+    assert _workers_after_kill_9([agora, "train", *train, "--accelerate", str(config)], params_file, 30) == []
+    plain = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+    command = launch_command(str(config), "fake", "math", "response_generation", str(params_file))
+    assert _workers_after_kill_9([sys.executable, "-c", plain, *command], params_file, 3) != []
+
+
 @pytest.mark.slow
 def test_accelerate_launch_trains_one_student_in_two_processes(tmp_path, tiny_student):
     """`agora train --accelerate` for real, with the shipped FSDP config set to 2 processes on this CPU:
@@ -256,23 +334,14 @@ def test_accelerate_launch_trains_one_student_in_two_processes(tmp_path, tiny_st
     plain data parallel on a CPU; the canary launches that). Each process takes its share of every
     batch, so an epoch has half the steps of one process (trained here in one process); rank 0 writes
     the one checkpoint, gathered from the shards, which loads."""
-    import socket
-
-    import yaml
     from typer.testing import CliRunner
 
     from agorabench.models.in_process import load_model
     from agorabench.training.sft import train_student
     from flows.cli import app
-    from tests.conftest import REPO
 
     params = make_params(tmp_path, tiny_student)
-    config = yaml.safe_load((REPO / "configs/accelerate_fsdp.yaml").read_text())
-    with socket.socket() as s:  # a port of its own: another run's rendezvous may hold the default
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config.update(num_processes=2, mixed_precision="no", use_cpu=True, main_process_port=port)
-    (tmp_path / "cpu.yaml").write_text(yaml.safe_dump(config))
+    cpu_accelerate_config(tmp_path)
     result = CliRunner().invoke(app, ["train", "-g", "fake", "-d", "math", "-m", "response_generation",
                                       "--params", str(tmp_path / "params.yaml"), "--accelerate", str(tmp_path / "cpu.yaml")])
     assert result.exit_code == 0, result.output
@@ -288,7 +357,7 @@ def test_accelerate_launch_trains_one_student_in_two_processes(tmp_path, tiny_st
     # Canary: the same launch with a data-parallel config keeps every weight whole in each process.
     (tmp_path / "ddp").mkdir()
     ddp_params = make_params(tmp_path / "ddp", tiny_student)
-    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump({**config, "distributed_type": "MULTI_GPU"}))  # plain DDP, on this CPU over gloo
+    cpu_accelerate_config(tmp_path, "ddp.yaml", distributed_type="MULTI_GPU")  # plain DDP, on this CPU over gloo
     result = CliRunner().invoke(app, ["train", "-g", "fake", "-d", "math", "-m", "response_generation",
                                       "--params", str(tmp_path / "ddp/params.yaml"), "--accelerate", str(tmp_path / "ddp.yaml")])
     assert result.exit_code == 0, result.output

@@ -82,6 +82,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from agorabench.models.launchers import PDEATHSIG_LAUNCHER
 from agorabench.models.packaged import PACKAGED_MODELS, cache_root, gguf_path, resolve_model
 
 __all__ = ["LocalModelServer", "LocalServerError", "local_engine"]
@@ -172,48 +173,6 @@ def _on_gpu() -> bool:
 
     return torch.cuda.is_available()
 
-# Tiny launcher run as the server's first process: it asks the kernel to SIGTERM it if the process that
-# started it dies (even by SIGKILL, where no __exit__ or atexit runs), then execs the real server command,
-# which keeps that setting. Linux only; elsewhere the prctl call is skipped.
-# Caveat of PR_SET_PDEATHSIG: "parent" is the *thread* that started the server, so don't start a server in a
-# short-lived thread and keep using it after that thread ends.
-_DIE_WITH_PARENT = r"""
-try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-except (OSError, AttributeError):
-    pass
-if os.getppid() != int(os.environ.pop("AGORA_LAUNCHER_PARENT_PID")):
-    sys.exit(1)  # the parent already died before prctl took effect
-"""
-PDEATHSIG_LAUNCHER = "import ctypes, os, signal, sys\n" + _DIE_WITH_PARENT + "os.execvp(sys.argv[1], sys.argv[1:])\n"
-
-# The same idea for a command that starts children of its own (DVC, and the stage command DVC runs):
-# started with start_new_session, this launcher leads their process group and stays in it as the parent.
-# When the process that started it dies, even by SIGKILL, the kernel sends it SIGTERM; and a SIGTERM,
-# from there or from anyone, stops the whole group: SIGTERM, up to 20 s to exit, then SIGKILL. Without
-# it, a killed `agora run` left DVC and the stage it was running working on, holding DVC's lock.
-GROUP_LAUNCHER = r"""
-import ctypes, os, signal, subprocess, sys, time
-child = None
-def stop(*_):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    os.killpg(0, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while child is not None and time.monotonic() < deadline:
-        # waitpid, not child.poll(): the main thread is inside child.wait(), which holds the lock
-        # that poll() needs, so poll() would say "running" until the deadline
-        try:
-            if os.waitpid(child.pid, os.WNOHANG)[0]:
-                break
-        except ChildProcessError:
-            break
-        time.sleep(0.1)
-    os.killpg(0, signal.SIGKILL)  # whatever outlived its command, and this launcher with it
-signal.signal(signal.SIGTERM, stop)
-""" + _DIE_WITH_PARENT + r"""
-child = subprocess.Popen(sys.argv[1:])
-sys.exit(child.wait())
-"""
 
 # Servers that are running, so an interpreter that exits without leaving the `with` block still stops them.
 _LIVE: "weakref.WeakSet[LocalModelServer]" = weakref.WeakSet()

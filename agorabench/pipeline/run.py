@@ -46,7 +46,7 @@ def prefect_server(home: str | Path = ".agora/prefect", ui: bool = False, timeou
     port = _free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_UI_ENABLED": "true" if ui else "false", "PREFECT_API_URL": ""}
-    from agorabench.models.servers import PDEATHSIG_LAUNCHER
+    from agorabench.models.launchers import PDEATHSIG_LAUNCHER
 
     log = open(home / "server.log", "ab")
     # The launcher makes the kernel stop the server if this process dies, even by kill -9; SIGTERM
@@ -450,7 +450,7 @@ def _run_dvc(env: dict[str, str], commands: list[list[str]], on_line,
     codes. DVC and the stage command it runs share a
     process group of their own, led by GROUP_LAUNCHER, so stopping the run stops the stage too, and so
     does killing it (kill -9): terminating DVC alone left its running stage orphaned, still working."""
-    from agorabench.models.servers import GROUP_LAUNCHER
+    from agorabench.models.launchers import GROUP_LAUNCHER
 
     env = {**env, "AGORA_LAUNCHER_PARENT_PID": str(os.getpid())}
     # All started from this (the main) thread: the launcher's PR_SET_PDEATHSIG watches the thread that

@@ -439,6 +439,26 @@ def launch_command(config_file: str, generator: str, domain: str, method: str, p
             "--params", params_file]
 
 
+def run_launch(command: list[str]) -> int:
+    """Run an `accelerate launch` (launch_command) in a process group of its own, under the group
+    launcher: if this process dies, even by kill -9, every training process of the launch stops with
+    it (a plain child would leave the launcher and its workers training, holding memory and GPUs)."""
+    import os
+    import signal
+    import subprocess
+
+    from agorabench.models.launchers import GROUP_LAUNCHER
+
+    env = {**os.environ, "AGORA_LAUNCHER_PARENT_PID": str(os.getpid())}
+    proc = subprocess.Popen([sys.executable, "-c", GROUP_LAUNCHER, *command], env=env, start_new_session=True)
+    try:
+        return proc.wait()
+    except BaseException:  # Ctrl-C (the terminal's SIGINT does not reach the new group) or an error
+        os.killpg(proc.pid, signal.SIGTERM)  # the launcher stops the group: SIGTERM, then SIGKILL
+        proc.wait()
+        raise
+
+
 def fsdp_without_accelerators() -> bool:
     """Let an FSDP launch on a machine without accelerators shard for real. accelerate (1.15) turns
     FSDP on only for accelerator backends: on a CPU it would quietly run the FSDP config as plain data
