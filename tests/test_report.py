@@ -10,6 +10,7 @@ import os
 import random
 import re
 import shutil
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -289,12 +290,20 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        # A browser drops connections it no longer needs (a page left, a request cancelled): the
+        # socketserver's traceback for that is noise in the test output. Anything else still prints.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class serve:
     """Serve `folder` on a loopback port in a thread: `with serve(folder) as url: ...`."""
 
     def __init__(self, folder: Path):
         handler = functools.partial(_QuietHandler, directory=str(folder))
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = _QuietServer(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> str:
