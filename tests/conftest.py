@@ -56,6 +56,21 @@ def fake_server():
         yield server
 
 
+def download_from(hub, monkeypatch, cache: Path) -> None:
+    """Point this process's `hf_hub_download` and `datasets.load_dataset` at the loopback Hub `hub`
+    (agorabench.testing.hub_server), online, with a fresh cache: both read their endpoint at import."""
+    import datasets.config
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache / "hub"))
+    monkeypatch.setattr(datasets.config, "HF_ENDPOINT", hub.url)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache / "datasets")
+
+
 def write_params(path: Path, server_url: str, **overrides) -> Path:
     """A params.yaml whose generators talk to the loopback fake server (OpenAI and Anthropic)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -135,6 +135,40 @@ def test_arenahard_v01_is_evaluated_whole_with_hub_seeds(monkeypatch):
     assert len(items) == 500 and items[0].extra["baseline"] == "o3-mini-2025-01-31"
 
 
+def _jsonl(rows: list[dict]) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+
+
+def test_arenahard_v01_is_downloaded_from_the_hub_with_its_commit_and_hashes(monkeypatch, tmp_path):
+    """Arena-Hard v0.1 through the real `hf_hub_download`, over HTTP from a loopback Hub that serves
+    files in the dataset's layout: the items are the download's, and the score's data version names
+    the commit and each file's sha256. Canary: a new commit on the Hub gives a new version."""
+    import hashlib
+
+    from agorabench.testing.hub_server import FakeHubServer
+    from tests.conftest import download_from
+
+    answers = [{"question_id": qid, "model_id": "gpt-4-0314", "choices": [{"index": 0, "turns": [{"content": text}]}]}
+               for qid, text in V01_ANSWERS.items()]
+    answers_file = f"data/arena-hard-v0.1/model_answer/{arenahard.BASELINES[arenahard.V01_CATEGORY]}.jsonl"
+    files = {arenahard.V01_QUESTIONS: _jsonl(V01_ROWS), answers_file: _jsonl(answers)}
+    ev = SimpleNamespace(arenahard_version="v0.1", arenahard_categories=["hard_prompt"])
+    with FakeHubServer() as hub:
+        download_from(hub, monkeypatch, tmp_path)
+        commit = hub.add(f"datasets/{arenahard.HUB_REPO}", files)
+        items = arenahard.v01_items.__wrapped__()
+        assert list(items) == arenahard.v01_questions(V01_ROWS, V01_ANSWERS)
+        version = arenahard.data_version(ev, "hub")
+        for name, data in files.items():
+            assert f"hf://datasets/{arenahard.HUB_REPO}@{commit}/{name} sha256={hashlib.sha256(data).hexdigest()}" in version
+        assert any(r["path"].endswith("/resolve/main/" + arenahard.V01_QUESTIONS) for r in hub.requests)
+        # Canary: the baseline's answers change on the Hub; the recorded version follows.
+        answers[0]["choices"][0]["turns"][0]["content"] = "X:2 T:another tune"
+        new_commit = hub.add(f"datasets/{arenahard.HUB_REPO}", {answers_file: _jsonl(answers)})
+        assert new_commit != commit and f"@{new_commit}/" in arenahard.data_version(ev, "hub") != version
+        assert arenahard.v01_items.__wrapped__()[0].reference == "X:2 T:another tune"
+
+
 def test_arenahard_v01_offline_error_is_one_line(monkeypatch, tmp_path):
     import huggingface_hub.constants
 

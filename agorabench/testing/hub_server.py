@@ -1,5 +1,6 @@
 """A loopback HTTP server that speaks the part of the Hugging Face Hub API that
-`HfApi.create_repo` and `HfApi.upload_folder` use (huggingface_hub 2.4.0), for tests.
+`HfApi.create_repo` and `HfApi.upload_folder` use, and the part that downloads use
+(huggingface_hub 2.4.0, datasets 5.2), for tests.
 
     with FakeHubServer() as hub:
         HfApi(endpoint=hub.url, token="t").create_repo("org/data", repo_type="dataset")
@@ -20,6 +21,19 @@ Endpoints, as the client calls them:
 Every file is answered uploadMode "regular", so its bytes come inline (base64) in the commit. The
 real Hub answers "lfs" for large and binary files, and the client then sends them to Xet storage
 through hf_xet's own protocol; that part is not served here.
+
+Downloads, for `hf_hub_download` and `datasets.load_dataset` (files put there by a push or by
+`hub.add(key, files)`; only the latest commit of a repository, as "main" or by its id):
+  HEAD|GET /{datasets/|spaces/}{org}/{name}/resolve/{rev}/{path}
+                                                 the file, with X-Repo-Commit and ETag (its git oid)
+  GET  /api/{type}s/{org}/{name}[/revision/{rev}] {"id", "sha", "siblings": [{"rfilename"}], ...}
+  GET  /api/{type}s/{org}/{name}/tree/{rev}[/{path}]?recursive=
+                                                 [{"type": "file"|"directory", "path", "size"?, "oid"}]
+  POST /api/{type}s/{org}/{name}/paths-info/{rev} form paths=... -> the same entries, for those paths
+
+The client reads the endpoint from HF_ENDPOINT when huggingface_hub is imported; in a process that
+already imported it, set huggingface_hub.constants.ENDPOINT and HUGGINGFACE_CO_URL_TEMPLATE (and
+datasets.config.HF_ENDPOINT for `load_dataset`).
 """
 from __future__ import annotations
 
@@ -28,8 +42,15 @@ import hashlib
 import json
 import re
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# GET /api/{type}s/org/name[/revision/{rev}] (the repository's info) and .../tree/{rev}[/{path}] (its
+# files), POST .../paths-info/{rev}: what `datasets.load_dataset` and HfFileSystem ask for.
+REPO_API = re.compile(r"^/api/(models|datasets|spaces)/([^/]+/[^/]+)(?:/(revision|tree)/([^/]+)(?:/(.*))?)?$")
+PATHS_INFO = re.compile(r"^/api/(models|datasets|spaces)/([^/]+/[^/]+)/paths-info/([^/]+)$")
+# GET/HEAD /{datasets|spaces/}org/name/resolve/{revision}/{path}: what hf_hub_download asks for.
+RESOLVE_PATH = re.compile(r"^/(?:(datasets|spaces)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 REPO_PATH = re.compile(r"^/api/(models|datasets|spaces)/([^/]+/[^/]+)/(preupload|commit)/([^/?]+)")
 
 
@@ -104,6 +125,74 @@ class FakeHubServer:
                                 "paths": [op["value"]["path"] for op in ops]})
         return 200, {"commitUrl": f"{self.url}/{key}/commit/{oid}", "commitOid": oid, "pullRequestUrl": None}
 
+    def add(self, key: str, files: dict[str, bytes], commit: str | None = None) -> str:
+        """Put `files` (path -> bytes) into repository `key` ("datasets/org/name") as one commit, for
+        clients to download; returns the commit id (`commit`, or one made from the contents)."""
+        repo = self.repos.setdefault(key, {"private": False, "files": {}, "commits": []})
+        repo["files"].update(files)
+        oid = commit or hashlib.sha1(b"".join(_git_oid(files[k]).encode() for k in sorted(files))).hexdigest()
+        repo["commits"].append({"summary": "add", "oid": oid, "paths": sorted(files)})
+        return oid
+
+    def resolve(self, kind: str | None, name: str, revision: str, path: str) -> tuple[str, bytes] | None:
+        """(commit, bytes) of `path` at `revision` ("main" or a commit of the repository), or None."""
+        repo = self.repos.get(f"{kind or 'models'}/{name}")
+        if repo is None or path not in repo["files"] or not repo["commits"]:
+            return None
+        head = repo["commits"][-1]["oid"]
+        if revision not in ("main", head):
+            return None  # only the latest state is kept
+        return head, repo["files"][path]
+
+    def _snapshot(self, kind: str, name: str, revision: str) -> tuple[str, dict[str, bytes]] | None:
+        repo = self.repos.get(f"{kind}/{name}")
+        if repo is None or not repo["commits"] or revision not in ("main", repo["commits"][-1]["oid"]):
+            return None
+        return repo["commits"][-1]["oid"], repo["files"]
+
+    def info(self, kind: str, name: str, revision: str = "main") -> tuple[int, dict]:
+        snap = self._snapshot(kind, name, revision)
+        if snap is None:
+            return 404, {"error": f"Repository {kind}/{name} not found"}
+        commit, files = snap
+        return 200, {"id": name, "sha": commit, "private": False, "disabled": False, "gated": False,
+                     "lastModified": "2026-01-01T00:00:00.000Z", "tags": [], "downloads": 0, "likes": 0,
+                     "siblings": [{"rfilename": path} for path in sorted(files)]}
+
+    def _entries(self, files: dict[str, bytes], paths) -> list[dict]:
+        """Tree entries (files and the folders above them) for `paths`, in order."""
+        folders = {"/".join(f.split("/")[:i]) for f in files for i in range(1, f.count("/") + 1)}
+        out = []
+        for path in paths:
+            if path in files:
+                out.append({"type": "file", "path": path, "size": len(files[path]), "oid": _git_oid(files[path])})
+            elif path in folders:
+                out.append({"type": "directory", "path": path, "oid": hashlib.sha1(path.encode()).hexdigest()})
+        return out
+
+    def tree(self, kind: str, name: str, revision: str, folder: str, recursive: bool) -> tuple[int, list | dict]:
+        """The entries below `folder`: its children, or with `recursive` every file and folder under it."""
+        snap = self._snapshot(kind, name, revision)
+        if snap is None:
+            return 404, {"error": f"Repository {kind}/{name} not found"}
+        files = snap[1]
+        prefix = folder.strip("/") + "/" if folder.strip("/") else ""
+        below: set[str] = set()
+        for path in files:
+            if path.startswith(prefix):
+                parts = path[len(prefix):].split("/")
+                depth = len(parts) if recursive else 1
+                below.update(prefix + "/".join(parts[:i]) for i in range(1, depth + 1))
+        if prefix and not below:
+            return 404, {"error": f"{folder} does not exist"}
+        return 200, self._entries(files, sorted(below))
+
+    def paths_info(self, kind: str, name: str, revision: str, paths: list[str]) -> tuple[int, list | dict]:
+        snap = self._snapshot(kind, name, revision)
+        if snap is None:
+            return 404, {"error": f"Repository {kind}/{name} not found"}
+        return 200, self._entries(snap[1], paths)
+
     # -- HTTP ------------------------------------------------------------------------------------
     def _handler(self):
         hub = self
@@ -124,7 +213,7 @@ class FakeHubServer:
                         self.rfile.readline()
                 return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-            def _send(self, status: int, obj: dict) -> None:
+            def _send(self, status: int, obj: dict | list) -> None:
                 data = json.dumps(obj).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -147,15 +236,54 @@ class FakeHubServer:
                         status, obj = hub.preupload(f"{m.group(1)}/{m.group(2)}", json.loads(raw))
                     elif m:
                         status, obj = hub.commit(f"{m.group(1)}/{m.group(2)}", raw)
+                    elif PATHS_INFO.match(path):
+                        kind, name, rev = PATHS_INFO.match(path).groups()
+                        paths = urllib.parse.parse_qs(raw.decode()).get("paths", [])  # a form, as the client sends it
+                        status, obj = hub.paths_info(kind, name, urllib.parse.unquote(rev), paths)
                     else:
                         status, obj = 404, {"error": f"{path} is not served by FakeHubServer"}
                 self._send(status, obj)
 
+            def _resolve(self, head: bool) -> None:
+                with hub._lock:
+                    hub.requests.append({"method": "HEAD" if head else "GET", "path": self.path,
+                                         "authorization": self.headers.get("Authorization")})
+                    m = RESOLVE_PATH.match(self.path.split("?")[0])
+                    found = hub.resolve(*m.groups()) if m else None
+                if found is None:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound" if m else "RepoNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                commit, data = found
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", commit)
+                self.send_header("ETag", f'"{_git_oid(data)}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(data)
+
+            def do_HEAD(self):
+                self._resolve(head=True)
+
             def do_GET(self):
+                path, _, query = self.path.partition("?")
+                m = REPO_API.match(path)
+                if m is None:
+                    return self._resolve(head=False)
                 with hub._lock:
                     hub.requests.append({"method": "GET", "path": self.path,
                                          "authorization": self.headers.get("Authorization")})
-                self._send(404, {"error": f"{self.path} is not served by FakeHubServer"})
+                    kind, name, what, rev, folder = m.groups()
+                    rev = urllib.parse.unquote(rev or "main")
+                    if what == "tree":
+                        recursive = urllib.parse.parse_qs(query).get("recursive") == ["true"]
+                        status, obj = hub.tree(kind, name, rev, urllib.parse.unquote(folder or ""), recursive)
+                    else:
+                        status, obj = hub.info(kind, name, rev)
+                self._send(status, obj)
 
         return Handler
 
