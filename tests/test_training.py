@@ -2,6 +2,7 @@
 tokenizer and chat template (so the masking is checked with a real template, in seconds)."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
@@ -268,9 +269,10 @@ def cpu_accelerate_config(tmp_path: Path, name: str = "cpu.yaml", **changes) -> 
     return tmp_path / name
 
 
-def _training_processes(params_file: Path) -> list[int]:
-    """Pids of the `python -m agorabench.training` workers training with `params_file`."""
-    pids = []
+def _launch_processes(params_file: Path) -> dict[int, list[bytes]]:
+    """pid -> argv of the live processes of a launch that trains with `params_file`: the group
+    launcher, `accelerate launch` (torchrun's agent) and its workers."""
+    found = {}
     for proc in Path("/proc").iterdir():
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
@@ -278,13 +280,20 @@ def _training_processes(params_file: Path) -> list[int]:
         except (OSError, IndexError):
             continue
         if b"agorabench.training" in argv and str(params_file).encode() in argv and state not in ("Z", "X"):
-            pids.append(int(proc.name))
-    return pids
+            found[int(proc.name)] = argv
+    return found
 
 
-def _workers_after_kill_9(parent: list[str], params_file: Path, wait_s: float) -> list[int]:
-    """Start `parent` (which starts an accelerate launch), kill -9 it once both workers run, and
-    return the workers still alive `wait_s` seconds later (killed after the look)."""
+def _workers(params_file: Path) -> list[int]:
+    """The training workers alone: `python -u -m agorabench.training ...`, as torchrun starts them."""
+    return [pid for pid, argv in _launch_processes(params_file).items()
+            if argv[1:4] == [b"-u", b"-m", b"agorabench.training"]]
+
+
+def _workers_after_kill_9(parent: list[str], params_file: Path, wait_s: float, victim=None) -> list[int]:
+    """Start `parent` (which starts an accelerate launch); once both workers run, kill -9 the process
+    victim(pids) picks (default: `parent`) and return the workers still alive `wait_s` seconds later.
+    Whatever of the launch is left is killed after the look."""
     import os
     import signal
     import subprocess
@@ -293,38 +302,45 @@ def _workers_after_kill_9(parent: list[str], params_file: Path, wait_s: float) -
     proc = subprocess.Popen(parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while len(_training_processes(params_file)) < 2:
+        while len(_workers(params_file)) < 2:
             assert proc.poll() is None and time.monotonic() < deadline, "the launch did not start two workers"
             time.sleep(0.2)
+        os.kill(victim(_launch_processes(params_file)) if victim else proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + wait_s
+        while _workers(params_file) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return _workers(params_file)
     finally:
         proc.kill()
         proc.wait()
-    deadline = time.monotonic() + wait_s
-    while _training_processes(params_file) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    alive = _training_processes(params_file)
-    for pid in alive:
-        os.kill(pid, signal.SIGKILL)
-    return alive
+        for pid in _launch_processes(params_file):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _accelerate_agent(processes: dict[int, list[bytes]]) -> int:
+    return next(pid for pid, argv in processes.items() if b"launch" in argv and argv[1].endswith(b"accelerate"))
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 def test_kill_9_of_agora_train_stops_its_accelerate_launch(tmp_path, tiny_student):
-    """A killed `agora train --accelerate` takes its training processes with it (the launch runs in a
-    process group under the group launcher); the canary starts the same launch as a plain child,
-    whose workers go on training after their parent is gone."""
+    """A killed `agora train --accelerate` takes its training workers with it: the launch runs in a
+    process group under the group launcher, and each worker (in a session of its own, from torchrun)
+    goes when its parent goes, even when that is `accelerate launch` killed by -9. The canary starts
+    the same launch as a plain child, whose workers go on training after their parent is gone."""
     from agorabench.training.sft import launch_command
 
     make_params(tmp_path, tiny_student, num_epochs=1000)  # trains for minutes: still running at the kill
     params_file = tmp_path / "params.yaml"
     config = cpu_accelerate_config(tmp_path)
-    agora = str(Path(sys.executable).with_name("agora"))
-    train = ["-g", "fake", "-d", "math", "-m", "response_generation", "--params", str(params_file)]
-    assert _workers_after_kill_9([agora, "train", *train, "--accelerate", str(config)], params_file, 30) == []
+    agora = [str(Path(sys.executable).with_name("agora")), "train", "-g", "fake", "-d", "math", "-m",
+             "response_generation", "--params", str(params_file), "--accelerate", str(config)]
+    assert _workers_after_kill_9(agora, params_file, 30) == []
+    assert _workers_after_kill_9(agora, params_file, 10, victim=_accelerate_agent) == []
     plain = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
     command = launch_command(str(config), "fake", "math", "response_generation", str(params_file))
-    assert _workers_after_kill_9([sys.executable, "-c", plain, *command], params_file, 3) != []
+    assert len(_workers_after_kill_9([sys.executable, "-c", plain, *command], params_file, 3)) == 2
 
 
 @pytest.mark.slow

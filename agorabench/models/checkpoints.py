@@ -32,8 +32,9 @@ class StudentRecord(Record):
     examples_sha256: str
     training: dict | None = None          # the training section (trained students)
     versions: dict[str, str] | None = None
-    # A launch over several processes: {"distributed_type": "FSDP", "MULTI_GPU"..., "processes": N,
-    # "sharded": whether the weights were split across the processes}.
+    # A launch over several processes: accelerate's distributed type ("FSDP", "MULTI_GPU", ...), the
+    # number of processes, and whether the weights were split across them (FSDP2):
+    # {"distributed_type": ..., "processes": N, "sharded": bool}.
     parallelism: dict | None = None
 
     def to_json(self, **kw) -> str:

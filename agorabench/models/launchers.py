@@ -1,9 +1,18 @@
 """The two launchers that tie a child process's life to ours, even when we die by kill -9: a server
 runs under PDEATHSIG_LAUNCHER, a command with children of its own (DVC and its stage, an `accelerate
-launch` and its workers) under GROUP_LAUNCHER. Each is a short Python script, run as
-`python -c LAUNCHER COMMAND...` with AGORA_LAUNCHER_PARENT_PID set to the starting process's pid.
+launch` and its workers) under GROUP_LAUNCHER (start_in_group and stop_groups). Each is a short Python
+script, run as `python -c LAUNCHER COMMAND...` with AGORA_LAUNCHER_PARENT_PID set to the starting
+process's pid. die_with_parent does the same from inside a process that someone else started (a
+training worker of torchrun, which puts each worker in a session of its own, out of the group's reach).
 Imports nothing of the project, so any stage may use it.
 """
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 
 # Tiny launcher run as the server's first process: it asks the kernel to SIGTERM it if the process that
 # started it dies (even by SIGKILL, where no __exit__ or atexit runs), then execs the real server command,
@@ -48,3 +57,37 @@ signal.signal(signal.SIGTERM, stop)
 child = subprocess.Popen(sys.argv[1:])
 sys.exit(child.wait())
 """
+
+
+def start_in_group(command: list[str], env: dict[str, str] | None = None, **popen_kwargs) -> subprocess.Popen:
+    """Start `command` under GROUP_LAUNCHER: in a process group of its own, which stops when this
+    process dies. Call it from a thread that lives as long as the command (PR_SET_PDEATHSIG's caveat)."""
+    env = {**(os.environ if env is None else env), "AGORA_LAUNCHER_PARENT_PID": str(os.getpid())}
+    return subprocess.Popen([sys.executable, "-c", GROUP_LAUNCHER, *command], env=env, start_new_session=True,
+                            **popen_kwargs)
+
+
+def stop_groups(procs: list[subprocess.Popen], timeout_s: float = 30) -> None:
+    """Stop the groups start_in_group started that still run: SIGTERM to each launcher, which stops its
+    group (SIGTERM, up to 20 s, then SIGKILL); then SIGKILL whatever a launcher left."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGTERM this process when its parent dies, even by SIGKILL (Linux; elsewhere
+    nothing). Exits at once if the parent is already gone (adopted by init)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:
+        sys.exit(1)

@@ -450,14 +450,12 @@ def _run_dvc(env: dict[str, str], commands: list[list[str]], on_line,
     codes. DVC and the stage command it runs share a
     process group of their own, led by GROUP_LAUNCHER, so stopping the run stops the stage too, and so
     does killing it (kill -9): terminating DVC alone left its running stage orphaned, still working."""
-    from agorabench.models.launchers import GROUP_LAUNCHER
+    from agorabench.models.launchers import start_in_group, stop_groups
 
-    env = {**env, "AGORA_LAUNCHER_PARENT_PID": str(os.getpid())}
     # All started from this (the main) thread: the launcher's PR_SET_PDEATHSIG watches the thread that
     # started it, and a reader thread ends before the run does.
-    procs = [subprocess.Popen([sys.executable, "-c", GROUP_LAUNCHER, _bin("dvc"), *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env={**env, **(extra_envs[i] if extra_envs else {})},
-                              bufsize=1, start_new_session=True)
+    procs = [start_in_group([_bin("dvc"), *args], env={**env, **(extra_envs[i] if extra_envs else {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
              for i, args in enumerate(commands)]
 
     def read(i: int, proc: subprocess.Popen) -> None:
@@ -475,11 +473,4 @@ def _run_dvc(env: dict[str, str], commands: list[list[str]], on_line,
             r.join()
         return [p.wait() for p in procs]
     finally:
-        for proc in procs:
-            if proc.poll() is None:  # we are being stopped: the launcher stops DVC and its stage with us
-                proc.terminate()  # GROUP_LAUNCHER: SIGTERM to the group, up to 20 s, then SIGKILL
-        for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=30)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # only if the launcher itself did not finish the job
+        stop_groups(procs)  # we are being stopped (or all are done): DVC and its stage stop with us

@@ -18,6 +18,8 @@ import hashlib
 import io
 import json
 import math
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -272,12 +274,15 @@ def build_trainer(params: Params, examples: list[dict], output_dir: str, model_p
 
 def _parallelism(trainer) -> dict | None:
     """How a launch over several processes trained: accelerate's distributed type (FSDP, MULTI_GPU...),
-    the number of processes, and whether the weights were sharded across them (FSDP2 turns each into
-    a DTensor). None for one process, so a single-process student's record is as before."""
+    the number of processes, and whether the weights were sharded across them (FSDP2, the shipped
+    config's version, turns each into a DTensor). None for one process, so a single-process student's
+    record is as before."""
+    from torch.distributed.tensor import DTensor
+
     acc = trainer.accelerator
     if acc.num_processes == 1:
         return None
-    sharded = any(type(p).__name__ == "DTensor" for p in trainer.model.parameters())
+    sharded = any(isinstance(p, DTensor) for p in trainer.model.parameters())
     return {"distributed_type": getattr(acc.distributed_type, "value", str(acc.distributed_type)),
             "processes": acc.num_processes, "sharded": sharded}
 
@@ -441,50 +446,47 @@ def launch_command(config_file: str, generator: str, domain: str, method: str, p
 
 def run_launch(command: list[str]) -> int:
     """Run an `accelerate launch` (launch_command) in a process group of its own, under the group
-    launcher: if this process dies, even by kill -9, every training process of the launch stops with
-    it (a plain child would leave the launcher and its workers training, holding memory and GPUs)."""
-    import os
-    import signal
-    import subprocess
+    launcher: if this process dies, even by kill -9, the launch stops with it, and each worker (which
+    torchrun puts out of the group) with its launcher (main: die_with_parent). A plain child would
+    leave the launcher and its workers training, holding memory and GPUs."""
+    from agorabench.models.launchers import start_in_group, stop_groups
 
-    from agorabench.models.launchers import GROUP_LAUNCHER
-
-    env = {**os.environ, "AGORA_LAUNCHER_PARENT_PID": str(os.getpid())}
-    proc = subprocess.Popen([sys.executable, "-c", GROUP_LAUNCHER, *command], env=env, start_new_session=True)
+    proc = start_in_group(command, stdin=subprocess.DEVNULL)
     try:
         return proc.wait()
-    except BaseException:  # Ctrl-C (the terminal's SIGINT does not reach the new group) or an error
-        os.killpg(proc.pid, signal.SIGTERM)  # the launcher stops the group: SIGTERM, then SIGKILL
-        proc.wait()
-        raise
+    finally:
+        stop_groups([proc])  # Ctrl-C (the terminal's SIGINT does not reach the new group) or an error
 
 
 def fsdp_without_accelerators() -> bool:
     """Let an FSDP launch on a machine without accelerators shard for real. accelerate (1.15) turns
     FSDP on only for accelerator backends: on a CPU it would quietly run the FSDP config as plain data
     parallel. torch's FSDP2 shards over gloo on a CPU, so the state accelerate builds is switched to
-    FSDP with the plugin the Accelerator made from the launch's environment. That lets the tests and a
-    CPU rehearsal run the paper profile's FSDP path. Returns whether the switch was installed."""
-    import os
-
+    FSDP with the plugin the Accelerator made from the launch's environment, as accelerate's own FSDP
+    branch does on a GPU. That lets the tests and a CPU rehearsal run the paper profile's FSDP path.
+    Returns whether the switch is installed (once per process)."""
     import torch
 
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() != "true" or torch.cuda.is_available():
         return False
-    from accelerate.state import AcceleratorState
+    from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import DistributedType
 
     accelerator_state_init = AcceleratorState.__init__
+    if getattr(accelerator_state_init, "fsdp_without_accelerators", False):
+        return True
 
     def init(self, *args, fsdp_plugin=None, **kwargs):
         accelerator_state_init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
-        # Every later AcceleratorState() copies the process state (MULTI_CPU) back over the shared
-        # one, so the switch is made again each time, with the plugin the first call kept.
-        plugin = fsdp_plugin or getattr(self, "fsdp_plugin", None)
-        if self.distributed_type == DistributedType.MULTI_CPU and plugin is not None:
+        if self.distributed_type == DistributedType.MULTI_CPU and fsdp_plugin is not None:
+            if self.mixed_precision != "no":
+                fsdp_plugin.set_mixed_precision(self.mixed_precision)
             self.distributed_type = DistributedType.FSDP
-            self.fsdp_plugin = plugin
+            self.fsdp_plugin = fsdp_plugin
+            # The process state too: every later AcceleratorState() copies it over the shared one.
+            PartialState._shared_state["distributed_type"] = DistributedType.FSDP
 
+    init.fsdp_without_accelerators = True
     AcceleratorState.__init__ = init
     return True
 
@@ -502,6 +504,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", required=True)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
+    if "LOCAL_RANK" in os.environ:  # a worker of `accelerate launch`: it goes when its launcher goes
+        from agorabench.models.launchers import die_with_parent
+
+        die_with_parent()
     fsdp_without_accelerators()
     try:
         train_student(load_params(args.params), args.generator, args.domain, args.method)
