@@ -127,33 +127,40 @@ class FakeHubServer:
 
     def add(self, key: str, files: dict[str, bytes], commit: str | None = None) -> str:
         """Put `files` (path -> bytes) into repository `key` ("datasets/org/name") as one commit, for
-        clients to download; returns the commit id (`commit`, or one made from the contents)."""
-        repo = self.repos.setdefault(key, {"private": False, "files": {}, "commits": []})
-        repo["files"].update(files)
-        oid = commit or hashlib.sha1(b"".join(_git_oid(files[k]).encode() for k in sorted(files))).hexdigest()
-        repo["commits"].append({"summary": "add", "oid": oid, "paths": sorted(files)})
-        return oid
+        clients to download; returns the commit id (`commit`, or one made from the previous head and
+        the new contents, so every commit has its own)."""
+        with self._lock:
+            repo = self.repos.setdefault(key, {"private": False, "files": {}, "commits": []})
+            repo["files"].update(files)
+            parent = repo["commits"][-1]["oid"] if repo["commits"] else ""
+            oid = commit or hashlib.sha1(
+                parent.encode() + b"".join(k.encode() + _git_oid(files[k]).encode() for k in sorted(files))).hexdigest()
+            repo["commits"].append({"summary": "add", "oid": oid, "paths": sorted(files)})
+            return oid
 
-    def resolve(self, kind: str | None, name: str, revision: str, path: str) -> tuple[str, bytes] | None:
-        """(commit, bytes) of `path` at `revision` ("main" or a commit of the repository), or None."""
-        repo = self.repos.get(f"{kind or 'models'}/{name}")
-        if repo is None or path not in repo["files"] or not repo["commits"]:
-            return None
+    def _snapshot(self, kind: str, name: str, revision: str) -> tuple[str, dict[str, bytes]] | str:
+        """(commit, files) of the repository at `revision` ("main" or its latest commit: only the latest
+        state is kept), or the Hub's error code, which the clients turn into their own exceptions."""
+        repo = self.repos.get(f"{kind}/{name}")
+        if repo is None or not repo["commits"]:
+            return "RepoNotFound"
         head = repo["commits"][-1]["oid"]
         if revision not in ("main", head):
-            return None  # only the latest state is kept
-        return head, repo["files"][path]
+            return "RevisionNotFound"
+        return head, repo["files"]
 
-    def _snapshot(self, kind: str, name: str, revision: str) -> tuple[str, dict[str, bytes]] | None:
-        repo = self.repos.get(f"{kind}/{name}")
-        if repo is None or not repo["commits"] or revision not in ("main", repo["commits"][-1]["oid"]):
-            return None
-        return repo["commits"][-1]["oid"], repo["files"]
+    def resolve(self, kind: str, name: str, revision: str, path: str) -> tuple[str, bytes] | str:
+        """(commit, bytes) of `path` at `revision`, or the Hub's error code."""
+        snap = self._snapshot(kind, name, revision)
+        if isinstance(snap, str):
+            return snap
+        commit, files = snap
+        return (commit, files[path]) if path in files else "EntryNotFound"
 
     def info(self, kind: str, name: str, revision: str = "main") -> tuple[int, dict]:
         snap = self._snapshot(kind, name, revision)
-        if snap is None:
-            return 404, {"error": f"Repository {kind}/{name} not found"}
+        if isinstance(snap, str):
+            return 404, {"error": f"{kind}/{name}@{revision}: {snap}", "code": snap}
         commit, files = snap
         return 200, {"id": name, "sha": commit, "private": False, "disabled": False, "gated": False,
                      "lastModified": "2026-01-01T00:00:00.000Z", "tags": [], "downloads": 0, "likes": 0,
@@ -173,8 +180,8 @@ class FakeHubServer:
     def tree(self, kind: str, name: str, revision: str, folder: str, recursive: bool) -> tuple[int, list | dict]:
         """The entries below `folder`: its children, or with `recursive` every file and folder under it."""
         snap = self._snapshot(kind, name, revision)
-        if snap is None:
-            return 404, {"error": f"Repository {kind}/{name} not found"}
+        if isinstance(snap, str):
+            return 404, {"error": f"{kind}/{name}@{revision}: {snap}", "code": snap}
         files = snap[1]
         prefix = folder.strip("/") + "/" if folder.strip("/") else ""
         below: set[str] = set()
@@ -184,13 +191,13 @@ class FakeHubServer:
                 depth = len(parts) if recursive else 1
                 below.update(prefix + "/".join(parts[:i]) for i in range(1, depth + 1))
         if prefix and not below:
-            return 404, {"error": f"{folder} does not exist"}
+            return 404, {"error": f"{folder} does not exist", "code": "EntryNotFound"}
         return 200, self._entries(files, sorted(below))
 
     def paths_info(self, kind: str, name: str, revision: str, paths: list[str]) -> tuple[int, list | dict]:
         snap = self._snapshot(kind, name, revision)
-        if snap is None:
-            return 404, {"error": f"Repository {kind}/{name} not found"}
+        if isinstance(snap, str):
+            return 404, {"error": f"{kind}/{name}@{revision}: {snap}", "code": snap}
         return 200, self._entries(snap[1], paths)
 
     # -- HTTP ------------------------------------------------------------------------------------
@@ -216,6 +223,8 @@ class FakeHubServer:
             def _send(self, status: int, obj: dict | list) -> None:
                 data = json.dumps(obj).encode()
                 self.send_response(status)
+                if isinstance(obj, dict) and "code" in obj:  # as the Hub names its 404s
+                    self.send_header("X-Error-Code", obj["code"])
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -249,10 +258,15 @@ class FakeHubServer:
                     hub.requests.append({"method": "HEAD" if head else "GET", "path": self.path,
                                          "authorization": self.headers.get("Authorization")})
                     m = RESOLVE_PATH.match(self.path.split("?")[0])
-                    found = hub.resolve(*m.groups()) if m else None
-                if found is None:
+                    if m is None:
+                        return self._send(404, {"error": f"{self.path} is not served by FakeHubServer"})
+                    kind, name, revision, path = m.groups()
+                    # The client quotes the revision and the path (a space, "refs/pr/1").
+                    found = hub.resolve(kind or "models", name, urllib.parse.unquote(revision),
+                                        urllib.parse.unquote(path))
+                if isinstance(found, str):
                     self.send_response(404)
-                    self.send_header("X-Error-Code", "EntryNotFound" if m else "RepoNotFound")
+                    self.send_header("X-Error-Code", found)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
