@@ -2,7 +2,7 @@
 runs under PDEATHSIG_LAUNCHER, a command with children of its own (DVC and its stage, an `accelerate
 launch` and its workers) under GROUP_LAUNCHER (start_in_group and stop_groups). Each is a short Python
 script, run as `python -c LAUNCHER COMMAND...` with AGORA_LAUNCHER_PARENT_PID set to the starting
-process's pid. die_with_parent does the same from inside a process that someone else started (a
+process's pid; both call die_with_parent, which also serves a process that someone else started (a
 training worker of torchrun, which puts each worker in a session of its own, out of the group's reach).
 Imports nothing of the project, so any stage may use it.
 """
@@ -19,15 +19,11 @@ import sys
 # which keeps that setting. Linux only; elsewhere the prctl call is skipped.
 # Caveat of PR_SET_PDEATHSIG: "parent" is the *thread* that started the server, so don't start a server in a
 # short-lived thread and keep using it after that thread ends.
-_DIE_WITH_PARENT = r"""
-try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-except (OSError, AttributeError):
-    pass
-if os.getppid() != int(os.environ.pop("AGORA_LAUNCHER_PARENT_PID")):
-    sys.exit(1)  # the parent already died before prctl took effect
+_DIE_WITH_PARENT = """
+from agorabench.models.launchers import die_with_parent
+die_with_parent(int(os.environ.pop("AGORA_LAUNCHER_PARENT_PID")))
 """
-PDEATHSIG_LAUNCHER = "import ctypes, os, signal, sys\n" + _DIE_WITH_PARENT + "os.execvp(sys.argv[1], sys.argv[1:])\n"
+PDEATHSIG_LAUNCHER = "import os, sys\n" + _DIE_WITH_PARENT + "os.execvp(sys.argv[1], sys.argv[1:])\n"
 
 # The same idea for a command that starts children of its own (DVC and the stage command it runs, an
 # `accelerate launch` and its workers):
@@ -36,7 +32,7 @@ PDEATHSIG_LAUNCHER = "import ctypes, os, signal, sys\n" + _DIE_WITH_PARENT + "os
 # from there or from anyone, stops the whole group: SIGTERM, up to 20 s to exit, then SIGKILL. Without
 # it, a killed `agora run` left DVC and the stage it was running working on, holding DVC's lock.
 GROUP_LAUNCHER = r"""
-import ctypes, os, signal, subprocess, sys, time
+import os, signal, subprocess, sys, time
 child = None
 def stop(*_):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -80,14 +76,16 @@ def stop_groups(procs: list[subprocess.Popen], timeout_s: float = 30) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent_pid: int | None = None) -> None:
     """Ask the kernel to SIGTERM this process when its parent dies, even by SIGKILL (Linux; elsewhere
-    nothing). Exits at once if the parent is already gone (adopted by init)."""
+    the call is skipped). Exits at once if the parent is already gone: when it is no longer
+    `parent_pid` (the pid the starting process passed), or, without one, when init has adopted us."""
     try:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:
-        sys.exit(1)
+        pass
+    gone = os.getppid() == 1 if parent_pid is None else os.getppid() != parent_pid
+    if gone:
+        sys.exit(1)  # the parent died before prctl took effect
