@@ -170,24 +170,17 @@ def test_export_errors_are_one_line(exported, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def online(monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-
-
-def test_push_uploads_every_file_and_the_pushed_repo_loads(exported, tmp_path, online, monkeypatch):
+def test_push_uploads_every_file_and_the_pushed_repo_loads(exported, tmp_path, monkeypatch):
     from datasets import load_dataset
 
     from tests.conftest import download_from
 
     _, _, out = exported
     with FakeHubServer() as hub:
+        download_from(hub, monkeypatch, tmp_path / "hf")  # online, and downloads come from this Hub
         url = push_to_hub(out, "org/agora", token="hf_test", endpoint=hub.url)
         pushed = list(hub.requests)
         # What a user of the pushed repository runs, over HTTP from the same Hub: the card's configs.
-        download_from(hub, monkeypatch, tmp_path / "hf")
         assert load_dataset("org/agora", CONFIG, split="train").num_rows == 3
         with pytest.raises(ValueError, match=CONFIG):  # canary: a config the card does not declare is refused
             load_dataset("org/agora", "no-such-config", split="train")
