@@ -160,7 +160,7 @@ class FakeHubServer:
     def info(self, kind: str, name: str, revision: str = "main") -> tuple[int, dict]:
         snap = self._snapshot(kind, name, revision)
         if isinstance(snap, str):
-            return 404, {"error": f"{kind}/{name}@{revision}: {snap}", "code": snap}
+            return _missing(f"{kind}/{name}@{revision}", snap)
         commit, files = snap
         return 200, {"id": name, "sha": commit, "private": False, "disabled": False, "gated": False,
                      "lastModified": "2026-01-01T00:00:00.000Z", "tags": [], "downloads": 0, "likes": 0,
@@ -181,7 +181,7 @@ class FakeHubServer:
         """The entries below `folder`: its children, or with `recursive` every file and folder under it."""
         snap = self._snapshot(kind, name, revision)
         if isinstance(snap, str):
-            return 404, {"error": f"{kind}/{name}@{revision}: {snap}", "code": snap}
+            return _missing(f"{kind}/{name}@{revision}", snap)
         files = snap[1]
         prefix = folder.strip("/") + "/" if folder.strip("/") else ""
         below: set[str] = set()
@@ -191,13 +191,13 @@ class FakeHubServer:
                 depth = len(parts) if recursive else 1
                 below.update(prefix + "/".join(parts[:i]) for i in range(1, depth + 1))
         if prefix and not below:
-            return 404, {"error": f"{folder} does not exist", "code": "EntryNotFound"}
+            return _missing(f"{kind}/{name}@{revision}/{folder}", "EntryNotFound")
         return 200, self._entries(files, sorted(below))
 
     def paths_info(self, kind: str, name: str, revision: str, paths: list[str]) -> tuple[int, list | dict]:
         snap = self._snapshot(kind, name, revision)
         if isinstance(snap, str):
-            return 404, {"error": f"{kind}/{name}@{revision}: {snap}", "code": snap}
+            return _missing(f"{kind}/{name}@{revision}", snap)
         return 200, self._entries(snap[1], paths)
 
     # -- HTTP ------------------------------------------------------------------------------------
@@ -300,6 +300,12 @@ class FakeHubServer:
                 self._send(status, obj)
 
         return Handler
+
+
+def _missing(what: str, code: str) -> tuple[int, dict]:
+    """A 404 as the Hub answers it: its code (RepoNotFound, RevisionNotFound, EntryNotFound) goes into
+    the X-Error-Code header, from which the clients pick their exception."""
+    return 404, {"error": f"{what}: {code}", "code": code}
 
 
 def _git_oid(data: bytes) -> str:
