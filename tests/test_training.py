@@ -251,6 +251,22 @@ def test_accelerate_fsdp_config_dry_run(tmp_path, tiny_student):
     assert result.exit_code == 2 and "bad.yaml" in result.output
 
 
+def test_launches_side_by_side_rendezvous_on_ports_of_their_own(tmp_path):
+    """The shipped config names no rendezvous port, so each launch gets a free one: two lanes training at
+    once would otherwise both bind accelerate's default 29500. A port the config names is kept."""
+    from agorabench.training.sft import launch_command
+    from tests.conftest import REPO
+
+    def port(command):
+        return command[command.index("--main_process_port") + 1] if "--main_process_port" in command else None
+
+    shipped = str(REPO / "configs/accelerate_fsdp.yaml")
+    first, second = (port(launch_command(shipped, "g", "math", "response_generation", "p.yaml")) for _ in range(2))
+    assert first and second and first != second
+    pinned = cpu_accelerate_config(tmp_path)  # it names a port
+    assert port(launch_command(str(pinned), "g", "math", "response_generation", "p.yaml")) is None
+
+
 def cpu_accelerate_config(tmp_path: Path, name: str = "cpu.yaml", **changes) -> Path:
     """The shipped FSDP config set to 2 processes on this CPU, on a rendezvous port of its own
     (another run's may hold the default)."""

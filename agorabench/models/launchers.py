@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -89,3 +90,11 @@ def die_with_parent(parent_pid: int | None = None) -> None:
     gone = os.getppid() == 1 if parent_pid is None else os.getppid() != parent_pid
     if gone:
         sys.exit(1)  # the parent died before prctl took effect
+
+
+def free_port() -> int:
+    """A loopback port the kernel says is free now, for a server or a rendezvous we are about to start.
+    Another process could take it first; then that start fails, and says so."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,12 +20,6 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _bin(name: str) -> str:
@@ -43,10 +36,11 @@ def prefect_server(home: str | Path = ".agora/prefect", ui: bool = False, timeou
         return
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    from agorabench.models.launchers import PDEATHSIG_LAUNCHER, free_port
+
+    port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_UI_ENABLED": "true" if ui else "false", "PREFECT_API_URL": ""}
-    from agorabench.models.launchers import PDEATHSIG_LAUNCHER
 
     log = open(home / "server.log", "ab")
     # The launcher makes the kernel stop the server if this process dies, even by kill -9; SIGTERM

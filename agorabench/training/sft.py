@@ -438,8 +438,13 @@ def launch_command(config_file: str, generator: str, domain: str, method: str, p
     if getattr(kind, "value", kind) not in kinds:
         raise ParamsError(f"{config_file}: distributed_type = {getattr(cfg, 'distributed_type', None)!r} is not "
                           f"one of {', '.join(kinds)}; regenerate it with `accelerate config`")
+    from agorabench.models.launchers import free_port
+
+    # Launches side by side (the pipeline's lanes) would all rendezvous on accelerate's default port
+    # 29500, and the second would fail to bind it: a config without a port gets a free one.
+    port = [] if getattr(cfg, "main_process_port", None) else ["--main_process_port", str(free_port())]
     launcher = str(Path(sys.executable).with_name("accelerate"))
-    return [launcher if Path(launcher).exists() else "accelerate", "launch", "--config_file", config_file,
+    return [launcher if Path(launcher).exists() else "accelerate", "launch", "--config_file", config_file, *port,
             "-m", "agorabench.training", "--generator", generator, "--domain", domain, "--method", method,
             "--params", params_file]
 
