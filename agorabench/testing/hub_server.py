@@ -302,6 +302,19 @@ class FakeHubServer:
         return Handler
 
 
+def dataset_repo(configs: dict[str, dict[str, list[dict]]]) -> dict[str, bytes]:
+    """A dataset repository's files in the Hub's layout, for `add`: a card whose `configs:` name each
+    config's split files, and those files as JSON Lines (config -> split -> rows)."""
+    card = ["---", "configs:"]
+    files = {}
+    for config, splits in configs.items():
+        card += [f"- config_name: {config}", "  data_files:"]
+        for split, rows in splits.items():
+            files[f"{config}/{split}.jsonl"] = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+            card += [f"  - split: {split}", f"    path: {config}/{split}.jsonl"]
+    return {"README.md": ("\n".join([*card, "---", ""])).encode(), **files}
+
+
 def _missing(what: str, code: str) -> tuple[int, dict]:
     """A 404 as the Hub answers it: its code (RepoNotFound, RevisionNotFound, EntryNotFound) goes into
     the X-Error-Code header, from which the clients pick their exception."""

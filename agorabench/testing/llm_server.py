@@ -292,9 +292,13 @@ class _Drop(Exception):
 
 class FakeLLMServer:
 
-    def __init__(self, *, latency_s: float = 0.0, responder=None, host="127.0.0.1", port: int = 0):
+    def __init__(self, *, latency_s: float = 0.0, responder=None, host="127.0.0.1", port: int = 0,
+                 blocking_responder: bool = False):
         self.latency_s = latency_s
         self.responder = responder or default_responder
+        # A responder that blocks (one that asks a model) runs in a worker thread, so that requests in
+        # flight overlap; a quick one runs on the event loop, the cheapest per request.
+        self.blocking_responder = blocking_responder
         self.host = host
         self.port = port
         self.url = None
@@ -501,7 +505,11 @@ class FakeLLMServer:
             if "_invalid_json" in body:
                 raise _BadRequest("request body is not valid JSON")
             _validate(api, body)
-            answer = openai_completion(body, self.responder) if api == "openai" else anthropic_message(body, self.responder)
+            complete = openai_completion if api == "openai" else anthropic_message
+            if self.blocking_responder:
+                answer = await asyncio.to_thread(complete, body, self.responder)
+            else:
+                answer = complete(body, self.responder)
         except _BadRequest as e:
             return 400, json_headers, json.dumps(error_body(api, 400, str(e))).encode()
         except Exception as e:  # a broken responder should show up as a clear 500, not a hung client

@@ -72,7 +72,7 @@ def load_items(ev=None, seed_source: str = "offline") -> list[EvalItem]:
 
 def data_version(ev=None, seed_source: str = "offline") -> str:
     if ev is not None and version(ev, seed_source) == "v0.1":
-        return " ".join(_hub_version(name) for name in (V01_QUESTIONS, _v01_answers_file()))
+        return " ".join(_hub_version(name) for name in (V01_QUESTIONS, v01_answers_file()))
     return DATA.version()
 
 
@@ -146,7 +146,7 @@ def with_baselines(categories: Sequence[str] = DEFAULT_CATEGORIES, baseline: str
     return [with_baseline(item, baseline) for item in select_items(all_questions(), categories)]
 
 
-def _v01_answers_file() -> str:
+def v01_answers_file() -> str:
     return f"data/arena-hard-v0.1/model_answer/{BASELINES[V01_CATEGORY]}.jsonl"
 
 
@@ -187,7 +187,7 @@ def v01_questions(rows: Sequence[dict], answers: dict[str, str]) -> list[EvalIte
                              f"is {V01_QUESTIONS} of {HUB_REPO} in another layout?")
         if qid not in answers:
             raise ValueError(f"Arena-Hard v0.1 question {qid}: {BASELINES[V01_CATEGORY]} has no answer for it "
-                             f"in {_v01_answers_file()}")
+                             f"in {v01_answers_file()}")
         extra = {"category": V01_CATEGORY, "cluster": row.get("cluster"), "baseline": BASELINES[V01_CATEGORY]}
         items.append(EvalItem(f"arenahard-v0.1/{qid}", prompt, answers[qid], extra))
     return items
@@ -197,7 +197,7 @@ def v01_questions(rows: Sequence[dict], answers: dict[str, str]) -> list[EvalIte
 def v01_items() -> tuple[EvalItem, ...]:
     """The 500 Arena-Hard v0.1 prompts with gpt-4-0314's answers, from the Hub (HUB_REPO)."""
     rows = read_jsonl(hub_file(V01_QUESTIONS))
-    return tuple(v01_questions(rows, read_model_answers(hub_file(_v01_answers_file()))))
+    return tuple(v01_questions(rows, read_model_answers(hub_file(v01_answers_file()))))
 
 
 # ---------------------------------------------------------------------------------------------
