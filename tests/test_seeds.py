@@ -287,24 +287,11 @@ def test_hub_loaders_parse_local_files(tmp_path):
     assert [(s.instruction, s.response, s.source) for s in conala] == [("reverse a list `a`", "a[::-1]", "conala")]
 
 
-def _hub_repo(configs: dict[str, dict[str, list[dict]]]) -> dict[str, bytes]:
-    """A dataset repository in the Hub's layout: a card whose `configs:` name each config's split
-    files, and those files (config -> split -> rows)."""
-    card = ["---", "configs:"]
-    files = {}
-    for config, splits in configs.items():
-        card += [f"- config_name: {config}", "  data_files:"]
-        for split, rows in splits.items():
-            files[f"{config}/{split}.jsonl"] = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
-            card += [f"  - split: {split}", f"    path: {config}/{split}.jsonl"]
-    return {"README.md": ("\n".join([*card, "---", ""])).encode(), **files}
-
-
 def test_hub_seeds_and_demos_load_over_http_by_their_hub_ids(tmp_path, monkeypatch):
     """The hub route of the seed loaders and S_Ø's demos, through the real `datasets.load_dataset`
     against a loopback Hub: the repository ids, config names and splits they ask for are served
     there, in the Hub's layout (rows written here). Canary: a repository the Hub lacks is one line."""
-    from agorabench.testing.hub_server import FakeHubServer
+    from agorabench.testing.hub_server import FakeHubServer, dataset_repo
     from tests.conftest import download_from
 
     gsm = {"question": "Tom has 2 bags of 3 apples. How many apples?", "answer": "2*3=<<2*3=6>>6 apples\n#### 6"}
@@ -317,15 +304,15 @@ def test_hub_seeds_and_demos_load_over_http_by_their_hub_ids(tmp_path, monkeypat
             for subject in E.MATH_SUBJECTS}
     with FakeHubServer() as server:
         download_from(server, monkeypatch, tmp_path)
-        server.add("datasets/openai/gsm8k", _hub_repo({"main": {"train": [gsm]}}))
-        server.add("datasets/google-research-datasets/mbpp", _hub_repo({"full": {"train": [mbpp], "prompt": [demo]}}))
+        server.add("datasets/openai/gsm8k", dataset_repo({"main": {"train": [gsm]}}))
+        server.add("datasets/google-research-datasets/mbpp", dataset_repo({"full": {"train": [mbpp], "prompt": [demo]}}))
         assert [s.response for s in hub.load_gsm8k_train()] == ["2*3=6 apples\n[RESULT] 6 [/RESULT]"]
         assert [s.id for s in hub.load_mbpp_train()] == ["mbpp/601"]
         assert [d["task_id"] for d in hub.fewshot_docs("mbpp")] == [2]  # the "prompt" split, not train
         with pytest.raises(ConnectionError, match="EleutherAI/hendrycks_math") as err:  # canary: not on this Hub
             hub.fewshot_docs("math")
         assert "\n" not in str(err.value)
-        server.add("datasets/EleutherAI/hendrycks_math", _hub_repo(math))
+        server.add("datasets/EleutherAI/hendrycks_math", dataset_repo(math))
         docs = hub.fewshot_docs("math")
         assert [d["subject"] for d in docs] == list(E.MATH_SUBJECTS)  # one config per subject, in order
         assert [s.id for s in hub.load_math_train()][:2] == ["math/train/algebra/0000", "math/train/counting_and_probability/0000"]
@@ -337,3 +324,19 @@ def test_hub_unknown_domain_errors():
         hub.load_magpie("poetry")
     with pytest.raises(ValueError, match="'math' or 'general'"):
         hub.load_webinstruct("code")
+
+
+def test_a_seed_set_that_decontamination_empties_is_named_in_one_line(monkeypatch):
+    """Hub seeds that are all benchmark items leave nothing: the error says so, not that seeds.max_tokens
+    is too small (the canary: seeds that are only too long still blame max_tokens)."""
+    from agorabench.config import ParamsError
+    from agorabench.generation import plan
+
+    params = SimpleNamespace(seeds=SimpleNamespace(source="hub", max_tokens=4), generation=SimpleNamespace(tokenizer="approx"))
+    monkeypatch.setattr(plan, "load_seeds", lambda *a, **k: [])
+    with pytest.raises(ParamsError, match="no math/instance_generation seed: the set is empty, or every seed overlaps"):
+        plan.load_setting_seeds(params, "math", "instance_generation")
+    long = SeedExample("s/1", "a long instruction " * 10, "a long answer " * 10, "s")
+    monkeypatch.setattr(plan, "load_seeds", lambda *a, **k: [long])
+    with pytest.raises(ParamsError, match="seeds.max_tokens = 4 leaves no math/instance_generation seed"):
+        plan.load_setting_seeds(params, "math", "instance_generation")

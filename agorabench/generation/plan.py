@@ -265,6 +265,10 @@ def load_setting_seeds(params: Params, domain: str, method: str) -> list[SeedExa
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); check the network and "
             f"HF_TOKEN, or set seeds.source: offline"
         ) from None
+    if not seeds:  # the loaders take out every seed that overlaps a benchmark item
+        raise ParamsError(f"seeds.source: {params.seeds.source}: no {domain}/{method} seed: the set is empty, or "
+                          f"every seed overlaps a benchmark item and was taken out; use seeds from outside the "
+                          f"test sets")
     limit, tokenizer = params.seeds.max_tokens, params.generation.tokenizer
     kept = [s for s in seeds if count_tokens(s.instruction + "\n" + s.response, tokenizer) <= limit]
     if not kept:
