@@ -340,11 +340,29 @@ time.sleep(600)
 """
 
 
+def without_a_chat_template(model: str, out: Path) -> str:
+    """The packaged model as a base checkpoint ships it (Llama-3.1-8B): its files, no chat template."""
+    from agorabench.models.packaged import hf_model_dir
+
+    out.mkdir()
+    for f in hf_model_dir(model).iterdir():
+        if f.name == "tokenizer_config.json":
+            config = json.loads(f.read_text())
+            config.pop("chat_template", None)
+            (out / f.name).write_text(json.dumps(config))
+        elif f.name != "chat_template.jinja":
+            (out / f.name).symlink_to(f)
+    return str(out)
+
+
 def test_kill_minus_9_of_the_run_leaves_no_vllm_process(tmp_path):
     """The process that started vLLM dies by SIGKILL (no cleanup runs in it): the kernel's parent-death
-    signal reaches the launcher, which takes down vLLM's API server and its engine."""
+    signal reaches the launcher, which takes down vLLM's API server and its engine. The model served has
+    no chat template of its own, as a base checkpoint: vLLM refuses a chat request that brings none, so
+    the start-up's warm-up request brings one (before, such a server never became ready)."""
     _require_vllm()
-    script = STARTER.format(model=MODEL, context=CONTEXT, log=str(tmp_path / "server.log"))
+    base = without_a_chat_template(MODEL, tmp_path / "base")
+    script = STARTER.format(model=base, context=CONTEXT, log=str(tmp_path / "server.log"))
     run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, text=True)
     try:

@@ -71,7 +71,6 @@ import atexit
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -82,7 +81,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agorabench.models.launchers import PDEATHSIG_LAUNCHER
+from agorabench.models.launchers import PDEATHSIG_LAUNCHER, free_port
 from agorabench.models.packaged import PACKAGED_MODELS, cache_root, gguf_path, resolve_model
 
 __all__ = ["LocalModelServer", "LocalServerError", "local_engine"]
@@ -184,16 +183,19 @@ def _stop_all() -> None:
         server.stop()
 
 
+def _ships_chat_template(model_dir: str) -> bool:
+    """Whether a local model folder has a chat template of its own (a hub id: assumed so)."""
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        return True
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    config = folder / "tokenizer_config.json"
+    return config.is_file() and bool(json.loads(config.read_text()).get("chat_template"))
+
+
 class LocalServerError(RuntimeError):
     """The server process died or did not become ready."""
-
-
-def _free_port() -> int:
-    # Let the kernel pick a free loopback port. Another process could grab it before the server binds; then
-    # the server exits at start-up and we report it with the log file.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _last_line(path: Path) -> str:
@@ -304,7 +306,7 @@ class LocalModelServer:
         else:
             self.model_id = resolve_model(self.model)
         if self.port is None:
-            self.port = _free_port()
+            self.port = free_port()
         if self.log_path is None:
             self.log_path = cache_root() / "logs" / f"{engine}-serve-{self.port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -491,6 +493,10 @@ class LocalModelServer:
             "max_tokens": 1,
             **self.warmup_params,
         }
+        if self.engine == "vllm" and not _ships_chat_template(self.model_id):
+            # A base checkpoint without a template of its own (Llama-3.1-8B): vLLM refuses a chat request
+            # that brings none, and our requests always bring one (models/served.py).
+            body["chat_template"] = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
         req = urllib.request.Request(
             f"{self.base_url}/chat/completions",
             data=json.dumps(body).encode(),
