@@ -17,7 +17,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: run test install clean-venv
+.PHONY: run test rehearse install clean-venv
 
 # The two environments build side by side: a fresh install spends most of its time in pip unpacking
 # wheels, one core each.
@@ -50,6 +50,11 @@ run: $(STAMP) $(VLLM_STAMP)
 test: $(STAMP) $(VLLM_STAMP)
 	@scripts/system-deps.sh
 	OMP_NUM_THREADS=1 AGORA_REQUIRE_VLLM=1 AGORA_REQUIRE_BROWSER=$$(test -x /usr/bin/chromium && echo 1 || echo 0) $(PY) -m pytest
+
+# The paper profile rehearsed on this CPU (docs/paper-run.md), as a test in a fresh clone: the spending cap,
+# then the whole run, then checks on what each stage wrote. About an hour on two cores: not part of `make test`.
+rehearse: $(STAMP) $(VLLM_STAMP)
+	AGORA_REHEARSAL=1 $(PY) -m pytest tests/test_rehearsal.py -k end_to_end
 
 clean-venv:
 	rm -rf $(VENV) $(VLLM_VENV)

@@ -721,14 +721,25 @@ def run(
                                              "run (default: budget_usd): every paid request checks it against the "
                                              "spend the request store records; the run stops cleanly, and the "
                                              "next one resumes without paying twice."),
+    rehearse: bool = typer.Option(False, "--rehearse", help="Rehearse the profile on this CPU before paying for "
+                                  "it: every code path of it, with small packaged models, loopback API servers "
+                                  "and a loopback Hub in place of the paid models, the GPUs and the network."),
 ):
     """Run the whole benchmark: `dvc repro` over dvc.yaml, each stage one Prefect flow; only what changed runs."""
+    import contextlib
     from pathlib import Path
 
     source = Path(f"profiles/{profile}.yaml") if profile else Path(params_file)
     if profile and not source.is_file():
         known = ", ".join(sorted(p.stem for p in Path("profiles").glob("*.yaml"))) or "none"
         fail(f"profile {profile!r}: {source} not found; known profiles: {known}")
+    if rehearse:
+        if not profile:
+            fail("--rehearse rehearses a profile: add --profile NAME (e.g. agora run --profile paper --rehearse)")
+        from agorabench.pipeline import rehearsal
+
+        source = rehearsal.HOME / "params.yaml"
+        rehearsal.write_params(f"profiles/{profile}.yaml", source)
     params = _load(str(source))
     if max_cost is not None:  # the stages are DVC subprocesses: the cap reaches them in the environment
         from agorabench.models.endpoint import MAX_COST_ENV
@@ -768,9 +779,13 @@ def run(
     try:
         from flows.pipeline import pipeline, pipeline_server
 
-        with pipeline_server(ui=ui) as url:
-            typer.echo(f"Prefect API {url}" + (" (UI: " + url.removesuffix("/api") + ")" if ui else ""))
-            summary = pipeline(repo=".", force=force, jobs=jobs, allow_code_execution=allow_code_execution)
+        if rehearse:
+            typer.echo("rehearsal: starting the loopback Hub and APIs and their answering model")
+        with (rehearsal.rehearsal_world(params) if rehearse else contextlib.nullcontext({})) as world:
+            os.environ.update(world)  # the stages are DVC subprocesses: they inherit it
+            with pipeline_server(ui=ui) as url:
+                typer.echo(f"Prefect API {url}" + (" (UI: " + url.removesuffix("/api") + ")" if ui else ""))
+                summary = pipeline(repo=".", force=force, jobs=jobs, allow_code_execution=allow_code_execution)
     except RuntimeError as e:  # a model server that would not start, or a stage that failed
         fail(str(e))
     typer.echo(f"done: agora sql \"SELECT * FROM pgr_overall\"; report: {params.analysis.report_dir}/index.html"
