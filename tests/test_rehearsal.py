@@ -174,7 +174,7 @@ def test_the_paper_profile_rehearses_end_to_end(tmp_path):
         (tmp_path / f"run{len(list(tmp_path.glob('run*.log')))}.log").write_text(done.stdout + done.stderr)
         return done.returncode, done.stdout + done.stderr
 
-    cap = 0.10
+    cap = 0.05
     rc, out = run("--max-cost", str(cap))
     assert rc == 2 and BUDGET_STOP in out and "stage(s) undone" in out, out[-3000:]
     assert 0 < _store_spend(repo) <= cap

@@ -341,7 +341,7 @@ time.sleep(600)
 
 
 def without_a_chat_template(model: str, out: Path) -> str:
-    """The packaged model as a base checkpoint ships it (Llama-3.1-8B): its files, no chat template."""
+    """The packaged model as a base checkpoint may ship it: its files, no chat template."""
     from agorabench.models.packaged import hf_model_dir
 
     out.mkdir()

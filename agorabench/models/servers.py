@@ -494,8 +494,8 @@ class LocalModelServer:
             **self.warmup_params,
         }
         if self.engine == "vllm" and not _ships_chat_template(self.model_id):
-            # A base checkpoint without a template of its own (Llama-3.1-8B): vLLM refuses a chat request
-            # that brings none, and our requests always bring one (models/served.py).
+            # A base checkpoint without a template of its own (the paper profile's S_Ø may be one): vLLM
+            # refuses a chat request that brings none, and our requests always bring one (models/served.py).
             body["chat_template"] = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
         req = urllib.request.Request(
             f"{self.base_url}/chat/completions",
