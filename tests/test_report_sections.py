@@ -109,6 +109,17 @@ def test_intervals_appear_only_when_the_score_interval_view_exists(tree_db, tmp_
         write_report(db, other / "out")
 
 
+def test_an_anchor_without_a_score_leaves_its_line_out_and_the_report_is_written(tree_db, tmp_path):
+    """An anchor whose judge gave no usable verdict has no score on that benchmark (the paper profile's
+    rehearsal met it on Arena-Hard): its panel is drawn without that anchor's line, and the scores table
+    shows a dash. Before, the figure drew a line at None and `agora report` failed (checked by hand)."""
+    db = with_view(tree_db, tmp_path, "UPDATE scores SET score = NULL WHERE kind = 'reference' AND benchmark = 'gsm8k'")
+    html = write_report(db, tmp_path / "out").read_text()
+    assert (tmp_path / "out/figures/benchmark_scores.png").is_file()
+    rows = {r[0]: r[1:] for r in table_rows(html, "scores")}
+    assert rows["reference (S_ref)"][0].startswith("–") and rows["base (S₀)"][0].startswith("25.0")
+
+
 def test_valid_rate_and_rejection_reasons_per_dataset_and_generator(page, tree_db, tmp_path):
     out_dir = write_report(tree_db, tmp_path / "out").parent
     part = section(page, "validity")

@@ -356,7 +356,7 @@ def benchmark_scores(data: ReportData, folder: Path) -> Figure | FigureSkipped:
         groups: dict[tuple, list[tuple[float, dict]]] = {}
         for y, m in zip(ys, mine):
             r = m["scores"][b]
-            if m["kind"] in ("base", "reference"):
+            if m["kind"] in ("base", "reference") and r["score"] is not None:  # None: its judge gave no verdict
                 ax.axvline(r["score"], color="gray" if m["kind"] == "base" else "black", linewidth=0.8,
                            linestyle="--" if m["kind"] == "base" else "-")
             color = colors.get(m["generator"], "black")
