@@ -160,7 +160,6 @@ def test_the_paper_profile_rehearses_end_to_end(tmp_path):
     the run cleanly, then to the end, which pays only for what the first run left; then what each
     stage wrote is checked against the paper profile's code paths."""
     from agorabench.pipeline.run import BUDGET_STOP
-    from tests.conftest import query
 
     repo = tmp_path / "repo"
     subprocess.run(["git", "clone", "-q", str(REPO), str(repo)], check=True)
@@ -184,6 +183,12 @@ def test_the_paper_profile_rehearses_end_to_end(tmp_path):
     assert any(reused), "the run after the cap paid again for answers the capped run had bought"
     status = subprocess.run(["dvc", "status"], cwd=repo, env=env, capture_output=True, text=True)
     assert "up to date" in status.stdout, status.stdout[-2000:]
+    check_what_the_rehearsal_wrote(repo)
+
+
+def check_what_the_rehearsal_wrote(repo) -> None:
+    """What a finished rehearsal in `repo` wrote, stage by stage, against the paper profile's code paths."""
+    from tests.conftest import query
 
     # The full evaluation sets with hub seeds, a few items each; Arena-Hard v0.1 from the Hub; the
     # paper's judge, with log-probability verdicts for AlpacaEval and reasoning for Arena-Hard.
@@ -216,5 +221,5 @@ def test_the_paper_profile_rehearses_end_to_end(tmp_path):
         assert cost == pytest.approx((tokens_in * price_in + tokens_out * price_out) / 1e6) and cost > 0
     # The scaling study's prefixes, the PGR table with a row per generator, and the report.
     assert {r[0] for r in query(db, "SELECT DISTINCT prefix_size FROM quantity_quality")} >= {1, 2}
-    assert {r[0] for r in query(db, "SELECT generator FROM pgr_overall")} == {"gpt-4o", "claude-3-5-sonnet", "llama-3-1-8b"}
+    assert {r[0] for r in query(db, "SELECT generator FROM pgr_overall")} >= {"gpt-4o", "claude-3-5-sonnet", "llama-3-1-8b"}
     assert (repo / "reports/index.html").is_file()
