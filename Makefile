@@ -52,7 +52,7 @@ test: $(STAMP) $(VLLM_STAMP)
 	OMP_NUM_THREADS=1 AGORA_REQUIRE_VLLM=1 AGORA_REQUIRE_BROWSER=$$(test -x /usr/bin/chromium && echo 1 || echo 0) $(PY) -m pytest
 
 # The paper profile rehearsed on this CPU (docs/paper-run.md), as a test in a fresh clone: the spending cap,
-# then the whole run, then checks on what each stage wrote. About an hour on two cores: not part of `make test`.
+# then the whole run, then checks on what each stage wrote. Most of an hour on two cores: not part of `make test`.
 rehearse: $(STAMP) $(VLLM_STAMP)
 	AGORA_REHEARSAL=1 $(PY) -m pytest tests/test_rehearsal.py -k end_to_end
 
