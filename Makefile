@@ -54,7 +54,7 @@ test: $(STAMP) $(VLLM_STAMP)
 # The paper profile rehearsed on this CPU (docs/paper-run.md), as a test in a fresh clone: the spending cap,
 # then the whole run, then checks on what each stage wrote. Most of an hour on two cores: not part of `make test`.
 rehearse: $(STAMP) $(VLLM_STAMP)
-	AGORA_REHEARSAL=1 $(PY) -m pytest tests/test_rehearsal.py -k end_to_end
+	AGORA_REHEARSAL=1 $(PY) -m pytest tests/test_rehearsal.py -k end_to_end --basetemp=.agora/rehearse-test
 
 clean-venv:
 	rm -rf $(VENV) $(VLLM_VENV)

@@ -775,6 +775,7 @@ def run(
         if rc == 0:
             record_history(params, ["results"], say=typer.echo)
             _print_answer(params)
+        _remind_rehearsal(rehearse)
         raise typer.Exit(rc)
     try:
         from flows.pipeline import pipeline, pipeline_server
@@ -786,11 +787,18 @@ def run(
             with pipeline_server(ui=ui) as url:
                 typer.echo(f"Prefect API {url}" + (" (UI: " + url.removesuffix("/api") + ")" if ui else ""))
                 summary = pipeline(repo=".", force=force, jobs=jobs, allow_code_execution=allow_code_execution)
-    except RuntimeError as e:  # a model server that would not start, or a stage that failed
+    except (RuntimeError, *_user_errors()) as e:  # a server that would not start, a port in use, a failed stage
+        _remind_rehearsal(rehearse)
         fail(str(e))
     typer.echo(f"done: agora sql \"SELECT * FROM pgr_overall\"; report: {params.analysis.report_dir}/index.html"
                f" ({len(summary['stages_run'])} stages run in {summary['duration_s']:.0f} s)")
     _print_answer(params)
+    _remind_rehearsal(rehearse)
+
+
+def _remind_rehearsal(rehearse: bool) -> None:
+    if rehearse:
+        typer.echo("rehearsal: params.yaml is the rehearsal's; `git checkout params.yaml` before any other run")
 
 
 def _print_answer(params) -> None:

@@ -14,6 +14,7 @@ from agorabench.config import Params, load_params
 from agorabench.evaluation import benchmarks as B
 from agorabench.evaluation.benchmarks import arenahard
 from agorabench.evaluation.items import GSM8K_SEED_IDS, MBPP_SEED_IDS, EvalItem
+from agorabench.testing.hub_server import jsonl_bytes
 from tests.conftest import REPO, write_params
 
 # The standard test sets' ids, written out here rather than read from the packages.
@@ -135,10 +136,6 @@ def test_arenahard_v01_is_evaluated_whole_with_hub_seeds(monkeypatch):
     assert len(items) == 500 and items[0].extra["baseline"] == "o3-mini-2025-01-31"
 
 
-def _jsonl(rows: list[dict]) -> bytes:
-    return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
-
-
 def test_arenahard_v01_is_downloaded_from_the_hub_with_its_commit_and_hashes(monkeypatch, tmp_path):
     """Arena-Hard v0.1 through the real `hf_hub_download`, over HTTP from a loopback Hub that serves
     files in the dataset's layout: the items are the download's, and the score's data version names
@@ -151,7 +148,7 @@ def test_arenahard_v01_is_downloaded_from_the_hub_with_its_commit_and_hashes(mon
     answers = [{"question_id": qid, "model_id": "gpt-4-0314", "choices": [{"index": 0, "turns": [{"content": text}]}]}
                for qid, text in V01_ANSWERS.items()]
     answers_file = f"data/arena-hard-v0.1/model_answer/{arenahard.BASELINES[arenahard.V01_CATEGORY]}.jsonl"
-    files = {arenahard.V01_QUESTIONS: _jsonl(V01_ROWS), answers_file: _jsonl(answers)}
+    files = {arenahard.V01_QUESTIONS: jsonl_bytes(V01_ROWS), answers_file: jsonl_bytes(answers)}
     ev = SimpleNamespace(arenahard_version="v0.1", arenahard_categories=["hard_prompt"])
     with FakeHubServer() as hub:
         download_from(hub, monkeypatch, tmp_path)
@@ -164,7 +161,7 @@ def test_arenahard_v01_is_downloaded_from_the_hub_with_its_commit_and_hashes(mon
         assert any(r["path"].endswith("/resolve/main/" + arenahard.V01_QUESTIONS) for r in hub.requests)
         # Canary: the baseline's answers change on the Hub; the recorded version follows.
         answers[0]["choices"][0]["turns"][0]["content"] = "X:2 T:another tune"
-        new_commit = hub.add(f"datasets/{arenahard.HUB_REPO}", {answers_file: _jsonl(answers)})
+        new_commit = hub.add(f"datasets/{arenahard.HUB_REPO}", {answers_file: jsonl_bytes(answers)})
         assert new_commit != commit and f"@{new_commit}/" in arenahard.data_version(ev, "hub") != version
         assert arenahard.v01_items.__wrapped__()[0].reference == "X:2 T:another tune"
 

@@ -34,10 +34,11 @@ def _changed(before: dict, after: dict) -> set[str]:
 
 PAPER = yaml.safe_load((REPO / "profiles/paper.yaml").read_text())
 
-# What a rehearsal may change: the models (and the caches their answers go to) and the sizes.
+# What a rehearsal may change: the models, the sizes, and where what outlives a run is kept.
 MODELS = {"generators.llama-3-1-8b.model", "generation.tokenizer", "student.base", "student.reference",
           "training.accelerate_config", "intrinsic.reward_model", "intrinsic.embedding_model",
-          "intrinsic.trust_remote_code", "intrinsic.cache_db", "cache.requests_db"}
+          "intrinsic.trust_remote_code"}
+APART = {"intrinsic.cache_db", "cache.requests_db", "analysis.history_dir"}
 SIZES = {"benchmark_generators", "evaluation.generators", "scaling.generators", "scaling.sizes",
          "generation.num_instances", "generation.sampling.max_tokens", "training.max_length", "evaluation.limit",
          "evaluation.decoding.max_new_tokens", "evaluation.judge_max_tokens", "intrinsic.judge_max_tokens"}
@@ -47,7 +48,9 @@ def test_the_rehearsal_changes_only_the_models_and_the_sizes():
     from agorabench.config import Params
 
     data = rehearsal.rehearsal_params(PAPER)
-    assert _changed(PAPER, data) == MODELS | SIZES
+    assert _changed(PAPER, data) == MODELS | SIZES | APART
+    # Nothing the rehearsal keeps goes where a real run keeps it.
+    assert all(data[section][key].startswith(".agora/rehearsal/") for section, key in rehearsal.APART)
     Params.model_validate(data)
     # One generator per route, the judges the paper's, the students' base without a template of its own.
     assert data["benchmark_generators"] == ["gpt-4o", "claude-3-5-sonnet", "llama-3-1-8b"]
@@ -61,7 +64,7 @@ def test_the_rehearsal_changes_only_the_models_and_the_sizes():
                                                                   "evaluation.arenahard_version"}
     # Canary: the check sees a change outside the models and the sizes.
     data["evaluation"]["judge_top_logprobs"] = 0
-    assert _changed(PAPER, data) - MODELS - SIZES == {"evaluation.judge_top_logprobs"}
+    assert _changed(PAPER, data) - MODELS - SIZES - APART == {"evaluation.judge_top_logprobs"}
 
 
 def test_the_loopback_hub_serves_every_seed_set_and_arena_hard_v01(tmp_path, monkeypatch):
@@ -130,6 +133,17 @@ def test_the_loopback_apis_pass_a_models_answers_through_both_wire_formats():
         scripted = chat.chat.completions.create(model="gpt-4o", messages=meta, max_tokens=200)
         assert "OUTPUT:" in scripted.choices[0].message.content and back.request_count == asked
         assert scripted.usage.completion_tokens > 0  # priced on its tokens
+        # The model server's refusal reaches the client as a 400 with its reason, sent once: a 500
+        # would be retried for minutes. A 500 of the model server stays a 500, and is retried (canary).
+        back.inject("400")
+        with pytest.raises(openai.BadRequestError, match="the answering model refused the request"):
+            chat.with_options(max_retries=2).chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "Too long?"}])
+        assert back.request_count == asked + 1
+        back.inject("500")
+        retried = chat.with_options(max_retries=2).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Again?"}])
+        assert retried.choices[0].message.content == "Paris." and back.request_count == asked + 3
     # ...and by the model when the script is off (the canary).
     with FakeLLMServer(responder=model) as back, \
             FakeLLMServer(responder=rehearsal.model_responder(back.url + "/v1", "m", script_instances=False),
@@ -138,7 +152,29 @@ def test_the_loopback_apis_pass_a_models_answers_through_both_wire_formats():
         assert chat.chat.completions.create(model="gpt-4o", messages=meta).choices[0].message.content == "Paris."
 
 
-def test_a_rehearsal_needs_a_profile(tmp_path):
+def test_a_port_the_rehearsal_cannot_serve_is_one_line():
+    """The paper profile's self-hosted endpoints are served on their own ports: one taken, or one not on
+    this machine, is one line naming the generator (the canary: the port, freed, passes)."""
+    import socket
+
+    from agorabench.config import ParamsError, Params
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"generators.prometheus-2-8x7b.base_url: port {port} is in use") as err:
+            rehearsal._check_free(port, "prometheus-2-8x7b")
+        assert "\n" not in str(err.value)
+    rehearsal._check_free(port, "prometheus-2-8x7b")
+    data = rehearsal.rehearsal_params(PAPER)
+    assert rehearsal._self_hosted_ports(Params.model_validate(data)) == {8087: "prometheus-2-8x7b"}
+    data["generators"]["prometheus-2-8x7b"]["base_url"] = "http://10.1.2.3:8087/v1"
+    with pytest.raises(ParamsError, match="prometheus-2-8x7b.base_url: http://10.1.2.3:8087/v1 is not on this machine"):
+        rehearsal._self_hosted_ports(Params.model_validate(data))
+
+
+def test_a_rehearsal_needs_a_profile():
     out = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--rehearse", "--dry-run"], cwd=REPO,
                          capture_output=True, text=True)
     assert out.returncode == 2 and "--rehearse rehearses a profile: add --profile NAME" in out.stderr
@@ -147,8 +183,8 @@ def test_a_rehearsal_needs_a_profile(tmp_path):
 def _store_spend(repo) -> float:
     import sqlite3
 
-    with sqlite3.connect(repo / rehearsal.MODELS["cache", "requests_db"]) as db:
-        return db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM requests").fetchone()[0]
+    with sqlite3.connect(repo / rehearsal.APART["cache", "requests_db"]) as db:
+        return db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM responses").fetchone()[0]
 
 
 @pytest.mark.slow

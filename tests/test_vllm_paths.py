@@ -355,6 +355,14 @@ def without_a_chat_template(model: str, out: Path) -> str:
     return str(out)
 
 
+def test_a_model_without_a_chat_template_is_told_apart(tmp_path):
+    from agorabench.models.packaged import hf_model_dir
+
+    assert not servers._ships_chat_template(without_a_chat_template(MODEL, tmp_path / "base"))
+    assert servers._ships_chat_template(str(hf_model_dir(MODEL)))  # canary: the instruct model has one
+    assert servers._ships_chat_template("org/not-in-the-cache")  # unknown: vLLM will say what is wrong
+
+
 def test_kill_minus_9_of_the_run_leaves_no_vllm_process(tmp_path):
     """The process that started vLLM dies by SIGKILL (no cleanup runs in it): the kernel's parent-death
     signal reaches the launcher, which takes down vLLM's API server and its engine. The model served has

@@ -183,15 +183,23 @@ def _stop_all() -> None:
         server.stop()
 
 
-def _ships_chat_template(model_dir: str) -> bool:
-    """Whether a local model folder has a chat template of its own (a hub id: assumed so)."""
-    folder = Path(model_dir)
-    if not folder.is_dir():
-        return True
+def _ships_chat_template(model: str) -> bool:
+    """Whether a model (a local folder, or a hub id in the Hugging Face cache) has a chat template of its
+    own. What cannot be read is taken to have one: vLLM then says what is wrong."""
+    folder = Path(model)
+    if not folder.is_dir():  # a hub id: vLLM loads it from the cache, where it must already be
+        from huggingface_hub import try_to_load_from_cache
+
+        config = try_to_load_from_cache(model, "tokenizer_config.json")
+        if not isinstance(config, str):  # not in the cache, or not in the repository
+            return True
+        folder = Path(config).parent  # the snapshot, where a chat_template.jinja would be too
     if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
         return True
-    config = folder / "tokenizer_config.json"
-    return config.is_file() and bool(json.loads(config.read_text()).get("chat_template"))
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError):
+        return True
 
 
 class LocalServerError(RuntimeError):

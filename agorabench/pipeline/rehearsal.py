@@ -10,18 +10,22 @@ This module owns what a rehearsal changes and the loopback world it runs in:
   may ship none; the profile then prompts it in the Llama-3 format), the reward model a tiny one, the
   embeddings a packaged MiniLM, and FSDP runs over gloo in two CPU processes. Sizes shrink: a few
   instances per setting, a few items per benchmark, short answers, and one generator per route
-  (hosted OpenAI, Anthropic, local vLLM); the judges stay the paper's.
+  (hosted OpenAI, Anthropic, local vLLM); the judges stay the paper's. The request store, the
+  intrinsic cache and the run history go under HOME (APART).
 - rehearsal_world(params) serves what the paper's run would reach over the network: a loopback Hub
-  with the seed sets and Arena-Hard v0.1 in their Hub layouts (rows taken from the packaged data), and
-  loopback OpenAI/Anthropic endpoints whose answers come from a packaged model. It returns the
-  environment the pipeline's stages run in: the Hub's and the SDKs' endpoints, and caches of its own,
-  so nothing the rehearsal writes is ever read as a real model's answer or a real Hub download.
+  with the seed sets and Arena-Hard v0.1 in their Hub layouts (made-up math and code rows, the packaged
+  general seeds), and loopback OpenAI/Anthropic endpoints whose answers come from a packaged model. It
+  returns the environment the pipeline's stages run in: the Hub's and the SDKs' endpoints, and a
+  Hugging Face cache of its own, so that nothing the rehearsal keeps is ever read as a real model's
+  answer or a real Hub download.
+
+The pipeline's outputs (data/, reports/, dvc.lock) are the workspace's, as for any profile: the
+rehearsal replaces params.yaml, and `git checkout params.yaml` goes back.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,8 +52,7 @@ SIZES = {
     ("intrinsic", "judge_max_tokens"): 128,
 }
 SCALING_SIZES = [1, 2]
-# The models, and where their answers are kept: apart from a real run's, so that no answer of the
-# rehearsal's models is ever taken for a real model's.
+# The models.
 MODELS = {
     ("generation", "tokenizer"): str(HOME / "base"),
     ("student", "base"): str(HOME / "base"),
@@ -58,8 +61,13 @@ MODELS = {
     ("intrinsic", "reward_model"): str(HOME / "reward"),
     ("intrinsic", "embedding_model"): EMBEDDING_MODEL,
     ("intrinsic", "trust_remote_code"): False,  # the packaged MiniLM brings no code of its own
-    ("intrinsic", "cache_db"): str(HOME / "intrinsic-cache.sqlite"),
+}
+# What outlives a run, kept apart from a real run's: no answer of the rehearsal's models is ever taken
+# for a real model's, and no rehearsal joins the history of real runs.
+APART = {
     ("cache", "requests_db"): str(HOME / "requests.sqlite"),
+    ("intrinsic", "cache_db"): str(HOME / "intrinsic-cache.sqlite"),
+    ("analysis", "history_dir"): str(HOME / "history"),
 }
 
 
@@ -97,7 +105,7 @@ def rehearsal_params(paper: dict) -> dict:
     if scaling.get("generators"):
         scaling["generators"] = [g for g in scaling["generators"] if g in gens][:1]
         scaling["sizes"] = SCALING_SIZES
-    for path, value in {**SIZES, **MODELS}.items():
+    for path, value in {**SIZES, **MODELS, **APART}.items():
         _set(data, path, value)
     return data
 
@@ -151,10 +159,6 @@ def build_models(home: Path = HOME) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _jsonl(rows: list[dict]) -> bytes:
-    return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
-
-
 ROWS = 24  # rows per seed set the loopback Hub serves
 
 
@@ -182,7 +186,7 @@ def hub_repos() -> dict[str, dict[str, bytes]]:
     from agorabench.evaluation.benchmarks import arenahard
     from agorabench.evaluation.items import MATH_SUBJECTS
     from agorabench.generation.seeds import hub, offline
-    from agorabench.testing.hub_server import dataset_repo
+    from agorabench.testing.hub_server import dataset_repo, jsonl_bytes
 
     def general(method):
         return [(s.instruction, s.response) for s in offline.build("general", method)][:ROWS]
@@ -217,13 +221,13 @@ def hub_repos() -> dict[str, dict[str, bytes]]:
         "datasets/openai/gsm8k": dataset_repo({"main": {"train": gsm8k}}),
         "datasets/EleutherAI/hendrycks_math": dataset_repo({s: {"train": rows} for s, rows in math_train.items()}),
         "datasets/google-research-datasets/mbpp": dataset_repo({"full": {"train": mbpp[3:], "prompt": mbpp[:3]}}),
-        "datasets/GAIR/lima": {hub.LIMA_FILES.removeprefix("hf://datasets/GAIR/lima/"): _jsonl(lima)},
+        "datasets/GAIR/lima": {hub.LIMA_FILES.removeprefix("hf://datasets/GAIR/lima/"): jsonl_bytes(lima)},
         f"datasets/{hub.MAGPIE_REASONING}": dataset_repo({"default": {"train": magpie_reasoning}}),
         f"datasets/{hub.MAGPIE_PRO}": dataset_repo({"default": {"train": magpie_pro}}),
         f"datasets/{hub.WEBINSTRUCT}": dataset_repo({"default": {"train": web}}),
-        "datasets/neulab/conala": {hub.CONALA_MINED_FILES.removeprefix("hf://datasets/neulab/conala/"): _jsonl(conala)},
-        f"datasets/{arenahard.HUB_REPO}": {arenahard.V01_QUESTIONS: _jsonl(questions),
-                                           arenahard.v01_answers_file(): _jsonl(answers)},
+        "datasets/neulab/conala": {hub.CONALA_MINED_FILES.removeprefix("hf://datasets/neulab/conala/"): jsonl_bytes(conala)},
+        f"datasets/{arenahard.HUB_REPO}": {arenahard.V01_QUESTIONS: jsonl_bytes(questions),
+                                           arenahard.v01_answers_file(): jsonl_bytes(answers)},
     }
 
 
@@ -247,9 +251,10 @@ def model_responder(base_url: str, model: str, script_instances: bool = True):
     data to run on. Responses to instructions, judgements and benchmark answers come from the model."""
     import httpx
 
-    from agorabench.testing.llm_server import _content_text, default_responder, last_user_text
+    from agorabench.testing.llm_server import BadRequest, _content_text, default_responder, last_user_text
 
-    client = httpx.Client(timeout=900)
+    # Shorter than the SDK clients' own timeout (600 s), so a request they gave up on frees its thread.
+    client = httpx.Client(timeout=540)
 
     def respond(api: str, body: dict) -> dict:
         if script_instances and last_user_text(body).rstrip().endswith(META_PROMPT_ENDINGS):
@@ -266,6 +271,8 @@ def model_responder(base_url: str, model: str, script_instances: bool = True):
         if api == "openai" and body.get("logprobs"):
             request.update(logprobs=True, top_logprobs=body.get("top_logprobs") or 0)
         answer = client.post(base_url + "/chat/completions", json=request)
+        if 400 <= answer.status_code < 500:  # e.g. a prompt longer than the model's context: retrying won't help
+            raise BadRequest(f"the answering model refused the request ({answer.status_code}): {answer.text[:300]}")
         answer.raise_for_status()
         answer = answer.json()
         choice, usage = answer["choices"][0], answer.get("usage") or {}
@@ -280,26 +287,34 @@ def model_responder(base_url: str, model: str, script_instances: bool = True):
 
 
 def _self_hosted_ports(params) -> dict[int, str]:
-    """Port -> generator, for every called OpenAI generator whose base_url is on this machine."""
+    """Port -> generator, for every called API generator whose base_url is on this machine."""
+    from agorabench.config import ParamsError
+
     ports = {}
     for name in params.called_generators():
         url = params.generators[name].base_url
         if params.generators[name].backend != "local" and url:
             parts = urlsplit(url)
             if parts.hostname not in ("127.0.0.1", "localhost"):
-                raise ValueError(f"generators.{name}.base_url: {url} is not on this machine; a rehearsal only "
-                                 f"stands in for loopback endpoints (the paper profile's self-hosted servers)")
+                raise ParamsError(f"generators.{name}.base_url: {url} is not on this machine; a rehearsal only "
+                                  f"stands in for loopback endpoints (the paper profile's self-hosted servers)")
             ports.setdefault(parts.port, name)
     return ports
 
 
+def _port_in_use(port: int, name: str) -> RuntimeError:
+    return RuntimeError(f"generators.{name}.base_url: port {port} is in use; the rehearsal serves a stand-in "
+                        f"there: stop what holds it, then run the rehearsal again")
+
+
 def _check_free(port: int, name: str) -> None:
+    """Before minutes of model loading: whether the port could be served (as asyncio binds it)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
-            raise RuntimeError(f"generators.{name}.base_url: port {port} is in use; the rehearsal serves a "
-                               f"stand-in there: stop what holds it, then run the rehearsal again") from None
+            raise _port_in_use(port, name) from None
 
 
 @contextlib.contextmanager
@@ -321,8 +336,11 @@ def rehearsal_world(params, home: Path = HOME) -> Iterator[dict[str, str]]:
                                                      log_path=home / "logs" / "answering-model.log"))
         respond = model_responder(model.base_url, model.model_id)
         hosted = stack.enter_context(FakeLLMServer(responder=respond, blocking_responder=True))
-        for port in ports:
-            stack.enter_context(FakeLLMServer(responder=respond, blocking_responder=True, port=port))
+        for port, name in ports.items():
+            try:
+                stack.enter_context(FakeLLMServer(responder=respond, blocking_responder=True, port=port))
+            except OSError:  # taken while the model loaded
+                raise _port_in_use(port, name) from None
         yield {
             "HF_ENDPOINT": hub.url, "HF_HOME": str((home / "hf").resolve()),
             "HF_HUB_CACHE": str((home / "hf" / "hub").resolve()),

@@ -302,6 +302,11 @@ class FakeHubServer:
         return Handler
 
 
+def jsonl_bytes(rows: list[dict]) -> bytes:
+    """Rows as a JSON Lines file's bytes, as the Hub's data files and Arena-Hard's answer files are."""
+    return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+
+
 def dataset_repo(configs: dict[str, dict[str, list[dict]]]) -> dict[str, bytes]:
     """A dataset repository's files in the Hub's layout, for `add`: a card whose `configs:` name each
     config's split files, and those files as JSON Lines (config -> split -> rows)."""
@@ -310,7 +315,7 @@ def dataset_repo(configs: dict[str, dict[str, list[dict]]]) -> dict[str, bytes]:
     for config, splits in configs.items():
         card += [f"- config_name: {config}", "  data_files:"]
         for split, rows in splits.items():
-            files[f"{config}/{split}.jsonl"] = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+            files[f"{config}/{split}.jsonl"] = jsonl_bytes(rows)
             card += [f"  - split: {split}", f"    path: {config}/{split}.jsonl"]
     return {"README.md": ("\n".join([*card, "---", ""])).encode(), **files}
 

@@ -175,8 +175,9 @@ def default_responder(api, body):
 # -----------------------------------------------------------------------------
 # the wire formats
 
-class _BadRequest(Exception):
-    pass
+class BadRequest(Exception):
+    """Raised by the server's checks, or by a responder, for a request the real API would refuse: the
+    client gets a 400 with this message (not a 500, which clients retry)."""
 
 _ids = itertools.count(1)
 
@@ -219,13 +220,13 @@ def _finalize(api, body, reply):
 
 def _validate(api, body):
     if not isinstance(body, dict):
-        raise _BadRequest("request body must be a JSON object")
+        raise BadRequest("request body must be a JSON object")
     if not isinstance(body.get("messages"), list) or not body["messages"]:
-        raise _BadRequest("'messages' must be a non-empty list")
+        raise BadRequest("'messages' must be a non-empty list")
     if api == "anthropic" and not isinstance(body.get("max_tokens"), int):
-        raise _BadRequest("max_tokens: Field required")  # the real API requires it too
+        raise BadRequest("max_tokens: Field required")  # the real API requires it too
     if body.get("stream"):
-        raise _BadRequest("FakeLLMServer does not support stream=true")
+        raise BadRequest("FakeLLMServer does not support stream=true")
 
 def _openai_logprobs(body, reply):
     if not body.get("logprobs") or not isinstance(reply, dict) or reply.get("logprobs") is None:
@@ -503,14 +504,14 @@ class FakeLLMServer:
 
         try:
             if "_invalid_json" in body:
-                raise _BadRequest("request body is not valid JSON")
+                raise BadRequest("request body is not valid JSON")
             _validate(api, body)
             complete = openai_completion if api == "openai" else anthropic_message
             if self.blocking_responder:
                 answer = await asyncio.to_thread(complete, body, self.responder)
             else:
                 answer = complete(body, self.responder)
-        except _BadRequest as e:
+        except BadRequest as e:
             return 400, json_headers, json.dumps(error_body(api, 400, str(e))).encode()
         except Exception as e:  # a broken responder should show up as a clear 500, not a hung client
             return 500, json_headers, json.dumps(error_body(api, 500, f"responder failed: {e!r}")).encode()
