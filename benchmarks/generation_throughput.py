@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,14 +34,9 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="agora-bench-prefe
 os.environ["FAKE_API_KEY"] = "bench"
 
 from agorabench import env_defaults as offline  # noqa: E402
+from agorabench.models.launchers import free_port  # noqa: E402
 
 offline.apply_defaults()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:

@@ -112,6 +112,7 @@ def tiny_student(tmp_path_factory) -> str:
     from transformers import AutoTokenizer
 
     from agorabench.models.packaged import hf_model_dir
+    from agorabench.testing.tiny_models import save_tiny_llama
 
     tok = AutoTokenizer.from_pretrained(hf_model_dir("smollm2-135m-instruct"))
     return save_tiny_llama(tok, tmp_path_factory.mktemp("tiny-student"))
@@ -126,17 +127,3 @@ def query(db, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
     finally:
         con.close()
-
-
-def save_tiny_llama(tok, out) -> str:
-    """A randomly initialised 2-layer Llama over `tok`'s vocabulary (seed 0), saved with `tok` in `out`."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return str(out)

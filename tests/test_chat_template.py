@@ -13,7 +13,8 @@ import pytest
 
 from agorabench.config import ParamsError, load_params
 from agorabench.models import chat_template as templates
-from tests.conftest import save_tiny_llama, write_params
+from agorabench.testing.tiny_models import save_tiny_llama
+from tests.conftest import write_params
 
 SYSTEM = "You are a helpful AI assistant."
 # The official recipe's prompt (docs/paper.md, the training sample format), for a system turn and "Hi".

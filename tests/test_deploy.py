@@ -5,7 +5,6 @@ never runs, and a deployment whose flow fails ends FAILED with its error."""
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import urllib.request
 import pytest
 import yaml
 
+from agorabench.models.launchers import free_port
 from tests.conftest import REPO, write_params
 from tests.test_dvc_pipeline import sh
 
@@ -51,12 +51,6 @@ def make_bench_repo(repo, server_url: str, remote=None, **overrides):
     sh(["git", "add", "-A"], repo, env)
     sh(["git", "commit", "-qm", "bench"], repo, env)
     return repo
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, log, timeout_s: float = 90) -> None:

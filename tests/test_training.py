@@ -270,17 +270,13 @@ def test_launches_side_by_side_rendezvous_on_ports_of_their_own(tmp_path):
 def cpu_accelerate_config(tmp_path: Path, name: str = "cpu.yaml", **changes) -> Path:
     """The shipped FSDP config set to 2 processes on this CPU, on a rendezvous port of its own
     (another run's may hold the default)."""
-    import socket
-
     import yaml
 
+    from agorabench.models.launchers import free_port
+    from agorabench.testing.tiny_models import cpu_fsdp_config
     from tests.conftest import REPO
 
-    config = yaml.safe_load((REPO / "configs/accelerate_fsdp.yaml").read_text())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config.update(num_processes=2, mixed_precision="no", use_cpu=True, main_process_port=port, **changes)
+    config = cpu_fsdp_config(REPO / "configs/accelerate_fsdp.yaml", main_process_port=free_port(), **changes)
     (tmp_path / name).write_text(yaml.safe_dump(config))
     return tmp_path / name
 

@@ -129,28 +129,20 @@ def build_models(home: Path = HOME) -> None:
     """A tiny Llama without a chat template (the students' base, and its tokenizer), a tiny reward
     model over the same vocabulary, and the paper's FSDP config set to two CPU processes. Seeded: a
     second rehearsal builds the same bytes."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+    from transformers import AutoTokenizer
 
     from agorabench.models.packaged import hf_model_dir
+    from agorabench.testing.tiny_models import cpu_fsdp_config, save_tiny_llama
 
     home.mkdir(parents=True, exist_ok=True)
     tok = AutoTokenizer.from_pretrained(hf_model_dir(ANSWERING_MODEL))
     tok.chat_template = None  # as a base checkpoint may ship it: no template of its own
-    # head_dim 64: vLLM's CPU attention takes no smaller heads.
-    shape = dict(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                 num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8192,
-                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
-    for name, cls, extra in (("base", LlamaForCausalLM, {}),
-                             ("reward", LlamaForSequenceClassification, {"num_labels": 1,
-                                                                           "pad_token_id": tok.eos_token_id})):
-        if (home / name / "config.json").is_file():
-            continue
-        torch.manual_seed(0)
-        cls(LlamaConfig(**shape, **extra)).save_pretrained(home / name)
-        tok.save_pretrained(home / name)
-    accelerate = yaml.safe_load(Path("configs/accelerate_fsdp.yaml").read_text())
-    accelerate.update(num_processes=2, use_cpu=True, mixed_precision="no")  # gloo on this CPU
+    for name, head in (("base", "causal_lm"), ("reward", "score")):
+        if not (home / name / "config.json").is_file():
+            # head_dim 64: vLLM's CPU attention takes no smaller heads.
+            save_tiny_llama(tok, home / name, head, hidden_size=128, intermediate_size=256, num_attention_heads=2,
+                            num_key_value_heads=1, max_position_embeddings=8192)
+    accelerate = cpu_fsdp_config()  # the profile's own, from the workspace
     (home / "accelerate_fsdp_cpu.yaml").write_text(yaml.safe_dump(accelerate, sort_keys=False))
 
 
