@@ -19,7 +19,10 @@ def evaluate(model: str, benchmarks: list[str] | None = None, params_file: str =
     # then one benchmark after another scores them, reading the answers from the request store.
     generated = answer_all(params, model, names, allow_code_execution, servers)
     if generated:
-        print(f"{model}: {generated} answers generated in one batched pass over {', '.join(names)}")
+        print(f"{model}: {sum(generated.values())} answers generated in one batched pass over {', '.join(names)}")
     results = {b: evaluate_benchmark(params, model, b, allow_code_execution, servers) for b in names}
+    for b, n in generated.items():  # the pass's answers count as this stage's, not as found in the store
+        run = results[b]["run"]
+        run.update(generated=run["generated"] + n, cached=run["cached"] - n)
     write_score_summary(params, model, results)
     return results

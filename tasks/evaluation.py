@@ -27,6 +27,6 @@ def evaluate_benchmark(params: Params, model_ref: str, benchmark: str,
 @task(name="answer-all", task_run_name="{model_ref} answers", retries=1, retry_delay_seconds=10,
       retry_condition_fn=_retry_unless_config_error, cache_policy=NO_CACHE, persist_result=False)
 def answer_all(params: Params, model_ref: str, benchmarks: list[str],
-               allow_code_execution: bool | None = None, endpoints: dict | None = None) -> int:
+               allow_code_execution: bool | None = None, endpoints: dict | None = None) -> dict[str, int]:
     return prefetch_answers(params, model_ref, benchmarks, allow_code_execution=allow_code_execution,
                             endpoints=endpoints)

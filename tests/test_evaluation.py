@@ -328,13 +328,14 @@ def test_prefetch_answers_all_benchmarks_in_one_batch(tmp_path, tiny_student, mo
     monkeypatch.setattr(TransformersAnswerer, "_generate_batch",
                         lambda self, batch, *a: batches.append(len(batch)) or real(self, batch, *a))
     params = make_params(tmp_path, "http://127.0.0.1:9", tiny_student, **{"evaluation.batch_size": 8})
-    assert prefetch_answers(params, "reference", ["gsm8k", "math"]) == 6
+    assert prefetch_answers(params, "reference", ["gsm8k", "math"]) == {"gsm8k": 3, "math": 3}
     assert batches == [6]  # both math-domain benchmarks, one generate call
     for name in ("gsm8k", "math"):
         assert evaluate(params, "reference", name)["run"] == {"generated": 0, "cached": 3}
     assert batches == [6]
+    assert prefetch_answers(params, "reference", ["gsm8k", "math"]) == {}  # all stored: nothing generated
     # a benchmark that may not run (code without the opt-in) is left for evaluate() to refuse
-    assert prefetch_answers(params, "reference", ["mbpp"]) == 0
+    assert prefetch_answers(params, "reference", ["mbpp"]) == {}
     # canary: without the prefetch, each benchmark is its own batch
     batches.clear()
     (tmp_path / "b").mkdir()

@@ -69,6 +69,8 @@ def test_train_then_evaluate_flows_end_to_end(prefect_harness, tmp_path, fake_se
     assert metrics["examples"] == 4 and metrics["steps"] >= 1
     results = evaluate(model="student:fake/response_generation/math", params_file=str(params_file))
     assert set(results) == {"gsm8k", "math"}  # a math student: its domain's two benchmarks
+    # The stage's batched pass answered them: they count as generated here, not as found in the store.
+    assert all(r["run"] == {"generated": r["n_items"], "cached": 0} for r in results.values())
     summary = json.loads((tmp_path / "scores/students/fake/response_generation/math.json").read_text())
     assert set(summary) == {"gsm8k", "math"} and summary["gsm8k"]["n_items"] == 2
 

@@ -170,10 +170,11 @@ def answerer_for(params: Params, model: ModelRef, endpoints: dict[str, Endpoint]
 
 
 def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,
-                     allow_code_execution: bool | None = None, endpoints: dict[str, Endpoint] | None = None) -> int:
+                     allow_code_execution: bool | None = None,
+                     endpoints: dict[str, Endpoint] | None = None) -> dict[str, int]:
     """Answer every item of `benchmarks` for a model run in this process, in one batched pass per
-    decoding setting, into the request store, where `evaluate` then finds them. Returns how many
-    answers were generated.
+    decoding setting, into the request store, where `evaluate` then finds them. Returns, per benchmark,
+    how many of its answers the pass generated (the rest were in the store already).
 
     Why: a batch takes as many decoding steps as its longest answer, and a small model often writes
     up to max_new_tokens. A student's domain has two or three benchmarks with the same decoding, so
@@ -183,6 +184,7 @@ def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,
     model = resolve_model_ref(params, model_ref)
     ctx = _score_context(params, allow_code_execution)
     groups: dict[tuple[Decoding, int], list[list[dict]]] = {}
+    owners: dict[tuple[Decoding, int], list[str]] = {}  # the benchmark of each conversation in a group
     for benchmark in benchmarks:
         try:
             _check_runnable(params, benchmark, ctx)
@@ -192,14 +194,23 @@ def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,
         samples = params.evaluation.samples if table.domains()[benchmark] == "code" else 1
         for s in range(samples):
             groups.setdefault((decoding_for(params, benchmark), s), []).extend(conversations)
+            owners.setdefault((decoding_for(params, benchmark), s), []).extend([benchmark] * len(conversations))
     with answerer_for(params, model, endpoints) as answerer:  # one model load (or server) for every group
         if isinstance(answerer, EndpointAnswerer):
-            return 0  # an endpoint answers one request at a time anyway: evaluate() asks it
+            return {}  # an endpoint answers one request at a time anyway: evaluate() asks it
+        # What the pass will generate, per benchmark: evaluate() then finds every answer in the store, and
+        # its own count would call them all stored.
+        missing = dict.fromkeys(benchmarks, 0)
+        for (decoding, s), conversations in groups.items():
+            keys = [answerer.request(c, decoding, s)[1] for c in conversations]
+            stored = answerer.store.get_many(keys)
+            for key, benchmark in zip(keys, owners[(decoding, s)]):
+                missing[benchmark] += key not in stored
         total = sum(len(c) for c in groups.values())
         with Progress(f"{model.key} {'+'.join(benchmarks)}", total, unit="answers") as bar:
             for (decoding, s), conversations in groups.items():
                 answerer.answer_many(conversations, decoding, s, bar.advance)
-        return answerer.stats.completed
+        return {b: n for b, n in missing.items() if n}
 
 
 def _check_runnable(params: Params, benchmark: str, ctx) -> None:
