@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 # Tiny launcher run as the server's first process: it asks the kernel to SIGTERM it if the process that
 # started it dies (even by SIGKILL, where no __exit__ or atexit runs), then execs the real server command,
@@ -75,6 +76,37 @@ def stop_groups(procs: list[subprocess.Popen], timeout_s: float = 30) -> None:
             proc.wait(timeout=timeout_s)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """Stop a process started with start_new_session (the leader of a group with its own pid) and
+    everything in its group: SIGTERM, up to `grace_s` seconds for the group to be gone, then SIGKILL."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader, else its zombie keeps the group "alive"
+            if not _group_alive(proc.pid):
+                break
+            time.sleep(0.05)
+        if not _group_alive(proc.pid):
+            break
+    proc.poll()
+    if proc.returncode is None:
+        proc.wait(timeout=5)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member exists but is not ours to signal
+        return True
+    return True
 
 
 def die_with_parent(parent_pid: int | None = None) -> None:

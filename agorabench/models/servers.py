@@ -81,7 +81,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agorabench.models.launchers import PDEATHSIG_LAUNCHER, free_port
+from agorabench.models.launchers import PDEATHSIG_LAUNCHER, free_port, stop_group
 from agorabench.models.packaged import PACKAGED_MODELS, cache_root, gguf_path, resolve_model
 
 __all__ = ["LocalModelServer", "LocalServerError", "local_engine"]
@@ -353,23 +353,7 @@ class LocalModelServer:
         _LIVE.discard(self)
         if proc is None:
             return
-        pgid = proc.pid  # start_new_session=True makes the server the leader of a group with its own pid
-        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline:
-                proc.poll()  # reap the leader, else its zombie keeps the group "alive"
-                if not _group_alive(pgid):
-                    break
-                time.sleep(0.05)
-            if not _group_alive(pgid):
-                break
-        proc.poll()
-        if proc.returncode is None:
-            proc.wait(timeout=5)
+        stop_group(proc, grace_s)
 
     # -- internals --------------------------------------------------------------------------------------------
 
@@ -551,11 +535,4 @@ def load_lora(base_url: str, name: str, path: str) -> None:
                                f"({e.code}: {text[:300]})") from None
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a member exists but is not ours to signal
-        return True
     return True

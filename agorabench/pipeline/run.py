@@ -36,7 +36,7 @@ def prefect_server(home: str | Path = ".agora/prefect", ui: bool = False, timeou
         return
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    from agorabench.models.launchers import PDEATHSIG_LAUNCHER, free_port
+    from agorabench.models.launchers import PDEATHSIG_LAUNCHER, free_port, stop_group
 
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -68,15 +68,7 @@ def prefect_server(home: str | Path = ".agora/prefect", ui: bool = False, timeou
             time.sleep(0.3)
         yield url
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=15)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(proc, grace_s=15)
         log.close()
 
 
