@@ -306,7 +306,11 @@ def hostile(tmp_path_factory):
                 accepted.append(listener.accept())
         except BlockingIOError:
             pass
-        leftovers = set(glob.glob(os.path.join(tempfile.gettempdir(), "agora-sbx-*"))) - before
+        # Only this fixture's sandboxes (a work dir is named for its run): a pipeline running beside the
+        # tests makes and removes its own.
+        ours = {r.run_id for by_name in results.values() for r in by_name.values()}
+        leftovers = {d for d in set(glob.glob(os.path.join(tempfile.gettempdir(), "agora-sbx-*"))) - before
+                     if os.path.basename(d).split("-")[2] in ours}
         yield {"results": results, "accepted": accepted, "targets": targets, "walls": walls, "leftovers": leftovers}
     finally:
         os.environ.pop("AGORA_TEST_SECRET", None)
@@ -355,6 +359,22 @@ def test_hostile_programs_fail_for_the_right_reason(hostile, mode):
         assert r["fork_once_daemon"].status == "failed"
     # The whole hostile batch (two 2 s timeouts among them) ran in bounded time.
     assert hostile["walls"][mode] < 4 * HOSTILE_TIMEOUT_S + 6
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_left_work_dir_is_named_for_its_run(mode, monkeypatch):
+    """What the leftover check above relies on (the canary of its filter): a work dir that was not
+    removed carries the run_id of the results it served, so it is told apart from a pipeline's beside."""
+    isolation, zygote = MODES[mode]
+    remove = shutil.rmtree
+    monkeypatch.setattr(sandbox.shutil, "rmtree", lambda *a, **k: None)  # leave every work dir
+    config = sandbox.SandboxConfig(allow_code_execution=True, timeout_s=5, workers=1, isolation=isolation,
+                                   zygote=zygote)
+    [result] = sandbox.run_programs(["pass"], config)
+    left = glob.glob(os.path.join(tempfile.gettempdir(), f"agora-sbx-{result.run_id}-*"))
+    for d in left:
+        remove(d, ignore_errors=True)  # the real rmtree: the stand-in is still in place
+    assert result.passed and len(left) == 1
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -615,7 +615,7 @@ def _run_fresh(source: str, config: SandboxConfig, isolation: str) -> ExecResult
     run_id = secrets.token_hex(8)
     token = secrets.token_hex(16)
     start = time.monotonic()
-    workdir = tempfile.mkdtemp(prefix="agora-sbx-")
+    workdir = tempfile.mkdtemp(prefix=f"agora-sbx-{run_id}-")  # named for its run: whose it is, if one is left
     seccomp_r = None
     try:
         with open(os.path.join(workdir, "prog.py"), "w", encoding="utf-8") as f:
@@ -766,8 +766,8 @@ class _Zygote:
     def _start(self) -> str:
         """Start the sandbox and wait until the zygote is ready; "" on success, else why it failed."""
         config = self.config
-        self.workdir = tempfile.mkdtemp(prefix="agora-sbx-")
         self.run_id = secrets.token_hex(8)
+        self.workdir = tempfile.mkdtemp(prefix=f"agora-sbx-{self.run_id}-")
         limits = [
             (resource.RLIMIT_AS, config.memory_bytes), (resource.RLIMIT_CPU, int(config.timeout_s) + 2),
             (resource.RLIMIT_FSIZE, config.file_size_bytes), (resource.RLIMIT_NOFILE, config.open_files),
