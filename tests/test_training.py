@@ -302,16 +302,17 @@ def _workers(params_file: Path) -> list[int]:
             if argv[1:4] == [b"-u", b"-m", b"agorabench.training"]]
 
 
-def _workers_after_kill_9(parent: list[str], params_file: Path, wait_s: float, victim=None) -> list[int]:
-    """Start `parent` (which starts an accelerate launch); once both workers run, kill -9 the process
-    victim(pids) picks (default: `parent`) and return the workers still alive `wait_s` seconds later.
-    Whatever of the launch is left is killed after the look."""
+def _workers_after_kill_9(parent: list[str], params_file: Path, wait_s: float, victim=None,
+                          env: dict[str, str] | None = None) -> list[int]:
+    """Start `parent` (which starts an accelerate launch) with `env` added to ours; once both workers run,
+    kill -9 the process victim(pids) picks (default: `parent`) and return the workers still alive
+    `wait_s` seconds later. Whatever of the launch is left is killed after the look."""
     import os
     import signal
     import subprocess
     import time
 
-    proc = subprocess.Popen(parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     try:
         deadline = time.monotonic() + 120
         while len(_workers(params_file)) < 2:
@@ -336,7 +337,7 @@ def _accelerate_agent(processes: dict[int, list[bytes]]) -> int:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
-def test_kill_9_of_agora_train_stops_its_accelerate_launch(tmp_path, tiny_student):
+def test_kill_9_of_agora_train_stops_its_accelerate_launch(tmp_path, tiny_student, prefect_api_env):
     """A killed `agora train --accelerate` takes its training workers with it: the launch runs in a
     process group under the group launcher, and each worker (in a session of its own, from torchrun)
     goes when its parent goes, even when that is `accelerate launch` killed by -9. The canary starts
@@ -348,8 +349,10 @@ def test_kill_9_of_agora_train_stops_its_accelerate_launch(tmp_path, tiny_studen
     config = cpu_accelerate_config(tmp_path)
     agora = [str(Path(sys.executable).with_name("agora")), "train", "-g", "fake", "-d", "math", "-m",
              "response_generation", "--params", str(params_file), "--accelerate", str(config)]
-    assert _workers_after_kill_9(agora, params_file, 30) == []
-    assert _workers_after_kill_9(agora, params_file, 10, victim=_accelerate_agent) == []
+    # The session's Prefect server: a killed `agora train` would leave the temporary server it starts
+    # without one (Prefect's own subprocess, which has no parent-death signal) running after the test.
+    assert _workers_after_kill_9(agora, params_file, 30, env=prefect_api_env) == []
+    assert _workers_after_kill_9(agora, params_file, 10, victim=_accelerate_agent, env=prefect_api_env) == []
     plain = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
     command = launch_command(str(config), "fake", "math", "response_generation", str(params_file))
     assert len(_workers_after_kill_9([sys.executable, "-c", plain, *command], params_file, 3)) == 2
