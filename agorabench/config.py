@@ -321,7 +321,9 @@ class EvaluationConfig(Strict):
     # The reference's weights on a CPU (null: cpu_weights). A larger reference than the student may not fit
     # in float32 beside the other servers: the default's Qwen2.5-Coder-1.5B takes 10.6 GB in vLLM in float32
     # and was killed for memory next to two generator servers and a training job on 24 GB; in bfloat16 it
-    # takes about half and decodes faster, but its answers then depend on what else is in the batch.
+    # takes about half and decodes faster, but through vLLM its answers then depend on what else is in the
+    # batch. `engine: transformers` answers it in this process in fixed batches instead: the same answers
+    # on every run, for a little more time (docs/performance.md).
     reference_cpu_weights: Literal["auto", "float32", "bfloat16", "int8"] | None = None
     # The metric PGR uses for a benchmark instead of its declared PRIMARY, e.g. {alpacaeval: win_rate}:
     # AlpacaEval's length-controlled fit picks its penalty by cross-validation, and on a handful of items
