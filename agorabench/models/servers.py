@@ -533,6 +533,3 @@ def load_lora(base_url: str, name: str, path: str) -> None:
             return  # another stage of this run loaded it: the same adapter under the same name
         raise LocalServerError(f"the vLLM server at {base_url} refused the LoRA adapter {path} "
                                f"({e.code}: {text[:300]})") from None
-
-
-    return True

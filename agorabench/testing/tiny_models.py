@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-# head_dim 8: the smallest that trains and answers in transformers. vLLM's CPU attention takes no head
-# under 64, so a model it serves needs hidden_size / num_attention_heads >= 64 (see rehearsal.py).
+# The tests' shape: head_dim 8 keeps training and answering fast in transformers. vLLM's CPU attention
+# takes no head under 64, so a model it serves needs hidden_size / num_attention_heads >= 64 (rehearsal.py).
 SHAPE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=4096)
 
