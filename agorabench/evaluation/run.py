@@ -183,8 +183,8 @@ def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,
     Generators behind an endpoint are left to `evaluate`."""
     model = resolve_model_ref(params, model_ref)
     ctx = _score_context(params, allow_code_execution)
-    groups: dict[tuple[Decoding, int], list[list[dict]]] = {}
-    owners: dict[tuple[Decoding, int], list[str]] = {}  # the benchmark of each conversation in a group
+    # (decoding, sample) -> its (benchmark, conversation) pairs
+    groups: dict[tuple[Decoding, int], list[tuple[str, list[dict]]]] = {}
     for benchmark in benchmarks:
         try:
             _check_runnable(params, benchmark, ctx)
@@ -193,23 +193,22 @@ def prefetch_answers(params: Params, model_ref: str, benchmarks: list[str], *,
         _, _, conversations = _prompts(params, model, benchmark)
         samples = params.evaluation.samples if table.domains()[benchmark] == "code" else 1
         for s in range(samples):
-            groups.setdefault((decoding_for(params, benchmark), s), []).extend(conversations)
-            owners.setdefault((decoding_for(params, benchmark), s), []).extend([benchmark] * len(conversations))
+            groups.setdefault((decoding_for(params, benchmark), s), []).extend((benchmark, c) for c in conversations)
     with answerer_for(params, model, endpoints) as answerer:  # one model load (or server) for every group
         if isinstance(answerer, EndpointAnswerer):
             return {}  # an endpoint answers one request at a time anyway: evaluate() asks it
         # What the pass will generate, per benchmark: evaluate() then finds every answer in the store, and
         # its own count would call them all stored.
         missing = dict.fromkeys(benchmarks, 0)
-        for (decoding, s), conversations in groups.items():
-            keys = [answerer.request(c, decoding, s)[1] for c in conversations]
+        for (decoding, s), pairs in groups.items():
+            keys = [answerer.request(c, decoding, s)[1] for _, c in pairs]
             stored = answerer.store.get_many(keys)
-            for key, benchmark in zip(keys, owners[(decoding, s)]):
+            for key, (benchmark, _) in zip(keys, pairs):
                 missing[benchmark] += key not in stored
-        total = sum(len(c) for c in groups.values())
+        total = sum(len(pairs) for pairs in groups.values())
         with Progress(f"{model.key} {'+'.join(benchmarks)}", total, unit="answers") as bar:
-            for (decoding, s), conversations in groups.items():
-                answerer.answer_many(conversations, decoding, s, bar.advance)
+            for (decoding, s), pairs in groups.items():
+                answerer.answer_many([c for _, c in pairs], decoding, s, bar.advance)
         return {b: n for b, n in missing.items() if n}
 
 
