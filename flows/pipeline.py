@@ -13,6 +13,7 @@ which `dvc repro` / `dvc commit` records them without sending a request again.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,19 +28,34 @@ from tasks.pipeline import (check_repo, dvc_exp_save, dvc_push, generate_setting
                             run_pipeline_task, set_generators)
 
 
+# Retries of a request to `agora run`'s own Prefect server (pipeline_server): 2 back off 2 + 4 s, enough
+# for a busy moment on a loaded machine.
+LOOPBACK_RETRIES = 2
+
+
 @contextmanager
 def pipeline_server(ui: bool = False, home: str | Path = ".agora/prefect") -> Iterator[str]:
     """The Prefect server `agora run` starts (agorabench.pipeline.run.prefect_server), with this process
     pointed at it; yields its API URL. On leaving, the log lines still queued for the API (a flow's last
     ones, "Finished in state ...") are sent while the server is up: left to Prefect's exit hook, they
-    would go after it stopped, and the run would end on "--- Error logging to API ---"."""
+    would go after it stopped, and the run would end on "--- Error logging to API ---".
+
+    When the server is ours, its clients (this process and the stages) retry a failed request
+    LOOPBACK_RETRIES times, not Prefect's 5: a server of ours on loopback that refuses a connection is
+    gone, most often stopped with the rest of the job (systemd, Slurm and `pkill` signal every process
+    at once). With 5 retries, 62 s of backoff per request, the stopped run spent minutes reporting its
+    crash to it. A PREFECT_CLIENT_MAX_RETRIES of the user's wins."""
     from prefect.logging.handlers import APILogWorker
-    from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+    from prefect.settings import (PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, PREFECT_LOGGING_TO_API_ENABLED,
+                                  temporary_settings)
 
     from agorabench.pipeline.run import prefect_server
 
+    ours = not os.environ.get("PREFECT_API_URL")  # else prefect_server yields the user's server
+    retries = {PREFECT_CLIENT_MAX_RETRIES: LOOPBACK_RETRIES} \
+        if ours and "PREFECT_CLIENT_MAX_RETRIES" not in os.environ else {}
     with prefect_server(home, ui=ui) as url, \
-            temporary_settings(updates={PREFECT_API_URL: url, PREFECT_LOGGING_TO_API_ENABLED: True}):
+            temporary_settings(updates={PREFECT_API_URL: url, PREFECT_LOGGING_TO_API_ENABLED: True, **retries}):
         try:
             yield url
         finally:

@@ -93,13 +93,16 @@ def set_generators(repo: Path, generators: list[str]) -> None:
 def run_pipeline_task(repo: Path, force: bool, jobs: int | None, allow_code_execution: bool,
                       targets: list[str] | None) -> dict:
     """The pipeline in `repo`, as `agora run` runs it (agorabench.pipeline.run.run_pipeline): lanes,
-    each lane's model servers, every stage reporting to this flow's Prefect server."""
+    each lane's model servers, every stage reporting to this flow's Prefect server, whose client retries
+    as this one's does (flows/pipeline.py, pipeline_server, says why `agora run` lowers it)."""
     from prefect.settings import get_current_settings
 
     from agorabench.pipeline.run import run_pipeline
 
     params = load_params(repo / "params.yaml")
-    summary = run_pipeline(params, get_current_settings().api.url, force=force, jobs=jobs,
+    settings = get_current_settings()
+    prefect_env = {"PREFECT_API_URL": settings.api.url, "PREFECT_CLIENT_MAX_RETRIES": str(settings.client.max_retries)}
+    summary = run_pipeline(params, prefect_env, force=force, jobs=jobs,
                            allow_code_execution=allow_code_execution, targets=targets)
     if summary["rc"] != 0:
         if summary.get("budget_stop"):

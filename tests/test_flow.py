@@ -2,6 +2,8 @@
 import asyncio
 import os
 
+import pytest
+
 from agorabench.config import load_params
 from agorabench.setting import Setting
 
@@ -34,8 +36,6 @@ def test_flow_generates_and_retries_a_failed_batch(prefect_harness, params_file,
 
 
 def test_flow_does_not_retry_a_refused_request(prefect_harness, params_file, fake_server):
-    import pytest
-
     from agorabench.models.clients.retry import FatalAPIError
     from flows.generate import generate
 
@@ -152,6 +152,64 @@ def test_agora_runs_server_receives_the_flows_last_log_lines_before_it_stops(tmp
     assert "Error logging to API" not in stderr and any(m.startswith("Finished in state Completed") for m in logs)
     stderr, logs = found["canary"]
     assert "Error logging to API" in stderr and not any(m.startswith("Finished in state") for m in logs)
+
+
+_STOPPED_WITH_ITS_SERVER = """
+import sys, time
+from agorabench.env_defaults import apply_defaults
+apply_defaults()
+from prefect import flow, task
+from flows.pipeline import pipeline_server
+
+@task
+def stage():
+    print("running", flush=True)
+    time.sleep(300)
+
+@flow
+def pipeline():
+    stage()
+
+with pipeline_server(home=sys.argv[1]):
+    pipeline()
+"""
+
+
+@pytest.mark.slow
+def test_a_run_stopped_together_with_its_prefect_server_exits_in_seconds(tmp_path):
+    """systemd, Slurm and `pkill` stop a job by signalling all of its processes: `agora run` gets SIGTERM
+    together with the Prefect server it started. Its flow then reports the crash to a server that is
+    gone; with the loopback server's few retries (flows/pipeline.py, LOOPBACK_RETRIES) it exits within
+    seconds. Canary: with Prefect's 5 retries (a user's PREFECT_CLIENT_MAX_RETRIES wins) it is still
+    retrying long after."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_CLIENT_MAX_RETRIES")}
+    runs = {which: subprocess.Popen([sys.executable, "-c", _STOPPED_WITH_ITS_SERVER, str(tmp_path / which)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                    env={**env, **retries}, cwd=Path(__file__).resolve().parents[1])
+            for which, retries in (("ours", {}), ("canary", {"PREFECT_CLIENT_MAX_RETRIES": "5"}))}
+    try:
+        for run in runs.values():
+            assert any(line.strip() == "running" for line in run.stdout), "the flow never started"
+        for run in runs.values():  # the server's whole process group (it has its own session), and the run
+            server, = [c for c in psutil.Process(run.pid).children() if "server" in c.cmdline()]
+            os.killpg(server.pid, signal.SIGTERM)
+            run.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        runs["ours"].wait(timeout=30)  # about 11 s here
+        time.sleep(max(0.0, stopped + 30 - time.monotonic()))
+        assert runs["canary"].poll() is None, "the canary should still be retrying its requests"
+    finally:
+        for run in runs.values():
+            run.kill()
+            run.wait()
 
 
 def test_the_librarys_log_lines_reach_the_flow_runs_page_in_the_prefect_api(prefect_harness):

@@ -61,6 +61,7 @@ def test_the_pipeline_flow_itself_publishes_both_after_its_run(prefect_harness, 
     import shutil
 
     from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
 
     import agorabench.pipeline.run as pipeline_run
     from agorabench.results.db import DB_NAME
@@ -74,10 +75,13 @@ def test_the_pipeline_flow_itself_publishes_both_after_its_run(prefect_harness, 
     (repo / "reports").mkdir()
     (repo / "reports/index.html").write_text("<!DOCTYPE html><title>report</title>")
     ran = []
-    monkeypatch.setattr(pipeline_run, "run_pipeline", lambda params, url, **kw: ran.append(url) or {
+    monkeypatch.setattr(pipeline_run, "run_pipeline", lambda params, prefect_env, **kw: ran.append(prefect_env) or {
         "rc": 0, "stages_run": ["report"], "stages_unchanged": [], "lanes": []})
     state = pipeline(repo=str(repo), return_state=True)
     assert state.is_completed() and len(ran) == 1
+    # the stages report to this flow's server, and their client retries as this flow's does
+    settings = get_current_settings()
+    assert ran[0] == {"PREFECT_API_URL": settings.api.url, "PREFECT_CLIENT_MAX_RETRIES": str(settings.client.max_retries)}
     with get_client(sync_client=True) as client:
         table, = _artifacts(client, PGR_ARTIFACT, state.state_details.flow_run_id)
         link, = _artifacts(client, REPORT_ARTIFACT, state.state_details.flow_run_id)

@@ -292,19 +292,19 @@ _RAN = re.compile(r"^Running stage '([^']+)'")
 _UNCHANGED = re.compile(r"^(?:Stage )?'([^']+)' didn't change")
 
 
-def run_pipeline(params, prefect_api_url: str, *, force: bool = False, jobs: int | None = None,
+def run_pipeline(params, prefect_env: dict[str, str], *, force: bool = False, jobs: int | None = None,
                  allow_code_execution: bool = False, targets: list[str] | None = None, say=print) -> dict:
     """The whole pipeline, as `agora run` and the scheduled deployment run it: `dvc repro` in lanes,
-    each lane with the model servers its stages call, all stages reporting to the Prefect server at
-    `prefect_api_url`. `targets` limits it to some stages (and what they need), in one lane.
+    each lane with the model servers its stages call, all stages reporting to the Prefect server that
+    `prefect_env` names (PREFECT_API_URL, and how often its client retries). `targets` limits it to some
+    stages (and what they need), in one lane.
 
     Returns the run's summary: its exit code, the stages run and unchanged, the lanes, the duration."""
     from agorabench.pipeline.stages import chains
 
     started = time.monotonic()
     # The stages' logs go to that server too (the CLI's default keeps them local without one).
-    env = {**pipeline_env(allow_code_execution), "PREFECT_API_URL": prefect_api_url,
-           "PREFECT_LOGGING_TO_API_ENABLED": "true"}
+    env = {**pipeline_env(allow_code_execution), **prefect_env, "PREFECT_LOGGING_TO_API_ENABLED": "true"}
     pending = None if force else pending_stages(env)
     jobs = jobs or default_jobs(params)
     lanes = split_lanes(chains(params, stage_names() or []), jobs, answered_together(params)) \
