@@ -41,6 +41,9 @@ def main(verbose: int = typer.Option(0, "--verbose", "-v", count=True,
          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Print the version and exit.")) -> None:
     """AgoraBench: which language model should generate your synthetic training data?"""
+    from agorabench.models.launchers import exit_on_sigterm
+
+    exit_on_sigterm()  # a killed command still stops what it started, e.g. Prefect's temporary server
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     # The stages `agora run` starts through DVC read the same choice from the environment.
     os.environ["AGORA_LOG_LEVEL"] = logging.getLevelName(level)

@@ -82,3 +82,61 @@ def test_sigterm_to_the_launcher_stops_its_group():
                              start_new_session=True)
     stage = int(plain.stdout.readline())
     assert _alive_after(stage, lambda: (plain.terminate(), plain.wait(timeout=30)), wait_s=1)
+
+
+# A lone stage command (`dvc repro` run by hand, no `agora run` around it) starts Prefect's temporary
+# server as its child; the canary is the same command with Python's default SIGTERM action.
+_LONE_STAGE = r"""
+import sys
+import flows.cli as cli
+if sys.argv[1] == "canary":
+    import agorabench.models.launchers as launchers
+    launchers.exit_on_sigterm = lambda: None
+sys.argv = ["agora", *sys.argv[2:]]
+cli.app()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_to_a_lone_stage_command_stops_prefects_temporary_server(tmp_path, monkeypatch):
+    """`kill` of `agora evaluate` mid-run: the command exits and takes Prefect's temporary server with
+    it (launchers.exit_on_sigterm lets atexit run). Canary: with Python's default action the server
+    outlives it, though the signal came mid-flow. (A synchronous flow: `agora generate`'s asynchronous
+    one leaves through an exception either way.)"""
+    import psutil
+
+    from agorabench.testing.llm_server import FakeLLMServer
+    from tests.conftest import write_params
+
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # as when run by hand
+    outlived = {}
+    with FakeLLMServer(latency_s=5) as fake:  # the stage is still waiting on its answers at the kill
+        params_file = write_params(tmp_path / "params.yaml", fake.url)
+        for which in ("ours", "canary"):
+            cmd = [sys.executable, "-c", _LONE_STAGE, which, "evaluate", "--model", "generator:fake", "-b", "gsm8k",
+                   "--params", str(params_file)]
+            run = subprocess.Popen(cmd, cwd=tmp_path, env={**env, "PREFECT_HOME": str(tmp_path / which)},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            servers = []
+            try:
+                sent, deadline = len(fake.received), time.monotonic() + 120
+                while len(fake.received) == sent:  # the flow runs once requests come in
+                    assert run.poll() is None and time.monotonic() < deadline, "the command never got going"
+                    time.sleep(0.1)
+                servers = [c for c in psutil.Process(run.pid).children() if "uvicorn" in c.cmdline()]
+                assert len(servers) == 1, "the command should run Prefect's temporary server"
+                run.terminate()
+                run.wait(timeout=60)
+                deadline = time.monotonic() + 10
+                while _alive(servers[0].pid) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                outlived[which] = _alive(servers[0].pid)
+            finally:
+                run.kill()
+                run.wait()
+                for server in servers:
+                    if _alive(server.pid):
+                        server.kill()
+    assert outlived == {"ours": False, "canary": True}

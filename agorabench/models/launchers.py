@@ -4,6 +4,7 @@ launch` and its workers) under GROUP_LAUNCHER (start_in_group and stop_groups). 
 script, run as `python -c LAUNCHER COMMAND...` with AGORA_LAUNCHER_PARENT_PID set to the starting
 process's pid; both call die_with_parent, which also serves a process that someone else started (a
 training worker of torchrun, which puts each worker in a session of its own, out of the group's reach).
+exit_on_sigterm covers the other way out: a SIGTERM to us runs the hooks that stop what we started.
 Imports nothing of the project, so any stage may use it.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 # Tiny launcher run as the server's first process: it asks the kernel to SIGTERM it if the process that
@@ -122,6 +124,16 @@ def die_with_parent(parent_pid: int | None = None) -> None:
     gone = os.getppid() == 1 if parent_pid is None else os.getppid() != parent_pid
     if gone:
         sys.exit(1)  # the parent died before prctl took effect
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (a plain `kill`, a scheduler stopping us) leaves through SystemExit, so `finally` blocks
+    and atexit hooks run and stop what this process started. Python's default dies on the spot: a lone
+    stage command stopped so left Prefect's temporary server running, even mid-flow (Prefect's own
+    handler, during a flow run, re-sends the signal under the handler it found). Signals reach the main
+    thread only: elsewhere (a CLI called from a worker thread) it does nothing."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def free_port() -> int:

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -36,7 +35,7 @@ def prefect_server(home: str | Path = ".agora/prefect", ui: bool = False, timeou
         return
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    from agorabench.models.launchers import PDEATHSIG_LAUNCHER, free_port, stop_group
+    from agorabench.models.launchers import PDEATHSIG_LAUNCHER, exit_on_sigterm, free_port, stop_group
 
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -46,7 +45,7 @@ def prefect_server(home: str | Path = ".agora/prefect", ui: bool = False, timeou
     # The launcher makes the kernel stop the server if this process dies, even by kill -9; SIGTERM
     # (a plain kill, or a scheduler stopping us) becomes SystemExit so the `finally` below runs.
     env["AGORA_LAUNCHER_PARENT_PID"] = str(os.getpid())
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    exit_on_sigterm()
     proc = subprocess.Popen([sys.executable, "-c", PDEATHSIG_LAUNCHER, _bin("prefect"), "server", "start",
                              "--host", "127.0.0.1", "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
