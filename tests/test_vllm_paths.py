@@ -93,8 +93,9 @@ def test_auto_picks_vllm_wherever_it_is_installed(monkeypatch, tmp_path):
     monkeypatch.setenv("AGORA_VLLM_PYTHON", sys.executable)
     assert local_engine("auto", MODEL) == "vllm" and evaluation_engine("auto") == "vllm"
     assert local_engine("transformers", MODEL) == "transformers"  # an explicit engine is kept
-    # LoRA students on a CPU host: merged and answered in process (vLLM's CPU adapter path is 6x slower);
-    # on a GPU host vLLM serves their adapters (canary), and an explicit engine is kept.
+    # LoRA students and their base on a CPU host: in process, adapters merged (vLLM's CPU adapter path is
+    # several times slower: docs/performance.md); on a GPU host vLLM serves their adapters (canary), and
+    # an explicit engine is kept.
     monkeypatch.setattr(servers, "_on_gpu", lambda: False)
     assert evaluation_engine("auto", lora_student=True) == "transformers"
     assert evaluation_engine("vllm", lora_student=True) == "vllm"
