@@ -1,7 +1,9 @@
 """A killed `agora run` (even kill -9) takes DVC and the stage command DVC is running with it:
-pipeline.repro starts DVC under models/launchers.py's GROUP_LAUNCHER."""
+pipeline.repro starts DVC under models/launchers.py's GROUP_LAUNCHER. A killed stage command on its
+own takes Prefect's temporary server with it (launchers.exit_on_sigterm)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -103,7 +105,7 @@ def test_sigterm_to_a_lone_stage_command_stops_prefects_temporary_server(tmp_pat
     """`kill` of `agora evaluate` mid-run: the command exits and takes Prefect's temporary server with
     it (launchers.exit_on_sigterm lets atexit run). Canary: with Python's default action the server
     outlives it, though the signal came mid-flow. (A synchronous flow: `agora generate`'s asynchronous
-    one leaves through an exception either way.)"""
+    one leaves through an exception either way.) Both run side by side, each with its own fake API."""
     import psutil
 
     from agorabench.testing.llm_server import FakeLLMServer
@@ -111,32 +113,34 @@ def test_sigterm_to_a_lone_stage_command_stops_prefects_temporary_server(tmp_pat
 
     monkeypatch.setenv("FAKE_API_KEY", "k")
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # as when run by hand
-    outlived = {}
-    with FakeLLMServer(latency_s=5) as fake:  # the stage is still waiting on its answers at the kill
-        params_file = write_params(tmp_path / "params.yaml", fake.url)
+    runs, servers = {}, {}
+    with contextlib.ExitStack() as stack:
         for which in ("ours", "canary"):
+            fake = stack.enter_context(FakeLLMServer(latency_s=5))  # still waiting on answers at the kill
+            params_file = write_params(tmp_path / f"{which}.yaml", fake.url)
             cmd = [sys.executable, "-c", _LONE_STAGE, which, "evaluate", "--model", "generator:fake", "-b", "gsm8k",
                    "--params", str(params_file)]
-            run = subprocess.Popen(cmd, cwd=tmp_path, env={**env, "PREFECT_HOME": str(tmp_path / which)},
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            servers = []
-            try:
-                sent, deadline = len(fake.received), time.monotonic() + 120
-                while len(fake.received) == sent:  # the flow runs once requests come in
-                    assert run.poll() is None and time.monotonic() < deadline, "the command never got going"
+            runs[which] = (fake, subprocess.Popen(cmd, cwd=tmp_path, env={**env, "PREFECT_HOME": str(tmp_path / which)},
+                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        try:
+            deadline = time.monotonic() + 120
+            for which, (fake, run) in runs.items():
+                while not fake.received:  # the flow runs once requests come in
+                    assert run.poll() is None and time.monotonic() < deadline, f"{which} never got going"
                     time.sleep(0.1)
-                servers = [c for c in psutil.Process(run.pid).children() if "uvicorn" in c.cmdline()]
-                assert len(servers) == 1, "the command should run Prefect's temporary server"
+                servers[which] = [c for c in psutil.Process(run.pid).children() if "uvicorn" in c.cmdline()]
+                assert len(servers[which]) == 1, "the command should run Prefect's temporary server"
+            for _, run in runs.values():
                 run.terminate()
+            for _, run in runs.values():
                 run.wait(timeout=60)
-                deadline = time.monotonic() + 10
-                while _alive(servers[0].pid) and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                outlived[which] = _alive(servers[0].pid)
-            finally:
+            time.sleep(3)  # ours stops its server before it exits; give the canary's time to go too
+            outlived = {which: _alive(server.pid) for which, (server,) in servers.items()}
+        finally:
+            for _, run in runs.values():
                 run.kill()
                 run.wait()
-                for server in servers:
-                    if _alive(server.pid):
-                        server.kill()
+            for server in (s for found in servers.values() for s in found):
+                if _alive(server.pid):
+                    server.kill()
     assert outlived == {"ours": False, "canary": True}
