@@ -35,7 +35,7 @@ def main() -> None:
 
     apply_defaults()
     from agorabench.config import load_params
-    from agorabench.evaluation.run import benchmarks_for, prefetch_answers
+    from agorabench.evaluation.run import benchmarks_for, prefetch_answers, select_items
     from agorabench.testing.students import random_lora_student
 
     params = load_params(args.params)
@@ -56,8 +56,8 @@ def main() -> None:
             start = time.perf_counter()
             prefetch_answers(run, student, benchmarks, allow_code_execution=True)
             seconds[size] = time.perf_counter() - start
-    n_items = {b: ev.limits.get(b, ev.limit) for b in benchmarks}
-    print(f"{params.student.base} student, {args.domain}: {', '.join(f'{b} {n}' for b, n in n_items.items())} items")
+    n_items = ", ".join(f"{b} {len(select_items(params, b))}" for b in benchmarks)
+    print(f"{params.student.base} student, {args.domain}: {n_items} items")
     for size, s in seconds.items():
         print(f"batch {size:>3}: {s:7.1f} s")
     print(f"batch {args.baseline} / batch {ours}: {seconds[args.baseline] / seconds[ours]:.2f}x")
