@@ -58,6 +58,43 @@ def test_bfloat16_loads_bfloat16_weights(tiny_student):
     assert next(model.parameters()).dtype == torch.float32
 
 
+def _update_kept(merged, base, update) -> float:
+    """How much of a LoRA `update` (per weight, in float32) the bfloat16 `merged` adds to the bfloat16
+    `base`: the projection of their difference onto the update, 1 where all of it is kept on average."""
+    base = base.state_dict()
+    along = size = 0.0
+    for name, weight in merged.state_dict().items():
+        if name in update:
+            along += float(((weight.float() - base[name].float()) * update[name]).sum())
+            size += float((update[name] ** 2).sum())
+    return along / size
+
+
+def test_a_bfloat16_student_keeps_an_update_smaller_than_bfloat16_can_add(tmp_path, tiny_student):
+    # A trained adapter changes a weight by less than bfloat16's spacing (a default student: 0.04% on
+    # average). Added to weights already rounded to bfloat16, most of it rounds away; merged in float32
+    # and then rounded, it moves a share of the weights by one step, and keeps the update on average.
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from agorabench.models.in_process import load_model
+    from agorabench.testing.students import random_lora_student
+
+    student = random_lora_student(tmp_path / "student", seed=3, base=tiny_student, scale=1e-4)
+    base32, student32 = load_model(tiny_student)[0].state_dict(), load_model(student)[0].state_dict()
+    update = {k: student32[k] - w for k, w in base32.items() if not torch.equal(student32[k], w)}
+    assert update and max(float((d.abs().mean() / base32[k].abs().mean())) for k, d in update.items()) < 2e-3
+    base, _ = load_model(tiny_student, cpu_weights="bfloat16")
+    merged, _ = load_model(student, cpu_weights="bfloat16")
+    assert next(merged.parameters()).dtype == torch.bfloat16
+    assert 0.8 < _update_kept(merged, base, update) < 1.2
+    # canary: the same adapter merged into the bfloat16 base keeps much less of it
+    in_bf16 = AutoModelForCausalLM.from_pretrained(tiny_student, dtype=torch.bfloat16)
+    in_bf16 = PeftModel.from_pretrained(in_bf16, student).merge_and_unload()
+    assert _update_kept(in_bf16, base, update) < 0.6
+
+
 def test_other_weights_are_another_model_to_the_request_store(tmp_path, tiny_student):
     from agorabench.models.in_process import TransformersAnswerer, model_identity
     from agorabench.models.store import RequestStore

@@ -5,23 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def random_lora_student(folder: Path, seed: int, base: str = "smollm2-135m-instruct", rank: int = 8) -> str:
-    """A (random, untrained) adapter of `base` on the modules our training targets, saved with its
-    tokenizer, and its student.json, which names the weights: a record of its own per seed."""
+def random_lora_student(folder: Path, seed: int, base: str = "smollm2-135m-instruct", rank: int = 8,
+                        scale: float = 1.0) -> str:
+    """A (random, untrained) adapter of `base` (a packaged name or a model folder) on the modules our
+    training targets, saved with its tokenizer, and its student.json, which names the weights: a record
+    of its own per seed. `scale` multiplies the adapter's update (a trained one is small: below 1e-3)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from agorabench.config import LoraConfig as OurLora
     from agorabench.models.checkpoints import STUDENT_FILE, StudentRecord
-    from agorabench.models.packaged import hf_model_dir
+    from agorabench.models.packaged import resolve_model
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(hf_model_dir(base), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=torch.float32)
     lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=OurLora().target_modules,
                       task_type="CAUSAL_LM", init_lora_weights=False)  # random B: the adapter changes answers
-    get_peft_model(model, lora).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(hf_model_dir(base)).save_pretrained(folder)  # as `agora train` saves it
+    student = get_peft_model(model, lora)
+    with torch.no_grad():
+        for name, weight in student.named_parameters():
+            if "lora_B" in name:
+                weight.mul_(scale)
+    student.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(resolve_model(base)).save_pretrained(folder)  # as `agora train` saves it
     record = StudentRecord(generator="g", method="response_generation", domain="general", trained=True,
                            base=base, base_path=base, lora=True, system_prompt=None, dataset="d.jsonl",
                            generated_examples=1, seed_examples=0, examples=1, examples_sha256=f"{seed:064d}")
