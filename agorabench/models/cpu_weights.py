@@ -11,9 +11,13 @@ Measured on 2 cores with native bf16 (AVX512-BF16/AMX), Qwen2.5-Coder-0.5B-Instr
 bfloat16 is the format these models were trained in, and its answers match float32's closely.
 int8 quantizes every Linear layer per tensor: it decodes twice as fast, but it changes the model. In
 our run the int8 Qwen stopped answering Arena-Hard's 2,500-token judge prompt with a verdict and
-continued the answers instead, where the float32 and bfloat16 ones give verdicts. So the default
-profile uses `auto` for Qwen (generator and judge) and the evaluated models, float32 for SmolLM2's
-server (a 135M model decodes no faster in bfloat16), and int8 is there for generation-only models.
+continued the answers instead, where the float32 and bfloat16 ones give verdicts. int8 is there for
+generation-only models.
+
+The default profile serves its generators with vLLM in float32 (vLLM's bfloat16 answers depend on
+what else is in the batch), the 1.5B reference in bfloat16 (float32 does not fit beside the rest),
+and answers the base and its students in this process with `auto`: one SmolLM2-135M answer decodes
+no faster in bfloat16, but a batch of 32 about twice as fast (benchmarks/student_evaluation.py).
 
 A CPU without native bf16 runs bfloat16 slower than float32, so "auto" (the default profile's value)
 means bfloat16 where the CPU has it (avx512_bf16 or amx_bf16 in /proc/cpuinfo) and float32 elsewhere.
