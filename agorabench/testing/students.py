@@ -20,7 +20,8 @@ def random_lora_student(folder: Path, seed: int, base: str = "smollm2-135m-instr
     from agorabench.models.packaged import resolve_model
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=torch.float32)
+    folder_of_base = resolve_model(base)
+    model = AutoModelForCausalLM.from_pretrained(folder_of_base, dtype=torch.float32)
     lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=OurLora().target_modules,
                       task_type="CAUSAL_LM", init_lora_weights=False)  # random B: the adapter changes answers
     student = get_peft_model(model, lora)
@@ -29,7 +30,7 @@ def random_lora_student(folder: Path, seed: int, base: str = "smollm2-135m-instr
             if "lora_B" in name:
                 weight.mul_(scale)
     student.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(resolve_model(base)).save_pretrained(folder)  # as `agora train` saves it
+    AutoTokenizer.from_pretrained(folder_of_base).save_pretrained(folder)  # as `agora train` saves it
     record = StudentRecord(generator="g", method="response_generation", domain="general", trained=True,
                            base=base, base_path=base, lora=True, system_prompt=None, dataset="d.jsonl",
                            generated_examples=1, seed_examples=0, examples=1, examples_sha256=f"{seed:064d}")
