@@ -103,12 +103,14 @@ def test_split_lanes_starts_each_lane_on_its_own_generator_and_keeps_each_chain_
     lanes = split_lanes(units, jobs=2, together=together, generator_of=gens)
     # Homes: qwen (3 units) lane a, qwen-coder (2) lane b, gpt (1) lane a. Each generator's units in turn
     # from its home lane, its own scores first; the anchor of no generator to the smaller lane, the
-    # reference with qwen's scores. In a lane: home generators', then no generator's, then the others'.
+    # reference with qwen's scores. In a lane: the home generators' settings, then their own scores,
+    # then the units of no generator, then the other generators'.
     chain = lambda s: [f"generate@{s}", f"train@{s}"]
-    assert lanes == [["evaluate-generator@qwen", "evaluate-generator@gpt"] + chain("qwen-instance_generation-code")
-                     + ["evaluate-anchor@reference"] + chain("qwen-coder-instance_generation-code"),
-                     chain("qwen-coder-instance_generation-math") + ["evaluate-anchor@base"]
-                     + chain("qwen-instance_generation-math")]
+    assert lanes == [chain("qwen-instance_generation-math") + ["evaluate-generator@qwen", "evaluate-generator@gpt",
+                                                               "evaluate-anchor@reference"]
+                     + chain("qwen-coder-instance_generation-math"),
+                     chain("qwen-coder-instance_generation-code") + ["evaluate-anchor@base"]
+                     + chain("qwen-instance_generation-code")]
     assert lane_summary(lanes[1], params) == ("1 qwen-coder setting, 1 qwen setting, evaluate-anchor@base "
                                                "(5 stages)")
     first_generation = lambda lane: next(gens[s] for s in lane if s.startswith("generate@"))

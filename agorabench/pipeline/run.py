@@ -182,17 +182,18 @@ def lane_letter(index: int) -> str:
 def split_lanes(chains: list[list[str]], jobs: int, together: dict[str, str] | None = None,
                 generator_of: dict[str, str] | None = None) -> list[list[str]]:
     """Deal the pipeline's stages into at most `jobs` lanes that share no stage and no output, each in
-    the order its `dvc repro --single-item` runs it. `chains` are the units dealt (stages.chains: the
-    stages of no setting, then each setting's chain, whose stages depend on each other and come in that
-    order); `generator_of` names, by a unit's first stage, the generator whose model it calls (a
+    the order its `dvc repro --single-item` runs it. `chains` are the units dealt (stages.chains: each
+    setting's chain, whose stages depend on each other and come in that order, then the stages of no
+    setting); `generator_of` names, by a unit's first stage, the generator whose model it calls (a
     setting's generator; the generator whose own scores it is).
 
     The order is for the model servers. The lanes share a local generator's vLLM server, which on a CPU
     has one lane's threads: two lanes generating through it at once go at the speed of one while the
     other core waits (in the default a generate stage took 618 s instead of 252 while the other lane
     scored the same generator). So each generator gets a home lane (in turn, those with the most units
-    first), and a lane runs its home generators' units first, then the units of no generator (anchors,
-    imports), then the other generators', by which time their home lanes have moved on.
+    first), and a lane runs its home generators' units first (their settings, then their own scores),
+    then the units of no generator (anchors, imports), then the other generators', by which time their
+    home lanes have moved on.
 
     A generator's units are dealt in turn over the lanes from its home lane, its own scores first: each
     lane gets about as many of each generator's settings, so a slow generator slows every lane a little
@@ -214,7 +215,7 @@ def split_lanes(chains: list[list[str]], jobs: int, together: dict[str, str] | N
         lane_of[chain[0]] = lane
         size[lane] += len(chain)
 
-    for chain in chains:
+    for chain in reversed(chains):  # last first: a generator's own scores, then its settings
         if (g := generator_of.get(chain[0])) is not None:
             deal(chain, (home[g] + dealt[g]) % jobs)
             dealt[g] += 1

@@ -44,10 +44,10 @@ def pipeline_stages(params: Params) -> dict[str, Stage]:
 
 
 def chains(params: Params, stages: list[str]) -> list[list[str]]:
-    """What `agora run` deals to lanes, in the order of `stages` (DVC's): each stage of no setting on
-    its own (the anchors, the generators' own scores), then each setting's chain (its generation,
-    decontamination, training, student evaluation, intrinsic metrics and scaling stages, which depend
-    on each other, in dvc.yaml's order, which is theirs)."""
+    """What `agora run` deals to lanes, in the order of `stages` (DVC's): each setting's chain (its
+    generation, decontamination, training, student evaluation, intrinsic metrics and scaling stages,
+    which depend on each other, in dvc.yaml's order, which is theirs), then each stage of no setting on
+    its own (the anchors, the generators' own scores)."""
     known = pipeline_stages(params)
     by_setting: dict[Setting, list[str]] = {}
     lone: list[list[str]] = []
@@ -59,7 +59,7 @@ def chains(params: Params, stages: list[str]) -> list[list[str]]:
             lone.append([name])
         else:
             by_setting.setdefault(stage.setting, []).append(name)
-    return lone + list(by_setting.values())
+    return list(by_setting.values()) + lone
 
 
 def generator_of(params: Params, units: list[list[str]]) -> dict[str, str]:
