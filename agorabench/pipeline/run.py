@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections import Counter
 import os
 import re
 import subprocess
@@ -179,63 +178,28 @@ def lane_letter(index: int) -> str:
     return "abcdefghijklmnopqrstuvwxyz"[index % 26]
 
 
-def split_lanes(chains: list[list[str]], jobs: int, together: dict[str, str] | None = None,
-                generator_of: dict[str, str] | None = None) -> list[list[str]]:
-    """Deal the pipeline's stages into at most `jobs` lanes that share no stage and no output, each in
-    the order its `dvc repro --single-item` runs it. `chains` are the units dealt (stages.chains: each
-    setting's chain, whose stages depend on each other and come in that order, then the stages of no
-    setting); `generator_of` names, by a unit's first stage, the generator whose model it calls (a
-    setting's generator; the generator whose own scores it is).
-
-    The order is for the model servers. The lanes share a local generator's vLLM server, which on a CPU
-    has one lane's threads: two lanes generating through it at once go at the speed of one while the
-    other core waits (in the default a generate stage took 618 s instead of 252 while the other lane
-    scored the same generator). So each generator gets a home lane (in turn, those with the most units
-    first), and a lane runs its home generators' units first (their settings, then their own scores),
-    then the units of no generator (anchors, imports), then the other generators', by which time their
-    home lanes have moved on.
-
-    A generator's units are dealt in turn over the lanes from its home lane, its own scores first: each
-    lane gets about as many of each generator's settings, so a slow generator slows every lane a little
-    instead of one lane a lot. Each unit of no generator goes to the lane with the fewest stages so
-    far, `together` puts a lone stage in the lane of another (the reference with the generator that is
-    the same model, whose answers it reuses from the request store). Stages that read every lane's
-    outputs (results, report) are in no chain: the `dvc repro` after the lanes runs them."""
+def split_lanes(chains: list[list[str]], jobs: int, together: dict[str, str] | None = None) -> list[list[str]]:
+    """Deal the pipeline's stages into at most `jobs` lanes that share no stage and no output, so one
+    `dvc repro` per lane can run at the same time. `chains` are the units dealt (stages.chains: each
+    setting's chain, whose stages depend on each other, then each stage of no setting), in turn over
+    the lanes, so every lane gets about as many of each generator's settings: a generator that is
+    slower than the others (in the default, Qwen-0.5B against SmolLM2-135M) slows every lane a little
+    instead of one lane a lot. `together` puts a lone stage in the lane of another (the reference with
+    the generator that is the same model, whose answers it reuses from the request store). Stages
+    that read every lane's outputs (results, report) are in no chain: the `dvc repro` after the lanes
+    runs them. DVC still decides what runs, and in which order, inside a lane."""
     together = together or {}
-    generator_of = generator_of or {}
-    # Homes in turn, the generators with the most units first (stable: in the order of the units).
-    units_of = Counter(generator_of[c[0]] for c in chains if c[0] in generator_of)
-    home = {g: i % jobs for i, g in enumerate(sorted(units_of, key=lambda g: -units_of[g]))}
-    partners = {c[0] for c in chains if len(c) == 1 and together.get(c[0]) in {d[0] for d in chains}}
+    lanes: list[list[str]] = [[] for _ in range(jobs)]
     lane_of: dict[str, int] = {}  # a unit's first stage -> its lane
-    size = [0] * jobs             # stages dealt to each lane
-    dealt = Counter()             # units dealt per generator
-
-    def deal(chain: list[str], lane: int) -> None:
-        lane_of[chain[0]] = lane
-        size[lane] += len(chain)
-
-    for chain in reversed(chains):  # last first: a generator's own scores, then its settings
-        if (g := generator_of.get(chain[0])) is not None:
-            deal(chain, (home[g] + dealt[g]) % jobs)
-            dealt[g] += 1
-    for chain in chains:  # then the units of no generator, each to the lane with the fewest stages
-        if chain[0] not in lane_of and chain[0] not in partners:
-            deal(chain, size.index(min(size)))
+    partners = {chain[0] for chain in chains if len(chain) == 1 and together.get(chain[0]) is not None}
     for chain in chains:
-        if chain[0] in partners:
-            deal(chain, lane_of[together[chain[0]]])
-
-    def rank(lane: int, chain: list[str]) -> float:
-        g = generator_of.get(chain[0])
-        if g is None:  # no generator's: after the home generators', before the others'
-            return 0.5
-        return (home[g] - lane) % jobs
-
-    lanes = []
-    for i in range(jobs):
-        mine = sorted((c for c in chains if lane_of[c[0]] == i), key=lambda c: rank(i, c))  # stable: dealt order within a rank
-        lanes.append([stage for chain in mine for stage in chain])
+        if chain[0] in partners and any(together[chain[0]] == c[0] for c in chains):
+            continue  # dealt below, into its partner's lane
+        lane_of[chain[0]] = len(lane_of) % jobs
+        lanes[lane_of[chain[0]]].extend(chain)
+    for chain in chains:
+        if chain[0] not in lane_of:
+            lanes[lane_of[together[chain[0]]]].extend(chain)
     return [lane for lane in lanes if lane]
 
 
@@ -291,10 +255,7 @@ def repro(env: dict[str, str], lanes: list[list[str]] = (), force: bool = False,
                             on_end=lambda i: status.finished(tags[i] or ALL_LANES))
 
     if len(lanes) > 1:
-        # --single-item: each lane's stages in the lane's order (split_lanes), which lists every stage
-        # after the ones it depends on; without it DVC would order them afresh, differently each run.
-        codes = run([["--wait-for-lock", "repro", "--single-item", *(["--force"] if force else []), *lane]
-                     for lane in lanes],
+        codes = run([["--wait-for-lock", "repro", *(["--force"] if force else []), *lane] for lane in lanes],
                     [lane_letter(i) for i in range(len(lanes))], extra_envs=lane_envs)
         if any(codes):
             return next(c for c in codes if c)
@@ -338,15 +299,14 @@ def run_pipeline(params, prefect_env: dict[str, str], *, force: bool = False, jo
     stages (and what they need), in one lane.
 
     Returns the run's summary: its exit code, the stages run and unchanged, the lanes, the duration."""
-    from agorabench.pipeline.stages import chains, generator_of
+    from agorabench.pipeline.stages import chains
 
     started = time.monotonic()
     # The stages' logs go to that server too (the CLI's default keeps them local without one).
     env = {**pipeline_env(allow_code_execution), **prefect_env, "PREFECT_LOGGING_TO_API_ENABLED": "true"}
     pending = None if force else pending_stages(env)
     jobs = jobs or default_jobs(params)
-    units = chains(params, stage_names() or [])
-    lanes = split_lanes(units, jobs, answered_together(params), generator_of(params, units)) \
+    lanes = split_lanes(chains(params, stage_names() or []), jobs, answered_together(params)) \
         if jobs > 1 and not targets else []
     if len(lanes) < 2 or pending is not None and not set(pending) & {s for lane in lanes for s in lane}:
         lanes = []  # one lane, or only results/report to redo: lanes would just check ~70 stages again
@@ -358,8 +318,8 @@ def run_pipeline(params, prefect_env: dict[str, str], *, force: bool = False, jo
         env.setdefault("OMP_NUM_THREADS", str(threads_per_lane(len(lanes))))
     threads = env.get("OMP_NUM_THREADS")
     lines: list[tuple[float, str, str]] = []
-    # With lanes, each lane gets the servers its stages call: its own where a server answers one
-    # request at a time, a shared one for vLLM (lane_servers; split_lanes orders the lanes for it).
+    # With lanes, each lane gets its own servers: a server answers one request at a time, so one
+    # lane's judge calls would wait behind the other lane's generation, both lanes idle.
     with lane_servers(params, pending, lanes or [None], threads) as lane_envs:
         env.update(merge_servers(lane_envs))  # the last pass: any lane's servers
         if lanes:

@@ -46,8 +46,7 @@ def pipeline_stages(params: Params) -> dict[str, Stage]:
 def chains(params: Params, stages: list[str]) -> list[list[str]]:
     """What `agora run` deals to lanes, in the order of `stages` (DVC's): each setting's chain (its
     generation, decontamination, training, student evaluation, intrinsic metrics and scaling stages,
-    which depend on each other, in dvc.yaml's order, which is theirs), then each stage of no setting on
-    its own (the anchors, the generators' own scores)."""
+    which depend on each other), then each stage of no setting on its own."""
     known = pipeline_stages(params)
     by_setting: dict[Setting, list[str]] = {}
     lone: list[list[str]] = []
@@ -60,24 +59,6 @@ def chains(params: Params, stages: list[str]) -> list[list[str]]:
         else:
             by_setting.setdefault(stage.setting, []).append(name)
     return list(by_setting.values()) + lone
-
-
-def generator_of(params: Params, units: list[list[str]]) -> dict[str, str]:
-    """{first stage of a unit of chains(): the generator whose model it calls most} for a generator's
-    setting chains (its generation) and its own scores (evaluate-generator@NAME); the anchors and
-    imports call no generator's model of their own and are not here. `agora run` starts each lane on
-    a different generator's units (run.split_lanes)."""
-    known = pipeline_stages(params)
-    out: dict[str, str] = {}
-    for unit in units:
-        stage = known.get(unit[0])
-        if stage is None:
-            continue
-        setting = stage.setting
-        name = stage.generator or (setting.generator if setting is not None and not setting.imported else None)
-        if name is not None:
-            out[unit[0]] = name
-    return out
 
 
 def served_generators(params: Params) -> list[str]:
