@@ -318,8 +318,9 @@ def run_pipeline(params, prefect_env: dict[str, str], *, force: bool = False, jo
         env.setdefault("OMP_NUM_THREADS", str(threads_per_lane(len(lanes))))
     threads = env.get("OMP_NUM_THREADS")
     lines: list[tuple[float, str, str]] = []
-    # With lanes, each lane gets its own servers: a server answers one request at a time, so one
-    # lane's judge calls would wait behind the other lane's generation, both lanes idle.
+    # With lanes, each lane gets the servers its stages call: its own where a server answers one
+    # request at a time (else one lane's judge calls would wait behind the other's generation), one
+    # shared vLLM server per model (lane_servers).
     with lane_servers(params, pending, lanes or [None], threads) as lane_envs:
         env.update(merge_servers(lane_envs))  # the last pass: any lane's servers
         if lanes:
