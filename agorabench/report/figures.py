@@ -90,7 +90,7 @@ def pgr_heatmap(data: ReportData, folder: Path) -> Figure | FigureSkipped:
     if not rows:
         return FigureSkipped("pgr_heatmap", title, "no student has been scored yet, so there is no PGR to show")
     settings = data.settings
-    untrained = set(data.untrained)
+    untrained, seeds_only = set(data.untrained), set(data.seeds_only)
     values = np.array([[_nan(data.pgr_domain.get((g, m, d))) for m, d in settings] for g in rows])
     n_null = int(np.isnan(values).sum())
     limit = float(np.nanmax(np.abs(values))) if n_null < values.size else 1.0
@@ -108,7 +108,8 @@ def pgr_heatmap(data: ReportData, folder: Path) -> Figure | FigureSkipped:
     for i in range(len(rows)):
         for j in range(len(settings)):
             v = values[i, j]
-            mark = "*" if (rows[i], *settings[j]) in untrained else ""
+            cell = (rows[i], *settings[j])
+            mark = "*" if cell in untrained else "\u2020" if cell in seeds_only else ""
             if not math.isnan(v):
                 ax.text(j, i, f"{v:.1f}{mark}", ha="center", va="center", fontsize=8,
                         color="white" if abs(v) > 0.6 * limit else "black")
@@ -118,6 +119,9 @@ def pgr_heatmap(data: ReportData, folder: Path) -> Figure | FigureSkipped:
     if untrained:
         caption += (" *: the generator wrote no valid instance there, so the student is the untrained base "
                     "model (PGR near 0 by construction).")
+    if seeds_only:
+        caption += (" \u2020: the generator wrote no valid instance there, so the student trained on the seed "
+                    "demos alone.")
     if n_null:
         caption += (f" {n_null} blank cell(s): no PGR there (a missing score, or a benchmark whose reference "
                     f"is not above the base; see the notes below).")

@@ -352,9 +352,17 @@ def notes(data: ReportData) -> list[str]:
     for g in partial:
         out.append(f"{g['generator']}: the overall PGR is undefined in {100 * (1 - g['pgr_defined']):.0f}% of the "
                    f"bootstrap replicates (a reference not above the base there); its interval is over the others.")
+    empty = []  # every setting whose generator wrote no valid instance, and what its student is
     if data.untrained:
-        cells = ", ".join(f"{g} {setting_label(m, d)}" for g, m, d in data.untrained)
-        out.append(f"No valid instance, so no training (the student is the base model): {cells}.")
+        empty.append(", ".join(f"{g} {setting_label(m, d)}" for g, m, d in data.untrained)
+                     + " (no training: the student is the base model)")
+    if data.seeds_only:
+        empty.append(", ".join(f"{g} {setting_label(m, d)}" for g, m, d in data.seeds_only)
+                     + " (the student trained on the seed demos alone, which instance generation adds to its "
+                       "data: its PGR is the seeds', not the generator's)")
+    if empty:
+        n = len(data.untrained) + len(data.seeds_only)
+        out.append(f"No valid instance in {n} setting{'s' * (n > 1)}: {'; '.join(empty)}.")
     if not data.has_intrinsic:
         out.append("No intrinsic metrics (difficulty, quality, reward, perplexity, diversity) are in the database.")
     contaminated = [r for r in data.contamination if r["benchmark_instances"]]
