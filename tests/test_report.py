@@ -251,35 +251,41 @@ def test_missing_pieces_give_a_page_that_says_so(tmp_path, full_report):
     assert list((tmp_path / "out_empty" / "figures").iterdir()) == []
 
 
-def empty_setting(paths, generator: str, method: str, domain: str, seed_examples: int) -> None:
-    """Make one setting of the fixture tree a dataset with no valid instance, as `agora generate` and
-    `agora train` leave it: with seed examples (instance generation adds its seeds) the student trained
-    on those alone, without them it is the base model."""
+def empty_setting(paths, generator: str, method: str, domain: str, seed_examples: int = 0,
+                  all_dropped: bool = False) -> None:
+    """Leave one setting of the fixture tree without training data, as `agora generate` and `agora train`
+    do: a dataset with no valid instance, whose student trained on its seed examples alone if it has any
+    (instance generation adds its seeds) and is the base model if not; or (all_dropped) a dataset whose
+    every instance decontamination.drop left out, whose student is the base model."""
     folder = paths.generated / generator / method
-    (folder / f"{domain}.jsonl").write_text("")
-    manifest = json.loads((folder / f"{domain}.manifest.json").read_text())
-    manifest.update(num_valid=0, complete=False, shortfall_reason="retry budget spent")
-    (folder / f"{domain}.manifest.json").write_text(json.dumps(manifest))
+    if not all_dropped:
+        (folder / f"{domain}.jsonl").write_text("")
+        manifest = json.loads((folder / f"{domain}.manifest.json").read_text())
+        manifest.update(num_valid=0, complete=False, shortfall_reason="retry budget spent")
+        (folder / f"{domain}.manifest.json").write_text(json.dumps(manifest))
     student = paths.checkpoints / generator / method / domain / "student.json"
     record = json.loads(student.read_text())
     record.update(generated_examples=0, seed_examples=seed_examples, examples=seed_examples,
-                  trained=seed_examples > 0)
+                  trained=seed_examples > 0, dropped_examples=3 if all_dropped else 0)
     student.write_text(json.dumps(record))
 
 
-def test_every_setting_without_a_valid_instance_is_named_with_what_its_student_is(tmp_path, full_report):
+def test_every_setting_without_training_data_is_named_with_what_its_student_is(tmp_path, full_report):
     paths = write_tree(tmp_path / "empty", ("alpha", "beta"))
     empty_setting(paths, "alpha", "instance_generation", "code", seed_examples=4)
-    empty_setting(paths, "beta", "quality_enhancement", "math", seed_examples=0)
+    empty_setting(paths, "beta", "quality_enhancement", "math")
+    empty_setting(paths, "beta", "response_generation", "code", all_dropped=True)
     collect(paths.params)
     html = write_report(build_db(paths.out), tmp_path / "out").read_text()
     assert ("No valid instance in 2 settings: beta QE math (no training: the student is the base model); "
             "alpha IG code (the student trained on the seed demos alone") in html
-    assert "*: the generator wrote no valid instance there" in html  # the heatmap's marks
+    assert ("Every instance left out as contaminated (decontamination.drop), so no training (the student is the "
+            "base model): beta RG code.") in html
+    assert "*: no training data there" in html  # the heatmap's marks
     assert "\u2020: the generator wrote no valid instance there, so the student trained on the seed demos" in html
     # Canary: the complete report has no empty setting, and says nothing of the kind.
     full = (full_report / "index.html").read_text()
-    assert "No valid instance" not in full and "seed demos alone" not in full
+    assert "No valid instance" not in full and "seed demos alone" not in full and "Every instance left" not in full
 
 
 def test_two_generators_draw_the_fine_regression_and_the_pca(tmp_path, full_report):

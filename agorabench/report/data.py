@@ -38,6 +38,8 @@ class ReportData:
     judges: list[dict] = field(default_factory=list)  # intrinsic_judges rows: each judge's means per dataset
     loss: list[dict] = field(default_factory=list)  # training_loss rows (generator, method, domain, step, loss)
     untrained: list[tuple[str, str, str]] = field(default_factory=list)  # empty datasets: student = base
+    # of those, the ones whose every instance decontamination.drop left out
+    contaminated_only: list[tuple[str, str, str]] = field(default_factory=list)
     # empty instance-generation datasets: the student trained on the seed demos alone (IG always adds them)
     seeds_only: list[tuple[str, str, str]] = field(default_factory=list)
     quantity: list[dict] = field(default_factory=list)  # quantity_quality rows of settings with a scaling prefix
@@ -173,6 +175,9 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
                       "WHERE loss IS NOT NULL ORDER BY generator, method, domain, step")
     untrained = [(r["generator"], r["method"], r["domain"]) for r in _rows(
         con, "SELECT generator, method, domain FROM training_runs WHERE NOT trained ORDER BY ALL")]
+    contaminated_only = [(r["generator"], r["method"], r["domain"]) for r in _rows(
+        con, "SELECT generator, method, domain FROM training_runs WHERE NOT trained AND dropped_examples > 0 "
+             "ORDER BY ALL")]
     seeds_only = [(r["generator"], r["method"], r["domain"]) for r in _rows(con, """
         SELECT generator, method, domain FROM training_runs JOIN datasets USING (generator, method, domain)
         WHERE trained AND num_valid = 0 ORDER BY ALL""")]
@@ -239,7 +244,7 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
         combine=meta.get("combine", "mean_of_pgr"), methods=methods, domains=domains, generators=generators,
         pgr_domain={(r["generator"], r["method"], r["domain"]): r["pgr"] for r in pgr_rows},
         null_reasons=null_reasons, anchors=anchors, cost_points=cost_points, intrinsic=intrinsic, judges=judges, loss=loss,
-        untrained=untrained, seeds_only=seeds_only, quantity=quantity, contamination=contamination,
+        untrained=untrained, contaminated_only=contaminated_only, seeds_only=seeds_only, quantity=quantity, contamination=contamination,
         benchmarks=benchmarks, scores=scores,
         has_intervals=has_intervals, intrinsic_models=intrinsic_models, datasets=datasets, rejections=rejections,
         samples=samples, training=training,

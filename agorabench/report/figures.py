@@ -117,8 +117,8 @@ def pgr_heatmap(data: ReportData, folder: Path) -> Figure | FigureSkipped:
     caption = ("Each cell: the domain PGR of the student trained on that generator's data for one method "
                "(IG instance generation, RG response generation, QE quality enhancement) and domain.")
     if untrained:
-        caption += (" *: the generator wrote no valid instance there, so the student is the untrained base "
-                    "model (PGR near 0 by construction).")
+        caption += (" *: no training data there (no valid instance, or every one left out as contaminated), so "
+                    "the student is the untrained base model (PGR near 0 by construction).")
     if seeds_only:
         caption += (" \u2020: the generator wrote no valid instance there, so the student trained on the seed "
                     "demos alone.")

@@ -352,17 +352,21 @@ def notes(data: ReportData) -> list[str]:
     for g in partial:
         out.append(f"{g['generator']}: the overall PGR is undefined in {100 * (1 - g['pgr_defined']):.0f}% of the "
                    f"bootstrap replicates (a reference not above the base there); its interval is over the others.")
-    empty = []  # every setting whose generator wrote no valid instance, and what its student is
-    if data.untrained:
-        empty.append(", ".join(f"{g} {setting_label(m, d)}" for g, m, d in data.untrained)
-                     + " (no training: the student is the base model)")
+    def cells(settings: list[tuple[str, str, str]]) -> str:
+        return ", ".join(f"{g} {setting_label(m, d)}" for g, m, d in settings)
+
+    # Every setting whose generator wrote no valid instance, and what its student is.
+    no_data = [s for s in data.untrained if s not in data.contaminated_only]
+    empty = [f"{cells(no_data)} (no training: the student is the base model)"] if no_data else []
     if data.seeds_only:
-        empty.append(", ".join(f"{g} {setting_label(m, d)}" for g, m, d in data.seeds_only)
-                     + " (the student trained on the seed demos alone, which instance generation adds to its "
-                       "data: its PGR is the seeds', not the generator's)")
+        empty.append(f"{cells(data.seeds_only)} (the student trained on the seed demos alone, which instance "
+                     f"generation adds to its data: its PGR is the seeds', not the generator's)")
     if empty:
-        n = len(data.untrained) + len(data.seeds_only)
+        n = len(no_data) + len(data.seeds_only)
         out.append(f"No valid instance in {n} setting{'s' * (n > 1)}: {'; '.join(empty)}.")
+    if data.contaminated_only:
+        out.append(f"Every instance left out as contaminated (decontamination.drop), so no training (the student "
+                   f"is the base model): {cells(data.contaminated_only)}.")
     if not data.has_intrinsic:
         out.append("No intrinsic metrics (difficulty, quality, reward, perplexity, diversity) are in the database.")
     contaminated = [r for r in data.contamination if r["benchmark_instances"]]
