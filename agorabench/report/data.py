@@ -173,14 +173,16 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
                         "FROM intrinsic_judges ORDER BY generator, method, domain, position")
     loss = _rows(con, "SELECT generator, method, domain, step, loss FROM training_loss "
                       "WHERE loss IS NOT NULL ORDER BY generator, method, domain, step")
-    untrained = [(r["generator"], r["method"], r["domain"]) for r in _rows(
-        con, "SELECT generator, method, domain FROM training_runs WHERE NOT trained ORDER BY ALL")]
-    contaminated_only = [(r["generator"], r["method"], r["domain"]) for r in _rows(
-        con, "SELECT generator, method, domain FROM training_runs WHERE NOT trained AND dropped_examples > 0 "
-             "ORDER BY ALL")]
-    seeds_only = [(r["generator"], r["method"], r["domain"]) for r in _rows(con, """
-        SELECT generator, method, domain FROM training_runs JOIN datasets USING (generator, method, domain)
-        WHERE trained AND num_valid = 0 ORDER BY ALL""")]
+    # Students without generated training data: untrained (no valid instance, or every one dropped as
+    # contaminated), or trained on an empty instance-generation dataset's seeds alone.
+    no_data = _rows(con, """
+        SELECT generator, method, domain, trained, dropped_examples > 0 AS all_dropped
+        FROM training_runs LEFT JOIN datasets USING (generator, method, domain)
+        WHERE NOT trained OR num_valid = 0 ORDER BY generator, method, domain""")
+    untrained = [(r["generator"], r["method"], r["domain"]) for r in no_data if not r["trained"]]
+    contaminated_only = [(r["generator"], r["method"], r["domain"]) for r in no_data
+                         if not r["trained"] and r["all_dropped"]]
+    seeds_only = [(r["generator"], r["method"], r["domain"]) for r in no_data if r["trained"]]
     rank = {(r["generator"], r["other"]): r["p_above"]
             for r in _rows(con, "SELECT generator, other, p_above FROM pgr_rank ORDER BY generator, other")}
     replicates = _rows(con, "SELECT count(DISTINCT replicate) AS n FROM score_replicates")[0]["n"]
@@ -244,8 +246,8 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
         combine=meta.get("combine", "mean_of_pgr"), methods=methods, domains=domains, generators=generators,
         pgr_domain={(r["generator"], r["method"], r["domain"]): r["pgr"] for r in pgr_rows},
         null_reasons=null_reasons, anchors=anchors, cost_points=cost_points, intrinsic=intrinsic, judges=judges, loss=loss,
-        untrained=untrained, contaminated_only=contaminated_only, seeds_only=seeds_only, quantity=quantity, contamination=contamination,
-        benchmarks=benchmarks, scores=scores,
+        untrained=untrained, contaminated_only=contaminated_only, seeds_only=seeds_only, quantity=quantity,
+        contamination=contamination, benchmarks=benchmarks, scores=scores,
         has_intervals=has_intervals, intrinsic_models=intrinsic_models, datasets=datasets, rejections=rejections,
         samples=samples, training=training,
         eval_time=eval_time, judging=judging, rank=rank, replicates=replicates,
