@@ -60,6 +60,7 @@ from agorabench.results.replicates import score_replicates  # noqa: E402
 from agorabench.results.db import build_db  # noqa: E402
 from agorabench.results.schema import INSTANCE_METRICS, INTRINSIC_METRICS, TABLES  # noqa: E402
 from agorabench.results.views import view_definitions  # noqa: E402
+from agorabench.testing.results_tree import score_row  # noqa: E402
 
 GENERATORS = ("gpt-4o", "gpt-4o-mini", "claude-3.5-sonnet", "llama-3.1-405b", "llama-3.1-70b", "llama-3.1-8b")
 SCALING = ("gpt-4o-mini", "llama-3.1-70b", "llama-3.1-8b")  # the paper's scaling and ablation generators
@@ -216,9 +217,10 @@ def judged_details(benchmark: str, correct: np.ndarray, rng: np.random.Generator
         lengths = rng.integers(200, 3000, len(correct))
         return [json.dumps({"preference": c, "model_len": int(n), "baseline_len": 1500}) for c, n in zip(correct, lengths)]
     if benchmark == "arenahard":
-        strong = rng.random(len(correct)) < 0.3
-        return [json.dumps({"category": "hard_prompt", "games": [{"model_outcome": c, "strong": bool(s)}] * 2})
-                for c, s in zip(correct, strong)]
+        # Both games with their label probabilities, as the test trees write them: the scorer reads
+        # the labels, so a set with outcomes alone scored NaN and left every overall PGR undefined.
+        rows = [score_row(benchmark, f"{benchmark}-{i}", c) for i, c in enumerate(correct.tolist())]
+        return [json.dumps({"category": r["category"], "games": r["games"]}) for r in rows]
     return [None] * len(correct)
 
 

@@ -51,3 +51,26 @@ def test_the_synthetic_result_set_is_one_the_history_takes(tmp_path):
     (tmp_path / "run" / "contamination_checks.parquet").unlink()
     with pytest.raises(ValueError, match="contamination_checks.parquet does not exist"):
         append_run(tmp_path / "run", tmp_path / "history2", synthetic_run(1))
+
+
+def test_the_synthetic_result_set_gives_every_generator_an_overall_pgr(tmp_path):
+    """analysis_scale times the views over its synthetic set; a set whose judged scores are NaN times
+    views that give NULL everywhere. That went unnoticed when Arena-Hard's score came to read each
+    game's label probabilities: every main generator's overall PGR was undefined."""
+    import json
+
+    import duckdb
+    import numpy as np
+
+    from agorabench.results.db import build_db
+    from benchmarks.analysis_scale import GENERATORS, own_score, synthesize
+
+    synthesize(tmp_path, 1e-4, text_chars=0, seed=0)
+    with duckdb.connect(str(build_db(tmp_path, tables="parquet")), read_only=True) as con:
+        overall = dict(con.sql("SELECT generator, pgr FROM pgr_overall").fetchall())
+        scores = con.sql("SELECT benchmark, count(*) FILTER (WHERE isnan(score)) FROM scores GROUP BY ALL").fetchall()
+    assert {g: overall[g] is not None for g in GENERATORS} == {g: True for g in GENERATORS}
+    assert {b: n for b, n in scores if n} == {}
+    # canary: the outcomes-only games the set used to write score NaN
+    old = [json.dumps({"category": "hard_prompt", "games": [{"model_outcome": c, "strong": False}] * 2}) for c in (1.0, 0.0)]
+    assert np.isnan(own_score("arenahard", np.array([1.0, 0.0]), old))
