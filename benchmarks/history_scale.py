@@ -57,7 +57,7 @@ from benchmarks.analysis_scale import (DOMAIN_BENCHMARKS, KEYS, NEEDED, pandas_i
                                        pandas_small_views, synthesize)
 
 CACHE = Path.home() / ".cache" / "agorabench" / "scale"
-VERSION = 2  # of the synthetic history: bump when synthesize() or the history's layout changes
+VERSION = 3  # of the synthetic history: bump when synthesize() or the history's layout changes
 REPLICATES = AnalysisConfig().bootstrap_replicates  # each run's score_replicates, as `agora results` writes them
 TEXT_CHARS = 600  # the latest run's texts (the history leaves them out)
 PER_RUN_EXTRA = f"""
