@@ -72,5 +72,21 @@ def test_the_synthetic_result_set_gives_every_generator_an_overall_pgr(tmp_path)
     assert {g: overall[g] is not None for g in GENERATORS} == {g: True for g in GENERATORS}
     assert {b: n for b, n in scores if n} == {}
     # canary: the outcomes-only games the set used to write score NaN
-    old = [json.dumps({"category": "hard_prompt", "games": [{"model_outcome": c, "strong": False}] * 2}) for c in (1.0, 0.0)]
+    old = [json.dumps({"category": "hard_prompt", "games": [{"model_outcome": c, "strong": False}] * 2})
+           for c in (1.0, 0.0)]
     assert np.isnan(own_score("arenahard", np.array([1.0, 0.0]), old))
+
+
+def test_both_sides_of_the_results_benchmarks_are_timed_on_the_same_views(tmp_path):
+    """analysis_scale and history_scale time DuckDB on PANDAS_VIEWS against pandas_views: the names
+    must be what pandas computes and what views.py (or the benchmark's extra SQL) defines."""
+    from agorabench.results.views import view_definitions
+    from benchmarks.analysis_scale import (DOMAIN_BENCHMARKS, EXTRA_SQL, PANDAS_VIEWS, load_frames, pandas_views,
+                                           synthesize)
+
+    synthesize(tmp_path, 1e-4, text_chars=0, seed=0)
+    assert sorted(pandas_views(load_frames(tmp_path))) == sorted(PANDAS_VIEWS)
+    defined = set(view_definitions(DOMAIN_BENCHMARKS)) | set(EXTRA_SQL)
+    assert [n for n in PANDAS_VIEWS if n not in defined] == []
+    # canary: a name views.py does not define is caught
+    assert [n for n in (*PANDAS_VIEWS, "pgr_nowhere") if n not in defined] == ["pgr_nowhere"]
