@@ -11,7 +11,7 @@ Measured, in instances per second:
             makes (create() also walks every message against its typed-dict schema, a no-op for
             text that costs a fifth of the client's CPU); ours / bare-post is our own overhead
   threads4  a pool of 4 threads of synchronous OpenAI calls (the official tool's default)
-Target: ours / bare >= 0.9.
+Target: ours / bare-post >= 0.9 (ours / bare is higher, by create()'s schema walk).
 
     python benchmarks/generation_throughput.py [--num 10000] [--concurrency 64] [--latency 0.05] [--batch-size N]
 """
@@ -55,8 +55,9 @@ def bench_params(folder: Path, url: str, concurrency: int, batch_size: int | Non
                                                         "generators.fake.timeout_s": 60, **extra})
 
 
-def sample_messages(params, n: int) -> list[list[dict]]:
-    """Real instance-generation prompts, as many as the runs send."""
+def what_ours_sends(params, n: int) -> tuple[list[list[dict]], dict]:
+    """Real instance-generation prompts, as many as the runs send, and the sampling fields ours sends
+    with them (params' generation.sampling with the generator's overrides), so the loops send the same."""
     from agorabench.generation.plan import SettingPlan
     from agorabench.generation.prompting import load_prompt_set
     from agorabench.generation.seeds import load_seeds
@@ -64,7 +65,7 @@ def sample_messages(params, n: int) -> list[list[dict]]:
     plan = SettingPlan(generator="fake", gen_cfg=params.generator("fake"), domain="general",
                        method="instance_generation", prompts=load_prompt_set(params.generation.prompt_dir),
                        seeds=load_seeds("general", "instance_generation"), num=n, params=params)
-    return [plan._instance_attempt(i, []).messages for i in range(n)]
+    return [plan._instance_attempt(i, []).messages for i in range(n)], dict(plan.sampling)
 
 
 async def bare_async(url: str, messages: list[list[dict]], concurrency: int, sampling: dict,
@@ -119,8 +120,7 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix="agora-bench-"))
         params_file = bench_params(work, url, args.concurrency, args.batch_size)
         params = load_params(params_file)
-        sampling = {"temperature": 1.0, "top_p": 0.9, "max_tokens": 384, "stop": ["[END]"]}
-        messages = sample_messages(params, args.num)
+        messages, sampling = what_ours_sends(params, args.num)
 
         t0 = time.perf_counter()  # warm-up flow: starts Prefect's ephemeral server once
         asyncio.run(generate(generator="fake", domain="math", method="response_generation",
@@ -145,8 +145,9 @@ def main() -> None:
               f"{len(manifest['rejections'])} rejection kinds)")
         print(f"4-thread pool              {pool4:8.1f} inst/s")
         print(f"end-to-end incl. Prefect start ({startup:.1f} s): {args.num / (elapsed + startup):8.1f} inst/s")
-        print(f"ratio ours / bare asyncio: {ours / bare:.2f}   (target >= 0.9)")
-        print(f"ratio ours / bare post:    {ours / bare_post:.2f}   (our own overhead: store, limits, parsing, Prefect)")
+        print(f"ratio ours / bare asyncio: {ours / bare:.2f}")
+        print(f"ratio ours / bare post:    {ours / bare_post:.2f}   (target >= 0.9; our own overhead: store, limits, "
+              f"parsing, Prefect)")
         print(f"ratio ours / 4 threads:    {ours / pool4:.2f}")
     finally:
         server.terminate()

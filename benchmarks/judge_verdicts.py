@@ -6,7 +6,7 @@ Arena-Hard items of the default's sample (params.yaml's decoding and prompt limi
 judged against the baselines by the benchmarks' own score(), twice: reading the verdict from the text
 (judge_top_logprobs 0, what main did) and from the top log-probabilities (20). Prints, per benchmark and
 reading, the judgements that gave no verdict (AlpacaEval: items, Arena-Hard: games), and how often a
-score would be missing at the default's limits (AlpacaEval 3 items, Arena-Hard 2): the share of disjoint
+score would be missing at the default's limits (params.yaml's evaluation.limits): the share of disjoint
 groups of that many items whose every judgement failed.
 
     AGORA_VLLM_PYTHON=/path/to/.venv-vllm/bin/python python benchmarks/judge_verdicts.py [--items 20]
@@ -78,8 +78,7 @@ def main() -> None:
         judge = EndpointAnswerer(params, ev.judge, endpoints=endpoints)
         report, dump = [], {}
         try:
-            for benchmark, group in (("alpacaeval", ev.limits.get("alpacaeval", 3)),
-                                     ("arenahard", ev.limits.get("arenahard", 2))):
+            for benchmark, group in ((b, ev.limits.get(b, ev.limit)) for b in ("alpacaeval", "arenahard")):
                 module = benchmark_module(benchmark)
                 items = select_items(params, benchmark)
                 t = time.monotonic()

@@ -6,8 +6,9 @@ answer and every judge verdict is computed again, with the model servers started
 
   serial  one `dvc repro --force --single-item STAGES` with every core (what --jobs 1 does)
   lanes   one such `dvc repro` per lane's share of STAGES at once (pipeline.split_lanes), with
-          cores/lanes threads for each lane and each model server, every lane with its own servers
-          (what the default does on a CPU)
+          cores/lanes threads for each lane and each model server, the servers started as `agora run`
+          starts them (pipeline.run.lane_servers: one vLLM server per model shared by the lanes, one
+          per lane for another engine; what the default does on a CPU)
 
 and prints both wall times and serial / lanes (above 1: the lanes are faster). The run's own request
 store is put back afterwards; the re-run stages keep the outputs of the second pass (greedy decoding:
