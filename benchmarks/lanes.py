@@ -41,7 +41,7 @@ def timed(params, stages: list[str], jobs: int, store: Path) -> float:
     lanes = split_lanes([[s] for s in stages], jobs, answered_together(params)) if jobs > 1 else [stages]
     threads = str(threads_per_lane(len(lanes)))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "TQDM_DISABLE": "1", "AGORA_ALLOW_CODE_EXECUTION": "1"}
-    # as `agora run` does: each lane its own servers, for the models its stages call
+    # the servers `agora run` starts for the models the lanes' stages call (shared vLLM, per-lane others)
     with prefect_server() as url, lane_servers(params, None, lanes, threads) as lane_envs:
         env["PREFECT_API_URL"] = url
         start = time.monotonic()
