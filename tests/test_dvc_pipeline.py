@@ -40,6 +40,7 @@ def test_dvc_repro_matrix_and_forced_rebuild(tmp_path, fake_server, monkeypatch,
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     sh(["git", "init", "-q"], repo, env)
     sh(["dvc", "init", "-q"], repo, env)
+    shutil.copy(REPO / ".dvcignore", repo / ".dvcignore")  # after init, which writes an empty one
     sh(["git", "add", "-A"], repo, env)
     sh(["git", "commit", "-qm", "bench"], repo, env)
 
@@ -55,6 +56,16 @@ def test_dvc_repro_matrix_and_forced_rebuild(tmp_path, fake_server, monkeypatch,
     assert fake_server.request_count == sent and data.read_bytes() == before
 
     assert "didn't change" in sh(["dvc", "repro", "generate"], repo, env)  # nothing changed: nothing runs
+    # Python's bytecode cache, written wherever a module is first imported without
+    # PYTHONDONTWRITEBYTECODE, is no change to the code folders the stages depend on (.dvcignore)
+    cache = repo / "agorabench/generation/__pycache__"
+    cache.mkdir(exist_ok=True)
+    (cache / "stray.cpython-311.pyc").write_bytes(b"\0" * 16)
+    assert "up to date" in sh(["dvc", "status", "generate"], repo, env)
+    # canary: any other new file there is a change
+    (repo / "agorabench/generation/stray.txt").write_text("x")
+    assert "generate@fake-response_generation-general" in sh(["dvc", "status", "generate"], repo, env)
+    (repo / "agorabench/generation/stray.txt").unlink()
 
     # Canary: a params change that matters is seen by DVC and re-runs the stage.
     params["generation"]["num_instances"] = 6
@@ -76,3 +87,16 @@ def test_dvc_repro_matrix_and_forced_rebuild(tmp_path, fake_server, monkeypatch,
     # its first instances are the main run's requests, answered by the store: only the rest are new
     assert 0 < fake_server.request_count - sent < 7
 
+
+
+def test_the_stages_find_the_agora_beside_the_interpreter(monkeypatch):
+    """`.venv/bin/agora run` without an activated virtualenv: the stages' `agora` commands (dvc.yaml)
+    are found, as `make run`, which puts the virtualenv on PATH, finds them."""
+    from agorabench.pipeline.run import pipeline_env
+
+    ours = os.path.join(os.path.dirname(sys.executable), "agora")
+    if not os.path.isfile(ours):
+        pytest.skip("this interpreter has no agora script beside it (not installed with `make`)")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert shutil.which("agora", path=os.environ["PATH"]) is None  # canary: the bare PATH has none
+    assert shutil.which("agora", path=pipeline_env()["PATH"]) == ours
