@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import os
 import shutil
 import sys
 import time
@@ -32,15 +31,15 @@ sys.path.insert(0, str(REPO))
 
 
 def timed(params, stages: list[str], jobs: int, store: Path) -> float:
-    from agorabench.pipeline.run import (_run_dvc, answered_together, lane_servers, prefect_server, split_lanes,
-                                     threads_per_lane)
+    from agorabench.pipeline.run import (_run_dvc, answered_together, lane_servers, pipeline_env, prefect_server,
+                                         split_lanes, threads_per_lane)
 
     for suffix in ("", "-wal", "-shm"):  # nothing answered from an earlier pass
         Path(f"{store}{suffix}").unlink(missing_ok=True)
     # each stage on its own: evaluation stages do not depend on each other
     lanes = split_lanes([[s] for s in stages], jobs, answered_together(params)) if jobs > 1 else [stages]
     threads = str(threads_per_lane(len(lanes)))
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "TQDM_DISABLE": "1", "AGORA_ALLOW_CODE_EXECUTION": "1"}
+    env = {**pipeline_env(allow_code_execution=True), "OMP_NUM_THREADS": threads}
     # the servers `agora run` starts for the models the lanes' stages call (shared vLLM, per-lane others)
     with prefect_server() as url, lane_servers(params, None, lanes, threads) as lane_envs:
         env["PREFECT_API_URL"] = url
@@ -64,7 +63,7 @@ def main() -> None:
 
     from agorabench import env_defaults as offline
     from agorabench.config import load_params
-    from agorabench.pipeline.run import repro, stage_names, threads_per_lane
+    from agorabench.pipeline.run import pipeline_env, repro, stage_names, threads_per_lane
 
     offline.apply_defaults()
     params = load_params("params.yaml")
@@ -89,7 +88,7 @@ def main() -> None:
             Path(f"{store}{suffix}").unlink(missing_ok=True)
         shutil.move(kept, store)
     print(f"serial {serial:.0f} s, lanes {lanes:.0f} s, serial / lanes = {serial / lanes:.2f} (target: above 1)")
-    repro(dict(os.environ))  # results and report from the re-run stages' outputs (no model is called)
+    repro(pipeline_env())  # results and report from the re-run stages' outputs (no model is called)
 
 
 if __name__ == "__main__":

@@ -276,6 +276,11 @@ ALL_LANES = "-"  # the status row of a `dvc repro` that is not one lane's
 def pipeline_env(allow_code_execution: bool = False) -> dict[str, str]:
     """The environment `dvc repro` and its stages run in."""
     env = dict(os.environ)
+    # The stages' commands call `agora` (dvc.yaml): the one beside this interpreter, so that
+    # `.venv/bin/agora run` works without an activated virtualenv, as _bin finds dvc.
+    here = Path(sys.executable).parent
+    if (here / "agora").is_file():
+        env["PATH"] = os.pathsep.join([str(here), *([env["PATH"]] if env.get("PATH") else [])])
     # One progress line per stage is ours (repro); library download/map bars would only interleave
     # with it. Generation keeps its own bar (rich), which these do not touch.
     env.setdefault("TQDM_DISABLE", "1")
