@@ -21,10 +21,10 @@ A synthetic results set the size of the paper's experiment is written as the Par
 Sections 1-3 run on a database without replicates (its interval views are empty), so that DuckDB and
 pandas compute the same point values; section 4 and the second half of 5 run with them.
 
-Fairness: both sides start from the same Parquet files and compute the same views (those pandas
-re-does; views.py's others, such as the intervals and the contamination checks, are timed on their
-own) from the same rows (nothing is pre-aggregated for one side only); pandas is written the idiomatic way (groupby/agg,
-merge, pivot_table) and may skip columns it does not need, as DuckDB does by itself. DuckDB runs with
+Fairness: both sides start from the same Parquet files and compute the same views (PANDAS_VIEWS;
+views.py's others, such as the intervals and the contamination checks, are timed on their own) from
+the same rows (nothing is pre-aggregated for one side only); pandas is written the idiomatic way
+(groupby/agg, merge, pivot_table) and may skip columns it does not need, as DuckDB does by itself. DuckDB runs with
 --threads (default 2, the target machine); pyarrow's Parquet reader uses its own thread pool.
 This compares the two at one run's size; the results database's target is measured over the history
 of 100 such runs by benchmarks/history_scale.py, which uses this file's synthetic set and pandas views.

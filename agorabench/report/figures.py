@@ -69,8 +69,8 @@ def save(fig: MplFigure, folder: Path, name: str) -> tuple[str, str]:
     """Write folder/name.png and folder/name.svg; return their paths relative to folder's parent."""
     with replacing(folder / f"{name}.png", folder / f"{name}.svg", rerun="`agora report`") as (png, svg):
         fig.savefig(png, format="png", dpi=DPI, metadata=PNG_METADATA)
-        # The SVG keeps the layout the PNG's drawing computed: laying the figure out again cost a
-        # quarter of each SVG's time (most of a second for the paper's benchmark_scores) and moved nothing.
+        # The SVG keeps the layout the PNG's drawing computed: laying the figure out again took about
+        # a quarter of each SVG's time and moved nothing.
         fig.set_layout_engine("none")
         fig.savefig(svg, format="svg", metadata=SVG_METADATA)
     return f"{folder.name}/{name}.png", f"{folder.name}/{name}.svg"
