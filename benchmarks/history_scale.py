@@ -18,9 +18,8 @@ process, so the peak RSS printed is that side's alone (VmHWM):
           also computes (analysis_scale.PANDAS_VIEWS) with the views across runs and the analysis,
           which is what pandas is compared with; the other views; the report.
   pandas  the same aggregations (not the other views, not the report) with analysis_scale.py's pandas
-          views, one run's
-          tables in memory at a time, then the views across runs: how pandas gets through a history
-          larger than memory.
+          views, one run's tables in memory at a time, then the views across runs: how pandas gets
+          through a history larger than memory.
   pandas  the same with the whole history in memory at once, where its frames fit in the memory
           available; otherwise what they would need is printed instead.
 
