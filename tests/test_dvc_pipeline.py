@@ -88,7 +88,6 @@ def test_dvc_repro_matrix_and_forced_rebuild(tmp_path, fake_server, monkeypatch,
     assert 0 < fake_server.request_count - sent < 7
 
 
-
 def test_the_stages_find_the_agora_beside_the_interpreter(monkeypatch):
     """`.venv/bin/agora run` without an activated virtualenv: the stages' `agora` commands (dvc.yaml)
     are found, as `make run`, which puts the virtualenv on PATH, finds them."""
