@@ -120,6 +120,34 @@ def test_an_anchor_without_a_score_leaves_its_line_out_and_the_report_is_written
     assert rows["reference (S_ref)"][0].startswith("–") and rows["base (S₀)"][0].startswith("25.0")
 
 
+def test_the_anchors_table_gives_the_extras_gap_beside_pgrs(tree_db, tmp_path):
+    """The reference's gap over the base, with its interval, on every benchmark the anchors were scored on:
+    PGR's benchmarks first, then the extras (the default scores AlpacaEval and Arena-Hard outside PGR, and
+    a user must see whether they separate). An extra whose interval includes 0 gets its own note; the note
+    about PGR's benchmarks does not name it."""
+    # Arena-Hard made an extra: out of domain_benchmarks, still scored; its reference made a coin toss.
+    db = with_view(tree_db, tmp_path, "DELETE FROM domain_benchmarks WHERE benchmark = 'arenahard'; "
+                                      "UPDATE score_replicates SET score = score - 1000 WHERE kind = 'reference' "
+                                      "AND benchmark = 'arenahard' AND replicate % 2 = 0")
+    html = write_report(db, tmp_path / "out").read_text()
+    con = duckdb.connect(str(db), read_only=True)
+    gaps = {b: (lo, hi) for b, lo, hi in con.execute("SELECT benchmark, gap_lo, gap_hi FROM anchor_gap").fetchall()}
+    pgr_benchmarks = [b for b, in con.execute("SELECT benchmark FROM domain_benchmarks").fetchall()]
+    con.close()
+    rows = table_rows(html, "anchors")
+    assert [r[1] for r in rows] == [*[r[1] for r in rows if r[2] == "yes"], "arenahard"]
+    assert sorted(r[1] for r in rows[:-1]) == sorted(pgr_benchmarks) and rows[-1][2] == "no (extra)"
+    for r in rows:
+        lo, hi = gaps[r[1]]
+        assert r[-1] == f"[{lo:.1f}, {hi:.1f}]", r
+    assert gaps["arenahard"][0] < 0 < gaps["arenahard"][1]
+    assert "includes 0 on arenahard (an extra, outside PGR)" in html
+    assert not re.search(r"includes 0 on [^:]*arenahard: the reference is not reliably better", html)
+    # Canary: in the tree as collected, Arena-Hard is a PGR benchmark, and no row is an extra.
+    rows = table_rows(write_report(tree_db, tmp_path / "as-collected").read_text(), "anchors")
+    assert [r[2] for r in rows if r[1] == "arenahard"] == ["yes"] and "no (extra)" not in {r[2] for r in rows}
+
+
 def test_valid_rate_and_rejection_reasons_per_dataset_and_generator(page, tree_db, tmp_path):
     out_dir = write_report(tree_db, tmp_path / "out").parent
     part = section(page, "validity")

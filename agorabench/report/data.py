@@ -32,7 +32,7 @@ class ReportData:
     generators: list[dict]                        # generator_summary rows, best overall PGR first
     pgr_domain: dict[tuple[str, str, str], float | None]   # (generator, method, domain) -> domain PGR
     null_reasons: list[dict]                      # benchmark, reason, students: why some PGRs are NULL
-    anchors: list[dict]                           # benchmark, domain, base, reference, gap and its interval
+    anchors: list[dict]                           # benchmark, domain, base, reference, gap, its interval, in_pgr
     cost_points: list[dict]                       # one per dataset: generator, method, domain, cost_usd, pgr
     intrinsic: list[dict]                         # intrinsic_summary rows
     judges: list[dict] = field(default_factory=list)  # intrinsic_judges rows: each judge's means per dataset
@@ -158,11 +158,18 @@ def _load(con: duckdb.DuckDBPyConnection) -> ReportData:
     null_reasons = _rows(con, """
         SELECT benchmark, reason, count(*) AS students FROM pgr_benchmark_point WHERE pgr IS NULL
         GROUP BY benchmark, reason ORDER BY benchmark, reason""")
+    # PGR's benchmarks first (one line each, scored or not), then the extras the anchors were scored on:
+    # their gap is reported too, though no PGR divides by it.
     anchors = _rows(con, """
-        SELECT d.benchmark, d.domain, g.base, g.reference, g.gap, g.gap_lo, g.gap_hi, g.excludes_zero
+        SELECT d.benchmark, d.domain, g.base, g.reference, g.gap, g.gap_lo, g.gap_hi, g.excludes_zero,
+               true AS in_pgr, d.position
         FROM domain_benchmarks d LEFT JOIN anchor_gap g ON g.benchmark = d.benchmark
-        ORDER BY d.domain, d.position""")
-    anchors.sort(key=lambda a: (domains.index(a["domain"]) if a["domain"] in domains else len(domains), a["domain"]))
+        UNION ALL
+        SELECT g.benchmark, g.domain, g.base, g.reference, g.gap, g.gap_lo, g.gap_hi, g.excludes_zero,
+               false AS in_pgr, NULL AS position
+        FROM anchor_gap g WHERE g.benchmark NOT IN (SELECT benchmark FROM domain_benchmarks)""")
+    anchors.sort(key=lambda a: (not a["in_pgr"], domains.index(a["domain"]) if a["domain"] in domains else len(domains),
+                                a["domain"] or "", a["position"] or 0, a["benchmark"]))
     cost_points = _rows(con, """
         SELECT generator, method, domain, cost_usd, pgr FROM cost_per_pgr_point ORDER BY generator, method, domain""")
     metric_cols = ", ".join(INTRINSIC_METRICS)

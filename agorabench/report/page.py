@@ -150,9 +150,9 @@ def domain_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
 
 
 def anchor_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
-    header = ["domain", "benchmark", "base (S₀)", "reference (S_ref)", "gap", "gap 95% interval"]
-    rows = [[a["domain"], a["benchmark"], fmt(a["base"]), fmt(a["reference"]), fmt(a["gap"]),
-             interval(a["gap_lo"], a["gap_hi"])] for a in data.anchors]
+    header = ["domain", "benchmark", "in PGR", "base (S₀)", "reference (S_ref)", "gap", "gap 95% interval"]
+    rows = [[a["domain"], a["benchmark"], "yes" if a["in_pgr"] else "no (extra)", fmt(a["base"]), fmt(a["reference"]),
+             fmt(a["gap"]), interval(a["gap_lo"], a["gap_hi"])] for a in data.anchors]
     return header, rows
 
 
@@ -343,10 +343,14 @@ def notes(data: ReportData) -> list[str]:
     if any(g["pgr"] is None for g in data.generators):
         missing = ", ".join(g["generator"] for g in data.generators if g["pgr"] is None)
         out.append(f"No overall PGR for {missing}: it needs a PGR in every method and domain.")
-    unsure = [a["benchmark"] for a in data.anchors if a["excludes_zero"] is False]
+    unsure = [a["benchmark"] for a in data.anchors if a["excludes_zero"] is False and a["in_pgr"]]
     if unsure:
         out.append(f"The 95% interval of reference minus base includes 0 on {', '.join(unsure)}: the reference is "
                    f"not reliably better there, so PGR on it is mostly noise.")
+    unsure_extra = [a["benchmark"] for a in data.anchors if a["excludes_zero"] is False and not a["in_pgr"]]
+    if unsure_extra:
+        out.append(f"The 95% interval of reference minus base includes 0 on {', '.join(unsure_extra)} (an extra, "
+                   f"outside PGR): this run cannot tell the reference from the base there.")
     partial = [g for g in data.generators if g["pgr"] is not None and g["pgr_defined"] is not None
                and g["pgr_defined"] < 1]
     for g in partial:
