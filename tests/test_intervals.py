@@ -104,6 +104,30 @@ def test_replicate_scores_are_the_benchmarks_own_summarize_on_the_resampled_item
     assert not np.allclose(shuffled, slow, rtol=0, atol=tol)
 
 
+@pytest.mark.parametrize("benchmark, metric", [("alpacaeval", "win_rate"), ("ifeval", "instruction_level_strict")])
+def test_a_metric_primary_metric_picks_has_its_own_replicate_scorer(benchmark, metric):
+    """evaluation.primary_metric can give a benchmark's PGR another of its metrics (the default: AlpacaEval's
+    win rate, IFEval's share of instructions followed). Its replicates are still summarize()'s on the
+    resampled rows, computed without summarize(): AlpacaEval's would fit the length-controlled GLM,
+    cross-validated, per replicate, which was most of the default's results stage."""
+    n = 40
+    items = scored_items(benchmark, n)
+    counts = np.random.default_rng(3).multinomial(n, [1 / n] * n, size=24)
+    counts[0] = 1
+    counts[1, : n // 2] = 0
+    task = task_module(benchmark)
+    slow = np.array([summarize_score(task, resampled_rows(items, c), metric) for c in counts])
+    fast = replicate_scores(task, items, counts, metric)
+    assert np.all(np.isfinite(fast)) and np.allclose(fast, slow, rtol=0, atol=1e-9), np.abs(fast - slow).max()
+    # summarize() is not what ran: without it the module gives the same numbers.
+    scorer = getattr(task, f"bootstrap_{metric}")
+    no_summarize = types.SimpleNamespace(PRIMARY=task.PRIMARY, **{f"bootstrap_{metric}": scorer})
+    assert np.array_equal(replicate_scores(no_summarize, items, counts, metric), fast)
+    # Canaries: the PRIMARY's scorer gives other numbers, and so do counts paired with the wrong items.
+    assert not np.allclose(replicate_scores(task, items, counts), slow, rtol=0, atol=1e-9)
+    assert not np.allclose(replicate_scores(task, items, counts[:, ::-1], metric), slow, rtol=0, atol=1e-9)
+
+
 def test_a_benchmark_without_a_replicate_scorer_falls_back_to_summarize():
     task = task_module("gsm8k")
     plain = types.SimpleNamespace(PRIMARY=task.PRIMARY, summarize=task.summarize)  # no bootstrap_scores

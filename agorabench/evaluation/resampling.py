@@ -9,8 +9,11 @@ hundred models x thousands of items), so a benchmark's task module may define
     bootstrap_scores(items: list[list[dict]], counts: np.ndarray) -> np.ndarray   # (R,) scores
 
 which computes the same numbers for all replicates at once; items[i] are the rows summarize() sees for
-item i (one per sample). tests/test_intervals.py checks every such function against summarize() on
-resampled rows. A benchmark without one falls back to summarize() per replicate.
+item i (one per sample). A metric other than PRIMARY that `evaluation.primary_metric` may name gets its
+own, `bootstrap_<metric>` (the default's AlpacaEval win_rate: summarize() fits the length-controlled GLM,
+cross-validated, a thousand times per model only to report the plain win rate beside it).
+tests/test_intervals.py checks every such function against summarize() on resampled rows. A metric
+without one falls back to summarize() per replicate.
 """
 from __future__ import annotations
 
@@ -32,13 +35,14 @@ def task_module(benchmark: str):
 def replicate_scores(module, items: list[list[dict]], counts: np.ndarray, metric: str | None = None) -> np.ndarray:
     """(R,) primary scores of `module` (a benchmark's task module) on the replicates `counts` (R, len(items));
     NaN where a replicate has no score (nothing drawn, or no usable verdict among the drawn items).
-    metric: another of summarize()'s metrics (evaluation.primary_metric), computed by summarize() per replicate."""
+    metric: another of summarize()'s metrics (evaluation.primary_metric): its bootstrap_<metric>, else
+    summarize() per replicate."""
     counts = np.asarray(counts)
     if counts.ndim != 2 or counts.shape[1] != len(items):
         raise ValueError(f"replicate counts of shape {counts.shape} do not match {len(items)} items")
     metric = metric or module.PRIMARY
-    fast = getattr(module, "bootstrap_scores", None)
-    if fast is not None and metric == module.PRIMARY:
+    fast = getattr(module, "bootstrap_scores" if metric == module.PRIMARY else f"bootstrap_{metric}", None)
+    if fast is not None:
         return np.asarray(fast(items, counts), dtype=float)
     return np.array([summarize_score(module, resampled_rows(items, row), metric) for row in counts], dtype=float)
 

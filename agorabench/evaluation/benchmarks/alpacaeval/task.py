@@ -52,12 +52,14 @@ from agorabench.evaluation.context import ScoreContext
 from agorabench.evaluation.pairwise import (NoVerdict, alternatives, build_messages, call_judge, check_inputs, clip,
                                              fewshot_examples, is_empty, read_prompt, verdict_slot)
 from agorabench.evaluation.items import EvalItem
+from agorabench.evaluation.resampling import mean_per_replicate
 
 __all__ = [
     "DOMAIN",
     "PRIMARY",
     "Preference",
     "bootstrap_scores",
+    "bootstrap_win_rate",
     "build_messages",
     "fewshot_examples",
     "judge_messages",
@@ -310,6 +312,15 @@ def summarize(
         "n_verdict": float(sources.count("verdict")),
         "avg_length": float(np.mean([r["model_len"] for r in rows])),
     }
+
+
+def bootstrap_win_rate(items: list[list[dict]], counts: np.ndarray) -> np.ndarray:
+    """summarize()'s win_rate on bootstrap replicates of the items (evaluation/resampling.py): 100 x the
+    mean preference over the drawn items that have a verdict; NaN where none has. No GLM: summarize()
+    would fit and cross-validate one per replicate only to report it beside the plain win rate."""
+    pref = np.array([np.nan if rows[0]["preference"] is None else float(rows[0]["preference"]) for rows in items])
+    judged = ~np.isnan(pref)
+    return 100.0 * mean_per_replicate(pref[judged], np.asarray(counts)[:, judged])
 
 
 def bootstrap_scores(items: list[list[dict]], counts: np.ndarray) -> np.ndarray:

@@ -33,10 +33,11 @@ from typing import Iterator, Sequence
 
 import langdetect
 import nltk
+import numpy as np
 from eval_framework.tasks.ifeval import evaluation, instructions_util
 
 from agorabench.evaluation.context import ScoreContext
-from agorabench.evaluation.resampling import mean_correct
+from agorabench.evaluation.resampling import mean_correct, mean_per_replicate
 from agorabench.evaluation.items import EvalItem
 
 from agorabench.evaluation.benchmarks.ifeval import DOMAIN, PRIMARY  # noqa: E402,F401  (declared there)
@@ -237,3 +238,12 @@ def summarize(rows: list[dict]) -> dict[str, float]:
 def bootstrap_scores(items: list[list[dict]], counts):
     """summarize()'s prompt_level_strict on bootstrap replicates of the items (evaluation/resampling.py)."""
     return mean_correct(items, counts)
+
+
+def bootstrap_instruction_level_strict(items: list[list[dict]], counts):
+    """summarize()'s instruction_level_strict on bootstrap replicates of the items (the default's IFEval
+    metric): the instructions followed over the instructions given, on the drawn prompts. A prompt's
+    share weighted by its instructions is that ratio, so it is mean_per_replicate's weighted mean."""
+    given = np.array([float(len(rows[0]["follow_strict"])) for rows in items])
+    followed = np.array([float(sum(rows[0]["follow_strict"])) for rows in items])
+    return 100.0 * mean_per_replicate(followed / given, np.asarray(counts) * given[None, :])
