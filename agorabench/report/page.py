@@ -349,7 +349,8 @@ def notes(data: ReportData) -> list[str]:
                    f"not reliably better there, so PGR on it is mostly noise.")
     unsure_extra = [a["benchmark"] for a in data.anchors if a["excludes_zero"] is False and not a["in_pgr"]]
     if unsure_extra:
-        out.append(f"The 95% interval of reference minus base includes 0 on {', '.join(unsure_extra)} (an extra, "
+        which = "an extra" if len(unsure_extra) == 1 else "extras"
+        out.append(f"The 95% interval of reference minus base includes 0 on {', '.join(unsure_extra)} ({which}, "
                    f"outside PGR): this run cannot tell the reference from the base there.")
     partial = [g for g in data.generators if g["pgr"] is not None and g["pgr_defined"] is not None
                and g["pgr_defined"] < 1]
