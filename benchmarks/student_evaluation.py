@@ -6,7 +6,7 @@ them) with transformers in this process, once as params.yaml says and once with 
 change, each into a fresh request store. It prints the seconds and baseline / ours (above 1: ours is
 faster).
 
-- `--baseline-batch 32`: fewer prompts to a batch. A batch decodes for as many steps as its longest
+- `--baseline-batch 16`: fewer prompts to a batch. A batch decodes for as many steps as its longest
   answer, and a small student often writes up to max_new_tokens, so the number of batches a domain's
   items take sets most of its time.
 - `--baseline-weights float32`: float32 weights where params.yaml's `evaluation.cpu_weights` gives
