@@ -63,10 +63,10 @@ class GeneratorConfig(Strict):
     engine: Literal["auto", "llamacpp", "transformers", "vllm"] = "auto"
     # Extra command-line arguments for the server a `local` generator starts.
     server_args: list[str] = Field(default_factory=list)
-    # `local` with transformers on a CPU: float32, bfloat16 (much faster prompts where the CPU has native
-    # bf16), auto (bfloat16 there, else float32) or int8 (2x faster decoding, changed answers):
-    # agorabench/models/cpu_weights.py. vLLM runs float32 on a CPU (in bfloat16 its answers depend on the
-    # batch) and ignores it. Ignored on a GPU.
+    # `local` on a CPU: float32, bfloat16 (much faster prompts where the CPU has native bf16), auto
+    # (bfloat16 there, else float32) or, with transformers only, int8 (2x faster decoding, changed
+    # answers): agorabench/models/cpu_weights.py. With vLLM, a bfloat16 answer depends on what else is
+    # in the batch; float32's does not. Ignored on a GPU.
     cpu_weights: Literal["auto", "float32", "bfloat16", "int8"] = "float32"
 
     @model_validator(mode="before")

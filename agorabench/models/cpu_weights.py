@@ -14,10 +14,12 @@ our run the int8 Qwen stopped answering Arena-Hard's 2,500-token judge prompt wi
 continued the answers instead, where the float32 and bfloat16 ones give verdicts. int8 is there for
 generation-only models.
 
-The default profile serves its generators with vLLM in float32 (vLLM's bfloat16 answers depend on
-what else is in the batch), the 1.5B reference in bfloat16 (float32 does not fit beside the rest),
-and answers the base and its students in this process with `auto`: one SmolLM2-135M answer decodes
-no faster in bfloat16, but a batch of 32 1.5-1.8x as fast (benchmarks/student_evaluation.py).
+The default profile serves its generators with vLLM in `auto`: 1.6-2x faster generation, though vLLM's
+bfloat16 answers depend on what else is in the batch, so a run from an empty request store may write
+other data than the last (float32 writes the same). The 1.5B reference answers in bfloat16 (float32
+does not fit beside the rest), and the base and its students in this process with `auto`: one
+SmolLM2-135M answer decodes no faster in bfloat16, but a batch of 32 1.5-1.8x as fast
+(benchmarks/student_evaluation.py).
 
 A CPU without native bf16 runs bfloat16 slower than float32, so "auto" (the default profile's value)
 means bfloat16 where the CPU has it (avx512_bf16 or amx_bf16 in /proc/cpuinfo) and float32 elsewhere.
