@@ -119,7 +119,8 @@ def generate_all(generators: list[str], *, domains: list[str] | None = None, met
     or DaskTaskRunner(address="tcp://scheduler:8786") for a running cluster. The task's parameters
     are plain strings, so process workers work too. Every worker must see the same params file,
     data/generated/ and request store (cache.requests_db, SQLite in WAL mode: one host, or one
-    store per host). Results do not depend on the runner: the same seed gives the same datasets.
+    store per host). Results do not depend on the runner: the same seed gives the same datasets
+    (where the generators' answers follow from their seeds: agorabench/models/endpoint.py, with_seed).
     """
     run = _generate_all if task_runner is None else _generate_all.with_options(task_runner=task_runner)
     return run(generators=generators, domains=domains, methods=methods, params_file=params_file)
