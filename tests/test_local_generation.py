@@ -12,7 +12,8 @@ import pytest
 from agorabench.config import METHODS, load_params
 from agorabench.generation.loop import generate_setting
 from agorabench.models.endpoint import Endpoint
-from agorabench.models.servers import LocalModelServer
+from agorabench.models.servers import LocalModelServer, server_key
+from agorabench.models.store import RequestStore
 from tests.conftest import REPO
 
 
@@ -34,7 +35,9 @@ def test_smollm2_produces_valid_instances(tmp_path, engine):
     gen["sampling"].update(temperature=0.0, max_tokens=192)
     gen.update(prompt_dir=str(REPO / "agorabench/generation/prompts/default"), output_dir=str(tmp_path / "data"),
                batch_size=8)
-    params["generators"]["smollm2"]["concurrency"] = 8
+    # The engine and weights of the server started below: a generator reaches a running server only under
+    # the key it would start one with itself (servers.server_key), or it starts its own.
+    params["generators"]["smollm2"].update(concurrency=8, engine=engine, cpu_weights="float32")
     params["cache"]["requests_db"] = str(tmp_path / "requests.sqlite")
     params["seeds"]["max_tokens"] = 4096  # the paper's seed filter: richer demos help this small model
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -48,7 +51,17 @@ def test_smollm2_produces_valid_instances(tmp_path, engine):
             # enhancement move to the next seed after one try; every setting may make 32 attempts.
             pm = p.model_copy(update={"generation": p.generation.model_copy(
                 update={"max_attempts_per_instance": 32, "max_attempts_per_seed": 1})})
+            served = Endpoint(server.base_url, server.model_id)
+            endpoints = {server_key(engine, "smollm2-135m-instruct", "float32"): served}
             manifest = asyncio.run(generate_setting(pm, "smollm2", "general", method, num=1, progress=False,
-                                                    endpoints={"smollm2": Endpoint(server.base_url, server.model_id)}))
+                                                    endpoints=endpoints))
             assert manifest["num_valid"] == 1, (method, manifest["rejections"])
             assert manifest["input_tokens"] > 0 and manifest["output_tokens"] > 0
+    # Every answer came from that server: its log has a request for each. (Canary: the endpoint under
+    # another key, as this test had it until the default's generators went to bfloat16, left the
+    # generator to start a vLLM server of its own, and the test passed on vLLM's float32 answers.)
+    store = RequestStore(p.cache.requests_db)
+    (answers,) = store._file.db.execute("SELECT count(*) FROM responses").fetchone()
+    store.close()
+    requests = (tmp_path / "server.log").read_text().count('"POST /v1/chat/completions')
+    assert answers > 0 and requests >= answers, (answers, requests)
