@@ -83,8 +83,9 @@ def with_seed(sampling: dict, key: str, own: dict) -> dict:
 
     Servers that honour it (transformers serve, vLLM, llama.cpp; OpenAI on a best-effort basis) then
     sample the same answer for the same request (vLLM on a CPU: in float32; its bfloat16 answers also
-    depend on the rest of the batch), so a fresh run writes the same datasets. Retries of one prompt differ by sample index, so by key, so by seed. The seed is
-    not part of the key: it follows from it. Anthropic's API has no seed; its client leaves it out."""
+    depend on the rest of the batch), so a fresh run writes the same datasets. Retries of one prompt
+    differ by sample index, so by key, so by seed. The seed is not part of the key: it follows from it.
+    Anthropic's API has no seed; its client leaves it out."""
     return sampling if "seed" in sampling or "seed" in own else {**sampling, "seed": int(key[:8], 16)}
 
 
