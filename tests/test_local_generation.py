@@ -13,8 +13,8 @@ from agorabench.config import METHODS, load_params
 from agorabench.generation.loop import generate_setting
 from agorabench.models.endpoint import Endpoint
 from agorabench.models.servers import LocalModelServer, server_key
-from agorabench.models.store import RequestStore
 from tests.conftest import REPO
+from tests.test_faults import store_rows
 
 
 # transformers serve with continuous batching: 8 short greedy attempts at a time.
@@ -60,8 +60,6 @@ def test_smollm2_produces_valid_instances(tmp_path, engine):
     # Every answer came from that server: its log has a request for each. (Canary: the endpoint under
     # another key, as this test had it until the default's generators went to bfloat16, left the
     # generator to start a vLLM server of its own, and the test passed on vLLM's float32 answers.)
-    store = RequestStore(p.cache.requests_db)
-    (answers,) = store._file.db.execute("SELECT count(*) FROM responses").fetchone()
-    store.close()
+    answers = store_rows(p.cache.requests_db)
     requests = (tmp_path / "server.log").read_text().count('"POST /v1/chat/completions')
     assert answers > 0 and requests >= answers, (answers, requests)
