@@ -101,15 +101,22 @@ def _vllm(params, **generator_update):
             update={"engine": "vllm", "cpu_weights": "float32", **generator_update})}})
 
 
-def test_with_vllm_the_run_serves_the_student_base_with_lora(local_params):
-    """Students evaluated through vLLM: one server of the base with LoRA on (the base anchor and every
-    student), shared with a generator of the same model and weights; the reference's stage starts its own."""
+def test_with_vllm_the_run_serves_the_student_base_with_lora(local_params, monkeypatch):
+    """Students evaluated through vLLM: one server of the base (the base anchor and every student; LoRA
+    on where students load their adapters into it, on a GPU), shared with a generator of the same model
+    and weights; the reference's stage starts its own."""
+    from agorabench.models import servers
+
     params = _vllm(local_params)
     base = params.student.base
-    specs = {s.key: s for s in stages.servers_for(params, ["evaluate-student@tiny-instance_generation-math",
-                                                           "generate@tiny-instance_generation-math"])}
+    both = ["evaluate-student@tiny-instance_generation-math", "generate@tiny-instance_generation-math"]
+    monkeypatch.setattr(servers, "_on_gpu", lambda: True)
+    specs = {s.key: s for s in stages.servers_for(params, both)}
     assert list(specs) == [f"vllm:{base}", "transformers:qwen2.5-coder-0.5b-instruct"]  # tiny's model is the base
     assert specs[f"vllm:{base}"].lora
+    # on a CPU a student is merged and served on its own: the base's server needs no LoRA
+    monkeypatch.setattr(servers, "_on_gpu", lambda: False)
+    assert not {s.key: s for s in stages.servers_for(params, both)}[f"vllm:{base}"].lora
     assert [s.key for s in stages.servers_for(params, ["evaluate-anchor@reference"])] == [
         "transformers:qwen2.5-coder-0.5b-instruct"]  # the judge's; none for the reference
     # canaries: training calls no model; with transformers students nothing is served for them
@@ -119,9 +126,12 @@ def test_with_vllm_the_run_serves_the_student_base_with_lora(local_params):
         "transformers:qwen2.5-coder-0.5b-instruct"]
 
 
-def test_lanes_share_vllm_servers_and_keep_their_own_of_other_engines(local_params):
+def test_lanes_share_vllm_servers_and_keep_their_own_of_other_engines(local_params, monkeypatch):
     """vLLM batches what the lanes send it: one server per model for all lanes, with LoRA on if any lane
-    evaluates students; a transformers server answers one request at a time: one per lane (canary)."""
+    evaluates students (on a GPU); a transformers server answers one request at a time: one per lane (canary)."""
+    from agorabench.models import servers
+
+    monkeypatch.setattr(servers, "_on_gpu", lambda: True)
     params = _vllm(local_params)
     lanes = [["generate@tiny-instance_generation-math", "evaluate-anchor@base"],
              ["generate@tiny-instance_generation-code", "evaluate-student@tiny-instance_generation-code"]]

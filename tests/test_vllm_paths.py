@@ -5,7 +5,7 @@ this module; two more are started where a test needs its own (a kill -9, a start
 What is checked: `auto` picks vLLM where it is installed; the command line and environment we start it
 with; readiness and the warm-up request; a `local` generator generating and judging through it, and its
 own benchmark answers; seeded sampling that does not depend on the batch; request keys; LoRA students
-answered by the base model's server with their adapter; errors in one line; no vLLM process left
+answered by the base model's server with their adapter, or merged with a server of their own; errors in one line; no vLLM process left
 behind by a normal stop or by a kill -9 of the process that started it."""
 from __future__ import annotations
 
@@ -93,14 +93,13 @@ def test_auto_picks_vllm_wherever_it_is_installed(monkeypatch, tmp_path):
     monkeypatch.setenv("AGORA_VLLM_PYTHON", sys.executable)
     assert local_engine("auto", MODEL) == "vllm" and evaluation_engine("auto") == "vllm"
     assert local_engine("transformers", MODEL) == "transformers"  # an explicit engine is kept
-    # LoRA students and their base on a CPU host: in process, adapters merged (vLLM's CPU adapter path is
-    # several times slower: docs/performance.md); on a GPU host vLLM serves their adapters (canary), and
-    # an explicit engine is kept.
+    assert evaluation_engine("transformers") == "transformers"
+    # LoRA students on a CPU host: merged, each on a server of its own (vLLM's CPU adapter path is several
+    # times slower: docs/performance.md); on a GPU host their adapters are loaded into the base's (canary).
     monkeypatch.setattr(servers, "_on_gpu", lambda: False)
-    assert evaluation_engine("auto", lora_student=True) == "transformers"
-    assert evaluation_engine("vllm", lora_student=True) == "vllm"
+    assert not servers.serves_lora_adapters()
     monkeypatch.setattr(servers, "_on_gpu", lambda: True)
-    assert evaluation_engine("auto", lora_student=True) == "vllm"
+    assert servers.serves_lora_adapters()
     # canary: no AGORA_VLLM_PYTHON, no project .venv-vllm, vllm not importable here: not vLLM
     monkeypatch.delenv("AGORA_VLLM_PYTHON")
     monkeypatch.setattr(servers, "_PROJECT_VLLM", tmp_path / "missing" / "python")
@@ -316,6 +315,38 @@ def test_lora_students_are_answered_by_the_base_models_server(tmp_path, vllm_ser
     # a second evaluation of the same student finds its adapter already loaded
     with _answerer(vllm_server, tmp_path / "again", path=students[0]) as again:
         assert [c.text for c in again.answer_many(question, greedy)] == served[0]
+
+
+def test_a_merged_student_gets_a_server_of_its_own(tmp_path, vllm_server, monkeypatch):
+    """On a CPU a LoRA student is merged into a copy of its base: answered by a server of that copy, not
+    by the base's server it is handed, as transformers answers the same merge (greedy, float32), keyed
+    apart from its adapter's answers, and the copy deleted when the answerer closes."""
+    from agorabench.models.in_process import TransformersAnswerer
+    from agorabench.models.served import ServedModelAnswerer
+    from agorabench.models.store import RequestStore
+
+    monkeypatch.chdir(tmp_path)  # the copy and the server's log go under .agora/
+    greedy = Decoding(temperature=0.0, top_p=1.0, max_new_tokens=12, repetition_penalty=1.0)
+    question = QUESTIONS[:2]
+    student = _lora_student(tmp_path / "student", seed=1)
+    base_server = Endpoint(vllm_server.base_url, vllm_server.model_id)
+    merged = ServedModelAnswerer(student, RequestStore(tmp_path / "m.sqlite"), endpoint=base_server,
+                                 cpu_weights="float32", merge_lora=True)
+    with merged:
+        texts = [c.text for c in merged.answer_many(question, greedy)]
+        copy = merged._merged
+        assert (copy / "config.json").is_file() and not (copy / "adapter_config.json").exists()
+        assert merged.base_url != vllm_server.base_url  # a server of its own
+    assert not copy.exists()  # deleted on close
+    with _answerer(vllm_server, tmp_path / "adapter", path=student) as adapter:
+        assert adapter.identity != merged.identity and adapter.identity["model"] == merged.identity["model"]
+    local = TransformersAnswerer(student, RequestStore(tmp_path / "local.sqlite"), batch_size=2)
+    with local:
+        expected = [c.text for c in local.answer_many(question, greedy)]
+    assert [t.split()[:4] for t in texts] == [t.split()[:4] for t in expected]
+    # canary: the base's own answers differ from the merged student's
+    with _answerer(vllm_server, tmp_path / "base") as base:
+        assert [c.text for c in base.answer_many(question, greedy)] != texts
 
 
 def test_refused_requests_are_one_clear_line(tmp_path, vllm_server):

@@ -34,7 +34,7 @@ from agorabench.evaluation.items import EvalItem
 from agorabench.evaluation.records import ITEM_COLUMNS, BenchmarkScores
 from agorabench.models.answering import Answerer, Decoding, add_usage, judge_usage, judged_line
 from agorabench.models.endpoint import Endpoint, EndpointAnswerer
-from agorabench.models.servers import evaluation_engine, local_engine
+from agorabench.models.servers import evaluation_engine, local_engine, serves_lora_adapters
 from agorabench.generation.validation import count_tokens
 
 log = logging.getLogger(__name__)
@@ -138,18 +138,18 @@ def answerer_for(params: Params, model: ModelRef, endpoints: dict[str, Endpoint]
         # default's Qwen) gets the same requests, so one of the two reads the other's answers.
         path, weights, template, served = cfg.model, cfg.cpu_weights, None, cfg.model
     else:
-        # The base and its LoRA students answer through the same engine: a student differs from the
-        # base by its training only (evaluation_engine says which engine that is on a CPU host).
-        lora = model.kind in ("base", "student") and params.training.lora is not None
-        engine = evaluation_engine(ev.engine, lora_student=lora)
+        # The base and its students answer through the same engine and weights: a student differs from
+        # the base by its training only.
+        engine = evaluation_engine(ev.engine)
         path, weights = model.spec, ev.cpu_weights
         if model.kind == "reference" and ev.reference_cpu_weights:
             weights = ev.reference_cpu_weights
         template = params.student.chat_template if model.kind in ("base", "student") else None
         served = {"base": params.student.base, "reference": params.student.reference}.get(model.kind)
         if model.kind == "student":
-            # A LoRA student (or one trained on nothing) is answered by its base's server; a fully
-            # fine-tuned one is a model of its own, which gets a server of its own.
+            # A LoRA student (or one trained on nothing) is answered by its base's server (on a CPU, a
+            # trained one by a merged copy's: models/served.py); a fully fine-tuned one is a model of
+            # its own, which gets a server of its own.
             info = student_record(path)
             served = params.student.base if info is None or not info.trained or info.lora else None
     from agorabench.models.store import RequestStore
@@ -159,10 +159,11 @@ def answerer_for(params: Params, model: ModelRef, endpoints: dict[str, Endpoint]
         from agorabench.models.served import ServedModelAnswerer
         from agorabench.models.servers import server_key
 
-        # The server of the model (for a student, of its base: its adapter is loaded into it).
+        # The server of the model (for a student, of its base: its adapter is loaded into it on a GPU).
         endpoint = (endpoints or {}).get(server_key("vllm", served, weights)) if served else None
+        merge_lora = model.kind == "student" and not serves_lora_adapters()
         return ServedModelAnswerer(path, store, endpoint=endpoint, concurrency=ev.batch_size, chat_template=template,
-                                   cpu_weights=weights)
+                                   cpu_weights=weights, merge_lora=merge_lora)
     from agorabench.models.in_process import TransformersAnswerer
 
     return TransformersAnswerer(path, store, batch_size=ev.batch_size, chat_template=template,

@@ -3,7 +3,8 @@
 Students, the anchors and a local generator scored on its own problem solving are answered here when
 vLLM is not installed (with it, a vLLM server answers them: models/served.py). What every way of
 answering shares, the request key and the store, is models/answering.py. Also here: what names a
-model folder's answers (model_identity) and what to load for it (weights_of, load_model).
+model folder's answers (model_identity), what to load for it (weights_of, load_model) and a LoRA
+student's merged weights for a server to load (save_merged).
 """
 from __future__ import annotations
 
@@ -78,6 +79,22 @@ def load_model(path: str, dtype=None, cpu_weights: str | None = None):
     if torch.cuda.is_available():
         model.to("cuda")
     return quantize_model(model, cpu_weights), tok
+
+
+def save_merged(path: str, folder: Path, cpu_weights: str | None = None) -> Path:
+    """Write the LoRA student at `path` merged into its base (load_model: merged in float32, then cast to
+    `cpu_weights`) as a model folder a server can load, with the student's tokenizer and chat template.
+    Rewritten from scratch each time: a folder a killed run left half written is never read."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    model, _ = load_model(path, cpu_weights=cpu_weights)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(weights_of(path)[0]).save_pretrained(folder)  # not load_model's padded one
+    return folder
 
 
 class TransformersAnswerer(Answerer):

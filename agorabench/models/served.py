@@ -1,10 +1,13 @@
 """A model folder answered by a vLLM server: a student, the base or the reference.
 
-A LoRA student is its base model plus an adapter, so one server per base model answers every
+A LoRA student is its base model plus an adapter. On a GPU one server per base model answers every
 student trained on it: the server is started with LoRA on, and each student's adapter is loaded into it
 by name before its requests (vLLM's runtime LoRA loading), instead of one model load per evaluation.
-`agora run` starts that server once for all the stages of a lane and passes it in (`endpoint`); without
-one, the answerer starts a server of its own and stops it on close().
+On a CPU, where vLLM decodes through an adapter several times slower than through plain weights, the
+student is merged into a copy of its base (in float32, then cast to the server's weights, as in this
+process), which a server of its own answers and which is deleted when the answerer closes
+(servers.serves_lora_adapters). `agora run` starts the base's server once for all the stages of a lane
+and passes it in (`endpoint`); without one, the answerer starts a server of its own and stops it on close().
 
 Answers are keyed like every other (models/answering.py) under backend "vllm", with the in-process
 spelling of the decoding settings (what transformers and vLLM both take, repetition penalty included).
@@ -33,15 +36,21 @@ class ServedModelAnswerer(Answerer):
     gives_logprobs = True  # vLLM's chat API returns up to its max_logprobs (20) top log-probabilities
 
     def __init__(self, path: str, store: RequestStore, *, endpoint: Endpoint | None = None, concurrency: int = 8,
-                 chat_template: str | None = None, cpu_weights: str | None = None, timeout_s: float = 600.0):
+                 chat_template: str | None = None, cpu_weights: str | None = None, timeout_s: float = 600.0,
+                 merge_lora: bool = False):
         """`path`: a packaged model name, a folder (a student: weights or a LoRA adapter) or a hub id.
         `endpoint`: a running vLLM server of the base model with these `cpu_weights` (with LoRA on, for a LoRA
-        student)."""
+        student, unless `merge_lora`). `merge_lora`: a LoRA student is merged into a copy of its base,
+        answered by a server of its own (the endpoint then serves only a student trained on nothing)."""
         from agorabench.models.cpu_weights import effective
 
+        self.weights, self.base = weights_of(path)  # a LoRA student: (adapter folder, base model folder)
+        self.merge_lora = merge_lora and self.base is not None
         identity = {"backend": self.backend, "model": model_identity(path)}
         if effective(cpu_weights):
             identity["cpu_weights"] = effective(cpu_weights)
+        if self.merge_lora:  # merged weights round differently from an adapter applied on the fly
+            identity["lora"] = "merged"
         if templates.digest(chat_template):  # a configured template prompts the model differently from its own
             identity["chat_template"] = templates.digest(chat_template)
         super().__init__(store, identity)
@@ -50,8 +59,8 @@ class ServedModelAnswerer(Answerer):
         self.chat_template: str | None = None  # sent with each request when not the served model's own
         self.stop_token_ids: list[int] = []
         self.cpu_weights = cpu_weights
-        self.weights, self.base = weights_of(path)  # a LoRA student: (adapter folder, base model folder)
         self._server = None
+        self._merged: Path | None = None  # the merged copy, deleted on close()
         self._model: str | None = None  # what requests name: the served model, or the adapter's name
 
     def sampling(self, decoding: Decoding) -> dict:
@@ -71,21 +80,26 @@ class ServedModelAnswerer(Answerer):
     def _open(self) -> tuple[str, str]:
         """(base_url, model name to request), starting a server and loading the adapter on first need."""
         if self._model is None:
-            from agorabench.models.servers import LocalModelServer, load_lora
+            from agorabench.models.servers import LocalModelServer, load_lora, vllm_cpu_dtype
 
             self._chat_format()
+            name = "student-" + hashlib.sha256(self.identity["model"].encode()).hexdigest()[:16]
+            model, lora = self.base or self.weights, self.base is not None
+            if self.merge_lora:
+                from agorabench.models.in_process import save_merged
 
-            base_url = self.endpoint.base_url if self.endpoint else None
-            served = self.endpoint.model_id if self.endpoint else None
+                vllm_cpu_dtype(self.cpu_weights)  # weights vLLM cannot run fail here, before the merge
+                self._merged = save_merged(self.path, Path(".agora/merged").resolve() / name, self.cpu_weights)
+                model, lora = str(self._merged), False
+            base_url = self.endpoint.base_url if self.endpoint and not self.merge_lora else None
+            served = self.endpoint.model_id if base_url else None
             if base_url is None:
-                self._server = LocalModelServer(self.base or self.weights, engine="vllm", lora=self.base is not None,
-                                                cpu_weights=self.cpu_weights,
-                                                log_path=Path(".agora/logs") / f"vllm-{Path(self.weights).name}.log")
+                self._server = LocalModelServer(model, engine="vllm", lora=lora, cpu_weights=self.cpu_weights,
+                                                log_path=Path(".agora/logs") / f"vllm-{Path(model).name}.log")
                 self._server.start()
                 base_url, served = self._server.base_url, self._server.model_id
             self.base_url = base_url
-            if self.base is not None:
-                name = "student-" + hashlib.sha256(self.identity["model"].encode()).hexdigest()[:16]
+            if lora:
                 load_lora(base_url, name, self.weights)
                 self._model = name
             else:
@@ -149,5 +163,9 @@ class ServedModelAnswerer(Answerer):
         try:
             if self._server is not None:
                 self._server.stop()
+            if self._merged is not None:
+                import shutil
+
+                shutil.rmtree(self._merged, ignore_errors=True)
         finally:
             super().close()

@@ -20,7 +20,8 @@ Either way callers talk to it with the ordinary ``openai`` client, the same code
         client.chat.completions.create(model=srv.model_id, messages=[...], max_tokens=256)
 
 A vLLM server started with ``lora=True`` also serves LoRA adapters of its model, loaded while it runs
-(``load_lora``): one server per base model answers every student trained on it.
+(``load_lora``): on a GPU, one server per base model answers every student trained on it
+(``serves_lora_adapters`` says where else a student is answered).
 
 The server runs in its own process group, fully offline, with its output in a log file; leaving the ``with``
 block (normally or by an exception) kills the whole group. vLLM's engine runs in a child process, which
@@ -132,16 +133,20 @@ def local_engine(engine: str, model: str) -> str:
     return "transformers"
 
 
-def evaluation_engine(engine: str, lora_student: bool = False) -> str:
-    """"transformers" or "vllm" for `evaluation.engine`. auto: vLLM wherever it is installed, except
-    for a LoRA student on a host without a GPU, which is merged into its base and answered in this
-    process: vLLM's CPU build decodes through an adapter several times slower than transformers decodes
-    the merged weights (benchmarks/lora_students.py; the figure is in docs/performance.md)."""
+def evaluation_engine(engine: str) -> str:
+    """"transformers" or "vllm" for `evaluation.engine`. auto: vLLM wherever it is installed (on a CPU
+    too), else transformers in this process."""
     if engine != "auto":
         return engine
-    if vllm_python() is None:
-        return "transformers"
-    return "transformers" if lora_student and not _on_gpu() else "vllm"
+    return "transformers" if vllm_python() is None else "vllm"
+
+
+def serves_lora_adapters() -> bool:
+    """How vLLM answers a LoRA student: with its adapter loaded into its base's server (on a GPU), or
+    merged into a copy of its base that a server of its own answers (on a CPU). vLLM's CPU build
+    decodes through an adapter several times slower than through merged weights; a server start per
+    student costs less than that (benchmarks/lora_students.py; the figures are in docs/performance.md)."""
+    return _on_gpu()
 
 
 def server_key(engine: str, model: str, cpu_weights: str | None = None) -> str:

@@ -115,8 +115,8 @@ class ServerSpec:
 def servers_for(params: Params, stages: list[str] | None) -> list[ServerSpec]:
     """The servers `stages` call (None: every stage), one per engine, model and weights: a generator's
     model, the judges', and, when students are evaluated through vLLM, the student base (LoRA on for
-    LoRA students)."""
-    from agorabench.models.servers import evaluation_engine, local_engine
+    LoRA students on a GPU)."""
+    from agorabench.models.servers import evaluation_engine, local_engine, serves_lora_adapters
 
     names = served_generators(params) if stages is None else generators_called_by(params, stages)
     specs: dict[str, ServerSpec] = {}
@@ -128,8 +128,9 @@ def servers_for(params: Params, stages: list[str] | None) -> list[ServerSpec]:
         cfg = params.generators[name]
         add(ServerSpec(cfg.model, local_engine(cfg.engine, cfg.model), cpu_weights=cfg.cpu_weights,
                        server_args=tuple(cfg.server_args)))
-    lora = params.training.lora is not None
-    if evaluation_engine(params.evaluation.engine, lora_student=lora) == "vllm":
+    # LoRA on where students load their adapters into it; on a CPU they are merged and served on their own.
+    lora = params.training.lora is not None and serves_lora_adapters()
+    if evaluation_engine(params.evaluation.engine) == "vllm":
         known = pipeline_stages(params)
         kinds = {known[s].kind if s in known else None for s in stages} if stages is not None else None
         everything = stages is None
