@@ -5,8 +5,8 @@ this module; two more are started where a test needs its own (a kill -9, a start
 What is checked: `auto` picks vLLM where it is installed; the command line and environment we start it
 with; readiness and the warm-up request; a `local` generator generating and judging through it, and its
 own benchmark answers; seeded sampling that does not depend on the batch; request keys; LoRA students
-answered by the base model's server with their adapter, or merged with a server of their own; errors in one line; no vLLM process left
-behind by a normal stop or by a kill -9 of the process that started it."""
+answered by the base model's server with their adapter, or merged with a server of their own; errors in
+one line; no vLLM process left behind by a normal stop or by a kill -9 of the process that started it."""
 from __future__ import annotations
 
 import asyncio
