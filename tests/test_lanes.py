@@ -114,6 +114,35 @@ def test_split_lanes_deals_settings_in_turn_and_keeps_each_chain_together():
     assert set(stages) - set(one) == {"results", "report"}
 
 
+def test_the_reference_shares_its_lane_with_the_smaller_generator_s_scores():
+    # The default's served generators in its order: SmolLM2-135M, then Qwen-0.5B. Dealt in DVC's order,
+    # the reference (the slower anchor) and Qwen's scores (the slower generator's) share a lane.
+    local = {"backend": "local", "engine": "vllm"}
+    params = Params.model_validate({
+        "generators": {"small": {**local, "model": "smollm2-135m-instruct"},
+                       "large": {**local, "model": "qwen2.5-coder-0.5b-instruct"},
+                       "hosted": {"backend": "openai", "model": "gpt"}},
+        "benchmark_generators": ["small", "large"], "methods": ["instance_generation"], "domains": ["math", "code"],
+        "evaluation": {"generators": ["hosted", "small", "large"]}})
+    settings = [f"{g}-instance_generation-{d}" for g in ("small", "large") for d in ("math", "code")]
+    lone = ["evaluate-anchor@base", "evaluate-anchor@reference", "evaluate-generator@hosted",
+            "evaluate-generator@small", "evaluate-generator@large"]
+    units = chains(params, [f"generate@{s}" for s in settings] + lone)
+    assert [u[0] for u in units[len(settings):]] == ["evaluate-anchor@base", "evaluate-anchor@reference",
+                                                     "evaluate-generator@large", "evaluate-generator@small",
+                                                     "evaluate-generator@hosted"]
+    lanes = split_lanes(units, jobs=2)
+    assert {"evaluate-anchor@base", "evaluate-generator@large"} <= set(lanes[0])
+    assert {"evaluate-anchor@reference", "evaluate-generator@small"} <= set(lanes[1])
+    # canary: generators of unknown size (hosted ones here, as in _params) keep DVC's order, which puts
+    # the second generator beside the reference
+    hosted = chains(_params(), ["evaluate-anchor@base", "evaluate-anchor@reference",
+                                "evaluate-generator@qwen", "evaluate-generator@gpt"])
+    assert [u[0] for u in hosted] == ["evaluate-anchor@base", "evaluate-anchor@reference",
+                                      "evaluate-generator@qwen", "evaluate-generator@gpt"]
+    assert "evaluate-generator@gpt" in split_lanes(hosted, jobs=2)[1]
+
+
 def test_a_settings_stages_and_its_scaling_studys_follow_it():
     params = _params(scaling={"generators": ["qwen"], "sizes": [25]})
     known = pipeline_stages(params)
