@@ -52,9 +52,9 @@ def chains(params: Params, stages: list[str]) -> list[list[str]]:
     Why that order: the lanes take the lone stages in turn, so the reference (the larger anchor, the
     slowest lone stage) and the base land in different lanes, and so do the generators' scores taken
     two by two. In DVC's order the reference's lane also got the larger generator, the slower of their
-    scores (by 1.1-1.4x for the reference, 2.3-3x for Qwen-0.5B over SmolLM2-135M in the default's
-    runs): its lane ran 4 minutes longer than the other. Largest first gives the base's lane the larger
-    generator instead."""
+    scores (the reference 1.4-4.3x the base's time, Qwen-0.5B's scores 2.3-6.6x SmolLM2-135M's, in the
+    default's runs): its lane ran 3.9, 6.6 and 8.5 minutes longer than the other in three runs. Largest
+    first gives the base's lane the larger generator instead."""
     known = pipeline_stages(params)
     by_setting: dict[Setting, list[str]] = {}
     lone: list[list[str]] = []
