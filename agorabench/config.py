@@ -312,11 +312,13 @@ class EvaluationConfig(Strict):
     base_fewshot: int = Field(3, ge=0, le=10)  # S_Ø is evaluated few-shot (the paper, footnote 2)
     batch_size: int = Field(8, ge=1)  # prompts per transformers batch; requests in flight through vLLM
     # Students, base and reference answer in this process with transformers (batched), or through a vLLM
-    # server of their base model (a LoRA student's adapter loaded into it); auto: vLLM wherever it is
-    # installed. `agora run` starts that server once for all the evaluations of a lane.
+    # server of their base model (on a GPU a LoRA student's adapter is loaded into it; on a CPU the student
+    # is merged into a copy of the base with a server of its own); auto: vLLM wherever it is installed.
+    # `agora run` starts the base's server once for all the evaluations of a lane.
     engine: Literal["auto", "transformers", "vllm"] = "auto"
-    # Weights of the models evaluated in this process (students, base, reference) on a CPU: auto,
-    # float32, bfloat16 or int8 (agorabench/models/cpu_weights.py); a generator's own scores use its `cpu_weights`.
+    # Weights of the evaluated models (students, base, reference) on a CPU, in this process or on vLLM:
+    # auto, float32, bfloat16 or int8 (transformers only; agorabench/models/cpu_weights.py); a generator's
+    # own scores use its `cpu_weights`.
     cpu_weights: Literal["auto", "float32", "bfloat16", "int8"] = "float32"
     # The reference's weights on a CPU (null: cpu_weights). A larger reference than the student may not fit
     # in float32 beside the other servers: the default's Qwen2.5-Coder-1.5B takes 10.6 GB in vLLM in float32
