@@ -31,13 +31,13 @@ sys.path.insert(0, str(REPO))
 
 
 def timed(params, stages: list[str], jobs: int, store: Path) -> float:
-    from agorabench.pipeline.run import (_run_dvc, answered_together, lane_servers, pipeline_env, prefect_server,
-                                         split_lanes, threads_per_lane)
+    from agorabench.pipeline.run import _run_dvc, lane_servers, pipeline_env, prefect_server, split_lanes, threads_per_lane
+    from agorabench.pipeline.stages import lane_groups
 
     for suffix in ("", "-wal", "-shm"):  # nothing answered from an earlier pass
         Path(f"{store}{suffix}").unlink(missing_ok=True)
-    # each stage on its own: evaluation stages do not depend on each other
-    lanes = split_lanes([[s] for s in stages], jobs, answered_together(params)) if jobs > 1 else [stages]
+    # dealt as `agora run` deals them: each generator's stages in one lane
+    lanes = split_lanes(lane_groups(params, stages), jobs) if jobs > 1 else [stages]
     threads = str(threads_per_lane(len(lanes)))
     env = {**pipeline_env(allow_code_execution=True), "OMP_NUM_THREADS": threads}
     # the servers `agora run` starts for the models the lanes' stages call (shared vLLM, per-lane others)

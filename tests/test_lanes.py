@@ -12,7 +12,7 @@ import yaml
 
 from agorabench.config import Params
 from agorabench.pipeline.run import _bin, lane_summary, repro, seconds_by_kind, split_lanes, stage_seconds
-from agorabench.pipeline.stages import chains, pipeline_stages
+from agorabench.pipeline.stages import LaneGroup, lane_groups, pipeline_stages
 
 from tests.conftest import REPO
 
@@ -88,59 +88,70 @@ def _params(**extra) -> Params:
         "evaluation": {"generators": ["qwen", "gpt"]}, **extra})
 
 
-def test_split_lanes_deals_settings_in_turn_and_keeps_each_chain_together():
-    params = _params()
-    settings = [f"{g}-instance_generation-{d}" for g in ("qwen-coder", "qwen") for d in ("math", "code")]
-    stages = ([f"{kind}@{s}" for kind in ("generate", "train") for s in settings]
-              + ["evaluate-anchor@base", "evaluate-anchor@reference", "evaluate-generator@qwen",
-                 "evaluate-generator@gpt", "results", "report"])
-    units = chains(params, stages)
-    lanes = split_lanes(units, jobs=2, together={"evaluate-anchor@reference": "evaluate-generator@qwen"})
-    # each setting's chain in one lane; the settings in turn, so each lane has some of every generator's
-    # ("qwen-coder-..." is qwen-coder's, not qwen's: the names come from params, not from parsing);
-    # then the lone stages in turn, the reference with qwen
-    chain = lambda s: [f"generate@{s}", f"train@{s}"]
-    assert lanes == [chain("qwen-coder-instance_generation-math") + chain("qwen-instance_generation-math")
-                     + ["evaluate-anchor@base", "evaluate-generator@gpt"],
-                     chain("qwen-coder-instance_generation-code") + chain("qwen-instance_generation-code")
-                     + ["evaluate-generator@qwen", "evaluate-anchor@reference"]]
-    assert lane_summary(lanes[1], params) == ("1 qwen-coder setting, 1 qwen setting, evaluate-generator@qwen, "
-                                               "evaluate-anchor@reference (6 stages)")
-    # canary: without `together` the reference is dealt like any lone stage, away from qwen's scores
-    apart = split_lanes(units, jobs=2)
-    assert ("evaluate-anchor@reference" in apart[0]) != ("evaluate-generator@qwen" in apart[0])
-    # canary: one job is one lane with every stage of a lane; results and report stay out
-    (one,) = split_lanes(units, jobs=1)
-    assert set(stages) - set(one) == {"results", "report"}
-
-
-def test_the_reference_shares_its_lane_with_the_smaller_generator_s_scores():
-    # The default's served generators in its order: SmolLM2-135M, then Qwen-0.5B. Dealt in DVC's order,
-    # the reference (the slower anchor) and Qwen's scores (the slower generator's) share a lane.
+def _served(**student) -> Params:
+    """The default's shape: two served generators (SmolLM2-135M, then Qwen-0.5B in dvc.yaml's order),
+    a hosted one scored for its problem solving, the base the small generator's model."""
     local = {"backend": "local", "engine": "vllm"}
-    params = Params.model_validate({
+    return Params.model_validate({
         "generators": {"small": {**local, "model": "smollm2-135m-instruct"},
                        "large": {**local, "model": "qwen2.5-coder-0.5b-instruct"},
                        "hosted": {"backend": "openai", "model": "gpt"}},
         "benchmark_generators": ["small", "large"], "methods": ["instance_generation"], "domains": ["math", "code"],
-        "evaluation": {"generators": ["hosted", "small", "large"]}})
-    settings = [f"{g}-instance_generation-{d}" for g in ("small", "large") for d in ("math", "code")]
-    lone = ["evaluate-anchor@base", "evaluate-anchor@reference", "evaluate-generator@hosted",
-            "evaluate-generator@small", "evaluate-generator@large"]
-    units = chains(params, [f"generate@{s}" for s in settings] + lone)
-    assert [u[0] for u in units[len(settings):]] == ["evaluate-anchor@base", "evaluate-anchor@reference",
-                                                     "evaluate-generator@large", "evaluate-generator@small",
-                                                     "evaluate-generator@hosted"]
-    lanes = split_lanes(units, jobs=2)
-    assert {"evaluate-anchor@base", "evaluate-generator@large"} <= set(lanes[0])
-    assert {"evaluate-anchor@reference", "evaluate-generator@small"} <= set(lanes[1])
-    # canary: generators of unknown size (hosted ones here, as in _params) keep DVC's order, which puts
-    # the second generator beside the reference
-    hosted = chains(_params(), ["evaluate-anchor@base", "evaluate-anchor@reference",
-                                "evaluate-generator@qwen", "evaluate-generator@gpt"])
-    assert [u[0] for u in hosted] == ["evaluate-anchor@base", "evaluate-anchor@reference",
-                                      "evaluate-generator@qwen", "evaluate-generator@gpt"]
-    assert "evaluate-generator@gpt" in split_lanes(hosted, jobs=2)[1]
+        "evaluation": {"generators": ["hosted", "small", "large"]},
+        "student": {"base": "smollm2-135m-instruct", "reference": "qwen2.5-coder-1.5b-instruct", **student}})
+
+
+SETTINGS = [f"{g}-instance_generation-{d}" for g in ("small", "large") for d in ("math", "code")]
+LONE = ["evaluate-anchor@base", "evaluate-anchor@reference", "evaluate-generator@hosted",
+        "evaluate-generator@small", "evaluate-generator@large"]
+CHAIN = lambda s: [f"generate@{s}", f"train@{s}"]  # noqa: E731
+DVC_ORDER = [f"{kind}@{s}" for kind in ("generate", "train") for s in SETTINGS] + LONE + ["results", "report"]
+
+
+def test_each_generator_s_stages_share_a_lane_and_the_anchors_go_with_the_smaller_model():
+    params = _served()
+    groups = lane_groups(params, DVC_ORDER)
+    # largest model first; each group its settings' chains, then its own scores and the anchor its model
+    # answers (the base is the small generator's model); the reference, of no generator, on its own
+    assert [(g.stages, g.settings) for g in groups] == [
+        (CHAIN("large-instance_generation-math") + CHAIN("large-instance_generation-code")
+         + ["evaluate-generator@large"], 2),
+        (CHAIN("small-instance_generation-math") + CHAIN("small-instance_generation-code")
+         + ["evaluate-generator@small", "evaluate-anchor@base"], 2),
+        (["evaluate-generator@hosted"], 0), (["evaluate-anchor@reference"], 0)]
+    lanes = split_lanes(groups, jobs=2)
+    # one lane per served generator, so each server serves one lane; the groups of no setting from the
+    # last lane back: the reference beside the small model, the hosted scores beside the large one
+    assert lanes == [groups[0].stages + ["evaluate-anchor@reference"],
+                     groups[1].stages + ["evaluate-generator@hosted"]]
+    assert lane_summary(lanes[1], params) == ("2 small settings, evaluate-generator@small, evaluate-anchor@base, "
+                                               "evaluate-generator@hosted (7 stages)")
+    # canary: a base that no generator serves is dealt on its own, no longer beside the small generator
+    apart = split_lanes(lane_groups(_served(base="some/other-base"), DVC_ORDER), jobs=2)
+    assert "evaluate-anchor@base" in apart[0] and "evaluate-generator@small" in apart[1]
+    # canary: one job is one lane with every stage of a lane; results and report stay out
+    (one,) = split_lanes(groups, jobs=1)
+    assert set(DVC_ORDER) - set(one) == {"results", "report"}
+
+
+def test_the_reference_goes_with_a_generator_of_its_model():
+    # whichever of the two runs second reads the prompts they share from the request store
+    groups = lane_groups(_served(reference="qwen2.5-coder-0.5b-instruct"), DVC_ORDER)
+    assert groups[0].stages[-2:] == ["evaluate-generator@large", "evaluate-anchor@reference"]
+    assert "evaluate-anchor@reference" in split_lanes(groups, jobs=2)[0]
+
+
+def test_more_lanes_than_generators_deal_each_generator_s_settings_over_the_lanes():
+    params = _served()
+    lanes = split_lanes(lane_groups(params, DVC_ORDER), jobs=3)
+    # two generators, three lanes: the groups are split into their chains, dealt in turn (the larger
+    # model's first), and the stages of no setting from the last lane back
+    assert [lane_summary(lane, params).split(" (")[0] for lane in lanes] == [
+        "1 large setting, 1 small setting, evaluate-anchor@base",
+        "1 large setting, evaluate-generator@small, evaluate-anchor@reference",
+        "1 small setting, evaluate-generator@large, evaluate-generator@hosted"]
+    assert all(CHAIN(s)[0] in lane and CHAIN(s)[1] in lane for s in SETTINGS
+               for lane in lanes if CHAIN(s)[0] in lane)  # a chain never split
 
 
 def test_a_settings_stages_and_its_scaling_studys_follow_it():
@@ -185,14 +196,14 @@ def test_stage_names_from_params_are_the_ones_dvc_lists(tmp_path):
 
 def test_lanes_run_side_by_side_and_leave_a_complete_dvc_lock(tmp_path, capsys):
     repo, env = _repo(tmp_path)
-    units = [[f"generate@{g}-{m}-d", f"train@{g}-{m}-d"] for g in "xy" for m in ("m1", "m2")]
-    lanes = split_lanes(units, jobs=2)
+    groups = [LaneGroup(tuple((f"generate@{g}-{m}-d", f"train@{g}-{m}-d") for m in ("m1", "m2")), 2) for g in "xy"]
+    lanes = split_lanes(groups, jobs=2)
     lines = []
     assert _run(repo, env, lanes, lane_envs=[{"LANE_TAG": "a"}, {"LANE_TAG": "b"}], lines=lines) == 0
     runs = _times(tmp_path)
     # each lane's stages see that lane's environment (its own model servers); the last pass the common one
     assert _tags(tmp_path) == {**{s: "ab"[i] for i, lane in enumerate(lanes) for s in lane}, "results": "-"}
-    assert any("@x-" in s for s in lanes[0]) and any("@y-" in s for s in lanes[0])  # settings dealt in turn
+    assert all("@x-" in s for s in lanes[0]) and all("@y-" in s for s in lanes[1])  # a generator per lane
     assert sorted(runs) == sorted(STAGES) and all(len(v) == 1 for v in runs.values())
     assert _overlap(runs, *lanes)  # the two lanes really ran at the same time
     assert runs["results"][0][0] >= max(e for n, v in runs.items() if n != "results" for _, e in v)

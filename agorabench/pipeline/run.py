@@ -178,38 +178,24 @@ def lane_letter(index: int) -> str:
     return "abcdefghijklmnopqrstuvwxyz"[index % 26]
 
 
-def split_lanes(chains: list[list[str]], jobs: int, together: dict[str, str] | None = None) -> list[list[str]]:
+def split_lanes(groups, jobs: int) -> list[list[str]]:
     """Deal the pipeline's stages into at most `jobs` lanes that share no stage and no output, so one
-    `dvc repro` per lane can run at the same time. `chains` are the units dealt (stages.chains: each
-    setting's chain, whose stages depend on each other, then each stage of no setting), in turn over
-    the lanes, so every lane gets about as many of each generator's settings: a generator that is
-    slower than the others (in the default, Qwen-0.5B against SmolLM2-135M) slows every lane a little
-    instead of one lane a lot. `together` puts a lone stage in the lane of another (the reference with
-    the generator that is the same model, whose answers it reuses from the request store). Stages
-    that read every lane's outputs (results, report) are in no chain: the `dvc repro` after the lanes
-    runs them. DVC still decides what runs, and in which order, inside a lane."""
-    together = together or {}
+    `dvc repro` per lane can run at the same time. `groups` (stages.lane_groups, largest model
+    first) are the units dealt: the groups with settings in turn over the lanes, so each generator's
+    server serves one lane; then the groups of no setting (the anchors, hosted generators' scores)
+    from the last lane back, to the lanes that got the smaller models. With more lanes than
+    generators, each group is split into its chains first, dealt the same way: then every lane gets
+    some of each generator's settings. Stages that read every lane's outputs (results, report) are
+    in no group: the `dvc repro` after the lanes runs them. DVC decides the order inside a lane."""
+    if sum(1 for group in groups if group.settings) < jobs:
+        groups = [part for group in groups for part in group.parts()]
     lanes: list[list[str]] = [[] for _ in range(jobs)]
-    lane_of: dict[str, int] = {}  # a unit's first stage -> its lane
-    partners = {chain[0] for chain in chains if len(chain) == 1 and together.get(chain[0]) is not None}
-    for chain in chains:
-        if chain[0] in partners and any(together[chain[0]] == c[0] for c in chains):
-            continue  # dealt below, into its partner's lane
-        lane_of[chain[0]] = len(lane_of) % jobs
-        lanes[lane_of[chain[0]]].extend(chain)
-    for chain in chains:
-        if chain[0] not in lane_of:
-            lanes[lane_of[together[chain[0]]]].extend(chain)
+    with_settings = [group for group in groups if group.settings]
+    for i, group in enumerate(with_settings):
+        lanes[i % jobs].extend(group.stages)
+    for i, group in enumerate(group for group in groups if not group.settings):
+        lanes[jobs - 1 - i % jobs].extend(group.stages)
     return [lane for lane in lanes if lane]
-
-
-def answered_together(params) -> dict[str, str]:
-    """{"evaluate-anchor@reference": "evaluate-generator@NAME"} when a generator whose problem solving is
-    scored is the reference model itself (the default's Qwen): both get the same prompts, so whichever
-    runs second reads the other's answers from the request store, if they run in one lane."""
-    ref = params.student.reference
-    same = [g for g in params.evaluation.generators if params.generators[g].model == ref]
-    return {"evaluate-anchor@reference": f"evaluate-generator@{same[0]}"} if same else {}
 
 
 _STAGE_LINE = re.compile(r"^(?:Running stage|Stage) '([^']+)'")
@@ -304,14 +290,14 @@ def run_pipeline(params, prefect_env: dict[str, str], *, force: bool = False, jo
     stages (and what they need), in one lane.
 
     Returns the run's summary: its exit code, the stages run and unchanged, the lanes, the duration."""
-    from agorabench.pipeline.stages import chains
+    from agorabench.pipeline.stages import lane_groups
 
     started = time.monotonic()
     # The stages' logs go to that server too (the CLI's default keeps them local without one).
     env = {**pipeline_env(allow_code_execution), **prefect_env, "PREFECT_LOGGING_TO_API_ENABLED": "true"}
     pending = None if force else pending_stages(env)
     jobs = jobs or default_jobs(params)
-    lanes = split_lanes(chains(params, stage_names() or []), jobs, answered_together(params)) \
+    lanes = split_lanes(lane_groups(params, stage_names() or []), jobs) \
         if jobs > 1 and not targets else []
     if len(lanes) < 2 or pending is not None and not set(pending) & {s for lane in lanes for s in lane}:
         lanes = []  # one lane, or only results/report to redo: lanes would just check ~70 stages again

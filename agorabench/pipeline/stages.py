@@ -43,35 +43,61 @@ def pipeline_stages(params: Params) -> dict[str, Stage]:
     return out
 
 
-def chains(params: Params, stages: list[str]) -> list[list[str]]:
-    """What `agora run` deals to lanes, in the order of `stages` (DVC's): each setting's chain (its
-    generation, decontamination, training, student evaluation, intrinsic metrics and scaling stages,
-    which depend on each other), then each stage of no setting on its own: the anchors, then the
-    generators' own scores, the largest served model first.
+@dataclass(frozen=True)
+class LaneGroup:
+    """Stages `agora run` keeps in one lane: a generator's settings' chains (each setting's stages
+    depend on each other) and its own scores, with the anchors its model answers; or an anchor on
+    its own."""
 
-    Why that order: the lanes take the lone stages in turn, so the reference (the larger anchor, the
-    slowest lone stage) and the base land in different lanes, and so do the generators' scores taken
-    two by two. In DVC's order the reference's lane also got the larger generator, the slower of their
-    scores (the reference 1.4-4.3x the base's time, Qwen-0.5B's scores 2.3-6.6x SmolLM2-135M's, in the
-    default's runs): its lane ran 3.9, 6.6 and 8.5 minutes longer than the other in three runs. Largest
-    first gives the base's lane the larger generator instead."""
+    chains: tuple[tuple[str, ...], ...]  # each setting's chain, then each stage of no setting
+    settings: int                        # how many of `chains` are settings' chains
+    parameters: int = 0                  # of the model its local server answers with (served_parameters)
+
+    @property
+    def stages(self) -> list[str]:
+        return [name for chain in self.chains for name in chain]
+
+    def parts(self) -> list["LaneGroup"]:
+        """Each chain a group of its own (for more lanes than generators)."""
+        return [LaneGroup((chain,), int(i < self.settings), self.parameters) for i, chain in enumerate(self.chains)]
+
+
+def lane_groups(params: Params, stages: list[str]) -> list[LaneGroup]:
+    """What `agora run` deals to lanes (pipeline.run.split_lanes), from `stages` in DVC's order.
+
+    One group per generator: its settings' chains (generation, decontamination, training, student
+    evaluation, intrinsic metrics, scaling) and its own scores, so that its server, which a CPU
+    runs with one thread, serves one lane at a time. Two lanes calling one server leave a core idle:
+    with the settings dealt over both lanes, the default's lanes called Qwen's server at once for
+    166-460 s a run. An anchor goes with the generator of the same model, whose server answers it
+    (the default's base is SmolLM2), and whichever of the two runs second reads the prompts they
+    share from the request store; else it is a group of its own. Largest served model first, then
+    the groups without a setting (the anchors last)."""
     known = pipeline_stages(params)
     by_setting: dict[Setting, list[str]] = {}
-    lone: list[list[str]] = []
+    lone: dict[str | None, list[str]] = {}  # a generator's stages of no setting; None: the anchors
     for name in stages:
         stage = known.get(name)
         if stage is None:
             continue  # results, report: after the lanes
-        if stage.setting is None:
-            lone.append([name])
-        else:
+        if stage.setting is not None:
             by_setting.setdefault(stage.setting, []).append(name)
-
-    def lone_order(unit: list[str]) -> tuple[int, int]:  # sorted() is stable: ties keep DVC's order
-        generator = known[unit[0]].generator
-        return (0, 0) if generator is None else (1, -served_parameters(params, generator))
-
-    return list(by_setting.values()) + sorted(lone, key=lone_order)
+        else:
+            lone.setdefault(stage.generator, []).append(name)
+    generators = list(dict.fromkeys([s.generator for s in by_setting] + [g for g in lone if g is not None]))
+    anchor_model = {"evaluate-anchor@base": params.student.base, "evaluate-anchor@reference": params.student.reference}
+    alone: list[str] = []
+    for anchor in lone.pop(None, []):
+        same = [g for g in generators if g in params.generators and params.generators[g].model == anchor_model[anchor]]
+        (lone.setdefault(same[0], []) if same else alone).append(anchor)
+    groups = []
+    for g in generators:
+        chains = [tuple(c) for s, c in by_setting.items() if s.generator == g]
+        size = served_parameters(params, g) if g in params.generators else 0  # an import calls no generator
+        groups.append(LaneGroup(tuple(chains) + tuple((name,) for name in lone.get(g, [])), len(chains), size))
+    # sorted() is stable: ties keep DVC's order
+    groups = sorted(groups, key=lambda group: (group.settings == 0, -group.parameters))
+    return groups + [LaneGroup(((name,),), 0) for name in alone]
 
 
 def served_parameters(params: Params, generator: str) -> int:
