@@ -215,7 +215,8 @@ class TrainingConfig(Strict):
     max_grad_norm: float | None = None  # the official recipe does not clip
     # Seeds training and its data order.
     seed: int = 42
-    bf16: Literal["auto", True, False] = "auto"  # auto: on when a GPU supports it
+    # auto: on a GPU that supports it, and for LoRA on a CPU with native bf16 (the adapter stays float32).
+    bf16: Literal["auto", True, False] = "auto"
     # Recompute activations in the backward pass to save memory.
     gradient_checkpointing: bool = False
     lora: LoraConfig | None = None  # null: full fine-tuning (the paper)

@@ -139,6 +139,26 @@ def test_lora_saves_only_an_adapter(tmp_path, tiny_student):
     assert json.loads((out / "student.json").read_text())["lora"] is True
 
 
+def test_a_lora_student_trains_in_bf16_on_a_cpu_that_computes_it(tmp_path, tiny_student, monkeypatch):
+    from agorabench.training.sft import build_trainer
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    examples = [{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}]
+    for native in (True, False):
+        monkeypatch.setattr("agorabench.models.cpu_weights.native_bf16", lambda: native)
+        lora = build_trainer(make_params(tmp_path, tiny_student, lora={"r": 4, "alpha": 8, "dropout": 0.0}),
+                             examples, str(tmp_path / "out"))
+        frozen = {str(p.dtype) for p in lora.model.parameters() if not p.requires_grad}
+        trained = {str(p.dtype) for p in lora.model.parameters() if p.requires_grad}
+        # native bf16: the frozen base in bf16 under bf16 autocast, the adapter float32; else all float32
+        assert (lora.args.bf16, frozen, trained) == (
+            (True, {"torch.bfloat16"}, {"torch.float32"}) if native else (False, {"torch.float32"}, {"torch.float32"}))
+    # canary: full fine-tuning keeps float32 weights on a CPU, native bf16 or not
+    monkeypatch.setattr("agorabench.models.cpu_weights.native_bf16", lambda: True)
+    full = build_trainer(make_params(tmp_path, tiny_student), examples, str(tmp_path / "out"))
+    assert not full.args.bf16 and {str(p.dtype) for p in full.model.parameters()} == {"torch.float32"}
+
+
 # Trains, then prints the order in which PEFT's own set keeps the saved target modules in this process.
 TRAIN_IN_A_PROCESS = """import json, sys
 from peft import LoraConfig

@@ -128,11 +128,20 @@ def load_tokenizer(params: Params, model_path: str):
     return tok
 
 
-def _use_bf16(setting) -> bool:
+def _use_bf16(setting, lora: bool) -> bool:
+    """Whether the student trains in bf16 (mixed precision, the model loaded in bf16). auto: on a GPU
+    that supports it; on a CPU that computes bf16 natively (AMX, AVX512-BF16), for LoRA only: the
+    frozen base runs in bf16 and the adapter stays float32 (peft), 1.6x as fast as float32 for a
+    SmolLM2-135M student of the default. Full fine-tuning keeps float32 weights on a CPU, where bf16
+    ones would lose small updates."""
     import torch
 
     if setting == "auto":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if torch.cuda.is_available():
+            return torch.cuda.is_bf16_supported()
+        from agorabench.models.cpu_weights import native_bf16
+
+        return lora and native_bf16()
     return bool(setting)
 
 
@@ -156,7 +165,7 @@ def sft_config(params: Params, output_dir: str, num_examples: int):
         max_grad_norm=t.max_grad_norm or 0.0,  # 0 disables clipping
         seed=t.seed,
         data_seed=t.seed,
-        bf16=_use_bf16(t.bf16),
+        bf16=_use_bf16(t.bf16, t.lora is not None),
         use_cpu=not torch.cuda.is_available(),
         activation_checkpointing=t.gradient_checkpointing,
         max_length=t.max_length,
@@ -254,7 +263,7 @@ def build_trainer(params: Params, examples: list[dict], output_dir: str, model_p
     t = params.training
     path = model_path or resolve_model(params.student.base)
     tokenizer = load_tokenizer(params, path)
-    dtype = torch.bfloat16 if _use_bf16(t.bf16) else torch.float32
+    dtype = torch.bfloat16 if _use_bf16(t.bf16, t.lora is not None) else torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     peft_config = None
     if t.lora is not None:
