@@ -18,7 +18,10 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    from agorabench.pipeline.stages import LaneGroup
 
 
 def _bin(name: str) -> str:
@@ -178,7 +181,7 @@ def lane_letter(index: int) -> str:
     return "abcdefghijklmnopqrstuvwxyz"[index % 26]
 
 
-def split_lanes(groups, jobs: int) -> list[list[str]]:
+def split_lanes(groups: list[LaneGroup], jobs: int) -> list[list[str]]:
     """Deal the pipeline's stages into at most `jobs` lanes that share no stage and no output, so one
     `dvc repro` per lane can run at the same time. `groups` (stages.lane_groups, largest model
     first) are the units dealt: the groups with settings in turn over the lanes, so each generator's

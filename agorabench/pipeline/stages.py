@@ -70,9 +70,10 @@ def lane_groups(params: Params, stages: list[str]) -> list[LaneGroup]:
     runs with one thread, serves one lane at a time. Two lanes calling one server leave a core idle:
     with the settings dealt over both lanes, the default's lanes called Qwen's server at once for
     166-460 s a run. An anchor goes with the generator of the same model, whose server answers it
-    (the default's base is SmolLM2), and whichever of the two runs second reads the prompts they
-    share from the request store; else it is a group of its own. Largest served model first, then
-    the groups without a setting (the anchors last)."""
+    too (the default's base is SmolLM2); a generator that is the reference model gets the
+    reference's prompts, so whichever of the two runs second reads them from the request store.
+    Another anchor is a group of its own. Largest served model first, then the groups without a
+    setting (the anchors last)."""
     known = pipeline_stages(params)
     by_setting: dict[Setting, list[str]] = {}
     lone: dict[str | None, list[str]] = {}  # a generator's stages of no setting; None: the anchors
