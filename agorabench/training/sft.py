@@ -131,9 +131,9 @@ def load_tokenizer(params: Params, model_path: str):
 def _use_bf16(setting, lora: bool) -> bool:
     """Whether the student trains in bf16 (mixed precision, the model loaded in bf16). auto: on a GPU
     that supports it; on a CPU that computes bf16 natively (AMX, AVX512-BF16), for LoRA only: the
-    frozen base runs in bf16 and the adapter stays float32 (peft), 1.6x as fast as float32 for a
-    SmolLM2-135M student of the default. Full fine-tuning keeps float32 weights on a CPU, where bf16
-    ones would lose small updates."""
+    frozen base runs in bf16 and the adapter stays float32 (peft), faster than float32
+    (docs/performance.md, "bf16 training"). Full fine-tuning keeps float32 weights on a CPU, where
+    bf16 ones would lose small updates."""
     import torch
 
     if setting == "auto":
